@@ -24,8 +24,8 @@ struct FitOptions {
   bool clip_search = false;
   int clip_steps = 20;
   float clip_min_ratio = 0.5f;
-  /// After the grid, refit the scale for the chosen codes by weighted least squares and
-  /// re-encode, keeping the result only if the weighted error falls.
+  /// With clip_search: after the grid, refit the scale for the chosen codes by weighted least
+  /// squares and re-encode, keeping each refit only if the weighted error falls.
   int refine_iterations = 2;
 };
 

@@ -93,9 +93,9 @@ class Uniform {
       hi = std::max(hi, v);
     }
     Params best = params_for_range(lo, hi);
-    if (!opt.clip_search && opt.refine_iterations <= 0) return best;
+    if (!opt.clip_search) return best;
     double best_err = weighted_error(best, x, importance);
-    if (opt.clip_search) {
+    {
       const int steps = std::max(opt.clip_steps, 1);
       for (int i = 1; i <= steps; ++i) {
         const float r = 1.0f - (1.0f - opt.clip_min_ratio) * static_cast<float>(i) /

@@ -1,0 +1,255 @@
+// qtl/quant/codebook.hpp — non-uniform scalar codebooks of <= 4 bits: fixed tables (NF4, FP4
+// E2M1) scaled per group, and tables fitted by importance-weighted k-means (Lloyd-Max).
+//
+// Fixed tables (FixedCodebook<Levels>):  x_hat = s * L[code],  s = fp16 scale per group.
+//   NF4: bitsandbytes' 16 normal-quantile levels in [-1, 1] (0 exact), s0 = absmax.
+//   FP4: the 16 values of E2M1 (code = sign:1 | exponent:2 | mantissa:1; exponent 0 is
+//        subnormal: 0 or 0.5; else (1 + m/2) * 2^(e-1)), so levels are +-{0, .5, 1, 1.5, 2, 3, 4, 6},
+//        s0 = absmax / 6. Codes 0 and 8 both decode to 0.
+//   With FitOptions::clip_search the scale is searched down to clip_min_ratio * s0, then refined
+//   by least squares (qtl/quant/scalar_fit.hpp).
+//
+// Fitted tables (KMeansCodebook<Bits>): the 2^Bits levels minimize
+//   J = sum_i w_i (x_i - c_{a(i)})^2     (w_i = importance, e.g. the Hessian diagonal or the
+//                                         squared gradient as SqueezeLLM weights each weight)
+// by Lloyd's algorithm in one dimension (kmeans_1d): k-means++ seeding from a seeded mt19937,
+// then alternating the nearest-centroid assignment and the weighted-mean update. Each step can
+// only lower J, so J never increases across iterations; an empty cluster is re-seeded at the
+// value with the largest weighted error, which cannot raise J either. The fitted levels are
+// rounded to fp16 and sorted: the table is the parameter set. The table is per group, per row
+// or per tensor through the granularity (PerRow / PerTensor hand fit() the whole row / tensor),
+// and its 2^Bits fp16 entries are counted in param_bits().
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <numeric>
+#include <random>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "qtl/core/error.hpp"
+#include "qtl/detail/fp16.hpp"
+#include "qtl/quant/concepts.hpp"
+#include "qtl/quant/decode_table.hpp"
+#include "qtl/quant/scalar_fit.hpp"
+
+namespace qtl {
+
+// ---- fixed tables -------------------------------------------------------------------------
+
+struct NF4Levels {
+  static constexpr const char* kName = "nf4";
+  static constexpr float kMaxAbs = 1.0f;
+  // bitsandbytes' NF4 (QLoRA, Dettmers et al. 2023): quantiles of N(0, 1) normalized to [-1, 1].
+  static constexpr DecodeTable kLevels = {
+      -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
+      -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,
+      0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f, 0.33791524171829224f,
+      0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f, 1.0f};
+};
+
+struct FP4Levels {
+  static constexpr const char* kName = "fp4-e2m1";
+  static constexpr float kMaxAbs = 6.0f;
+  // code = s e1 e0 m  (bit 3 = sign)
+  static constexpr DecodeTable kLevels = {0.0f,  0.5f,  1.0f,  1.5f,  2.0f,  3.0f,  4.0f,  6.0f,
+                                          -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
+};
+
+template <class Levels>
+class FixedCodebook {
+ public:
+  static constexpr int kBits = 4;
+  static constexpr int kCodes = 16;
+  static constexpr TableForm kTableForm = TableForm::ScaledShared;
+
+  struct Params {
+    float scale = 1.0f;  ///< fp16-representable, > 0
+    friend bool operator==(const Params&, const Params&) = default;
+  };
+
+  [[nodiscard]] std::string name() const { return Levels::kName; }
+  [[nodiscard]] static constexpr double param_bits() noexcept { return 16.0; }
+  [[nodiscard]] static constexpr float level(std::uint8_t code) noexcept { return Levels::kLevels[code]; }
+  [[nodiscard]] static float decode(const Params& p, std::uint8_t code) noexcept {
+    return p.scale * Levels::kLevels[code];
+  }
+  [[nodiscard]] std::uint8_t encode(const Params& p, float x) const noexcept {
+    return detail::nearest_code_scan(*this, p, x, kCodes);
+  }
+  [[nodiscard]] Params fit(std::span<const float> x, std::span<const float> importance,
+                           const FitOptions& opt = {}) const {
+    detail::check_group(name(), x, importance);
+    return detail::fit_table_scale(*this, x, importance, opt, detail::abs_max(x) / Levels::kMaxAbs,
+                                   opt.clip_min_ratio);
+  }
+  [[nodiscard]] static DecodeTable shared_table() noexcept { return Levels::kLevels; }
+  [[nodiscard]] static Params params_from_scale(float s) noexcept { return Params{s}; }
+};
+
+using NF4 = FixedCodebook<NF4Levels>;
+using FP4 = FixedCodebook<FP4Levels>;
+
+// ---- k-means in one dimension -------------------------------------------------------------
+
+struct KMeansOptions {
+  int iterations = 50;  ///< Lloyd iterations at most (stops early when J stops falling)
+  unsigned seed = 0;    ///< seeds the k-means++ initialization
+};
+
+struct KMeans1dResult {
+  std::vector<double> centroids;  ///< k values, sorted ascending
+  std::vector<double> objective;  ///< J after each assignment step (non-increasing)
+};
+
+/// Weighted 1-D k-means (see the header comment). `weights` is empty (all ones) or one weight
+/// >= 0 per value; if every weight is 0 the values are weighted equally. Throws qtl::Error for
+/// k < 1, fewer than k values, non-finite values or bad weights.
+[[nodiscard]] inline KMeans1dResult kmeans_1d(std::span<const float> x, std::span<const float> weights,
+                                              int k, const KMeansOptions& opt = {}) {
+  constexpr std::string_view kWhere = "kmeans_1d";
+  if (k < 1) fail(kWhere, ": the codebook size must be >= 1, got ", k);
+  if (x.size() < static_cast<std::size_t>(k)) {
+    fail(kWhere, ": a codebook of ", k, " entries needs at least ", k, " values to fit, got ", x.size());
+  }
+  if (opt.iterations < 0) fail(kWhere, ": iterations must be >= 0, got ", opt.iterations);
+  detail::check_group(kWhere, x, weights);
+  const std::size_t n = x.size();
+  std::vector<double> w(n, 1.0);
+  double total = 0.0;
+  for (std::size_t i = 0; i < weights.size(); ++i) total += weights[i];
+  if (!weights.empty() && total > 0.0) {
+    for (std::size_t i = 0; i < n; ++i) w[i] = weights[i];
+  }
+
+  // k-means++ seeding: the first centre with probability ~ w, the next ones ~ w * D^2.
+  std::mt19937 rng(opt.seed);
+  std::uniform_real_distribution<double> uni(0.0, 1.0);
+  auto sample = [&](const std::vector<double>& mass) -> std::size_t {
+    const double sum = std::accumulate(mass.begin(), mass.end(), 0.0);
+    if (!(sum > 0.0)) return static_cast<std::size_t>(uni(rng) * static_cast<double>(n)) % n;
+    double t = uni(rng) * sum;
+    for (std::size_t i = 0; i < n; ++i) {
+      t -= mass[i];
+      if (t < 0.0) return i;
+    }
+    return n - 1;
+  };
+  std::vector<double> c;
+  c.reserve(static_cast<std::size_t>(k));
+  c.push_back(x[sample(w)]);
+  std::vector<double> d2(n), mass(n);
+  for (std::size_t i = 0; i < n; ++i) d2[i] = (x[i] - c[0]) * (x[i] - c[0]);
+  while (static_cast<int>(c.size()) < k) {
+    for (std::size_t i = 0; i < n; ++i) mass[i] = w[i] * d2[i];
+    const double ci = x[sample(mass)];
+    c.push_back(ci);
+    for (std::size_t i = 0; i < n; ++i) d2[i] = std::min(d2[i], (x[i] - ci) * (x[i] - ci));
+  }
+
+  KMeans1dResult out;
+  std::vector<int> assign(n);
+  std::vector<double> mid(static_cast<std::size_t>(k));
+  std::vector<double> sw(static_cast<std::size_t>(k)), swx(static_cast<std::size_t>(k)), err(n);
+  for (int it = 0;; ++it) {
+    // assignment: with sorted centres the nearest one is found between midpoints
+    std::sort(c.begin(), c.end());
+    for (int j = 0; j + 1 < k; ++j) mid[static_cast<std::size_t>(j)] = 0.5 * (c[static_cast<std::size_t>(j)] + c[static_cast<std::size_t>(j) + 1]);
+    double J = 0.0;
+    for (std::size_t i = 0; i < n; ++i) {
+      const int a = static_cast<int>(std::upper_bound(mid.begin(), mid.begin() + (k - 1), static_cast<double>(x[i])) - mid.begin());
+      assign[i] = a;
+      const double d = x[i] - c[static_cast<std::size_t>(a)];
+      err[i] = w[i] * d * d;
+      J += err[i];
+    }
+    const bool stalled = !out.objective.empty() && !(J < out.objective.back() * (1.0 - 1e-12));
+    out.objective.push_back(J);
+    if (stalled || it >= opt.iterations) break;
+    // update: weighted means; an empty cluster moves to the worst-fitted value
+    std::fill(sw.begin(), sw.end(), 0.0);
+    std::fill(swx.begin(), swx.end(), 0.0);
+    for (std::size_t i = 0; i < n; ++i) {
+      sw[static_cast<std::size_t>(assign[i])] += w[i];
+      swx[static_cast<std::size_t>(assign[i])] += w[i] * x[i];
+    }
+    for (int j = 0; j < k; ++j) {
+      const auto uj = static_cast<std::size_t>(j);
+      if (sw[uj] > 0.0) {
+        c[uj] = swx[uj] / sw[uj];
+      } else {
+        const auto worst = static_cast<std::size_t>(std::max_element(err.begin(), err.end()) - err.begin());
+        if (err[worst] > 0.0) {
+          c[uj] = x[worst];
+          err[worst] = 0.0;
+        }
+      }
+    }
+  }
+  out.centroids = c;
+  return out;
+}
+
+// ---- fitted table -------------------------------------------------------------------------
+
+template <int Bits>
+class KMeansCodebook {
+  static_assert(Bits >= 1 && Bits <= 4, "KMeansCodebook<Bits>: Bits must be in [1, 4]");
+
+ public:
+  static constexpr int kBits = Bits;
+  static constexpr int kCodes = 1 << Bits;
+  static constexpr TableForm kTableForm = TableForm::PerSet;
+
+  struct Params {
+    DecodeTable levels{};  ///< kCodes fp16 values sorted ascending, then zeros
+    friend bool operator==(const Params&, const Params&) = default;
+  };
+
+  KMeansCodebook() = default;
+  explicit KMeansCodebook(KMeansOptions options) : options_(options) {}
+
+  [[nodiscard]] std::string name() const { return str_cat("kmeans", Bits); }
+  /// The table: 2^Bits fp16 levels.
+  [[nodiscard]] static constexpr double param_bits() noexcept { return 16.0 * kCodes; }
+  [[nodiscard]] const KMeansOptions& options() const noexcept { return options_; }
+
+  [[nodiscard]] static float decode(const Params& p, std::uint8_t code) noexcept { return p.levels[code]; }
+  [[nodiscard]] std::uint8_t encode(const Params& p, float x) const noexcept {
+    return detail::nearest_code_scan(*this, p, x, kCodes);
+  }
+  /// Weighted k-means of the group (FitOptions' clip options do not apply to a free table).
+  [[nodiscard]] Params fit(std::span<const float> x, std::span<const float> importance,
+                           const FitOptions& = {}) const {
+    detail::check_group(name(), x, importance);
+    if (x.size() < static_cast<std::size_t>(kCodes)) {
+      fail(name(), ": a codebook of ", kCodes, " entries needs at least ", kCodes,
+           " values to fit, got a group of ", x.size());
+    }
+    const auto km = kmeans_1d(x, importance, kCodes, options_);
+    Params p;
+    for (int j = 0; j < kCodes; ++j) {
+      const auto h = detail::round_to_half(static_cast<float>(km.centroids[static_cast<std::size_t>(j)]));
+      if (!std::isfinite(h)) fail(name(), ": level ", km.centroids[static_cast<std::size_t>(j)], " is too large for fp16");
+      p.levels[static_cast<std::size_t>(j)] = h;
+    }
+    std::sort(p.levels.begin(), p.levels.begin() + kCodes);
+    return p;
+  }
+  [[nodiscard]] static DecodeTable table_levels(const Params& p) noexcept { return p.levels; }
+  [[nodiscard]] static Params params_from_levels(const DecodeTable& t) noexcept {
+    Params p;
+    for (int j = 0; j < kCodes; ++j) p.levels[static_cast<std::size_t>(j)] = t[static_cast<std::size_t>(j)];
+    return p;
+  }
+
+ private:
+  KMeansOptions options_{};
+};
+
+}  // namespace qtl

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Builds and runs every test of qtl: a Release build with warnings as errors (tests, examples,
+# benchmarks compiled; the header self-containment, README snippet and install-consumer
+# checks included), then the unit tests again under AddressSanitizer + UndefinedBehaviorSanitizer.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+jobs=${QTL_JOBS:-$(nproc)}
+
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DQTL_WARNINGS_AS_ERRORS=ON
+cmake --build build -j"$jobs"
+ctest --test-dir build -j"$jobs" --output-on-failure
+
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQTL_WARNINGS_AS_ERRORS=ON \
+      -DQTL_SANITIZE=address,undefined -DQTL_BUILD_BENCHMARKS=OFF -DQTL_BUILD_EXAMPLES=OFF
+cmake --build build-asan -j"$jobs" --target qtl_tests readme_snippet
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  ctest --test-dir build-asan -j"$jobs" --output-on-failure -E "header_self_containment|install_consumer"
+echo "qtl: all tests passed (Release and ASan+UBSan)"
