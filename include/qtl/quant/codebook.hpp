@@ -252,4 +252,17 @@ class KMeansCodebook {
   KMeansOptions options_{};
 };
 
+/// Calls f(KMeansCodebook<B>{options}) for a bit width known only at run time; throws
+/// qtl::Error for bits outside [1, 4].
+template <class F>
+decltype(auto) visit_kmeans_codebook(int bits, const KMeansOptions& options, F&& f) {
+  switch (bits) {
+    case 1: return f(KMeansCodebook<1>{options});
+    case 2: return f(KMeansCodebook<2>{options});
+    case 3: return f(KMeansCodebook<3>{options});
+    case 4: return f(KMeansCodebook<4>{options});
+    default: fail("kmeans codebook: bits must be in [1, 4], got ", bits);
+  }
+}
+
 }  // namespace qtl

@@ -185,7 +185,7 @@ class PowerGrid {
     // |q| = qmax * a^(1/gamma) inverts the grid; the nearest level (in the linear domain) is at
     // floor or ceil of it: check a neighbourhood because pow is not exact.
     const double qr = kQMax * std::pow(std::min(static_cast<double>(a), 2.0), 1.0 / gamma_);
-    const int q0 = static_cast<int>(std::floor(qr));
+    const int q0 = static_cast<int>(std::floor(std::min(qr, double(kQMax))));
     const int sign = x < 0.0f ? -1 : 1;
     std::uint8_t best = static_cast<std::uint8_t>(kQMax);  // q = 0
     float best_err = std::fabs(x);
@@ -266,6 +266,42 @@ template <int Bits>
     if (!best || err < best->weighted_error) best = PowerGridFit<Bits>{q, std::move(m), err};
   }
   return std::move(*best);
+}
+
+/// Calls f(Log2<B, base>{}) for a bit width known only at run time; throws qtl::Error for bits
+/// outside [2, 8]. All calls must return one type.
+template <class F>
+decltype(auto) visit_log2(int bits, Log2Base base, F&& f) {
+  auto with_base = [&]<int B>() -> decltype(auto) {
+    if (base == Log2Base::Two) return f(Log2<B, Log2Base::Two>{});
+    return f(Log2<B, Log2Base::Sqrt2>{});
+  };
+  switch (bits) {
+    case 2: return with_base.template operator()<2>();
+    case 3: return with_base.template operator()<3>();
+    case 4: return with_base.template operator()<4>();
+    case 5: return with_base.template operator()<5>();
+    case 6: return with_base.template operator()<6>();
+    case 7: return with_base.template operator()<7>();
+    case 8: return with_base.template operator()<8>();
+    default: fail("log2: bits must be in [2, 8], got ", bits);
+  }
+}
+
+/// Calls f(PowerGrid<B>{gamma}) for a bit width known only at run time; throws qtl::Error for
+/// bits outside [2, 8] or a gamma outside [0.25, 4].
+template <class F>
+decltype(auto) visit_power_grid(int bits, float gamma, F&& f) {
+  switch (bits) {
+    case 2: return f(PowerGrid<2>{gamma});
+    case 3: return f(PowerGrid<3>{gamma});
+    case 4: return f(PowerGrid<4>{gamma});
+    case 5: return f(PowerGrid<5>{gamma});
+    case 6: return f(PowerGrid<6>{gamma});
+    case 7: return f(PowerGrid<7>{gamma});
+    case 8: return f(PowerGrid<8>{gamma});
+    default: fail("power grid: bits must be in [2, 8], got ", bits);
+  }
 }
 
 }  // namespace qtl

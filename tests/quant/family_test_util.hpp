@@ -1,0 +1,42 @@
+// Shared checks for the scalar quantizer families' tests.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <qtl/quant/quantize_matrix.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <span>
+
+namespace qtl::test {
+
+/// decode(encode(x)) is a nearest level: no code decodes closer to x (brute force).
+template <class Q>
+void expect_nearest_levels(const Q& q, const typename Q::Params& p, std::span<const float> x) {
+  for (float v : x) {
+    const auto code = q.encode(p, v);
+    ASSERT_LT(code, 1 << Q::kBits) << q.name();
+    const float err = std::fabs(v - q.decode(p, code));
+    float best = std::numeric_limits<float>::infinity();
+    for (int c = 0; c < (1 << Q::kBits); ++c) {
+      best = std::min(best, std::fabs(v - q.decode(p, static_cast<std::uint8_t>(c))));
+    }
+    ASSERT_LE(err, best) << q.name() << " x=" << v << " code=" << int(code);
+  }
+}
+
+/// sum (w - w_hat)^2 of a quantized matrix against W.
+template <class Q>
+double matrix_sse(const QuantizedMatrix<Q>& m, MatrixRef w) {
+  double e = 0.0;
+  for (Index r = 0; r < w.rows(); ++r) {
+    for (Index c = 0; c < w.cols(); ++c) {
+      const double d = static_cast<double>(w(r, c)) - m.value(r, c);
+      e += d * d;
+    }
+  }
+  return e;
+}
+
+}  // namespace qtl::test
