@@ -8,6 +8,7 @@
 #include "qtl/format/packed_matrix.hpp"
 #include "qtl/kernel/matmul.hpp"
 #include "qtl/kernel/reference.hpp"
+#include "qtl/kernel/uniform_kernel_matrix.hpp"
 #include "qtl/quant/concepts.hpp"
 #include "qtl/quant/granularity.hpp"
 #include "qtl/quant/metrics.hpp"

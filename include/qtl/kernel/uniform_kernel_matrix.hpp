@@ -1,0 +1,156 @@
+// qtl/kernel/uniform_kernel_matrix.hpp — a uniform-quantized matrix ready for the fast kernels.
+//
+//   UniformKernelMatrix k(packed, ActivationMode::Int8);   // repacks once, picks the ISA path once
+//   k.gemv(x, y);                        // y = W_hat x              (x: cols, y: rows)
+//   k.gemm(X, ldx, m, Y, ldy, threads);  // Y = X W_hat^T, one token per row of X
+//
+// Activation modes (qtl/kernel/quantize_activations.hpp):
+//   Fp32  exact fp32 activations; equals the scalar reference up to float rounding.
+//   Int8  activations quantized per block of 32 to int8 (scale max|x|/127) and multiplied with
+//         integer dot products; deviates from the exact product by at most
+//           |y_r - y_exact_r| <= sum_c |W_hat(r, c)| (d_b(c) / 2 + 2^-22 |x_c|)  + float rounding,
+//         d_b = max |x| over the 32-column block of c (see quantize_activations.hpp).
+// The raw-pointer gemv/gemm validate nothing and never throw except std::bad_alloc for their
+// scratch; the Eigen overloads validate shapes and finiteness first and throw qtl::Error.
+// Results are bit-identical for every thread count (qtl/kernel/threading.hpp) and, within one
+// path, deterministic.
+#pragma once
+
+#include <cstddef>
+#include <string_view>
+
+#include "qtl/core/error.hpp"
+#include "qtl/core/types.hpp"
+#include "qtl/core/validate.hpp"
+#include "qtl/format/packed_matrix.hpp"
+#include "qtl/kernel/cpu_features.hpp"
+#include "qtl/kernel/layout_uniform.hpp"
+#include "qtl/kernel/quantize_activations.hpp"
+#include "qtl/kernel/threading.hpp"
+#include "qtl/kernel/uniform_avx2.hpp"
+#include "qtl/kernel/uniform_avx512.hpp"
+#include "qtl/kernel/uniform_portable.hpp"
+
+namespace qtl::kernel {
+
+/// Signature shared by every path: tiles [t0, t1) x tokens [0, m) of Y = X W^T.
+using UniformTilesFn = void (*)(const UniformKernelView&, const ActivationView&, std::ptrdiff_t,
+                                float*, std::ptrdiff_t, std::ptrdiff_t, std::ptrdiff_t) noexcept;
+
+namespace detail_dispatch {
+#if defined(QTL_HAVE_X86_KERNELS)
+inline void tiles_avx512bw(const UniformKernelView& w, const ActivationView& a, std::ptrdiff_t m, float* y,
+                           std::ptrdiff_t ldy, std::ptrdiff_t t0, std::ptrdiff_t t1) noexcept {
+  uniform_tiles_avx512(w, a, m, y, ldy, t0, t1, false);
+}
+inline void tiles_avx512vnni(const UniformKernelView& w, const ActivationView& a, std::ptrdiff_t m, float* y,
+                             std::ptrdiff_t ldy, std::ptrdiff_t t0, std::ptrdiff_t t1) noexcept {
+  uniform_tiles_avx512(w, a, m, y, ldy, t0, t1, true);
+}
+#endif
+}  // namespace detail_dispatch
+
+/// The kernel function of `path` (the portable one where a path is not compiled in).
+[[nodiscard]] inline UniformTilesFn uniform_tiles_function(KernelPath path) noexcept {
+#if defined(QTL_HAVE_X86_KERNELS)
+  switch (path) {
+    case KernelPath::Avx2: return &uniform_tiles_avx2;
+    case KernelPath::Avx512: return &detail_dispatch::tiles_avx512bw;
+    case KernelPath::Avx512Vnni: return &detail_dispatch::tiles_avx512vnni;
+    case KernelPath::Portable: break;
+  }
+#else
+  (void)path;
+#endif
+  return &uniform_tiles_portable;
+}
+
+class UniformKernelMatrix {
+ public:
+  UniformKernelMatrix() = default;
+
+  /// Repacks `w` into the kernel layout. Throws qtl::Error if w is empty or `path` cannot run
+  /// on this CPU (the default path is the best one, or QTL_KERNEL_PATH's).
+  explicit UniformKernelMatrix(const PackedMatrix& w, ActivationMode mode = ActivationMode::Int8,
+                               KernelPath path = default_kernel_path()) {
+    constexpr std::string_view kWhere = "UniformKernelMatrix";
+    require_nonempty(kWhere, "packed matrix", w.rows(), w.cols());
+    if (!is_packable_bits(w.bits())) fail(kWhere, ": bits must be 2, 3, 4 or 8, got ", w.bits());
+    if (w.cols() > (Index{1} << 30)) fail(kWhere, ": at most 2^30 columns, got ", w.cols());
+    layout_ = UniformKernelLayout(w.view());
+    mode_ = mode;
+    set_path(path);
+  }
+
+  [[nodiscard]] Index rows() const noexcept { return layout_.view().rows; }
+  [[nodiscard]] Index cols() const noexcept { return layout_.view().cols; }
+  [[nodiscard]] int bits() const noexcept { return layout_.view().bits; }
+  [[nodiscard]] ActivationMode mode() const noexcept { return mode_; }
+  [[nodiscard]] KernelPath path() const noexcept { return path_; }
+  /// Bytes of the kernel layout (what one GEMV streams).
+  [[nodiscard]] std::size_t bytes() const noexcept { return layout_.bytes(); }
+  [[nodiscard]] UniformKernelView view() const noexcept { return layout_.view(); }
+
+  void set_mode(ActivationMode mode) noexcept { mode_ = mode; }
+  /// Switches the ISA path (no repacking: every path reads the same layout).
+  void set_path(KernelPath path) {
+    if (!path_supported(path)) {
+      fail("UniformKernelMatrix: path ", to_string(path), " is not supported on this CPU (best: ",
+           to_string(best_kernel_path()), ")");
+    }
+    path_ = path;
+    fn_ = uniform_tiles_function(path);
+  }
+
+  /// y[0..rows) = W_hat x[0..cols). x must be finite. Unchecked.
+  void gemv(const float* x, float* y, int threads = 1) const { gemm(x, cols(), 1, y, rows(), threads); }
+
+  /// Y = X W_hat^T: X is m x cols (row stride ldx), Y is m x rows (row stride ldy). Unchecked.
+  void gemm(const float* x, Index ldx, Index m, float* y, Index ldy, int threads = 1) const {
+    if (m <= 0) return;
+    const UniformKernelView w = layout_.view();
+    PreparedActivations acts;
+    acts.allocate(w, m, mode_);
+    parallel_for(m, threads, [&](std::ptrdiff_t n0, std::ptrdiff_t n1) { acts.prepare(w, x, ldx, n0, n1); });
+    const ActivationView a = acts.view();
+    const UniformTilesFn fn = fn_;
+    parallel_for(w.tiles, threads, [&](std::ptrdiff_t t0, std::ptrdiff_t t1) { fn(w, a, m, y, ldy, t0, t1); });
+  }
+
+  /// Checked: y = W_hat x.
+  [[nodiscard]] VectorXf gemv(VectorRef x, int threads = 1) const {
+    constexpr std::string_view kWhere = "UniformKernelMatrix::gemv";
+    require_size(kWhere, "x", x.size(), cols());
+    require_finite(kWhere, "x", x);
+    require_threads(kWhere, threads);
+    VectorXf y(rows());
+    gemv(x.data(), y.data(), threads);
+    return y;
+  }
+
+  /// Checked: Y = X W_hat^T for activations X [tokens x cols].
+  [[nodiscard]] RowMatrixXf gemm(MatrixRef x, int threads = 1) const {
+    constexpr std::string_view kWhere = "UniformKernelMatrix::gemm";
+    require_nonempty(kWhere, "activations", x.rows(), x.cols());
+    if (x.cols() != cols()) {
+      fail(kWhere, ": activations have ", x.cols(), " columns but the matrix has ", cols());
+    }
+    require_finite(kWhere, "activations", x);
+    require_threads(kWhere, threads);
+    RowMatrixXf y(x.rows(), rows());
+    gemm(x.data(), x.outerStride(), x.rows(), y.data(), y.outerStride(), threads);
+    return y;
+  }
+
+ private:
+  static void require_threads(std::string_view where, int threads) {
+    if (threads < 1) fail(where, ": threads must be >= 1, got ", threads);
+  }
+
+  UniformKernelLayout layout_;
+  ActivationMode mode_ = ActivationMode::Int8;
+  KernelPath path_ = KernelPath::Portable;
+  UniformTilesFn fn_ = &uniform_tiles_portable;
+};
+
+}  // namespace qtl::kernel

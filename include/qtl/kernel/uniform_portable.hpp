@@ -1,0 +1,80 @@
+// qtl/kernel/uniform_portable.hpp — the portable (plain C++) path of the uniform kernels.
+//
+// Same layout and the same arithmetic as the SIMD paths (qtl/kernel/layout_uniform.hpp):
+//   Int8:  G_rg = sum_{b in g} d_b * float(S_rb),  S_rb = sum_c q_rc a_c exactly in int32,
+//          y_r += s_rg * (G_rg - z_rg * gsum_g)
+//   Fp32:  G_rg = sum_{c in g} float(q_rc) * x_c,   y_r += s_rg * (G_rg - z_rg * gsum_g)
+// It always exists, needs no CPU feature, and passes every test the SIMD paths pass.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "qtl/detail/fp16.hpp"
+#include "qtl/kernel/layout_uniform.hpp"
+#include "qtl/kernel/quantize_activations.hpp"
+
+namespace qtl::kernel {
+
+namespace detail_portable {
+
+/// Decodes one tile block into codes[r][k] (row r, column k of the block).
+inline void decode_tile_block(int bits, const std::uint8_t* block,
+                              std::uint8_t (&codes)[kTileRows][kBlockCols]) noexcept {
+  for (int r = 0; r < kTileRows; ++r) {
+    for (int k = 0; k < kBlockCols; ++k) codes[r][k] = static_cast<std::uint8_t>(tile_code(bits, block, r, k));
+  }
+}
+
+}  // namespace detail_portable
+
+/// Y[n * ldy + row] for the rows of tiles [tile_begin, tile_end) and tokens n in [0, m).
+inline void uniform_tiles_portable(const UniformKernelView& w, const ActivationView& a,
+                                   std::ptrdiff_t m, float* y, std::ptrdiff_t ldy,
+                                   std::ptrdiff_t tile_begin, std::ptrdiff_t tile_end) noexcept {
+  const bool int8 = a.q != nullptr;
+  std::uint8_t codes[kTileRows][kBlockCols];
+  for (std::ptrdiff_t t = tile_begin; t < tile_end; ++t) {
+    const TileGroupParams* params = w.params(t);
+    const int valid = static_cast<int>(w.rows - t * kTileRows < kTileRows ? w.rows - t * kTileRows : kTileRows);
+    for (std::ptrdiff_t n0 = 0; n0 < m; n0 += 8) {
+      const std::ptrdiff_t nt = m - n0 < 8 ? m - n0 : 8;
+      float acc[8][kTileRows] = {};
+      for (std::ptrdiff_t g = 0; g < w.groups; ++g) {
+        float gf[8][kTileRows] = {};
+        for (std::ptrdiff_t b = w.group_block_begin[g]; b < w.group_block_begin[g + 1]; ++b) {
+          detail_portable::decode_tile_block(w.bits, w.block(t, b), codes);
+          for (std::ptrdiff_t n = 0; n < nt; ++n) {
+            const ActivationView an = a.token(n0 + n);
+            for (int r = 0; r < kTileRows; ++r) {
+              if (int8) {
+                const std::int8_t* q = an.q + b * kBlockCols;
+                std::int32_t s = 0;
+                for (int k = 0; k < kBlockCols; ++k) s += static_cast<std::int32_t>(codes[r][k]) * q[k];
+                gf[n][r] += an.d[b] * static_cast<float>(s);
+              } else {
+                const float* x = an.x + b * kBlockCols;
+                float s = 0.0f;
+                for (int k = 0; k < kBlockCols; ++k) s += static_cast<float>(codes[r][k]) * x[k];
+                gf[n][r] += s;
+              }
+            }
+          }
+        }
+        for (std::ptrdiff_t n = 0; n < nt; ++n) {
+          const float gs = a.token(n0 + n).gsum[g];
+          for (int r = 0; r < kTileRows; ++r) {
+            const float s = qtl::detail::half_to_float(params[g].scale[r]);
+            const float z = static_cast<float>(params[g].zero[r]);
+            acc[n][r] += s * (gf[n][r] - z * gs);
+          }
+        }
+      }
+      for (std::ptrdiff_t n = 0; n < nt; ++n) {
+        for (int r = 0; r < valid; ++r) y[(n0 + n) * ldy + t * kTileRows + r] = acc[n][r];
+      }
+    }
+  }
+}
+
+}  // namespace qtl::kernel

@@ -1,0 +1,243 @@
+// Every kernel path the CPU supports against the scalar reference (qtl/kernel/reference.hpp).
+#include <gtest/gtest.h>
+#include <qtl/io/data_path.hpp>
+#include <qtl/io/llama2c.hpp>
+#include <qtl/qtl.hpp>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "test_util.hpp"
+
+namespace {
+
+using qtl::Index;
+using qtl::kernel::ActivationMode;
+using qtl::kernel::KernelPath;
+using qtl::kernel::UniformKernelMatrix;
+
+std::vector<KernelPath> supported_paths() {
+  std::vector<KernelPath> out;
+  for (KernelPath p : qtl::kernel::kAllKernelPaths) {
+    if (qtl::kernel::path_supported(p)) out.push_back(p);
+  }
+  return out;
+}
+
+// Kernel column of matrix column c (the layout's per-group block padding).
+std::vector<Index> kernel_columns(const qtl::kernel::UniformKernelView& v) {
+  std::vector<Index> k(static_cast<std::size_t>(v.cols));
+  for (Index g = 0; g < v.groups; ++g) {
+    for (Index c = v.group_col_begin[g]; c < v.group_col_begin[g + 1]; ++c) {
+      k[static_cast<std::size_t>(c)] = Index{v.group_block_begin[g]} * 32 + (c - v.group_col_begin[g]);
+    }
+  }
+  return k;
+}
+
+// Worst-case float error of the kernels' sums: (chain + 8) units of roundoff, times two for the
+// rounding of the reference itself, relative to sum_c s * (q + z) * |x_c| (the magnitudes the
+// kernels add before the zero-point subtraction).
+constexpr double kUnit = 1.0 / 16777216.0;  // 2^-24
+
+struct Case {
+  Index rows, cols;
+  qtl::Granularity g;
+};
+
+template <int B, qtl::Mode M>
+void check_all_paths(const Case& cs, const qtl::RowMatrixXf& w, const qtl::RowMatrixXf& x,
+                     const char* what) {
+  const auto q = qtl::quantize_matrix(qtl::Uniform<B, M>{}, cs.g, w);
+  const auto packed = qtl::pack(q);
+  const auto wv = packed.view();
+  const Index m = x.rows();
+  // Reference: exact activations, and magnitudes for the float tolerance.
+  qtl::RowMatrixXf ref(m, cs.rows);
+  qtl::kernel::gemm_uniform_reference(wv, x.data(), x.outerStride(), m, ref.data(), ref.outerStride());
+  const qtl::RowMatrixXf wq = qtl::dequantize(q);
+  qtl::RowMatrixXf mag_w(cs.rows, cs.cols);  // s * (q + z) per weight
+  for (Index r = 0; r < cs.rows; ++r) {
+    for (Index c = 0; c < cs.cols; ++c) {
+      const auto& p = q.params_at(r, c);
+      mag_w(r, c) = std::abs(p.scale) * (static_cast<float>(q.code(r, c)) + std::abs(p.zero));
+    }
+  }
+  const qtl::RowMatrixXd mag_exact = x.cwiseAbs().cast<double>() * mag_w.transpose().cast<double>();
+  const double chain = static_cast<double>(cs.cols + 8);
+
+  for (KernelPath path : supported_paths()) {
+    for (ActivationMode mode : {ActivationMode::Fp32, ActivationMode::Int8}) {
+      SCOPED_TRACE(testing::Message() << what << " " << B << "-bit " << (M == qtl::Mode::Symmetric ? "sym" : "asym")
+                                      << " " << cs.rows << "x" << cs.cols << " " << qtl::to_string(cs.g)
+                                      << " m=" << m << " path=" << qtl::kernel::to_string(path)
+                                      << " mode=" << (mode == ActivationMode::Fp32 ? "fp32" : "int8"));
+      const UniformKernelMatrix k(packed, mode, path);
+      qtl::RowMatrixXf y(m, cs.rows);
+      k.gemm(x.data(), x.outerStride(), m, y.data(), y.outerStride(), 1);
+      if (mode == ActivationMode::Fp32) {
+        for (Index n = 0; n < m; ++n) {
+          for (Index r = 0; r < cs.rows; ++r) {
+            const double tol = 2.0 * chain * kUnit * mag_exact(n, r) + 1e-30;
+            ASSERT_LE(std::abs(double(y(n, r)) - double(ref(n, r))), tol) << "token " << n << " row " << r;
+          }
+        }
+        continue;
+      }
+      // Int8: (1) equals the reference evaluated on the same int8 activations, to float rounding;
+      // (2) stays within the documented bound of the exact reference.
+      qtl::kernel::PreparedActivations acts;
+      const auto kv = k.view();
+      acts.allocate(kv, m, ActivationMode::Int8);
+      acts.prepare(kv, x.data(), x.outerStride(), 0, m);
+      const auto kcol = kernel_columns(kv);
+      for (Index n = 0; n < m; ++n) {
+        for (Index r = 0; r < cs.rows; ++r) {
+          double yq = 0.0, mag_q = 0.0, bound = 0.0;
+          for (Index c = 0; c < cs.cols; ++c) {
+            const Index kc = kcol[static_cast<std::size_t>(c)];
+            const double xe = acts.effective(n, kc);
+            yq += double(wq(r, c)) * xe;
+            mag_q += double(mag_w(r, c)) * std::abs(xe);
+            const double d = acts.block_scale(n, kc / 32);
+            bound += std::abs(double(wq(r, c))) * (0.5 * d + 0x1p-22 * std::abs(double(x(n, c))));
+          }
+          const double tol_q = 2.0 * chain * kUnit * mag_q + 1e-30;
+          ASSERT_LE(std::abs(double(y(n, r)) - yq), tol_q) << "token " << n << " row " << r;
+          const double tol_exact = bound + tol_q + 2.0 * chain * kUnit * mag_exact(n, r);
+          ASSERT_LE(std::abs(double(y(n, r)) - double(ref(n, r))), tol_exact) << "token " << n << " row " << r;
+        }
+      }
+    }
+  }
+}
+
+template <int B>
+void check_bits(const Case& cs, const qtl::RowMatrixXf& w, const qtl::RowMatrixXf& x, const char* what) {
+  check_all_paths<B, qtl::Mode::Asymmetric>(cs, w, x, what);
+  check_all_paths<B, qtl::Mode::Symmetric>(cs, w, x, what);
+}
+
+void check_every_format(const Case& cs, const qtl::RowMatrixXf& w, const qtl::RowMatrixXf& x, const char* what) {
+  check_bits<2>(cs, w, x, what);
+  check_bits<3>(cs, w, x, what);
+  check_bits<4>(cs, w, x, what);
+  check_bits<8>(cs, w, x, what);
+}
+
+const std::vector<Case>& adversarial_cases() {
+  static const std::vector<Case> cases = {
+      {1, 1, qtl::PerTensor{}},      {1, 33, qtl::PerRow{}},        {17, 1, qtl::PerGroup{7}},
+      {13, 172, qtl::PerGroup{7}},   {13, 172, qtl::PerGroup{32}},  {33, 172, qtl::PerRow{}},
+      {16, 64, qtl::PerTensor{}},    {31, 100, qtl::PerGroup{48}},  {20, 96, qtl::PerGroup{128}},
+      {40, 300, qtl::PerGroup{64}},  {5, 257, qtl::PerGroup{128}},  {9, 31, qtl::PerGroup{16}},
+  };
+  return cases;
+}
+
+TEST(UniformKernelMatrix, EveryPathMatchesReferenceOnAdversarialShapes) {
+  unsigned seed = 100;
+  for (const Case& cs : adversarial_cases()) {
+    for (Index m : {1, 3, 13}) {
+      const auto w = qtl::test::gaussian(cs.rows, cs.cols, ++seed, 0.05f);
+      const auto x = qtl::test::gaussian(m, cs.cols, ++seed);
+      check_every_format(cs, w, x, "gaussian");
+    }
+  }
+}
+
+TEST(UniformKernelMatrix, ExtremeCodesAndActivationsDoNotOverflow) {
+  // Codes at 0 and 2^b - 1 against activations at +-127: the int16 sums of vpmaddubsw and the
+  // sign trick of the 8-bit path at their limits; also all-positive weights (every code at the
+  // maximum, zero point 0) against all-positive activations (every product at its maximum).
+  std::mt19937 rng(7);
+  std::bernoulli_distribution coin(0.5);
+  const Case cs{37, 200, qtl::PerGroup{64}};
+  qtl::RowMatrixXf w_sign(cs.rows, cs.cols), x_sign(8, cs.cols);
+  for (auto& v : w_sign.reshaped()) v = coin(rng) ? 1.0f : -1.0f;
+  for (auto& v : x_sign.reshaped()) v = coin(rng) ? 3.0f : -3.0f;
+  check_every_format(cs, w_sign, x_sign, "signs");
+  const qtl::RowMatrixXf w_pos = qtl::RowMatrixXf::Constant(cs.rows, cs.cols, 0.5f);
+  const qtl::RowMatrixXf x_pos = qtl::RowMatrixXf::Constant(8, cs.cols, 2.0f);
+  const qtl::RowMatrixXf x_neg = -x_pos;
+  check_every_format(cs, w_pos, x_pos, "all positive");
+  check_every_format(cs, w_pos, x_neg, "all negative");
+}
+
+TEST(UniformKernelMatrix, OutliersAndZeroBlocksStayWithinTheInt8Bound) {
+  // One huge activation per block makes the int8 step coarse for the rest (the bound follows
+  // d_b); a block of zeros has d_b = 0 and must contribute exactly nothing.
+  const Case cs{24, 160, qtl::PerGroup{32}};
+  const auto w = qtl::test::gaussian(cs.rows, cs.cols, 11, 0.05f);
+  auto x = qtl::test::gaussian(5, cs.cols, 12);
+  for (Index n = 0; n < x.rows(); ++n) {
+    x(n, 3 + 32 * (n % 4)) = 1000.0f;
+    x.block(n, 128, 1, 32).setZero();
+  }
+  check_every_format(cs, w, x, "outliers");
+}
+
+TEST(UniformKernelMatrix, ResultsAreBitIdenticalForAnyThreadCount) {
+  const Case cs{200, 300, qtl::PerGroup{64}};
+  const auto w = qtl::test::gaussian(cs.rows, cs.cols, 21, 0.05f);
+  const auto x = qtl::test::gaussian(13, cs.cols, 22);
+  const auto packed = qtl::pack(qtl::quantize_matrix(qtl::Uniform<4>{}, cs.g, w));
+  for (KernelPath path : supported_paths()) {
+    for (ActivationMode mode : {ActivationMode::Fp32, ActivationMode::Int8}) {
+      const UniformKernelMatrix k(packed, mode, path);
+      const qtl::RowMatrixXf y1 = k.gemm(x, 1);
+      const qtl::VectorXf v1 = k.gemv(qtl::VectorXf(x.row(0).transpose()), 1);
+      for (int threads : {2, 3, 7}) {
+        const qtl::RowMatrixXf yt = k.gemm(x, threads);
+        ASSERT_EQ(std::memcmp(y1.data(), yt.data(), sizeof(float) * std::size_t(y1.size())), 0)
+            << qtl::kernel::to_string(path) << " threads " << threads;
+        const qtl::VectorXf vt = k.gemv(qtl::VectorXf(x.row(0).transpose()), threads);
+        ASSERT_EQ(std::memcmp(v1.data(), vt.data(), sizeof(float) * std::size_t(v1.size())), 0);
+      }
+      // GEMV is the one-token GEMM: token 0 of a 1-token gemm equals gemv.
+      const qtl::RowMatrixXf y_one = k.gemm(x.topRows(1), 1);
+      ASSERT_EQ(std::memcmp(y_one.data(), v1.data(), sizeof(float) * std::size_t(v1.size())), 0);
+    }
+  }
+}
+
+TEST(UniformKernelMatrix, RealModelWeightsMatchReference) {
+  const auto ckpt = qtl::io::Llama2cCheckpoint::load(qtl::io::data_path("stories260K/stories260K.bin"));
+  for (const char* name : {"layers.0.wq", "layers.2.w2", "layers.4.w1"}) {
+    const qtl::RowMatrixXf w = ckpt.tensor(name);
+    const Case cs{w.rows(), w.cols(), qtl::PerGroup{32}};
+    const auto x = qtl::test::gaussian(9, w.cols(), 31);
+    check_bits<4>(cs, w, x, name);
+    check_bits<2>(cs, w, x, name);
+  }
+}
+
+TEST(UniformKernelMatrix, CheckedEntryPointsRejectBadInput) {
+  const auto w = qtl::test::gaussian(8, 40, 41, 0.1f);
+  const auto packed = qtl::pack(qtl::quantize_matrix(qtl::Uniform<4>{}, qtl::PerGroup{16}, w));
+  const UniformKernelMatrix k(packed);
+  EXPECT_EQ(k.rows(), 8);
+  EXPECT_EQ(k.cols(), 40);
+  EXPECT_EQ(k.bits(), 4);
+  EXPECT_THROW((void)k.gemv(qtl::VectorXf::Zero(39)), qtl::Error);
+  qtl::VectorXf bad = qtl::VectorXf::Zero(40);
+  bad(5) = std::nanf("");
+  EXPECT_THROW((void)k.gemv(bad), qtl::Error);
+  EXPECT_THROW((void)k.gemv(qtl::VectorXf::Zero(40), 0), qtl::Error);
+  EXPECT_THROW((void)k.gemm(qtl::RowMatrixXf::Zero(3, 41)), qtl::Error);
+  EXPECT_THROW((void)k.gemm(qtl::RowMatrixXf::Zero(0, 40)), qtl::Error);
+  qtl::RowMatrixXf inf = qtl::RowMatrixXf::Zero(2, 40);
+  inf(1, 2) = std::numeric_limits<float>::infinity();
+  EXPECT_THROW((void)k.gemm(inf), qtl::Error);
+  EXPECT_THROW(UniformKernelMatrix(qtl::PackedMatrix{}), qtl::Error);
+  // Zero activations give exactly zero in both modes.
+  for (ActivationMode mode : {ActivationMode::Fp32, ActivationMode::Int8}) {
+    const UniformKernelMatrix km(packed, mode);
+    EXPECT_EQ(km.gemv(qtl::VectorXf::Zero(40)), qtl::VectorXf::Zero(8));
+  }
+}
+
+}  // namespace
