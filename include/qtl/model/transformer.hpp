@@ -1,0 +1,398 @@
+// qtl/model/transformer.hpp — the llama2.c transformer in fp32 over Eigen, written for clarity.
+//
+// Notation: T tokens processed together, d = dim, L layers, H query heads, G = n_kv_heads key/
+// value heads, hs = d / H, every activation a row-major [T x features] matrix (one token a row).
+// For each layer l, with the residual stream h [T x d]:
+//   x  = rmsnorm(h) ⊙ g_att          rmsnorm(x)_t = x_t / sqrt(mean(x_t²) + 1e-5)
+//   q = x Wqᵀ, k = x Wkᵀ, v = x Wvᵀ   (q [T x d], k and v [T x G·hs])
+//   RoPE on q and k at each token's absolute position p, pairs (2i, 2i+1) within each head:
+//     θ = p · 10000^(−2i/hs),  (a, b) -> (a cos θ − b sin θ, a sin θ + b cos θ)
+//   head j attends with key/value head j / (H/G) (grouped-query attention), causally:
+//     o_j = softmax(q_j k_gᵀ / sqrt(hs) + mask) v_g,  mask = −∞ where key position > query's
+//   h += o Woᵀ
+//   x  = rmsnorm(h) ⊙ g_ffn
+//   h += (silu(x W1ᵀ) ⊙ (x W3ᵀ)) W2ᵀ,  silu(z) = z / (1 + e^−z)
+// Then logits = (rmsnorm(h) ⊙ g_final) Eᵀ with E the token embedding (shared classifier) or
+// the separate classifier matrix.
+//
+// Every one of the 7·L linear layers is a LinearOp, addressed by its checkpoint name
+// ("layers.3.w2"): set_linear() swaps in another implementation (a quantized matrix), and an
+// observer sees each linear's input as the forward pass runs (activation capture).
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "qtl/core/error.hpp"
+#include "qtl/core/types.hpp"
+#include "qtl/core/validate.hpp"
+#include "qtl/io/llama2c.hpp"
+
+namespace qtl::model {
+
+/// A linear layer without bias: y = x Wᵀ with W [out_features x in_features].
+/// Implementations must be safe to call concurrently from several threads (forward is const).
+class LinearOp {
+ public:
+  virtual ~LinearOp() = default;
+  [[nodiscard]] virtual Index in_features() const = 0;
+  [[nodiscard]] virtual Index out_features() const = 0;
+  /// y [T x out_features] = x [T x in_features] Wᵀ. Callers guarantee x.cols() == in_features().
+  [[nodiscard]] virtual RowMatrixXf forward(MatrixRef x) const = 0;
+  /// A deep copy (models are copyable, so that a quantized copy can sit next to the original).
+  [[nodiscard]] virtual std::unique_ptr<LinearOp> clone() const = 0;
+  /// A short description for reports, e.g. "dense fp32 64x172".
+  [[nodiscard]] virtual std::string describe() const = 0;
+
+ protected:
+  LinearOp() = default;
+  LinearOp(const LinearOp&) = default;
+  LinearOp& operator=(const LinearOp&) = default;
+};
+
+/// The fp32 reference: an owned dense weight matrix.
+class DenseLinear final : public LinearOp {
+ public:
+  /// Throws qtl::Error if `weight` is empty or holds NaN/Inf.
+  explicit DenseLinear(RowMatrixXf weight) : weight_(std::move(weight)) {
+    require_nonempty("DenseLinear", "weight", weight_.rows(), weight_.cols());
+    require_finite("DenseLinear", "weight", weight_);
+  }
+  [[nodiscard]] Index in_features() const override { return weight_.cols(); }
+  [[nodiscard]] Index out_features() const override { return weight_.rows(); }
+  [[nodiscard]] RowMatrixXf forward(MatrixRef x) const override {
+    return x * weight_.transpose();
+  }
+  [[nodiscard]] std::unique_ptr<LinearOp> clone() const override {
+    return std::make_unique<DenseLinear>(*this);
+  }
+  [[nodiscard]] std::string describe() const override {
+    return str_cat("dense fp32 ", weight_.rows(), "x", weight_.cols());
+  }
+  [[nodiscard]] const RowMatrixXf& weight() const { return weight_; }
+
+ private:
+  RowMatrixXf weight_;
+};
+
+/// Called with each linear layer's name and its input x [T x in_features], just before the
+/// layer runs. wq, wk and wv see the same input, as do w1 and w3.
+using LinearObserver = std::function<void(std::string_view name, MatrixRef input)>;
+
+/// Keys and values of the tokens processed so far, for incremental generation.
+/// Holds room for config.seq_len positions in each layer.
+class KvCache {
+ public:
+  explicit KvCache(const io::Llama2cConfig& config)
+      : keys_(static_cast<std::size_t>(config.n_layers),
+              RowMatrixXf::Zero(config.seq_len, config.kv_dim())),
+        values_(keys_),
+        capacity_(config.seq_len) {}
+
+  /// Number of positions already processed (the position of the next token).
+  [[nodiscard]] int size() const { return size_; }
+  [[nodiscard]] int capacity() const { return capacity_; }
+  void clear() { size_ = 0; }
+
+ private:
+  friend class Transformer;
+  std::vector<RowMatrixXf> keys_;    // per layer [capacity x kv_dim], RoPE already applied
+  std::vector<RowMatrixXf> values_;  // per layer [capacity x kv_dim]
+  int capacity_ = 0;
+  int size_ = 0;
+};
+
+class Transformer {
+ public:
+  /// Builds the model from a checkpoint (weights are copied; the checkpoint may go away).
+  explicit Transformer(const io::Llama2cCheckpoint& checkpoint);
+
+  /// Loads a llama2.c checkpoint file (see Llama2cCheckpoint::load for the errors).
+  [[nodiscard]] static Transformer load(const std::filesystem::path& path) {
+    return Transformer(io::Llama2cCheckpoint::load(path));
+  }
+
+  /// Deep copies: every LinearOp is cloned. The observer is not copied: it usually records
+  /// into state that belongs to one model.
+  Transformer(const Transformer& other);
+  Transformer& operator=(const Transformer& other) {
+    if (this != &other) *this = Transformer(other);
+    return *this;
+  }
+  Transformer(Transformer&&) noexcept = default;
+  Transformer& operator=(Transformer&&) noexcept = default;
+  ~Transformer() = default;
+
+  [[nodiscard]] const io::Llama2cConfig& config() const { return config_; }
+
+  /// The 7·L linear layer names, layer by layer, each as wq wk wv wo w1 w2 w3.
+  [[nodiscard]] const std::vector<std::string>& linear_names() const { return linear_names_; }
+
+  /// The linear layer called `name` ("layers.0.wq"); throws qtl::Error for an unknown name.
+  [[nodiscard]] const LinearOp& linear(std::string_view name) const {
+    return *linears_[linear_index(name)];
+  }
+
+  /// Replaces the linear layer `name` and returns the previous one. Throws qtl::Error for an
+  /// unknown name, a null op, or an op whose shape differs from the layer's.
+  std::unique_ptr<LinearOp> set_linear(std::string_view name, std::unique_ptr<LinearOp> op) {
+    const std::size_t i = linear_index(name);
+    if (!op) fail("Transformer::set_linear: the op for '", name, "' is null");
+    const LinearOp& old = *linears_[i];
+    if (op->out_features() != old.out_features() || op->in_features() != old.in_features()) {
+      fail("Transformer::set_linear: '", name, "' is ", old.out_features(), "x",
+           old.in_features(), " (out x in) but the new op is ", op->out_features(), "x",
+           op->in_features());
+    }
+    return std::exchange(linears_[i], std::move(op));
+  }
+
+  /// Installs (or, with an empty function, removes) the observer of linear-layer inputs.
+  /// While an observer is set, forward calls from several threads must not overlap unless the
+  /// observer itself is thread-safe.
+  void set_observer(LinearObserver observer) { observer_ = std::move(observer); }
+
+  /// Logits [T x vocab] for tokens at positions 0..T-1 (one causal pass, no cache).
+  /// Throws qtl::Error if T is 0 or exceeds seq_len, or a token is outside [0, vocab).
+  [[nodiscard]] RowMatrixXf forward(std::span<const int> tokens) const {
+    RowMatrixXf h = embed(tokens);
+    for (int l = 0; l < config_.n_layers; ++l) layer_forward(l, h, nullptr, 0);
+    return logits(h);
+  }
+
+  /// Logits [T x vocab] for tokens at positions cache.size()..cache.size()+T-1, attending to
+  /// everything cached before them; appends their keys and values to the cache.
+  [[nodiscard]] RowMatrixXf forward(std::span<const int> tokens, KvCache& cache) const {
+    require_cache(cache);
+    if (static_cast<std::size_t>(cache.size_) + tokens.size() >
+        static_cast<std::size_t>(cache.capacity_)) {
+      fail("Transformer::forward: ", tokens.size(), " new tokens after ", cache.size_,
+           " cached ones exceed seq_len = ", cache.capacity_);
+    }
+    RowMatrixXf h = embed(tokens);
+    for (int l = 0; l < config_.n_layers; ++l) layer_forward(l, h, &cache, cache.size_);
+    cache.size_ += static_cast<int>(tokens.size());
+    return logits(h);
+  }
+
+  /// Logits [vocab] of the next token after `token`, which sits at position cache.size().
+  [[nodiscard]] VectorXf step(int token, KvCache& cache) const {
+    const int one[1] = {token};
+    return forward(std::span<const int>(one), cache).row(0).transpose();
+  }
+
+  // ---- The pass in pieces, for layer-by-layer drivers (calibrate layer l, then feed its
+  // ---- outputs to layer l+1). forward(tokens) == logits(layers 0..L-1 applied to embed(tokens)).
+
+  /// The residual stream entering layer 0: row t is the embedding of tokens[t].
+  [[nodiscard]] RowMatrixXf embed(std::span<const int> tokens) const {
+    if (tokens.empty()) fail("Transformer: the token sequence is empty");
+    if (tokens.size() > static_cast<std::size_t>(config_.seq_len)) {
+      fail("Transformer: ", tokens.size(), " tokens exceed seq_len = ", config_.seq_len);
+    }
+    RowMatrixXf h(static_cast<Index>(tokens.size()), config_.dim);
+    for (std::size_t t = 0; t < tokens.size(); ++t) {
+      if (tokens[t] < 0 || tokens[t] >= config_.vocab_size) {
+        fail("Transformer: token ", tokens[t], " at index ", t, " is outside [0, ",
+             config_.vocab_size, ")");
+      }
+      h.row(static_cast<Index>(t)) = embedding_.row(tokens[t]);
+    }
+    return h;
+  }
+
+  /// Applies layer `layer` in place to the residual stream h [T x dim] of tokens at
+  /// positions 0..T-1 (causal attention among them, no cache).
+  void forward_layer(int layer, RowMatrixXf& h) const {
+    require_range("Transformer::forward_layer", "layer", layer, 0, config_.n_layers - 1);
+    require_range<Index>("Transformer::forward_layer", "h.rows()", h.rows(), 1, config_.seq_len);
+    require_size("Transformer::forward_layer", "h.cols()", h.cols(), config_.dim);
+    layer_forward(layer, h, nullptr, 0);
+  }
+
+  /// Final RMSNorm and classifier: logits [T x vocab] from the residual stream h [T x dim].
+  [[nodiscard]] RowMatrixXf logits(const RowMatrixXf& h) const {
+    require_size("Transformer::logits", "h.cols()", h.cols(), config_.dim);
+    const RowMatrixXf x = rmsnorm(h, final_norm_);
+    return x * (config_.shared_classifier ? embedding_ : classifier_).transpose();
+  }
+
+ private:
+  // Index of each linear within a layer's block of 7, in linear_names() order.
+  enum Slot : std::size_t { kWq, kWk, kWv, kWo, kW1, kW2, kW3, kSlots };
+
+  std::size_t linear_index(std::string_view name) const {
+    for (std::size_t i = 0; i < linear_names_.size(); ++i) {
+      if (linear_names_[i] == name) return i;
+    }
+    fail("Transformer: no linear layer named '", name, "'; the names are layers.{0..",
+         config_.n_layers - 1, "}.{wq, wk, wv, wo, w1, w2, w3}");
+  }
+
+  void require_cache(const KvCache& cache) const {
+    if (cache.keys_.size() != static_cast<std::size_t>(config_.n_layers) ||
+        cache.capacity_ != config_.seq_len ||
+        (!cache.keys_.empty() && cache.keys_.front().cols() != config_.kv_dim())) {
+      fail("Transformer: the KvCache was made for another model config (", cache.keys_.size(),
+           " layers, capacity ", cache.capacity_, ")");
+    }
+  }
+
+  /// Runs linear `slot` of layer `layer` on x, showing x to the observer first.
+  RowMatrixXf apply_linear(int layer, Slot slot, const RowMatrixXf& x) const {
+    const std::size_t i = static_cast<std::size_t>(layer) * kSlots + slot;
+    if (observer_) observer_(linear_names_[i], x);
+    return linears_[i]->forward(x);
+  }
+
+  /// y_t = x_t / sqrt(mean(x_t²) + 1e-5) ⊙ gain, row by row.
+  static RowMatrixXf rmsnorm(const RowMatrixXf& x, const VectorXf& gain) {
+    constexpr float kEps = 1e-5f;
+    RowMatrixXf y(x.rows(), x.cols());
+    for (Index t = 0; t < x.rows(); ++t) {
+      const float mean_square = x.row(t).squaredNorm() / static_cast<float>(x.cols());
+      const float inv_rms = 1.0f / std::sqrt(mean_square + kEps);
+      y.row(t) = (x.row(t).array() * inv_rms) * gain.transpose().array();
+    }
+    return y;
+  }
+
+  /// RoPE in place on m [T x n_heads·hs], rows at positions pos0..pos0+T-1.
+  void rope(RowMatrixXf& m, int pos0) const {
+    const int hs = config_.head_size();
+    const int n_heads = static_cast<int>(m.cols()) / hs;
+    for (Index t = 0; t < m.rows(); ++t) {
+      const Index p = pos0 + t;
+      for (int head = 0; head < n_heads; ++head) {
+        for (int i = 0; i < hs / 2; ++i) {
+          const float c = rope_cos_(p, i);
+          const float s = rope_sin_(p, i);
+          float& a = m(t, head * hs + 2 * i);
+          float& b = m(t, head * hs + 2 * i + 1);
+          const float a0 = a;
+          a = a0 * c - b * s;
+          b = a0 * s + b * c;
+        }
+      }
+    }
+  }
+
+  /// One transformer block on h [T x dim] at positions pos0..pos0+T-1. With a cache, the new
+  /// keys/values go to cache rows pos0.. and attention sees cache rows 0..pos0+T-1; without
+  /// one, pos0 is 0 and attention sees the T tokens themselves.
+  void layer_forward(int layer, RowMatrixXf& h, KvCache* cache, int pos0) const {
+    const auto l = static_cast<std::size_t>(layer);
+    const Index T = h.rows();
+    const int hs = config_.head_size();
+    const int group = config_.n_heads / config_.n_kv_heads;  // query heads per kv head
+
+    // Attention.
+    const RowMatrixXf x = rmsnorm(h, attention_norm_[l]);
+    RowMatrixXf q = apply_linear(layer, kWq, x);
+    RowMatrixXf k = apply_linear(layer, kWk, x);
+    RowMatrixXf v = apply_linear(layer, kWv, x);
+    rope(q, pos0);
+    rope(k, pos0);
+    if (cache != nullptr) {
+      cache->keys_[l].middleRows(pos0, T) = k;
+      cache->values_[l].middleRows(pos0, T) = v;
+    }
+    // Keys/values visible to this call: the cache's rows 0..pos0+T-1, or the T new ones.
+    const MatrixRef keys =
+        cache != nullptr ? MatrixRef(cache->keys_[l].topRows(pos0 + T)) : MatrixRef(k);
+    const MatrixRef values =
+        cache != nullptr ? MatrixRef(cache->values_[l].topRows(pos0 + T)) : MatrixRef(v);
+    const Index S = keys.rows();  // key positions 0..S-1; query t sits at position pos0 + t
+    q *= 1.0f / std::sqrt(static_cast<float>(hs));  // folds the 1/sqrt(hs) of the scores into q
+    RowMatrixXf attended(T, config_.dim);
+    RowMatrixXf scores(T, S);
+    for (int head = 0; head < config_.n_heads; ++head) {
+      const int kv_head = head / group;
+      scores.noalias() = q.middleCols(head * hs, hs) * keys.middleCols(kv_head * hs, hs).transpose();
+      for (Index t = 0; t < T; ++t) softmax_prefix(scores.row(t), pos0 + t + 1);
+      attended.middleCols(head * hs, hs).noalias() =
+          scores * values.middleCols(kv_head * hs, hs);
+    }
+    h += apply_linear(layer, kWo, attended);
+
+    // SwiGLU feed-forward.
+    const RowMatrixXf xf = rmsnorm(h, ffn_norm_[l]);
+    const RowMatrixXf gate = apply_linear(layer, kW1, xf);
+    const RowMatrixXf up = apply_linear(layer, kW3, xf);
+    const RowMatrixXf act = (gate.array() / (1.0f + (-gate.array()).exp())) * up.array();
+    h += apply_linear(layer, kW2, act);
+  }
+
+  /// Softmax over row[0..n), zeros in row[n..): causal masking of keys after the query.
+  template <class Row>
+  static void softmax_prefix(Row&& row, Index n) {
+    auto live = row.head(n).array();
+    live = (live - live.maxCoeff()).exp();
+    live /= live.sum();
+    row.tail(row.size() - n).setZero();
+  }
+
+  io::Llama2cConfig config_;
+  RowMatrixXf embedding_;   // [vocab x dim]
+  RowMatrixXf classifier_;  // [vocab x dim], empty when shared with embedding_
+  std::vector<VectorXf> attention_norm_;
+  std::vector<VectorXf> ffn_norm_;
+  VectorXf final_norm_;
+  std::vector<std::string> linear_names_;
+  std::vector<std::unique_ptr<LinearOp>> linears_;  // 7 per layer, linear_names_ order
+  RowMatrixXf rope_cos_;  // [seq_len x hs/2]: cos(p · 10000^(−2i/hs))
+  RowMatrixXf rope_sin_;
+  LinearObserver observer_;
+};
+
+inline Transformer::Transformer(const io::Llama2cCheckpoint& checkpoint)
+    : config_(checkpoint.config()) {
+  const auto& c = config_;
+  embedding_ = checkpoint.tensor("tok_embeddings");
+  if (!c.shared_classifier) classifier_ = checkpoint.tensor("output");
+  final_norm_ = checkpoint.tensor("norm").row(0).transpose();
+  linear_names_ = checkpoint.linear_names();
+  for (const std::string& name : linear_names_) {
+    linears_.push_back(std::make_unique<DenseLinear>(RowMatrixXf(checkpoint.tensor(name))));
+  }
+  for (int l = 0; l < c.n_layers; ++l) {
+    attention_norm_.emplace_back(
+        checkpoint.tensor(str_cat("layers.", l, ".attention_norm")).row(0).transpose());
+    ffn_norm_.emplace_back(checkpoint.tensor(str_cat("layers.", l, ".ffn_norm")).row(0).transpose());
+  }
+  // Angles in double: p · 10000^(−2i/hs) reaches ~511 rad, where float angles lose digits.
+  const int half = c.head_size() / 2;
+  rope_cos_.resize(c.seq_len, half);
+  rope_sin_.resize(c.seq_len, half);
+  for (int p = 0; p < c.seq_len; ++p) {
+    for (int i = 0; i < half; ++i) {
+      const double theta = p * std::pow(10000.0, -2.0 * i / c.head_size());
+      rope_cos_(p, i) = static_cast<float>(std::cos(theta));
+      rope_sin_(p, i) = static_cast<float>(std::sin(theta));
+    }
+  }
+}
+
+inline Transformer::Transformer(const Transformer& other)
+    : config_(other.config_),
+      embedding_(other.embedding_),
+      classifier_(other.classifier_),
+      attention_norm_(other.attention_norm_),
+      ffn_norm_(other.ffn_norm_),
+      final_norm_(other.final_norm_),
+      linear_names_(other.linear_names_),
+      rope_cos_(other.rope_cos_),
+      rope_sin_(other.rope_sin_) {
+  linears_.reserve(other.linears_.size());
+  for (const auto& op : other.linears_) linears_.push_back(op->clone());
+}
+
+}  // namespace qtl::model
