@@ -94,6 +94,7 @@ TEST(TablePacked, UnpackRejectsAnotherQuantizer) {
   EXPECT_THROW((void)qtl::unpack_table(p, qtl::Log2<3>{}), qtl::Error);
   EXPECT_THROW((void)qtl::unpack_table(p, qtl::KMeansCodebook<3>{}), qtl::Error);
   EXPECT_THROW((void)qtl::unpack_table(p, qtl::NF4{}), qtl::Error);
+  EXPECT_THROW((void)qtl::pack_table(qtl::QuantizedMatrix<qtl::NF4>{}), qtl::Error);
 }
 
 }  // namespace

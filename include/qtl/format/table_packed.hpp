@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "qtl/core/error.hpp"
+#include "qtl/core/validate.hpp"
 #include "qtl/detail/aligned_buffer.hpp"
 #include "qtl/detail/fp16.hpp"
 #include "qtl/format/blocks.hpp"
@@ -154,6 +155,7 @@ inline std::uint16_t checked_half(float v, std::string_view what, Index set) {
 template <TableQuantizer Q>
 [[nodiscard]] TablePackedMatrix pack_table(const QuantizedMatrix<Q>& q) {
   constexpr int B = Q::kBits;
+  require_nonempty("pack_table", "quantized matrix", q.rows(), q.cols());
   TablePackedMatrix out;
   out.bits_ = B;
   out.form_ = Q::kTableForm;
