@@ -1,0 +1,131 @@
+// qtl/calib/hessian.hpp — streaming second-order statistics of a linear layer's inputs.
+//
+// For activations X [n tokens x in] (one token per row) seen in any number of batches:
+//   H        = 2/n · Σ_t x_t x_tᵀ            (GPTQ's Hessian of ||W X^T - Ŵ X^T||², gptq.py add_batch)
+//   mean_abs = 1/n · Σ_t |x_t|                (AWQ's per-input-channel activation magnitude)
+//   mean_sq  = 1/n · Σ_t x_t²  = diag(H) / 2  (llama.cpp imatrix importance)
+//   abs_max  = max_t |x_t|                    (SmoothQuant's activation range)
+// Σ x xᵀ is accumulated in double. Each batch is multiplied in float in chunks of at most
+// `chunk_tokens` tokens (a symmetric rank-k update, half a GEMM) and the chunk's product is
+// added to the double sum, so the float rounding never grows with the number of tokens while the
+// product runs at float GEMM speed. Partial statistics merge exactly (the sums add), so
+// calibration can be split across batches, threads or machines.
+//
+// A column whose diagonal stays 0 (an input that was always 0) is "dead": GPTQ sets its H_ii to 1
+// and its weights to 0 (gptq.py), which changes no output.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string_view>
+#include <vector>
+
+#include "qtl/core/error.hpp"
+#include "qtl/core/types.hpp"
+#include "qtl/core/validate.hpp"
+
+namespace qtl::calib {
+
+class HessianAccumulator {
+ public:
+  /// Tokens per float product before it is added to the double sum.
+  static constexpr Index kDefaultChunkTokens = 512;
+
+  explicit HessianAccumulator(Index in_features, Index chunk_tokens = kDefaultChunkTokens)
+      : in_(in_features), chunk_(chunk_tokens) {
+    if (in_features < 1) fail("HessianAccumulator: in_features must be >= 1, got ", in_features);
+    if (chunk_tokens < 1) fail("HessianAccumulator: chunk_tokens must be >= 1, got ", chunk_tokens);
+    sum_xxt_.setZero(in_, in_);
+    sum_abs_.setZero(in_);
+    sum_sq_.setZero(in_);
+    abs_max_.setZero(in_);
+    scratch_.resize(in_, in_);
+  }
+
+  /// Adds a batch of activations [tokens x in_features]. Throws qtl::Error (naming the first
+  /// bad entry) on NaN/Inf or a wrong width, before changing any statistic.
+  void add_batch(MatrixRef x) {
+    constexpr std::string_view kWhere = "HessianAccumulator::add_batch";
+    if (x.cols() != in_) {
+      fail(kWhere, ": activations have ", x.cols(), " columns, expected in_features = ", in_);
+    }
+    if (x.rows() == 0) return;
+    if (!x.allFinite()) require_finite(kWhere, "activations", x);
+    for (Index t0 = 0; t0 < x.rows(); t0 += chunk_) {
+      const Index nt = std::min(chunk_, x.rows() - t0);
+      const auto chunk = x.middleRows(t0, nt);
+      // Lower triangle of Xᵀ X (float), added to the double lower triangle.
+      scratch_.setZero();
+      scratch_.selfadjointView<Eigen::Lower>().rankUpdate(chunk.transpose());
+      sum_xxt_.triangularView<Eigen::Lower>() += scratch_.cast<double>();
+      const Eigen::ArrayXXf a = chunk.array().abs();
+      sum_abs_ += a.colwise().sum().transpose().cast<double>().matrix();
+      sum_sq_ += chunk.array().square().colwise().sum().transpose().cast<double>().matrix();
+      abs_max_ = abs_max_.cwiseMax(a.colwise().maxCoeff().transpose().matrix());
+    }
+    tokens_ += x.rows();
+  }
+
+  /// Adds another accumulator's statistics (same in_features): the result equals one
+  /// accumulator that saw both streams.
+  void merge(const HessianAccumulator& other) {
+    if (other.in_ != in_) {
+      fail("HessianAccumulator::merge: other has in_features = ", other.in_, ", expected ", in_);
+    }
+    sum_xxt_.triangularView<Eigen::Lower>() += other.sum_xxt_;
+    sum_abs_ += other.sum_abs_;
+    sum_sq_ += other.sum_sq_;
+    abs_max_ = abs_max_.cwiseMax(other.abs_max_);
+    tokens_ += other.tokens_;
+  }
+
+  [[nodiscard]] Index in_features() const noexcept { return in_; }
+  [[nodiscard]] std::int64_t tokens() const noexcept { return tokens_; }
+
+  /// H = 2/n Σ x xᵀ, symmetric, in double. Throws when no token was added.
+  [[nodiscard]] Eigen::MatrixXd hessian() const {
+    require_tokens("hessian");
+    Eigen::MatrixXd h = sum_xxt_.selfadjointView<Eigen::Lower>();
+    h *= 2.0 / static_cast<double>(tokens_);
+    return h;
+  }
+  /// Σ x xᵀ (not normalized), symmetric, in double: ||D Xᵀ||_F² = tr(D · this · Dᵀ).
+  [[nodiscard]] Eigen::MatrixXd sum_outer() const {
+    return sum_xxt_.selfadjointView<Eigen::Lower>();
+  }
+  [[nodiscard]] VectorXd mean_abs() const {
+    require_tokens("mean_abs");
+    return sum_abs_ / static_cast<double>(tokens_);
+  }
+  [[nodiscard]] VectorXd mean_square() const {
+    require_tokens("mean_square");
+    return sum_sq_ / static_cast<double>(tokens_);
+  }
+  [[nodiscard]] VectorXf abs_max() const { return abs_max_; }
+
+  /// Inputs that were 0 in every token so far (diag(H) == 0).
+  [[nodiscard]] std::vector<Index> dead_columns() const {
+    std::vector<Index> dead;
+    for (Index i = 0; i < in_; ++i) {
+      if (sum_xxt_(i, i) == 0.0) dead.push_back(i);
+    }
+    return dead;
+  }
+
+ private:
+  void require_tokens(std::string_view what) const {
+    if (tokens_ == 0) fail("HessianAccumulator::", what, ": no activations were added");
+  }
+
+  Index in_;
+  Index chunk_;
+  std::int64_t tokens_ = 0;
+  Eigen::MatrixXd sum_xxt_;  ///< lower triangle of Σ x xᵀ
+  VectorXd sum_abs_;
+  VectorXd sum_sq_;
+  VectorXf abs_max_;
+  Eigen::MatrixXf scratch_;  ///< one chunk's float product (allocated once)
+};
+
+}  // namespace qtl::calib

@@ -1,0 +1,281 @@
+#include <gtest/gtest.h>
+#include <Eigen/LU>
+#include <qtl/calib/gptq.hpp>
+#include <qtl/quant/metrics.hpp>
+#include <qtl/quant/uniform.hpp>
+
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+#include "calib/calib_test_util.hpp"
+
+namespace {
+
+using qtl::Index;
+using qtl::RowMatrixXf;
+using qtl::calib::gptq;
+using qtl::calib::GptqOptions;
+using qtl::calib::HessianAccumulator;
+
+// The textbook algorithm, written independently of the library: one column at a time, with the
+// full inverse Hinv = (H + λI)⁻¹ updated by Gaussian elimination after each column (OBQ's form,
+// the one GPTQ's Cholesky formulation is derived from). Group parameters are fitted on the
+// current weights when a group starts (or up front for per-row / static groups).
+struct ReferenceResult {
+  RowMatrixXf q;      // dequantized weights
+  double proxy = 0;   // Σ err² with err = (w - q) / sqrt(Hinv_ii)
+};
+
+template <class Q>
+ReferenceResult reference_gptq(const Q& quant, Index group, const RowMatrixXf& w_in,
+                               Eigen::MatrixXd h, double damp_fraction, bool act_order) {
+  const Index rows = w_in.rows(), cols = w_in.cols();
+  RowMatrixXf w = w_in;
+  for (Index i = 0; i < cols; ++i) {
+    if (h(i, i) == 0) {
+      h(i, i) = 1;
+      w.col(i).setZero();
+    }
+  }
+  const bool upfront = act_order || group >= cols;
+  const Index gpr = (cols + group - 1) / group;
+  std::vector<typename Q::Params> params(static_cast<std::size_t>(rows * gpr));
+  qtl::FitOptions fo;
+  fo.refine_iterations = 0;
+  auto fit = [&](Index r, Index g, const RowMatrixXf& from) {
+    const Index c0 = g * group, c1 = std::min(cols, c0 + group);
+    std::vector<float> v(from.row(r).data() + c0, from.row(r).data() + c1);
+    params[static_cast<std::size_t>(r * gpr + g)] = quant.fit(v, {}, fo);
+  };
+  if (upfront) {
+    for (Index r = 0; r < rows; ++r)
+      for (Index g = 0; g < gpr; ++g) fit(r, g, w);
+  }
+  std::vector<Index> order(static_cast<std::size_t>(cols));
+  std::iota(order.begin(), order.end(), 0);
+  if (act_order) {
+    std::stable_sort(order.begin(), order.end(), [&](Index a, Index b) { return h(a, a) > h(b, b); });
+  }
+  h.diagonal().array() += damp_fraction * h.diagonal().mean();
+  Eigen::MatrixXd hinv = h.inverse();
+  ReferenceResult res;
+  res.q = RowMatrixXf::Zero(rows, cols);
+  std::vector<bool> done(static_cast<std::size_t>(cols), false);
+  for (Index step = 0; step < cols; ++step) {
+    const Index c = order[static_cast<std::size_t>(step)];
+    for (Index r = 0; r < rows; ++r) {
+      if (!upfront && c % group == 0) fit(r, c / group, w);
+      const auto& p = params[static_cast<std::size_t>(r * gpr + c / group)];
+      const float qv = quant.decode(p, quant.encode(p, w(r, c)));
+      res.q(r, c) = qv;
+      const double err = (w(r, c) - qv) / hinv(c, c);
+      res.proxy += (w(r, c) - qv) * err;
+      for (Index k = 0; k < cols; ++k) {
+        if (!done[static_cast<std::size_t>(k)] && k != c) w(r, k) -= static_cast<float>(err * hinv(c, k));
+      }
+    }
+    done[static_cast<std::size_t>(c)] = true;
+    // Remove column c from the inverse (Gaussian elimination).
+    const Eigen::VectorXd col = hinv.col(c);
+    hinv -= col * hinv.row(c) / hinv(c, c);
+  }
+  return res;
+}
+
+Eigen::MatrixXd hessian_of(const RowMatrixXf& x) {
+  HessianAccumulator acc(x.cols());
+  acc.add_batch(x);
+  return acc.hessian();
+}
+
+double damped_quadratic(const RowMatrixXf& w, const RowMatrixXf& q, Eigen::MatrixXd h, double lambda,
+                        Index r) {
+  h.diagonal().array() += lambda;
+  const Eigen::VectorXd d = (w.row(r) - q.row(r)).transpose().cast<double>();
+  return d.dot(h * d);
+}
+
+struct Config {
+  Index group;
+  bool act_order;
+  Index block;
+};
+
+class GptqMatchesReference : public ::testing::TestWithParam<Config> {};
+
+TEST_P(GptqMatchesReference, SameCodesOrSameProxyLoss) {
+  const Config cfg = GetParam();
+  const Index rows = 24, cols = 96;
+  const RowMatrixXf x = qtl::test::correlated_activations(400, cols, 7);
+  const RowMatrixXf w = qtl::test::gaussian(rows, cols, 8);
+  const Eigen::MatrixXd h = hessian_of(x);
+  const qtl::Uniform<3> q;
+  GptqOptions opt;
+  opt.act_order = cfg.act_order;
+  opt.block_size = cfg.block;
+  const qtl::Granularity gran = cfg.group >= cols ? qtl::Granularity{qtl::PerRow{}}
+                                                  : qtl::Granularity{qtl::PerGroup{cfg.group}};
+  const auto res = gptq(q, gran, w, h, opt);
+  const RowMatrixXf wq = qtl::dequantize(res.matrix);
+  const auto ref = reference_gptq(q, std::min(cfg.group, cols), w, h, 0.01, cfg.act_order);
+  Index same = 0;
+  for (Index i = 0; i < w.size(); ++i) same += (wq.reshaped()(i) == ref.q.reshaped()(i));
+  const double rel = std::fabs(res.report.total_proxy_loss - ref.proxy) / ref.proxy;
+  EXPECT_TRUE(same == w.size() || rel < 0.01)
+      << same << " of " << w.size() << " weights agree; proxy " << res.report.total_proxy_loss
+      << " vs " << ref.proxy;
+  EXPECT_GT(same, w.size() * 9 / 10);
+  // The reported proxy loss is exactly (w - q)ᵀ (H + λI) (w - q), row by row.
+  for (Index r = 0; r < rows; ++r) {
+    const double direct = damped_quadratic(w, wq, h, res.report.damping, r);
+    EXPECT_NEAR(res.report.proxy_loss[r], direct, 1e-3 * direct) << "row " << r;
+  }
+  EXPECT_EQ(res.report.retries, 0);
+  EXPECT_DOUBLE_EQ(res.report.damp_fraction, 0.01);
+}
+
+INSTANTIATE_TEST_SUITE_P(Layouts, GptqMatchesReference,
+                         ::testing::Values(Config{96, false, 128}, Config{32, false, 128},
+                                           Config{32, false, 40}, Config{40, false, 16},
+                                           Config{24, false, 128}, Config{32, true, 128},
+                                           Config{32, true, 20}, Config{96, true, 32}));
+
+double rtn_error(auto quant, const RowMatrixXf& w, const RowMatrixXf& x) {
+  qtl::QuantizeOptions rtn_opt;
+  rtn_opt.fit.refine_iterations = 0;  // the same min-max grid GPTQ uses
+  return qtl::relative_output_error(
+      w, qtl::dequantize(qtl::quantize_matrix(quant, qtl::PerGroup{32}, w, rtn_opt)), x);
+}
+
+double gptq_error(auto quant, const RowMatrixXf& w, const RowMatrixXf& x, bool act_order) {
+  HessianAccumulator acc(x.cols());
+  acc.add_batch(x);
+  GptqOptions opt;
+  opt.act_order = act_order;
+  return qtl::relative_output_error(
+      w, qtl::dequantize(gptq(quant, qtl::PerGroup{32}, w, acc, opt).matrix), x);
+}
+
+TEST(Gptq, BeatsRoundToNearestOnCorrelatedInputs) {
+  // Correlated channels of similar magnitude: both orders cut RTN's output error clearly.
+  const RowMatrixXf x = qtl::test::gaussian(600, 128, 21) * qtl::test::gaussian(128, 128, 5) +
+                        0.3f * qtl::test::gaussian(600, 128, 6);
+  const RowMatrixXf w = qtl::test::gaussian(64, 128, 22);
+  auto check = [&](auto quant) {
+    const double e_rtn = rtn_error(quant, w, x);
+    EXPECT_LT(gptq_error(quant, w, x, false), 0.85 * e_rtn) << quant.name();
+    EXPECT_LT(gptq_error(quant, w, x, true), 0.85 * e_rtn) << quant.name();
+  };
+  check(qtl::Uniform<2>{});
+  check(qtl::Uniform<3>{});
+  check(qtl::Uniform<4>{});
+  check(qtl::Uniform<4, qtl::Mode::Symmetric>{});
+}
+
+TEST(Gptq, ActOrderHandlesChannelsOfVeryDifferentMagnitude) {
+  // Channel magnitudes spread over two decades (diag H over four): the error fed forward into
+  // the weak channels inflates their groups' ranges, which is what act-order was made for
+  // (GPTQ paper, LLaMA/OPT outlier features). Act-order must beat RTN at every width.
+  const RowMatrixXf x = qtl::test::correlated_activations(600, 128, 21);
+  const RowMatrixXf w = qtl::test::gaussian(64, 128, 22);
+  auto check = [&](auto quant) {
+    EXPECT_LT(gptq_error(quant, w, x, true), 0.8 * rtn_error(quant, w, x)) << quant.name();
+  };
+  check(qtl::Uniform<2>{});
+  check(qtl::Uniform<3>{});
+  check(qtl::Uniform<4>{});
+}
+
+TEST(Gptq, ExactQuantizerChangesNothing) {
+  const RowMatrixXf x = qtl::test::correlated_activations(200, 72, 3);
+  const RowMatrixXf w = qtl::test::gaussian(10, 72, 4);
+  for (bool act : {false, true}) {
+    GptqOptions opt;
+    opt.act_order = act;
+    const auto res = gptq(qtl::test::ExactTable{}, qtl::PerGroup{24}, w, hessian_of(x), opt);
+    EXPECT_EQ(qtl::dequantize(res.matrix), w);
+    EXPECT_EQ(res.report.total_proxy_loss, 0.0);
+  }
+}
+
+TEST(Gptq, SingularHessianFromDuplicatedColumnsIsDampedAndReported) {
+  RowMatrixXf x = qtl::test::correlated_activations(300, 64, 9);
+  x.col(10) = x.col(3);
+  x.col(11) = x.col(3);
+  x.col(40) = 2.0f * x.col(20);
+  const RowMatrixXf w = qtl::test::gaussian(16, 64, 10);
+  GptqOptions opt;
+  opt.damp_fraction = 0.0;  // undamped: the factorization must fail and be remedied
+  const auto res = gptq(qtl::Uniform<4>{}, qtl::PerGroup{32}, w, hessian_of(x), opt);
+  EXPECT_GT(res.report.retries, 0);
+  EXPECT_GT(res.report.damp_fraction, 0.0);
+  EXPECT_GT(res.report.damping, 0.0);
+  const RowMatrixXf wq = qtl::dequantize(res.matrix);
+  EXPECT_TRUE(wq.allFinite());
+  EXPECT_TRUE(std::isfinite(res.report.total_proxy_loss));
+  const auto rtn = qtl::dequantize(qtl::quantize_matrix(qtl::Uniform<4>{}, qtl::PerGroup{32}, w));
+  EXPECT_LT(qtl::relative_output_error(w, wq, x), qtl::relative_output_error(w, rtn, x));
+}
+
+TEST(Gptq, ZeroColumnsAreDeadAndReported) {
+  RowMatrixXf x = qtl::test::correlated_activations(300, 64, 12);
+  x.col(0).setZero();
+  x.col(33).setZero();
+  const RowMatrixXf w = qtl::test::gaussian(8, 64, 13);
+  HessianAccumulator acc(64);
+  acc.add_batch(x);
+  for (bool act : {false, true}) {
+    GptqOptions opt;
+    opt.act_order = act;
+    const auto res = gptq(qtl::Uniform<3>{}, qtl::PerGroup{32}, w, acc, opt);
+    EXPECT_EQ(res.report.dead_columns, (std::vector<Index>{0, 33}));
+    const RowMatrixXf wq = qtl::dequantize(res.matrix);
+    EXPECT_TRUE(wq.col(0).isZero());
+    EXPECT_TRUE(wq.col(33).isZero());
+    EXPECT_EQ(res.report.retries, 0);
+    const auto rtn = qtl::dequantize(qtl::quantize_matrix(qtl::Uniform<3>{}, qtl::PerGroup{32}, w));
+    EXPECT_LT(qtl::relative_output_error(w, wq, x), qtl::relative_output_error(w, rtn, x));
+  }
+}
+
+TEST(Gptq, FewerTokensThanInputsIsDampedAndReported) {
+  const RowMatrixXf x = qtl::test::correlated_activations(40, 128, 14);
+  const RowMatrixXf w = qtl::test::gaussian(16, 128, 15);
+  HessianAccumulator acc(128);
+  acc.add_batch(x);
+  const auto res = gptq(qtl::Uniform<4>{}, qtl::PerGroup{32}, w, acc);
+  EXPECT_TRUE(res.report.rank_deficient);
+  EXPECT_EQ(res.report.tokens, 40);
+  EXPECT_GT(res.report.damping, 0.0);
+  const RowMatrixXf wq = qtl::dequantize(res.matrix);
+  EXPECT_TRUE(wq.allFinite());
+  const auto rtn = qtl::dequantize(qtl::quantize_matrix(qtl::Uniform<4>{}, qtl::PerGroup{32}, w));
+  EXPECT_LT(qtl::relative_output_error(w, wq, x), qtl::relative_output_error(w, rtn, x));
+}
+
+TEST(Gptq, BadInputThrowsNamingTheValue) {
+  const RowMatrixXf w = qtl::test::gaussian(4, 16, 1);
+  Eigen::MatrixXd h = Eigen::MatrixXd::Identity(16, 16);
+  EXPECT_THROW((void)gptq(qtl::Uniform<4>{}, qtl::PerRow{}, w, Eigen::MatrixXd::Identity(15, 15)),
+               qtl::Error);
+  h(2, 3) = std::numeric_limits<double>::quiet_NaN();
+  EXPECT_THROW((void)gptq(qtl::Uniform<4>{}, qtl::PerRow{}, w, h), qtl::Error);
+  h(2, 3) = 0.0;
+  h(5, 5) = -1.0;
+  EXPECT_THROW((void)gptq(qtl::Uniform<4>{}, qtl::PerRow{}, w, h), qtl::Error);
+  h(5, 5) = 1.0;
+  RowMatrixXf bad = w;
+  bad(1, 1) = std::numeric_limits<float>::infinity();
+  EXPECT_THROW((void)gptq(qtl::Uniform<4>{}, qtl::PerRow{}, bad, h), qtl::Error);
+  EXPECT_THROW((void)gptq(qtl::Uniform<4>{}, qtl::PerGroup{0}, w, h), qtl::Error);
+  GptqOptions opt;
+  opt.block_size = 0;
+  EXPECT_THROW((void)gptq(qtl::Uniform<4>{}, qtl::PerRow{}, w, h, opt), qtl::Error);
+  HessianAccumulator acc(16);
+  RowMatrixXf x = qtl::test::gaussian(8, 16, 2);
+  x(0, 0) = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_THROW(acc.add_batch(x), qtl::Error);
+}
+
+}  // namespace
