@@ -1,0 +1,249 @@
+// qtl/quant/e8p.hpp — QuIP#'s E8P codebook: 8-dimensional vectors at 2 bits per weight.
+//
+// (Tseng et al., "QuIP#: even better LLM quantization with Hadamard incoherence and lattice
+// codebooks", ICML 2024; the codebook of quip-sharp's lib/codebook/latticee8_padded12.py.)
+//
+// The codebook is a subset of E8 + 1/4 with 2^16 entries, decodable from a 256-entry table:
+//   D8^ = D8 + 1/2: vectors of (Z + 1/2)^8 whose coordinates sum to an even integer.
+//   A = 256 "absolute" vectors with entries in {1/2, 3/2, 5/2}: the 227 absolute-value patterns
+//       of D8^ points with squared norm <= 10, then 29 patterns of norm 12 (five 3/2 and three
+//       1/2) chosen by QuIP# (with one repeated entry of its list replaced, see tables()).
+//   A codeword is  c = sigma o a + t,  a in A, sigma in {-1, +1}^8, t in {-1/4, +1/4}:
+//       sigma o a must lie in D8^, i.e. the number of negative signs has the parity of sum(a)
+//       (flipping a half-odd coordinate changes the sum by an odd integer), so 7 sign bits
+//       determine the 8th.
+// 16-bit index (this library's bit order):
+//   bits 0..7   the entry of A
+//   bits 8..14  bit 8 + (j - 1) set <=> coordinate j (1..7) is negative
+//               (coordinate 0 is negative <=> popcount(bits 8..14) + sum(a) is odd)
+//   bit 15      t = +1/4 if set, -1/4 if clear
+// Weights: x ~ s * c with one fp16 scale s per parameter set (16 bits).
+//
+// Exact nearest codeword, in the weighted norm sum_d w_d (u_d - c_d)^2 with u = x / s: for each
+// shift t and each a in A, the best signs maximize sum_d sigma_d w_d a_d y_d (y = u - t): take
+// sigma_d = sign(y_d); if that breaks the parity, flip the one coordinate with the smallest
+// w_d a_d |y_d| (flipping any odd number of coordinates costs at least that much). Comparing
+// sum w a^2 - 2 * score over the 2 x 256 candidates finds the exact minimum over all 2^16
+// codewords (tests check it against brute force).
+//
+// The scale is fitted per set by a grid search of s = c * rms_w(x), c in [0.5, 1.6], keeping the
+// lowest weighted error, then rounded to fp16. QuIP# applies E8P after incoherence processing
+// (random Hadamard rotations make the weights close to Gaussian); applied to raw weights, as
+// here, it quantizes whatever distribution the weights have.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "qtl/core/error.hpp"
+#include "qtl/core/validate.hpp"
+#include "qtl/detail/fp16.hpp"
+#include "qtl/quant/vector.hpp"
+
+namespace qtl {
+
+class E8P {
+ public:
+  static constexpr int kDim = 8;
+  static constexpr int kBits = 16;
+  static constexpr std::size_t kParamWords = 1;
+  static constexpr int kAbsEntries = 256;
+
+  struct Params {
+    float scale = 1.0f;  ///< fp16, > 0
+    friend bool operator==(const Params&, const Params&) = default;
+  };
+
+  /// The 256 absolute vectors, 8 floats each (entries 0.5, 1.5, 2.5).
+  [[nodiscard]] static const std::array<float, kAbsEntries * 8>& abs_grid() { return tables().abs; }
+  /// sum(a) mod 2 for each absolute vector (1 = odd: an odd number of negative signs).
+  [[nodiscard]] static const std::array<std::uint8_t, kAbsEntries>& abs_parity() { return tables().parity; }
+
+  [[nodiscard]] std::string name() const { return "e8p"; }
+  [[nodiscard]] static constexpr double param_bits() noexcept { return 16.0; }
+
+  /// The unscaled codeword of an index.
+  static void codeword(std::uint32_t index, float* out) noexcept {
+    const auto& T = tables();
+    const std::uint32_t a = index & 0xFFu, signs = (index >> 8) & 0x7Fu;
+    const float shift = (index >> 15) & 1u ? 0.25f : -0.25f;
+    const bool neg0 = ((std::popcount(signs) + T.parity[a]) & 1) != 0;
+    for (int d = 0; d < 8; ++d) {
+      const bool neg = d == 0 ? neg0 : ((signs >> (d - 1)) & 1u) != 0;
+      const float v = T.abs[a * 8 + static_cast<std::uint32_t>(d)];
+      out[d] = (neg ? -v : v) + shift;
+    }
+  }
+
+  static void decode(const Params& p, std::uint32_t index, float* out) noexcept {
+    codeword(index, out);
+    for (int d = 0; d < 8; ++d) out[d] *= p.scale;
+  }
+
+  /// Exact weighted-nearest codeword of vec / scale (wt == nullptr: unweighted).
+  [[nodiscard]] static std::uint32_t encode(const Params& p, const float* vec, const float* wt) noexcept {
+    const auto& T = tables();
+    double best = std::numeric_limits<double>::infinity();
+    std::uint32_t best_index = 0;
+    for (int s = 0; s < 2; ++s) {
+      const double shift = s ? 0.25 : -0.25;
+      double y[8], w[8], ay[8];
+      for (int d = 0; d < 8; ++d) {
+        y[d] = static_cast<double>(vec[d]) / p.scale - shift;
+        w[d] = wt ? wt[d] : 1.0;
+        ay[d] = w[d] * std::fabs(y[d]);
+      }
+      double yy = 0.0;  // sum w y^2 differs between the two shifts
+      for (int d = 0; d < 8; ++d) yy += w[d] * y[d] * y[d];
+      int negs = 0;
+      std::uint32_t sign_bits = 0;
+      for (int d = 0; d < 8; ++d) {
+        if (y[d] < 0.0) {
+          ++negs;
+          if (d > 0) sign_bits |= 1u << (d - 1);
+        }
+      }
+      for (std::uint32_t a = 0; a < kAbsEntries; ++a) {
+        const float* av = &T.abs[a * 8];
+        double score = 0.0, norm = 0.0, min_t = std::numeric_limits<double>::infinity();
+        int min_d = 0;
+        for (int d = 0; d < 8; ++d) {
+          const double t = av[d] * ay[d];
+          score += t;
+          norm += w[d] * av[d] * av[d];
+          if (t < min_t) {
+            min_t = t;
+            min_d = d;
+          }
+        }
+        std::uint32_t bits = sign_bits;
+        if (((negs + T.parity[a]) & 1) != 0) {  // parity broken: flip the cheapest coordinate
+          score -= 2.0 * min_t;
+          if (min_d > 0) bits ^= 1u << (min_d - 1);
+        }
+        const double dist = yy + norm - 2.0 * score;
+        if (dist < best) {
+          best = dist;
+          best_index = a | bits << 8 | static_cast<std::uint32_t>(s) << 15;
+        }
+      }
+    }
+    return best_index;
+  }
+
+  [[nodiscard]] Params fit(std::span<const float> x, std::span<const float> w) const {
+    if (x.empty() || x.size() % 8 != 0) fail(name(), ": needs whole 8-vectors, got ", x.size(), " values");
+    if (!w.empty() && w.size() != x.size()) fail(name(), ": ", w.size(), " weights for ", x.size(), " values");
+    require_finite(name(), "values", x);
+    require_finite(name(), "weights", w);
+    double sw = 0.0, swx = 0.0;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      const double wi = w.empty() ? 1.0 : w[i];
+      if (wi < 0.0) fail(name(), ": weights must be >= 0, got ", wi);
+      sw += wi;
+      swx += wi * x[i] * x[i];
+    }
+    if (!(sw > 0.0)) {  // all weights 0: fall back to the plain rms
+      sw = static_cast<double>(x.size());
+      swx = 0.0;
+      for (float v : x) swx += static_cast<double>(v) * v;
+      w = {};
+    }
+    const double rms = std::sqrt(swx / sw);
+    if (!(rms > 0.0)) return Params{detail::half_to_float(1)};  // all zero: the smallest scale
+    Params best{};
+    double best_err = std::numeric_limits<double>::infinity();
+    for (int i = 0; i <= 22; ++i) {
+      Params p{detail::round_to_half(static_cast<float>(rms * (0.5 + 0.05 * i)))};
+      if (!std::isfinite(p.scale)) fail(name(), ": scale ", rms, " is too large for fp16");
+      if (p.scale == 0.0f) p.scale = detail::half_to_float(1);
+      const double err = error(p, x, w);
+      if (err < best_err) {
+        best_err = err;
+        best = p;
+      }
+    }
+    return best;
+  }
+
+  static void serialize(const Params& p, std::vector<std::uint16_t>& words) {
+    words.push_back(detail::float_to_half(p.scale));
+  }
+  [[nodiscard]] static Params deserialize(const std::uint16_t* in) { return Params{detail::half_to_float(in[0])}; }
+
+ private:
+  struct Tables {
+    std::array<float, kAbsEntries * 8> abs{};
+    std::array<std::uint8_t, kAbsEntries> parity{};
+  };
+
+  static double error(const Params& p, std::span<const float> x, std::span<const float> w) {
+    double e = 0.0;
+    float dec[8];
+    for (std::size_t i = 0; i < x.size(); i += 8) {
+      const float* wt = w.empty() ? nullptr : w.data() + i;
+      decode(p, encode(p, x.data() + i, wt), dec);
+      for (int d = 0; d < 8; ++d) {
+        const double r = static_cast<double>(x[i + static_cast<std::size_t>(d)]) - dec[d];
+        e += (wt ? wt[d] : 1.0) * r * r;
+      }
+    }
+    return e;
+  }
+
+  static const Tables& tables() {
+    static const Tables t = [] {
+      Tables out;
+      int n = 0;
+      // absolute values of D8^ with squared norm <= 10: entries e + 1/2 with e in {0, 1, 2}
+      // (7/2 alone squares to 12.25 > 10), enumerated with coordinate 0 most significant
+      for (int code = 0; code < 6561; ++code) {
+        int e[8], c = code;
+        for (int d = 7; d >= 0; --d) {
+          e[d] = c % 3;
+          c /= 3;
+        }
+        double norm = 0.0;
+        for (int d = 0; d < 8; ++d) norm += (e[d] + 0.5) * (e[d] + 0.5);
+        if (norm > 10.0) continue;
+        for (int d = 0; d < 8; ++d) out.abs[static_cast<std::size_t>(n * 8 + d)] = static_cast<float>(e[d]) + 0.5f;
+        ++n;
+      }
+      // QuIP#'s 29 norm-12 padding entries (2 x value: 3 = 3/2, 1 = 1/2). quip-sharp's list
+      // repeats {1,3,3,3,1,1,3,3} (its 22nd and 28th rows), which leaves 256 codewords duplicated;
+      // the 22nd row here is {3,1,3,3,1,1,3,3}, the entry its block of six (first four
+      // coordinates 3,1,3,3) is missing, so all 2^16 codewords are distinct.
+      static constexpr std::uint8_t kNorm12[29][8] = {
+          {3, 1, 1, 1, 3, 3, 3, 3}, {1, 3, 1, 1, 3, 3, 3, 3}, {1, 1, 3, 1, 3, 3, 3, 3},
+          {1, 1, 1, 3, 3, 3, 3, 3}, {3, 3, 3, 1, 3, 3, 1, 1}, {3, 3, 3, 1, 3, 1, 3, 1},
+          {3, 3, 3, 1, 1, 3, 3, 1}, {3, 3, 3, 1, 3, 1, 1, 3}, {3, 3, 3, 1, 1, 3, 1, 3},
+          {3, 3, 3, 1, 1, 1, 3, 3}, {3, 3, 1, 3, 3, 3, 1, 1}, {3, 3, 1, 3, 3, 1, 3, 1},
+          {3, 3, 1, 3, 1, 3, 3, 1}, {3, 3, 1, 3, 3, 1, 1, 3}, {3, 3, 1, 3, 1, 3, 1, 3},
+          {3, 3, 1, 3, 1, 1, 3, 3}, {3, 1, 3, 3, 3, 3, 1, 1}, {3, 1, 3, 3, 3, 1, 3, 1},
+          {3, 1, 3, 3, 1, 3, 3, 1}, {3, 1, 3, 3, 3, 1, 1, 3}, {3, 1, 3, 3, 1, 3, 1, 3},
+          {3, 1, 3, 3, 1, 1, 3, 3}, {1, 3, 3, 3, 3, 3, 1, 1}, {1, 3, 3, 3, 3, 1, 3, 1},
+          {1, 3, 3, 3, 1, 3, 3, 1}, {1, 3, 3, 3, 3, 1, 1, 3}, {1, 3, 3, 3, 1, 3, 1, 3},
+          {1, 3, 3, 3, 1, 1, 3, 3}, {3, 3, 1, 1, 3, 3, 3, 1}};
+      for (const auto& row : kNorm12) {
+        for (int d = 0; d < 8; ++d) out.abs[static_cast<std::size_t>(n * 8 + d)] = 0.5f * row[d];
+        ++n;
+      }
+      for (int a = 0; a < kAbsEntries; ++a) {
+        double s = 0.0;
+        for (int d = 0; d < 8; ++d) s += out.abs[static_cast<std::size_t>(a * 8 + d)];
+        out.parity[static_cast<std::size_t>(a)] = static_cast<std::uint8_t>(static_cast<long>(std::lround(s)) & 1);
+      }
+      return out;
+    }();
+    return t;
+  }
+};
+
+}  // namespace qtl
