@@ -1,0 +1,272 @@
+// qtl/quant/partial_binary.hpp — partial binarization: a few salient weights (or input channels)
+// at 8 bits, the rest binary (PB-LLM, Shang et al. 2023; PTQ1.61's structured channel mask).
+//
+// This family needs more than a per-group policy, so it has its own matrix-level result:
+//   W_hat = B + C
+//   B  a binary matrix, QuantizedMatrix<Binary<>> (sign x alpha per group) whose alphas are fitted
+//      on the non-salient weights only (salient weights get importance 0 in the alpha fit);
+//   C  an 8-bit correction at the salient positions: C(r, c) = d_r * q(r, c), q int8 in
+//      [-127, 127], d_r = fp16(max_salient |W - B| in row r / 127), q = round(r / d_r) with
+//      r = W(r, c) - B(r, c). Storing the residual (not the weight itself) keeps B dense, so
+//      y = B x + C x: the binary GEMV runs unchanged and the correction is a sparse pass.
+// Salience: score(r, c) = W(r, c)^2 * importance(r, c) (magnitude when no importance is given;
+// the squared-weight-times-Hessian-diagonal criterion with a diagonal Hessian).
+//   SparseList   the top `salient_fraction` of all weights by score, stored per row (CSR):
+//                row offsets (uint32, rows + 1), column indices (uint16), int8 values.
+//   ChannelMask  the top `salient_fraction` of input channels by sum_r score(r, c), stored as a
+//                cols-bit mask plus a dense rows x channels int8 block (PTQ1.61's 1-D mask).
+// Bits are counted honestly (bits_per_weight): B's signs for every weight and its fp16 alphas,
+// the fp16 row scales d_r, and the sparse list (8 + 16 bits per entry + 32 per row offset) or
+// the mask (1 bit per column) with its 8-bit block.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <numeric>
+#include <vector>
+
+#include "qtl/core/error.hpp"
+#include "qtl/core/types.hpp"
+#include "qtl/core/validate.hpp"
+#include "qtl/detail/fp16.hpp"
+#include "qtl/format/table_packed.hpp"
+#include "qtl/kernel/reference_table.hpp"
+#include "qtl/quant/binary.hpp"
+#include "qtl/quant/quantize_matrix.hpp"
+
+namespace qtl {
+
+enum class SalientStorage { SparseList, ChannelMask };
+
+struct PartialBinaryOptions {
+  double salient_fraction = 0.05;  ///< of weights (SparseList) or of input channels (ChannelMask)
+  SalientStorage storage = SalientStorage::SparseList;
+  VectorXf column_importance;  ///< empty, or one weight >= 0 per column (e.g. the Hessian diagonal)
+  RowMatrixXf importance;      ///< empty, or one weight >= 0 per element
+};
+
+struct PartialBinaryMatrix {
+  QuantizedMatrix<Binary<>> binary;          ///< B: every weight's sign, alphas of non-salient weights
+  SalientStorage storage = SalientStorage::SparseList;
+  std::vector<float> row_scales;             ///< d_r, fp16 values, one per row
+  // SparseList: CSR of the salient positions
+  std::vector<std::uint32_t> row_offsets;    ///< rows + 1
+  std::vector<std::uint16_t> columns;        ///< column of each entry, ascending within a row
+  std::vector<std::int8_t> values;           ///< q of each entry (SparseList), or rows x channels (ChannelMask)
+  // ChannelMask: the salient input channels, ascending
+  std::vector<std::uint16_t> channels;
+
+  [[nodiscard]] Index rows() const noexcept { return binary.rows(); }
+  [[nodiscard]] Index cols() const noexcept { return binary.cols(); }
+  [[nodiscard]] std::size_t salient_count() const noexcept { return values.size(); }
+  friend bool operator==(const PartialBinaryMatrix& a, const PartialBinaryMatrix& b) {
+    return a.binary.layout == b.binary.layout && a.binary.codes == b.binary.codes &&
+           a.binary.params == b.binary.params && a.storage == b.storage && a.row_scales == b.row_scales &&
+           a.row_offsets == b.row_offsets && a.columns == b.columns && a.values == b.values &&
+           a.channels == b.channels;
+  }
+};
+
+/// Quantizes W: salient selection, binary part fitted without the salient weights, 8-bit
+/// residual correction at the salient positions. Throws qtl::Error on bad shapes, non-finite
+/// values, a fraction outside [0, 1) or more than 65535 columns.
+[[nodiscard]] inline PartialBinaryMatrix quantize_partial_binary(const Granularity& granularity, MatrixRef w,
+                                                                 const PartialBinaryOptions& opt = {}) {
+  constexpr std::string_view kWhere = "quantize_partial_binary";
+  require_nonempty(kWhere, "weights", w.rows(), w.cols());
+  require_finite(kWhere, "weights", w);
+  require_range(kWhere, "salient_fraction", opt.salient_fraction, 0.0, 0.999);
+  if (w.cols() > 65535) fail(kWhere, ": at most 65535 columns (16-bit column indices), got ", w.cols());
+  const bool col_imp = opt.column_importance.size() > 0, elem_imp = opt.importance.size() > 0;
+  if (col_imp) {
+    require_size(kWhere, "column_importance", opt.column_importance.size(), w.cols());
+    require_nonnegative(kWhere, "column_importance", opt.column_importance);
+  }
+  if (elem_imp) {
+    require_shape(kWhere, "importance", opt.importance.rows(), opt.importance.cols(), w.rows(), w.cols());
+    require_nonnegative(kWhere, "importance", opt.importance);
+  }
+  const Index R = w.rows(), C = w.cols();
+  RowMatrixXf imp = RowMatrixXf::Ones(R, C);
+  if (col_imp) imp.array().rowwise() *= opt.column_importance.transpose().array();
+  if (elem_imp) imp.array() *= opt.importance.array();
+  const RowMatrixXf score = w.array().square() * imp.array();
+
+  // salient mask
+  std::vector<std::uint8_t> salient(static_cast<std::size_t>(R * C), 0);
+  PartialBinaryMatrix out;
+  out.storage = opt.storage;
+  if (opt.storage == SalientStorage::SparseList) {
+    const auto n = static_cast<std::size_t>(std::llround(opt.salient_fraction * static_cast<double>(R * C)));
+    std::vector<std::size_t> order(static_cast<std::size_t>(R * C));
+    std::iota(order.begin(), order.end(), std::size_t{0});
+    std::stable_sort(order.begin(), order.end(),
+                     [&](std::size_t a, std::size_t b) { return score.data()[a] > score.data()[b]; });
+    for (std::size_t i = 0; i < n; ++i) salient[order[i]] = 1;
+  } else {
+    const auto n = static_cast<std::size_t>(std::llround(opt.salient_fraction * static_cast<double>(C)));
+    const Eigen::VectorXd col_score = score.cast<double>().colwise().sum().transpose();
+    std::vector<Index> order(static_cast<std::size_t>(C));
+    std::iota(order.begin(), order.end(), Index{0});
+    std::stable_sort(order.begin(), order.end(), [&](Index a, Index b) { return col_score[a] > col_score[b]; });
+    order.resize(n);
+    std::sort(order.begin(), order.end());
+    for (Index c : order) {
+      out.channels.push_back(static_cast<std::uint16_t>(c));
+      for (Index r = 0; r < R; ++r) salient[static_cast<std::size_t>(r * C + c)] = 1;
+    }
+  }
+
+  // binary part: salient weights take no part in the alpha fit
+  QuantizeOptions qopt;
+  qopt.importance = imp;
+  for (std::size_t i = 0; i < salient.size(); ++i) {
+    if (salient[i]) qopt.importance.data()[i] = 0.0f;
+  }
+  out.binary = quantize_matrix(Binary<>{}, granularity, w, qopt);
+
+  // 8-bit residual correction
+  out.row_scales.assign(static_cast<std::size_t>(R), 0.0f);
+  out.row_offsets.push_back(0);
+  for (Index r = 0; r < R; ++r) {
+    float m = 0.0f;
+    for (Index c = 0; c < C; ++c) {
+      if (salient[static_cast<std::size_t>(r * C + c)]) m = std::max(m, std::fabs(w(r, c) - out.binary.value(r, c)));
+    }
+    const float d = m > 0.0f ? detail::fp16_scale(kWhere, m / 127.0f) : 0.0f;
+    out.row_scales[static_cast<std::size_t>(r)] = d;
+    for (Index c = 0; c < C; ++c) {
+      if (!salient[static_cast<std::size_t>(r * C + c)]) continue;
+      const float q = d > 0.0f ? std::nearbyint((w(r, c) - out.binary.value(r, c)) / d) : 0.0f;
+      out.values.push_back(static_cast<std::int8_t>(std::clamp(q, -127.0f, 127.0f)));
+      if (opt.storage == SalientStorage::SparseList) out.columns.push_back(static_cast<std::uint16_t>(c));
+    }
+    if (opt.storage == SalientStorage::SparseList) out.row_offsets.push_back(static_cast<std::uint32_t>(out.values.size()));
+  }
+  if (opt.storage == SalientStorage::ChannelMask) out.row_offsets.clear();
+  return out;
+}
+
+/// The correction C(r, c) of the salient entries, for each (r, c, value) in row order.
+template <class F>
+void for_each_correction(const PartialBinaryMatrix& m, F&& f) {
+  if (m.storage == SalientStorage::SparseList) {
+    for (Index r = 0; r < m.rows(); ++r) {
+      for (std::uint32_t i = m.row_offsets[static_cast<std::size_t>(r)]; i < m.row_offsets[static_cast<std::size_t>(r) + 1]; ++i) {
+        f(r, static_cast<Index>(m.columns[i]), m.row_scales[static_cast<std::size_t>(r)] * static_cast<float>(m.values[i]));
+      }
+    }
+  } else {
+    const std::size_t k = m.channels.size();
+    for (Index r = 0; r < m.rows(); ++r) {
+      for (std::size_t j = 0; j < k; ++j) {
+        f(r, static_cast<Index>(m.channels[j]),
+          m.row_scales[static_cast<std::size_t>(r)] * static_cast<float>(m.values[static_cast<std::size_t>(r) * k + j]));
+      }
+    }
+  }
+}
+
+/// W_hat = B + C.
+[[nodiscard]] inline RowMatrixXf dequantize(const PartialBinaryMatrix& m) {
+  RowMatrixXf out = dequantize(m.binary);
+  for_each_correction(m, [&](Index r, Index c, float v) { out(r, c) += v; });
+  return out;
+}
+
+/// Stored bits per weight: signs + alphas, fp16 row scales, and the sparse list or the mask
+/// with its 8-bit block (see the header comment).
+[[nodiscard]] inline double bits_per_weight(const PartialBinaryMatrix& m) {
+  const double n = static_cast<double>(m.rows()) * static_cast<double>(m.cols());
+  double bits = bits_per_weight(m.binary) * n + 16.0 * static_cast<double>(m.rows());
+  if (m.storage == SalientStorage::SparseList) {
+    bits += 24.0 * static_cast<double>(m.values.size()) + 32.0 * static_cast<double>(m.rows() + 1);
+  } else {
+    bits += static_cast<double>(m.cols()) + 8.0 * static_cast<double>(m.values.size());
+  }
+  return bits / n;
+}
+
+/// Packed form: B in the table format (1-bit BlockQ1 codes, alpha x {-1, +1}); the correction
+/// arrays as they are, with the row scales as fp16 bits and the channel mask as a bit array
+/// (bit c % 8 of byte c / 8 set <=> channel c is salient).
+struct PackedPartialBinary {
+  TablePackedMatrix binary;
+  SalientStorage storage = SalientStorage::SparseList;
+  std::vector<std::uint16_t> row_scales;
+  std::vector<std::uint32_t> row_offsets;
+  std::vector<std::uint16_t> columns;
+  std::vector<std::int8_t> values;
+  std::vector<std::uint8_t> channel_mask;  ///< ChannelMask: ceil(cols / 8) bytes
+
+  [[nodiscard]] double storage_bits_per_weight() const noexcept {
+    const double n = static_cast<double>(binary.rows()) * static_cast<double>(binary.cols());
+    return binary.storage_bits_per_weight() +
+           8.0 * (2.0 * static_cast<double>(row_scales.size()) + 4.0 * static_cast<double>(row_offsets.size()) +
+                  2.0 * static_cast<double>(columns.size()) + static_cast<double>(values.size()) +
+                  static_cast<double>(channel_mask.size())) / n;
+  }
+};
+
+[[nodiscard]] inline PackedPartialBinary pack_partial_binary(const PartialBinaryMatrix& m) {
+  PackedPartialBinary p;
+  p.binary = pack_table(m.binary);
+  p.storage = m.storage;
+  for (float s : m.row_scales) p.row_scales.push_back(detail::float_to_half(s));
+  p.row_offsets = m.row_offsets;
+  p.columns = m.columns;
+  p.values = m.values;
+  if (m.storage == SalientStorage::ChannelMask) {
+    p.channel_mask.assign(static_cast<std::size_t>((m.cols() + 7) / 8), 0);
+    for (auto c : m.channels) p.channel_mask[c / 8u] = static_cast<std::uint8_t>(p.channel_mask[c / 8u] | 1u << (c % 8u));
+  }
+  return p;
+}
+
+[[nodiscard]] inline PartialBinaryMatrix unpack_partial_binary(const PackedPartialBinary& p) {
+  PartialBinaryMatrix m;
+  m.binary = unpack_table<Binary<>>(p.binary);
+  m.storage = p.storage;
+  for (auto h : p.row_scales) m.row_scales.push_back(detail::half_to_float(h));
+  m.row_offsets = p.row_offsets;
+  m.columns = p.columns;
+  m.values = p.values;
+  for (std::size_t c = 0; c < p.channel_mask.size() * 8; ++c) {
+    if ((p.channel_mask[c / 8] >> (c % 8)) & 1) m.channels.push_back(static_cast<std::uint16_t>(c));
+  }
+  return m;
+}
+
+/// Reference y = B x + C x straight from the packed form (accumulated in double per part).
+[[nodiscard]] inline VectorXf gemv_partial_binary_reference(const PackedPartialBinary& p, VectorRef x) {
+  VectorXf y = gemv_table_reference(p.binary, x);  // validates x
+  const Index R = p.binary.rows();
+  if (p.storage == SalientStorage::SparseList) {
+    for (Index r = 0; r < R; ++r) {
+      double acc = 0.0;
+      for (std::uint32_t i = p.row_offsets[static_cast<std::size_t>(r)]; i < p.row_offsets[static_cast<std::size_t>(r) + 1]; ++i) {
+        acc += static_cast<double>(detail::half_to_float(p.row_scales[static_cast<std::size_t>(r)]) * static_cast<float>(p.values[i])) *
+               x[p.columns[i]];
+      }
+      y[r] += static_cast<float>(acc);
+    }
+  } else {
+    std::vector<Index> ch;
+    for (Index c = 0; c < p.binary.cols(); ++c) {
+      if ((p.channel_mask[static_cast<std::size_t>(c / 8)] >> (c % 8)) & 1) ch.push_back(c);
+    }
+    for (Index r = 0; r < R; ++r) {
+      double acc = 0.0;
+      for (std::size_t j = 0; j < ch.size(); ++j) {
+        acc += static_cast<double>(detail::half_to_float(p.row_scales[static_cast<std::size_t>(r)]) *
+                                   static_cast<float>(p.values[static_cast<std::size_t>(r) * ch.size() + j])) *
+               x[ch[j]];
+      }
+      y[r] += static_cast<float>(acc);
+    }
+  }
+  return y;
+}
+
+}  // namespace qtl
