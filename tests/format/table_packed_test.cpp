@@ -65,6 +65,7 @@ TEST(TablePacked, EveryTableFamilyRoundTripsBitExactly) {
   round_trip_shapes(qtl::PowerGrid<3>{1.5f});
   round_trip_shapes(qtl::NF4{});
   round_trip_shapes(qtl::FP4{});
+  round_trip_shapes(qtl::ScaledCodebook<3>{qtl::DecodeTable{-0.9f, -0.4f, -0.1f, 0.0f, 0.1f, 0.3f, 0.6f, 1.1f}});
   round_trip_shapes(qtl::KMeansCodebook<1>{});
   round_trip_shapes(qtl::KMeansCodebook<2>{});
   round_trip_shapes(qtl::KMeansCodebook<3>{});

@@ -43,6 +43,7 @@ TEST(ReferenceTable, GemvEqualsProductWithDequantizedMatrix) {
   all_shapes(qtl::PowerGrid<4>{1.25f});
   all_shapes(qtl::NF4{});
   all_shapes(qtl::FP4{});
+  all_shapes(qtl::ScaledCodebook<2>{qtl::DecodeTable{-1.0f, -0.2f, 0.3f, 0.9f}});
   all_shapes(qtl::KMeansCodebook<2>{});
   all_shapes(qtl::KMeansCodebook<4>{});
   all_shapes(qtl::Binary<false>{});

@@ -75,7 +75,7 @@ TEST(E8P, NearestEqualsBruteForceOverAllCodewords) {
       }
       const auto idx = E8P::encode(p, x.data(), wt);
       const double got = dist(x.data(), grid.data() + idx * 8, wt);
-      ASSERT_NEAR(got, best, 1e-9 * (1 + best)) << trial;
+      ASSERT_NEAR(got, best, 1e-5 * (1 + best)) << trial;  // encode compares in float
       if (got > best) {
         EXPECT_EQ(idx, arg);
       }

@@ -19,6 +19,9 @@
 // rounded to fp16 and sorted: the table is the parameter set. The table is per group, per row
 // or per tensor through the granularity (PerRow / PerTensor hand fit() the whole row / tensor),
 // and its 2^Bits fp16 entries are counted in param_bits().
+//
+// Fitted table, scaled per group (ScaledCodebook<Bits> + fit_scaled_codebook): one table per
+// matrix fitted on the group-normalized weights, times an fp16 scale per group; see below.
 #pragma once
 
 #include <algorithm>
@@ -27,15 +30,19 @@
 #include <cstdint>
 #include <limits>
 #include <numeric>
+#include <optional>
 #include <random>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "qtl/core/error.hpp"
+#include "qtl/core/validate.hpp"
 #include "qtl/detail/fp16.hpp"
 #include "qtl/quant/concepts.hpp"
 #include "qtl/quant/decode_table.hpp"
+#include "qtl/quant/granularity.hpp"
+#include "qtl/quant/quantize_matrix.hpp"
 #include "qtl/quant/scalar_fit.hpp"
 
 namespace qtl {
@@ -251,6 +258,142 @@ class KMeansCodebook {
  private:
   KMeansOptions options_{};
 };
+
+// ---- fitted table shared by a matrix, scaled per group ------------------------------------
+
+/// x_hat = s * L[code]: an fp16 scale per group times a level table L shared by the whole matrix
+/// (fitted by fit_scaled_codebook below). It is NF4's form with a fitted table: the table costs
+/// 2^Bits floats once per matrix instead of 2^Bits fp16 values per group, so small groups keep
+/// their own scale at 16 bits. L is normalized so that max |L| = 1 (the scale is the absmax).
+template <int Bits>
+class ScaledCodebook {
+  static_assert(Bits >= 1 && Bits <= 4, "ScaledCodebook<Bits>: Bits must be in [1, 4]");
+
+ public:
+  static constexpr int kBits = Bits;
+  static constexpr int kCodes = 1 << Bits;
+  static constexpr TableForm kTableForm = TableForm::ScaledShared;
+
+  struct Params {
+    float scale = 1.0f;  ///< fp16, > 0
+    friend bool operator==(const Params&, const Params&) = default;
+  };
+
+  /// Levels 0 .. 2^Bits - 1 of `levels` (sorted, normalized to max |L| = 1 here); throws
+  /// qtl::Error for non-finite or all-zero levels.
+  explicit ScaledCodebook(const DecodeTable& levels = default_levels()) {
+    float m = 0.0f;
+    for (int k = 0; k < kCodes; ++k) {
+      if (!std::isfinite(levels[static_cast<std::size_t>(k)])) fail("ScaledCodebook: level ", k, " is not finite");
+      m = std::max(m, std::fabs(levels[static_cast<std::size_t>(k)]));
+    }
+    if (!(m > 0.0f)) fail("ScaledCodebook: the levels are all zero");
+    for (int k = 0; k < kCodes; ++k) levels_[static_cast<std::size_t>(k)] = levels[static_cast<std::size_t>(k)] / m;
+    std::sort(levels_.begin(), levels_.begin() + kCodes);
+  }
+
+  [[nodiscard]] std::string name() const { return str_cat("kmeans", Bits, "-scaled"); }
+  [[nodiscard]] static constexpr double param_bits() noexcept { return 16.0; }
+  [[nodiscard]] float level(std::uint8_t code) const noexcept { return levels_[code]; }
+  [[nodiscard]] float decode(const Params& p, std::uint8_t code) const noexcept { return p.scale * levels_[code]; }
+  [[nodiscard]] std::uint8_t encode(const Params& p, float x) const noexcept {
+    return detail::nearest_code_scan(*this, p, x, kCodes);
+  }
+  [[nodiscard]] Params fit(std::span<const float> x, std::span<const float> importance,
+                           const FitOptions& opt = {}) const {
+    detail::check_group(name(), x, importance);
+    return detail::fit_table_scale(*this, x, importance, opt, detail::abs_max(x), opt.clip_min_ratio);
+  }
+  [[nodiscard]] DecodeTable shared_table() const noexcept { return levels_; }
+  [[nodiscard]] static Params params_from_scale(float s) noexcept { return Params{s}; }
+
+  /// Uniform levels in [-1, 1] (a starting point; fit_scaled_codebook replaces them).
+  [[nodiscard]] static DecodeTable default_levels() noexcept {
+    DecodeTable t{};
+    for (int k = 0; k < kCodes; ++k) t[static_cast<std::size_t>(k)] = kCodes == 1 ? 1.0f : -1.0f + 2.0f * k / (kCodes - 1);
+    return t;
+  }
+
+ private:
+  DecodeTable levels_{};
+};
+
+template <int Bits>
+struct ScaledCodebookFit {
+  ScaledCodebook<Bits> quantizer;
+  QuantizedMatrix<ScaledCodebook<Bits>> matrix;
+  double weighted_error = 0.0;
+
+  /// bits_per_weight(matrix) plus the shared table: 2^Bits float32 levels per matrix.
+  [[nodiscard]] double bits_per_weight() const {
+    return qtl::bits_per_weight(matrix) +
+           32.0 * (1 << Bits) / (static_cast<double>(matrix.rows()) * static_cast<double>(matrix.cols()));
+  }
+};
+
+/// Fits one level table for the whole matrix and a scale per group (SqueezeLLM's weighted
+/// k-means, made scale-invariant as NF4 is). Alternating minimization of
+///   E = sum_(r,c) imp(r,c) (W(r,c) - s_g L[code(r,c)])^2 :
+/// with the scales fixed, the table is the weighted 1-D k-means of u = W / s_g with weights
+/// imp * s_g^2 (then E = sum imp s_g^2 (u - L)^2 exactly); with the table fixed, quantize_matrix
+/// refits every group's scale. Starts from s_g = the group's absmax; `rounds` alternations, the
+/// best (lowest E) result is kept.
+template <int Bits>
+[[nodiscard]] ScaledCodebookFit<Bits> fit_scaled_codebook(const Granularity& granularity, MatrixRef w,
+                                                          const QuantizeOptions& opt = {},
+                                                          const KMeansOptions& kmeans = {}, int rounds = 2) {
+  constexpr std::string_view kWhere = "fit_scaled_codebook";
+  require_nonempty(kWhere, "weights", w.rows(), w.cols());
+  require_finite(kWhere, "weights", w);
+  require_range(kWhere, "rounds", rounds, 1, 100);
+  const GroupLayout L = make_group_layout(granularity, w.rows(), w.cols(), kWhere);
+  auto importance = [&](Index r, Index c) {
+    double v = 1.0;
+    if (opt.column_importance.size() > 0) v *= opt.column_importance[c];
+    if (opt.importance.size() > 0) v *= opt.importance(r, c);
+    return v;
+  };
+  // starting scales: group absmax
+  std::vector<float> scales(static_cast<std::size_t>(L.num_param_sets()), 0.0f);
+  for (Index r = 0; r < L.rows; ++r) {
+    for (Index c = 0; c < L.cols; ++c) {
+      auto& s = scales[static_cast<std::size_t>(L.param_index(r, c))];
+      s = std::max(s, std::fabs(w(r, c)));
+    }
+  }
+  std::optional<ScaledCodebookFit<Bits>> best;
+  std::vector<float> u, uw;
+  for (int round = 0; round < rounds; ++round) {
+    u.clear();
+    uw.clear();
+    for (Index r = 0; r < L.rows; ++r) {
+      for (Index c = 0; c < L.cols; ++c) {
+        const float s = scales[static_cast<std::size_t>(L.param_index(r, c))];
+        if (!(s > 0.0f)) continue;  // an all-zero group decodes exactly with any table
+        u.push_back(w(r, c) / s);
+        uw.push_back(static_cast<float>(importance(r, c) * double(s) * double(s)));
+      }
+    }
+    if (u.size() < static_cast<std::size_t>(1 << Bits)) {
+      fail(kWhere, ": a table of ", 1 << Bits, " levels needs at least ", 1 << Bits, " non-zero-group values, got ", u.size());
+    }
+    const auto km = kmeans_1d(u, uw, 1 << Bits, kmeans);
+    DecodeTable t{};
+    for (int k = 0; k < (1 << Bits); ++k) t[static_cast<std::size_t>(k)] = static_cast<float>(km.centroids[static_cast<std::size_t>(k)]);
+    ScaledCodebook<Bits> q(t);
+    auto m = quantize_matrix(q, granularity, w, opt);
+    double err = 0.0;
+    for (Index r = 0; r < L.rows; ++r) {
+      for (Index c = 0; c < L.cols; ++c) {
+        const double d = static_cast<double>(w(r, c)) - m.value(r, c);
+        err += importance(r, c) * d * d;
+      }
+    }
+    for (std::size_t i = 0; i < scales.size(); ++i) scales[i] = m.params[i].scale;
+    if (!best || err < best->weighted_error) best = ScaledCodebookFit<Bits>{q, std::move(m), err};
+  }
+  return std::move(*best);
+}
 
 /// Calls f(KMeansCodebook<B>{options}) for a bit width known only at run time; throws
 /// qtl::Error for bits outside [1, 4].

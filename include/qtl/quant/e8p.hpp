@@ -26,8 +26,9 @@
 // sum w a^2 - 2 * score over the 2 x 256 candidates finds the exact minimum over all 2^16
 // codewords (tests check it against brute force).
 //
-// The scale is fitted per set by a grid search of s = c * rms_w(x), c in [0.5, 1.6], keeping the
-// lowest weighted error, then rounded to fp16. QuIP# applies E8P after incoherence processing
+// The scale is fitted per set: the best of s = c * rms_w(x), c in {0.6, 0.8, 1, 1.2, 1.4}, then
+// up to 3 rounds of the least-squares scale for the chosen codewords, s = sum w x c / sum w c^2,
+// each kept only if the weighted error falls; s is rounded to fp16. QuIP# applies E8P after incoherence processing
 // (random Hadamard rotations make the weights close to Gaussian); applied to raw weights, as
 // here, it quantizes whatever distribution the weights have.
 #pragma once
@@ -87,48 +88,46 @@ class E8P {
     for (int d = 0; d < 8; ++d) out[d] *= p.scale;
   }
 
-  /// Exact weighted-nearest codeword of vec / scale (wt == nullptr: unweighted).
+  /// Exact weighted-nearest codeword of vec / scale (wt == nullptr: unweighted). The inner loop
+  /// runs in float; candidates are compared by sum w (y - c)^2 up to float rounding.
   [[nodiscard]] static std::uint32_t encode(const Params& p, const float* vec, const float* wt) noexcept {
     const auto& T = tables();
-    double best = std::numeric_limits<double>::infinity();
+    float best = std::numeric_limits<float>::infinity();
     std::uint32_t best_index = 0;
+    const float inv = 1.0f / p.scale;
     for (int s = 0; s < 2; ++s) {
-      const double shift = s ? 0.25 : -0.25;
-      double y[8], w[8], ay[8];
-      for (int d = 0; d < 8; ++d) {
-        y[d] = static_cast<double>(vec[d]) / p.scale - shift;
-        w[d] = wt ? wt[d] : 1.0;
-        ay[d] = w[d] * std::fabs(y[d]);
-      }
-      double yy = 0.0;  // sum w y^2 differs between the two shifts
-      for (int d = 0; d < 8; ++d) yy += w[d] * y[d] * y[d];
+      const float shift = s ? 0.25f : -0.25f;
+      float w[8], ay[8];
+      float yy = 0.0f;  // sum w y^2 differs between the two shifts
       int negs = 0;
       std::uint32_t sign_bits = 0;
       for (int d = 0; d < 8; ++d) {
-        if (y[d] < 0.0) {
+        const float y = vec[d] * inv - shift;
+        w[d] = wt ? wt[d] : 1.0f;
+        ay[d] = w[d] * std::fabs(y);
+        yy += w[d] * y * y;
+        if (y < 0.0f) {
           ++negs;
           if (d > 0) sign_bits |= 1u << (d - 1);
         }
       }
       for (std::uint32_t a = 0; a < kAbsEntries; ++a) {
         const float* av = &T.abs[a * 8];
-        double score = 0.0, norm = 0.0, min_t = std::numeric_limits<double>::infinity();
-        int min_d = 0;
+        float t[8];
+        float score = 0.0f, norm = 0.0f;
         for (int d = 0; d < 8; ++d) {
-          const double t = av[d] * ay[d];
-          score += t;
+          t[d] = av[d] * ay[d];
+          score += t[d];
           norm += w[d] * av[d] * av[d];
-          if (t < min_t) {
-            min_t = t;
-            min_d = d;
-          }
         }
         std::uint32_t bits = sign_bits;
         if (((negs + T.parity[a]) & 1) != 0) {  // parity broken: flip the cheapest coordinate
-          score -= 2.0 * min_t;
+          int min_d = 0;
+          for (int d = 1; d < 8; ++d) min_d = t[d] < t[min_d] ? d : min_d;
+          score -= 2.0f * t[min_d];
           if (min_d > 0) bits ^= 1u << (min_d - 1);
         }
-        const double dist = yy + norm - 2.0 * score;
+        const float dist = yy + norm - 2.0f * score;
         if (dist < best) {
           best = dist;
           best_index = a | bits << 8 | static_cast<std::uint32_t>(s) << 15;
@@ -158,17 +157,35 @@ class E8P {
     }
     const double rms = std::sqrt(swx / sw);
     if (!(rms > 0.0)) return Params{detail::half_to_float(1)};  // all zero: the smallest scale
+    // coarse grid of s / rms, then least-squares refinement of s for the chosen codewords
     Params best{};
     double best_err = std::numeric_limits<double>::infinity();
-    for (int i = 0; i <= 22; ++i) {
-      Params p{detail::round_to_half(static_cast<float>(rms * (0.5 + 0.05 * i)))};
-      if (!std::isfinite(p.scale)) fail(name(), ": scale ", rms, " is too large for fp16");
+    auto consider = [&](double scale) {
+      Params p{detail::round_to_half(static_cast<float>(scale))};
+      if (!std::isfinite(p.scale)) fail(name(), ": scale ", scale, " is too large for fp16");
       if (p.scale == 0.0f) p.scale = detail::half_to_float(1);
       const double err = error(p, x, w);
       if (err < best_err) {
         best_err = err;
         best = p;
+        return true;
       }
+      return false;
+    };
+    for (double c : {0.6, 0.8, 1.0, 1.2, 1.4}) consider(rms * c);
+    for (int it = 0; it < 3; ++it) {
+      double num = 0.0, den = 0.0;
+      float cw[8];
+      for (std::size_t i = 0; i < x.size(); i += 8) {
+        const float* wt = w.empty() ? nullptr : w.data() + i;
+        codeword(encode(best, x.data() + i, wt), cw);
+        for (int d = 0; d < 8; ++d) {
+          const double wd = wt ? wt[d] : 1.0;
+          num += wd * x[i + static_cast<std::size_t>(d)] * cw[d];
+          den += wd * cw[d] * cw[d];
+        }
+      }
+      if (!(den > 0.0) || !(num > 0.0) || !consider(num / den)) break;
     }
     return best;
   }
