@@ -27,6 +27,22 @@
 
 namespace qtl::calib {
 
+/// A snapshot of a layer's input statistics, as values the transforms can map (a rotation or a
+/// channel scaling of the inputs maps H, mean|x| and max|x| to those of the new inputs) and the
+/// solvers read. `hessian` is H = 2/n Σ x xᵀ.
+struct LayerStatistics {
+  Eigen::MatrixXd hessian;
+  VectorXd mean_abs;
+  VectorXf abs_max;
+  std::int64_t tokens = 0;
+  /// False after a rotation: mean|x| and max|x| of rotated inputs are not functions of the
+  /// statistics kept, and are replaced by sqrt(mean x²) (= sqrt(diag(H)/2)) and the bound
+  /// max|x'_i| <= Σ_j |R_ji| max|x_j|.
+  bool exact_channel_stats = true;
+
+  [[nodiscard]] Index in_features() const noexcept { return hessian.rows(); }
+};
+
 class HessianAccumulator {
  public:
   /// Tokens per float product before it is added to the double sum.
@@ -103,6 +119,16 @@ class HessianAccumulator {
     return sum_sq_ / static_cast<double>(tokens_);
   }
   [[nodiscard]] VectorXf abs_max() const { return abs_max_; }
+
+  /// Everything the transforms and solvers need, as a value.
+  [[nodiscard]] LayerStatistics statistics() const {
+    LayerStatistics s;
+    s.hessian = hessian();
+    s.mean_abs = mean_abs();
+    s.abs_max = abs_max();
+    s.tokens = tokens_;
+    return s;
+  }
 
   /// Inputs that were 0 in every token so far (diag(H) == 0).
   [[nodiscard]] std::vector<Index> dead_columns() const {
