@@ -59,18 +59,12 @@ QTL_TARGET_AVX2 QTL_KERNEL_INLINE __m256i operand(const std::uint8_t* half, int 
 
 template <int Bits, int NT>
 QTL_TARGET_AVX2 void tile_int8(const UniformKernelView& w, std::ptrdiff_t t, int h,
-                               const ActivationView& a, std::ptrdiff_t n0, float* ybuf) noexcept {
+                               const ActivationView& a, float* ybuf) noexcept {
   constexpr bool kSigned8 = Bits == 8;
   const TileGroupParams* params = w.params(t);
-  const std::int8_t* q[NT];
-  const float* d[NT];
-  const float* gs[NT];
-  for (int n = 0; n < NT; ++n) {
-    const ActivationView an = a.token(n0 + n);
-    q[n] = an.q;
-    d[n] = an.d;
-    gs[n] = an.gsum;
-  }
+  const std::int8_t* const q = a.q;  // chunk layout: see ActivationView
+  const float* const d = a.d;
+  const float* const gs = a.gsum;
   const __m256i ones = _mm256_set1_epi16(1);
   for (std::ptrdiff_t g = 0; g < w.groups; ++g) {
     const __m256 s = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(params[g].scale + 8 * h)));
@@ -91,23 +85,23 @@ QTL_TARGET_AVX2 void tile_int8(const UniformKernelView& w, std::ptrdiff_t t, int
           const __m256i sw = _mm256_xor_si256(c, _mm256_set1_epi8(char(0x80)));
           const __m256i aw = _mm256_abs_epi8(sw);
           for (int n = 0; n < NT; ++n) {
-            const __m256i xs = _mm256_sign_epi8(bcast4(q[n] + b * kBlockCols + 4 * op), sw);
+            const __m256i xs = _mm256_sign_epi8(bcast4(q + b * kBlockCols * NT + 4 * op * NT + 4 * n), sw);
             acc[n] = _mm256_add_epi32(acc[n], _mm256_madd_epi16(_mm256_maddubs_epi16(aw, xs), ones));
           }
         } else {
           for (int n = 0; n < NT; ++n) {
-            acc[n] = _mm256_add_epi16(acc[n], _mm256_maddubs_epi16(c, bcast4(q[n] + b * kBlockCols + 4 * op)));
+            acc[n] = _mm256_add_epi16(acc[n], _mm256_maddubs_epi16(c, bcast4(q + b * kBlockCols * NT + 4 * op * NT + 4 * n)));
           }
         }
       }
       for (int n = 0; n < NT; ++n) {
         const __m256i sum = kSigned8 ? acc[n] : _mm256_madd_epi16(acc[n], ones);
-        gf[n] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(d[n][b]), gf[n]);
+        gf[n] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(d[b * NT + n]), gf[n]);
       }
     }
     for (int n = 0; n < NT; ++n) {
       float* yb = ybuf + 16 * n + 8 * h;
-      const __m256 corr = _mm256_fnmadd_ps(z, _mm256_set1_ps(gs[n][g]), gf[n]);
+      const __m256 corr = _mm256_fnmadd_ps(z, _mm256_set1_ps(gs[g * NT + n]), gf[n]);
       _mm256_store_ps(yb, _mm256_fmadd_ps(s, corr, _mm256_load_ps(yb)));
     }
   }
@@ -115,16 +109,11 @@ QTL_TARGET_AVX2 void tile_int8(const UniformKernelView& w, std::ptrdiff_t t, int
 
 template <int Bits, int NT>
 QTL_TARGET_AVX2 void tile_fp32(const UniformKernelView& w, std::ptrdiff_t t, int h,
-                               const ActivationView& a, std::ptrdiff_t n0, float* ybuf) noexcept {
+                               const ActivationView& a, float* ybuf) noexcept {
   constexpr int kChains = NT >= 8 ? 1 : 8 / NT;
   const TileGroupParams* params = w.params(t);
-  const float* x[NT];
-  const float* gs[NT];
-  for (int n = 0; n < NT; ++n) {
-    const ActivationView an = a.token(n0 + n);
-    x[n] = an.x;
-    gs[n] = an.gsum;
-  }
+  const float* const x = a.x;  // chunk layout: see ActivationView
+  const float* const gs = a.gsum;
   const __m256i byte_mask = _mm256_set1_epi32(0xFF);
   for (std::ptrdiff_t g = 0; g < w.groups; ++g) {
     const __m256 s = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(params[g].scale + 8 * h)));
@@ -147,7 +136,7 @@ QTL_TARGET_AVX2 void tile_fp32(const UniformKernelView& w, std::ptrdiff_t t, int
         for (int i = 0; i < 4; ++i) {
           for (int n = 0; n < NT; ++n) {
             __m256& r = acc[n][(4 * op + i) % kChains];
-            r = _mm256_fmadd_ps(wv[i], _mm256_set1_ps(x[n][b * kBlockCols + 4 * op + i]), r);
+            r = _mm256_fmadd_ps(wv[i], _mm256_set1_ps(x[(b * kBlockCols + 4 * op + i) * NT + n]), r);
           }
         }
       }
@@ -156,24 +145,25 @@ QTL_TARGET_AVX2 void tile_fp32(const UniformKernelView& w, std::ptrdiff_t t, int
       __m256 sum = acc[n][0];
       for (int i = 1; i < kChains; ++i) sum = _mm256_add_ps(sum, acc[n][i]);
       float* yb = ybuf + 16 * n + 8 * h;
-      const __m256 corr = _mm256_fnmadd_ps(z, _mm256_set1_ps(gs[n][g]), sum);
+      const __m256 corr = _mm256_fnmadd_ps(z, _mm256_set1_ps(gs[g * NT + n]), sum);
       _mm256_store_ps(yb, _mm256_fmadd_ps(s, corr, _mm256_load_ps(yb)));
     }
   }
 }
 
 template <int Bits, int NT>
-QTL_TARGET_AVX2 void run_tile(const UniformKernelView& w, std::ptrdiff_t t, const ActivationView& a,
+QTL_TARGET_AVX2 void run_tile(const UniformKernelView& w, std::ptrdiff_t t, const ActivationSet& set,
                               std::ptrdiff_t n0, float* y, std::ptrdiff_t ldy) noexcept {
+  const ActivationView a = set.chunk(n0);
   alignas(32) float ybuf[NT * kTileRows];
   for (int i = 0; i < 2 * NT; ++i) _mm256_store_ps(ybuf + 8 * i, _mm256_setzero_ps());
   const std::ptrdiff_t row0 = t * kTileRows;
   const std::ptrdiff_t valid = w.rows - row0 < kTileRows ? w.rows - row0 : kTileRows;
   for (int h = 0; h < 2 && 8 * h < valid; ++h) {
     if (a.q != nullptr) {
-      tile_int8<Bits, NT>(w, t, h, a, n0, ybuf);
+      tile_int8<Bits, NT>(w, t, h, a, ybuf);
     } else {
-      tile_fp32<Bits, NT>(w, t, h, a, n0, ybuf);
+      tile_fp32<Bits, NT>(w, t, h, a, ybuf);
     }
   }
   for (int n = 0; n < NT; ++n) {
@@ -182,14 +172,19 @@ QTL_TARGET_AVX2 void run_tile(const UniformKernelView& w, std::ptrdiff_t t, cons
 }
 
 template <int Bits>
-QTL_TARGET_AVX2 void run_tiles(const UniformKernelView& w, const ActivationView& a, std::ptrdiff_t m,
+QTL_TARGET_AVX2 void run_tiles(const UniformKernelView& w, const ActivationSet& a,
                                float* y, std::ptrdiff_t ldy, std::ptrdiff_t t0, std::ptrdiff_t t1) noexcept {
   for (std::ptrdiff_t t = t0; t < t1; ++t) {
-    std::ptrdiff_t n0 = 0;
-    for (; n0 + 8 <= m; n0 += 8) run_tile<Bits, 8>(w, t, a, n0, y, ldy);
-    if (n0 + 4 <= m) { run_tile<Bits, 4>(w, t, a, n0, y, ldy); n0 += 4; }
-    if (n0 + 2 <= m) { run_tile<Bits, 2>(w, t, a, n0, y, ldy); n0 += 2; }
-    if (n0 < m) run_tile<Bits, 1>(w, t, a, n0, y, ldy);
+    for (std::ptrdiff_t n0 = 0; n0 < a.m;) {
+      const int width = token_chunk(a.m, n0).width;
+      switch (width) {
+        case 8: run_tile<Bits, 8>(w, t, a, n0, y, ldy); break;
+        case 4: run_tile<Bits, 4>(w, t, a, n0, y, ldy); break;
+        case 2: run_tile<Bits, 2>(w, t, a, n0, y, ldy); break;
+        default: run_tile<Bits, 1>(w, t, a, n0, y, ldy); break;
+      }
+      n0 += width;
+    }
   }
 }
 
@@ -197,13 +192,13 @@ QTL_TARGET_AVX2 void run_tiles(const UniformKernelView& w, const ActivationView&
 
 /// Y[n * ldy + row] for the rows of tiles [t0, t1) and tokens [0, m). Requires
 /// path_supported(Avx2).
-inline void uniform_tiles_avx2(const UniformKernelView& w, const ActivationView& a, std::ptrdiff_t m,
+inline void uniform_tiles_avx2(const UniformKernelView& w, const ActivationSet& a,
                                float* y, std::ptrdiff_t ldy, std::ptrdiff_t t0, std::ptrdiff_t t1) noexcept {
   switch (w.bits) {
-    case 2: detail_avx2::run_tiles<2>(w, a, m, y, ldy, t0, t1); break;
-    case 3: detail_avx2::run_tiles<3>(w, a, m, y, ldy, t0, t1); break;
-    case 4: detail_avx2::run_tiles<4>(w, a, m, y, ldy, t0, t1); break;
-    case 8: detail_avx2::run_tiles<8>(w, a, m, y, ldy, t0, t1); break;
+    case 2: detail_avx2::run_tiles<2>(w, a, y, ldy, t0, t1); break;
+    case 3: detail_avx2::run_tiles<3>(w, a, y, ldy, t0, t1); break;
+    case 4: detail_avx2::run_tiles<4>(w, a, y, ldy, t0, t1); break;
+    case 8: detail_avx2::run_tiles<8>(w, a, y, ldy, t0, t1); break;
     default: break;
   }
 }

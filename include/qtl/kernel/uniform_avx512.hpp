@@ -85,23 +85,17 @@ constexpr int slot_shift(int slot) noexcept {
   return Bits == 4 ? 4 * slot : Bits == 2 ? 2 * slot : 0;
 }
 
-/// Int8 activations: ybuf[n][r] = sum over the tile's groups for tokens n0..n0+NT.
+/// Int8 activations: ybuf[n][r] += the tile's rows for the NT tokens of chunk a.
 template <int Bits, int NT, bool kVnni>
 QTL_TARGET_AVX512 void tile_int8(const UniformKernelView& w, std::ptrdiff_t t,
-                                 const ActivationView& a, std::ptrdiff_t n0, float* ybuf) noexcept {
+                                 const ActivationView& a, float* ybuf) noexcept {
   constexpr bool kScaled = kVnni && NT <= 2 && (Bits == 2 || Bits == 4);
   constexpr int kSlots = kScaled ? (Bits == 4 ? 2 : 4) : 1;
   constexpr bool kSigned8 = !kVnni && Bits == 8;  // sign trick: codes as q - 128
   const TileGroupParams* params = w.params(t);
-  const std::int8_t* q[NT];
-  const float* d[NT];
-  const float* gs[NT];
-  for (int n = 0; n < NT; ++n) {
-    const ActivationView an = a.token(n0 + n);
-    q[n] = an.q;
-    d[n] = an.d;
-    gs[n] = an.gsum;
-  }
+  const std::int8_t* const q = a.q;  // chunk layout: see ActivationView
+  const float* const d = a.d;
+  const float* const gs = a.gsum;
   for (std::ptrdiff_t g = 0; g < w.groups; ++g) {
     const __m512 s = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(params[g].scale)));
     __m512 z = _mm512_cvtepi32_ps(
@@ -120,14 +114,14 @@ QTL_TARGET_AVX512 void tile_int8(const UniformKernelView& w, std::ptrdiff_t t,
         if constexpr (kVnni) {
           for (int n = 0; n < NT; ++n) {
             __m512i& r = acc[n][kScaled ? slot_of<Bits>(op) : 0];
-            r = _mm512_dpbusd_epi32(r, c, bcast4(q[n] + b * kBlockCols + 4 * op));
+            r = _mm512_dpbusd_epi32(r, c, bcast4(q + b * kBlockCols * NT + 4 * op * NT + 4 * n));
           }
         } else if constexpr (kSigned8) {
           const __m512i sw = _mm512_xor_si512(c, _mm512_set1_epi8(char(0x80)));
           const __mmask64 neg = _mm512_movepi8_mask(sw);
           const __m512i aw = _mm512_abs_epi8(sw);
           for (int n = 0; n < NT; ++n) {
-            const __m512i x = bcast4(q[n] + b * kBlockCols + 4 * op);
+            const __m512i x = bcast4(q + b * kBlockCols * NT + 4 * op * NT + 4 * n);
             const __m512i xs = _mm512_mask_sub_epi8(x, neg, _mm512_setzero_si512(), x);
             acc[n][0] = _mm512_add_epi32(
                 acc[n][0], _mm512_madd_epi16(_mm512_maddubs_epi16(aw, xs), _mm512_set1_epi16(1)));
@@ -135,7 +129,7 @@ QTL_TARGET_AVX512 void tile_int8(const UniformKernelView& w, std::ptrdiff_t t,
         } else {  // int16 partial sums, widened once per block below
           for (int n = 0; n < NT; ++n) {
             acc[n][0] = _mm512_add_epi16(
-                acc[n][0], _mm512_maddubs_epi16(c, bcast4(q[n] + b * kBlockCols + 4 * op)));
+                acc[n][0], _mm512_maddubs_epi16(c, bcast4(q + b * kBlockCols * NT + 4 * op * NT + 4 * n)));
           }
         }
       }
@@ -145,11 +139,11 @@ QTL_TARGET_AVX512 void tile_int8(const UniformKernelView& w, std::ptrdiff_t t,
         for (int i = 1; i < kSlots; ++i) {
           sum = _mm512_add_epi32(sum, _mm512_srai_epi32(acc[n][i], slot_shift<Bits>(i)));
         }
-        gf[n] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(d[n][b]), gf[n]);
+        gf[n] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(d[b * NT + n]), gf[n]);
       }
     }
     for (int n = 0; n < NT; ++n) {
-      const __m512 corr = _mm512_fnmadd_ps(z, _mm512_set1_ps(gs[n][g]), gf[n]);
+      const __m512 corr = _mm512_fnmadd_ps(z, _mm512_set1_ps(gs[g * NT + n]), gf[n]);
       _mm512_store_ps(ybuf + 16 * n, _mm512_fmadd_ps(s, corr, _mm512_load_ps(ybuf + 16 * n)));
     }
   }
@@ -158,16 +152,11 @@ QTL_TARGET_AVX512 void tile_int8(const UniformKernelView& w, std::ptrdiff_t t,
 /// Fp32 activations: products in fp32 FMA, the 4 codes of a lane expanded one byte at a time.
 template <int Bits, int NT>
 QTL_TARGET_AVX512 void tile_fp32(const UniformKernelView& w, std::ptrdiff_t t,
-                                 const ActivationView& a, std::ptrdiff_t n0, float* ybuf) noexcept {
+                                 const ActivationView& a, float* ybuf) noexcept {
   constexpr int kChains = NT >= 8 ? 1 : 8 / NT;  // independent FMA chains per token
   const TileGroupParams* params = w.params(t);
-  const float* x[NT];
-  const float* gs[NT];
-  for (int n = 0; n < NT; ++n) {
-    const ActivationView an = a.token(n0 + n);
-    x[n] = an.x;
-    gs[n] = an.gsum;
-  }
+  const float* const x = a.x;  // chunk layout: see ActivationView
+  const float* const gs = a.gsum;
   const __m512i byte_mask = _mm512_set1_epi32(0xFF);
   for (std::ptrdiff_t g = 0; g < w.groups; ++g) {
     const __m512 s = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(params[g].scale)));
@@ -189,7 +178,7 @@ QTL_TARGET_AVX512 void tile_fp32(const UniformKernelView& w, std::ptrdiff_t t,
         for (int i = 0; i < 4; ++i) {
           for (int n = 0; n < NT; ++n) {
             __m512& r = acc[n][(4 * op + i) % kChains];
-            r = _mm512_fmadd_ps(wv[i], _mm512_set1_ps(x[n][b * kBlockCols + 4 * op + i]), r);
+            r = _mm512_fmadd_ps(wv[i], _mm512_set1_ps(x[(b * kBlockCols + 4 * op + i) * NT + n]), r);
           }
         }
       }
@@ -197,21 +186,22 @@ QTL_TARGET_AVX512 void tile_fp32(const UniformKernelView& w, std::ptrdiff_t t,
     for (int n = 0; n < NT; ++n) {
       __m512 sum = acc[n][0];
       for (int i = 1; i < kChains; ++i) sum = _mm512_add_ps(sum, acc[n][i]);
-      const __m512 corr = _mm512_fnmadd_ps(z, _mm512_set1_ps(gs[n][g]), sum);
+      const __m512 corr = _mm512_fnmadd_ps(z, _mm512_set1_ps(gs[g * NT + n]), sum);
       _mm512_store_ps(ybuf + 16 * n, _mm512_fmadd_ps(s, corr, _mm512_load_ps(ybuf + 16 * n)));
     }
   }
 }
 
 template <int Bits, int NT, bool kVnni>
-QTL_TARGET_AVX512 void run_tile(const UniformKernelView& w, std::ptrdiff_t t, const ActivationView& a,
+QTL_TARGET_AVX512 void run_tile(const UniformKernelView& w, std::ptrdiff_t t, const ActivationSet& set,
                                 std::ptrdiff_t n0, float* y, std::ptrdiff_t ldy) noexcept {
+  const ActivationView a = set.chunk(n0);
   alignas(64) float ybuf[NT * kTileRows];
   for (int i = 0; i < NT; ++i) _mm512_store_ps(ybuf + 16 * i, _mm512_setzero_ps());
   if (a.q != nullptr) {
-    tile_int8<Bits, NT, kVnni>(w, t, a, n0, ybuf);
+    tile_int8<Bits, NT, kVnni>(w, t, a, ybuf);
   } else {
-    tile_fp32<Bits, NT>(w, t, a, n0, ybuf);
+    tile_fp32<Bits, NT>(w, t, a, ybuf);
   }
   const std::ptrdiff_t row0 = t * kTileRows;
   const std::ptrdiff_t valid = w.rows - row0 < kTileRows ? w.rows - row0 : kTileRows;
@@ -220,14 +210,19 @@ QTL_TARGET_AVX512 void run_tile(const UniformKernelView& w, std::ptrdiff_t t, co
 }
 
 template <int Bits, bool kVnni>
-QTL_TARGET_AVX512 void run_tiles(const UniformKernelView& w, const ActivationView& a, std::ptrdiff_t m,
+QTL_TARGET_AVX512 void run_tiles(const UniformKernelView& w, const ActivationSet& a,
                                  float* y, std::ptrdiff_t ldy, std::ptrdiff_t t0, std::ptrdiff_t t1) noexcept {
   for (std::ptrdiff_t t = t0; t < t1; ++t) {
-    std::ptrdiff_t n0 = 0;
-    for (; n0 + 8 <= m; n0 += 8) run_tile<Bits, 8, kVnni>(w, t, a, n0, y, ldy);
-    if (n0 + 4 <= m) { run_tile<Bits, 4, kVnni>(w, t, a, n0, y, ldy); n0 += 4; }
-    if (n0 + 2 <= m) { run_tile<Bits, 2, kVnni>(w, t, a, n0, y, ldy); n0 += 2; }
-    if (n0 < m) run_tile<Bits, 1, kVnni>(w, t, a, n0, y, ldy);
+    for (std::ptrdiff_t n0 = 0; n0 < a.m;) {
+      const int width = token_chunk(a.m, n0).width;
+      switch (width) {
+        case 8: run_tile<Bits, 8, kVnni>(w, t, a, n0, y, ldy); break;
+        case 4: run_tile<Bits, 4, kVnni>(w, t, a, n0, y, ldy); break;
+        case 2: run_tile<Bits, 2, kVnni>(w, t, a, n0, y, ldy); break;
+        default: run_tile<Bits, 1, kVnni>(w, t, a, n0, y, ldy); break;
+      }
+      n0 += width;
+    }
   }
 }
 
@@ -235,19 +230,19 @@ QTL_TARGET_AVX512 void run_tiles(const UniformKernelView& w, const ActivationVie
 
 /// Y[n * ldy + row] for the rows of tiles [t0, t1) and tokens [0, m): AVX-512 (vnni: vpdpbusd,
 /// else vpmaddubsw). Requires path_supported(Avx512Vnni) resp. (Avx512).
-inline void uniform_tiles_avx512(const UniformKernelView& w, const ActivationView& a, std::ptrdiff_t m,
+inline void uniform_tiles_avx512(const UniformKernelView& w, const ActivationSet& a,
                                  float* y, std::ptrdiff_t ldy, std::ptrdiff_t t0, std::ptrdiff_t t1,
                                  bool vnni) noexcept {
   using namespace detail_avx512;
   switch (w.bits * 2 + (vnni ? 1 : 0)) {
-    case 4: run_tiles<2, false>(w, a, m, y, ldy, t0, t1); break;
-    case 5: run_tiles<2, true>(w, a, m, y, ldy, t0, t1); break;
-    case 6: run_tiles<3, false>(w, a, m, y, ldy, t0, t1); break;
-    case 7: run_tiles<3, true>(w, a, m, y, ldy, t0, t1); break;
-    case 8: run_tiles<4, false>(w, a, m, y, ldy, t0, t1); break;
-    case 9: run_tiles<4, true>(w, a, m, y, ldy, t0, t1); break;
-    case 16: run_tiles<8, false>(w, a, m, y, ldy, t0, t1); break;
-    case 17: run_tiles<8, true>(w, a, m, y, ldy, t0, t1); break;
+    case 4: run_tiles<2, false>(w, a, y, ldy, t0, t1); break;
+    case 5: run_tiles<2, true>(w, a, y, ldy, t0, t1); break;
+    case 6: run_tiles<3, false>(w, a, y, ldy, t0, t1); break;
+    case 7: run_tiles<3, true>(w, a, y, ldy, t0, t1); break;
+    case 8: run_tiles<4, false>(w, a, y, ldy, t0, t1); break;
+    case 9: run_tiles<4, true>(w, a, y, ldy, t0, t1); break;
+    case 16: run_tiles<8, false>(w, a, y, ldy, t0, t1); break;
+    case 17: run_tiles<8, true>(w, a, y, ldy, t0, t1); break;
     default: break;
   }
 }

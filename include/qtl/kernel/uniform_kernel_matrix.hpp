@@ -33,19 +33,19 @@
 
 namespace qtl::kernel {
 
-/// Signature shared by every path: tiles [t0, t1) x tokens [0, m) of Y = X W^T.
-using UniformTilesFn = void (*)(const UniformKernelView&, const ActivationView&, std::ptrdiff_t,
-                                float*, std::ptrdiff_t, std::ptrdiff_t, std::ptrdiff_t) noexcept;
+/// Signature shared by every path: tiles [t0, t1) x all tokens of Y = X W^T.
+using UniformTilesFn = void (*)(const UniformKernelView&, const ActivationSet&, float*, std::ptrdiff_t,
+                                std::ptrdiff_t, std::ptrdiff_t) noexcept;
 
 namespace detail_dispatch {
 #if defined(QTL_HAVE_X86_KERNELS)
-inline void tiles_avx512bw(const UniformKernelView& w, const ActivationView& a, std::ptrdiff_t m, float* y,
+inline void tiles_avx512bw(const UniformKernelView& w, const ActivationSet& a, float* y,
                            std::ptrdiff_t ldy, std::ptrdiff_t t0, std::ptrdiff_t t1) noexcept {
-  uniform_tiles_avx512(w, a, m, y, ldy, t0, t1, false);
+  uniform_tiles_avx512(w, a, y, ldy, t0, t1, false);
 }
-inline void tiles_avx512vnni(const UniformKernelView& w, const ActivationView& a, std::ptrdiff_t m, float* y,
+inline void tiles_avx512vnni(const UniformKernelView& w, const ActivationSet& a, float* y,
                              std::ptrdiff_t ldy, std::ptrdiff_t t0, std::ptrdiff_t t1) noexcept {
-  uniform_tiles_avx512(w, a, m, y, ldy, t0, t1, true);
+  uniform_tiles_avx512(w, a, y, ldy, t0, t1, true);
 }
 #endif
 }  // namespace detail_dispatch
@@ -112,9 +112,9 @@ class UniformKernelMatrix {
     PreparedActivations acts;
     acts.allocate(w, m, mode_);
     parallel_for(m, threads, [&](std::ptrdiff_t n0, std::ptrdiff_t n1) { acts.prepare(w, x, ldx, n0, n1); });
-    const ActivationView a = acts.view();
+    const ActivationSet a = acts.view();
     const UniformTilesFn fn = fn_;
-    parallel_for(w.tiles, threads, [&](std::ptrdiff_t t0, std::ptrdiff_t t1) { fn(w, a, m, y, ldy, t0, t1); });
+    parallel_for(w.tiles, threads, [&](std::ptrdiff_t t0, std::ptrdiff_t t1) { fn(w, a, y, ldy, t0, t1); });
   }
 
   /// Checked: y = W_hat x.

@@ -28,41 +28,43 @@ inline void decode_tile_block(int bits, const std::uint8_t* block,
 
 }  // namespace detail_portable
 
-/// Y[n * ldy + row] for the rows of tiles [tile_begin, tile_end) and tokens n in [0, m).
-inline void uniform_tiles_portable(const UniformKernelView& w, const ActivationView& a,
-                                   std::ptrdiff_t m, float* y, std::ptrdiff_t ldy,
-                                   std::ptrdiff_t tile_begin, std::ptrdiff_t tile_end) noexcept {
-  const bool int8 = a.q != nullptr;
+/// Y[n * ldy + row] for the rows of tiles [tile_begin, tile_end) and every token of `set`.
+inline void uniform_tiles_portable(const UniformKernelView& w, const ActivationSet& set, float* y,
+                                   std::ptrdiff_t ldy, std::ptrdiff_t tile_begin,
+                                   std::ptrdiff_t tile_end) noexcept {
   std::uint8_t codes[kTileRows][kBlockCols];
   for (std::ptrdiff_t t = tile_begin; t < tile_end; ++t) {
     const TileGroupParams* params = w.params(t);
     const int valid = static_cast<int>(w.rows - t * kTileRows < kTileRows ? w.rows - t * kTileRows : kTileRows);
-    for (std::ptrdiff_t n0 = 0; n0 < m; n0 += 8) {
-      const std::ptrdiff_t nt = m - n0 < 8 ? m - n0 : 8;
+    for (std::ptrdiff_t n0 = 0; n0 < set.m;) {
+      const ActivationView a = set.chunk(n0);
+      const int nt = a.width;  // chunk layout: see ActivationView
       float acc[8][kTileRows] = {};
       for (std::ptrdiff_t g = 0; g < w.groups; ++g) {
         float gf[8][kTileRows] = {};
         for (std::ptrdiff_t b = w.group_block_begin[g]; b < w.group_block_begin[g + 1]; ++b) {
           detail_portable::decode_tile_block(w.bits, w.block(t, b), codes);
-          for (std::ptrdiff_t n = 0; n < nt; ++n) {
-            const ActivationView an = a.token(n0 + n);
+          for (int n = 0; n < nt; ++n) {
             for (int r = 0; r < kTileRows; ++r) {
-              if (int8) {
-                const std::int8_t* q = an.q + b * kBlockCols;
+              if (a.q != nullptr) {
                 std::int32_t s = 0;
-                for (int k = 0; k < kBlockCols; ++k) s += static_cast<std::int32_t>(codes[r][k]) * q[k];
-                gf[n][r] += an.d[b] * static_cast<float>(s);
+                for (int k = 0; k < kBlockCols; ++k) {
+                  s += static_cast<std::int32_t>(codes[r][k]) *
+                       a.q[b * kBlockCols * nt + 4 * (k / 4) * nt + 4 * n + k % 4];
+                }
+                gf[n][r] += a.d[b * nt + n] * static_cast<float>(s);
               } else {
-                const float* x = an.x + b * kBlockCols;
                 float s = 0.0f;
-                for (int k = 0; k < kBlockCols; ++k) s += static_cast<float>(codes[r][k]) * x[k];
+                for (int k = 0; k < kBlockCols; ++k) {
+                  s += static_cast<float>(codes[r][k]) * a.x[(b * kBlockCols + k) * nt + n];
+                }
                 gf[n][r] += s;
               }
             }
           }
         }
-        for (std::ptrdiff_t n = 0; n < nt; ++n) {
-          const float gs = a.token(n0 + n).gsum[g];
+        for (int n = 0; n < nt; ++n) {
+          const float gs = a.gsum[g * nt + n];
           for (int r = 0; r < kTileRows; ++r) {
             const float s = qtl::detail::half_to_float(params[g].scale[r]);
             const float z = static_cast<float>(params[g].zero[r]);
@@ -70,9 +72,10 @@ inline void uniform_tiles_portable(const UniformKernelView& w, const ActivationV
           }
         }
       }
-      for (std::ptrdiff_t n = 0; n < nt; ++n) {
+      for (int n = 0; n < nt; ++n) {
         for (int r = 0; r < valid; ++r) y[(n0 + n) * ldy + t * kTileRows + r] = acc[n][r];
       }
+      n0 += nt;
     }
   }
 }

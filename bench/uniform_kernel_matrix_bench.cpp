@@ -1,0 +1,334 @@
+// Benchmarks of the uniform (integer-affine) kernels against limits measured in the same run.
+//
+// Before any benchmark runs, main() measures this machine's limits (qtl PERF targets are ratios
+// to these, because absolute times drift on shared machines):
+//   read bandwidth  summing a buffer of max(4 x L3, 256 MiB) with 512-bit loads, 1 and 2 threads
+//   fp32 FMA peak   12 independent zmm FMA chains per thread
+//   int8 dot peak   12 independent zmm vpdpbusd chains per thread (one vpdpbusd = 128 ops)
+// They are reported as the lines limit/... and every kernel line carries counters:
+//   GB/s, bw_frac (GEMV: bytes of the kernel layout / time / read bandwidth at that thread count)
+//   GOP/s, peak_frac (GEMM: 2 M N K / time / int8 dot peak (Int8 mode) or fp32 FMA peak)
+// GEMV weights are cycled over copies totalling more than 4 x L3, so every call streams from DRAM.
+//
+// Run (default set, a few minutes):
+//   build/bench/uniform_kernel_matrix_bench --benchmark_format=json --benchmark_out=kernels.json
+//   python3 bench/plot_roofline kernels.json roofline.png      (or: bench/plot_roofline ...)
+#include <benchmark/benchmark.h>
+
+#include <qtl/qtl.hpp>
+
+#include <immintrin.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace {
+
+using qtl::Index;
+using qtl::kernel::ActivationMode;
+using qtl::kernel::UniformKernelMatrix;
+
+// ---------------------------------------------------------------- limits
+struct Limits {
+  double read_gbps[3] = {0, 0, 0};   // by thread count (index 1, 2)
+  double fma_gflops[3] = {0, 0, 0};
+  double dot_gops[3] = {0, 0, 0};
+};
+Limits g_limits;
+
+std::size_t l3_bytes() {
+  const long v = sysconf(_SC_LEVEL3_CACHE_SIZE);
+  return v > 0 ? static_cast<std::size_t>(v) : std::size_t{32} << 20;
+}
+std::size_t stream_bytes() { return std::max<std::size_t>(4 * l3_bytes(), std::size_t{256} << 20); }
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+__attribute__((target("avx512f"))) std::int64_t sum_bytes(const std::uint8_t* p, std::size_t n) {
+  __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+  for (std::size_t i = 0; i + 256 <= n; i += 256) {
+    a0 = _mm512_add_epi64(a0, _mm512_load_si512(p + i));
+    a1 = _mm512_add_epi64(a1, _mm512_load_si512(p + i + 64));
+    a2 = _mm512_add_epi64(a2, _mm512_load_si512(p + i + 128));
+    a3 = _mm512_add_epi64(a3, _mm512_load_si512(p + i + 192));
+  }
+  alignas(64) std::int64_t lanes[8];
+  _mm512_store_si512(lanes, _mm512_add_epi64(_mm512_add_epi64(a0, a1), _mm512_add_epi64(a2, a3)));
+  std::int64_t s = 0;
+  for (std::int64_t v : lanes) s += v;
+  return s;
+}
+
+__attribute__((target("avx512f,fma"))) float fma_chains(long iters) {
+  __m512 a[12];
+  for (int i = 0; i < 12; ++i) a[i] = _mm512_set1_ps(1.0f + 0.001f * i);
+  const __m512 m = _mm512_set1_ps(0.9999f), c = _mm512_set1_ps(0.0001f);
+  for (long k = 0; k < iters; ++k) {
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; ++i) a[i] = _mm512_fmadd_ps(a[i], m, c);
+  }
+  __m512 s = a[0];
+  for (int i = 1; i < 12; ++i) s = _mm512_add_ps(s, a[i]);
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, s);
+  return lanes[0] + lanes[15];
+}
+
+__attribute__((target("avx512f,avx512vnni"))) int dot_chains(long iters) {
+  __m512i a[12];
+  for (int i = 0; i < 12; ++i) a[i] = _mm512_set1_epi32(i);
+  const __m512i u = _mm512_set1_epi8(3), s = _mm512_set1_epi8(-2);
+  for (long k = 0; k < iters; ++k) {
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; ++i) a[i] = _mm512_dpbusd_epi32(a[i], u, s);
+  }
+  __m512i t = a[0];
+  for (int i = 1; i < 12; ++i) t = _mm512_add_epi32(t, a[i]);
+  alignas(64) int lanes[16];
+  _mm512_store_si512(lanes, t);
+  return lanes[0] + lanes[15];
+}
+
+volatile std::int64_t g_sink;
+
+void measure_limits() {
+  const auto& f = qtl::kernel::cpu_features();
+  if (!(f.avx512f && f.avx512vnni)) {
+    std::fprintf(stderr, "limits probe needs AVX-512 VNNI; fractions will be 0\n");
+    return;
+  }
+  const std::size_t n = stream_bytes();
+  qtl::detail::AlignedBuffer buf(n);
+  for (std::size_t i = 0; i < n; i += 4096) buf.data()[i] = static_cast<std::uint8_t>(i >> 12);
+  for (int threads : {1, 2}) {
+    double best = 0;
+    for (int rep = 0; rep < 6; ++rep) {
+      const auto t0 = std::chrono::steady_clock::now();
+      std::int64_t total = 0;
+      qtl::kernel::parallel_for(threads, threads, [&](std::ptrdiff_t i0, std::ptrdiff_t) {
+        const std::size_t chunk = n / static_cast<std::size_t>(threads) / 256 * 256;
+        const std::int64_t s = sum_bytes(buf.data() + static_cast<std::size_t>(i0) * chunk, chunk);
+#pragma omp atomic
+        total += s;
+      });
+      g_sink = total;
+      best = std::max(best, static_cast<double>(n) / seconds_since(t0) / 1e9);
+    }
+    g_limits.read_gbps[threads] = best;
+    const long iters = 20'000'000;
+    double best_fma = 0, best_dot = 0;
+    for (int rep = 0; rep < 3; ++rep) {
+      auto t0 = std::chrono::steady_clock::now();
+      qtl::kernel::parallel_for(threads, threads, [&](std::ptrdiff_t, std::ptrdiff_t) { g_sink = static_cast<std::int64_t>(fma_chains(iters)); });
+      best_fma = std::max(best_fma, threads * 12.0 * 32.0 * static_cast<double>(iters) / seconds_since(t0) / 1e9);
+      t0 = std::chrono::steady_clock::now();
+      qtl::kernel::parallel_for(threads, threads, [&](std::ptrdiff_t, std::ptrdiff_t) { g_sink = dot_chains(iters); });
+      best_dot = std::max(best_dot, threads * 12.0 * 128.0 * static_cast<double>(iters) / seconds_since(t0) / 1e9);
+    }
+    g_limits.fma_gflops[threads] = best_fma;
+    g_limits.dot_gops[threads] = best_dot;
+  }
+}
+
+void BM_limits(benchmark::State& state) {
+  const int t = static_cast<int>(state.range(0));
+  for (auto _ : state) benchmark::DoNotOptimize(t);
+  state.counters["read_GBps"] = g_limits.read_gbps[t];
+  state.counters["fma_GFLOPs"] = g_limits.fma_gflops[t];
+  state.counters["dot_GOPs"] = g_limits.dot_gops[t];
+  state.counters["threads"] = t;
+}
+
+// ---------------------------------------------------------------- matrices
+// A random uniform matrix built directly as codes + fp16-exact params (speed does not depend on
+// the values, and quantizing 58M weights per format would dominate the run).
+template <int B>
+qtl::PackedMatrix random_packed(Index rows, Index cols, Index group, unsigned seed) {
+  using U = qtl::Uniform<B, qtl::Mode::Asymmetric>;
+  qtl::QuantizedMatrix<U> q;
+  q.layout = qtl::make_group_layout(qtl::PerGroup{group}, rows, cols);
+  std::mt19937 rng(seed);
+  q.codes.resize(static_cast<std::size_t>(rows * cols));
+  for (auto& c : q.codes) c = static_cast<std::uint8_t>(rng() & ((1u << B) - 1));
+  q.params.resize(static_cast<std::size_t>(q.layout.num_param_sets()));
+  for (auto& p : q.params) {
+    p.scale = qtl::detail::half_to_float(qtl::detail::float_to_half(0.01f + 0.001f * static_cast<float>(rng() % 16)));
+    p.zero = static_cast<float>(rng() % (1u << B));
+  }
+  return qtl::pack(q);
+}
+
+qtl::PackedMatrix random_packed_bits(int bits, Index rows, Index cols, Index group, unsigned seed) {
+  switch (bits) {
+    case 2: return random_packed<2>(rows, cols, group, seed);
+    case 3: return random_packed<3>(rows, cols, group, seed);
+    case 4: return random_packed<4>(rows, cols, group, seed);
+    default: return random_packed<8>(rows, cols, group, seed);
+  }
+}
+
+// The set of copies for one (bits, rows, cols): enough to exceed 4 x L3. Cached for the last key.
+struct MatrixSet {
+  std::vector<UniformKernelMatrix> copies;
+};
+const MatrixSet& matrix_set(int bits, Index rows, Index cols, bool cycle) {
+  static std::string key;
+  static std::unique_ptr<MatrixSet> set;
+  const std::string k = std::to_string(bits) + "/" + std::to_string(rows) + "/" + std::to_string(cols) + (cycle ? "c" : "");
+  if (k != key) {
+    set.reset();
+    set = std::make_unique<MatrixSet>();
+    const Index group = std::min<Index>(128, cols);
+    UniformKernelMatrix one(random_packed_bits(bits, rows, cols, group, 1234u + static_cast<unsigned>(bits)));
+    const std::size_t copies = cycle ? std::max<std::size_t>(1, 4 * l3_bytes() / one.bytes() + 1) : 1;
+    set->copies.assign(copies, one);
+    key = k;
+  }
+  return *set;
+}
+
+std::vector<float> random_vector(std::size_t n, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+// args: bits, rows, cols, threads, mode (0 fp32, 1 int8)
+void BM_gemv(benchmark::State& state) {
+  const int bits = static_cast<int>(state.range(0));
+  const Index rows = state.range(1), cols = state.range(2);
+  const int threads = static_cast<int>(state.range(3));
+  const ActivationMode mode = state.range(4) ? ActivationMode::Int8 : ActivationMode::Fp32;
+  const MatrixSet& set = matrix_set(bits, rows, cols, true);
+  std::vector<UniformKernelMatrix> ks = set.copies;  // shares nothing: set_mode per copy is cheap
+  for (auto& k : ks) k.set_mode(mode);
+  const auto x = random_vector(static_cast<std::size_t>(cols), 5);
+  std::vector<float> y(static_cast<std::size_t>(rows));
+  std::size_t i = 0;
+  for (auto _ : state) {
+    ks[i].gemv(x.data(), y.data(), threads);
+    benchmark::DoNotOptimize(y.data());
+    i = i + 1 == ks.size() ? 0 : i + 1;
+  }
+  const double bytes = static_cast<double>(ks[0].bytes());
+  state.SetBytesProcessed(static_cast<std::int64_t>(bytes * static_cast<double>(state.iterations())));
+  state.counters["GBps"] = benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["bpw"] = 8.0 * bytes / (static_cast<double>(rows) * static_cast<double>(cols));
+  state.counters["threads"] = threads;
+  state.counters["bits"] = bits;
+  state.counters["limit_GBps"] = g_limits.read_gbps[threads];
+}
+
+// args: bits, rows, cols, m, threads, mode
+void BM_gemm(benchmark::State& state) {
+  const int bits = static_cast<int>(state.range(0));
+  const Index rows = state.range(1), cols = state.range(2), m = state.range(3);
+  const int threads = static_cast<int>(state.range(4));
+  const ActivationMode mode = state.range(5) ? ActivationMode::Int8 : ActivationMode::Fp32;
+  UniformKernelMatrix k = matrix_set(bits, rows, cols, false).copies[0];
+  k.set_mode(mode);
+  const auto x = random_vector(static_cast<std::size_t>(m * cols), 6);
+  std::vector<float> y(static_cast<std::size_t>(m * rows));
+  for (auto _ : state) {
+    k.gemm(x.data(), cols, m, y.data(), rows, threads);
+    benchmark::DoNotOptimize(y.data());
+  }
+  const double ops = 2.0 * static_cast<double>(m) * static_cast<double>(rows) * static_cast<double>(cols);
+  state.counters["GOPs"] = benchmark::Counter(ops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["threads"] = threads;
+  state.counters["bits"] = bits;
+  state.counters["limit_GOPs"] = mode == ActivationMode::Int8 ? g_limits.dot_gops[threads] : g_limits.fma_gflops[threads];
+}
+
+// Eigen fp32 GEMM on the same shape: Y = X W^T.
+void BM_eigen_gemm(benchmark::State& state) {
+  const Index rows = state.range(0), cols = state.range(1), m = state.range(2);
+  const int threads = static_cast<int>(state.range(3));
+  Eigen::setNbThreads(threads);
+  const qtl::RowMatrixXf w = qtl::RowMatrixXf::Random(rows, cols);
+  const qtl::RowMatrixXf x = qtl::RowMatrixXf::Random(m, cols);
+  qtl::RowMatrixXf y(m, rows);
+  for (auto _ : state) {
+    y.noalias() = x * w.transpose();
+    benchmark::DoNotOptimize(y.data());
+  }
+  const double ops = 2.0 * static_cast<double>(m) * static_cast<double>(rows) * static_cast<double>(cols);
+  state.counters["GOPs"] = benchmark::Counter(ops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["threads"] = threads;
+  state.counters["bits"] = 32;
+  state.counters["limit_GOPs"] = g_limits.fma_gflops[threads];
+}
+
+void register_benchmarks() {
+  benchmark::RegisterBenchmark("limit", BM_limits)->Arg(1)->Arg(2)->Iterations(1);
+  // GEMV: [rows x cols] = [out x in]. Real LLM layers, then the llama2.c model's (stories260K).
+  const std::vector<std::pair<Index, Index>> shapes = {
+      {4096, 4096}, {14336, 4096}, {4096, 14336}, {64, 64}, {172, 64}, {64, 172}, {512, 64}};
+  for (auto [rows, cols] : shapes) {
+    for (int bits : {2, 3, 4, 8}) {
+      for (int threads : {1, 2}) {
+        for (int mode : {1, 0}) {
+          if (mode == 0 && bits != 4 && bits != 2) continue;  // fp32 activations: 2 and 4 bits
+          benchmark::RegisterBenchmark("gemv", BM_gemv)
+              ->Args({bits, rows, cols, threads, mode})
+              ->ArgNames({"bits", "rows", "cols", "threads", "int8"})
+              ->UseRealTime()
+              ->MinTime(0.2);
+        }
+      }
+    }
+  }
+  // GEMM on the Llama FFN shape (W 4096 x 14336, as PERF.md's reference points).
+  for (Index m : {8, 64, 512}) {
+    for (int bits : {2, 4, 8}) {
+      benchmark::RegisterBenchmark("gemm", BM_gemm)
+          ->Args({bits, 4096, 14336, m, 2, 1})
+          ->ArgNames({"bits", "rows", "cols", "m", "threads", "int8"})
+          ->UseRealTime()
+          ->MinTime(0.2);
+    }
+    benchmark::RegisterBenchmark("gemm", BM_gemm)
+        ->Args({4, 4096, 14336, m, 2, 0})
+        ->ArgNames({"bits", "rows", "cols", "m", "threads", "int8"})
+        ->UseRealTime()
+        ->MinTime(0.2);
+    benchmark::RegisterBenchmark("eigen_gemm", BM_eigen_gemm)
+        ->Args({4096, 14336, m, 2})
+        ->ArgNames({"rows", "cols", "m", "threads"})
+        ->UseRealTime()
+        ->MinTime(0.2);
+  }
+  benchmark::RegisterBenchmark("gemm", BM_gemm)
+      ->Args({4, 4096, 14336, 512, 1, 1})
+      ->ArgNames({"bits", "rows", "cols", "m", "threads", "int8"})
+      ->UseRealTime()
+      ->MinTime(0.2);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  measure_limits();
+  std::fprintf(stderr, "limits: read %.1f / %.1f GB/s, fp32 FMA %.0f / %.0f GFLOP/s, int8 dot %.0f / %.0f GOP/s (1 / 2 threads); kernel path %s\n",
+               g_limits.read_gbps[1], g_limits.read_gbps[2], g_limits.fma_gflops[1], g_limits.fma_gflops[2],
+               g_limits.dot_gops[1], g_limits.dot_gops[2],
+               std::string(qtl::kernel::to_string(qtl::kernel::default_kernel_path())).c_str());
+  register_benchmarks();
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,0 +1,52 @@
+// Kernel path selection: parsing, QTL_KERNEL_PATH semantics, and the portable path's presence.
+#include <gtest/gtest.h>
+#include <qtl/qtl.hpp>
+
+namespace {
+
+using qtl::kernel::KernelPath;
+
+TEST(CpuFeatures, PathNamesRoundTripAndBadNamesThrow) {
+  for (KernelPath p : qtl::kernel::kAllKernelPaths) {
+    EXPECT_EQ(qtl::kernel::parse_kernel_path(qtl::kernel::to_string(p)), p);
+  }
+  EXPECT_THROW((void)qtl::kernel::parse_kernel_path("avx1024"), qtl::Error);
+  EXPECT_THROW((void)qtl::kernel::parse_kernel_path(""), qtl::Error);
+}
+
+TEST(CpuFeatures, SelectionFollowsTheEnvironmentValue) {
+  EXPECT_TRUE(qtl::kernel::path_supported(KernelPath::Portable));
+  EXPECT_EQ(qtl::kernel::select_kernel_path(nullptr), qtl::kernel::best_kernel_path());
+  EXPECT_EQ(qtl::kernel::select_kernel_path(""), qtl::kernel::best_kernel_path());
+  EXPECT_EQ(qtl::kernel::select_kernel_path("portable"), KernelPath::Portable);
+  EXPECT_THROW((void)qtl::kernel::select_kernel_path("fast"), qtl::Error);
+  for (KernelPath p : qtl::kernel::kAllKernelPaths) {
+    const std::string name(qtl::kernel::to_string(p));
+    if (qtl::kernel::path_supported(p)) {
+      EXPECT_EQ(qtl::kernel::select_kernel_path(name.c_str()), p);
+    } else {
+      EXPECT_THROW((void)qtl::kernel::select_kernel_path(name.c_str()), qtl::Error);
+    }
+  }
+  // The paths are ordered: a supported path implies every path before it is supported.
+  bool seen_unsupported = false;
+  for (KernelPath p : qtl::kernel::kAllKernelPaths) {
+    if (!qtl::kernel::path_supported(p)) seen_unsupported = true;
+    else EXPECT_FALSE(seen_unsupported) << qtl::kernel::to_string(p);
+  }
+  // The process default is one supported path, stable across calls.
+  EXPECT_TRUE(qtl::kernel::path_supported(qtl::kernel::default_kernel_path()));
+  EXPECT_EQ(qtl::kernel::default_kernel_path(), qtl::kernel::default_kernel_path());
+}
+
+TEST(CpuFeatures, DetectedFeaturesAreConsistent) {
+  const auto& f = qtl::kernel::cpu_features();
+  if (f.avx512bw || f.avx512vnni) {
+    EXPECT_TRUE(f.avx512f);
+  }
+  if (qtl::kernel::path_supported(KernelPath::Avx512Vnni)) {
+    EXPECT_TRUE(f.avx512vnni && f.avx512bw);
+  }
+}
+
+}  // namespace
