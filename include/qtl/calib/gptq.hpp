@@ -96,6 +96,26 @@ struct GptqResult {
 
 namespace detail {
 
+/// In place: L (lower triangular, column-major) ← L⁻¹, by blocks
+///   [A 0; B C]⁻¹ = [A⁻¹ 0; −C⁻¹ B A⁻¹  C⁻¹],
+/// two triangular products per level: n³/6 multiply-adds in GEMM-like kernels, a third of a
+/// triangular solve against the identity.
+template <class Mat>
+void invert_lower_in_place(Eigen::Ref<Mat> l) {
+  const Index n = l.rows();
+  if (n <= 64) {
+    Mat inv = Mat::Identity(n, n);
+    l.template triangularView<Eigen::Lower>().solveInPlace(inv);
+    l.template triangularView<Eigen::Lower>() = inv;
+    return;
+  }
+  const Index h = n / 2;
+  invert_lower_in_place<Mat>(l.block(0, 0, h, h));
+  invert_lower_in_place<Mat>(l.block(h, h, n - h, n - h));
+  Mat t = l.block(h, 0, n - h, h) * l.block(0, 0, h, h).template triangularView<Eigen::Lower>();
+  l.block(h, 0, n - h, h).noalias() = -(l.block(h, h, n - h, n - h).template triangularView<Eigen::Lower>() * t);
+}
+
 /// Upper Cholesky factor U of (H + λI)⁻¹ through J H J = L Lᵀ, U = J L⁻¹ J. Returns false when
 /// the factorization fails or a pivot carries less than `rel_tol` of its diagonal (numerically
 /// singular). Works in Scalar = float or double; the result is float, row-major.
@@ -104,20 +124,19 @@ bool upper_cholesky_of_inverse(const Eigen::MatrixXd& h, double lambda, double r
                                RowMatrixXf& u) {
   using Mat = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
   const Index n = h.rows();
-  Mat hr = h.reverse().template cast<Scalar>();
-  hr.diagonal().array() += static_cast<Scalar>(lambda);
-  Eigen::LLT<Mat> llt(hr);
+  Mat a = h.reverse().template cast<Scalar>();
+  a.diagonal().array() += static_cast<Scalar>(lambda);
+  const Eigen::Matrix<Scalar, Eigen::Dynamic, 1> diag = a.diagonal();
+  Eigen::LLT<Eigen::Ref<Mat>> llt(a);  // in place: the lower triangle of `a` becomes L
   if (llt.info() != Eigen::Success) return false;
-  Mat l = llt.matrixL();
   for (Index i = 0; i < n; ++i) {
-    const double p = static_cast<double>(l(i, i));
-    if (!(p * p >= rel_tol * static_cast<double>(hr(i, i))) || !std::isfinite(p)) return false;
+    const double p = static_cast<double>(a(i, i));
+    if (!(p * p >= rel_tol * static_cast<double>(diag[i])) || !std::isfinite(p)) return false;
   }
-  Mat linv = Mat::Identity(n, n);
-  l.template triangularView<Eigen::Lower>().solveInPlace(linv);
-  if (!linv.allFinite()) return false;
-  u = linv.reverse().template cast<float>();
-  u.template triangularView<Eigen::StrictlyLower>().setZero();
+  invert_lower_in_place<Mat>(a.block(0, 0, n, n));
+  a.template triangularView<Eigen::StrictlyUpper>().setZero();
+  if (!a.allFinite()) return false;
+  u = a.reverse().template cast<float>();
   return true;
 }
 
@@ -259,8 +278,10 @@ template <ScalarQuantizer Q>
     const Index count = i2 - i1;
     w1.leftCols(count) = wp.middleCols(i1, count);
     std::exception_ptr error;
+    // Threads only pay off for enough work per block (rows · count² / 2 multiply-adds).
+    [[maybe_unused]] const bool parallel = rows * count * count >= (Index{1} << 22);
 #if defined(_OPENMP)
-#pragma omp parallel
+#pragma omp parallel if (parallel)
 #endif
     {
       std::vector<float> values;
