@@ -6,8 +6,10 @@
 //   fp32 FMA peak   12 independent zmm FMA chains per thread
 //   int8 dot peak   12 independent zmm vpdpbusd chains per thread (one vpdpbusd = 128 ops)
 // They are reported as the lines limit/... and every kernel line carries counters:
-//   GB/s, bw_frac (GEMV: bytes of the kernel layout / time / read bandwidth at that thread count)
-//   GOP/s, peak_frac (GEMM: 2 M N K / time / int8 dot peak (Int8 mode) or fp32 FMA peak)
+//   GBps, bw_frac (GEMV: bytes of the kernel layout / time / read bandwidth at that thread count)
+//   GOPs, peak_frac (GEMM: 2 M N K / time / int8 dot peak (Int8 mode) or fp32 FMA peak)
+// Each line also re-measures its own limit just before it runs (local_limit_*; the machine is
+// shared and drifts); the fraction uses the larger of that and the start-up measurement.
 // GEMV weights are cycled over copies totalling more than 4 x L3, so every call streams from DRAM.
 //
 // Run (default set, a few minutes):
@@ -100,6 +102,37 @@ __attribute__((target("avx512f,avx512vnni"))) int dot_chains(long iters) {
 }
 
 volatile std::int64_t g_sink;
+qtl::detail::AlignedBuffer* g_stream = nullptr;  // the bandwidth probe's buffer (> 4 x L3)
+
+double probe_read_gbps(int threads, int passes) {
+  const std::size_t n = g_stream->size();
+  double best = 0;
+  for (int rep = 0; rep < passes; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    std::int64_t total = 0;
+    qtl::kernel::parallel_for(threads, threads, [&](std::ptrdiff_t i0, std::ptrdiff_t) {
+      const std::size_t chunk = n / static_cast<std::size_t>(threads) / 256 * 256;
+      const std::int64_t s = sum_bytes(g_stream->data() + static_cast<std::size_t>(i0) * chunk, chunk);
+#pragma omp atomic
+      total += s;
+    });
+    g_sink = total;
+    best = std::max(best, static_cast<double>(n) / seconds_since(t0) / 1e9);
+  }
+  return best;
+}
+
+double probe_dot_gops(int threads, long iters) {
+  const auto t0 = std::chrono::steady_clock::now();
+  qtl::kernel::parallel_for(threads, threads, [&](std::ptrdiff_t, std::ptrdiff_t) { g_sink = dot_chains(iters); });
+  return threads * 12.0 * 128.0 * static_cast<double>(iters) / seconds_since(t0) / 1e9;
+}
+
+double probe_fma_gflops(int threads, long iters) {
+  const auto t0 = std::chrono::steady_clock::now();
+  qtl::kernel::parallel_for(threads, threads, [&](std::ptrdiff_t, std::ptrdiff_t) { g_sink = static_cast<std::int64_t>(fma_chains(iters)); });
+  return threads * 12.0 * 32.0 * static_cast<double>(iters) / seconds_since(t0) / 1e9;
+}
 
 void measure_limits() {
   const auto& f = qtl::kernel::cpu_features();
@@ -107,33 +140,14 @@ void measure_limits() {
     std::fprintf(stderr, "limits probe needs AVX-512 VNNI; fractions will be 0\n");
     return;
   }
-  const std::size_t n = stream_bytes();
-  qtl::detail::AlignedBuffer buf(n);
-  for (std::size_t i = 0; i < n; i += 4096) buf.data()[i] = static_cast<std::uint8_t>(i >> 12);
+  g_stream = new qtl::detail::AlignedBuffer(stream_bytes());
+  for (std::size_t i = 0; i < g_stream->size(); i += 4096) g_stream->data()[i] = static_cast<std::uint8_t>(i >> 12);
   for (int threads : {1, 2}) {
-    double best = 0;
-    for (int rep = 0; rep < 6; ++rep) {
-      const auto t0 = std::chrono::steady_clock::now();
-      std::int64_t total = 0;
-      qtl::kernel::parallel_for(threads, threads, [&](std::ptrdiff_t i0, std::ptrdiff_t) {
-        const std::size_t chunk = n / static_cast<std::size_t>(threads) / 256 * 256;
-        const std::int64_t s = sum_bytes(buf.data() + static_cast<std::size_t>(i0) * chunk, chunk);
-#pragma omp atomic
-        total += s;
-      });
-      g_sink = total;
-      best = std::max(best, static_cast<double>(n) / seconds_since(t0) / 1e9);
-    }
-    g_limits.read_gbps[threads] = best;
-    const long iters = 20'000'000;
+    g_limits.read_gbps[threads] = probe_read_gbps(threads, 6);
     double best_fma = 0, best_dot = 0;
     for (int rep = 0; rep < 3; ++rep) {
-      auto t0 = std::chrono::steady_clock::now();
-      qtl::kernel::parallel_for(threads, threads, [&](std::ptrdiff_t, std::ptrdiff_t) { g_sink = static_cast<std::int64_t>(fma_chains(iters)); });
-      best_fma = std::max(best_fma, threads * 12.0 * 32.0 * static_cast<double>(iters) / seconds_since(t0) / 1e9);
-      t0 = std::chrono::steady_clock::now();
-      qtl::kernel::parallel_for(threads, threads, [&](std::ptrdiff_t, std::ptrdiff_t) { g_sink = dot_chains(iters); });
-      best_dot = std::max(best_dot, threads * 12.0 * 128.0 * static_cast<double>(iters) / seconds_since(t0) / 1e9);
+      best_fma = std::max(best_fma, probe_fma_gflops(threads, 20'000'000));
+      best_dot = std::max(best_dot, probe_dot_gops(threads, 20'000'000));
     }
     g_limits.fma_gflops[threads] = best_fma;
     g_limits.dot_gops[threads] = best_dot;
@@ -216,19 +230,31 @@ void BM_gemv(benchmark::State& state) {
   for (auto& k : ks) k.set_mode(mode);
   const auto x = random_vector(static_cast<std::size_t>(cols), 5);
   std::vector<float> y(static_cast<std::size_t>(rows));
+  // The limit right before this line (the machine is shared: its bandwidth drifts), and the
+  // run-wide limit measured at start-up; the fraction uses the larger, i.e. the stricter one.
+  const double local_limit = g_stream ? probe_read_gbps(threads, 2) : 0.0;
+  const double limit = std::max(local_limit, g_limits.read_gbps[threads]);
   std::size_t i = 0;
+  const auto t0 = std::chrono::steady_clock::now();
   for (auto _ : state) {
     ks[i].gemv(x.data(), y.data(), threads);
     benchmark::DoNotOptimize(y.data());
     i = i + 1 == ks.size() ? 0 : i + 1;
   }
+  const double secs = seconds_since(t0);
   const double bytes = static_cast<double>(ks[0].bytes());
+  const double gbps = bytes * static_cast<double>(state.iterations()) / secs / 1e9;
   state.SetBytesProcessed(static_cast<std::int64_t>(bytes * static_cast<double>(state.iterations())));
-  state.counters["GBps"] = benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GBps"] = gbps;
+  state.counters["weight_bytes"] = bytes;
+  state.counters["GOPs"] = 2.0 * static_cast<double>(rows) * static_cast<double>(cols) * static_cast<double>(state.iterations()) / secs / 1e9;
+  state.counters["us"] = 1e6 * secs / static_cast<double>(state.iterations());
   state.counters["bpw"] = 8.0 * bytes / (static_cast<double>(rows) * static_cast<double>(cols));
   state.counters["threads"] = threads;
   state.counters["bits"] = bits;
-  state.counters["limit_GBps"] = g_limits.read_gbps[threads];
+  state.counters["limit_GBps"] = limit;
+  state.counters["local_limit_GBps"] = local_limit;
+  state.counters["bw_frac"] = limit > 0 ? gbps / limit : 0.0;
 }
 
 // args: bits, rows, cols, m, threads, mode
@@ -241,15 +267,24 @@ void BM_gemm(benchmark::State& state) {
   k.set_mode(mode);
   const auto x = random_vector(static_cast<std::size_t>(m * cols), 6);
   std::vector<float> y(static_cast<std::size_t>(m * rows));
+  const bool int8 = mode == ActivationMode::Int8;
+  const double local_limit = !g_stream ? 0.0 : int8 ? probe_dot_gops(threads, 3'000'000) : probe_fma_gflops(threads, 3'000'000);
+  const double limit = std::max(local_limit, int8 ? g_limits.dot_gops[threads] : g_limits.fma_gflops[threads]);
+  const auto t0 = std::chrono::steady_clock::now();
   for (auto _ : state) {
     k.gemm(x.data(), cols, m, y.data(), rows, threads);
     benchmark::DoNotOptimize(y.data());
   }
+  const double secs = seconds_since(t0);
   const double ops = 2.0 * static_cast<double>(m) * static_cast<double>(rows) * static_cast<double>(cols);
-  state.counters["GOPs"] = benchmark::Counter(ops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  const double gops = ops * static_cast<double>(state.iterations()) / secs / 1e9;
+  state.counters["GOPs"] = gops;
+  state.counters["weight_bytes"] = static_cast<double>(k.bytes());
   state.counters["threads"] = threads;
   state.counters["bits"] = bits;
-  state.counters["limit_GOPs"] = mode == ActivationMode::Int8 ? g_limits.dot_gops[threads] : g_limits.fma_gflops[threads];
+  state.counters["limit_GOPs"] = limit;
+  state.counters["local_limit_GOPs"] = local_limit;
+  state.counters["peak_frac"] = limit > 0 ? gops / limit : 0.0;
 }
 
 // Eigen fp32 GEMM on the same shape: Y = X W^T.
@@ -260,15 +295,22 @@ void BM_eigen_gemm(benchmark::State& state) {
   const qtl::RowMatrixXf w = qtl::RowMatrixXf::Random(rows, cols);
   const qtl::RowMatrixXf x = qtl::RowMatrixXf::Random(m, cols);
   qtl::RowMatrixXf y(m, rows);
+  const double local_limit = g_stream ? probe_fma_gflops(threads, 3'000'000) : 0.0;
+  const double limit = std::max(local_limit, g_limits.fma_gflops[threads]);
+  const auto t0 = std::chrono::steady_clock::now();
   for (auto _ : state) {
     y.noalias() = x * w.transpose();
     benchmark::DoNotOptimize(y.data());
   }
+  const double secs = seconds_since(t0);
   const double ops = 2.0 * static_cast<double>(m) * static_cast<double>(rows) * static_cast<double>(cols);
-  state.counters["GOPs"] = benchmark::Counter(ops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  const double gops = ops * static_cast<double>(state.iterations()) / secs / 1e9;
+  state.counters["GOPs"] = gops;
+  state.counters["weight_bytes"] = 4.0 * static_cast<double>(rows) * static_cast<double>(cols);
   state.counters["threads"] = threads;
   state.counters["bits"] = 32;
-  state.counters["limit_GOPs"] = g_limits.fma_gflops[threads];
+  state.counters["limit_GOPs"] = limit;
+  state.counters["peak_frac"] = limit > 0 ? gops / limit : 0.0;
 }
 
 void register_benchmarks() {
