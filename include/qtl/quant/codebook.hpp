@@ -159,45 +159,63 @@ struct KMeans1dResult {
     for (std::size_t i = 0; i < n; ++i) d2[i] = std::min(d2[i], (x[i] - ci) * (x[i] - ci));
   }
 
+  // Lloyd iterations over the values sorted once: with sorted centres every cluster is a run of
+  // consecutive sorted values, found by one merge-like scan against the midpoints.
+  std::vector<std::size_t> order(n);
+  std::iota(order.begin(), order.end(), std::size_t{0});
+  std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return x[a] < x[b]; });
+  std::vector<double> xs(n), ws(n), err(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    xs[i] = x[order[i]];
+    ws[i] = w[order[i]];
+  }
   KMeans1dResult out;
-  std::vector<int> assign(n);
-  std::vector<double> mid(static_cast<std::size_t>(k));
-  std::vector<double> sw(static_cast<std::size_t>(k)), swx(static_cast<std::size_t>(k)), err(n);
+  const auto K = static_cast<std::size_t>(k);
+  std::vector<std::size_t> begin(K + 1);
   for (int it = 0;; ++it) {
-    // assignment: with sorted centres the nearest one is found between midpoints
     std::sort(c.begin(), c.end());
-    for (int j = 0; j + 1 < k; ++j) mid[static_cast<std::size_t>(j)] = 0.5 * (c[static_cast<std::size_t>(j)] + c[static_cast<std::size_t>(j) + 1]);
+    // cluster j = sorted values in [begin[j], begin[j+1]): those below the midpoint of c_j, c_j+1
+    std::size_t i = 0;
+    for (std::size_t j = 0; j < K; ++j) {
+      begin[j] = i;
+      if (j + 1 < K) {
+        const double mid = 0.5 * (c[j] + c[j + 1]);
+        while (i < n && !(xs[i] > mid)) ++i;
+      } else {
+        i = n;
+      }
+    }
+    begin[K] = n;
     double J = 0.0;
-    for (std::size_t i = 0; i < n; ++i) {
-      const int a = static_cast<int>(std::upper_bound(mid.begin(), mid.begin() + (k - 1), static_cast<double>(x[i])) - mid.begin());
-      assign[i] = a;
-      const double d = x[i] - c[static_cast<std::size_t>(a)];
-      err[i] = w[i] * d * d;
-      J += err[i];
+    for (std::size_t j = 0; j < K; ++j) {
+      for (std::size_t m = begin[j]; m < begin[j + 1]; ++m) {
+        const double d = xs[m] - c[j];
+        err[m] = ws[m] * d * d;
+        J += err[m];
+      }
     }
     const bool stalled = !out.objective.empty() && !(J < out.objective.back() * (1.0 - 1e-12));
     out.objective.push_back(J);
     if (stalled || it >= opt.iterations) break;
     // update: weighted means; an empty cluster moves to the worst-fitted value
-    std::fill(sw.begin(), sw.end(), 0.0);
-    std::fill(swx.begin(), swx.end(), 0.0);
-    for (std::size_t i = 0; i < n; ++i) {
-      sw[static_cast<std::size_t>(assign[i])] += w[i];
-      swx[static_cast<std::size_t>(assign[i])] += w[i] * x[i];
-    }
-    for (int j = 0; j < k; ++j) {
-      const auto uj = static_cast<std::size_t>(j);
-      if (sw[uj] > 0.0) {
-        c[uj] = swx[uj] / sw[uj];
+    for (std::size_t j = 0; j < K; ++j) {
+      double sw = 0.0, swx = 0.0;
+      for (std::size_t m = begin[j]; m < begin[j + 1]; ++m) {
+        sw += ws[m];
+        swx += ws[m] * xs[m];
+      }
+      if (sw > 0.0) {
+        c[j] = swx / sw;
       } else {
         const auto worst = static_cast<std::size_t>(std::max_element(err.begin(), err.end()) - err.begin());
         if (err[worst] > 0.0) {
-          c[uj] = x[worst];
+          c[j] = xs[worst];
           err[worst] = 0.0;
         }
       }
     }
   }
+  std::sort(c.begin(), c.end());
   out.centroids = c;
   return out;
 }
