@@ -228,7 +228,7 @@ TEST(Llama2cCheckpoint, SeparateClassifierAfterRopeTables) {
 
 TEST(Llama2cCheckpoint, MissingFileNamesTheSource) {
   TempDir dir;
-  const std::string msg = load_error(dir.file("stories260K.bin"));
+  const std::string msg = load_error(dir.file("my_model.bin"));
   EXPECT_NE(msg.find("not found"), std::string::npos) << msg;
   EXPECT_NE(msg.find("tinyllamas"), std::string::npos) << msg;
   EXPECT_NE(msg.find("https://huggingface.co/karpathy/tinyllamas"), std::string::npos) << msg;

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "model/eigen_single_thread.hpp"
 #include "qtl/io/data_path.hpp"
 
 namespace {
@@ -88,9 +89,11 @@ Transformer perturbed(const std::string& name, float noise) {
   return model;
 }
 
+class ModelEval : public qtl::test::EigenSingleThread {};
+
 // ---- stories ------------------------------------------------------------------------------
 
-TEST(ModelEval, SplitStoriesDropsBlankLinesAndSeparators) {
+TEST_F(ModelEval, SplitStoriesDropsBlankLinesAndSeparators) {
   using qtl::model::split_stories;
   EXPECT_EQ(split_stories("a\n\nb\n<|endoftext|>\nc\n"), std::vector<std::string>({"a\nb", "c"}));
   EXPECT_EQ(split_stories("a\r\n\r\nb\r\n<|endoftext|>\r\nc"),
@@ -105,7 +108,7 @@ TEST(ModelEval, SplitStoriesDropsBlankLinesAndSeparators) {
   EXPECT_TRUE(split_stories("\n\n<|endoftext|>\n").empty());
 }
 
-TEST(ModelEval, DevTextHas500Stories) {
+TEST_F(ModelEval, DevTextHas500Stories) {
   const auto& s = dev_stories();
   ASSERT_EQ(s.size(), 500u);
   EXPECT_EQ(s.front().rfind("Spot. Spot saw the shiny car", 0), 0u);
@@ -137,17 +140,17 @@ void expect_reference(std::size_t first, std::int64_t tokens, double nll, double
   EXPECT_TRUE(std::isnan(r.mean_kl));
 }
 
-TEST(ModelEval, ReferencePerplexityStories0To249) {
+TEST_F(ModelEval, ReferencePerplexityStories0To249) {
   expect_reference(0, 91449, 1.27288, 3.5711);
 }
 
-TEST(ModelEval, ReferencePerplexityStories250To499) {
+TEST_F(ModelEval, ReferencePerplexityStories250To499) {
   expect_reference(250, 87149, 1.35047, 3.8592);
 }
 
 // ---- scoring details ----------------------------------------------------------------------
 
-TEST(ModelEval, ScoresEveryNextTokenOfEachStory) {
+TEST_F(ModelEval, ScoresEveryNextTokenOfEachStory) {
   // Recompute the NLL of 3 stories by hand from forward() and compare.
   const auto s = stories(10, 3);
   double nll = 0;
@@ -171,7 +174,7 @@ TEST(ModelEval, ScoresEveryNextTokenOfEachStory) {
   EXPECT_EQ(r.stories_truncated, 0);
 }
 
-TEST(ModelEval, LongStoryIsTruncatedAndCounted) {
+TEST_F(ModelEval, LongStoryIsTruncatedAndCounted) {
   // Five stories joined: far more than seq_len + 1 = 513 tokens.
   std::string long_story;
   for (int i = 0; i < 5; ++i) long_story += dev_stories()[static_cast<std::size_t>(i)] + "\n";
@@ -196,7 +199,7 @@ TEST(ModelEval, LongStoryIsTruncatedAndCounted) {
   EXPECT_GT(dev.stories_truncated, 0);
 }
 
-TEST(ModelEval, ThreadsDoNotChangeResults) {
+TEST_F(ModelEval, ThreadsDoNotChangeResults) {
   const auto s = stories(100, 12);
   const Transformer other = perturbed("layers.1.w2", 0.3f);
   const EvalResult one = qtl::model::evaluate(other, tokenizer(), s, &fp32_model(), {1});
@@ -208,14 +211,14 @@ TEST(ModelEval, ThreadsDoNotChangeResults) {
 
 // ---- KL divergence ------------------------------------------------------------------------
 
-TEST(ModelEval, KlOfModelAgainstItselfIsZero) {
+TEST_F(ModelEval, KlOfModelAgainstItselfIsZero) {
   const EvalResult r =
       qtl::model::kl_divergence(fp32_model(), fp32_model(), tokenizer(), stories(250, 5));
   EXPECT_EQ(r.mean_kl, 0.0);
   EXPECT_GT(r.tokens_scored, 0);
 }
 
-TEST(ModelEval, KlGrowsWithWeightNoiseAndMatchesHandComputation) {
+TEST_F(ModelEval, KlGrowsWithWeightNoiseAndMatchesHandComputation) {
   const auto s = stories(300, 4);
   double previous = 0.0;
   for (float noise : {0.05f, 0.2f, 0.8f}) {
@@ -253,9 +256,10 @@ TEST(ModelEval, KlGrowsWithWeightNoiseAndMatchesHandComputation) {
 
 // ---- bad inputs ---------------------------------------------------------------------------
 
-TEST(ModelEval, MissingAndEmptyTextFiles) {
+TEST_F(ModelEval, MissingAndEmptyTextFiles) {
   TempDir dir;
-  std::string msg = error_of([&] { (void)qtl::model::load_stories(dir.file("tinystories_val_dev.txt")); });
+  std::string msg =
+      error_of([&] { (void)qtl::model::load_stories(dir.file("my_stories.txt")); });
   EXPECT_NE(msg.find("not found"), std::string::npos) << msg;
   EXPECT_NE(msg.find("roneneldan/TinyStories"), std::string::npos) << msg;
 
@@ -264,9 +268,10 @@ TEST(ModelEval, MissingAndEmptyTextFiles) {
   EXPECT_NE(msg.find("holds no story"), std::string::npos) << msg;
 }
 
-TEST(ModelEval, EmptyInputsAreErrors) {
+TEST_F(ModelEval, EmptyInputsAreErrors) {
   const std::vector<std::string> none;
-  std::string msg = error_of([&] { (void)qtl::model::perplexity(fp32_model(), tokenizer(), none); });
+  std::string msg =
+      error_of([&] { (void)qtl::model::perplexity(fp32_model(), tokenizer(), none); });
   EXPECT_NE(msg.find("no stories"), std::string::npos) << msg;
 
   const std::vector<std::string> with_empty = {"Once upon a time.", ""};
@@ -283,7 +288,7 @@ TEST(ModelEval, EmptyInputsAreErrors) {
   EXPECT_NE(msg.find("options.threads must be in [1, 1024], got 0"), std::string::npos) << msg;
 }
 
-TEST(ModelEval, TokenizerVocabularyMustMatchModel) {
+TEST_F(ModelEval, TokenizerVocabularyMustMatchModel) {
   // A valid llama2.c tokenizer with 300 tokens: <unk>, BOS, EOS, 256 bytes, 41 letters/pairs.
   TempDir dir;
   {

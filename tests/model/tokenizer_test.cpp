@@ -279,7 +279,7 @@ TEST(Tokenizer, SmallVocabularyMergesByScoreAndLeftmostOnTies) {
 
 TEST(Tokenizer, MissingFileNamesTheSource) {
   TempDir dir;
-  const std::string msg = load_error(dir.file("tok512.bin"));
+  const std::string msg = load_error(dir.file("my_tokenizer.bin"));
   EXPECT_NE(msg.find("not found"), std::string::npos) << msg;
   EXPECT_NE(msg.find("tinyllamas"), std::string::npos) << msg;
 }

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "model/eigen_single_thread.hpp"
 #include "qtl/io/data_path.hpp"
 #include "qtl/io/llama2c.hpp"
 #include "qtl/model/tokenizer.hpp"
@@ -135,7 +136,8 @@ class CountingLinear final : public LinearOp {
  public:
   CountingLinear(std::unique_ptr<LinearOp> inner, std::shared_ptr<int> calls)
       : inner_(std::move(inner)), calls_(std::move(calls)) {}
-  CountingLinear(const CountingLinear& o) : LinearOp(o), inner_(o.inner_->clone()), calls_(o.calls_) {}
+  CountingLinear(const CountingLinear& o)
+      : LinearOp(o), inner_(o.inner_->clone()), calls_(o.calls_) {}
   Index in_features() const override { return inner_->in_features(); }
   Index out_features() const override { return inner_->out_features(); }
   RowMatrixXf forward(qtl::MatrixRef x) const override {
@@ -161,7 +163,9 @@ std::string error_of(const std::function<void()>& f) {
   return "<no error>";
 }
 
-TEST(ModelTransformer, MatchesIndependentDoubleReference) {
+class ModelTransformer : public qtl::test::EigenSingleThread {};
+
+TEST_F(ModelTransformer, MatchesIndependentDoubleReference) {
   const Transformer model(checkpoint());
   const auto tokens = story_tokens(24);
   const RowMatrixXf logits = model.forward(tokens);
@@ -177,7 +181,7 @@ TEST(ModelTransformer, MatchesIndependentDoubleReference) {
   EXPECT_LT(worst, 2e-3) << "fp32 logits vs double reference";
 }
 
-TEST(ModelTransformer, KvCacheStepsEqualBatchedForward) {
+TEST_F(ModelTransformer, KvCacheStepsEqualBatchedForward) {
   const Transformer model(checkpoint());
   const auto tokens = story_tokens(80);
   const RowMatrixXf batched = model.forward(tokens);
@@ -201,7 +205,7 @@ TEST(ModelTransformer, KvCacheStepsEqualBatchedForward) {
   EXPECT_LT(max_abs_diff(batched, chunked), 1e-4);
 }
 
-TEST(ModelTransformer, CausalPrefixIsUnchangedByLaterTokens) {
+TEST_F(ModelTransformer, CausalPrefixIsUnchangedByLaterTokens) {
   const Transformer model(checkpoint());
   const auto tokens = story_tokens(40);
   const RowMatrixXf full = model.forward(tokens);
@@ -210,7 +214,7 @@ TEST(ModelTransformer, CausalPrefixIsUnchangedByLaterTokens) {
   EXPECT_LT(max_abs_diff(full.topRows(25), prefix), 1e-4);
 }
 
-TEST(ModelTransformer, LayerByLayerPiecesComposeToForward) {
+TEST_F(ModelTransformer, LayerByLayerPiecesComposeToForward) {
   const Transformer model(checkpoint());
   const auto tokens = story_tokens(30);
   RowMatrixXf h = model.embed(tokens);
@@ -219,7 +223,7 @@ TEST(ModelTransformer, LayerByLayerPiecesComposeToForward) {
   EXPECT_EQ(max_abs_diff(model.logits(h), model.forward(tokens)), 0.0);
 }
 
-TEST(ModelTransformer, LinearNamesMatchCheckpoint) {
+TEST_F(ModelTransformer, LinearNamesMatchCheckpoint) {
   const Transformer model(checkpoint());
   EXPECT_EQ(model.linear_names(), checkpoint().linear_names());
   for (const auto& name : model.linear_names()) {
@@ -234,7 +238,7 @@ TEST(ModelTransformer, LinearNamesMatchCheckpoint) {
   EXPECT_EQ(model.linear("layers.0.w2").describe(), "dense fp32 64x172");
 }
 
-TEST(ModelTransformer, SetLinearReplacesTheLayer) {
+TEST_F(ModelTransformer, SetLinearReplacesTheLayer) {
   Transformer model(checkpoint());
   const auto tokens = story_tokens(16);
   const RowMatrixXf before = model.forward(tokens);
@@ -263,7 +267,7 @@ TEST(ModelTransformer, SetLinearReplacesTheLayer) {
   EXPECT_THROW(model.set_linear("layers.0.wo", std::move(old)), qtl::Error);
 }
 
-TEST(ModelTransformer, SetLinearRejectsBadOps) {
+TEST_F(ModelTransformer, SetLinearRejectsBadOps) {
   Transformer model(checkpoint());
   std::string msg = error_of([&] {
     model.set_linear("layers.0.wq", std::make_unique<DenseLinear>(RowMatrixXf::Ones(32, 64)));
@@ -283,7 +287,7 @@ TEST(ModelTransformer, SetLinearRejectsBadOps) {
   EXPECT_NE(msg.find("(3, 4)"), std::string::npos) << msg;
 }
 
-TEST(ModelTransformer, ObserverSeesEveryLinearInputInOrder) {
+TEST_F(ModelTransformer, ObserverSeesEveryLinearInputInOrder) {
   Transformer model(checkpoint());
   const auto tokens = story_tokens(12);
   std::vector<std::string> names;
@@ -323,7 +327,7 @@ TEST(ModelTransformer, ObserverSeesEveryLinearInputInOrder) {
   EXPECT_TRUE(names.empty());
 }
 
-TEST(ModelTransformer, BadInputsAreErrors) {
+TEST_F(ModelTransformer, BadInputsAreErrors) {
   const Transformer model(checkpoint());
   std::string msg = error_of([&] { (void)model.forward(std::vector<int>{}); });
   EXPECT_NE(msg.find("empty"), std::string::npos) << msg;

@@ -35,7 +35,7 @@ namespace qtl::io {
 }
 
 /// A sentence saying what a bundled data file is and where it comes from, keyed on its file
-/// name; a generic sentence for files qtl does not know.
+/// name ("stories260K.bin", or a path ending in it); a generic sentence for other files.
 [[nodiscard]] inline std::string describe_data_file(const std::filesystem::path& file) {
   const std::string name = file.filename().string();
   if (name == "stories260K.bin") {

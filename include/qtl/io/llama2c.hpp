@@ -110,8 +110,8 @@ class Llama2cCheckpoint {
   [[nodiscard]] MatrixMap tensor(std::string_view name) const {
     const Entry* e = find(name);
     if (e == nullptr) {
-      fail("llama2c: no tensor named '", name, "'; this checkpoint holds tok_embeddings, layers.{0..",
-           config_.n_layers - 1,
+      fail("llama2c: no tensor named '", name,
+           "'; this checkpoint holds tok_embeddings, layers.{0..", config_.n_layers - 1,
            "}.{attention_norm, wq, wk, wv, wo, ffn_norm, w1, w2, w3}, norm",
            config_.shared_classifier ? "" : ", output");
     }
@@ -156,8 +156,9 @@ inline Llama2cCheckpoint Llama2cCheckpoint::load(const std::filesystem::path& pa
   const std::string file = path.string();
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) {
-    fail("llama2c: model file '", file, "' not found; ", describe_data_file(path),
-         ". Select the file with the path argument, or point the environment variable "
+    fail("llama2c: model file '", file, "' not found. qtl's bundled model: ",
+         describe_data_file("stories260K.bin"),
+         ". Select a checkpoint with the path argument, or point the environment variable "
          "QTL_DATA_DIR (or the QTL_DATA_DIR compile definition) at the data folder holding "
          "stories260K/stories260K.bin");
   }

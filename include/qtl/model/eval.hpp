@@ -14,7 +14,6 @@
 #pragma once
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <exception>
@@ -24,11 +23,11 @@
 #include <span>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <vector>
 
 #include "qtl/core/error.hpp"
 #include "qtl/io/data_path.hpp"
+#include "qtl/kernel/threading.hpp"
 #include "qtl/model/tokenizer.hpp"
 #include "qtl/model/transformer.hpp"
 
@@ -69,8 +68,10 @@ inline constexpr std::string_view kStorySeparator = "<|endoftext|>";
 [[nodiscard]] inline std::vector<std::string> load_stories(const std::filesystem::path& path) {
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) {
-    fail("load_stories: file '", path.string(), "' not found; ", io::describe_data_file(path),
-         ". Select the file with the path argument, or point QTL_DATA_DIR at the data folder");
+    fail("load_stories: file '", path.string(), "' not found. qtl's bundled text: ",
+         io::describe_data_file("tinystories_val_dev.txt"),
+         ". Select a text file with the path argument, or point QTL_DATA_DIR (environment "
+         "variable or compile definition) at the data folder holding tinystories_val_dev.txt");
   }
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("load_stories: cannot open '", path.string(), "'");
@@ -106,9 +107,10 @@ struct EncodedStory {
 }
 
 struct EvalOptions {
-  /// Stories are scored in parallel on this many threads (>= 1). Sums are reduced in story
-  /// order, so results do not depend on it. With an observer installed on a model, use 1
-  /// unless the observer is thread-safe.
+  /// Stories are scored in parallel on this many threads (>= 1), with qtl::kernel::parallel_for
+  /// (an OpenMP region when built with OpenMP: Eigen's GEMMs inside then run single-threaded).
+  /// Sums are reduced in story order, so results do not depend on it. With an observer
+  /// installed on a model, use 1 unless the observer is thread-safe.
   int threads = 1;
 };
 
@@ -197,33 +199,25 @@ inline StoryScore score_story(const Transformer& model, const Transformer* refer
     if (stories[i].empty()) fail("evaluate: story ", i, " is empty; there is no token to predict");
   }
 
+  // Stories are independent: score them in parallel, each into its own slot, then reduce in
+  // story order so that the sums do not depend on the thread count.
   std::vector<detail::StoryScore> scores(stories.size());
-  const auto n_threads = std::min<std::size_t>(static_cast<std::size_t>(options.threads),
-                                               stories.size());
-  if (n_threads <= 1) {
-    for (std::size_t i = 0; i < stories.size(); ++i) {
-      scores[i] = detail::score_story(model, reference, tokenizer, stories[i], seq_len);
-    }
-  } else {
-    std::atomic<std::size_t> next{0};
-    std::vector<std::exception_ptr> errors(n_threads);
-    std::vector<std::thread> workers;
-    for (std::size_t w = 0; w < n_threads; ++w) {
-      workers.emplace_back([&, w]() {
-        try {
-          for (std::size_t i = next++; i < stories.size(); i = next++) {
-            scores[i] = detail::score_story(model, reference, tokenizer, stories[i], seq_len);
-          }
-        } catch (...) {
-          errors[w] = std::current_exception();
-          next = stories.size();
-        }
-      });
-    }
-    for (auto& worker : workers) worker.join();
-    for (const auto& e : errors) {
-      if (e) std::rethrow_exception(e);
-    }
+  std::vector<std::exception_ptr> errors(stories.size());
+  kernel::parallel_for(static_cast<std::ptrdiff_t>(stories.size()), options.threads,
+                       [&](std::ptrdiff_t begin, std::ptrdiff_t end) {
+                         for (auto i = static_cast<std::size_t>(begin);
+                              i < static_cast<std::size_t>(end); ++i) {
+                           try {
+                             scores[i] = detail::score_story(model, reference, tokenizer,
+                                                             stories[i], seq_len);
+                           } catch (...) {
+                             errors[i] = std::current_exception();
+                             return;
+                           }
+                         }
+                       });
+  for (const auto& e : errors) {
+    if (e) std::rethrow_exception(e);
   }
 
   EvalResult r;

@@ -71,8 +71,9 @@ class Tokenizer {
   /// Throws unless the vocabulary size equals the model's (`model_vocab_size`).
   void require_vocab_size(int model_vocab_size) const {
     if (model_vocab_size != vocab_size()) {
-      fail("tokenizer: '", source_, "' has ", vocab_size(), " tokens but the model's vocab_size is ",
-           model_vocab_size, "; use the tokenizer the model was trained with");
+      fail("tokenizer: '", source_, "' has ", vocab_size(),
+           " tokens but the model's vocab_size is ", model_vocab_size,
+           "; use the tokenizer the model was trained with");
     }
   }
 
@@ -130,8 +131,10 @@ inline Tokenizer Tokenizer::load(const std::filesystem::path& path) {
   const std::string file = path.string();
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) {
-    fail("tokenizer: file '", file, "' not found; ", io::describe_data_file(path),
-         ". Select the file with the path argument, or point QTL_DATA_DIR at the data folder");
+    fail("tokenizer: file '", file, "' not found. qtl's bundled tokenizer: ",
+         io::describe_data_file("tok512.bin"),
+         ". Select a tokenizer with the path argument, or point QTL_DATA_DIR (environment "
+         "variable or compile definition) at the data folder holding stories260K/tok512.bin");
   }
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("tokenizer: cannot open '", file, "'");

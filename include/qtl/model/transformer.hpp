@@ -316,7 +316,8 @@ class Transformer {
     RowMatrixXf scores(T, S);
     for (int head = 0; head < config_.n_heads; ++head) {
       const int kv_head = head / group;
-      scores.noalias() = q.middleCols(head * hs, hs) * keys.middleCols(kv_head * hs, hs).transpose();
+      scores.noalias() =
+          q.middleCols(head * hs, hs) * keys.middleCols(kv_head * hs, hs).transpose();
       for (Index t = 0; t < T; ++t) softmax_prefix(scores.row(t), pos0 + t + 1);
       attended.middleCols(head * hs, hs).noalias() =
           scores * values.middleCols(kv_head * hs, hs);
@@ -366,7 +367,8 @@ inline Transformer::Transformer(const io::Llama2cCheckpoint& checkpoint)
   for (int l = 0; l < c.n_layers; ++l) {
     attention_norm_.emplace_back(
         checkpoint.tensor(str_cat("layers.", l, ".attention_norm")).row(0).transpose());
-    ffn_norm_.emplace_back(checkpoint.tensor(str_cat("layers.", l, ".ffn_norm")).row(0).transpose());
+    ffn_norm_.emplace_back(
+        checkpoint.tensor(str_cat("layers.", l, ".ffn_norm")).row(0).transpose());
   }
   // Angles in double: p · 10000^(−2i/hs) reaches ~511 rad, where float angles lose digits.
   const int half = c.head_size() / 2;
