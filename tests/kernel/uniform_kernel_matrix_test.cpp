@@ -187,7 +187,8 @@ TEST(UniformKernelMatrix, ResultsAreBitIdenticalForAnyThreadCount) {
   const auto packed = qtl::pack(qtl::quantize_matrix(qtl::Uniform<4>{}, cs.g, w));
   for (KernelPath path : supported_paths()) {
     for (ActivationMode mode : {ActivationMode::Fp32, ActivationMode::Int8}) {
-      const UniformKernelMatrix k(packed, mode, path);
+      UniformKernelMatrix k(packed, mode, path);
+      k.set_min_work_per_thread(1);  // split even this small matrix across every thread asked for
       const qtl::RowMatrixXf y1 = k.gemm(x, 1);
       const qtl::VectorXf v1 = k.gemv(qtl::VectorXf(x.row(0).transpose()), 1);
       for (int threads : {2, 3, 7}) {

@@ -16,6 +16,7 @@
 // path, deterministic.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <string_view>
 
@@ -92,6 +93,9 @@ class UniformKernelMatrix {
   [[nodiscard]] UniformKernelView view() const noexcept { return layout_.view(); }
 
   void set_mode(ActivationMode mode) noexcept { mode_ = mode; }
+  /// The least work (16-row tiles x 32-column blocks x tokens, ~0.5k multiply-adds each) one
+  /// thread is given; fewer threads than asked run below it. Default 2048 (a few microseconds).
+  void set_min_work_per_thread(std::ptrdiff_t units) noexcept { min_work_per_thread_ = std::max<std::ptrdiff_t>(units, 1); }
   /// Switches the ISA path (no repacking: every path reads the same layout).
   void set_path(KernelPath path) {
     if (!path_supported(path)) {
@@ -109,6 +113,10 @@ class UniformKernelMatrix {
   void gemm(const float* x, Index ldx, Index m, float* y, Index ldy, int threads = 1) const {
     if (m <= 0) return;
     const UniformKernelView w = layout_.view();
+    // Below min_work_per_thread_ tile-blocks x tokens per thread (a few microseconds), starting
+    // threads costs more than it saves; the result does not depend on the thread count anyway.
+    const std::ptrdiff_t work = w.tiles * w.blocks * m;
+    threads = static_cast<int>(std::clamp<std::ptrdiff_t>(work / min_work_per_thread_, 1, std::max(threads, 1)));
     PreparedActivations acts;
     acts.allocate(w, m, mode_);
     parallel_for(m, threads, [&](std::ptrdiff_t n0, std::ptrdiff_t n1) { acts.prepare(w, x, ldx, n0, n1); });
@@ -151,6 +159,7 @@ class UniformKernelMatrix {
   ActivationMode mode_ = ActivationMode::Int8;
   KernelPath path_ = KernelPath::Portable;
   UniformTilesFn fn_ = &uniform_tiles_portable;
+  std::ptrdiff_t min_work_per_thread_ = 2048;
 };
 
 }  // namespace qtl::kernel
