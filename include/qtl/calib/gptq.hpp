@@ -70,6 +70,10 @@ struct GptqOptions {
                  .refine_iterations = 0};
   /// Weight each weight's error by diag(H) when fitting group parameters.
   bool hessian_importance = false;
+  /// Reproduce gptq.py's group fit exactly: plain blocks, and a group that starts inside a block
+  /// is fitted on the weights as they were at the block's start (without the block's own
+  /// pending updates). Off: groups are fitted on fully updated weights.
+  bool gptq_py_group_fit = false;
 };
 
 struct GptqReport {
@@ -266,7 +270,7 @@ template <ScalarQuantizer Q>
   rep.damping = frac * mean_diag;
 
   const Index group = L.per_tensor ? cols : L.group_size;
-  const auto blocks = detail::gptq_blocks(cols, opt.block_size, group, !upfront);
+  const auto blocks = detail::gptq_blocks(cols, opt.block_size, group, !upfront && !opt.gptq_py_group_fit);
   Index max_block = 0;
   for (const auto& b : blocks) max_block = std::max(max_block, b.second - b.first);
   RowMatrixXf w1(rows, max_block);
@@ -309,7 +313,7 @@ template <ScalarQuantizer Q>
               values.clear();
               weights.clear();
               for (Index k = j; k < g_end; ++k) {
-                values.push_back(k < i2 ? wr[k - i1] : wp(r, k));
+                values.push_back(k < i2 && !opt.gptq_py_group_fit ? wr[k - i1] : wp(r, k));
                 if (opt.hessian_importance) weights.push_back(col_importance[k]);
               }
               params = q.fit(values, weights, opt.fit);

@@ -1,0 +1,167 @@
+// qtl/calib/pipeline.hpp — a calibration recipe as a value: transforms, then a solver, then a
+// quantizer, then an optional low-rank correction.
+//
+//   calibrate(q, granularity, W, statistics, recipe) -> CalibratedLayer<Q>
+// runs, in order:
+//   1. rotation      (recipe.rotate)       T ← R (randomized Hadamard; QuIP#, QuaRot)
+//   2. SmoothQuant   (recipe.smoothquant)  T ← diag(1/s) T, s from max|x'| and max|w'|
+//   3. AWQ           (recipe.awq)          T ← diag(1/s) T, s searched on the quantizer; clip search
+//   4. solver        RTN (quantize_matrix) or GPTQ, on W' = W T⁻¹ with the statistics of T x
+//   5. low rank      (recipe.low_rank.rank > 0) A B ≈ W' − Ŵ', weighted by the inputs T x
+// so "rotate → AWQ → GPTQ" (RSQ), "rotate → GPTQ" (QuaRot / QuIP#-style), "AWQ + GPTQ" (QQQ's
+// weight side), "GPTQ + LQER" are all one struct literal. The result holds the quantized matrix
+// in the transformed input space and the InputTransform T; the layer computes
+//   y = Ŵ' (T x) + A (B (T x)).
+// A driver folds T into the op producing x where it can (fold_into_norm / fold_into_previous for
+// the scalings, a previous linear for the rotation) or runs T.apply(x) online per token.
+// Layers that read the same input and must share one fold (q/k/v; w1/w3) are calibrated together
+// with calibrate_group, which uses one transform for all of them.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "qtl/calib/awq.hpp"
+#include "qtl/calib/gptq.hpp"
+#include "qtl/calib/hadamard.hpp"
+#include "qtl/calib/hessian.hpp"
+#include "qtl/calib/lowrank.hpp"
+#include "qtl/calib/smoothquant.hpp"
+#include "qtl/calib/transform.hpp"
+#include "qtl/core/error.hpp"
+#include "qtl/core/types.hpp"
+#include "qtl/quant/concepts.hpp"
+#include "qtl/quant/granularity.hpp"
+#include "qtl/quant/quantize_matrix.hpp"
+
+namespace qtl::calib {
+
+enum class Solver { Rtn, Gptq };
+
+struct Recipe {
+  std::string name = "gptq";
+  bool rotate = false;
+  std::uint64_t rotation_seed = 0x51ed5eedULL;
+  bool smoothquant = false;
+  SmoothQuantOptions smoothquant_options{};
+  bool awq = false;
+  AwqOptions awq_options{};
+  Solver solver = Solver::Gptq;
+  GptqOptions gptq{};
+  /// Fit options of the RTN solver (the same min-max grid as GPTQ by default).
+  FitOptions rtn_fit{.clip_search = false, .clip_steps = 20, .clip_min_ratio = 0.5f,
+                     .refine_iterations = 0};
+  LowRankOptions low_rank{.rank = 0, .scaling = LowRankOptions::Scaling::Hessian};
+};
+
+template <ScalarQuantizer Q>
+struct CalibratedLayer {
+  QuantizedMatrix<Q> matrix;                    ///< Ŵ' in the transformed input space
+  InputTransform transform;                     ///< T: the layer reads T x
+  std::optional<LowRankCorrection> low_rank;    ///< A B, also on T x
+  std::optional<GptqReport> gptq_report;
+  std::optional<AwqResult> awq_report;          ///< scales and losses (weights dropped)
+
+  /// y = Ŵ' (T x) + A B (T x), for activations [tokens x in]: the reference forward pass.
+  [[nodiscard]] RowMatrixXf forward(MatrixRef x) const {
+    const RowMatrixXf tx = transform.is_identity() ? RowMatrixXf(x) : transform.apply_activations(x);
+    RowMatrixXf y = tx * dequantize(matrix).transpose();
+    if (low_rank) y += low_rank->apply(tx);
+    return y;
+  }
+  /// The weights the layer applies to the original x: (Ŵ' + A B) T, as a dense matrix.
+  [[nodiscard]] RowMatrixXf effective_weight() const {
+    RowMatrixXf w = dequantize(matrix);
+    if (low_rank) w += low_rank->dense();
+    // W_eff = W' T: its rows are Tᵀ w'. Undo the weight map step by step, last step first.
+    for (auto it = transform.steps().rbegin(); it != transform.steps().rend(); ++it) {
+      if (const auto* r = std::get_if<RandomizedHadamard>(&*it)) {
+        for (Index i = 0; i < w.rows(); ++i) r->apply_inverse(w.row(i).data());
+      } else {
+        w.array().rowwise() /= std::get<ChannelScale>(*it).scales.transpose().array();
+      }
+    }
+    return w;
+  }
+  /// Codes, group parameters and the low-rank factors (online transforms are not counted: a
+  /// rotation is generated from a seed, scales fold into the previous op).
+  [[nodiscard]] double bits_per_weight() const {
+    return qtl::bits_per_weight(matrix) + (low_rank ? low_rank->bits_per_weight() : 0.0);
+  }
+};
+
+/// Calibrates layers that read the same input x with one shared transform.
+template <ScalarQuantizer Q>
+[[nodiscard]] std::vector<CalibratedLayer<Q>> calibrate_group(const Q& q, const Granularity& granularity,
+                                                              const std::vector<RowMatrixXf>& weights,
+                                                              const LayerStatistics& stats,
+                                                              const Recipe& recipe) {
+  constexpr std::string_view kWhere = "calibrate";
+  if (weights.empty()) fail(kWhere, ": no weight matrix given");
+  const Index n = stats.in_features();
+  for (const auto& w : weights) {
+    if (w.cols() != n) {
+      fail(kWhere, ": recipe '", recipe.name, "': weights have ", w.cols(), " columns but the statistics have ",
+           n, " inputs");
+    }
+  }
+  InputTransform t;
+  std::vector<RowMatrixXf> ws = weights;
+  LayerStatistics st = stats;
+  auto add_step = [&](TransformStep step) {
+    InputTransform one;
+    one.then(step);
+    for (auto& w : ws) w = one.apply_weights(w);
+    st = one.apply_statistics(std::move(st));
+    t.then(std::move(step));
+  };
+  if (recipe.rotate) add_step(RandomizedHadamard(n, recipe.rotation_seed));
+  if (recipe.smoothquant) add_step(smoothquant_scales(ws, st, recipe.smoothquant_options));
+  std::optional<AwqResult> awq_res;
+  if (recipe.awq) {
+    awq_res = awq(q, granularity, ws, st, recipe.awq_options);
+    InputTransform one;
+    one.then(awq_res->scale);
+    st = one.apply_statistics(std::move(st));
+    t.then(awq_res->scale);
+    ws = std::move(awq_res->weights);  // scaled and clipped
+    awq_res->weights.clear();
+  }
+
+  std::vector<CalibratedLayer<Q>> out;
+  for (const auto& w : ws) {
+    CalibratedLayer<Q> layer;
+    layer.transform = t;
+    if (recipe.solver == Solver::Gptq) {
+      auto res = gptq(q, granularity, w, st.hessian, recipe.gptq);
+      res.report.tokens = st.tokens;
+      res.report.rank_deficient = st.tokens < n;
+      layer.matrix = std::move(res.matrix);
+      layer.gptq_report = std::move(res.report);
+    } else {
+      QuantizeOptions qo;
+      qo.fit = recipe.rtn_fit;
+      layer.matrix = quantize_matrix(q, granularity, w, qo);
+    }
+    if (recipe.low_rank.rank > 0) {
+      layer.low_rank = low_rank_correction(w, dequantize(layer.matrix), st, recipe.low_rank);
+    }
+    layer.awq_report = awq_res;
+    out.push_back(std::move(layer));
+  }
+  return out;
+}
+
+/// One layer: calibrate(layer W, statistics of its inputs, recipe) -> quantized layer + the
+/// transform to apply to its inputs.
+template <ScalarQuantizer Q>
+[[nodiscard]] CalibratedLayer<Q> calibrate(const Q& q, const Granularity& granularity, MatrixRef w,
+                                           const LayerStatistics& stats, const Recipe& recipe) {
+  auto layers = calibrate_group(q, granularity, std::vector<RowMatrixXf>{RowMatrixXf(w)}, stats, recipe);
+  return std::move(layers.front());
+}
+
+}  // namespace qtl::calib
