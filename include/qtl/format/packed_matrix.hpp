@@ -71,6 +71,7 @@ class PackedMatrix {
   }
 
   template <int B, Mode M>
+    requires(is_packable_bits(B))
   friend PackedMatrix pack(const QuantizedMatrix<Uniform<B, M>>& q);
 
  private:
@@ -83,9 +84,10 @@ class PackedMatrix {
 };
 
 /// Packs a uniform QuantizedMatrix. Bit widths 2, 3, 4 and 8 have block layouts.
+/// (A constraint, not a static_assert, so generic code can ask `requires { pack(q); }`.)
 template <int B, Mode M>
+  requires(is_packable_bits(B))
 [[nodiscard]] PackedMatrix pack(const QuantizedMatrix<Uniform<B, M>>& q) {
-  static_assert(is_packable_bits(B), "pack: uniform codes pack at 2, 3, 4 or 8 bits");
   using U = Uniform<B, M>;
   PackedMatrix out;
   out.bits_ = B;

@@ -1,0 +1,104 @@
+// qtl/model/quantized_linear.hpp — linear layers that multiply straight from packed low-bit codes.
+//
+// A quantized model replaces each DenseLinear by a PackedLinear: the weights stay packed, and
+// every forward call runs a kernel on the packed codes (uniform formats: the SIMD kernels of
+// qtl/kernel/uniform_kernel_matrix.hpp; table formats: the scalar table reference until their
+// SIMD kernels exist). Nothing here dequantizes a whole matrix to fp32.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "qtl/format/packed_matrix.hpp"
+#include "qtl/format/table_packed.hpp"
+#include "qtl/kernel/reference_table.hpp"
+#include "qtl/kernel/uniform_kernel_matrix.hpp"
+#include "qtl/model/transformer.hpp"
+#include "qtl/quant/quantize_matrix.hpp"
+#include "qtl/quant/uniform.hpp"
+
+namespace qtl::model {
+
+/// Anything a PackedLinear can multiply with: Y [T x rows] = X [T x cols] W_hat^T.
+template <class K>
+concept LinearKernel = std::copy_constructible<K> && requires(const K& k, MatrixRef x, int threads) {
+  { k.rows() } -> std::convertible_to<Index>;
+  { k.cols() } -> std::convertible_to<Index>;
+  { k.gemm(x, threads) } -> std::same_as<RowMatrixXf>;
+};
+
+/// The table format through its scalar reference kernel.
+class TableReferenceKernel {
+ public:
+  explicit TableReferenceKernel(TablePackedMatrix m) : m_(std::move(m)) {}
+  [[nodiscard]] Index rows() const { return m_.rows(); }
+  [[nodiscard]] Index cols() const { return m_.cols(); }
+  [[nodiscard]] RowMatrixXf gemm(MatrixRef x, int /*threads*/) const {
+    return gemm_table_reference(m_, x);
+  }
+  [[nodiscard]] const TablePackedMatrix& matrix() const { return m_; }
+
+ private:
+  TablePackedMatrix m_;
+};
+
+template <LinearKernel K>
+class PackedLinear final : public LinearOp {
+ public:
+  PackedLinear(K kernel, double bits_per_weight, std::string description, int threads = 1)
+      : kernel_(std::move(kernel)),
+        bits_per_weight_(bits_per_weight),
+        description_(std::move(description)),
+        threads_(threads) {}
+
+  [[nodiscard]] Index in_features() const override { return kernel_.cols(); }
+  [[nodiscard]] Index out_features() const override { return kernel_.rows(); }
+  [[nodiscard]] RowMatrixXf forward(MatrixRef x) const override { return kernel_.gemm(x, threads_); }
+  [[nodiscard]] std::unique_ptr<LinearOp> clone() const override {
+    return std::make_unique<PackedLinear>(*this);
+  }
+  [[nodiscard]] std::string describe() const override { return description_; }
+
+  /// Bits per weight of the stored form (codes + scales + zeros + tables + extras).
+  [[nodiscard]] double bits_per_weight() const { return bits_per_weight_; }
+  [[nodiscard]] const K& kernel() const { return kernel_; }
+
+ private:
+  K kernel_;
+  double bits_per_weight_;
+  std::string description_;
+  int threads_;
+};
+
+/// How a quantized layer multiplies: activation handling of the uniform kernels.
+struct KernelOptions {
+  /// Fp32: exact fp32 activations (weight-only quantization, as GPTQ/AWQ report it).
+  /// Int8: activations quantized per block of 32 on the fly (W·A8 integer dot products).
+  kernel::ActivationMode activations = kernel::ActivationMode::Fp32;
+  int threads = 1;
+};
+
+/// Packs a quantized matrix in the format its quantizer calls for and wraps it in a LinearOp:
+/// uniform codes -> PackedMatrix on the SIMD uniform kernels; table quantizers -> table format.
+template <ScalarQuantizer Q>
+[[nodiscard]] std::unique_ptr<LinearOp> make_packed_linear(const QuantizedMatrix<Q>& q,
+                                                           const KernelOptions& options = {}) {
+  const double bpw = bits_per_weight(q);
+  const std::string what = str_cat(q.quantizer.name(), " ", q.rows(), "x", q.cols());
+  if constexpr (requires { pack(q); }) {
+    kernel::UniformKernelMatrix k(pack(q), options.activations);
+    return std::make_unique<PackedLinear<kernel::UniformKernelMatrix>>(
+        std::move(k), bpw,
+        str_cat(what, options.activations == kernel::ActivationMode::Int8 ? " (int8 activations)" : ""),
+        options.threads);
+  } else if constexpr (TableQuantizer<Q>) {
+    return std::make_unique<PackedLinear<TableReferenceKernel>>(TableReferenceKernel(pack_table(q)), bpw,
+                                                                what, options.threads);
+  } else {
+    fail("make_packed_linear: ", q.quantizer.name(), " has no packed kernel format (uniform codes pack at 2, 3, 4 "
+         "or 8 bits; table formats at <= 4 bits)");
+  }
+}
+
+}  // namespace qtl::model

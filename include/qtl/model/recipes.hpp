@@ -1,0 +1,77 @@
+// qtl/model/recipes.hpp — named quantization recipes for the sequential driver and the examples.
+//
+//   auto recipe = qtl::model::make_recipe({.name = "rtn", .bits = 4, .group = 32});
+//   Transformer q = quantize_sequential(fp32, calibration, *recipe);
+//
+// Names (recipe_names() lists them with a description): see the table in kRecipes below.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "qtl/core/error.hpp"
+#include "qtl/model/sequential.hpp"
+#include "qtl/quant/uniform.hpp"
+
+namespace qtl::model {
+
+struct RecipeSpec {
+  std::string name = "rtn";
+  int bits = 4;
+  Index group = 32;  ///< inputs per group; 0 = one group per row
+  KernelOptions kernel{};
+};
+
+struct RecipeInfo {
+  std::string_view name;
+  std::string_view description;
+  std::function<std::unique_ptr<Recipe>(const RecipeSpec&)> make;
+};
+
+namespace detail {
+
+inline Granularity granularity_of(const RecipeSpec& s) {
+  if (s.group < 0) fail("make_recipe: group must be >= 0 (0 = per row), got ", s.group);
+  return s.group == 0 ? Granularity{PerRow{}} : Granularity{PerGroup{s.group}};
+}
+
+template <Mode M>
+std::unique_ptr<Recipe> uniform_rtn(const RecipeSpec& s, bool clip, bool importance) {
+  QuantizeOptions opt;
+  opt.fit.clip_search = clip;
+  return visit_uniform(s.bits, M, [&](auto q) -> std::unique_ptr<Recipe> {
+    return std::make_unique<RtnRecipe<decltype(q)>>(q, granularity_of(s), opt, s.kernel, importance, s.name);
+  });
+}
+
+}  // namespace detail
+
+/// Every recipe make_recipe knows, in display order.
+[[nodiscard]] inline const std::vector<RecipeInfo>& recipes() {
+  static const std::vector<RecipeInfo> list = {
+      {"rtn", "uniform asymmetric round-to-nearest, min-max range (no calibration)",
+       [](const RecipeSpec& s) { return detail::uniform_rtn<Mode::Asymmetric>(s, false, false); }},
+      {"rtn-sym", "uniform symmetric round-to-nearest (llama.cpp q4_0 rule)",
+       [](const RecipeSpec& s) { return detail::uniform_rtn<Mode::Symmetric>(s, false, false); }},
+      {"rtn-clip", "uniform asymmetric, per-group clip search + least-squares scale (no calibration)",
+       [](const RecipeSpec& s) { return detail::uniform_rtn<Mode::Asymmetric>(s, true, false); }},
+      {"rtn-imatrix", "uniform asymmetric, clip search weighted by the inputs' mean x^2 (llama.cpp imatrix)",
+       [](const RecipeSpec& s) { return detail::uniform_rtn<Mode::Asymmetric>(s, true, true); }},
+  };
+  return list;
+}
+
+/// Builds the recipe `spec.name`; throws qtl::Error naming the known recipes otherwise.
+[[nodiscard]] inline std::unique_ptr<Recipe> make_recipe(const RecipeSpec& spec) {
+  for (const auto& r : recipes()) {
+    if (r.name == spec.name) return r.make(spec);
+  }
+  std::string known;
+  for (const auto& r : recipes()) known += str_cat(known.empty() ? "" : ", ", r.name);
+  fail("make_recipe: unknown recipe '", spec.name, "'; known: ", known);
+}
+
+}  // namespace qtl::model

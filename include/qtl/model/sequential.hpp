@@ -1,0 +1,246 @@
+// qtl/model/sequential.hpp — layer-by-layer ("true sequential") quantization of a whole model.
+//
+// For each transformer block l, in order, and within it for each group of linears that share
+// an input — {wq, wk, wv}, then {wo}, then {w1, w3}, then {w2} (GPTQ's true-sequential order):
+//   1. run calibration text through block l of the model *as quantized so far* and capture the
+//      group's input: streaming statistics (Hessian 2/n Σ x xᵀ, mean |x|, mean x²) plus a
+//      deterministic sample of input rows for recipes that search on real activations;
+//   2. hand the fp32 weights and those statistics to the recipe, which returns quantized ops;
+//   3. install them, so the next group (and block l+1) sees the outputs of quantized layers.
+// Memory: one block's residual streams for the calibration text, one group's statistics.
+//
+// A recipe is one interface: RTN with any scalar quantizer here; GPTQ, AWQ, rotations and their
+// compositions (qtl/calib) implement the same interface and plug into the same driver.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <random>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "qtl/calib/hessian.hpp"
+#include "qtl/core/error.hpp"
+#include "qtl/model/quantized_linear.hpp"
+#include "qtl/model/transformer.hpp"
+#include "qtl/quant/quantize_matrix.hpp"
+
+namespace qtl::model {
+
+/// What a recipe sees of one linear layer.
+struct LayerCalibration {
+  std::string name;             ///< "layers.3.w2"
+  int layer = 0;                ///< block index
+  const RowMatrixXf* weight;    ///< fp32 weights [out x in]
+  const calib::HessianAccumulator* stats;  ///< the group's inputs, from the partly quantized model
+  const RowMatrixXf* input_sample;         ///< up to SequentialOptions::max_sample_rows input rows
+};
+
+/// A recipe's answer for one linear layer.
+struct QuantizedLayer {
+  std::unique_ptr<LinearOp> op;  ///< computes y = W_hat x from the layer's (original) input
+  double bits_per_weight = 0.0;  ///< everything the layer stores, per weight
+  std::string note;              ///< e.g. a solver's report ("damp 0.01, proxy loss 3.2e-4")
+};
+
+class Recipe {
+ public:
+  virtual ~Recipe() = default;
+  [[nodiscard]] virtual std::string name() const = 0;
+  /// Quantizes a group of linears that share one input (all entries have the same stats and
+  /// sample). Returns one QuantizedLayer per entry, in order.
+  [[nodiscard]] virtual std::vector<QuantizedLayer> quantize(std::span<const LayerCalibration> group) const = 0;
+};
+
+/// Round-to-nearest with any scalar quantizer: no calibration (the statistics are unused),
+/// unless `importance` asks for the inputs' mean x² as per-column importance (llama.cpp's
+/// imatrix weighting), which only matters together with fit.clip_search.
+template <ScalarQuantizer Q>
+class RtnRecipe final : public Recipe {
+ public:
+  RtnRecipe(Q quantizer, Granularity granularity, QuantizeOptions options = {}, KernelOptions kernel = {},
+            bool importance = false, std::string name = "rtn")
+      : q_(std::move(quantizer)),
+        granularity_(granularity),
+        options_(std::move(options)),
+        kernel_(kernel),
+        importance_(importance),
+        name_(std::move(name)) {}
+
+  [[nodiscard]] std::string name() const override { return name_; }
+
+  [[nodiscard]] std::vector<QuantizedLayer> quantize(std::span<const LayerCalibration> group) const override {
+    std::vector<QuantizedLayer> out;
+    for (const auto& layer : group) {
+      QuantizeOptions opt = options_;
+      if (importance_) opt.column_importance = layer.stats->mean_square().cast<float>();
+      const auto q = quantize_matrix(q_, granularity_, *layer.weight, opt);
+      QuantizedLayer r;
+      r.bits_per_weight = bits_per_weight(q);
+      r.op = make_packed_linear(q, kernel_);
+      out.push_back(std::move(r));
+    }
+    return out;
+  }
+
+ private:
+  Q q_;
+  Granularity granularity_;
+  QuantizeOptions options_;
+  KernelOptions kernel_;
+  bool importance_;
+  std::string name_;
+};
+
+struct SequentialOptions {
+  /// Input rows kept per group for recipes that evaluate candidate weights on activations
+  /// (AWQ's scale search); a uniform random sample (fixed seed) when there are more tokens.
+  Index max_sample_rows = 8192;
+  unsigned seed = 0;
+  /// Called with one line of progress per quantized group (e.g. to print on stderr).
+  std::function<void(std::string_view)> progress;
+};
+
+struct SequentialLayerReport {
+  std::string name;
+  std::int64_t parameters = 0;
+  double bits_per_weight = 0.0;
+  std::string note;
+};
+
+struct SequentialReport {
+  std::vector<SequentialLayerReport> layers;
+  double seconds = 0.0;
+  std::int64_t calibration_tokens = 0;
+  /// Over every quantized linear weight (embedding and norms stay fp32 and are not counted).
+  [[nodiscard]] double bits_per_weight() const {
+    double bits = 0, n = 0;
+    for (const auto& l : layers) {
+      bits += l.bits_per_weight * static_cast<double>(l.parameters);
+      n += static_cast<double>(l.parameters);
+    }
+    return n > 0 ? bits / n : 0.0;
+  }
+};
+
+namespace detail {
+
+/// Reservoir sample of input rows (Vitter's algorithm R), deterministic for a seed.
+class RowReservoir {
+ public:
+  RowReservoir(Index capacity, Index cols, unsigned seed) : rows_(capacity, cols), rng_(seed) {}
+  void add(MatrixRef x) {
+    for (Index t = 0; t < x.rows(); ++t, ++seen_) {
+      if (seen_ < rows_.rows()) {
+        rows_.row(seen_) = x.row(t);
+      } else {
+        std::uniform_int_distribution<std::int64_t> pick(0, seen_);
+        const std::int64_t j = pick(rng_);
+        if (j < rows_.rows()) rows_.row(static_cast<Index>(j)) = x.row(t);
+      }
+    }
+  }
+  [[nodiscard]] RowMatrixXf take() {
+    return rows_.topRows(std::min<Index>(rows_.rows(), static_cast<Index>(seen_)));
+  }
+
+ private:
+  RowMatrixXf rows_;
+  std::mt19937_64 rng_;
+  std::int64_t seen_ = 0;
+};
+
+inline const RowMatrixXf& dense_weight(const Transformer& model, std::string_view name) {
+  const auto* dense = dynamic_cast<const DenseLinear*>(&model.linear(name));
+  if (dense == nullptr) {
+    fail("quantize_sequential: the source model's layer '", name, "' is ", model.linear(name).describe(),
+         "; quantize an fp32 model");
+  }
+  return dense->weight();
+}
+
+}  // namespace detail
+
+/// Quantizes every linear layer of `fp32` with `recipe`, block by block, calibrating on
+/// `calibration` (token sequences, each at most seq_len long, e.g. BOS + story). Returns the
+/// quantized model; `report` (optional) receives per-layer bits and notes and the time taken.
+[[nodiscard]] inline Transformer quantize_sequential(const Transformer& fp32,
+                                                     std::span<const std::vector<int>> calibration,
+                                                     const Recipe& recipe,
+                                                     const SequentialOptions& options = {},
+                                                     SequentialReport* report = nullptr) {
+  constexpr std::string_view kWhere = "quantize_sequential";
+  if (calibration.empty()) fail(kWhere, ": no calibration sequences");
+  if (options.max_sample_rows < 1) {
+    fail(kWhere, ": max_sample_rows must be >= 1, got ", options.max_sample_rows);
+  }
+  const auto start = std::chrono::steady_clock::now();
+  Transformer model = fp32;
+  const auto& cfg = model.config();
+
+  std::vector<RowMatrixXf> streams;  // residual stream entering the current block, per sequence
+  streams.reserve(calibration.size());
+  std::int64_t tokens = 0;
+  for (const auto& seq : calibration) {
+    streams.push_back(model.embed(seq));
+    tokens += static_cast<std::int64_t>(seq.size());
+  }
+  SequentialReport local;
+  local.calibration_tokens = tokens;
+
+  const std::vector<std::vector<std::string>> groups = {{"wq", "wk", "wv"}, {"wo"}, {"w1", "w3"}, {"w2"}};
+
+  for (int l = 0; l < cfg.n_layers; ++l) {
+    for (const auto& group : groups) {
+      std::vector<std::string> names;
+      for (const auto& g : group) names.push_back(str_cat("layers.", l, ".", g));
+      const Index in = model.linear(names.front()).in_features();
+      calib::HessianAccumulator stats(in);
+      detail::RowReservoir sample(options.max_sample_rows, in, options.seed + static_cast<unsigned>(l));
+      const std::string& capture = names.front();
+      model.set_observer([&](std::string_view name, MatrixRef x) {
+        if (name == capture) {
+          stats.add_batch(x);
+          sample.add(x);
+        }
+      });
+      for (const auto& h : streams) {
+        RowMatrixXf scratch = h;
+        model.forward_layer(l, scratch);
+      }
+      model.set_observer({});
+      const RowMatrixXf input_sample = sample.take();
+
+      std::vector<LayerCalibration> calibs;
+      for (const auto& name : names) {
+        calibs.push_back(LayerCalibration{name, l, &detail::dense_weight(fp32, name), &stats, &input_sample});
+      }
+      auto results = recipe.quantize(calibs);
+      if (results.size() != names.size()) {
+        fail(kWhere, ": recipe '", recipe.name(), "' returned ", results.size(), " layers for a group of ",
+             names.size());
+      }
+      for (std::size_t i = 0; i < names.size(); ++i) {
+        auto& r = results[i];
+        if (!r.op) fail(kWhere, ": recipe '", recipe.name(), "' returned no op for '", names[i], "'");
+        const auto params = model.linear(names[i]).in_features() * model.linear(names[i]).out_features();
+        local.layers.push_back({names[i], static_cast<std::int64_t>(params), r.bits_per_weight, r.note});
+        model.set_linear(names[i], std::move(r.op));
+      }
+      if (options.progress) {
+        options.progress(str_cat(recipe.name(), ": block ", l, " ", group.front(), group.size() > 1 ? "..." : "",
+                                 " quantized (", stats.tokens(), " calibration tokens)"));
+      }
+    }
+    for (auto& h : streams) model.forward_layer(l, h);  // feed the quantized block's outputs on
+  }
+  local.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (report != nullptr) *report = std::move(local);
+  return model;
+}
+
+}  // namespace qtl::model
