@@ -1,6 +1,6 @@
 // quantize_model — quantize a real model with one or more recipes and measure what it costs.
 //
-//   quantize_model [--recipe rtn,rtn-clip] [--bits 4,3,2] [--group 32] [--threads 2]
+//   quantize_model [--recipe rtn,gptq,awq] [--bits 3] [--group 32] [--threads 2]
 //                  [--calib 0-249] [--eval 250-499] [--out results]
 //
 // Defaults: the bundled stories260K model and tokenizer, calibration on stories 0-249 of the
@@ -61,8 +61,8 @@ struct Result {
 int main(int argc, char** argv) {
   CLI::App app{"Quantize a llama2.c model layer by layer and report perplexity, KL and speed"};
   std::string model_path, tokenizer_path, text_path, calib = "0-249", eval = "250-499", out;
-  std::vector<std::string> recipe_names{"rtn", "rtn-clip"};
-  std::vector<int> bits{8, 4, 3, 2};
+  std::vector<std::string> recipe_names{"rtn", "gptq", "awq"};
+  std::vector<int> bits{3};
   int group = 32, threads = 2;
   bool int8 = false;
   app.add_option("--model", model_path, "llama2.c checkpoint (default: bundled stories260K)");

@@ -13,6 +13,8 @@
 #include <vector>
 
 #include "qtl/core/error.hpp"
+#include "qtl/calib/pipeline.hpp"
+#include "qtl/model/calibrated_recipe.hpp"
 #include "qtl/model/sequential.hpp"
 #include "qtl/quant/uniform.hpp"
 
@@ -47,6 +49,22 @@ std::unique_ptr<Recipe> uniform_rtn(const RecipeSpec& s, bool clip, bool importa
   });
 }
 
+/// Uniform asymmetric codes (gptq.py's min-max grid) through a qtl::calib pipeline.
+inline std::unique_ptr<Recipe> uniform_calibrated(const RecipeSpec& s, calib::Recipe r) {
+  r.name = s.name;
+  return visit_uniform(s.bits, Mode::Asymmetric, [&](auto q) -> std::unique_ptr<Recipe> {
+    return std::make_unique<CalibratedRecipe<decltype(q)>>(q, granularity_of(s), r, s.kernel);
+  });
+}
+
+inline calib::Recipe pipeline(bool rotate, bool awq, calib::Solver solver) {
+  calib::Recipe r;
+  r.rotate = rotate;
+  r.awq = awq;
+  r.solver = solver;
+  return r;
+}
+
 }  // namespace detail
 
 /// Every recipe make_recipe knows, in display order.
@@ -60,6 +78,37 @@ std::unique_ptr<Recipe> uniform_rtn(const RecipeSpec& s, bool clip, bool importa
        [](const RecipeSpec& s) { return detail::uniform_rtn<Mode::Asymmetric>(s, true, false); }},
       {"rtn-imatrix", "uniform asymmetric, clip search weighted by the inputs' mean x^2 (llama.cpp imatrix)",
        [](const RecipeSpec& s) { return detail::uniform_rtn<Mode::Asymmetric>(s, true, true); }},
+      {"gptq", "GPTQ: Hessian error feedback, lazy blocks of 128, 1% damping, min-max grid per group",
+       [](const RecipeSpec& s) { return detail::uniform_calibrated(s, detail::pipeline(false, false, calib::Solver::Gptq)); }},
+      {"gptq-actorder", "GPTQ visiting columns by descending Hessian diagonal, static groups",
+       [](const RecipeSpec& s) {
+         auto r = detail::pipeline(false, false, calib::Solver::Gptq);
+         r.gptq.act_order = true;
+         return detail::uniform_calibrated(s, r);
+       }},
+      {"gptq-clip", "GPTQ with a Hessian-weighted clip search for each group's range",
+       [](const RecipeSpec& s) {
+         auto r = detail::pipeline(false, false, calib::Solver::Gptq);
+         r.gptq.fit.clip_search = true;
+         r.gptq.hessian_importance = true;
+         return detail::uniform_calibrated(s, r);
+       }},
+      {"awq", "AWQ: activation-aware per-channel scales (grid over alpha) and clip search, then RTN",
+       [](const RecipeSpec& s) { return detail::uniform_calibrated(s, detail::pipeline(false, true, calib::Solver::Rtn)); }},
+      {"awq-gptq", "AWQ scales and clipping, then GPTQ (QQQ's weight side)",
+       [](const RecipeSpec& s) { return detail::uniform_calibrated(s, detail::pipeline(false, true, calib::Solver::Gptq)); }},
+      {"rotate-rtn", "randomized Hadamard rotation of the inputs (QuaRot / QuIP#), then RTN",
+       [](const RecipeSpec& s) { return detail::uniform_calibrated(s, detail::pipeline(true, false, calib::Solver::Rtn)); }},
+      {"rotate-gptq", "randomized Hadamard rotation, then GPTQ",
+       [](const RecipeSpec& s) { return detail::uniform_calibrated(s, detail::pipeline(true, false, calib::Solver::Gptq)); }},
+      {"rsq", "rotation, then AWQ scaling, then GPTQ (the RSQ composition)",
+       [](const RecipeSpec& s) { return detail::uniform_calibrated(s, detail::pipeline(true, true, calib::Solver::Gptq)); }},
+      {"gptq-lqer", "GPTQ plus a rank-4 correction of the activation-weighted error (LQER), its bits counted",
+       [](const RecipeSpec& s) {
+         auto r = detail::pipeline(false, false, calib::Solver::Gptq);
+         r.low_rank.rank = 4;
+         return detail::uniform_calibrated(s, r);
+       }},
   };
   return list;
 }

@@ -1,0 +1,90 @@
+// qtl/model/calibrated_recipe.hpp — qtl::calib recipes (GPTQ, AWQ, rotations, SmoothQuant,
+// low-rank compensation, and their compositions) as Recipes of the sequential driver.
+//
+// calib::calibrate_group returns, per layer, Ŵ' (quantized in a transformed input space), the
+// input transform T and an optional low-rank term. The model layer computes
+//   y = Ŵ' (T x) + A (B (T x))
+// with Ŵ' on the packed kernels and T applied online per token (O(n log n) for the randomized
+// Hadamard, O(n) for scalings). Folding T into the previous operation (AWQ's scales into the
+// RMSNorm weight) gives the same outputs up to float rounding; here it stays an explicit step.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "qtl/calib/pipeline.hpp"
+#include "qtl/model/quantized_linear.hpp"
+#include "qtl/model/sequential.hpp"
+
+namespace qtl::model {
+
+/// A linear layer that reads T x: y = inner(T x) + low_rank(T x).
+class TransformedLinear final : public LinearOp {
+ public:
+  TransformedLinear(calib::InputTransform transform, std::unique_ptr<LinearOp> inner,
+                    std::optional<calib::LowRankCorrection> low_rank)
+      : transform_(std::move(transform)), inner_(std::move(inner)), low_rank_(std::move(low_rank)) {}
+  TransformedLinear(const TransformedLinear& other)
+      : LinearOp(other), transform_(other.transform_), inner_(other.inner_->clone()), low_rank_(other.low_rank_) {}
+
+  [[nodiscard]] Index in_features() const override { return inner_->in_features(); }
+  [[nodiscard]] Index out_features() const override { return inner_->out_features(); }
+  [[nodiscard]] RowMatrixXf forward(MatrixRef x) const override {
+    if (transform_.is_identity() && !low_rank_) return inner_->forward(x);
+    const RowMatrixXf tx = transform_.is_identity() ? RowMatrixXf(x) : transform_.apply_activations(x);
+    RowMatrixXf y = inner_->forward(tx);
+    if (low_rank_) y += low_rank_->apply(tx);
+    return y;
+  }
+  [[nodiscard]] std::unique_ptr<LinearOp> clone() const override {
+    return std::make_unique<TransformedLinear>(*this);
+  }
+  [[nodiscard]] std::string describe() const override {
+    return str_cat(inner_->describe(), transform_.is_identity() ? "" : " on transformed inputs",
+                   low_rank_ ? str_cat(" + rank-", low_rank_->rank(), " correction") : "");
+  }
+
+ private:
+  calib::InputTransform transform_;
+  std::unique_ptr<LinearOp> inner_;
+  std::optional<calib::LowRankCorrection> low_rank_;
+};
+
+template <ScalarQuantizer Q>
+class CalibratedRecipe final : public Recipe {
+ public:
+  CalibratedRecipe(Q quantizer, Granularity granularity, calib::Recipe recipe, KernelOptions kernel = {})
+      : q_(std::move(quantizer)), granularity_(granularity), recipe_(std::move(recipe)), kernel_(kernel) {}
+
+  [[nodiscard]] std::string name() const override { return recipe_.name; }
+
+  [[nodiscard]] std::vector<QuantizedLayer> quantize(std::span<const LayerCalibration> group) const override {
+    std::vector<RowMatrixXf> weights;
+    for (const auto& l : group) weights.push_back(*l.weight);
+    const calib::LayerStatistics stats = group.front().stats->statistics();
+    auto layers = calib::calibrate_group(q_, granularity_, weights, stats, recipe_);
+    std::vector<QuantizedLayer> out;
+    for (auto& layer : layers) {
+      QuantizedLayer r;
+      r.bits_per_weight = bits_per_weight(layer.matrix) + (layer.low_rank ? layer.low_rank->bits_per_weight() : 0.0);
+      if (layer.gptq_report) {
+        r.note = str_cat("damp ", layer.gptq_report->damp_fraction, ", proxy loss ", layer.gptq_report->proxy_loss.sum());
+      }
+      r.op = std::make_unique<TransformedLinear>(std::move(layer.transform), make_packed_linear(layer.matrix, kernel_),
+                                                 std::move(layer.low_rank));
+      out.push_back(std::move(r));
+    }
+    return out;
+  }
+
+ private:
+  Q q_;
+  Granularity granularity_;
+  calib::Recipe recipe_;
+  KernelOptions kernel_;
+};
+
+}  // namespace qtl::model
