@@ -76,7 +76,7 @@ ReferenceResult reference_gptq(const Q& quant, Index group, const qtl::RowMatrix
   return res;
 }
 
-Eigen::MatrixXd hessian_of(const qtl::RowMatrixXf& x) {
+inline Eigen::MatrixXd hessian_of(const qtl::RowMatrixXf& x) {
   qtl::calib::HessianAccumulator acc(x.cols());
   acc.add_batch(x);
   return acc.hessian();
