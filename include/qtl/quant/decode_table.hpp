@@ -25,6 +25,7 @@
 
 #include <array>
 #include <concepts>
+#include <cstddef>
 #include <cstdint>
 
 #include "qtl/quant/concepts.hpp"
