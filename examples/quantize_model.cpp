@@ -136,6 +136,8 @@ int main(int argc, char** argv) {
         const double q_seconds = std::max(seconds - fp32_seconds, 1e-9);
         results.push_back({name, b, report.bits_per_weight(), r.perplexity, r.mean_kl, report.seconds,
                            static_cast<double>(r.tokens_scored) / q_seconds});
+        std::cerr << name << " " << b << "-bit: perplexity " << r.perplexity << " (fp32 " << base.perplexity
+                  << "), KL " << r.mean_kl << ", " << report.bits_per_weight() << " bits/weight\n";
       }
     }
 
