@@ -194,13 +194,16 @@ TEST_F(ModelEval, LongStoryIsTruncatedAndCounted) {
   EXPECT_EQ(r.stories_truncated, 1);
   EXPECT_EQ(r.tokens_dropped, static_cast<std::int64_t>(all_ids.size() - 513));
 
-  // In the dev text itself, long stories exist too; they are cut, not rejected.
-  const EvalResult dev = qtl::model::perplexity(fp32_model(), tokenizer(), stories(0, 40));
-  EXPECT_GT(dev.stories_truncated, 0);
+  // The dev text itself holds such stories; they are cut, not rejected.
+  int long_dev_stories = 0;
+  for (const auto& story : stories(0, 40)) {
+    long_dev_stories += qtl::model::encode_story(tokenizer(), story, 512).truncated() ? 1 : 0;
+  }
+  EXPECT_GT(long_dev_stories, 0);
 }
 
 TEST_F(ModelEval, ThreadsDoNotChangeResults) {
-  const auto s = stories(100, 12);
+  const auto s = stories(100, 6);
   const Transformer other = perturbed("layers.1.w2", 0.3f);
   const EvalResult one = qtl::model::evaluate(other, tokenizer(), s, &fp32_model(), {1});
   const EvalResult three = qtl::model::evaluate(other, tokenizer(), s, &fp32_model(), {3});
@@ -213,13 +216,13 @@ TEST_F(ModelEval, ThreadsDoNotChangeResults) {
 
 TEST_F(ModelEval, KlOfModelAgainstItselfIsZero) {
   const EvalResult r =
-      qtl::model::kl_divergence(fp32_model(), fp32_model(), tokenizer(), stories(250, 5));
+      qtl::model::kl_divergence(fp32_model(), fp32_model(), tokenizer(), stories(250, 3));
   EXPECT_EQ(r.mean_kl, 0.0);
   EXPECT_GT(r.tokens_scored, 0);
 }
 
 TEST_F(ModelEval, KlGrowsWithWeightNoiseAndMatchesHandComputation) {
-  const auto s = stories(300, 4);
+  const auto s = stories(300, 2);
   double previous = 0.0;
   for (float noise : {0.05f, 0.2f, 0.8f}) {
     const Transformer noisy = perturbed("layers.0.w1", noise);

@@ -287,6 +287,31 @@ TEST_F(ModelTransformer, SetLinearRejectsBadOps) {
   EXPECT_NE(msg.find("(3, 4)"), std::string::npos) << msg;
 }
 
+/// A broken LinearOp that drops the last output row.
+class ShortLinear final : public LinearOp {
+ public:
+  Index in_features() const override { return 64; }
+  Index out_features() const override { return 64; }
+  RowMatrixXf forward(qtl::MatrixRef x) const override {
+    return RowMatrixXf::Zero(x.rows() - 1, 64);
+  }
+  std::unique_ptr<LinearOp> clone() const override { return std::make_unique<ShortLinear>(); }
+  std::string describe() const override { return "short"; }
+};
+
+TEST_F(ModelTransformer, WrongOutputShapeOfAnOpIsAnError) {
+  Transformer model(checkpoint());
+  model.set_linear("layers.1.wo", std::make_unique<ShortLinear>());
+  const std::string msg = error_of([&] { (void)model.forward(story_tokens(5)); });
+  EXPECT_NE(msg.find("linear 'layers.1.wo' (short) returned 4x64 for an input of 5x64; "
+                     "expected 5x64"),
+            std::string::npos)
+      << msg;
+  KvCache cache(model.config());
+  EXPECT_THROW((void)model.step(1, cache), qtl::Error);
+  EXPECT_EQ(cache.size(), 0);
+}
+
 TEST_F(ModelTransformer, ObserverSeesEveryLinearInputInOrder) {
   Transformer model(checkpoint());
   const auto tokens = story_tokens(12);

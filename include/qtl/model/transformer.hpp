@@ -246,11 +246,18 @@ class Transformer {
     }
   }
 
-  /// Runs linear `slot` of layer `layer` on x, showing x to the observer first.
+  /// Runs linear `slot` of layer `layer` on x, showing x to the observer first. The output
+  /// shape is checked: a LinearOp is an extension point, and a wrong shape would corrupt memory.
   RowMatrixXf apply_linear(int layer, Slot slot, const RowMatrixXf& x) const {
     const std::size_t i = static_cast<std::size_t>(layer) * kSlots + slot;
     if (observer_) observer_(linear_names_[i], x);
-    return linears_[i]->forward(x);
+    RowMatrixXf y = linears_[i]->forward(x);
+    if (y.rows() != x.rows() || y.cols() != linears_[i]->out_features()) {
+      fail("Transformer: linear '", linear_names_[i], "' (", linears_[i]->describe(),
+           ") returned ", y.rows(), "x", y.cols(), " for an input of ", x.rows(), "x", x.cols(),
+           "; expected ", x.rows(), "x", linears_[i]->out_features());
+    }
+    return y;
   }
 
   /// y_t = x_t / sqrt(mean(x_t²) + 1e-5) ⊙ gain, row by row.
