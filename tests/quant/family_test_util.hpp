@@ -22,7 +22,10 @@ void expect_nearest_levels(const Q& q, const typename Q::Params& p, std::span<co
     for (int c = 0; c < (1 << Q::kBits); ++c) {
       best = std::min(best, std::fabs(v - q.decode(p, static_cast<std::uint8_t>(c))));
     }
-    ASSERT_LE(err, best) << q.name() << " x=" << v << " code=" << int(code);
+    // The same level's distance may differ in the last bits between the two call sites: GCC
+    // contracts |v - s * t[k]| into an FMA in one inlined copy and not in the other (-march=native
+    // without -ffp-contract=off, TOOLCHAIN.md). A wrong level is off by a whole level spacing.
+    ASSERT_LE(err, best * (1.0f + 1e-5f) + 1e-12f) << q.name() << " x=" << v << " code=" << int(code);
   }
 }
 
