@@ -19,8 +19,8 @@
 
 #include <qtl/qtl.hpp>
 
-#include <immintrin.h>
-#include <unistd.h>
+#include "bench_limits.hpp"
+
 
 #include <algorithm>
 #include <chrono>
@@ -38,130 +38,14 @@ using qtl::Index;
 using qtl::kernel::ActivationMode;
 using qtl::kernel::UniformKernelMatrix;
 
-// ---------------------------------------------------------------- limits
-struct Limits {
-  double read_gbps[3] = {0, 0, 0};   // by thread count (index 1, 2)
-  double fma_gflops[3] = {0, 0, 0};
-  double dot_gops[3] = {0, 0, 0};
-};
-Limits g_limits;
-
-std::size_t l3_bytes() {
-  const long v = sysconf(_SC_LEVEL3_CACHE_SIZE);
-  return v > 0 ? static_cast<std::size_t>(v) : std::size_t{32} << 20;
-}
-std::size_t stream_bytes() { return std::max<std::size_t>(4 * l3_bytes(), std::size_t{256} << 20); }
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-__attribute__((target("avx512f"))) std::int64_t sum_bytes(const std::uint8_t* p, std::size_t n) {
-  __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
-  for (std::size_t i = 0; i + 256 <= n; i += 256) {
-    a0 = _mm512_add_epi64(a0, _mm512_load_si512(p + i));
-    a1 = _mm512_add_epi64(a1, _mm512_load_si512(p + i + 64));
-    a2 = _mm512_add_epi64(a2, _mm512_load_si512(p + i + 128));
-    a3 = _mm512_add_epi64(a3, _mm512_load_si512(p + i + 192));
-  }
-  alignas(64) std::int64_t lanes[8];
-  _mm512_store_si512(lanes, _mm512_add_epi64(_mm512_add_epi64(a0, a1), _mm512_add_epi64(a2, a3)));
-  std::int64_t s = 0;
-  for (std::int64_t v : lanes) s += v;
-  return s;
-}
-
-__attribute__((target("avx512f,fma"))) float fma_chains(long iters) {
-  __m512 a[12];
-  for (int i = 0; i < 12; ++i) a[i] = _mm512_set1_ps(1.0f + 0.001f * i);
-  const __m512 m = _mm512_set1_ps(0.9999f), c = _mm512_set1_ps(0.0001f);
-  for (long k = 0; k < iters; ++k) {
-#pragma GCC unroll 12
-    for (int i = 0; i < 12; ++i) a[i] = _mm512_fmadd_ps(a[i], m, c);
-  }
-  __m512 s = a[0];
-  for (int i = 1; i < 12; ++i) s = _mm512_add_ps(s, a[i]);
-  alignas(64) float lanes[16];
-  _mm512_store_ps(lanes, s);
-  return lanes[0] + lanes[15];
-}
-
-__attribute__((target("avx512f,avx512vnni"))) int dot_chains(long iters) {
-  __m512i a[12];
-  for (int i = 0; i < 12; ++i) a[i] = _mm512_set1_epi32(i);
-  const __m512i u = _mm512_set1_epi8(3), s = _mm512_set1_epi8(-2);
-  for (long k = 0; k < iters; ++k) {
-#pragma GCC unroll 12
-    for (int i = 0; i < 12; ++i) a[i] = _mm512_dpbusd_epi32(a[i], u, s);
-  }
-  __m512i t = a[0];
-  for (int i = 1; i < 12; ++i) t = _mm512_add_epi32(t, a[i]);
-  alignas(64) int lanes[16];
-  _mm512_store_si512(lanes, t);
-  return lanes[0] + lanes[15];
-}
-
-volatile std::int64_t g_sink;
-qtl::detail::AlignedBuffer* g_stream = nullptr;  // the bandwidth probe's buffer (> 4 x L3)
-
-double probe_read_gbps(int threads, int passes) {
-  const std::size_t n = g_stream->size();
-  double best = 0;
-  for (int rep = 0; rep < passes; ++rep) {
-    const auto t0 = std::chrono::steady_clock::now();
-    std::int64_t total = 0;
-    qtl::kernel::parallel_for(threads, threads, [&](std::ptrdiff_t i0, std::ptrdiff_t) {
-      const std::size_t chunk = n / static_cast<std::size_t>(threads) / 256 * 256;
-      const std::int64_t s = sum_bytes(g_stream->data() + static_cast<std::size_t>(i0) * chunk, chunk);
-#pragma omp atomic
-      total += s;
-    });
-    g_sink = total;
-    best = std::max(best, static_cast<double>(n) / seconds_since(t0) / 1e9);
-  }
-  return best;
-}
-
-double probe_dot_gops(int threads, long iters) {
-  const auto t0 = std::chrono::steady_clock::now();
-  qtl::kernel::parallel_for(threads, threads, [&](std::ptrdiff_t, std::ptrdiff_t) { g_sink = dot_chains(iters); });
-  return threads * 12.0 * 128.0 * static_cast<double>(iters) / seconds_since(t0) / 1e9;
-}
-
-double probe_fma_gflops(int threads, long iters) {
-  const auto t0 = std::chrono::steady_clock::now();
-  qtl::kernel::parallel_for(threads, threads, [&](std::ptrdiff_t, std::ptrdiff_t) { g_sink = static_cast<std::int64_t>(fma_chains(iters)); });
-  return threads * 12.0 * 32.0 * static_cast<double>(iters) / seconds_since(t0) / 1e9;
-}
-
-void measure_limits() {
-  const auto& f = qtl::kernel::cpu_features();
-  if (!(f.avx512f && f.avx512vnni)) {
-    std::fprintf(stderr, "limits probe needs AVX-512 VNNI; fractions will be 0\n");
-    return;
-  }
-  g_stream = new qtl::detail::AlignedBuffer(stream_bytes());
-  for (std::size_t i = 0; i < g_stream->size(); i += 4096) g_stream->data()[i] = static_cast<std::uint8_t>(i >> 12);
-  for (int threads : {1, 2}) {
-    g_limits.read_gbps[threads] = probe_read_gbps(threads, 6);
-    double best_fma = 0, best_dot = 0;
-    for (int rep = 0; rep < 3; ++rep) {
-      best_fma = std::max(best_fma, probe_fma_gflops(threads, 20'000'000));
-      best_dot = std::max(best_dot, probe_dot_gops(threads, 20'000'000));
-    }
-    g_limits.fma_gflops[threads] = best_fma;
-    g_limits.dot_gops[threads] = best_dot;
-  }
-}
-
-void BM_limits(benchmark::State& state) {
-  const int t = static_cast<int>(state.range(0));
-  for (auto _ : state) benchmark::DoNotOptimize(t);
-  state.counters["read_GBps"] = g_limits.read_gbps[t];
-  state.counters["fma_GFLOPs"] = g_limits.fma_gflops[t];
-  state.counters["dot_GOPs"] = g_limits.dot_gops[t];
-  state.counters["threads"] = t;
-}
+// ---------------------------------------------------------------- limits (bench_limits.hpp)
+using bench_limits::g_limits;
+using bench_limits::l3_bytes;
+using bench_limits::seconds_since;
+inline double probe_read_gbps(int threads, int passes) { return bench_limits::read_gbps(threads, passes); }
+inline double probe_dot_gops(int threads, long iters) { return bench_limits::dot_gops(threads, iters); }
+inline double probe_fma_gflops(int threads, long iters) { return bench_limits::fma_gflops(threads, iters); }
+inline bool probes_ok() { return bench_limits::g_stream != nullptr; }
 
 // ---------------------------------------------------------------- matrices
 // A random uniform matrix built directly as codes + fp16-exact params (speed does not depend on
@@ -232,7 +116,7 @@ void BM_gemv(benchmark::State& state) {
   std::vector<float> y(static_cast<std::size_t>(rows));
   // The limit right before this line (the machine is shared: its bandwidth drifts), and the
   // run-wide limit measured at start-up; the fraction uses the larger, i.e. the stricter one.
-  const double local_limit = g_stream ? probe_read_gbps(threads, 2) : 0.0;
+  const double local_limit = probes_ok() ? probe_read_gbps(threads, 2) : 0.0;
   const double limit = std::max(local_limit, g_limits.read_gbps[threads]);
   std::size_t i = 0;
   const auto t0 = std::chrono::steady_clock::now();
@@ -268,7 +152,7 @@ void BM_gemm(benchmark::State& state) {
   const auto x = random_vector(static_cast<std::size_t>(m * cols), 6);
   std::vector<float> y(static_cast<std::size_t>(m * rows));
   const bool int8 = mode == ActivationMode::Int8;
-  const double local_limit = !g_stream ? 0.0 : int8 ? probe_dot_gops(threads, 3'000'000) : probe_fma_gflops(threads, 3'000'000);
+  const double local_limit = !probes_ok() ? 0.0 : int8 ? probe_dot_gops(threads, 3'000'000) : probe_fma_gflops(threads, 3'000'000);
   const double limit = std::max(local_limit, int8 ? g_limits.dot_gops[threads] : g_limits.fma_gflops[threads]);
   const auto t0 = std::chrono::steady_clock::now();
   for (auto _ : state) {
@@ -295,7 +179,7 @@ void BM_eigen_gemm(benchmark::State& state) {
   const qtl::RowMatrixXf w = qtl::RowMatrixXf::Random(rows, cols);
   const qtl::RowMatrixXf x = qtl::RowMatrixXf::Random(m, cols);
   qtl::RowMatrixXf y(m, rows);
-  const double local_limit = g_stream ? probe_fma_gflops(threads, 3'000'000) : 0.0;
+  const double local_limit = probes_ok() ? probe_fma_gflops(threads, 3'000'000) : 0.0;
   const double limit = std::max(local_limit, g_limits.fma_gflops[threads]);
   const auto t0 = std::chrono::steady_clock::now();
   for (auto _ : state) {
@@ -314,7 +198,7 @@ void BM_eigen_gemm(benchmark::State& state) {
 }
 
 void register_benchmarks() {
-  benchmark::RegisterBenchmark("limit", BM_limits)->Arg(1)->Arg(2)->Iterations(1);
+  bench_limits::register_limit_lines();
   // GEMV: [rows x cols] = [out x in]. Real LLM layers, then the llama2.c model's (stories260K).
   const std::vector<std::pair<Index, Index>> shapes = {
       {4096, 4096}, {14336, 4096}, {4096, 14336}, {64, 64}, {172, 64}, {64, 172}, {512, 64}};
@@ -364,11 +248,7 @@ void register_benchmarks() {
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  measure_limits();
-  std::fprintf(stderr, "limits: read %.1f / %.1f GB/s, fp32 FMA %.0f / %.0f GFLOP/s, int8 dot %.0f / %.0f GOP/s (1 / 2 threads); kernel path %s\n",
-               g_limits.read_gbps[1], g_limits.read_gbps[2], g_limits.fma_gflops[1], g_limits.fma_gflops[2],
-               g_limits.dot_gops[1], g_limits.dot_gops[2],
-               std::string(qtl::kernel::to_string(qtl::kernel::default_kernel_path())).c_str());
+  bench_limits::measure();
   register_benchmarks();
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
