@@ -1,0 +1,204 @@
+// qtl/kernel/layout_vq.hpp — the kernel layout of k-means vector-quantized weights (family 4).
+//
+// A VQPackedMatrix (qtl/format/vq_packed.hpp) stores each row's indices as an LSB-first bit
+// stream and each set's codebook in fp16; that is a storage format. The lookup kernels
+// (qtl/kernel/vq_kernel_matrix.hpp) want, for one gather instruction, the indices of the same
+// vector position j of 16 rows side by side, already widened to whole bytes. This header
+// defines that layout and repacks a VQPackedMatrix of KMeansVQ<D, B> into it, once.
+//
+// Geometry. Rows are grouped into tiles of kVQTileRows = 16 (the last tile is padded with rows
+// whose indices are 0 and whose results are dropped). The P = ceil(cols / D) vector positions of
+// a row are cut into chunks of `chunk` positions (the last one shorter) so that the lookup table
+// of one chunk (chunk x Kp fp32 values per set, Kp = max(2^bits, 16)) stays in L1; every kernel
+// streams the weights chunk by chunk. Indices are stored chunk-major:
+//   element (c, t, jj, lane) at  c * chunk * tiles * 16 + t * len(c) * 16 + jj * 16 + lane
+// (len(c) = positions of chunk c), one byte each for bits <= 8 and two bytes for 9..12 bits.
+// Whole bytes cost at most 2x the storage bits for 4-bit indices and nothing at 8 bits; the
+// benchmark formats (D = 2 and D = 4 with 8-bit indices) stream exactly their storage bits.
+//
+// Codebooks are decoded to fp32 twice: `cb` entry-major (set s, entry k, coordinate d at
+// (s * K + k) * D + d, read by the decode-and-FMA gathers) and `cbt` coordinate-major padded
+// to Kp entries ((s * D + d) * Kp + k, zeros beyond K; read 16 entries at a time to build the
+// lookup tables). `lane_set[t * 16 + lane]` is the set of row t * 16 + lane (of the last row
+// for padding rows), so a tile may straddle sets (rows_per_set need not divide 16 or rows).
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "qtl/detail/aligned_buffer.hpp"
+#include "qtl/detail/fp16.hpp"
+#include "qtl/format/vq_packed.hpp"
+
+namespace qtl::kernel {
+
+inline constexpr int kVQTileRows = 16;
+
+/// How a matrix computes y = W x (chosen per matrix at construction, see vq_choose_strategy).
+enum class VQStrategy {
+  Table,   ///< per token, L[j][k] = codebook[k] . x[jD .. jD+D), then y_r = sum_j L[j][idx_rj]
+  Decode,  ///< gather codebook[idx_rj][d] and FMA with x[jD + d] (no table)
+};
+
+[[nodiscard]] constexpr const char* to_string(VQStrategy s) noexcept {
+  return s == VQStrategy::Table ? "table" : "decode";
+}
+
+/// Plain view of a VQKernelLayout, passed to the kernels.
+struct VQKernelView {
+  const std::uint8_t* idx8 = nullptr;    ///< bits <= 8 (else nullptr)
+  const std::uint16_t* idx16 = nullptr;  ///< bits 9..12 (else nullptr)
+  const float* cb = nullptr;             ///< sets x K x D
+  const float* cbt = nullptr;            ///< sets x D x Kp
+  const std::int32_t* lane_set = nullptr;
+  int dim = 0;
+  int bits = 0;
+  std::ptrdiff_t K = 0;
+  std::ptrdiff_t Kp = 0;
+  std::ptrdiff_t rows = 0;
+  std::ptrdiff_t cols = 0;
+  std::ptrdiff_t positions = 0;  ///< P = ceil(cols / D)
+  std::ptrdiff_t rows_per_set = 0;
+  std::ptrdiff_t sets = 0;
+  std::ptrdiff_t tiles = 0;
+  std::ptrdiff_t chunk = 0;   ///< positions per chunk
+  std::ptrdiff_t chunks = 0;
+
+  [[nodiscard]] std::ptrdiff_t chunk_len(std::ptrdiff_t c) const noexcept {
+    return std::min(chunk, positions - c * chunk);
+  }
+  /// Element offset of chunk c's first index.
+  [[nodiscard]] std::ptrdiff_t chunk_offset(std::ptrdiff_t c) const noexcept {
+    return c * chunk * tiles * kVQTileRows;
+  }
+  [[nodiscard]] std::ptrdiff_t set_of_row(std::ptrdiff_t r) const noexcept {
+    return std::min(r, rows - 1) / rows_per_set;
+  }
+};
+
+/// Lookup-table floats per set per chunk position: Kp. Positions per chunk so that one set's
+/// table chunk is about 16 KiB (L1 holds it next to the streamed indices).
+[[nodiscard]] inline std::ptrdiff_t vq_chunk_positions(std::ptrdiff_t kp, std::ptrdiff_t positions) noexcept {
+  return std::clamp<std::ptrdiff_t>(4096 / kp, 1, std::max<std::ptrdiff_t>(positions, 1));
+}
+
+/// Tokens one kernel call handles (GEMM runs token blocks of this size over the same indices).
+inline constexpr int kVQMaxTokens = 4;
+
+/// One kernel call: chunk c of tiles [t0, t1) for nt tokens.
+struct VQChunkTask {
+  const float* x = nullptr;       ///< padded activations: token n at x + n * ldx, P * D floats (0 past cols)
+  std::ptrdiff_t ldx = 0;
+  int nt = 1;                     ///< 1 .. kVQMaxTokens
+  const float* table = nullptr;   ///< Table strategy: value [n][s - s0][jj][k] at ((n * nsets + s - s0) * len + jj) * Kp + k
+  std::ptrdiff_t s0 = 0;
+  std::ptrdiff_t nsets = 0;
+  std::ptrdiff_t c = 0;           ///< chunk
+  float* acc = nullptr;           ///< partial sums of tile t, token n, lane at ((t * kVQMaxTokens + n) * 16 + lane)
+  bool first = true;              ///< chunk 0: the partial sums start at 0 (else they are added to)
+};
+
+/// Repacked indices + fp32 codebooks of a KMeansVQ matrix (see the header comment).
+class VQKernelLayout {
+ public:
+  VQKernelLayout() = default;
+
+  /// `w` must be a valid KMeansVQ view: dim 2, 4 or 8, bits 1..12, words_per_set = 2^bits * dim,
+  /// rows, cols >= 1 (VQKernelMatrix checks this and that the codebooks are finite).
+  explicit VQKernelLayout(const PackedVQView& w) {
+    VQKernelView& v = view_;
+    v.dim = w.dim;
+    v.bits = w.bits;
+    v.K = std::ptrdiff_t{1} << w.bits;
+    v.Kp = std::max<std::ptrdiff_t>(v.K, 16);
+    v.rows = w.rows;
+    v.cols = w.cols;
+    v.positions = w.vectors_per_row;
+    v.rows_per_set = w.rows_per_set;
+    v.sets = (w.rows + w.rows_per_set - 1) / w.rows_per_set;
+    v.tiles = (w.rows + kVQTileRows - 1) / kVQTileRows;
+    v.chunk = vq_chunk_positions(v.Kp, v.positions);
+    v.chunks = (v.positions + v.chunk - 1) / v.chunk;
+    const auto n_idx = static_cast<std::size_t>(v.tiles * kVQTileRows * v.positions);
+    const std::size_t idx_size = v.bits <= 8 ? 1 : 2;
+    idx_ = qtl::detail::AlignedBuffer(n_idx * idx_size);
+    for (std::ptrdiff_t c = 0; c < v.chunks; ++c) {
+      const std::ptrdiff_t len = v.chunk_len(c);
+      for (std::ptrdiff_t t = 0; t < v.tiles; ++t) {
+        for (int lane = 0; lane < kVQTileRows; ++lane) {
+          const std::ptrdiff_t r = t * kVQTileRows + lane;
+          if (r >= w.rows) continue;  // padding rows keep index 0
+          const std::uint8_t* row = w.indices + r * w.row_bytes;
+          for (std::ptrdiff_t jj = 0; jj < len; ++jj) {
+            const std::uint32_t ix = read_packed_index(row, c * v.chunk + jj, w.bits);
+            const auto e = static_cast<std::size_t>(v.chunk_offset(c) + (t * len + jj) * kVQTileRows + lane);
+            if (idx_size == 1) {
+              idx_.data()[e] = static_cast<std::uint8_t>(ix);
+            } else {
+              const auto ix16 = static_cast<std::uint16_t>(ix);
+              std::memcpy(idx_.data() + 2 * e, &ix16, 2);
+            }
+          }
+        }
+      }
+    }
+    const auto D = static_cast<std::size_t>(v.dim);
+    const auto K = static_cast<std::size_t>(v.K), Kp = static_cast<std::size_t>(v.Kp);
+    const auto S = static_cast<std::size_t>(v.sets);
+    cb_ = qtl::detail::AlignedBuffer(S * K * D * sizeof(float));
+    cbt_ = qtl::detail::AlignedBuffer(S * D * Kp * sizeof(float));
+    auto* cb = reinterpret_cast<float*>(cb_.data());
+    auto* cbt = reinterpret_cast<float*>(cbt_.data());
+    for (std::size_t s = 0; s < S; ++s) {
+      const std::uint16_t* words = w.params + s * static_cast<std::size_t>(w.words_per_set);
+      for (std::size_t k = 0; k < K; ++k) {
+        for (std::size_t d = 0; d < D; ++d) {
+          const float f = qtl::detail::half_to_float(words[k * D + d]);
+          cb[(s * K + k) * D + d] = f;
+          cbt[(s * D + d) * Kp + k] = f;
+        }
+      }
+    }
+    lane_set_ = qtl::detail::AlignedBuffer(static_cast<std::size_t>(v.tiles * kVQTileRows) * sizeof(std::int32_t));
+    auto* ls = reinterpret_cast<std::int32_t*>(lane_set_.data());
+    for (std::ptrdiff_t r = 0; r < v.tiles * kVQTileRows; ++r) ls[r] = static_cast<std::int32_t>(v.set_of_row(r));
+    rebind();
+  }
+
+  VQKernelLayout(const VQKernelLayout& o) : view_(o.view_), idx_(o.idx_), cb_(o.cb_), cbt_(o.cbt_), lane_set_(o.lane_set_) { rebind(); }
+  VQKernelLayout& operator=(const VQKernelLayout& o) {
+    if (this != &o) {
+      VQKernelLayout copy(o);
+      *this = std::move(copy);
+    }
+    return *this;
+  }
+  VQKernelLayout(VQKernelLayout&& o) noexcept = default;
+  VQKernelLayout& operator=(VQKernelLayout&& o) noexcept = default;
+
+  [[nodiscard]] const VQKernelView& view() const noexcept { return view_; }
+  /// Bytes one GEMV streams: the indices, one fp32 copy of the codebooks and the lane sets.
+  [[nodiscard]] std::size_t bytes() const noexcept { return idx_.size() + cb_.size() + lane_set_.size(); }
+  /// Bytes of the indices alone.
+  [[nodiscard]] std::size_t index_bytes() const noexcept { return idx_.size(); }
+
+ private:
+  // AlignedBuffer moves keep their heap pointers, so only copies need rebinding.
+  void rebind() noexcept {
+    view_.idx8 = view_.bits <= 8 ? idx_.data() : nullptr;
+    view_.idx16 = view_.bits > 8 ? reinterpret_cast<const std::uint16_t*>(idx_.data()) : nullptr;
+    view_.cb = reinterpret_cast<const float*>(cb_.data());
+    view_.cbt = reinterpret_cast<const float*>(cbt_.data());
+    view_.lane_set = reinterpret_cast<const std::int32_t*>(lane_set_.data());
+  }
+
+  VQKernelView view_{};
+  qtl::detail::AlignedBuffer idx_;
+  qtl::detail::AlignedBuffer cb_;
+  qtl::detail::AlignedBuffer cbt_;
+  qtl::detail::AlignedBuffer lane_set_;
+};
+
+}  // namespace qtl::kernel

@@ -1,0 +1,248 @@
+// qtl/kernel/vq_kernel_matrix.hpp — a k-means vector-quantized matrix ready for the lookup
+// kernels (kernel family 4, AQLM / VPTQ CPU style).
+//
+//   VQKernelMatrix k(pack_vq(quantize_vectors(KMeansVQ<4, 8>{}, {}, W)));  // repacks once
+//   k.gemv(x, y);                        // y = W_hat x              (x: cols, y: rows)
+//   k.gemm(X, ldx, m, Y, ldy, threads);  // Y = X W_hat^T, one token per row of X
+//
+// Strategies (qtl/kernel/layout_vq.hpp), chosen per matrix at construction by a cost model:
+//   Table   per token, set and position j: L[j][k] = codebook[k] . x[jD .. jD+D) for all 2^bits
+//           entries (fp32, 16 entries per FMA), then y_r = sum_j L[j][idx_rj], one gather per
+//           16 rows and position. Pays when a codebook serves many rows.
+//   Decode  gather codebook[idx_rj][d] for 16 rows and FMA with x[jD + d]: D gathers per 16 rows
+//           and position, no table. Pays when each set has few rows (the table would be built
+//           for 2^bits entries and read by only rows_per_set rows).
+// Cost model, per token and position, counted in 16-lane gathers (the dominant instruction:
+// ~8 cycles each on the AVX-512 machines of PERF.md, against ~0.5 cycle for an FMA + store, so
+// building 16 table entries of one coordinate costs ~1/8 gather; the same ratio holds for the
+// scalar path, 1 load + add per lookup against D loads + D multiply-adds per decode):
+//   table  = (sets + min(sets, tiles)) * Kp * D / 128  +  tiles      (Kp = max(2^bits, 16);
+//            sets at the edge of a thread's set range are built twice: the min term)
+//   decode = tiles * D
+// Table is chosen iff table < decode. E.g. 4096 x 4096 with one codebook: Table for every D and
+// bits; rows_per_set = 16 with 256 entries: Decode. set_strategy() overrides it (tests use it).
+//
+// Accuracy. Both strategies sum each row in fp32: per chunk of positions two accumulators (even
+// and odd positions), chunk sums added in order. Against the exact sum S = sum_c W_hat_rc x_c,
+//   |y_r - S| <= gamma_{D + P} * sum_c |W_hat_rc x_c|,  gamma_n = n u / (1 - n u), u = 2^-24,
+// (D for one table entry or one decoded vector, P = ceil(cols / D) for the sum over positions;
+// a pessimistic bound of the standard recursive-summation analysis, Higham, ASNA 2nd ed., 3.1).
+// The raw-pointer gemv/gemm validate nothing and never throw except std::bad_alloc for their
+// scratch; the Eigen overloads validate shapes and finiteness first and throw qtl::Error.
+// Results are bit-identical for every thread count (rows are split, never a row's sum) and,
+// within one path, deterministic.
+//
+// Only KMeansVQ<D, B> matrices are accepted (the packed format does not name its quantizer: a
+// matrix of 2^bits x D fp16 words per set is taken as a KMeansVQ codebook). E8P and residual
+// VQ matrices are left to qtl/kernel/reference_vq.hpp.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstring>
+#include <string_view>
+
+#include "qtl/core/error.hpp"
+#include "qtl/core/types.hpp"
+#include "qtl/core/validate.hpp"
+#include "qtl/detail/aligned_buffer.hpp"
+#include "qtl/format/vq_packed.hpp"
+#include "qtl/kernel/cpu_features.hpp"
+#include "qtl/kernel/layout_vq.hpp"
+#include "qtl/kernel/threading.hpp"
+#include "qtl/kernel/vq_avx2.hpp"
+#include "qtl/kernel/vq_avx512.hpp"
+#include "qtl/kernel/vq_portable.hpp"
+
+namespace qtl::kernel {
+
+/// The per-path kernel functions.
+struct VQKernelFunctions {
+  void (*build_table)(const VQKernelView&, const VQChunkTask&, float*) noexcept = &vq_build_table_portable;
+  void (*tiles_table)(const VQKernelView&, const VQChunkTask&, std::ptrdiff_t, std::ptrdiff_t) noexcept = &vq_tiles_table_portable;
+  void (*tiles_decode)(const VQKernelView&, const VQChunkTask&, std::ptrdiff_t, std::ptrdiff_t) noexcept = &vq_tiles_decode_portable;
+};
+
+/// The kernel functions of `path` (Avx512Vnni runs the Avx512 code: no integer dot products here).
+[[nodiscard]] inline VQKernelFunctions vq_kernel_functions(KernelPath path) noexcept {
+  VQKernelFunctions f;
+#if defined(QTL_HAVE_X86_VQ_KERNELS)
+  switch (path) {
+    case KernelPath::Avx2: f = {&vq_build_table_avx2, &vq_tiles_table_avx2, &vq_tiles_decode_avx2}; break;
+    case KernelPath::Avx512:
+    case KernelPath::Avx512Vnni: f = {&vq_build_table_avx512, &vq_tiles_table_avx512, &vq_tiles_decode_avx512}; break;
+    case KernelPath::Portable: break;
+  }
+#else
+  (void)path;
+#endif
+  return f;
+}
+
+/// The cost model of the header comment.
+[[nodiscard]] inline VQStrategy vq_choose_strategy(const VQKernelView& w) noexcept {
+  const double sets = static_cast<double>(w.sets + std::min(w.sets, w.tiles));
+  const double table = sets * static_cast<double>(w.Kp) * w.dim / 128.0 + static_cast<double>(w.tiles);
+  const double decode = static_cast<double>(w.tiles) * w.dim;
+  return table < decode ? VQStrategy::Table : VQStrategy::Decode;
+}
+
+class VQKernelMatrix {
+ public:
+  VQKernelMatrix() = default;
+
+  /// Repacks a packed KMeansVQ matrix. Throws qtl::Error if it is empty, not a KMeansVQ matrix
+  /// (dim 2, 4 or 8, 1..12 bits, 2^bits x dim words per set), has a non-finite codebook value,
+  /// or `path` cannot run on this CPU.
+  explicit VQKernelMatrix(const VQPackedMatrix& w, KernelPath path = default_kernel_path()) {
+    constexpr std::string_view kWhere = "VQKernelMatrix";
+    require_nonempty(kWhere, "packed matrix", w.rows(), w.cols());
+    const int D = w.layout().dim, bits = w.bits();
+    if (D != 2 && D != 4 && D != 8) fail(kWhere, ": vector dimension must be 2, 4 or 8, got ", D);
+    if (bits < 1 || bits > 12) fail(kWhere, ": index bits must be in [1, 12], got ", bits);
+    if (w.param_words_per_set() != (std::size_t{1} << bits) * static_cast<std::size_t>(D)) {
+      fail(kWhere, ": not a KMeansVQ matrix: ", w.param_words_per_set(), " parameter words per set, expected 2^", bits,
+           " x ", D, " (E8P and residual VQ are not supported)");
+    }
+    if (w.cols() > (Index{1} << 28)) fail(kWhere, ": at most 2^28 columns, got ", w.cols());
+    for (std::uint16_t h : w.param_words()) {
+      const float f = qtl::detail::half_to_float(h);
+      if (!std::isfinite(f)) fail(kWhere, ": codebook value ", f, " is not finite");
+    }
+    layout_ = VQKernelLayout(qtl::view(w));
+    const VQKernelView& v = layout_.view();
+    std::ptrdiff_t span = 1;
+    for (std::ptrdiff_t t = 0; t < v.tiles; ++t) {
+      span = std::max<std::ptrdiff_t>(span, v.lane_set[t * kVQTileRows + kVQTileRows - 1] - v.lane_set[t * kVQTileRows] + 1);
+    }
+    max_sets_ = std::max<std::ptrdiff_t>(span, 2);
+    strategy_ = vq_choose_strategy(v);
+    set_path(path);
+  }
+
+  [[nodiscard]] Index rows() const noexcept { return layout_.view().rows; }
+  [[nodiscard]] Index cols() const noexcept { return layout_.view().cols; }
+  [[nodiscard]] int dim() const noexcept { return layout_.view().dim; }
+  [[nodiscard]] int bits() const noexcept { return layout_.view().bits; }
+  [[nodiscard]] KernelPath path() const noexcept { return path_; }
+  [[nodiscard]] VQStrategy strategy() const noexcept { return strategy_; }
+  /// Bytes of the kernel layout one GEMV streams (indices, fp32 codebooks, lane sets).
+  [[nodiscard]] std::size_t bytes() const noexcept { return layout_.bytes(); }
+  [[nodiscard]] const VQKernelView& view() const noexcept { return layout_.view(); }
+
+  /// Overrides the cost model's choice (both strategies compute the same product).
+  void set_strategy(VQStrategy s) noexcept { strategy_ = s; }
+  /// The least work (16-row tiles x positions x tokens, one gather each) one thread is given.
+  void set_min_work_per_thread(std::ptrdiff_t units) noexcept { min_work_per_thread_ = std::max<std::ptrdiff_t>(units, 1); }
+  /// Switches the ISA path (no repacking: every path reads the same layout).
+  void set_path(KernelPath path) {
+    if (!path_supported(path)) {
+      fail("VQKernelMatrix: path ", to_string(path), " is not supported on this CPU (best: ",
+           to_string(best_kernel_path()), ")");
+    }
+    path_ = path;
+    fn_ = vq_kernel_functions(path);
+  }
+
+  /// y[0..rows) = W_hat x[0..cols). x must be finite. Unchecked.
+  void gemv(const float* x, float* y, int threads = 1) const { gemm(x, cols(), 1, y, rows(), threads); }
+
+  /// Y = X W_hat^T: X is m x cols (row stride ldx), Y is m x rows (row stride ldy). Unchecked.
+  void gemm(const float* x, Index ldx, Index m, float* y, Index ldy, int threads = 1) const {
+    if (m <= 0 || rows() == 0) return;
+    const VQKernelView& w = layout_.view();
+    const bool table = strategy_ == VQStrategy::Table;
+    const std::ptrdiff_t work = w.tiles * w.positions * m * (table ? 1 : w.dim);
+    const auto T = static_cast<std::ptrdiff_t>(
+        std::clamp<std::ptrdiff_t>(std::min<std::ptrdiff_t>(work / min_work_per_thread_, w.tiles), 1, std::max(threads, 1)));
+    // activations padded to whole vectors (zeros past cols: padding coordinates add nothing)
+    const std::ptrdiff_t ldxp = (w.positions * w.dim + 15) / 16 * 16;
+    qtl::detail::AlignedBuffer xbuf(static_cast<std::size_t>(m * ldxp) * sizeof(float));
+    auto* xp = reinterpret_cast<float*>(xbuf.data());
+    for (Index n = 0; n < m; ++n) std::memcpy(xp + n * ldxp, x + n * ldx, static_cast<std::size_t>(w.cols) * sizeof(float));
+    qtl::detail::AlignedBuffer accbuf(static_cast<std::size_t>(w.tiles * kVQTileRows * kVQMaxTokens) * sizeof(float));
+    auto* acc = reinterpret_cast<float*>(accbuf.data());
+    const std::ptrdiff_t table_floats = table ? kVQMaxTokens * max_sets_ * w.chunk * w.Kp : 0;
+    qtl::detail::AlignedBuffer tbuf(static_cast<std::size_t>(T * table_floats) * sizeof(float));
+    auto* tables = reinterpret_cast<float*>(tbuf.data());
+    const VQKernelFunctions fn = fn_;
+    const std::ptrdiff_t max_sets = max_sets_;
+    parallel_for(w.tiles, static_cast<int>(T), [&](std::ptrdiff_t t0, std::ptrdiff_t t1) {
+      std::ptrdiff_t i = 0;  // this chunk's number in parallel_for's split, for its table scratch
+      while (w.tiles * i / T != t0) ++i;
+      float* tab = tables + i * table_floats;
+      for (Index n0 = 0; n0 < m; n0 += kVQMaxTokens) {
+        const int nt = static_cast<int>(std::min<Index>(kVQMaxTokens, m - n0));
+        // sub-ranges of tiles whose sets fit one table: [a, b) covers sets [sa, sa + max_sets)
+        for (std::ptrdiff_t a = t0, b = t0; a < t1; a = b) {
+          const std::ptrdiff_t sa = w.lane_set[a * kVQTileRows];
+          b = a + 1;
+          while (b < t1 && w.lane_set[b * kVQTileRows + kVQTileRows - 1] < sa + max_sets) ++b;
+          VQChunkTask k;
+          k.x = xp + n0 * ldxp;
+          k.ldx = ldxp;
+          k.nt = nt;
+          k.table = tab;
+          k.s0 = sa;
+          k.nsets = w.lane_set[b * kVQTileRows - 1] - sa + 1;
+          k.acc = acc;
+          for (std::ptrdiff_t c = 0; c < w.chunks; ++c) {
+            k.c = c;
+            k.first = c == 0;
+            if (table) {
+              fn.build_table(w, k, tab);
+              fn.tiles_table(w, k, a, b);
+            } else {
+              fn.tiles_decode(w, k, a, b);
+            }
+          }
+          for (int n = 0; n < nt; ++n) {
+            float* yn = y + (n0 + n) * ldy;
+            for (std::ptrdiff_t t = a; t < b; ++t) {
+              const std::ptrdiff_t lanes = std::min<std::ptrdiff_t>(kVQTileRows, w.rows - t * kVQTileRows);
+              std::memcpy(yn + t * kVQTileRows, acc + (t * kVQMaxTokens + n) * kVQTileRows, static_cast<std::size_t>(lanes) * sizeof(float));
+            }
+          }
+        }
+      }
+    });
+  }
+
+  /// Checked: y = W_hat x.
+  [[nodiscard]] VectorXf gemv(VectorRef x, int threads = 1) const {
+    constexpr std::string_view kWhere = "VQKernelMatrix::gemv";
+    require_size(kWhere, "x", x.size(), cols());
+    require_finite(kWhere, "x", x);
+    require_threads(kWhere, threads);
+    VectorXf y(rows());
+    gemv(x.data(), y.data(), threads);
+    return y;
+  }
+
+  /// Checked: Y = X W_hat^T for activations X [tokens x cols].
+  [[nodiscard]] RowMatrixXf gemm(MatrixRef x, int threads = 1) const {
+    constexpr std::string_view kWhere = "VQKernelMatrix::gemm";
+    require_nonempty(kWhere, "activations", x.rows(), x.cols());
+    if (x.cols() != cols()) fail(kWhere, ": activations have ", x.cols(), " columns but the matrix has ", cols());
+    require_finite(kWhere, "activations", x);
+    require_threads(kWhere, threads);
+    RowMatrixXf y(x.rows(), rows());
+    gemm(x.data(), x.outerStride(), x.rows(), y.data(), y.outerStride(), threads);
+    return y;
+  }
+
+ private:
+  static void require_threads(std::string_view where, int threads) {
+    if (threads < 1) fail(where, ": threads must be >= 1, got ", threads);
+  }
+
+  VQKernelLayout layout_;
+  VQStrategy strategy_ = VQStrategy::Table;
+  KernelPath path_ = KernelPath::Portable;
+  VQKernelFunctions fn_{};
+  std::ptrdiff_t max_sets_ = 2;
+  std::ptrdiff_t min_work_per_thread_ = 8192;
+};
+
+}  // namespace qtl::kernel

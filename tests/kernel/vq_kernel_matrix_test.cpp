@@ -1,0 +1,242 @@
+// Every vector-codebook kernel path the CPU supports against the scalar reference
+// (qtl/kernel/reference_vq.hpp), both strategies, adversarial shapes and sets.
+#include <gtest/gtest.h>
+#include <qtl/format/vq_packed.hpp>
+#include <qtl/kernel/reference_vq.hpp>
+#include <qtl/kernel/vq_kernel_matrix.hpp>
+#include <qtl/quant/e8p.hpp>
+
+#include <cmath>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "test_util.hpp"
+
+namespace {
+
+using qtl::Index;
+using qtl::kernel::KernelPath;
+using qtl::kernel::VQKernelMatrix;
+using qtl::kernel::VQStrategy;
+
+std::vector<KernelPath> supported_paths() {
+  std::vector<KernelPath> out;
+  for (KernelPath p : qtl::kernel::kAllKernelPaths) {
+    if (qtl::kernel::path_supported(p)) out.push_back(p);
+  }
+  return out;
+}
+
+constexpr double kUnit = 1.0 / 16777216.0;  // u = 2^-24
+
+// A packed KMeansVQ matrix with random indices and a random fp16 codebook per set (any bits:
+// fitting k-means for 12-bit codebooks would make the test slow), and its dense W_hat.
+struct TestMatrix {
+  qtl::VQPackedMatrix packed;
+  qtl::RowMatrixXf dense;
+};
+
+TestMatrix random_vq(int dim, int bits, Index rows, Index cols, Index rows_per_set, unsigned seed) {
+  return qtl::visit_kmeans_vq(dim, bits, {}, [&](auto v) {
+    using V = decltype(v);
+    qtl::VQMatrix<V> m;
+    m.quantizer = v;
+    m.layout = qtl::VQLayout{rows, cols, V::kDim, rows_per_set == 0 ? rows : std::min(rows_per_set, rows)};
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> nd(0.0f, 0.1f);
+    m.indices.resize(static_cast<std::size_t>(rows * m.layout.vectors_per_row()));
+    for (auto& i : m.indices) i = static_cast<std::uint32_t>(rng() & ((1u << V::kBits) - 1));
+    m.params.resize(static_cast<std::size_t>(m.layout.num_sets()));
+    for (auto& p : m.params) {
+      p.codebook.resize(V::kParamWords);
+      for (auto& c : p.codebook) c = qtl::detail::round_to_half(nd(rng));
+    }
+    return TestMatrix{qtl::pack_vq(m), qtl::dequantize(m)};
+  });
+}
+
+// Y (m x rows) of every token against the double-accumulating reference, within
+//   (D + P + 2) u sum_c |W_hat_rc x_c|:
+// gamma_{D+P} for the kernel's fp32 sums (vq_kernel_matrix.hpp), plus the reference's own
+// final rounding to float (<= u |y_r|) with margin.
+void expect_near_reference(const TestMatrix& t, const qtl::RowMatrixXf& x, const qtl::RowMatrixXf& y,
+                           const std::string& what) {
+  const qtl::PackedVQView v = qtl::view(t.packed);
+  const double bound_factor = (v.dim + v.vectors_per_row + 2) * kUnit;
+  const qtl::RowMatrixXf mag = x.cwiseAbs() * t.dense.cwiseAbs().transpose();
+  std::vector<float> ref(static_cast<std::size_t>(v.rows));
+  ASSERT_EQ(y.rows(), x.rows());
+  ASSERT_EQ(y.cols(), v.rows);
+  for (Index n = 0; n < x.rows(); ++n) {
+    qtl::kernel::gemv_vq_codebook_reference(v, x.row(n).data(), ref.data());
+    for (Index r = 0; r < v.rows; ++r) {
+      const double tol = bound_factor * mag(n, r) + 1e-30;
+      ASSERT_LE(std::abs(double(y(n, r)) - double(ref[static_cast<std::size_t>(r)])), tol)
+          << what << " token " << n << " row " << r << " ref " << ref[static_cast<std::size_t>(r)];
+    }
+  }
+}
+
+void check_all(const TestMatrix& t, Index m, unsigned seed, const std::string& what) {
+  const qtl::RowMatrixXf x = qtl::test::gaussian(m, t.packed.cols(), seed);
+  for (KernelPath p : supported_paths()) {
+    VQKernelMatrix k(t.packed, p);
+    ASSERT_EQ(k.path(), p);
+    for (VQStrategy s : {VQStrategy::Table, VQStrategy::Decode}) {
+      k.set_strategy(s);
+      const std::string tag = what + " path " + std::string(qtl::kernel::to_string(p)) + " " + qtl::kernel::to_string(s);
+      expect_near_reference(t, x, k.gemm(x), tag + " gemm");
+      if (m == 1) {
+        const qtl::VectorXf y = k.gemv(qtl::VectorXf(x.row(0).transpose()));
+        expect_near_reference(t, x, qtl::RowMatrixXf(y.transpose()), tag + " gemv");
+      }
+    }
+  }
+}
+
+TEST(VQKernelMatrix, RandomCodebooksEveryPathMatchesReference) {
+  struct Shape {
+    Index rows, cols, rows_per_set;
+  };
+  // 1 x 1; cols not a multiple of D or 16; rows not a multiple of the 16-row tile; sets that
+  // do not divide the rows or a tile (5: several sets per tile); many positions (several chunks).
+  const Shape shapes[] = {{1, 1, 0}, {17, 37, 0}, {33, 70, 5}, {40, 29, 16}, {21, 1100, 20}};
+  unsigned seed = 1;
+  for (int dim : {2, 4, 8}) {
+    for (int bits : {1, 3, 8, 10, 12}) {
+      for (const Shape& s : shapes) {
+        if (bits >= 10 && s.cols > 100) continue;  // keep the large-table cases small
+        const TestMatrix t = random_vq(dim, bits, s.rows, s.cols, s.rows_per_set, seed++);
+        const std::string what = "D " + std::to_string(dim) + " bits " + std::to_string(bits) + " shape " +
+                                 std::to_string(s.rows) + "x" + std::to_string(s.cols) + "/" + std::to_string(s.rows_per_set);
+        check_all(t, 1, seed, what + " m 1");
+        check_all(t, 6, seed, what + " m 6");  // token blocks of 4 + 2
+      }
+    }
+  }
+}
+
+// Matrices made by the real quantizer (k-means, few iterations to stay fast).
+template <int D, int B>
+void check_quantized(Index rows, Index cols, Index rows_per_set, unsigned seed) {
+  const qtl::KMeansVQ<D, B> v(qtl::VectorKMeansOptions{3, seed});
+  const auto w = qtl::test::gaussian(rows, cols, seed, 0.05f);
+  const auto q = qtl::quantize_vectors(v, qtl::VQGranularity{rows_per_set}, w);
+  const TestMatrix t{qtl::pack_vq(q), qtl::dequantize(q)};
+  check_all(t, 1, seed + 1, v.name() + " quantized m 1");
+  check_all(t, 5, seed + 2, v.name() + " quantized m 5");
+  // the generic checked reference agrees too
+  const qtl::VectorXf x = qtl::test::gaussian(1, cols, seed + 3).row(0).transpose();
+  const qtl::VectorXf ref = qtl::gemv_vq_reference(t.packed, v, x);
+  const qtl::VectorXf y = VQKernelMatrix(t.packed).gemv(x);
+  const qtl::VectorXf mag = t.dense.cwiseAbs() * x.cwiseAbs();
+  for (Index r = 0; r < rows; ++r) {
+    EXPECT_LE(std::abs(y[r] - ref[r]), (D + t.packed.layout().vectors_per_row() + 2) * kUnit * mag[r] + 1e-30) << r;
+  }
+}
+
+TEST(VQKernelMatrix, QuantizedMatricesMatchReference) {
+  check_quantized<2, 4>(40, 37, 16, 3);   // padded last vector, sets not dividing rows
+  check_quantized<4, 8>(64, 36, 0, 4);    // 2 bits/weight, one codebook
+  check_quantized<8, 3>(9, 172, 4, 5);    // stories260K's 172 columns = 21 x 8 + 4
+  check_quantized<2, 8>(19, 300, 0, 6);   // several chunks
+}
+
+TEST(VQKernelMatrix, BitIdenticalForAnyThreadCount) {
+  const TestMatrix t = random_vq(4, 8, 100, 301, 7, 42);
+  const TestMatrix t2 = random_vq(2, 5, 77, 1030, 0, 43);
+  for (const TestMatrix* tm : {&t, &t2}) {
+    for (Index m : {1, 5}) {
+      const qtl::RowMatrixXf x = qtl::test::gaussian(m, tm->packed.cols(), 9);
+      for (KernelPath p : supported_paths()) {
+        VQKernelMatrix k(tm->packed, p);
+        k.set_min_work_per_thread(1);
+        for (VQStrategy s : {VQStrategy::Table, VQStrategy::Decode}) {
+          k.set_strategy(s);
+          const qtl::RowMatrixXf y1 = k.gemm(x, 1);
+          for (int threads : {2, 3}) {
+            const qtl::RowMatrixXf yt = k.gemm(x, threads);
+            EXPECT_EQ(std::memcmp(y1.data(), yt.data(), sizeof(float) * static_cast<std::size_t>(y1.size())), 0)
+                << qtl::kernel::to_string(p) << " " << qtl::kernel::to_string(s) << " threads " << threads << " m " << m;
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(VQKernelMatrix, RawGemmHonoursStrides) {
+  const TestMatrix t = random_vq(4, 6, 35, 50, 0, 7);
+  const qtl::RowMatrixXf x = qtl::test::gaussian(3, 64, 8);  // ldx 64 > cols 50
+  const VQKernelMatrix k(t.packed);
+  std::vector<float> y(3 * 40, -7.0f);  // ldy 40 > rows 35
+  k.gemm(x.data(), 64, 3, y.data(), 40, 2);
+  const qtl::RowMatrixXf ref = k.gemm(qtl::RowMatrixXf(x.leftCols(50)));
+  for (Index n = 0; n < 3; ++n) {
+    for (Index r = 0; r < 40; ++r) {
+      if (r < 35) {
+        EXPECT_EQ(y[static_cast<std::size_t>(n * 40 + r)], ref(n, r));
+      } else {
+        EXPECT_EQ(y[static_cast<std::size_t>(n * 40 + r)], -7.0f) << "wrote past the rows";
+      }
+    }
+  }
+}
+
+TEST(VQKernelMatrix, CostModelPicksTableForSharedCodebooks) {
+  const TestMatrix shared = random_vq(2, 8, 512, 8, 0, 1);
+  EXPECT_EQ(VQKernelMatrix(shared.packed).strategy(), VQStrategy::Table);
+  const TestMatrix per16 = random_vq(2, 8, 512, 8, 16, 2);
+  EXPECT_EQ(VQKernelMatrix(per16.packed).strategy(), VQStrategy::Decode);
+  const TestMatrix big = random_vq(4, 8, 4096, 64, 0, 3);
+  const VQKernelMatrix kb(big.packed);
+  EXPECT_EQ(kb.strategy(), VQStrategy::Table);
+  // 8-bit indices stay one byte each: the layout streams 2 bits/weight plus the codebook
+  EXPECT_EQ(kb.view().idx16, nullptr);
+  EXPECT_LT(kb.bytes(), std::size_t{4096 * 16 + 256 * 4 * 4 + 4096 * 4 + 64});
+}
+
+TEST(VQKernelMatrix, RejectsBadInput) {
+  const TestMatrix t = random_vq(4, 4, 20, 30, 0, 1);
+  const VQKernelMatrix k(t.packed);
+  EXPECT_THROW((void)k.gemv(qtl::VectorXf::Zero(29)), qtl::Error);
+  qtl::VectorXf bad = qtl::VectorXf::Zero(30);
+  bad[3] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_THROW((void)k.gemv(bad), qtl::Error);
+  bad[3] = std::numeric_limits<float>::infinity();
+  EXPECT_THROW((void)k.gemv(bad), qtl::Error);
+  EXPECT_THROW((void)k.gemv(qtl::VectorXf::Zero(30), 0), qtl::Error);
+  EXPECT_THROW((void)k.gemm(qtl::RowMatrixXf::Zero(2, 31)), qtl::Error);
+  EXPECT_THROW((void)k.gemm(qtl::RowMatrixXf::Zero(0, 30)), qtl::Error);
+  EXPECT_THROW((void)k.gemm(qtl::RowMatrixXf::Zero(2, 30), -1), qtl::Error);
+  qtl::RowMatrixXf xb = qtl::RowMatrixXf::Zero(2, 30);
+  xb(1, 29) = std::numeric_limits<float>::infinity();
+  EXPECT_THROW((void)k.gemm(xb), qtl::Error);
+  EXPECT_EQ(k.gemv(qtl::VectorXf::Zero(30)), qtl::VectorXf::Zero(20));
+  // E8P (one scale per set) and residual VQ are not KMeansVQ codebooks
+  const auto e8p = qtl::pack_vq(qtl::quantize_vectors(qtl::E8P{}, {}, qtl::test::gaussian(4, 16, 2)));
+  EXPECT_THROW(VQKernelMatrix{e8p}, qtl::Error);
+  const auto rvq = qtl::pack_vq(qtl::quantize_vectors(qtl::ResidualVQ<qtl::KMeansVQ<2, 2>, qtl::KMeansVQ<2, 2>>{},
+                                                      {}, qtl::test::gaussian(4, 16, 3)));
+  EXPECT_THROW(VQKernelMatrix{rvq}, qtl::Error);
+  EXPECT_THROW(VQKernelMatrix{qtl::VQPackedMatrix{}}, qtl::Error);
+  // a non-finite codebook value
+  qtl::VQMatrix<qtl::KMeansVQ<2, 1>> m;
+  m.layout = qtl::VQLayout{2, 4, 2, 2};
+  m.indices = {0, 1, 1, 0};
+  m.params = {{{0.5f, 1.0f, std::numeric_limits<float>::infinity(), 2.0f}}};
+  EXPECT_THROW(VQKernelMatrix{qtl::pack_vq(m)}, qtl::Error);
+  // a path this CPU lacks
+  VQKernelMatrix k2(t.packed, KernelPath::Portable);
+  for (KernelPath p : qtl::kernel::kAllKernelPaths) {
+    if (qtl::kernel::path_supported(p)) {
+      EXPECT_NO_THROW(k2.set_path(p));
+    } else {
+      EXPECT_THROW(k2.set_path(p), qtl::Error);
+      EXPECT_THROW(VQKernelMatrix(t.packed, p), qtl::Error);
+    }
+  }
+}
+
+}  // namespace
