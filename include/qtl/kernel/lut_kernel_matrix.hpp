@@ -1,0 +1,269 @@
+// qtl/kernel/lut_kernel_matrix.hpp — 1-bit and ternary matrices for the lookup-table kernels
+// (kernel family 3: T-MAC / bitnet.cpp TL style; layout and equations in
+// qtl/kernel/layout_lut.hpp).
+//
+//   LutKernelMatrix k(pack_table(quantize_matrix(Ternary{}, PerGroup{128}, W)));  // or Binary<>,
+//   LutKernelMatrix k(pack_ternary_base3(q));                    // Binary<true>, base-3 ternary
+//   k.gemv(x, y, threads);                 // y = W_hat x            (x: cols, y: rows)
+//   k.gemm(X, ldx, m, Y, ldy, threads);    // Y = X W_hat^T, one token per row of X
+//
+// Accepted weights (everything else throws qtl::Error when constructed, naming why): the table
+// format's 1-bit scaled {-1, +1} (Binary<false>), 1-bit per-group {lo, hi} (Binary<true>, the mean
+// shift) and 2-bit scaled {-1, 0, +1, 0} (Ternary), and base-3 ternary (TernaryPackedMatrix).
+// Their tables are affine in one or two bit planes, so the decomposition is exact.
+//
+// Activations: per block of 32 kernel columns, int8 with d_b = max|x| / 127 (qtl/kernel/
+// quantize_activations.hpp), then per 4 activations the 16 sums sum_i +-a_i as exact int16 split
+// into two byte tables. All integer arithmetic is exact, so the only deviation from the exact
+// product is the activation rounding plus float rounding:
+//   |y_r - y_exact_r| <= sum_c |W_hat(r, c)| (d_b(c) / 2 + 2^-22 |x_c|)  + float rounding,
+// d_b(c) = max |x| over the 32-column kernel block of c (the same bound as UniformKernelMatrix's
+// Int8 mode; tests/kernel/lut_kernel_matrix_test.cpp enforces it). Every path computes the same
+// integers and the same float steps in the same order: results are bit-identical across paths
+// and thread counts.
+// The raw-pointer gemv/gemm validate nothing and never throw except std::bad_alloc for their
+// scratch; the Eigen overloads validate shapes, finiteness and threads and throw qtl::Error.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <string_view>
+#include <vector>
+
+#include "qtl/core/error.hpp"
+#include "qtl/core/types.hpp"
+#include "qtl/core/validate.hpp"
+#include "qtl/format/table_packed.hpp"
+#include "qtl/format/ternary_packed.hpp"
+#include "qtl/kernel/cpu_features.hpp"
+#include "qtl/kernel/layout_lut.hpp"
+#include "qtl/kernel/lut_avx2.hpp"
+#include "qtl/kernel/lut_avx512.hpp"
+#include "qtl/kernel/lut_portable.hpp"
+#include "qtl/kernel/quantize_activations.hpp"
+#include "qtl/kernel/threading.hpp"
+
+namespace qtl::kernel {
+
+/// Signature shared by every path: tiles [t0, t1) x all tokens of Y = X W^T.
+using LutTilesFn = void (*)(const LutKernelView&, const LutActivationSet&, float*, std::ptrdiff_t, std::ptrdiff_t,
+                            std::ptrdiff_t) noexcept;
+
+/// The kernel function of `path` (Avx512Vnni runs the Avx512 code: vpshufb needs only BW).
+[[nodiscard]] inline LutTilesFn lut_tiles_function(KernelPath path) noexcept {
+#if defined(QTL_HAVE_X86_LUT_KERNELS)
+  switch (path) {
+    case KernelPath::Avx2: return &lut_tiles_avx2;
+    case KernelPath::Avx512:
+    case KernelPath::Avx512Vnni: return &lut_tiles_avx512;
+    case KernelPath::Portable: break;
+  }
+#else
+  (void)path;
+#endif
+  return &lut_tiles_portable;
+}
+
+/// The plane decomposition of a table-packed matrix; throws qtl::Error if it has none.
+[[nodiscard]] inline LutWeights lut_weights_of(const TablePackedMatrix& w) {
+  constexpr std::string_view kWhere = "LutKernelMatrix";
+  const DecodeTable& s = w.shared_table();
+  if (w.bits() == 1 && w.form() == TableForm::PerSet) return LutWeights::BinaryShift;
+  if (w.bits() == 1 && w.form() == TableForm::ScaledShared) {
+    if (s[0] == -1.0f && s[1] == 1.0f) return LutWeights::Binary;
+    fail(kWhere, ": the 1-bit shared table {", s[0], ", ", s[1],
+         "} is not {-1, +1}, so scale x table is not a sign plane");
+  }
+  if (w.bits() == 2 && w.form() == TableForm::ScaledShared) {
+    if (s[0] == -1.0f && s[1] == 0.0f && s[2] == 1.0f && s[3] == 0.0f) return LutWeights::Ternary;
+    fail(kWhere, ": the 2-bit shared table {", s[0], ", ", s[1], ", ", s[2], ", ", s[3],
+         "} is not the ternary {-1, 0, +1, 0}; only binary and ternary tables decompose into bit planes exactly");
+  }
+  fail(kWhere, ": a ", w.bits(), "-bit ", w.form() == TableForm::PerSet ? "per-set" : "scaled-shared",
+       " table is not exactly representable as bit planes (only 1-bit binary with or without mean shift and "
+       "2-bit ternary {-alpha, 0, +alpha} are); use the table-decode kernel");
+}
+
+/// Per-token activation tables for the LUT kernels (see qtl/kernel/layout_lut.hpp).
+class PreparedLutActivations {
+ public:
+  void allocate(const LutKernelView& w, std::ptrdiff_t m) {
+    m_ = m;
+    blocks_ = w.blocks;
+    groups_ = w.groups;
+    tables_.resize(static_cast<std::size_t>(m * w.blocks * kLutBlockTableBytes));
+    d_.resize(static_cast<std::size_t>(m * w.blocks));
+    gsum_.resize(static_cast<std::size_t>(m * w.groups));
+  }
+
+  /// Prepares tokens [n0, n1) of X (row n at x + n * ldx); distinct ranges may run concurrently.
+  void prepare(const LutKernelView& w, const float* x, std::ptrdiff_t ldx, std::ptrdiff_t n0, std::ptrdiff_t n1) {
+    alignas(64) float xb[kLutBlockCols];
+    alignas(64) std::int8_t q[kLutBlockCols];
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+    const bool simd = __builtin_cpu_supports("avx2");
+#endif
+    for (std::ptrdiff_t n = n0; n < n1; ++n) {
+      const float* xn = x + n * ldx;
+      std::uint8_t* tables = tables_.data() + n * blocks_ * kLutBlockTableBytes;
+      float* d = d_.data() + n * blocks_;
+      for (std::ptrdiff_t g = 0; g < w.groups; ++g) {
+        const std::ptrdiff_t c0 = w.group_col_begin[g], c1 = w.group_col_begin[g + 1];
+        double s = 0.0;
+        for (std::ptrdiff_t b = w.group_block_begin[g]; b < w.group_block_begin[g + 1]; ++b) {
+          const std::ptrdiff_t cb = c0 + (b - w.group_block_begin[g]) * kLutBlockCols;
+          const std::ptrdiff_t len = std::min<std::ptrdiff_t>(kLutBlockCols, c1 - cb);
+          std::memcpy(xb, xn + cb, static_cast<std::size_t>(len) * sizeof(float));
+          for (std::ptrdiff_t i = len; i < kLutBlockCols; ++i) xb[i] = 0.0f;
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+          const int sum = simd ? quantize_block_int8_avx2(xb, q, d + b) : quantize_block_int8(xb, q, d + b);
+#else
+          const int sum = quantize_block_int8(xb, q, d + b);
+#endif
+          s += static_cast<double>(d[b]) * static_cast<double>(sum);
+          for (int j = 0; j < kLutGroupsPerBlock; ++j) {
+            build_lut_group(q + 4 * j, tables + b * kLutBlockTableBytes + j * kLutTableBytes);
+          }
+        }
+        gsum_[static_cast<std::size_t>(n * groups_ + g)] = static_cast<float>(s);
+      }
+    }
+  }
+
+  [[nodiscard]] LutActivationSet view() const noexcept {
+    return {tables_.data(), d_.data(), gsum_.data(), m_, blocks_, groups_};
+  }
+
+ private:
+  std::ptrdiff_t m_ = 0, blocks_ = 0, groups_ = 0;
+  std::vector<std::uint8_t> tables_;
+  std::vector<float> d_, gsum_;
+};
+
+class LutKernelMatrix {
+ public:
+  LutKernelMatrix() = default;
+
+  /// Repacks a 1-bit or ternary table-packed matrix. Throws qtl::Error if its table is not a
+  /// bit-plane table (see lut_weights_of), it is empty, or `path` cannot run on this CPU.
+  explicit LutKernelMatrix(const TablePackedMatrix& w, KernelPath path = default_kernel_path()) {
+    require_nonempty("LutKernelMatrix", "packed matrix", w.rows(), w.cols());
+    const LutWeights kind = lut_weights_of(w);
+    const PackedTableView v = w.view();
+    struct Source {
+      const TablePackedMatrix& m;
+      const PackedTableView& v;
+      LutWeights kind;
+      int bits(Index r, Index c) const noexcept {
+        const int code = m.code(r, c);
+        if (kind != LutWeights::Ternary) return code;
+        return code == 0 ? 0 : code == 2 ? 3 : 1;  // planes u = [t >= 0], v = [t > 0]; code 3 decodes to 0
+      }
+      std::uint16_t param(Index r, Index g, int field) const noexcept {
+        const Index p = v.groups_per_row == 0 ? 0 : r * v.groups_per_row + g;
+        return kind == LutWeights::BinaryShift ? v.tables[2 * p + field] : v.scales[p];
+      }
+    };
+    init(kind, w.rows(), w.cols(), w.layout().group_size, Source{w, v, kind}, path);
+  }
+
+  /// Repacks a base-3 packed ternary matrix.
+  explicit LutKernelMatrix(const TernaryPackedMatrix& w, KernelPath path = default_kernel_path()) {
+    require_nonempty("LutKernelMatrix", "packed matrix", w.rows(), w.cols());
+    const PackedTernaryView v = w.view();
+    struct Source {
+      const TernaryPackedMatrix& m;
+      const PackedTernaryView& v;
+      int bits(Index r, Index c) const noexcept {
+        const int t = m.code(r, c);
+        return t == 0 ? 0 : t == 2 ? 3 : 1;
+      }
+      std::uint16_t param(Index r, Index g, int) const noexcept {
+        return v.scales[v.groups_per_row == 0 ? 0 : r * v.groups_per_row + g];
+      }
+    };
+    init(LutWeights::Ternary, w.rows(), w.cols(), w.layout().group_size, Source{w, v}, path);
+  }
+
+  [[nodiscard]] Index rows() const noexcept { return layout_.view().rows; }
+  [[nodiscard]] Index cols() const noexcept { return layout_.view().cols; }
+  [[nodiscard]] LutWeights weights() const noexcept { return layout_.view().kind; }
+  [[nodiscard]] KernelPath path() const noexcept { return path_; }
+  /// Bytes of the kernel layout (what one GEMV streams).
+  [[nodiscard]] std::size_t bytes() const noexcept { return layout_.bytes(); }
+  [[nodiscard]] LutKernelView view() const noexcept { return layout_.view(); }
+
+  /// The least work (tiles x blocks x tokens, ~1k lookups each) one thread is given; fewer
+  /// threads than asked run below it. Default 1024.
+  void set_min_work_per_thread(std::ptrdiff_t units) noexcept { min_work_per_thread_ = std::max<std::ptrdiff_t>(units, 1); }
+
+  /// Switches the ISA path (no repacking: every path reads the same layout).
+  void set_path(KernelPath path) {
+    if (!path_supported(path)) {
+      fail("LutKernelMatrix: path ", to_string(path), " is not supported on this CPU (best: ",
+           to_string(best_kernel_path()), ")");
+    }
+    path_ = path;
+    fn_ = lut_tiles_function(path);
+  }
+
+  /// y[0..rows) = W_hat x[0..cols). x must be finite. Unchecked.
+  void gemv(const float* x, float* y, int threads = 1) const { gemm(x, cols(), 1, y, rows(), threads); }
+
+  /// Y = X W_hat^T: X is m x cols (row stride ldx), Y is m x rows (row stride ldy). Unchecked.
+  void gemm(const float* x, Index ldx, Index m, float* y, Index ldy, int threads = 1) const {
+    if (m <= 0) return;
+    const LutKernelView w = layout_.view();
+    const std::ptrdiff_t work = w.tiles * w.blocks * m;
+    threads = static_cast<int>(std::clamp<std::ptrdiff_t>(work / min_work_per_thread_, 1, std::max(threads, 1)));
+    PreparedLutActivations acts;
+    acts.allocate(w, m);
+    parallel_for(m, threads, [&](std::ptrdiff_t n0, std::ptrdiff_t n1) { acts.prepare(w, x, ldx, n0, n1); });
+    const LutActivationSet a = acts.view();
+    const LutTilesFn fn = fn_;
+    parallel_for(w.tiles, threads, [&](std::ptrdiff_t t0, std::ptrdiff_t t1) { fn(w, a, y, ldy, t0, t1); });
+  }
+
+  /// Checked: y = W_hat x.
+  [[nodiscard]] VectorXf gemv(VectorRef x, int threads = 1) const {
+    constexpr std::string_view kWhere = "LutKernelMatrix::gemv";
+    require_size(kWhere, "x", x.size(), cols());
+    require_finite(kWhere, "x", x);
+    require_threads(kWhere, threads);
+    VectorXf y(rows());
+    gemv(x.data(), y.data(), threads);
+    return y;
+  }
+
+  /// Checked: Y = X W_hat^T for activations X [tokens x cols].
+  [[nodiscard]] RowMatrixXf gemm(MatrixRef x, int threads = 1) const {
+    constexpr std::string_view kWhere = "LutKernelMatrix::gemm";
+    require_nonempty(kWhere, "activations", x.rows(), x.cols());
+    if (x.cols() != cols()) fail(kWhere, ": activations have ", x.cols(), " columns but the matrix has ", cols());
+    require_finite(kWhere, "activations", x);
+    require_threads(kWhere, threads);
+    RowMatrixXf y(x.rows(), rows());
+    gemm(x.data(), x.outerStride(), x.rows(), y.data(), y.outerStride(), threads);
+    return y;
+  }
+
+ private:
+  template <class Source>
+  void init(LutWeights kind, Index rows, Index cols, Index group_size, const Source& src, KernelPath path) {
+    if (cols > (Index{1} << 30)) fail("LutKernelMatrix: at most 2^30 columns, got ", cols);
+    set_path(path);  // before the repacking: an unsupported path fails fast
+    layout_ = LutKernelLayout(kind, rows, cols, group_size, src);
+  }
+  static void require_threads(std::string_view where, int threads) {
+    if (threads < 1) fail(where, ": threads must be >= 1, got ", threads);
+  }
+
+  LutKernelLayout layout_;
+  KernelPath path_ = KernelPath::Portable;
+  LutTilesFn fn_ = &lut_tiles_portable;
+  std::ptrdiff_t min_work_per_thread_ = 1024;
+};
+
+}  // namespace qtl::kernel
