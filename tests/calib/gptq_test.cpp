@@ -210,4 +210,48 @@ TEST(Gptq, BadInputThrowsNamingTheValue) {
   EXPECT_THROW(acc.add_batch(x), qtl::Error);
 }
 
+
+// The blocked, threaded factorization behind GPTQ: U must be upper triangular with
+// UᵀU = (Hp + λI)⁻¹ (Hp the permuted Hessian, zero diagonals read as 1), for sizes that take
+// every blocked branch (several Cholesky panels, several inversion levels, a ragged last block)
+// and for 1 and 2 threads (which agree to rounding: the split changes only GEMM blocking).
+TEST(GptqFactorization, UpperCholeskyOfInverseMatchesDenseInverse) {
+  for (const Index n : {Index{5}, Index{130}, Index{600}}) {
+    const RowMatrixXf x = qtl::test::correlated_activations(2 * n, n, 7);
+    Eigen::MatrixXd h = hessian_of(x);
+    h.row(n / 3).setZero();  // a dead input
+    h.col(n / 3).setZero();
+    std::vector<Index> perm(static_cast<std::size_t>(n));
+    std::iota(perm.begin(), perm.end(), Index{0});
+    std::reverse(perm.begin(), perm.begin() + n / 2);
+    std::swap(perm[1], perm[static_cast<std::size_t>(n - 1)]);
+    const double lambda = 0.01 * h.diagonal().mean();
+
+    Eigen::MatrixXd hp(n, n);
+    for (Index i = 0; i < n; ++i) {
+      for (Index j = 0; j < n; ++j) hp(i, j) = h(perm[static_cast<std::size_t>(i)], perm[static_cast<std::size_t>(j)]);
+    }
+    for (Index i = 0; i < n; ++i) {
+      if (hp(i, i) == 0.0) hp(i, i) = 1.0;
+    }
+    hp.diagonal().array() += lambda;
+    const Eigen::MatrixXd inv = hp.inverse();
+
+    RowMatrixXf u1, u2;
+    ASSERT_TRUE(qtl::calib::detail::upper_cholesky_of_inverse<double>(h, perm, lambda, 1e-13, u1, 1)) << n;
+    ASSERT_TRUE(qtl::calib::detail::upper_cholesky_of_inverse<double>(h, perm, lambda, 1e-13, u2, 2)) << n;
+    EXPECT_LT((u1 - u2).cwiseAbs().maxCoeff(), 1e-6 * u1.cwiseAbs().maxCoeff()) << "n = " << n;
+    const Eigen::MatrixXd u = u1.cast<double>();
+    EXPECT_EQ(u.triangularView<Eigen::StrictlyLower>().toDenseMatrix().cwiseAbs().maxCoeff(), 0.0) << n;
+    EXPECT_GT(u.diagonal().minCoeff(), 0.0) << n;
+    const double err = (u.transpose() * u - inv).cwiseAbs().maxCoeff() / inv.cwiseAbs().maxCoeff();
+    EXPECT_LT(err, 1e-5) << "n = " << n;  // the factor is stored in float
+
+    RowMatrixXf uf;
+    ASSERT_TRUE(qtl::calib::detail::upper_cholesky_of_inverse<float>(h, perm, lambda, 1e-6, uf, 2)) << n;
+    const Eigen::MatrixXd ufd = uf.cast<double>();
+    EXPECT_LT((ufd.transpose() * ufd - inv).cwiseAbs().maxCoeff() / inv.cwiseAbs().maxCoeff(), 1e-3) << n;
+  }
+}
+
 }  // namespace

@@ -48,6 +48,10 @@
 #include <Eigen/Cholesky>
 #include <Eigen/Core>
 
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
 #include "qtl/calib/hessian.hpp"
 #include "qtl/core/error.hpp"
 #include "qtl/core/types.hpp"
@@ -100,48 +104,164 @@ struct GptqResult {
 
 namespace detail {
 
-/// In place: L (lower triangular, column-major) ← L⁻¹, by blocks
+/// Threads for the factorization: OpenMP's team size outside a parallel region, else 1.
+[[nodiscard]] inline int factor_threads() noexcept {
+#if defined(_OPENMP)
+  return omp_in_parallel() ? 1 : std::max(1, omp_get_max_threads());
+#else
+  return 1;
+#endif
+}
+
+/// Runs f(begin, end) over `threads` contiguous chunks of [0, n) in parallel (Eigen products
+/// inside run single-threaded: Eigen does not nest its own threads in an OpenMP team).
+template <class F>
+void parallel_chunks(int threads, Index n, F&& f) {
+  if (threads <= 1 || n < 128) {
+    f(Index{0}, n);
+    return;
+  }
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+#endif
+  for (int t = 0; t < threads; ++t) {
+    const Index a = n * t / threads, b = n * (t + 1) / threads;
+    if (b > a) f(a, b);
+  }
+}
+
+/// In place: L (lower triangular) ← L⁻¹, by blocks
 ///   [A 0; B C]⁻¹ = [A⁻¹ 0; −C⁻¹ B A⁻¹  C⁻¹],
 /// two triangular products per level: n³/6 multiply-adds in GEMM-like kernels, a third of a
-/// triangular solve against the identity.
+/// triangular solve against the identity. The two halves invert concurrently and the products
+/// are split across threads (Eigen's triangular products are single-threaded). Reads and
+/// writes only the lower triangle.
 template <class Mat>
-void invert_lower_in_place(Eigen::Ref<Mat> l) {
+void invert_lower_in_place(Eigen::Ref<Mat> l, int threads = 1) {
   const Index n = l.rows();
-  if (n <= 64) {
+  if (n <= 128) {
     Mat inv = Mat::Identity(n, n);
     l.template triangularView<Eigen::Lower>().solveInPlace(inv);
     l.template triangularView<Eigen::Lower>() = inv;
     return;
   }
   const Index h = n / 2;
-  invert_lower_in_place<Mat>(l.block(0, 0, h, h));
-  invert_lower_in_place<Mat>(l.block(h, h, n - h, n - h));
-  Mat t = l.block(h, 0, n - h, h) * l.block(0, 0, h, h).template triangularView<Eigen::Lower>();
-  l.block(h, 0, n - h, h).noalias() = -(l.block(h, h, n - h, n - h).template triangularView<Eigen::Lower>() * t);
+  if (threads > 1) {
+#if defined(_OPENMP)
+#pragma omp parallel sections num_threads(2)
+#endif
+    {
+#if defined(_OPENMP)
+#pragma omp section
+#endif
+      invert_lower_in_place<Mat>(l.block(0, 0, h, h), 1);
+#if defined(_OPENMP)
+#pragma omp section
+#endif
+      invert_lower_in_place<Mat>(l.block(h, h, n - h, n - h), 1);
+    }
+  } else {
+    invert_lower_in_place<Mat>(l.block(0, 0, h, h), 1);
+    invert_lower_in_place<Mat>(l.block(h, h, n - h, n - h), 1);
+  }
+  Mat t(n - h, h);
+  parallel_chunks(threads, n - h, [&](Index r0, Index r1) {
+    t.middleRows(r0, r1 - r0).noalias() =
+        l.block(h + r0, 0, r1 - r0, h) * l.block(0, 0, h, h).template triangularView<Eigen::Lower>();
+  });
+  parallel_chunks(threads, h, [&](Index c0, Index c1) {
+    l.block(h, c0, n - h, c1 - c0).noalias() =
+        -(l.block(h, h, n - h, n - h).template triangularView<Eigen::Lower>() * t.middleCols(c0, c1 - c0));
+  });
 }
 
-/// Upper Cholesky factor U of (H + λI)⁻¹ through J H J = L Lᵀ, U = J L⁻¹ J. Returns false when
-/// the factorization fails or a pivot carries less than `rel_tol` of its diagonal (numerically
-/// singular). Works in Scalar = float or double; the result is float, row-major.
-template <class Scalar>
-bool upper_cholesky_of_inverse(const Eigen::MatrixXd& h, double lambda, double rel_tol,
-                               RowMatrixXf& u) {
-  using Mat = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
-  const Index n = h.rows();
-  Mat a = h.reverse().template cast<Scalar>();
-  a.diagonal().array() += static_cast<Scalar>(lambda);
-  const Eigen::Matrix<Scalar, Eigen::Dynamic, 1> diag = a.diagonal();
-  Eigen::LLT<Eigen::Ref<Mat>> llt(a);  // in place: the lower triangle of `a` becomes L
-  if (llt.info() != Eigen::Success) return false;
-  for (Index i = 0; i < n; ++i) {
-    const double p = static_cast<double>(a(i, i));
-    if (!(p * p >= rel_tol * static_cast<double>(diag[i])) || !std::isfinite(p)) return false;
+/// In place: the lower triangle of the symmetric `a` ← L with a = L Lᵀ (right-looking, blocks of
+/// 256: Eigen's LLT on each diagonal block, the panel solve split across threads, the trailing
+/// update as GEMMs on column blocks shared among threads). False if a pivot is not positive.
+/// The strictly upper triangle is scratch.
+template <class Mat>
+bool cholesky_lower_in_place(Eigen::Ref<Mat> a, int threads = 1) {
+  constexpr Index kNb = 256;
+  const Index n = a.rows();
+  for (Index k = 0; k < n; k += kNb) {
+    const Index kb = std::min(kNb, n - k), m = n - k - kb;
+    Eigen::Ref<Mat> a11 = a.block(k, k, kb, kb);
+    Eigen::LLT<Eigen::Ref<Mat>> llt(a11);  // in place
+    if (llt.info() != Eigen::Success) return false;
+    if (m == 0) break;
+    parallel_chunks(threads, m, [&](Index r0, Index r1) {  // A21 ← A21 L11⁻ᵀ
+      a11.transpose().template triangularView<Eigen::Upper>().template solveInPlace<Eigen::OnTheRight>(
+          a.block(k + kb + r0, k, r1 - r0, kb));
+    });
+    const Index nblocks = (m + kNb - 1) / kNb;
+    [[maybe_unused]] const bool par = threads > 1 && m >= 256;
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (par)
+#endif
+    for (Index jb = 0; jb < nblocks; ++jb) {  // A22 ← A22 − A21 A21ᵀ, lower block columns
+      const Index j = jb * kNb, w = std::min(kNb, m - j);
+      a.block(k + kb + j, k + kb + j, m - j, w).noalias() -=
+          a.block(k + kb + j, k, m - j, kb) * a.block(k + kb + j, k, w, kb).transpose();
+    }
   }
-  invert_lower_in_place<Mat>(a.block(0, 0, n, n));
-  a.template triangularView<Eigen::StrictlyUpper>().setZero();
-  if (!a.allFinite()) return false;
-  u = a.reverse().template cast<float>();
   return true;
+}
+
+/// Upper Cholesky factor U of (Hp + λI)⁻¹, Hp(i, j) = h(perm[i], perm[j]) (perm empty: the
+/// identity) with zero diagonal entries read as 1 (dead inputs), through J Hp J = L Lᵀ and
+/// U = J L⁻¹ J. J Hp J is built row-major straight from h, so U is L⁻¹'s storage reversed: no
+/// copy of the Hessian and no transposition. Returns false when the factorization fails or a
+/// pivot carries less than `rel_tol` of its diagonal (numerically singular). Scalar = float or
+/// double; the result is float, row-major.
+template <class Scalar>
+bool upper_cholesky_of_inverse(const Eigen::MatrixXd& h, std::span<const Index> perm, double lambda,
+                               double rel_tol, RowMatrixXf& u, int threads) {
+  using Mat = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const Index n = h.rows();
+  auto p = [&](Index i) { return perm.empty() ? i : perm[static_cast<std::size_t>(i)]; };
+  Mat a(n, n);
+  Eigen::Matrix<Scalar, Eigen::Dynamic, 1> diag(n);
+  // Row r of J Hp J: a(r, c) = Hp(n-1-r, n-1-c); only c <= r (the lower triangle) is needed.
+  // Reading h(p(n-1-c), p(n-1-r)) (symmetric) walks one column of h: contiguous.
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && n >= 256)
+#endif
+  for (Index r = 0; r < n; ++r) {
+    const double* hcol = h.col(p(n - 1 - r)).data();
+    Scalar* arow = a.row(r).data();
+    for (Index c = 0; c < r; ++c) arow[c] = static_cast<Scalar>(hcol[p(n - 1 - c)]);
+    const double d = hcol[p(n - 1 - r)];
+    arow[r] = static_cast<Scalar>((d == 0.0 ? 1.0 : d) + lambda);
+    diag[r] = arow[r];
+  }
+  if (!cholesky_lower_in_place<Mat>(a, threads)) return false;
+  for (Index i = 0; i < n; ++i) {
+    const double piv = static_cast<double>(a(i, i));
+    if (!(piv * piv >= rel_tol * static_cast<double>(diag[i])) || !std::isfinite(piv)) return false;
+  }
+  invert_lower_in_place<Mat>(a, threads);
+  // U(i, j) = L⁻¹(n-1-i, n-1-j): row i of U is row n-1-i of L⁻¹ reversed, zero left of i.
+  u.resize(n, n);
+  bool finite = true;
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && n >= 256) reduction(&& : finite)
+#endif
+  for (Index i = 0; i < n; ++i) {
+    const Scalar* src = a.row(n - 1 - i).data();
+    float* dst = u.row(i).data();
+    for (Index j = 0; j < i; ++j) dst[j] = 0.0f;
+    for (Index j = i; j < n; ++j) {
+      dst[j] = static_cast<float>(src[n - 1 - j]);
+      finite = finite && std::isfinite(dst[j]);
+    }
+  }
+  return finite;
+}
+
+/// The same for h itself (no permutation), with OpenMP's threads.
+template <class Scalar>
+bool upper_cholesky_of_inverse(const Eigen::MatrixXd& h, double lambda, double rel_tol, RowMatrixXf& u) {
+  return upper_cholesky_of_inverse<Scalar>(h, {}, lambda, rel_tol, u, factor_threads());
 }
 
 /// Column blocks [begin, end) such that every group starts at a block start or lies inside one
@@ -206,12 +326,13 @@ template <ScalarQuantizer Q>
   rep.act_order = opt.act_order;
 
   // Dead inputs: H_ii = 1, weights 0.
-  Eigen::MatrixXd h = hessian;
+  // Dead inputs: H_ii read as 1 (in the factorization too), weights 0.
+  VectorXd diag = hessian.diagonal();
   RowMatrixXf work = w;
   for (Index i = 0; i < cols; ++i) {
-    if (h(i, i) == 0.0) {
+    if (diag[i] == 0.0) {
       rep.dead_columns.push_back(i);
-      h(i, i) = 1.0;
+      diag[i] = 1.0;
       work.col(i).setZero();
     }
   }
@@ -220,7 +341,7 @@ template <ScalarQuantizer Q>
   const bool upfront = L.per_tensor || gpr == 1 || opt.act_order || opt.static_groups;
   rep.static_groups = upfront;
   VectorXf col_importance;
-  if (opt.hessian_importance) col_importance = h.diagonal().cast<float>();
+  if (opt.hessian_importance) col_importance = diag.cast<float>();
   if (upfront) {
     QuantizeOptions qo;
     qo.fit = opt.fit;
@@ -229,31 +350,29 @@ template <ScalarQuantizer Q>
     out.params = std::move(fitted.params);
   }
 
-  // Visiting order.
+  // Visiting order (the factorization reads the Hessian through it; no permuted copy).
   std::vector<Index> perm(static_cast<std::size_t>(cols));
   std::iota(perm.begin(), perm.end(), Index{0});
+  RowMatrixXf wp;
   if (opt.act_order) {
-    std::stable_sort(perm.begin(), perm.end(),
-                     [&](Index a, Index b) { return h(a, a) > h(b, b); });
+    std::stable_sort(perm.begin(), perm.end(), [&](Index a, Index b) { return diag[a] > diag[b]; });
+    wp.resize(rows, cols);
+    for (Index j = 0; j < cols; ++j) wp.col(j) = work.col(perm[static_cast<std::size_t>(j)]);
+    work.resize(0, 0);
+  } else {
+    wp = std::move(work);
   }
-  Eigen::MatrixXd hp(cols, cols);
-  RowMatrixXf wp(rows, cols);
-  for (Index j = 0; j < cols; ++j) {
-    wp.col(j) = work.col(perm[static_cast<std::size_t>(j)]);
-    for (Index i = 0; i < cols; ++i) {
-      hp(i, j) = h(perm[static_cast<std::size_t>(i)], perm[static_cast<std::size_t>(j)]);
-    }
-  }
-  work.resize(0, 0);
+  const std::span<const Index> order = opt.act_order ? std::span<const Index>(perm) : std::span<const Index>();
 
   // Damped factorization, damping raised until it succeeds.
-  const double mean_diag = hp.diagonal().mean();
+  const double mean_diag = diag.mean();
+  const int threads = detail::factor_threads();
   RowMatrixXf u;
   double frac = opt.damp_fraction;
   for (;;) {
     const double lambda = frac * mean_diag;
-    if (detail::upper_cholesky_of_inverse<float>(hp, lambda, 1e-6, u)) break;
-    if (detail::upper_cholesky_of_inverse<double>(hp, lambda, 1e-13, u)) {
+    if (detail::upper_cholesky_of_inverse<float>(hessian, order, lambda, 1e-6, u, threads)) break;
+    if (detail::upper_cholesky_of_inverse<double>(hessian, order, lambda, 1e-13, u, threads)) {
       rep.factored_in_double = true;
       break;
     }
@@ -265,7 +384,6 @@ template <ScalarQuantizer Q>
            opt.max_damp_fraction);
     }
   }
-  hp.resize(0, 0);
   rep.damp_fraction = frac;
   rep.damping = frac * mean_diag;
 
