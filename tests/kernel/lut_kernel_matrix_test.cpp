@@ -302,6 +302,46 @@ TEST(LutKernelMatrix, RejectsTablesWithoutBitPlanes) {
   }
 }
 
+TEST(LutKernelMatrix, TablesHoldTheSignedSumsAndSimdPreparationIsBitIdentical) {
+  // Every entry of every table is sum_i +-a_i split into low / high bytes, for random and
+  // extreme (+-127) activations; the AVX2 preparation writes the same bytes as the scalar one.
+  const auto w = qtl::test::gaussian(40, 300, 61, 0.05f);
+  const LutKernelMatrix k(qtl::pack_table(qtl::quantize_matrix(qtl::Ternary{}, qtl::PerGroup{96}, w)));
+  const auto v = k.view();
+  auto x = qtl::test::gaussian(3, 300, 62);
+  for (Index c = 0; c < 300; c += 3) x(2, c) = (c % 2) ? 5.0f : -5.0f;
+  qtl::kernel::PreparedLutActivations simd, scalar;
+  simd.allocate(v, 3);
+  scalar.allocate(v, 3);
+  scalar.allow_simd(false);
+  simd.prepare(v, x.data(), x.outerStride(), 0, 3);
+  scalar.prepare(v, x.data(), x.outerStride(), 0, 3);
+  const auto a = simd.view(), b = scalar.view();
+  const auto n_tables = std::size_t(3 * v.blocks * qtl::kernel::kLutBlockTableBytes);
+  ASSERT_EQ(std::memcmp(a.tables, b.tables, n_tables), 0);
+  ASSERT_EQ(std::memcmp(a.d, b.d, sizeof(float) * std::size_t(3 * v.blocks)), 0);
+  ASSERT_EQ(std::memcmp(a.gsum, b.gsum, sizeof(float) * std::size_t(3 * v.groups)), 0);
+  std::mt19937 rng(63);
+  for (int rep = 0; rep < 2000; ++rep) {
+    std::int8_t q[4];
+    for (auto& e : q) e = static_cast<std::int8_t>(rep < 16 ? ((rep >> (&e - q)) & 1 ? 127 : -127) : int(rng() % 255) - 127);
+    std::uint8_t t[32];
+    qtl::kernel::build_lut_group(q, t);
+    for (int kk = 0; kk < 16; ++kk) {
+      int expect = 0;
+      for (int i = 0; i < 4; ++i) expect += ((kk >> i) & 1) ? q[i] : -q[i];
+      ASSERT_EQ(qtl::kernel::lut_entry(t, kk), expect);
+    }
+#if defined(QTL_HAVE_X86_LUT_KERNELS)
+    if (qtl::kernel::path_supported(KernelPath::Avx2)) {
+      std::uint8_t t2[32];
+      qtl::kernel::build_lut_group_avx2(q, t2);
+      ASSERT_EQ(std::memcmp(t, t2, 32), 0);
+    }
+#endif
+  }
+}
+
 TEST(LutKernelMatrix, ZeroActivationsGiveZeroAndBitsPerWeightAreHonest) {
   const auto w = qtl::test::gaussian(128, 4096, 51, 0.05f);
   const LutKernelMatrix t(qtl::pack_table(qtl::quantize_matrix(qtl::Ternary{}, qtl::PerGroup{128}, w)));

@@ -100,10 +100,11 @@ class PreparedLutActivations {
 
   /// Prepares tokens [n0, n1) of X (row n at x + n * ldx); distinct ranges may run concurrently.
   void prepare(const LutKernelView& w, const float* x, std::ptrdiff_t ldx, std::ptrdiff_t n0, std::ptrdiff_t n1) {
+    // AVX2 quantization and tables are bit-identical to the scalar ones (tests check both).
     alignas(64) float xb[kLutBlockCols];
     alignas(64) std::int8_t q[kLutBlockCols];
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
-    const bool simd = __builtin_cpu_supports("avx2");
+    const bool simd = simd_allowed_ && __builtin_cpu_supports("avx2");
 #endif
     for (std::ptrdiff_t n = n0; n < n1; ++n) {
       const float* xn = x + n * ldx;
@@ -123,20 +124,29 @@ class PreparedLutActivations {
           const int sum = quantize_block_int8(xb, q, d + b);
 #endif
           s += static_cast<double>(d[b]) * static_cast<double>(sum);
-          for (int j = 0; j < kLutGroupsPerBlock; ++j) {
-            build_lut_group(q + 4 * j, tables + b * kLutBlockTableBytes + j * kLutTableBytes);
+          std::uint8_t* tb = tables + b * kLutBlockTableBytes;
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+          if (simd) {
+            for (int j = 0; j < kLutGroupsPerBlock; ++j) build_lut_group_avx2(q + 4 * j, tb + j * kLutTableBytes);
+            continue;
           }
+#endif
+          for (int j = 0; j < kLutGroupsPerBlock; ++j) build_lut_group(q + 4 * j, tb + j * kLutTableBytes);
         }
         gsum_[static_cast<std::size_t>(n * groups_ + g)] = static_cast<float>(s);
       }
     }
   }
 
+  /// Tests only: false makes prepare() use the scalar quantization and table construction.
+  void allow_simd(bool on) noexcept { simd_allowed_ = on; }
+
   [[nodiscard]] LutActivationSet view() const noexcept {
     return {tables_.data(), d_.data(), gsum_.data(), m_, blocks_, groups_};
   }
 
  private:
+  bool simd_allowed_ = true;
   std::ptrdiff_t m_ = 0, blocks_ = 0, groups_ = 0;
   std::vector<std::uint8_t> tables_;
   std::vector<float> d_, gsum_;
