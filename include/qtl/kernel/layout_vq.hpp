@@ -34,7 +34,7 @@
 
 namespace qtl::kernel {
 
-inline constexpr int kVQTileRows = 16;
+inline constexpr int kVQTileRows = 64;
 
 /// How a matrix computes y = W x (chosen per matrix at construction, see vq_choose_strategy).
 enum class VQStrategy {

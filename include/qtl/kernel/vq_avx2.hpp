@@ -63,7 +63,7 @@ QTL_VQ_TARGET_AVX2 void tiles_table(const VQKernelView& w, const VQChunkTask& k,
   const float* tab[NT];
   for (int n = 0; n < NT; ++n) tab[n] = k.table + n * k.nsets * len * Kp;
   for (std::ptrdiff_t t = t0; t < t1; ++t) {
-    for (int h = 0; h < 2; ++h) {
+    for (int h = 0; h < kVQTileRows / 8; ++h) {
       const I* ip = idx + t * len * kVQTileRows + 8 * h;
       const __m256i off = _mm256_mullo_epi32(
           _mm256_sub_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.lane_set + t * kVQTileRows + 8 * h)), s0),
@@ -109,9 +109,9 @@ QTL_VQ_TARGET_AVX2 void tiles_decode(const VQKernelView& w, const VQChunkTask& k
   const float* xs[NT];
   for (int n = 0; n < NT; ++n) xs[n] = k.x + n * k.ldx + k.c * w.chunk * D;
   for (std::ptrdiff_t t = t0; t < t1; ++t) {
-    const std::int32_t set0 = w.lane_set[t * kVQTileRows];
-    const float* cb = w.cb + set0 * w.K * D;
-    for (int h = 0; h < 2; ++h) {
+    for (int h = 0; h < kVQTileRows / 8; ++h) {
+      const std::int32_t set0 = w.lane_set[t * kVQTileRows + 8 * h];
+      const float* cb = w.cb + set0 * w.K * D;
       const I* ip = idx + t * len * kVQTileRows + 8 * h;
       const __m256i off = _mm256_mullo_epi32(
           _mm256_sub_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.lane_set + t * kVQTileRows + 8 * h)),

@@ -50,13 +50,80 @@ inline const I* indices(const VQKernelView& w) noexcept {
 }
 
 template <int NT>
-QTL_VQ_TARGET_AVX512 inline __attribute__((always_inline)) void finish(const VQChunkTask& k, std::ptrdiff_t t,
+QTL_VQ_TARGET_AVX512 inline __attribute__((always_inline)) void finish(const VQChunkTask& k, std::ptrdiff_t u,
                                                                          const __m512* a0, const __m512* a1) noexcept {
   for (int n = 0; n < NT; ++n) {
-    float* p = k.acc + (t * kVQMaxTokens + n) * kVQTileRows;
+    float* p = k.acc + (u / 4 * kVQMaxTokens + n) * kVQTileRows + u % 4 * 16;
     __m512 s = _mm512_add_ps(a0[n], a1[n]);
     if (!k.first) s = _mm512_add_ps(_mm512_loadu_ps(p), s);
     _mm512_storeu_ps(p, s);
+  }
+}
+
+/// Entry v of the table row L (Kp = max(2^Bits, 16) floats) in every lane, from registers:
+/// one vpermps (Bits <= 4) or 2^(Bits-5) vpermi2ps over 32-entry slices, then a blend tree on
+/// index bits 5, 6, 7. Port-5 bound (~12 uops of p5 for 8 bits): several times the throughput of
+/// vgatherdps on CPUs whose gathers run under the GDS ("Downfall") microcode mitigation.
+template <int Bits>
+QTL_VQ_TARGET_AVX512 inline __attribute__((always_inline)) __m512 lookup(const float* L, __m512i v) noexcept {
+  if constexpr (Bits <= 4) {
+    return _mm512_permutexvar_ps(v, _mm512_loadu_ps(L));
+  } else {
+    constexpr int kSlices = 1 << (Bits - 5);
+    __m512 r[kSlices];
+    for (int i = 0; i < kSlices; ++i) {
+      r[i] = _mm512_permutex2var_ps(_mm512_loadu_ps(L + 32 * i), v, _mm512_loadu_ps(L + 32 * i + 16));
+    }
+    int b = 5;
+    for (int n = kSlices; n > 1; n /= 2, ++b) {
+      const __mmask16 m = _mm512_test_epi32_mask(v, _mm512_set1_epi32(1 << b));
+      for (int i = 0; i < n / 2; ++i) r[i] = _mm512_mask_blend_ps(m, r[2 * i], r[2 * i + 1]);
+    }
+    return r[0];
+  }
+}
+
+/// Table lookups with 8-bit or narrower indices: tiles whose 16 rows share one set use
+/// lookup<Bits> (one table row for all lanes), tiles straddling sets use the gathers.
+template <int NT, int Bits>
+QTL_VQ_TARGET_AVX512 void tiles_table_perm(const VQKernelView& w, const VQChunkTask& k, std::ptrdiff_t t0,
+                                           std::ptrdiff_t t1) noexcept {
+  const std::ptrdiff_t len = w.chunk_len(k.c), Kp = w.Kp;
+  const std::uint8_t* idx = w.idx8 + w.chunk_offset(k.c);
+  const __m512i set_stride = _mm512_set1_epi32(static_cast<int>(len * Kp));
+  const __m512i s0 = _mm512_set1_epi32(static_cast<int>(k.s0));
+  for (std::ptrdiff_t u = t0 * 4; u < t1 * 4; ++u) {
+    const std::uint8_t* ip = idx + u / 4 * len * kVQTileRows + u % 4 * 16;
+    const std::int32_t* ls = w.lane_set + u * 16;
+    __m512 a0[NT], a1[NT];
+    for (int n = 0; n < NT; ++n) a0[n] = a1[n] = _mm512_setzero_ps();
+    if (ls[0] == ls[15]) {
+      const float* tab[NT];
+      for (int n = 0; n < NT; ++n) tab[n] = k.table + (n * k.nsets + ls[0] - k.s0) * len * Kp;
+      std::ptrdiff_t jj = 0;
+      for (; jj + 1 < len; jj += 2) {
+        const __m512i v0 = load_idx(ip + jj * kVQTileRows);
+        const __m512i v1 = load_idx(ip + (jj + 1) * kVQTileRows);
+        for (int n = 0; n < NT; ++n) {
+          a0[n] = _mm512_add_ps(a0[n], lookup<Bits>(tab[n] + jj * Kp, v0));
+          a1[n] = _mm512_add_ps(a1[n], lookup<Bits>(tab[n] + (jj + 1) * Kp, v1));
+        }
+      }
+      if (jj < len) {
+        const __m512i v0 = load_idx(ip + jj * kVQTileRows);
+        for (int n = 0; n < NT; ++n) a0[n] = _mm512_add_ps(a0[n], lookup<Bits>(tab[n] + jj * Kp, v0));
+      }
+    } else {
+      const float* tab[NT];
+      for (int n = 0; n < NT; ++n) tab[n] = k.table + n * k.nsets * len * Kp;
+      const __m512i off = _mm512_mullo_epi32(_mm512_sub_epi32(_mm512_loadu_si512(ls), s0), set_stride);
+      for (std::ptrdiff_t jj = 0; jj < len; ++jj) {
+        const __m512i v = _mm512_add_epi32(load_idx(ip + jj * kVQTileRows), off);
+        __m512* acc = (jj & 1) ? a1 : a0;
+        for (int n = 0; n < NT; ++n) acc[n] = _mm512_add_ps(acc[n], _mm512_i32gather_ps(v, tab[n] + jj * Kp, 4));
+      }
+    }
+    finish<NT>(k, u, a0, a1);
   }
 }
 
@@ -69,10 +136,9 @@ QTL_VQ_TARGET_AVX512 void tiles_table(const VQKernelView& w, const VQChunkTask& 
   const __m512i s0 = _mm512_set1_epi32(static_cast<int>(k.s0));
   const float* tab[NT];
   for (int n = 0; n < NT; ++n) tab[n] = k.table + n * k.nsets * len * Kp;
-  for (std::ptrdiff_t t = t0; t < t1; ++t) {
-    const I* ip = idx + t * len * kVQTileRows;
-    const __m512i off = _mm512_mullo_epi32(
-        _mm512_sub_epi32(_mm512_loadu_si512(w.lane_set + t * kVQTileRows), s0), set_stride);
+  for (std::ptrdiff_t u = t0 * 4; u < t1 * 4; ++u) {
+    const I* ip = idx + u / 4 * len * kVQTileRows + u % 4 * 16;
+    const __m512i off = _mm512_mullo_epi32(_mm512_sub_epi32(_mm512_loadu_si512(w.lane_set + u * 16), s0), set_stride);
     __m512 a0[NT], a1[NT];
     for (int n = 0; n < NT; ++n) a0[n] = a1[n] = _mm512_setzero_ps();
     std::ptrdiff_t jj = 0;
@@ -88,7 +154,7 @@ QTL_VQ_TARGET_AVX512 void tiles_table(const VQKernelView& w, const VQChunkTask& 
       const __m512i v0 = _mm512_add_epi32(load_idx(ip + jj * kVQTileRows), off);
       for (int n = 0; n < NT; ++n) a0[n] = _mm512_add_ps(a0[n], _mm512_i32gather_ps(v0, tab[n] + jj * Kp, 4));
     }
-    finish<NT>(k, t, a0, a1);
+    finish<NT>(k, u, a0, a1);
   }
 }
 
@@ -112,11 +178,11 @@ QTL_VQ_TARGET_AVX512 void tiles_decode(const VQKernelView& w, const VQChunkTask&
   const __m512i set_stride = _mm512_set1_epi32(static_cast<int>(w.K * D));
   const float* xs[NT];
   for (int n = 0; n < NT; ++n) xs[n] = k.x + n * k.ldx + k.c * w.chunk * D;
-  for (std::ptrdiff_t t = t0; t < t1; ++t) {
-    const I* ip = idx + t * len * kVQTileRows;
-    const std::int32_t set0 = w.lane_set[t * kVQTileRows];
+  for (std::ptrdiff_t u = t0 * 4; u < t1 * 4; ++u) {
+    const I* ip = idx + u / 4 * len * kVQTileRows + u % 4 * 16;
+    const std::int32_t set0 = w.lane_set[u * 16];
     const __m512i off = _mm512_mullo_epi32(
-        _mm512_sub_epi32(_mm512_loadu_si512(w.lane_set + t * kVQTileRows), _mm512_set1_epi32(set0)), set_stride);
+        _mm512_sub_epi32(_mm512_loadu_si512(w.lane_set + u * 16), _mm512_set1_epi32(set0)), set_stride);
     const float* cb = w.cb + set0 * w.K * D;
     __m512 a0[NT], a1[NT];
     for (int n = 0; n < NT; ++n) a0[n] = a1[n] = _mm512_setzero_ps();
@@ -126,7 +192,7 @@ QTL_VQ_TARGET_AVX512 void tiles_decode(const VQKernelView& w, const VQChunkTask&
       decode_step<NT, D, kShift>(ip, jj + 1, off, cb, xs, a1);
     }
     if (jj < len) decode_step<NT, D, kShift>(ip, jj, off, cb, xs, a0);
-    finish<NT>(k, t, a0, a1);
+    finish<NT>(k, u, a0, a1);
   }
 }
 
@@ -164,10 +230,14 @@ QTL_VQ_TARGET_AVX512 inline void vq_build_table_avx512(const VQKernelView& w, co
 inline void vq_tiles_table_avx512(const VQKernelView& w, const VQChunkTask& k, std::ptrdiff_t t0, std::ptrdiff_t t1) noexcept {
   using namespace detail_vq_avx512;
   with_tokens(k.nt, [&](auto nt) {
-    if (w.idx8) {
-      tiles_table<decltype(nt)::value, std::uint8_t>(w, k, t0, t1);
-    } else {
-      tiles_table<decltype(nt)::value, std::uint16_t>(w, k, t0, t1);
+    constexpr int NT = decltype(nt)::value;
+    switch (w.bits) {
+      case 1: case 2: case 3: case 4: tiles_table_perm<NT, 4>(w, k, t0, t1); break;
+      case 5: tiles_table_perm<NT, 5>(w, k, t0, t1); break;
+      case 6: tiles_table_perm<NT, 6>(w, k, t0, t1); break;
+      case 7: tiles_table_perm<NT, 7>(w, k, t0, t1); break;
+      case 8: tiles_table_perm<NT, 8>(w, k, t0, t1); break;
+      default: tiles_table<NT, std::uint16_t>(w, k, t0, t1); break;
     }
   });
 }
@@ -189,6 +259,137 @@ inline void vq_tiles_decode_avx512(const VQKernelView& w, const VQChunkTask& k, 
       run.template operator()<std::uint16_t>();
     }
   });
+}
+
+// ---- byte-plane lookups for 8-bit indices (AVX512_VBMI) -------------------------------------
+//
+// A 256-entry fp32 table row split into its 4 byte planes (plane b = byte b of every entry,
+// 256 bytes) is looked up for 64 rows at once: per plane two vpermi2b over 128 entries and a
+// byte blend on index bit 7, then vpunpck{l,h}bw / vpunpck{l,h}wd reassemble the 4 bytes of
+// each entry into 4 zmm of 16 fp32 values: exact, ~17 port-5 uops per 64 rows instead of ~48
+// for four fp32 permute trees (lookup<8>). The unpacks interleave 128-bit lanes, so the 64
+// indices are first reordered with one vpermb (kRowOrder) such that output register k holds
+// rows 16k .. 16k+15 in order. Tables are built in this plane format (vq_build_table_avx512vbmi).
+
+#define QTL_VQ_TARGET_AVX512VBMI \
+  __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi")))
+
+/// Whether the CPU has AVX512_VBMI (detected once).
+[[nodiscard]] inline bool vq_cpu_has_vbmi() noexcept {
+  static const bool v = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512vbmi") != 0;
+  }();
+  return v;
+}
+
+namespace detail_vq_avx512 {
+
+// Byte position p = 16 L + 4 k + q (128-bit lane L, output register k, q < 4) takes the index
+// of row 16 k + 4 L + q.
+QTL_VQ_TARGET_AVX512VBMI inline __m512i row_order() noexcept {
+  alignas(64) std::uint8_t o[64];
+  for (int L = 0; L < 4; ++L) {
+    for (int k = 0; k < 4; ++k) {
+      for (int q = 0; q < 4; ++q) o[16 * L + 4 * k + q] = static_cast<std::uint8_t>(16 * k + 4 * L + q);
+    }
+  }
+  return _mm512_load_si512(o);
+}
+
+// Byte 16 b + i of the result = byte b of fp32 entry i (plane-major within the register).
+QTL_VQ_TARGET_AVX512VBMI inline __m512i plane_order() noexcept {
+  alignas(64) std::uint8_t o[64];
+  for (int b = 0; b < 4; ++b) {
+    for (int i = 0; i < 16; ++i) o[16 * b + i] = static_cast<std::uint8_t>(4 * i + b);
+  }
+  return _mm512_load_si512(o);
+}
+
+QTL_VQ_TARGET_AVX512VBMI inline __attribute__((always_inline)) void lookup_bytes(const std::uint8_t* T, __m512i v,
+                                                                                 __mmask64 hi, __m512* acc) noexcept {
+  __m512i r[4];
+  for (int b = 0; b < 4; ++b) {
+    const __m512i lo = _mm512_permutex2var_epi8(_mm512_loadu_si512(T + 256 * b), v, _mm512_loadu_si512(T + 256 * b + 64));
+    const __m512i up = _mm512_permutex2var_epi8(_mm512_loadu_si512(T + 256 * b + 128), v, _mm512_loadu_si512(T + 256 * b + 192));
+    r[b] = _mm512_mask_blend_epi8(hi, lo, up);
+  }
+  const __m512i w01l = _mm512_unpacklo_epi8(r[0], r[1]), w01h = _mm512_unpackhi_epi8(r[0], r[1]);
+  const __m512i w23l = _mm512_unpacklo_epi8(r[2], r[3]), w23h = _mm512_unpackhi_epi8(r[2], r[3]);
+  acc[0] = _mm512_add_ps(acc[0], _mm512_castsi512_ps(_mm512_unpacklo_epi16(w01l, w23l)));
+  acc[1] = _mm512_add_ps(acc[1], _mm512_castsi512_ps(_mm512_unpackhi_epi16(w01l, w23l)));
+  acc[2] = _mm512_add_ps(acc[2], _mm512_castsi512_ps(_mm512_unpacklo_epi16(w01h, w23h)));
+  acc[3] = _mm512_add_ps(acc[3], _mm512_castsi512_ps(_mm512_unpackhi_epi16(w01h, w23h)));
+}
+
+QTL_VQ_TARGET_AVX512VBMI inline void tiles_table_bytes(const VQKernelView& w, const VQChunkTask& k, std::ptrdiff_t t0,
+                                                       std::ptrdiff_t t1) noexcept {
+  static_assert(kVQTileRows == 64, "the byte-plane lookups handle 64-row tiles");
+  const std::ptrdiff_t len = w.chunk_len(k.c), Kp = w.Kp;
+  const std::uint8_t* idx = w.idx8 + w.chunk_offset(k.c);
+  const __m512i order = row_order();
+  for (std::ptrdiff_t t = t0; t < t1; ++t) {
+    const std::int32_t* ls = w.lane_set + t * kVQTileRows;
+    if (ls[0] != ls[kVQTileRows - 1]) {  // rows of several sets: one table row does not serve all lanes
+      vq_tiles_decode_avx512(w, k, t, t + 1);
+      continue;
+    }
+    const std::uint8_t* ip = idx + t * len * kVQTileRows;
+    for (int n = 0; n < k.nt; ++n) {
+      const float* tab = k.table + (n * k.nsets + ls[0] - k.s0) * len * Kp;
+      __m512 a0[4], a1[4];
+      for (int i = 0; i < 4; ++i) a0[i] = a1[i] = _mm512_setzero_ps();
+      for (std::ptrdiff_t jj = 0; jj < len; ++jj) {
+        const __m512i v = _mm512_permutexvar_epi8(order, _mm512_loadu_si512(ip + jj * kVQTileRows));
+        lookup_bytes(reinterpret_cast<const std::uint8_t*>(tab + jj * Kp), v, _mm512_movepi8_mask(v), (jj & 1) ? a1 : a0);
+      }
+      for (int i = 0; i < 4; ++i) {
+        float* p = k.acc + (t * kVQMaxTokens + n) * kVQTileRows + 16 * i;
+        __m512 sum = _mm512_add_ps(a0[i], a1[i]);
+        if (!k.first) sum = _mm512_add_ps(_mm512_loadu_ps(p), sum);
+        _mm512_storeu_ps(p, sum);
+      }
+    }
+  }
+}
+
+}  // namespace detail_vq_avx512
+
+/// Tables as vq_build_table_avx512, but for 8-bit indices each table row (256 fp32 = 1 KiB) is
+/// stored as 4 byte planes of 256 bytes (see lookup_bytes).
+QTL_VQ_TARGET_AVX512VBMI inline void vq_build_table_avx512vbmi(const VQKernelView& w, const VQChunkTask& k, float* table) noexcept {
+  if (w.bits != 8) {
+    vq_build_table_avx512(w, k, table);
+    return;
+  }
+  const std::ptrdiff_t len = w.chunk_len(k.c), Kp = w.Kp, D = w.dim;
+  const __m512i order = detail_vq_avx512::plane_order();
+  for (int n = 0; n < k.nt; ++n) {
+    for (std::ptrdiff_t s = 0; s < k.nsets; ++s) {
+      const float* cbt = w.cbt + (k.s0 + s) * D * Kp;
+      for (std::ptrdiff_t jj = 0; jj < len; ++jj) {
+        const float* xs = k.x + n * k.ldx + (k.c * w.chunk + jj) * D;
+        auto* out = reinterpret_cast<std::uint8_t*>(table + ((n * k.nsets + s) * len + jj) * Kp);
+        for (std::ptrdiff_t e = 0; e < Kp; e += 16) {
+          __m512 v = _mm512_mul_ps(_mm512_loadu_ps(cbt + e), _mm512_set1_ps(xs[0]));
+          for (std::ptrdiff_t d = 1; d < D; ++d) v = _mm512_fmadd_ps(_mm512_loadu_ps(cbt + d * Kp + e), _mm512_set1_ps(xs[d]), v);
+          const __m512i z = _mm512_permutexvar_epi8(order, _mm512_castps_si512(v));
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(out + e), _mm512_castsi512_si128(z));
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 256 + e), _mm512_extracti32x4_epi32(z, 1));
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 512 + e), _mm512_extracti32x4_epi32(z, 2));
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 768 + e), _mm512_extracti32x4_epi32(z, 3));
+        }
+      }
+    }
+  }
+}
+
+inline void vq_tiles_table_avx512vbmi(const VQKernelView& w, const VQChunkTask& k, std::ptrdiff_t t0, std::ptrdiff_t t1) noexcept {
+  if (w.bits != 8) {
+    vq_tiles_table_avx512(w, k, t0, t1);
+  } else {
+    detail_vq_avx512::tiles_table_bytes(w, k, t0, t1);
+  }
 }
 
 }  // namespace qtl::kernel

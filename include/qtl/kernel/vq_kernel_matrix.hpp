@@ -64,14 +64,23 @@ struct VQKernelFunctions {
   void (*tiles_decode)(const VQKernelView&, const VQChunkTask&, std::ptrdiff_t, std::ptrdiff_t) noexcept = &vq_tiles_decode_portable;
 };
 
-/// The kernel functions of `path` (Avx512Vnni runs the Avx512 code: no integer dot products here).
+/// The kernel functions of `path`. No integer dot products here, so Avx512Vnni is the Avx512 code
+/// plus, where the CPU has AVX512_VBMI (every VNNI CPU since Ice Lake; not Cascade Lake), the
+/// byte-plane table lookups for 8-bit indices (vq_avx512.hpp); Avx512 keeps the fp32 permutes,
+/// so both stay testable on one machine.
 [[nodiscard]] inline VQKernelFunctions vq_kernel_functions(KernelPath path) noexcept {
   VQKernelFunctions f;
 #if defined(QTL_HAVE_X86_VQ_KERNELS)
   switch (path) {
     case KernelPath::Avx2: f = {&vq_build_table_avx2, &vq_tiles_table_avx2, &vq_tiles_decode_avx2}; break;
-    case KernelPath::Avx512:
-    case KernelPath::Avx512Vnni: f = {&vq_build_table_avx512, &vq_tiles_table_avx512, &vq_tiles_decode_avx512}; break;
+    case KernelPath::Avx512: f = {&vq_build_table_avx512, &vq_tiles_table_avx512, &vq_tiles_decode_avx512}; break;
+    case KernelPath::Avx512Vnni:
+      if (vq_cpu_has_vbmi()) {
+        f = {&vq_build_table_avx512vbmi, &vq_tiles_table_avx512vbmi, &vq_tiles_decode_avx512};
+      } else {
+        f = {&vq_build_table_avx512, &vq_tiles_table_avx512, &vq_tiles_decode_avx512};
+      }
+      break;
     case KernelPath::Portable: break;
   }
 #else
@@ -83,8 +92,9 @@ struct VQKernelFunctions {
 /// The cost model of the header comment.
 [[nodiscard]] inline VQStrategy vq_choose_strategy(const VQKernelView& w) noexcept {
   const double sets = static_cast<double>(w.sets + std::min(w.sets, w.tiles));
-  const double table = sets * static_cast<double>(w.Kp) * w.dim / 128.0 + static_cast<double>(w.tiles);
-  const double decode = static_cast<double>(w.tiles) * w.dim;
+  const double units = static_cast<double>((w.rows + 15) / 16);  // 16-row gather vectors
+  const double table = sets * static_cast<double>(w.Kp) * w.dim / 128.0 + units;
+  const double decode = units * w.dim;
   return table < decode ? VQStrategy::Table : VQStrategy::Decode;
 }
 
@@ -153,7 +163,7 @@ class VQKernelMatrix {
     if (m <= 0 || rows() == 0) return;
     const VQKernelView& w = layout_.view();
     const bool table = strategy_ == VQStrategy::Table;
-    const std::ptrdiff_t work = w.tiles * w.positions * m * (table ? 1 : w.dim);
+    const std::ptrdiff_t work = w.tiles * (kVQTileRows / 16) * w.positions * m * (table ? 1 : w.dim);
     const auto T = static_cast<std::ptrdiff_t>(
         std::clamp<std::ptrdiff_t>(std::min<std::ptrdiff_t>(work / min_work_per_thread_, w.tiles), 1, std::max(threads, 1)));
     // activations padded to whole vectors (zeros past cols: padding coordinates add nothing)

@@ -1,0 +1,213 @@
+// Benchmarks of the vector-codebook lookup kernels (qtl/kernel/vq_kernel_matrix.hpp) against
+// limits measured in the same run and against the uniform kernels of the same bits per weight.
+//
+// GEMV on 4096 x 4096, one codebook per matrix (VPTQ / AQLM style):
+//   D = 2, 8-bit indices  (4 bits/weight)   vs UniformKernelMatrix 4-bit, group 128
+//   D = 4, 8-bit indices  (2 bits/weight)   vs UniformKernelMatrix 2-bit, group 128
+// Matrices are built directly from random indices and fp16 codebooks (speed does not depend on
+// the values; k-means on 16M weights would dominate the run). Weights are cycled over copies
+// totalling more than 4 x L3, so every call streams from DRAM, for the VQ and the uniform
+// matrices alike. Each line reports
+//   GBps, bw_frac   bytes of the VQ layout / time, and that over the read bandwidth
+//   us              time per GEMV
+//   uni_int8_us, uni_fp32_us, ratio_int8, ratio_fp32
+//                   the uniform kernel's time at the same bits/weight (Int8 and Fp32 activation
+//                   modes), timed in the same function right after the VQ loop, and VQ time over it
+//                   (PERF.md target: ratio <= 1.3)
+// Args: dim, threads, path (0 portable = scalar table reads, 1 avx2 = ymm gathers, 2 avx512 =
+// fp32 vpermi2ps trees, 3 avx512vnni = byte-plane vpermi2b lookups where the CPU has VBMI),
+// strategy (0 table, 1 decode = codebook gathers + FMA).
+//
+// Run:  build/bench/vq_kernel_matrix_bench --benchmark_filter='vq_gemv/dim:2/threads:1/path:2'
+#include <benchmark/benchmark.h>
+
+#include <qtl/format/packed_matrix.hpp>
+#include <qtl/format/vq_packed.hpp>
+#include <qtl/kernel/uniform_kernel_matrix.hpp>
+#include <qtl/kernel/vq_kernel_matrix.hpp>
+#include <qtl/quant/uniform.hpp>
+
+#include "bench_limits.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace {
+
+using qtl::Index;
+using qtl::kernel::ActivationMode;
+using qtl::kernel::KernelPath;
+using qtl::kernel::UniformKernelMatrix;
+using qtl::kernel::VQKernelMatrix;
+using qtl::kernel::VQStrategy;
+using bench_limits::g_limits;
+using bench_limits::l3_bytes;
+using bench_limits::seconds_since;
+
+constexpr Index kRows = 4096, kCols = 4096;
+
+template <int D>
+qtl::VQPackedMatrix random_vq(unsigned seed) {
+  using V = qtl::KMeansVQ<D, 8>;
+  qtl::VQMatrix<V> m;
+  m.layout = qtl::VQLayout{kRows, kCols, D, kRows};
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.0f, 0.02f);
+  m.indices.resize(static_cast<std::size_t>(kRows * m.layout.vectors_per_row()));
+  for (auto& i : m.indices) i = rng() & 255u;
+  m.params.resize(1);
+  m.params[0].codebook.resize(V::kParamWords);
+  for (auto& c : m.params[0].codebook) c = qtl::detail::round_to_half(nd(rng));
+  return qtl::pack_vq(m);
+}
+
+template <int B>
+qtl::PackedMatrix random_uniform(unsigned seed) {
+  using U = qtl::Uniform<B, qtl::Mode::Asymmetric>;
+  qtl::QuantizedMatrix<U> q;
+  q.layout = qtl::make_group_layout(qtl::PerGroup{128}, kRows, kCols);
+  std::mt19937 rng(seed);
+  q.codes.resize(static_cast<std::size_t>(kRows * kCols));
+  for (auto& c : q.codes) c = static_cast<std::uint8_t>(rng() & ((1u << B) - 1));
+  q.params.resize(static_cast<std::size_t>(q.layout.num_param_sets()));
+  for (auto& p : q.params) {
+    p.scale = qtl::detail::half_to_float(qtl::detail::float_to_half(0.01f + 0.001f * static_cast<float>(rng() % 16)));
+    p.zero = static_cast<float>(rng() % (1u << B));
+  }
+  return qtl::pack(q);
+}
+
+template <class K>
+std::vector<K> cycled(const K& one) {
+  const std::size_t copies = std::max<std::size_t>(1, 4 * l3_bytes() / one.bytes() + 1);
+  return std::vector<K>(copies, one);
+}
+
+// Copies of the VQ matrix and of the uniform matrix of the same bits/weight, for one dim.
+struct Sets {
+  int dim = 0;
+  std::vector<VQKernelMatrix> vq;
+  std::vector<UniformKernelMatrix> uni;
+};
+Sets& sets(int dim) {
+  static std::unique_ptr<Sets> s;
+  if (!s || s->dim != dim) {
+    s.reset();
+    s = std::make_unique<Sets>();
+    s->dim = dim;
+    s->vq = cycled(VQKernelMatrix(dim == 2 ? random_vq<2>(11) : random_vq<4>(12)));
+    s->uni = cycled(UniformKernelMatrix(dim == 2 ? random_uniform<4>(13) : random_uniform<2>(14)));
+  }
+  return *s;
+}
+
+std::vector<float> random_vector(std::size_t n, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+// Seconds per GEMV of the cycled uniform copies in `mode` (at least `min_secs` of calls).
+double uniform_seconds(std::vector<UniformKernelMatrix>& uni, ActivationMode mode, const float* x, float* y,
+                       int threads, double min_secs) {
+  for (auto& k : uni) k.set_mode(mode);
+  for (std::size_t i = 0; i < uni.size(); ++i) uni[i].gemv(x, y, threads);  // warm-up pass
+  std::size_t calls = 0, i = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  double secs = 0;
+  do {
+    uni[i].gemv(x, y, threads);
+    benchmark::DoNotOptimize(y);
+    i = i + 1 == uni.size() ? 0 : i + 1;
+    ++calls;
+    if (calls % 16 == 0) secs = seconds_since(t0);
+  } while (calls % 16 != 0 || secs < min_secs);
+  return secs / static_cast<double>(calls);
+}
+
+void BM_vq_gemv(benchmark::State& state) {
+  const int dim = static_cast<int>(state.range(0));
+  const int threads = static_cast<int>(state.range(1));
+  const KernelPath path = qtl::kernel::kAllKernelPaths[state.range(2)];
+  const VQStrategy strategy = state.range(3) == 0 ? VQStrategy::Table : VQStrategy::Decode;
+  if (!qtl::kernel::path_supported(path)) {
+    state.SkipWithError("path not supported on this CPU");
+    return;
+  }
+  Sets& s = sets(dim);
+  for (auto& k : s.vq) {
+    k.set_path(path);
+    k.set_strategy(strategy);
+  }
+  const auto x = random_vector(static_cast<std::size_t>(kCols), 5);
+  std::vector<float> y(static_cast<std::size_t>(kRows));
+  const double local_limit = bench_limits::g_stream ? bench_limits::read_gbps(threads, 2) : 0.0;
+  const double limit = std::max(local_limit, g_limits.read_gbps[threads]);
+  for (const auto& k : s.vq) k.gemv(x.data(), y.data(), threads);  // warm-up pass
+  std::size_t i = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+    s.vq[i].gemv(x.data(), y.data(), threads);
+    benchmark::DoNotOptimize(y.data());
+    i = i + 1 == s.vq.size() ? 0 : i + 1;
+  }
+  const double secs = seconds_since(t0) / static_cast<double>(state.iterations());
+  const double min_secs = 0.15;
+  const double uni_int8 = uniform_seconds(s.uni, ActivationMode::Int8, x.data(), y.data(), threads, min_secs);
+  const double uni_fp32 = uniform_seconds(s.uni, ActivationMode::Fp32, x.data(), y.data(), threads, min_secs);
+  const double bytes = static_cast<double>(s.vq[0].bytes());
+  const double gbps = bytes / secs / 1e9;
+  state.SetBytesProcessed(static_cast<std::int64_t>(bytes * static_cast<double>(state.iterations())));
+  state.counters["us"] = 1e6 * secs;
+  state.counters["GBps"] = gbps;
+  state.counters["bw_frac"] = limit > 0 ? gbps / limit : 0.0;
+  state.counters["limit_GBps"] = limit;
+  state.counters["local_limit_GBps"] = local_limit;
+  state.counters["bpw"] = 8.0 * bytes / (static_cast<double>(kRows) * static_cast<double>(kCols));
+  state.counters["uni_bpw"] = 8.0 * static_cast<double>(s.uni[0].bytes()) / (static_cast<double>(kRows) * static_cast<double>(kCols));
+  state.counters["uni_int8_us"] = 1e6 * uni_int8;
+  state.counters["uni_fp32_us"] = 1e6 * uni_fp32;
+  state.counters["ratio_int8"] = secs / uni_int8;
+  state.counters["ratio_fp32"] = secs / uni_fp32;
+  state.counters["threads"] = threads;
+  state.counters["dim"] = dim;
+}
+
+void register_benchmarks() {
+  bench_limits::register_limit_lines();
+  for (int dim : {2, 4}) {
+    for (int threads : {1, 2}) {
+      for (int path : {3, 2, 1, 0}) {
+        for (int strategy : {0, 1}) {
+          if ((path == 0 || path == 1) && threads == 2) continue;  // for comparison only
+          if (strategy == 1 && path != 3 && path != 1) continue;
+          benchmark::RegisterBenchmark("vq_gemv", BM_vq_gemv)
+              ->Args({dim, threads, path, strategy})
+              ->ArgNames({"dim", "threads", "path", "decode"})
+              ->UseRealTime()
+              ->MinTime(0.3);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  bench_limits::measure();
+  register_benchmarks();
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
