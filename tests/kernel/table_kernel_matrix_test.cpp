@@ -114,7 +114,7 @@ void check_quantizer(const Q& quantizer) {
   for (const Case& cs : cases()) {
     if (!fits(quantizer, cs)) continue;
     for (Index m : {1, 5, 17}) {
-      if (m == 17 && cs.rows * cs.cols > 4000) continue;  // keeps the sanitizer pass short
+      if (m == 17 && cs.rows * cs.cols > 6000) continue;  // keeps the sanitizer pass short
       const auto x = qtl::test::gaussian(m, cs.cols, ++seed);
       check_paths(quantizer, cs, x, ++seed);
     }
