@@ -4,6 +4,7 @@
 #include <qtl/kernel/layout_table.hpp>
 #include <qtl/kernel/reference_table.hpp>
 #include <qtl/kernel/table_kernel_matrix.hpp>
+#include <qtl/model/quantized_linear.hpp>
 #include <qtl/quant/binary.hpp>
 #include <qtl/quant/codebook.hpp>
 #include <qtl/quant/log2.hpp>
@@ -244,6 +245,29 @@ TEST(TableKernelMatrix, CheckedEntryPointsRejectBadInput) {
   }
   // Zero activations give exactly zero.
   EXPECT_EQ(k.gemv(qtl::VectorXf::Zero(40)), qtl::VectorXf::Zero(8));
+}
+
+}  // namespace
+
+namespace {
+
+TEST(TableKernelMatrix, PackedLinearOfATableQuantizerRunsTheTableKernel) {
+  const auto w = qtl::test::gaussian(24, 100, 61, 0.1f);
+  const auto q = qtl::quantize_matrix(qtl::NF4{}, qtl::PerGroup{32}, w);
+  const auto op = qtl::model::make_packed_linear(q, {qtl::kernel::ActivationMode::Fp32, 2});
+  const auto* linear = dynamic_cast<const qtl::model::PackedLinear<TableKernelMatrix>*>(op.get());
+  ASSERT_NE(linear, nullptr) << op->describe();
+  EXPECT_EQ(linear->kernel().path(), qtl::kernel::default_kernel_path());
+  const auto x = qtl::test::gaussian(9, 100, 62);
+  const qtl::RowMatrixXf y = op->forward(x);
+  const qtl::RowMatrixXf ref = qtl::gemm_table_reference(qtl::pack_table(q), x);
+  const qtl::RowMatrixXf mag = x.cwiseAbs() * qtl::dequantize(q).cwiseAbs().transpose();
+  for (Index n = 0; n < 9; ++n) {
+    for (Index r = 0; r < 24; ++r) {
+      const double tol = 2.0 * (100.0 / 16 + 8) * kUnit * mag(n, r) + kUnit * std::abs(double(ref(n, r)));
+      ASSERT_LE(std::abs(double(y(n, r)) - double(ref(n, r))), tol);
+    }
+  }
 }
 
 }  // namespace

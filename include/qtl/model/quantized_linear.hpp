@@ -2,8 +2,9 @@
 //
 // A quantized model replaces each DenseLinear by a PackedLinear: the weights stay packed, and
 // every forward call runs a kernel on the packed codes (uniform formats: the SIMD kernels of
-// qtl/kernel/uniform_kernel_matrix.hpp; table formats: the scalar table reference until their
-// SIMD kernels exist). Nothing here dequantizes a whole matrix to fp32.
+// qtl/kernel/uniform_kernel_matrix.hpp; table formats: the table-decode kernels of
+// qtl/kernel/table_kernel_matrix.hpp, fp32 activations). Nothing here dequantizes a whole
+// matrix to fp32.
 #pragma once
 
 #include <memory>
@@ -13,6 +14,7 @@
 #include "qtl/format/packed_matrix.hpp"
 #include "qtl/format/table_packed.hpp"
 #include "qtl/kernel/reference_table.hpp"
+#include "qtl/kernel/table_kernel_matrix.hpp"
 #include "qtl/kernel/uniform_kernel_matrix.hpp"
 #include "qtl/model/transformer.hpp"
 #include "qtl/quant/quantize_matrix.hpp"
@@ -28,7 +30,8 @@ concept LinearKernel = std::copy_constructible<K> && requires(const K& k, Matrix
   { k.gemm(x, threads) } -> std::same_as<RowMatrixXf>;
 };
 
-/// The table format through its scalar reference kernel.
+/// The table format through its scalar reference kernel (an oracle; make_packed_linear uses
+/// kernel::TableKernelMatrix).
 class TableReferenceKernel {
  public:
   explicit TableReferenceKernel(TablePackedMatrix m) : m_(std::move(m)) {}
@@ -80,7 +83,9 @@ struct KernelOptions {
 };
 
 /// Packs a quantized matrix in the format its quantizer calls for and wraps it in a LinearOp:
-/// uniform codes -> PackedMatrix on the SIMD uniform kernels; table quantizers -> table format.
+/// uniform codes -> PackedMatrix on the SIMD uniform kernels; table quantizers -> table format on
+/// the table-decode kernels (fp32 activations whatever options.activations says: the table
+/// kernels have no int8-activation mode).
 template <ScalarQuantizer Q>
 [[nodiscard]] std::unique_ptr<LinearOp> make_packed_linear(const QuantizedMatrix<Q>& q,
                                                            const KernelOptions& options = {}) {
@@ -93,8 +98,8 @@ template <ScalarQuantizer Q>
         str_cat(what, options.activations == kernel::ActivationMode::Int8 ? " (int8 activations)" : ""),
         options.threads);
   } else if constexpr (TableQuantizer<Q>) {
-    return std::make_unique<PackedLinear<TableReferenceKernel>>(TableReferenceKernel(pack_table(q)), bpw,
-                                                                what, options.threads);
+    return std::make_unique<PackedLinear<kernel::TableKernelMatrix>>(kernel::TableKernelMatrix(pack_table(q)), bpw,
+                                                                     what, options.threads);
   } else {
     fail("make_packed_linear: ", q.quantizer.name(), " has no packed kernel format (uniform codes pack at 2, 3, 4 "
          "or 8 bits; table formats at <= 4 bits)");
