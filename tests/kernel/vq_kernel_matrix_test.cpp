@@ -99,9 +99,11 @@ TEST(VQKernelMatrix, RandomCodebooksEveryPathMatchesReference) {
   struct Shape {
     Index rows, cols, rows_per_set;
   };
-  // 1 x 1; cols not a multiple of D or 16; rows not a multiple of the 16-row tile; sets that
-  // do not divide the rows or a tile (5: several sets per tile); many positions (several chunks).
-  const Shape shapes[] = {{1, 1, 0}, {17, 37, 0}, {33, 70, 5}, {40, 29, 16}, {21, 1100, 20}};
+  // 1 x 1; cols not a multiple of D or 16; rows not a multiple of the 64-row tile or of 16;
+  // sets that do not divide the rows or a tile (5: several sets per 16 rows; 50: 64-row tiles
+  // straddling sets, whose 16-row groups mostly do not); one set per tile (64); many positions
+  // (several chunks of the lookup table).
+  const Shape shapes[] = {{1, 1, 0}, {17, 37, 0}, {33, 70, 5}, {40, 29, 16}, {130, 45, 50}, {128, 20, 64}, {21, 1100, 20}};
   unsigned seed = 1;
   for (int dim : {2, 4, 8}) {
     for (int bits : {1, 3, 8, 10, 12}) {
@@ -144,9 +146,11 @@ TEST(VQKernelMatrix, QuantizedMatricesMatchReference) {
 }
 
 TEST(VQKernelMatrix, BitIdenticalForAnyThreadCount) {
-  const TestMatrix t = random_vq(4, 8, 100, 301, 7, 42);
-  const TestMatrix t2 = random_vq(2, 5, 77, 1030, 0, 43);
-  for (const TestMatrix* tm : {&t, &t2}) {
+  // several 64-row tiles per thread, sets straddling tiles, several chunks
+  const TestMatrix t = random_vq(4, 8, 300, 301, 7, 42);
+  const TestMatrix t2 = random_vq(2, 5, 200, 1030, 0, 43);
+  const TestMatrix t3 = random_vq(8, 8, 333, 40, 100, 44);
+  for (const TestMatrix* tm : {&t, &t2, &t3}) {
     for (Index m : {1, 5}) {
       const qtl::RowMatrixXf x = qtl::test::gaussian(m, tm->packed.cols(), 9);
       for (KernelPath p : supported_paths()) {

@@ -2,16 +2,18 @@
 //
 // A VQPackedMatrix (qtl/format/vq_packed.hpp) stores each row's indices as an LSB-first bit
 // stream and each set's codebook in fp16; that is a storage format. The lookup kernels
-// (qtl/kernel/vq_kernel_matrix.hpp) want, for one gather instruction, the indices of the same
-// vector position j of 16 rows side by side, already widened to whole bytes. This header
+// (qtl/kernel/vq_kernel_matrix.hpp) want, for one lookup instruction, the indices of the same
+// vector position j of many rows side by side, already widened to whole bytes. This header
 // defines that layout and repacks a VQPackedMatrix of KMeansVQ<D, B> into it, once.
 //
-// Geometry. Rows are grouped into tiles of kVQTileRows = 16 (the last tile is padded with rows
-// whose indices are 0 and whose results are dropped). The P = ceil(cols / D) vector positions of
-// a row are cut into chunks of `chunk` positions (the last one shorter) so that the lookup table
-// of one chunk (chunk x Kp fp32 values per set, Kp = max(2^bits, 16)) stays in L1; every kernel
-// streams the weights chunk by chunk. Indices are stored chunk-major:
-//   element (c, t, jj, lane) at  c * chunk * tiles * 16 + t * len(c) * 16 + jj * 16 + lane
+// Geometry. Rows are grouped into tiles of kVQTileRows = 64 (the last tile is padded with rows
+// whose indices are 0 and whose results are dropped): 64 one-byte indices are one zmm for the
+// byte-plane lookups, and 4 (8) consecutive groups of 16 (8) rows are the gather / permute
+// vectors of the other AVX-512 (AVX2) kernels. The P = ceil(cols / D) vector positions of a row
+// are cut into chunks of `chunk` positions (the last one shorter) so that the lookup table of one
+// chunk (chunk x Kp fp32 values per set, Kp = max(2^bits, 16)) stays in L1; every kernel streams
+// the weights chunk by chunk. Indices are stored chunk-major:
+//   element (c, t, jj, lane) at  c * chunk * tiles * 64 + t * len(c) * 64 + jj * 64 + lane
 // (len(c) = positions of chunk c), one byte each for bits <= 8 and two bytes for 9..12 bits.
 // Whole bytes cost at most 2x the storage bits for 4-bit indices and nothing at 8 bits; the
 // benchmark formats (D = 2 and D = 4 with 8-bit indices) stream exactly their storage bits.
@@ -19,8 +21,8 @@
 // Codebooks are decoded to fp32 twice: `cb` entry-major (set s, entry k, coordinate d at
 // (s * K + k) * D + d, read by the decode-and-FMA gathers) and `cbt` coordinate-major padded
 // to Kp entries ((s * D + d) * Kp + k, zeros beyond K; read 16 entries at a time to build the
-// lookup tables). `lane_set[t * 16 + lane]` is the set of row t * 16 + lane (of the last row
-// for padding rows), so a tile may straddle sets (rows_per_set need not divide 16 or rows).
+// lookup tables). `lane_set[t * 64 + lane]` is the set of row t * 64 + lane (of the last row
+// for padding rows), so a tile may straddle sets (rows_per_set need not divide 64 or rows).
 #pragma once
 
 #include <algorithm>
@@ -96,7 +98,7 @@ struct VQChunkTask {
   std::ptrdiff_t s0 = 0;
   std::ptrdiff_t nsets = 0;
   std::ptrdiff_t c = 0;           ///< chunk
-  float* acc = nullptr;           ///< partial sums of tile t, token n, lane at ((t * kVQMaxTokens + n) * 16 + lane)
+  float* acc = nullptr;           ///< partial sums of tile t, token n, lane at ((t * kVQMaxTokens + n) * 64 + lane)
   bool first = true;              ///< chunk 0: the partial sums start at 0 (else they are added to)
 };
 

@@ -1,8 +1,9 @@
 // qtl/kernel/vq_avx2.hpp — AVX2 path of the vector-codebook lookup kernels: 8 rows per ymm.
 //
-// Same layout, loops and summation order as qtl/kernel/vq_avx512.hpp; a 16-row tile is handled
-// as two 8-row halves (lanes 0-7, then 8-15), each gather vector holding 8 rows' indices of one
-// position (_mm256_i32gather_ps).
+// Same layout, loops and summation order as qtl/kernel/vq_avx512.hpp; a 64-row tile is handled
+// as eight 8-row groups, each gather vector holding 8 rows' indices of one position
+// (_mm256_i32gather_ps): Table reads L_j at the indices, Decode the codebook entries. (A 256-entry
+// table does not fit the ymm registers, so AVX2 has no in-register lookups.)
 //
 // The functions carry target attributes (see qtl/kernel/cpu_features.hpp): they compile in any
 // translation unit and must only be called when path_supported(KernelPath::Avx2) says so.

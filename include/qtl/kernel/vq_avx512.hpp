@@ -1,18 +1,28 @@
-// qtl/kernel/vq_avx512.hpp — AVX-512 path of the vector-codebook lookup kernels: 16 rows per zmm.
+// qtl/kernel/vq_avx512.hpp — AVX-512 path of the vector-codebook lookup kernels.
 //
-// Layout: qtl/kernel/layout_vq.hpp. One zmm lane is one row of a 16-row tile, so the 16 indices
-// of position j (one 16-byte or 32-byte load, widened with vpmovzx) form one gather vector:
-//   Table   acc += vgatherdps(L_j, idx + set offset)           (1 gather per 16 rows x D weights)
-//   Decode  acc += vgatherdps(cb + d, idx * D + set offset) * broadcast(x[jD + d]), d < D
-// This is the CPU trick of AQLM's Numba kernel for Kx8 codebooks (Vahe1994/AQLM,
-// inference_lib/.../numba_kernels): a codebook of 2^8 entries makes a per-token table of
-// (positions x 256) dot products that is cheap to build and stays in cache; here the table is
-// built one chunk of positions at a time so that it stays in L1. Tables are built 16 entries at
-// a time (vfmadd over the coordinate-major codebook). For GEMM one loaded index vector feeds the
-// gathers (Table) or the decoded entries feed the FMAs (Decode) of up to 4 tokens.
+// Layout: qtl/kernel/layout_vq.hpp (64-row tiles, handled as 4 groups of 16 rows, or as one
+// zmm of 64 byte indices). Per token the Table strategy builds, one chunk of positions at a
+// time, L[j][k] = codebook[k] . x[jD .. jD+D) (16 entries per vfmadd over the coordinate-major
+// codebook) and then adds L[j][idx_rj] for every row:
+//   8-bit indices, Avx512Vnni path on VBMI CPUs: byte-plane vpermi2b lookups, 64 rows at once
+//            (tiles_table_bytes below)
+//   <= 8 bits otherwise: the table row in registers, one vpermps (<= 4 bits) or a tree of
+//            vpermi2ps + blends (lookup<Bits>), 16 rows at once
+//   9..12 bits, or 16 rows of several sets: vgatherdps(L_j, idx + set offset)
+// and the Decode strategy adds vgatherdps(cb + d, idx * D + set offset) * broadcast(x[jD + d]).
+// Gathers were measured at ~26-39 cycles per zmm on this project's Ice Lake machines (the GDS
+// microcode mitigation); the fp32 permute tree of 8-bit indices costs ~12 port-5 uops per 16
+// rows and the byte planes ~17 per 64 rows (bench/vq_kernel_matrix_bench.cpp).
+// The per-token table is the CPU trick of AQLM's Numba kernel for Kx8 codebooks (Vahe1994/AQLM,
+// inference_lib, numba_kernels): a codebook of 2^8 entries makes a table of (positions x 256)
+// dot products that is cheap to build and stays in cache; the in-register lookups follow T-MAC's
+// (microsoft/T-MAC) table lookups with vpshufb, widened to 128-entry vpermi2b tables of fp32
+// byte planes so that the result stays exact. For GEMM one loaded index vector feeds the
+// lookups of up to 4 tokens.
 //
 // The functions carry target attributes (see qtl/kernel/cpu_features.hpp): they compile in any
-// translation unit and must only be called when path_supported(KernelPath::Avx512) says so.
+// translation unit and must only be called when path_supported(KernelPath::Avx512) says so
+// (and the VBMI functions only when vq_cpu_has_vbmi() too).
 #pragma once
 
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
@@ -117,10 +127,18 @@ QTL_VQ_TARGET_AVX512 void tiles_table_perm(const VQKernelView& w, const VQChunkT
       const float* tab[NT];
       for (int n = 0; n < NT; ++n) tab[n] = k.table + n * k.nsets * len * Kp;
       const __m512i off = _mm512_mullo_epi32(_mm512_sub_epi32(_mm512_loadu_si512(ls), s0), set_stride);
-      for (std::ptrdiff_t jj = 0; jj < len; ++jj) {
-        const __m512i v = _mm512_add_epi32(load_idx(ip + jj * kVQTileRows), off);
-        __m512* acc = (jj & 1) ? a1 : a0;
-        for (int n = 0; n < NT; ++n) acc[n] = _mm512_add_ps(acc[n], _mm512_i32gather_ps(v, tab[n] + jj * Kp, 4));
+      std::ptrdiff_t jj = 0;
+      for (; jj + 1 < len; jj += 2) {
+        const __m512i v0 = _mm512_add_epi32(load_idx(ip + jj * kVQTileRows), off);
+        const __m512i v1 = _mm512_add_epi32(load_idx(ip + (jj + 1) * kVQTileRows), off);
+        for (int n = 0; n < NT; ++n) {
+          a0[n] = _mm512_add_ps(a0[n], _mm512_i32gather_ps(v0, tab[n] + jj * Kp, 4));
+          a1[n] = _mm512_add_ps(a1[n], _mm512_i32gather_ps(v1, tab[n] + (jj + 1) * Kp, 4));
+        }
+      }
+      if (jj < len) {
+        const __m512i v0 = _mm512_add_epi32(load_idx(ip + jj * kVQTileRows), off);
+        for (int n = 0; n < NT; ++n) a0[n] = _mm512_add_ps(a0[n], _mm512_i32gather_ps(v0, tab[n] + jj * Kp, 4));
       }
     }
     finish<NT>(k, u, a0, a1);
@@ -266,10 +284,11 @@ inline void vq_tiles_decode_avx512(const VQKernelView& w, const VQChunkTask& k, 
 // A 256-entry fp32 table row split into its 4 byte planes (plane b = byte b of every entry,
 // 256 bytes) is looked up for 64 rows at once: per plane two vpermi2b over 128 entries and a
 // byte blend on index bit 7, then vpunpck{l,h}bw / vpunpck{l,h}wd reassemble the 4 bytes of
-// each entry into 4 zmm of 16 fp32 values: exact, ~17 port-5 uops per 64 rows instead of ~48
-// for four fp32 permute trees (lookup<8>). The unpacks interleave 128-bit lanes, so the 64
-// indices are first reordered with one vpermb (kRowOrder) such that output register k holds
-// rows 16k .. 16k+15 in order. Tables are built in this plane format (vq_build_table_avx512vbmi).
+// each entry into 4 zmm of 16 fp32 values: exact, ~16 port-5 uops per 64 rows instead of ~48
+// for four fp32 permute trees (lookup<8>). The unpacks work within 128-bit blocks, so
+// accumulator k, block L holds rows 16 L + 4 k .. 16 L + 4 k + 3; the accumulators are summed
+// in that order and transposed (8 vshuff32x4) once per tile and token. Tables are built in this
+// plane format (vq_build_table_avx512vbmi).
 
 #define QTL_VQ_TARGET_AVX512VBMI \
   __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi")))
@@ -285,18 +304,6 @@ inline void vq_tiles_decode_avx512(const VQKernelView& w, const VQChunkTask& k, 
 
 namespace detail_vq_avx512 {
 
-// Byte position p = 16 L + 4 k + q (128-bit lane L, output register k, q < 4) takes the index
-// of row 16 k + 4 L + q.
-QTL_VQ_TARGET_AVX512VBMI inline __m512i row_order() noexcept {
-  alignas(64) std::uint8_t o[64];
-  for (int L = 0; L < 4; ++L) {
-    for (int k = 0; k < 4; ++k) {
-      for (int q = 0; q < 4; ++q) o[16 * L + 4 * k + q] = static_cast<std::uint8_t>(16 * k + 4 * L + q);
-    }
-  }
-  return _mm512_load_si512(o);
-}
-
 // Byte 16 b + i of the result = byte b of fp32 entry i (plane-major within the register).
 QTL_VQ_TARGET_AVX512VBMI inline __m512i plane_order() noexcept {
   alignas(64) std::uint8_t o[64];
@@ -306,16 +313,19 @@ QTL_VQ_TARGET_AVX512VBMI inline __m512i plane_order() noexcept {
   return _mm512_load_si512(o);
 }
 
+// Byte plane P (256 bytes) at the 64 indices v: two 128-entry vpermi2b, blended on bit 7.
+QTL_VQ_TARGET_AVX512VBMI inline __attribute__((always_inline)) __m512i plane(const std::uint8_t* P, __m512i v,
+                                                                           __mmask64 hi) noexcept {
+  const __m512i lo = _mm512_permutex2var_epi8(_mm512_loadu_si512(P), v, _mm512_loadu_si512(P + 64));
+  const __m512i up = _mm512_permutex2var_epi8(_mm512_loadu_si512(P + 128), v, _mm512_loadu_si512(P + 192));
+  return _mm512_mask_blend_epi8(hi, lo, up);
+}
+
 QTL_VQ_TARGET_AVX512VBMI inline __attribute__((always_inline)) void lookup_bytes(const std::uint8_t* T, __m512i v,
                                                                                  __mmask64 hi, __m512* acc) noexcept {
-  __m512i r[4];
-  for (int b = 0; b < 4; ++b) {
-    const __m512i lo = _mm512_permutex2var_epi8(_mm512_loadu_si512(T + 256 * b), v, _mm512_loadu_si512(T + 256 * b + 64));
-    const __m512i up = _mm512_permutex2var_epi8(_mm512_loadu_si512(T + 256 * b + 128), v, _mm512_loadu_si512(T + 256 * b + 192));
-    r[b] = _mm512_mask_blend_epi8(hi, lo, up);
-  }
-  const __m512i w01l = _mm512_unpacklo_epi8(r[0], r[1]), w01h = _mm512_unpackhi_epi8(r[0], r[1]);
-  const __m512i w23l = _mm512_unpacklo_epi8(r[2], r[3]), w23h = _mm512_unpackhi_epi8(r[2], r[3]);
+  const __m512i r0 = plane(T, v, hi), r1 = plane(T + 256, v, hi), r2 = plane(T + 512, v, hi), r3 = plane(T + 768, v, hi);
+  const __m512i w01l = _mm512_unpacklo_epi8(r0, r1), w01h = _mm512_unpackhi_epi8(r0, r1);
+  const __m512i w23l = _mm512_unpacklo_epi8(r2, r3), w23h = _mm512_unpackhi_epi8(r2, r3);
   acc[0] = _mm512_add_ps(acc[0], _mm512_castsi512_ps(_mm512_unpacklo_epi16(w01l, w23l)));
   acc[1] = _mm512_add_ps(acc[1], _mm512_castsi512_ps(_mm512_unpackhi_epi16(w01l, w23l)));
   acc[2] = _mm512_add_ps(acc[2], _mm512_castsi512_ps(_mm512_unpacklo_epi16(w01h, w23h)));
@@ -327,7 +337,6 @@ QTL_VQ_TARGET_AVX512VBMI inline void tiles_table_bytes(const VQKernelView& w, co
   static_assert(kVQTileRows == 64, "the byte-plane lookups handle 64-row tiles");
   const std::ptrdiff_t len = w.chunk_len(k.c), Kp = w.Kp;
   const std::uint8_t* idx = w.idx8 + w.chunk_offset(k.c);
-  const __m512i order = row_order();
   for (std::ptrdiff_t t = t0; t < t1; ++t) {
     const std::int32_t* ls = w.lane_set + t * kVQTileRows;
     if (ls[0] != ls[kVQTileRows - 1]) {  // rows of several sets: one table row does not serve all lanes
@@ -339,15 +348,27 @@ QTL_VQ_TARGET_AVX512VBMI inline void tiles_table_bytes(const VQKernelView& w, co
       const float* tab = k.table + (n * k.nsets + ls[0] - k.s0) * len * Kp;
       __m512 a0[4], a1[4];
       for (int i = 0; i < 4; ++i) a0[i] = a1[i] = _mm512_setzero_ps();
-      for (std::ptrdiff_t jj = 0; jj < len; ++jj) {
-        const __m512i v = _mm512_permutexvar_epi8(order, _mm512_loadu_si512(ip + jj * kVQTileRows));
-        lookup_bytes(reinterpret_cast<const std::uint8_t*>(tab + jj * Kp), v, _mm512_movepi8_mask(v), (jj & 1) ? a1 : a0);
+      std::ptrdiff_t jj = 0;
+      for (; jj + 1 < len; jj += 2) {
+        const __m512i v0 = _mm512_loadu_si512(ip + jj * kVQTileRows);
+        lookup_bytes(reinterpret_cast<const std::uint8_t*>(tab + jj * Kp), v0, _mm512_movepi8_mask(v0), a0);
+        const __m512i v1 = _mm512_loadu_si512(ip + (jj + 1) * kVQTileRows);
+        lookup_bytes(reinterpret_cast<const std::uint8_t*>(tab + (jj + 1) * Kp), v1, _mm512_movepi8_mask(v1), a1);
       }
+      if (jj < len) {
+        const __m512i v0 = _mm512_loadu_si512(ip + jj * kVQTileRows);
+        lookup_bytes(reinterpret_cast<const std::uint8_t*>(tab + jj * Kp), v0, _mm512_movepi8_mask(v0), a0);
+      }
+      // accumulator i, 128-bit block L holds rows 16 L + 4 i .. +3: transpose the 4 x 4 blocks
+      __m512 d[4];
+      for (int i = 0; i < 4; ++i) d[i] = _mm512_add_ps(a0[i], a1[i]);
+      const __m512 u0 = _mm512_shuffle_f32x4(d[0], d[1], 0x44), u1 = _mm512_shuffle_f32x4(d[0], d[1], 0xEE);
+      const __m512 u2 = _mm512_shuffle_f32x4(d[2], d[3], 0x44), u3 = _mm512_shuffle_f32x4(d[2], d[3], 0xEE);
+      const __m512 rows[4] = {_mm512_shuffle_f32x4(u0, u2, 0x88), _mm512_shuffle_f32x4(u0, u2, 0xDD),
+                              _mm512_shuffle_f32x4(u1, u3, 0x88), _mm512_shuffle_f32x4(u1, u3, 0xDD)};
       for (int i = 0; i < 4; ++i) {
         float* p = k.acc + (t * kVQMaxTokens + n) * kVQTileRows + 16 * i;
-        __m512 sum = _mm512_add_ps(a0[i], a1[i]);
-        if (!k.first) sum = _mm512_add_ps(_mm512_loadu_ps(p), sum);
-        _mm512_storeu_ps(p, sum);
+        _mm512_storeu_ps(p, k.first ? rows[i] : _mm512_add_ps(_mm512_loadu_ps(p), rows[i]));
       }
     }
   }

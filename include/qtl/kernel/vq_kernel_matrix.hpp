@@ -7,18 +7,19 @@
 //
 // Strategies (qtl/kernel/layout_vq.hpp), chosen per matrix at construction by a cost model:
 //   Table   per token, set and position j: L[j][k] = codebook[k] . x[jD .. jD+D) for all 2^bits
-//           entries (fp32, 16 entries per FMA), then y_r = sum_j L[j][idx_rj], one gather per
-//           16 rows and position. Pays when a codebook serves many rows.
-//   Decode  gather codebook[idx_rj][d] for 16 rows and FMA with x[jD + d]: D gathers per 16 rows
-//           and position, no table. Pays when each set has few rows (the table would be built
-//           for 2^bits entries and read by only rows_per_set rows).
-// Cost model, per token and position, counted in 16-lane gathers (the dominant instruction:
-// ~8 cycles each on the AVX-512 machines of PERF.md, against ~0.5 cycle for an FMA + store, so
-// building 16 table entries of one coordinate costs ~1/8 gather; the same ratio holds for the
-// scalar path, 1 load + add per lookup against D loads + D multiply-adds per decode):
-//   table  = (sets + min(sets, tiles)) * Kp * D / 128  +  tiles      (Kp = max(2^bits, 16);
+//           entries (fp32, 16 entries per FMA), then y_r = sum_j L[j][idx_rj] by in-register
+//           table lookups (vpermi2b / vpermi2ps, qtl/kernel/vq_avx512.hpp) or gathers.
+//           Pays when a codebook serves many rows.
+//   Decode  gather codebook[idx_rj][d] for 16 (8) rows and FMA with x[jD + d]: D gathers per
+//           16 rows and position, no table. Pays when each set has few rows (the table would be
+//           built for 2^bits entries and read by only rows_per_set rows).
+// Cost model, per token and position, counted in 16-row lookups (~8 cycles for a gather or a
+// permute tree, against ~0.5 cycle for an FMA + store, so building 16 table entries of one
+// coordinate costs ~1/8 lookup; the same ratio holds for the scalar path, 1 load + add per
+// lookup against D loads + D multiply-adds per decode):
+//   table  = (sets + min(sets, tiles)) * Kp * D / 128  +  ceil(rows / 16)   (Kp = max(2^bits, 16);
 //            sets at the edge of a thread's set range are built twice: the min term)
-//   decode = tiles * D
+//   decode = ceil(rows / 16) * D
 // Table is chosen iff table < decode. E.g. 4096 x 4096 with one codebook: Table for every D and
 // bits; rows_per_set = 16 with 256 entries: Decode. set_strategy() overrides it (tests use it).
 //
@@ -143,7 +144,7 @@ class VQKernelMatrix {
 
   /// Overrides the cost model's choice (both strategies compute the same product).
   void set_strategy(VQStrategy s) noexcept { strategy_ = s; }
-  /// The least work (16-row tiles x positions x tokens, one gather each) one thread is given.
+  /// The least work (16-row groups x positions x tokens, one lookup each) one thread is given.
   void set_min_work_per_thread(std::ptrdiff_t units) noexcept { min_work_per_thread_ = std::max<std::ptrdiff_t>(units, 1); }
   /// Switches the ISA path (no repacking: every path reads the same layout).
   void set_path(KernelPath path) {
