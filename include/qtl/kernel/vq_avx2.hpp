@@ -46,6 +46,7 @@ inline const I* indices(const VQKernelView& w) noexcept {
 template <int NT>
 QTL_VQ_TARGET_AVX2 inline __attribute__((always_inline)) void finish(const VQChunkTask& k, std::ptrdiff_t t, int h,
                                                                        const __m256* a0, const __m256* a1) noexcept {
+  #pragma GCC unroll 16
   for (int n = 0; n < NT; ++n) {
     float* p = k.acc + (t * kVQMaxTokens + n) * kVQTileRows + 8 * h;
     __m256 s = _mm256_add_ps(a0[n], a1[n]);
@@ -62,6 +63,7 @@ QTL_VQ_TARGET_AVX2 void tiles_table(const VQKernelView& w, const VQChunkTask& k,
   const __m256i set_stride = _mm256_set1_epi32(static_cast<int>(len * Kp));
   const __m256i s0 = _mm256_set1_epi32(static_cast<int>(k.s0));
   const float* tab[NT];
+  #pragma GCC unroll 16
   for (int n = 0; n < NT; ++n) tab[n] = k.table + n * k.nsets * len * Kp;
   for (std::ptrdiff_t t = t0; t < t1; ++t) {
     for (int h = 0; h < kVQTileRows / 8; ++h) {
@@ -70,11 +72,13 @@ QTL_VQ_TARGET_AVX2 void tiles_table(const VQKernelView& w, const VQChunkTask& k,
           _mm256_sub_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.lane_set + t * kVQTileRows + 8 * h)), s0),
           set_stride);
       __m256 a0[NT], a1[NT];
+      #pragma GCC unroll 16
       for (int n = 0; n < NT; ++n) a0[n] = a1[n] = _mm256_setzero_ps();
       std::ptrdiff_t jj = 0;
       for (; jj + 1 < len; jj += 2) {
         const __m256i v0 = _mm256_add_epi32(load_idx(ip + jj * kVQTileRows), off);
         const __m256i v1 = _mm256_add_epi32(load_idx(ip + (jj + 1) * kVQTileRows), off);
+        #pragma GCC unroll 16
         for (int n = 0; n < NT; ++n) {
           a0[n] = _mm256_add_ps(a0[n], _mm256_i32gather_ps(tab[n] + jj * Kp, v0, 4));
           a1[n] = _mm256_add_ps(a1[n], _mm256_i32gather_ps(tab[n] + (jj + 1) * Kp, v1, 4));
@@ -82,6 +86,7 @@ QTL_VQ_TARGET_AVX2 void tiles_table(const VQKernelView& w, const VQChunkTask& k,
       }
       if (jj < len) {
         const __m256i v0 = _mm256_add_epi32(load_idx(ip + jj * kVQTileRows), off);
+        #pragma GCC unroll 16
         for (int n = 0; n < NT; ++n) a0[n] = _mm256_add_ps(a0[n], _mm256_i32gather_ps(tab[n] + jj * Kp, v0, 4));
       }
       finish<NT>(k, t, h, a0, a1);
@@ -94,8 +99,10 @@ QTL_VQ_TARGET_AVX2 inline __attribute__((always_inline)) void decode_step(const 
                                                                             const float* cb, const float* const* xs,
                                                                             __m256* acc) noexcept {
   const __m256i v = _mm256_add_epi32(_mm256_slli_epi32(load_idx(ip + jj * kVQTileRows), kShift), off);
+  #pragma GCC unroll 16
   for (int d = 0; d < D; ++d) {
     const __m256 c = _mm256_i32gather_ps(cb + d, v, 4);
+    #pragma GCC unroll 16
     for (int n = 0; n < NT; ++n) acc[n] = _mm256_fmadd_ps(c, _mm256_set1_ps(xs[n][jj * D + d]), acc[n]);
   }
 }
@@ -108,6 +115,7 @@ QTL_VQ_TARGET_AVX2 void tiles_decode(const VQKernelView& w, const VQChunkTask& k
   const I* idx = indices<I>(w) + w.chunk_offset(k.c);
   const __m256i set_stride = _mm256_set1_epi32(static_cast<int>(w.K * D));
   const float* xs[NT];
+  #pragma GCC unroll 16
   for (int n = 0; n < NT; ++n) xs[n] = k.x + n * k.ldx + k.c * w.chunk * D;
   for (std::ptrdiff_t t = t0; t < t1; ++t) {
     for (int h = 0; h < kVQTileRows / 8; ++h) {
@@ -119,6 +127,7 @@ QTL_VQ_TARGET_AVX2 void tiles_decode(const VQKernelView& w, const VQChunkTask& k
                            _mm256_set1_epi32(set0)),
           set_stride);
       __m256 a0[NT], a1[NT];
+      #pragma GCC unroll 16
       for (int n = 0; n < NT; ++n) a0[n] = a1[n] = _mm256_setzero_ps();
       std::ptrdiff_t jj = 0;
       for (; jj + 1 < len; jj += 2) {

@@ -62,6 +62,7 @@ inline const I* indices(const VQKernelView& w) noexcept {
 template <int NT>
 QTL_VQ_TARGET_AVX512 inline __attribute__((always_inline)) void finish(const VQChunkTask& k, std::ptrdiff_t u,
                                                                          const __m512* a0, const __m512* a1) noexcept {
+  #pragma GCC unroll 16
   for (int n = 0; n < NT; ++n) {
     float* p = k.acc + (u / 4 * kVQMaxTokens + n) * kVQTileRows + u % 4 * 16;
     __m512 s = _mm512_add_ps(a0[n], a1[n]);
@@ -81,12 +82,15 @@ QTL_VQ_TARGET_AVX512 inline __attribute__((always_inline)) __m512 lookup(const f
   } else {
     constexpr int kSlices = 1 << (Bits - 5);
     __m512 r[kSlices];
+    #pragma GCC unroll 16
     for (int i = 0; i < kSlices; ++i) {
       r[i] = _mm512_permutex2var_ps(_mm512_loadu_ps(L + 32 * i), v, _mm512_loadu_ps(L + 32 * i + 16));
     }
     int b = 5;
+#pragma GCC unroll 4
     for (int n = kSlices; n > 1; n /= 2, ++b) {
       const __mmask16 m = _mm512_test_epi32_mask(v, _mm512_set1_epi32(1 << b));
+      #pragma GCC unroll 16
       for (int i = 0; i < n / 2; ++i) r[i] = _mm512_mask_blend_ps(m, r[2 * i], r[2 * i + 1]);
     }
     return r[0];
@@ -106,14 +110,17 @@ QTL_VQ_TARGET_AVX512 void tiles_table_perm(const VQKernelView& w, const VQChunkT
     const std::uint8_t* ip = idx + u / 4 * len * kVQTileRows + u % 4 * 16;
     const std::int32_t* ls = w.lane_set + u * 16;
     __m512 a0[NT], a1[NT];
+    #pragma GCC unroll 16
     for (int n = 0; n < NT; ++n) a0[n] = a1[n] = _mm512_setzero_ps();
     if (ls[0] == ls[15]) {
       const float* tab[NT];
+      #pragma GCC unroll 16
       for (int n = 0; n < NT; ++n) tab[n] = k.table + (n * k.nsets + ls[0] - k.s0) * len * Kp;
       std::ptrdiff_t jj = 0;
       for (; jj + 1 < len; jj += 2) {
         const __m512i v0 = load_idx(ip + jj * kVQTileRows);
         const __m512i v1 = load_idx(ip + (jj + 1) * kVQTileRows);
+        #pragma GCC unroll 16
         for (int n = 0; n < NT; ++n) {
           a0[n] = _mm512_add_ps(a0[n], lookup<Bits>(tab[n] + jj * Kp, v0));
           a1[n] = _mm512_add_ps(a1[n], lookup<Bits>(tab[n] + (jj + 1) * Kp, v1));
@@ -121,16 +128,19 @@ QTL_VQ_TARGET_AVX512 void tiles_table_perm(const VQKernelView& w, const VQChunkT
       }
       if (jj < len) {
         const __m512i v0 = load_idx(ip + jj * kVQTileRows);
+        #pragma GCC unroll 16
         for (int n = 0; n < NT; ++n) a0[n] = _mm512_add_ps(a0[n], lookup<Bits>(tab[n] + jj * Kp, v0));
       }
     } else {
       const float* tab[NT];
+      #pragma GCC unroll 16
       for (int n = 0; n < NT; ++n) tab[n] = k.table + n * k.nsets * len * Kp;
       const __m512i off = _mm512_mullo_epi32(_mm512_sub_epi32(_mm512_loadu_si512(ls), s0), set_stride);
       std::ptrdiff_t jj = 0;
       for (; jj + 1 < len; jj += 2) {
         const __m512i v0 = _mm512_add_epi32(load_idx(ip + jj * kVQTileRows), off);
         const __m512i v1 = _mm512_add_epi32(load_idx(ip + (jj + 1) * kVQTileRows), off);
+        #pragma GCC unroll 16
         for (int n = 0; n < NT; ++n) {
           a0[n] = _mm512_add_ps(a0[n], _mm512_i32gather_ps(v0, tab[n] + jj * Kp, 4));
           a1[n] = _mm512_add_ps(a1[n], _mm512_i32gather_ps(v1, tab[n] + (jj + 1) * Kp, 4));
@@ -138,6 +148,7 @@ QTL_VQ_TARGET_AVX512 void tiles_table_perm(const VQKernelView& w, const VQChunkT
       }
       if (jj < len) {
         const __m512i v0 = _mm512_add_epi32(load_idx(ip + jj * kVQTileRows), off);
+        #pragma GCC unroll 16
         for (int n = 0; n < NT; ++n) a0[n] = _mm512_add_ps(a0[n], _mm512_i32gather_ps(v0, tab[n] + jj * Kp, 4));
       }
     }
@@ -153,16 +164,19 @@ QTL_VQ_TARGET_AVX512 void tiles_table(const VQKernelView& w, const VQChunkTask& 
   const __m512i set_stride = _mm512_set1_epi32(static_cast<int>(len * Kp));
   const __m512i s0 = _mm512_set1_epi32(static_cast<int>(k.s0));
   const float* tab[NT];
+  #pragma GCC unroll 16
   for (int n = 0; n < NT; ++n) tab[n] = k.table + n * k.nsets * len * Kp;
   for (std::ptrdiff_t u = t0 * 4; u < t1 * 4; ++u) {
     const I* ip = idx + u / 4 * len * kVQTileRows + u % 4 * 16;
     const __m512i off = _mm512_mullo_epi32(_mm512_sub_epi32(_mm512_loadu_si512(w.lane_set + u * 16), s0), set_stride);
     __m512 a0[NT], a1[NT];
+    #pragma GCC unroll 16
     for (int n = 0; n < NT; ++n) a0[n] = a1[n] = _mm512_setzero_ps();
     std::ptrdiff_t jj = 0;
     for (; jj + 1 < len; jj += 2) {
       const __m512i v0 = _mm512_add_epi32(load_idx(ip + jj * kVQTileRows), off);
       const __m512i v1 = _mm512_add_epi32(load_idx(ip + (jj + 1) * kVQTileRows), off);
+      #pragma GCC unroll 16
       for (int n = 0; n < NT; ++n) {
         a0[n] = _mm512_add_ps(a0[n], _mm512_i32gather_ps(v0, tab[n] + jj * Kp, 4));
         a1[n] = _mm512_add_ps(a1[n], _mm512_i32gather_ps(v1, tab[n] + (jj + 1) * Kp, 4));
@@ -170,6 +184,7 @@ QTL_VQ_TARGET_AVX512 void tiles_table(const VQKernelView& w, const VQChunkTask& 
     }
     if (jj < len) {
       const __m512i v0 = _mm512_add_epi32(load_idx(ip + jj * kVQTileRows), off);
+      #pragma GCC unroll 16
       for (int n = 0; n < NT; ++n) a0[n] = _mm512_add_ps(a0[n], _mm512_i32gather_ps(v0, tab[n] + jj * Kp, 4));
     }
     finish<NT>(k, u, a0, a1);
@@ -181,8 +196,10 @@ QTL_VQ_TARGET_AVX512 inline __attribute__((always_inline)) void decode_step(cons
                                                                               const float* cb, const float* const* xs,
                                                                               __m512* acc) noexcept {
   const __m512i v = _mm512_add_epi32(_mm512_slli_epi32(load_idx(ip + jj * kVQTileRows), kShift), off);
+  #pragma GCC unroll 16
   for (int d = 0; d < D; ++d) {
     const __m512 c = _mm512_i32gather_ps(v, cb + d, 4);
+    #pragma GCC unroll 16
     for (int n = 0; n < NT; ++n) acc[n] = _mm512_fmadd_ps(c, _mm512_set1_ps(xs[n][jj * D + d]), acc[n]);
   }
 }
@@ -195,6 +212,7 @@ QTL_VQ_TARGET_AVX512 void tiles_decode(const VQKernelView& w, const VQChunkTask&
   const I* idx = indices<I>(w) + w.chunk_offset(k.c);
   const __m512i set_stride = _mm512_set1_epi32(static_cast<int>(w.K * D));
   const float* xs[NT];
+  #pragma GCC unroll 16
   for (int n = 0; n < NT; ++n) xs[n] = k.x + n * k.ldx + k.c * w.chunk * D;
   for (std::ptrdiff_t u = t0 * 4; u < t1 * 4; ++u) {
     const I* ip = idx + u / 4 * len * kVQTileRows + u % 4 * 16;
@@ -203,6 +221,7 @@ QTL_VQ_TARGET_AVX512 void tiles_decode(const VQKernelView& w, const VQChunkTask&
         _mm512_sub_epi32(_mm512_loadu_si512(w.lane_set + u * 16), _mm512_set1_epi32(set0)), set_stride);
     const float* cb = w.cb + set0 * w.K * D;
     __m512 a0[NT], a1[NT];
+    #pragma GCC unroll 16
     for (int n = 0; n < NT; ++n) a0[n] = a1[n] = _mm512_setzero_ps();
     std::ptrdiff_t jj = 0;
     for (; jj + 1 < len; jj += 2) {
@@ -307,6 +326,7 @@ namespace detail_vq_avx512 {
 // Byte 16 b + i of the result = byte b of fp32 entry i (plane-major within the register).
 QTL_VQ_TARGET_AVX512VBMI inline __m512i plane_order() noexcept {
   alignas(64) std::uint8_t o[64];
+  #pragma GCC unroll 16
   for (int b = 0; b < 4; ++b) {
     for (int i = 0; i < 16; ++i) o[16 * b + i] = static_cast<std::uint8_t>(4 * i + b);
   }
@@ -347,6 +367,7 @@ QTL_VQ_TARGET_AVX512VBMI inline void tiles_table_bytes(const VQKernelView& w, co
     for (int n = 0; n < k.nt; ++n) {
       const float* tab = k.table + (n * k.nsets + ls[0] - k.s0) * len * Kp;
       __m512 a0[4], a1[4];
+      #pragma GCC unroll 16
       for (int i = 0; i < 4; ++i) a0[i] = a1[i] = _mm512_setzero_ps();
       std::ptrdiff_t jj = 0;
       for (; jj + 1 < len; jj += 2) {
@@ -361,11 +382,13 @@ QTL_VQ_TARGET_AVX512VBMI inline void tiles_table_bytes(const VQKernelView& w, co
       }
       // accumulator i, 128-bit block L holds rows 16 L + 4 i .. +3: transpose the 4 x 4 blocks
       __m512 d[4];
+      #pragma GCC unroll 16
       for (int i = 0; i < 4; ++i) d[i] = _mm512_add_ps(a0[i], a1[i]);
       const __m512 u0 = _mm512_shuffle_f32x4(d[0], d[1], 0x44), u1 = _mm512_shuffle_f32x4(d[0], d[1], 0xEE);
       const __m512 u2 = _mm512_shuffle_f32x4(d[2], d[3], 0x44), u3 = _mm512_shuffle_f32x4(d[2], d[3], 0xEE);
       const __m512 rows[4] = {_mm512_shuffle_f32x4(u0, u2, 0x88), _mm512_shuffle_f32x4(u0, u2, 0xDD),
                               _mm512_shuffle_f32x4(u1, u3, 0x88), _mm512_shuffle_f32x4(u1, u3, 0xDD)};
+      #pragma GCC unroll 16
       for (int i = 0; i < 4; ++i) {
         float* p = k.acc + (t * kVQMaxTokens + n) * kVQTileRows + 16 * i;
         _mm512_storeu_ps(p, k.first ? rows[i] : _mm512_add_ps(_mm512_loadu_ps(p), rows[i]));
