@@ -7,6 +7,7 @@
 #include <qtl/quant/e8p.hpp>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <vector>
@@ -57,19 +58,25 @@ TestMatrix random_vq(int dim, int bits, Index rows, Index cols, Index rows_per_s
 }
 
 // Y (m x rows) of every token against the double-accumulating reference, within
-//   (D + P + 2) u sum_c |W_hat_rc x_c|:
-// gamma_{D+P} for the kernel's fp32 sums (vq_kernel_matrix.hpp), plus the reference's own
-// final rounding to float (<= u |y_r|) with margin.
+//   (n + 2) u sum_c |W_hat_rc x_c|,  n = D + P (Table) or D P (Decode, E8P):
+// gamma_n for the kernel's fp32 sums (vq_kernel_matrix.hpp), plus the reference's own final
+// rounding to float (<= u |y_r|) with margin.
 void expect_near_reference(const TestMatrix& t, const qtl::RowMatrixXf& x, const qtl::RowMatrixXf& y,
-                           const std::string& what) {
+                           const std::string& what, VQStrategy s) {
   const qtl::PackedVQView v = qtl::view(t.packed);
-  const double bound_factor = (v.dim + v.vectors_per_row + 2) * kUnit;
+  const bool e8p = v.bits == 16;
+  const double n = s == VQStrategy::Table && !e8p ? double(v.dim + v.vectors_per_row) : double(v.dim * v.vectors_per_row);
+  const double bound_factor = (n + 2) * kUnit;
   const qtl::RowMatrixXf mag = x.cwiseAbs() * t.dense.cwiseAbs().transpose();
   std::vector<float> ref(static_cast<std::size_t>(v.rows));
   ASSERT_EQ(y.rows(), x.rows());
   ASSERT_EQ(y.cols(), v.rows);
   for (Index n = 0; n < x.rows(); ++n) {
-    qtl::kernel::gemv_vq_codebook_reference(v, x.row(n).data(), ref.data());
+    if (e8p) {
+      qtl::kernel::gemv_e8p_reference(v, qtl::E8P::abs_grid().data(), qtl::E8P::abs_parity().data(), x.row(n).data(), ref.data());
+    } else {
+      qtl::kernel::gemv_vq_codebook_reference(v, x.row(n).data(), ref.data());
+    }
     for (Index r = 0; r < v.rows; ++r) {
       const double tol = bound_factor * mag(n, r) + 1e-30;
       ASSERT_LE(std::abs(double(y(n, r)) - double(ref[static_cast<std::size_t>(r)])), tol)
@@ -86,10 +93,10 @@ void check_all(const TestMatrix& t, Index m, unsigned seed, const std::string& w
     for (VQStrategy s : {VQStrategy::Table, VQStrategy::Decode}) {
       k.set_strategy(s);
       const std::string tag = what + " path " + std::string(qtl::kernel::to_string(p)) + " " + qtl::kernel::to_string(s);
-      expect_near_reference(t, x, k.gemm(x), tag + " gemm");
+      expect_near_reference(t, x, k.gemm(x), tag + " gemm", s);
       if (m == 1) {
         const qtl::VectorXf y = k.gemv(qtl::VectorXf(x.row(0).transpose()));
-        expect_near_reference(t, x, qtl::RowMatrixXf(y.transpose()), tag + " gemv");
+        expect_near_reference(t, x, qtl::RowMatrixXf(y.transpose()), tag + " gemv", s);
       }
     }
   }
@@ -134,7 +141,7 @@ void check_quantized(Index rows, Index cols, Index rows_per_set, unsigned seed) 
   const qtl::VectorXf y = VQKernelMatrix(t.packed).gemv(x);
   const qtl::VectorXf mag = t.dense.cwiseAbs() * x.cwiseAbs();
   for (Index r = 0; r < rows; ++r) {
-    EXPECT_LE(std::abs(y[r] - ref[r]), (D + t.packed.layout().vectors_per_row() + 2) * kUnit * mag[r] + 1e-30) << r;
+    EXPECT_LE(std::abs(y[r] - ref[r]), (D * t.packed.layout().vectors_per_row() + 2) * kUnit * mag[r] + 1e-30) << r;
   }
 }
 
@@ -143,6 +150,32 @@ TEST(VQKernelMatrix, QuantizedMatricesMatchReference) {
   check_quantized<4, 8>(64, 36, 0, 4);    // 2 bits/weight, one codebook
   check_quantized<8, 3>(9, 172, 4, 5);    // stories260K's 172 columns = 21 x 8 + 4
   check_quantized<2, 8>(19, 300, 0, 6);   // several chunks
+}
+
+TEST(VQKernelMatrix, E8PMatchesReference) {
+  // sets not dividing the rows or a tile, a padded last vector (45 = 5 x 8 + 5), one column
+  struct Shape {
+    Index rows, cols, rows_per_set;
+  };
+  unsigned seed = 30;
+  for (const Shape& s : {Shape{37, 45, 5}, Shape{70, 64, 0}, Shape{3, 1, 1}, Shape{130, 300, 64}}) {
+    const auto w = qtl::test::gaussian(s.rows, s.cols, seed, 0.05f);
+    const auto q = qtl::quantize_vectors(qtl::E8P{}, qtl::VQGranularity{s.rows_per_set}, w);
+    const TestMatrix t{qtl::pack_vq(q), qtl::dequantize(q)};
+    EXPECT_EQ(VQKernelMatrix(t.packed).strategy(), VQStrategy::Decode);
+    check_all(t, 1, seed + 1, "e8p " + std::to_string(s.rows) + "x" + std::to_string(s.cols) + " m 1");
+    check_all(t, 6, seed + 2, "e8p " + std::to_string(s.rows) + "x" + std::to_string(s.cols) + " m 6");
+    seed += 3;
+  }
+  const auto w = qtl::test::gaussian(100, 200, 5, 0.05f);
+  const auto p = qtl::pack_vq(qtl::quantize_vectors(qtl::E8P{}, qtl::VQGranularity{9}, w));
+  const qtl::RowMatrixXf x = qtl::test::gaussian(5, 200, 6);
+  for (KernelPath path : supported_paths()) {
+    VQKernelMatrix k(p, path);
+    k.set_min_work_per_thread(1);
+    const qtl::RowMatrixXf y1 = k.gemm(x, 1), y3 = k.gemm(x, 3);
+    EXPECT_EQ(std::memcmp(y1.data(), y3.data(), sizeof(float) * static_cast<std::size_t>(y1.size())), 0);
+  }
 }
 
 TEST(VQKernelMatrix, BitIdenticalForAnyThreadCount) {
@@ -218,9 +251,10 @@ TEST(VQKernelMatrix, RejectsBadInput) {
   xb(1, 29) = std::numeric_limits<float>::infinity();
   EXPECT_THROW((void)k.gemm(xb), qtl::Error);
   EXPECT_EQ(k.gemv(qtl::VectorXf::Zero(30)), qtl::VectorXf::Zero(20));
-  // E8P (one scale per set) and residual VQ are not KMeansVQ codebooks
-  const auto e8p = qtl::pack_vq(qtl::quantize_vectors(qtl::E8P{}, {}, qtl::test::gaussian(4, 16, 2)));
-  EXPECT_THROW(VQKernelMatrix{e8p}, qtl::Error);
+  // residual VQ is neither a KMeansVQ codebook nor E8P
+  const auto e8p_rvq = qtl::pack_vq(qtl::quantize_vectors(qtl::ResidualVQ<qtl::E8P, qtl::KMeansVQ<8, 2>>{}, {},
+                                                          qtl::test::gaussian(4, 16, 2)));
+  EXPECT_THROW(VQKernelMatrix{e8p_rvq}, qtl::Error);
   const auto rvq = qtl::pack_vq(qtl::quantize_vectors(qtl::ResidualVQ<qtl::KMeansVQ<2, 2>, qtl::KMeansVQ<2, 2>>{},
                                                       {}, qtl::test::gaussian(4, 16, 3)));
   EXPECT_THROW(VQKernelMatrix{rvq}, qtl::Error);

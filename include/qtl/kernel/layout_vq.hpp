@@ -23,6 +23,10 @@
 // to Kp entries ((s * D + d) * Kp + k, zeros beyond K; read 16 entries at a time to build the
 // lookup tables). `lane_set[t * 64 + lane]` is the set of row t * 64 + lane (of the last row
 // for padding rows), so a tile may straddle sets (rows_per_set need not divide 64 or rows).
+//
+// E8P matrices (qtl/quant/e8p.hpp: D = 8, 16-bit indices, one fp16 scale per set) use the same
+// index layout (two bytes each), no codebook, and `e8p_scale` (fp32) per set; the kernels decode
+// each codeword from E8P::abs_grid() (256 x 8 fp32), the sign bits and the shift bit.
 #pragma once
 
 #include <algorithm>
@@ -33,6 +37,7 @@
 #include "qtl/detail/aligned_buffer.hpp"
 #include "qtl/detail/fp16.hpp"
 #include "qtl/format/vq_packed.hpp"
+#include "qtl/quant/e8p.hpp"
 
 namespace qtl::kernel {
 
@@ -55,6 +60,10 @@ struct VQKernelView {
   const float* cb = nullptr;             ///< sets x K x D
   const float* cbt = nullptr;            ///< sets x D x Kp
   const std::int32_t* lane_set = nullptr;
+  bool e8p = false;                      ///< E8P: 16-bit indices, one scale per set, no codebook
+  const float* e8p_grid = nullptr;       ///< E8P::abs_grid(), 256 x 8
+  const std::uint8_t* e8p_parity = nullptr;  ///< E8P::abs_parity()
+  const float* e8p_scale = nullptr;      ///< one fp32 scale per set
   int dim = 0;
   int bits = 0;
   std::ptrdiff_t K = 0;
@@ -113,7 +122,8 @@ class VQKernelLayout {
     VQKernelView& v = view_;
     v.dim = w.dim;
     v.bits = w.bits;
-    v.K = std::ptrdiff_t{1} << w.bits;
+    v.e8p = w.dim == 8 && w.bits == E8P::kBits && w.words_per_set == 1;
+    v.K = v.e8p ? 0 : std::ptrdiff_t{1} << w.bits;
     v.Kp = std::max<std::ptrdiff_t>(v.K, 16);
     v.rows = w.rows;
     v.cols = w.cols;
@@ -163,13 +173,20 @@ class VQKernelLayout {
         }
       }
     }
+    if (v.e8p) {
+      scale_ = qtl::detail::AlignedBuffer(S * sizeof(float));
+      for (std::size_t s = 0; s < S; ++s) reinterpret_cast<float*>(scale_.data())[s] = qtl::detail::half_to_float(w.params[s]);
+    }
     lane_set_ = qtl::detail::AlignedBuffer(static_cast<std::size_t>(v.tiles * kVQTileRows) * sizeof(std::int32_t));
     auto* ls = reinterpret_cast<std::int32_t*>(lane_set_.data());
     for (std::ptrdiff_t r = 0; r < v.tiles * kVQTileRows; ++r) ls[r] = static_cast<std::int32_t>(v.set_of_row(r));
     rebind();
   }
 
-  VQKernelLayout(const VQKernelLayout& o) : view_(o.view_), idx_(o.idx_), cb_(o.cb_), cbt_(o.cbt_), lane_set_(o.lane_set_) { rebind(); }
+  VQKernelLayout(const VQKernelLayout& o)
+      : view_(o.view_), idx_(o.idx_), cb_(o.cb_), cbt_(o.cbt_), lane_set_(o.lane_set_), scale_(o.scale_) {
+    rebind();
+  }
   VQKernelLayout& operator=(const VQKernelLayout& o) {
     if (this != &o) {
       VQKernelLayout copy(o);
@@ -182,7 +199,7 @@ class VQKernelLayout {
 
   [[nodiscard]] const VQKernelView& view() const noexcept { return view_; }
   /// Bytes one GEMV streams: the indices, one fp32 copy of the codebooks and the lane sets.
-  [[nodiscard]] std::size_t bytes() const noexcept { return idx_.size() + cb_.size() + lane_set_.size(); }
+  [[nodiscard]] std::size_t bytes() const noexcept { return idx_.size() + cb_.size() + lane_set_.size() + scale_.size(); }
   /// Bytes of the indices alone.
   [[nodiscard]] std::size_t index_bytes() const noexcept { return idx_.size(); }
 
@@ -194,6 +211,9 @@ class VQKernelLayout {
     view_.cb = reinterpret_cast<const float*>(cb_.data());
     view_.cbt = reinterpret_cast<const float*>(cbt_.data());
     view_.lane_set = reinterpret_cast<const std::int32_t*>(lane_set_.data());
+    view_.e8p_scale = reinterpret_cast<const float*>(scale_.data());
+    view_.e8p_grid = view_.e8p ? E8P::abs_grid().data() : nullptr;
+    view_.e8p_parity = view_.e8p ? E8P::abs_parity().data() : nullptr;
   }
 
   VQKernelView view_{};
@@ -201,6 +221,7 @@ class VQKernelLayout {
   qtl::detail::AlignedBuffer cb_;
   qtl::detail::AlignedBuffer cbt_;
   qtl::detail::AlignedBuffer lane_set_;
+  qtl::detail::AlignedBuffer scale_;
 };
 
 }  // namespace qtl::kernel

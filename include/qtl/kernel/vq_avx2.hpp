@@ -14,13 +14,15 @@
 
 #include <immintrin.h>
 
+#include <array>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
 
 #include "qtl/kernel/layout_vq.hpp"
 
-#define QTL_VQ_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define QTL_VQ_TARGET_AVX2 __attribute__((target("avx2,fma,f16c,popcnt")))
 
 namespace qtl::kernel {
 namespace detail_vq_avx2 {
@@ -199,6 +201,47 @@ inline void vq_tiles_decode_avx2(const VQKernelView& w, const VQChunkTask& k, st
       run.template operator()<std::uint16_t>();
     }
   });
+}
+
+/// E8P (see vq_tiles_e8p_portable), one row at a time with its 8-weight codewords in a ymm: the
+/// grid row (1 load from an 8 KiB table), the 8 sign bits as a sign mask (1 load from an 8 KiB
+/// table of masks) and the shift, then scale * (+-g + shift) exactly as the reference rounds it,
+/// FMA with x. Used by the AVX2 and the AVX-512 paths (a codeword is 8 floats: one ymm).
+QTL_VQ_TARGET_AVX2 inline void vq_tiles_e8p_avx2(const VQKernelView& w, const VQChunkTask& k, std::ptrdiff_t t0,
+                                                 std::ptrdiff_t t1) noexcept {
+  alignas(64) static const std::array<std::uint32_t, 256 * 8> masks = [] {
+    std::array<std::uint32_t, 256 * 8> m{};
+    for (std::size_t i = 0; i < 256; ++i) {
+      for (std::size_t d = 0; d < 8; ++d) m[i * 8 + d] = (i >> d) & 1u ? 0x80000000u : 0u;
+    }
+    return m;
+  }();
+  const std::ptrdiff_t len = w.chunk_len(k.c);
+  for (std::ptrdiff_t t = t0; t < t1; ++t) {
+    const std::ptrdiff_t base = w.chunk_offset(k.c) + t * len * kVQTileRows;
+    for (int lane = 0; lane < kVQTileRows; ++lane) {
+      const __m256 scale = _mm256_set1_ps(w.e8p_scale[w.lane_set[t * kVQTileRows + lane]]);
+      for (int n = 0; n < k.nt; ++n) {
+        const float* x = k.x + n * k.ldx + k.c * w.chunk * 8;
+        __m256 a[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+        for (std::ptrdiff_t jj = 0; jj < len; ++jj) {
+          const std::uint32_t i = w.idx16[base + jj * kVQTileRows + lane];
+          const std::uint32_t g = i & 0xFFu, signs = (i >> 8) & 0x7Fu;
+          const std::uint32_t neg = signs << 1 | ((static_cast<std::uint32_t>(std::popcount(signs)) + w.e8p_parity[g]) & 1u);
+          __m256 v = _mm256_xor_ps(_mm256_loadu_ps(w.e8p_grid + g * 8),
+                                   _mm256_castsi256_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(masks.data() + neg * 8))));
+          v = _mm256_mul_ps(scale, _mm256_add_ps(v, _mm256_set1_ps((i >> 15) & 1u ? 0.25f : -0.25f)));
+          a[jj & 1] = _mm256_fmadd_ps(v, _mm256_loadu_ps(x + jj * 8), a[jj & 1]);
+        }
+        const __m256 s8 = _mm256_add_ps(a[0], a[1]);
+        const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+        const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+        const float sum = _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
+        float& p = k.acc[(t * kVQMaxTokens + n) * kVQTileRows + lane];
+        p = k.first ? sum : p + sum;
+      }
+    }
+  }
 }
 
 }  // namespace qtl::kernel

@@ -23,19 +23,27 @@
 // Table is chosen iff table < decode. E.g. 4096 x 4096 with one codebook: Table for every D and
 // bits; rows_per_set = 16 with 256 entries: Decode. set_strategy() overrides it (tests use it).
 //
-// Accuracy. Both strategies sum each row in fp32: per chunk of positions two accumulators (even
-// and odd positions), chunk sums added in order. Against the exact sum S = sum_c W_hat_rc x_c,
-//   |y_r - S| <= gamma_{D + P} * sum_c |W_hat_rc x_c|,  gamma_n = n u / (1 - n u), u = 2^-24,
-// (D for one table entry or one decoded vector, P = ceil(cols / D) for the sum over positions;
-// a pessimistic bound of the standard recursive-summation analysis, Higham, ASNA 2nd ed., 3.1).
+// Accuracy. Every path sums each row in fp32: per chunk of positions two accumulators (even
+// and odd positions), chunk sums added in order. Against the exact sum S = sum_c W_hat_rc x_c
+// (standard recursive-summation analysis, Higham, ASNA 2nd ed., 3.1; gamma_n = n u / (1 - n u),
+// u = 2^-24; A = sum_c |W_hat_rc x_c|):
+//   Table   |y_r - S| <= gamma_{D + P} A      (D for one table entry, P = ceil(cols / D) for
+//                                              the sum over positions)
+//   Decode  |y_r - S| <= gamma_{D P} A        (one chain of multiply-adds over every weight; E8P
+//                                              too: its weights are rounded as the reference's)
+// Pessimistic worst cases; tests/kernel/vq_kernel_matrix_test.cpp checks them per row.
 // The raw-pointer gemv/gemm validate nothing and never throw except std::bad_alloc for their
 // scratch; the Eigen overloads validate shapes and finiteness first and throw qtl::Error.
 // Results are bit-identical for every thread count (rows are split, never a row's sum) and,
 // within one path, deterministic.
 //
-// Only KMeansVQ<D, B> matrices are accepted (the packed format does not name its quantizer: a
-// matrix of 2^bits x D fp16 words per set is taken as a KMeansVQ codebook). E8P and residual
-// VQ matrices are left to qtl/kernel/reference_vq.hpp.
+// KMeansVQ<D, B> matrices (a packed matrix with 2^bits x D fp16 words per set is taken as a
+// KMeansVQ codebook: the format does not name its quantizer) and E8P matrices (D = 8, 16-bit
+// indices, one fp16 scale per set) are accepted. E8P always decodes (a table of 2^16 codewords
+// never pays): per row and position the grid row, a sign mask and the shift make the 8 weights,
+// scale * (+-grid + shift) rounded exactly as gemv_e8p_reference does, FMA with x (one ymm per
+// codeword, qtl/kernel/vq_avx2.hpp, on every SIMD path). Residual VQ is left to
+// qtl/kernel/reference_vq.hpp.
 #pragma once
 
 #include <algorithm>
@@ -55,6 +63,7 @@
 #include "qtl/kernel/vq_avx2.hpp"
 #include "qtl/kernel/vq_avx512.hpp"
 #include "qtl/kernel/vq_portable.hpp"
+#include "qtl/quant/e8p.hpp"
 
 namespace qtl::kernel {
 
@@ -63,6 +72,7 @@ struct VQKernelFunctions {
   void (*build_table)(const VQKernelView&, const VQChunkTask&, float*) noexcept = &vq_build_table_portable;
   void (*tiles_table)(const VQKernelView&, const VQChunkTask&, std::ptrdiff_t, std::ptrdiff_t) noexcept = &vq_tiles_table_portable;
   void (*tiles_decode)(const VQKernelView&, const VQChunkTask&, std::ptrdiff_t, std::ptrdiff_t) noexcept = &vq_tiles_decode_portable;
+  void (*tiles_e8p)(const VQKernelView&, const VQChunkTask&, std::ptrdiff_t, std::ptrdiff_t) noexcept = &vq_tiles_e8p_portable;
 };
 
 /// The kernel functions of `path`. No integer dot products here, so Avx512Vnni is the Avx512 code
@@ -73,13 +83,13 @@ struct VQKernelFunctions {
   VQKernelFunctions f;
 #if defined(QTL_HAVE_X86_VQ_KERNELS)
   switch (path) {
-    case KernelPath::Avx2: f = {&vq_build_table_avx2, &vq_tiles_table_avx2, &vq_tiles_decode_avx2}; break;
-    case KernelPath::Avx512: f = {&vq_build_table_avx512, &vq_tiles_table_avx512, &vq_tiles_decode_avx512}; break;
+    case KernelPath::Avx2: f = {&vq_build_table_avx2, &vq_tiles_table_avx2, &vq_tiles_decode_avx2, &vq_tiles_e8p_avx2}; break;
+    case KernelPath::Avx512: f = {&vq_build_table_avx512, &vq_tiles_table_avx512, &vq_tiles_decode_avx512, &vq_tiles_e8p_avx2}; break;
     case KernelPath::Avx512Vnni:
       if (vq_cpu_has_vbmi()) {
-        f = {&vq_build_table_avx512vbmi, &vq_tiles_table_avx512vbmi, &vq_tiles_decode_avx512};
+        f = {&vq_build_table_avx512vbmi, &vq_tiles_table_avx512vbmi, &vq_tiles_decode_avx512, &vq_tiles_e8p_avx2};
       } else {
-        f = {&vq_build_table_avx512, &vq_tiles_table_avx512, &vq_tiles_decode_avx512};
+        f = {&vq_build_table_avx512, &vq_tiles_table_avx512, &vq_tiles_decode_avx512, &vq_tiles_e8p_avx2};
       }
       break;
     case KernelPath::Portable: break;
@@ -92,6 +102,7 @@ struct VQKernelFunctions {
 
 /// The cost model of the header comment.
 [[nodiscard]] inline VQStrategy vq_choose_strategy(const VQKernelView& w) noexcept {
+  if (w.e8p) return VQStrategy::Decode;  // 2^16 codewords: a table never pays
   const double sets = static_cast<double>(w.sets + std::min(w.sets, w.tiles));
   const double units = static_cast<double>((w.rows + 15) / 16);  // 16-row gather vectors
   const double table = sets * static_cast<double>(w.Kp) * w.dim / 128.0 + units;
@@ -110,16 +121,19 @@ class VQKernelMatrix {
     constexpr std::string_view kWhere = "VQKernelMatrix";
     require_nonempty(kWhere, "packed matrix", w.rows(), w.cols());
     const int D = w.layout().dim, bits = w.bits();
-    if (D != 2 && D != 4 && D != 8) fail(kWhere, ": vector dimension must be 2, 4 or 8, got ", D);
-    if (bits < 1 || bits > 12) fail(kWhere, ": index bits must be in [1, 12], got ", bits);
-    if (w.param_words_per_set() != (std::size_t{1} << bits) * static_cast<std::size_t>(D)) {
-      fail(kWhere, ": not a KMeansVQ matrix: ", w.param_words_per_set(), " parameter words per set, expected 2^", bits,
-           " x ", D, " (E8P and residual VQ are not supported)");
+    const bool e8p = D == 8 && bits == E8P::kBits && w.param_words_per_set() == E8P::kParamWords;
+    if (!e8p) {
+      if (D != 2 && D != 4 && D != 8) fail(kWhere, ": vector dimension must be 2, 4 or 8, got ", D);
+      if (bits < 1 || bits > 12) fail(kWhere, ": index bits must be in [1, 12] (or 16 for E8P), got ", bits);
+      if (w.param_words_per_set() != (std::size_t{1} << bits) * static_cast<std::size_t>(D)) {
+        fail(kWhere, ": not a KMeansVQ or E8P matrix: ", w.param_words_per_set(), " parameter words per set, expected 2^",
+             bits, " x ", D, " (residual VQ is not supported)");
+      }
     }
     if (w.cols() > (Index{1} << 28)) fail(kWhere, ": at most 2^28 columns, got ", w.cols());
     for (std::uint16_t h : w.param_words()) {
       const float f = qtl::detail::half_to_float(h);
-      if (!std::isfinite(f)) fail(kWhere, ": codebook value ", f, " is not finite");
+      if (!std::isfinite(f)) fail(kWhere, ": codebook value or scale ", f, " is not finite");
     }
     layout_ = VQKernelLayout(qtl::view(w));
     const VQKernelView& v = layout_.view();
@@ -142,7 +156,8 @@ class VQKernelMatrix {
   [[nodiscard]] std::size_t bytes() const noexcept { return layout_.bytes(); }
   [[nodiscard]] const VQKernelView& view() const noexcept { return layout_.view(); }
 
-  /// Overrides the cost model's choice (both strategies compute the same product).
+  /// Overrides the cost model's choice (both strategies compute the same product; E8P matrices
+  /// always decode).
   void set_strategy(VQStrategy s) noexcept { strategy_ = s; }
   /// The least work (16-row groups x positions x tokens, one lookup each) one thread is given.
   void set_min_work_per_thread(std::ptrdiff_t units) noexcept { min_work_per_thread_ = std::max<std::ptrdiff_t>(units, 1); }
@@ -163,7 +178,7 @@ class VQKernelMatrix {
   void gemm(const float* x, Index ldx, Index m, float* y, Index ldy, int threads = 1) const {
     if (m <= 0 || rows() == 0) return;
     const VQKernelView& w = layout_.view();
-    const bool table = strategy_ == VQStrategy::Table;
+    const bool table = strategy_ == VQStrategy::Table && !w.e8p;
     const std::ptrdiff_t work = w.tiles * (kVQTileRows / 16) * w.positions * m * (table ? 1 : w.dim);
     const auto T = static_cast<std::ptrdiff_t>(
         std::clamp<std::ptrdiff_t>(std::min<std::ptrdiff_t>(work / min_work_per_thread_, w.tiles), 1, std::max(threads, 1)));
@@ -201,7 +216,9 @@ class VQKernelMatrix {
           for (std::ptrdiff_t c = 0; c < w.chunks; ++c) {
             k.c = c;
             k.first = c == 0;
-            if (table) {
+            if (w.e8p) {
+              fn.tiles_e8p(w, k, a, b);
+            } else if (table) {
               fn.build_table(w, k, tab);
               fn.tiles_table(w, k, a, b);
             } else {

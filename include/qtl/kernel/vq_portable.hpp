@@ -5,6 +5,7 @@
 // odd jj), their sum is added to the row's partial sum, chunk after chunk.
 #pragma once
 
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 
@@ -78,6 +79,37 @@ inline void vq_tiles_decode_portable(const VQKernelView& w, const VQChunkTask& k
           const float* c = cb + index_at(w, base + jj * kVQTileRows + lane) * D;
           float& acc = a[jj & 1];
           for (std::ptrdiff_t d = 0; d < D; ++d) acc += c[d] * x[jj * D + d];
+        }
+        finish(k, t, n, lane, a[0], a[1]);
+      }
+    }
+  }
+}
+
+/// E8P: partial sums of tiles [t0, t1) over chunk k.c. Codeword of index i (qtl/quant/e8p.hpp):
+/// a = i & 255, sign bits 1..7 = bits 8..14, sign 0 = parity(signs) ^ parity[a], shift = +-1/4
+/// by bit 15; weight = scale * (+-grid[a][d] + shift), computed as the reference does.
+inline void vq_tiles_e8p_portable(const VQKernelView& w, const VQChunkTask& k, std::ptrdiff_t t0,
+                                  std::ptrdiff_t t1) noexcept {
+  using namespace detail_vq_portable;
+  const std::ptrdiff_t len = w.chunk_len(k.c);
+  for (std::ptrdiff_t t = t0; t < t1; ++t) {
+    const std::ptrdiff_t base = w.chunk_offset(k.c) + t * len * kVQTileRows;
+    for (int lane = 0; lane < kVQTileRows; ++lane) {
+      const float scale = w.e8p_scale[w.lane_set[t * kVQTileRows + lane]];
+      for (int n = 0; n < k.nt; ++n) {
+        const float* x = k.x + n * k.ldx + k.c * w.chunk * 8;
+        float a[2] = {0.0f, 0.0f};
+        for (std::ptrdiff_t jj = 0; jj < len; ++jj) {
+          const std::uint32_t i = w.idx16[base + jj * kVQTileRows + lane];
+          const std::uint32_t g = i & 0xFFu, signs = (i >> 8) & 0x7Fu;
+          const float shift = (i >> 15) & 1u ? 0.25f : -0.25f;
+          const std::uint32_t neg = signs << 1 | ((static_cast<std::uint32_t>(std::popcount(signs)) + w.e8p_parity[g]) & 1u);
+          float& acc = a[jj & 1];
+          for (int d = 0; d < 8; ++d) {
+            const float v = w.e8p_grid[g * 8 + static_cast<std::uint32_t>(d)];
+            acc += scale * ((((neg >> d) & 1u) ? -v : v) + shift) * x[jj * 8 + d];
+          }
         }
         finish(k, t, n, lane, a[0], a[1]);
       }
