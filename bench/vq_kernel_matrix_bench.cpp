@@ -4,6 +4,7 @@
 // GEMV on 4096 x 4096, one codebook per matrix (VPTQ / AQLM style):
 //   D = 2, 8-bit indices  (4 bits/weight)   vs UniformKernelMatrix 4-bit, group 128
 //   D = 4, 8-bit indices  (2 bits/weight)   vs UniformKernelMatrix 2-bit, group 128
+//   E8P (dim 8 in the args; 2 bits/weight, decode only)   vs the same 2-bit uniform matrix
 // Matrices are built directly from random indices and fp16 codebooks (speed does not depend on
 // the values; k-means on 16M weights would dominate the run). Weights are cycled over copies
 // totalling more than 4 x L3, so every call streams from DRAM, for the VQ and the uniform
@@ -25,6 +26,7 @@
 #include <qtl/format/vq_packed.hpp>
 #include <qtl/kernel/uniform_kernel_matrix.hpp>
 #include <qtl/kernel/vq_kernel_matrix.hpp>
+#include <qtl/quant/e8p.hpp>
 #include <qtl/quant/uniform.hpp>
 
 #include "bench_limits.hpp"
@@ -67,6 +69,18 @@ qtl::VQPackedMatrix random_vq(unsigned seed) {
   return qtl::pack_vq(m);
 }
 
+// E8P (QuIP#'s lattice codebook, 2 bits/weight): random 16-bit indices, one scale.
+qtl::VQPackedMatrix random_e8p(unsigned seed) {
+  qtl::VQMatrix<qtl::E8P> m;
+  m.layout = qtl::VQLayout{kRows, kCols, 8, kRows};
+  std::mt19937 rng(seed);
+  m.indices.resize(static_cast<std::size_t>(kRows * m.layout.vectors_per_row()));
+  for (auto& i : m.indices) i = rng() & 0xFFFFu;
+  m.params.resize(1);
+  m.params[0].scale = qtl::detail::round_to_half(0.02f);
+  return qtl::pack_vq(m);
+}
+
 template <int B>
 qtl::PackedMatrix random_uniform(unsigned seed) {
   using U = qtl::Uniform<B, qtl::Mode::Asymmetric>;
@@ -101,7 +115,7 @@ Sets& sets(int dim) {
     s.reset();
     s = std::make_unique<Sets>();
     s->dim = dim;
-    s->vq = cycled(VQKernelMatrix(dim == 2 ? random_vq<2>(11) : random_vq<4>(12)));
+    s->vq = cycled(VQKernelMatrix(dim == 2 ? random_vq<2>(11) : dim == 4 ? random_vq<4>(12) : random_e8p(15)));
     s->uni = cycled(UniformKernelMatrix(dim == 2 ? random_uniform<4>(13) : random_uniform<2>(14)));
   }
   return *s;
@@ -183,6 +197,13 @@ void BM_vq_gemv(benchmark::State& state) {
 
 void register_benchmarks() {
   bench_limits::register_limit_lines();
+  for (int threads : {1, 2}) {  // E8P (dim 8): the decode path on the best SIMD path
+    benchmark::RegisterBenchmark("vq_gemv", BM_vq_gemv)
+        ->Args({8, threads, 3, 1})
+        ->ArgNames({"dim", "threads", "path", "decode"})
+        ->UseRealTime()
+        ->MinTime(0.3);
+  }
   for (int dim : {2, 4}) {
     for (int threads : {1, 2}) {
       for (int path : {3, 2, 1, 0}) {

@@ -152,6 +152,18 @@ inline void with_tokens(int nt, F&& f) {
   }
 }
 
+/// acc + (E8P codeword of index i, scaled) * x[0..8).
+QTL_VQ_TARGET_AVX2 inline __attribute__((always_inline)) __m256 e8p_step(const VQKernelView& w, const std::uint32_t* masks,
+                                                                           std::uint32_t i, __m256 scale, const float* x,
+                                                                           __m256 acc) noexcept {
+  const std::uint32_t g = i & 0xFFu, signs = (i >> 8) & 0x7Fu;
+  const std::uint32_t neg = signs << 1 | ((static_cast<std::uint32_t>(std::popcount(signs)) + w.e8p_parity[g]) & 1u);
+  __m256 v = _mm256_xor_ps(_mm256_loadu_ps(w.e8p_grid + g * 8),
+                           _mm256_castsi256_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(masks + neg * 8))));
+  v = _mm256_mul_ps(scale, _mm256_add_ps(v, _mm256_set1_ps((i >> 15) & 1u ? 0.25f : -0.25f)));
+  return _mm256_fmadd_ps(v, _mm256_loadu_ps(x), acc);
+}
+
 }  // namespace detail_vq_avx2
 
 /// Lookup tables of chunk k.c (see vq_build_table_portable), 8 entries per instruction.
@@ -223,17 +235,15 @@ QTL_VQ_TARGET_AVX2 inline void vq_tiles_e8p_avx2(const VQKernelView& w, const VQ
       const __m256 scale = _mm256_set1_ps(w.e8p_scale[w.lane_set[t * kVQTileRows + lane]]);
       for (int n = 0; n < k.nt; ++n) {
         const float* x = k.x + n * k.ldx + k.c * w.chunk * 8;
-        __m256 a[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-        for (std::ptrdiff_t jj = 0; jj < len; ++jj) {
-          const std::uint32_t i = w.idx16[base + jj * kVQTileRows + lane];
-          const std::uint32_t g = i & 0xFFu, signs = (i >> 8) & 0x7Fu;
-          const std::uint32_t neg = signs << 1 | ((static_cast<std::uint32_t>(std::popcount(signs)) + w.e8p_parity[g]) & 1u);
-          __m256 v = _mm256_xor_ps(_mm256_loadu_ps(w.e8p_grid + g * 8),
-                                   _mm256_castsi256_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(masks.data() + neg * 8))));
-          v = _mm256_mul_ps(scale, _mm256_add_ps(v, _mm256_set1_ps((i >> 15) & 1u ? 0.25f : -0.25f)));
-          a[jj & 1] = _mm256_fmadd_ps(v, _mm256_loadu_ps(x + jj * 8), a[jj & 1]);
+        const std::uint16_t* ip = w.idx16 + base + lane;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+        std::ptrdiff_t jj = 0;
+        for (; jj + 1 < len; jj += 2) {
+          a0 = detail_vq_avx2::e8p_step(w, masks.data(), ip[jj * kVQTileRows], scale, x + jj * 8, a0);
+          a1 = detail_vq_avx2::e8p_step(w, masks.data(), ip[(jj + 1) * kVQTileRows], scale, x + (jj + 1) * 8, a1);
         }
-        const __m256 s8 = _mm256_add_ps(a[0], a[1]);
+        if (jj < len) a0 = detail_vq_avx2::e8p_step(w, masks.data(), ip[jj * kVQTileRows], scale, x + jj * 8, a0);
+        const __m256 s8 = _mm256_add_ps(a0, a1);
         const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
         const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
         const float sum = _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
