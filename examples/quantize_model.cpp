@@ -64,6 +64,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> recipe_names{"rtn", "gptq", "awq"};
   std::vector<int> bits{3};
   int group = 32, threads = 2;
+  double damp = 0.01;
   bool int8 = false;
   app.add_option("--model", model_path, "llama2.c checkpoint (default: bundled stories260K)");
   app.add_option("--tokenizer", tokenizer_path, "llama2.c tokenizer (default: bundled tok512.bin)");
@@ -75,6 +76,8 @@ int main(int argc, char** argv) {
   app.add_option("--recipe", recipe_names, recipe_help)->delimiter(',');
   app.add_option("--bits", bits, "bit widths, comma-separated")->delimiter(',');
   app.add_option("--group", group, "inputs per quantization group; 0 = per row")->check(CLI::Range(0, 1 << 20));
+  app.add_option("--damp", damp, "GPTQ damping, fraction of the Hessian's mean diagonal (gptq.py --percdamp)")
+      ->check(CLI::Range(0.0, 10.0));
   app.add_option("--threads", threads, "threads for evaluation")->check(CLI::Range(1, 256));
   app.add_flag("--int8-activations", int8, "run the uniform kernels with int8 activations (W·A8)");
   app.add_option("--out", out, "also write the table to OUT.md and OUT.csv");
@@ -129,6 +132,7 @@ int main(int argc, char** argv) {
         spec.name = name;
         spec.bits = b;
         spec.group = group;
+        spec.damp = damp;
         spec.kernel.activations = int8 ? qtl::kernel::ActivationMode::Int8 : qtl::kernel::ActivationMode::Fp32;
         const auto recipe = m::make_recipe(spec);
         m::SequentialOptions seq;

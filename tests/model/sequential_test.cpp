@@ -7,6 +7,7 @@
 #include <qtl/model/tokenizer.hpp>
 
 #include <cmath>
+#include <limits>
 
 #include "model/real_model_fixture.hpp"
 
@@ -111,6 +112,12 @@ TEST(SequentialDriver, BadInputIsAnError) {
   EXPECT_THROW((void)m::quantize_sequential(f.fp32, calib, *m::make_recipe(spec)), qtl::Error);
   spec.bits = 4;
   spec.group = -1;
+  EXPECT_THROW((void)m::make_recipe(spec), qtl::Error);
+  spec.group = 32;
+  spec.name = "gptq";
+  spec.damp = -0.01;
+  EXPECT_THROW((void)m::make_recipe(spec), qtl::Error);
+  spec.damp = std::numeric_limits<double>::quiet_NaN();
   EXPECT_THROW((void)m::make_recipe(spec), qtl::Error);
 }
 

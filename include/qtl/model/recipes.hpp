@@ -25,6 +25,8 @@ struct RecipeSpec {
   int bits = 4;
   Index group = 32;  ///< inputs per group; 0 = one group per row
   KernelOptions kernel{};
+  /// GPTQ's damping, a fraction of mean(diag H) (gptq.py --percdamp); used by the GPTQ solvers.
+  double damp = 0.01;
 };
 
 struct RecipeInfo {
@@ -52,6 +54,8 @@ std::unique_ptr<Recipe> uniform_rtn(const RecipeSpec& s, bool clip, bool importa
 /// Uniform asymmetric codes (gptq.py's min-max grid) through a qtl::calib pipeline.
 inline std::unique_ptr<Recipe> uniform_calibrated(const RecipeSpec& s, calib::Recipe r) {
   r.name = s.name;
+  if (!(s.damp >= 0.0 && s.damp <= 10.0)) fail("make_recipe: damp must be in [0, 10], got ", s.damp);
+  r.gptq.damp_fraction = s.damp;
   return visit_uniform(s.bits, Mode::Asymmetric, [&](auto q) -> std::unique_ptr<Recipe> {
     return std::make_unique<CalibratedRecipe<decltype(q)>>(q, granularity_of(s), r, s.kernel);
   });
