@@ -1,0 +1,294 @@
+// Benchmarks of the table-decode kernels (qtl/kernel/table_kernel_matrix.hpp) against limits
+// measured in the same run (bench_limits.hpp) and against the uniform kernels at equal bits.
+//
+// Every line carries:
+//   gemv  GBps, bw_frac   bytes of the kernel layout / time / read bandwidth at that thread count
+//                         (the larger of a fresh local measurement and the start-up one)
+//         uni_fp32_us, uni_int8_us, ratio_fp32, ratio_int8
+//                         the UniformKernelMatrix GEMV (fp32 resp. int8 activations) at the same
+//                         bits (2 for the 1-bit table: uniform codes have no 1-bit format) and
+//                         group, timed in the same line over its own copies; ratio = table time /
+//                         uniform time (PERF target: <= 1.3)
+//   gemm  GOPs, peak_frac 2 M N K / time / fp32 FMA peak; eigen_GOPs, vs_eigen = Eigen's fp32
+//                         GEMM on the same shape timed in the same line (target: >= 1)
+// GEMV weights are cycled over copies totalling more than 4 x L3, so every call streams from DRAM.
+//
+//   build/bench/table_kernel_matrix_bench --benchmark_filter='gemv.*kind:0'
+#include <benchmark/benchmark.h>
+
+#include <qtl/format/packed_matrix.hpp>
+#include <qtl/format/table_packed.hpp>
+#include <qtl/kernel/table_kernel_matrix.hpp>
+#include <qtl/kernel/uniform_kernel_matrix.hpp>
+#include <qtl/quant/binary.hpp>
+#include <qtl/quant/codebook.hpp>
+#include <qtl/quant/log2.hpp>
+#include <qtl/quant/ternary.hpp>
+#include <qtl/quant/uniform.hpp>
+
+#include "bench_limits.hpp"
+
+#include <Eigen/Core>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace {
+
+using qtl::Index;
+using qtl::kernel::ActivationMode;
+using qtl::kernel::TableKernelMatrix;
+using qtl::kernel::UniformKernelMatrix;
+using bench_limits::g_limits;
+using bench_limits::l3_bytes;
+using bench_limits::seconds_since;
+
+constexpr Index kGroup = 128;
+
+float fp16(float v) { return qtl::detail::half_to_float(qtl::detail::float_to_half(v)); }
+
+// A random table matrix built directly as codes + fp16-exact parameters (speed does not depend
+// on the values, and quantizing 58M weights per format would dominate the run).
+template <class Q>
+qtl::TablePackedMatrix random_table(Index rows, Index cols, unsigned seed) {
+  qtl::QuantizedMatrix<Q> q;
+  q.layout = qtl::make_group_layout(qtl::PerGroup{kGroup}, rows, cols);
+  std::mt19937 rng(seed);
+  q.codes.resize(static_cast<std::size_t>(rows * cols));
+  for (auto& c : q.codes) c = static_cast<std::uint8_t>(rng() & ((1u << Q::kBits) - 1));
+  const Index sets = q.layout.num_param_sets();
+  q.params.reserve(static_cast<std::size_t>(sets));
+  for (Index i = 0; i < sets; ++i) {
+    if constexpr (Q::kTableForm == qtl::TableForm::ScaledShared) {
+      q.params.push_back(Q::params_from_scale(fp16(0.01f + 0.001f * static_cast<float>(rng() % 16))));
+    } else {
+      qtl::DecodeTable t{};
+      for (int k = 0; k < (1 << Q::kBits); ++k) t[static_cast<std::size_t>(k)] = fp16(0.01f * static_cast<float>(k) - 0.07f);
+      q.params.push_back(Q::params_from_levels(t));
+    }
+  }
+  return qtl::pack_table(q);
+}
+
+template <int B>
+qtl::PackedMatrix random_uniform(Index rows, Index cols, unsigned seed) {
+  using U = qtl::Uniform<B, qtl::Mode::Asymmetric>;
+  qtl::QuantizedMatrix<U> q;
+  q.layout = qtl::make_group_layout(qtl::PerGroup{kGroup}, rows, cols);
+  std::mt19937 rng(seed);
+  q.codes.resize(static_cast<std::size_t>(rows * cols));
+  for (auto& c : q.codes) c = static_cast<std::uint8_t>(rng() & ((1u << B) - 1));
+  q.params.resize(static_cast<std::size_t>(q.layout.num_param_sets()));
+  for (auto& p : q.params) {
+    p.scale = fp16(0.01f + 0.001f * static_cast<float>(rng() % 16));
+    p.zero = static_cast<float>(rng() % (1u << B));
+  }
+  return qtl::pack(q);
+}
+
+// Kinds of table matrix: name, bits.
+struct Kind {
+  const char* name;
+  int bits;
+};
+constexpr Kind kKinds[] = {{"nf4", 4}, {"kmeans4-perset", 4}, {"log2-3", 3}, {"ternary-2", 2}, {"binary-1", 1}};
+
+qtl::TablePackedMatrix random_kind(int kind, Index rows, Index cols, unsigned seed) {
+  switch (kind) {
+    case 0: return random_table<qtl::NF4>(rows, cols, seed);
+    case 1: return random_table<qtl::KMeansCodebook<4>>(rows, cols, seed);
+    case 2: return random_table<qtl::Log2<3>>(rows, cols, seed);
+    case 3: return random_table<qtl::Ternary>(rows, cols, seed);
+    default: return random_table<qtl::Binary<false>>(rows, cols, seed);
+  }
+}
+
+qtl::PackedMatrix random_uniform_bits(int bits, Index rows, Index cols, unsigned seed) {
+  switch (bits) {
+    case 3: return random_uniform<3>(rows, cols, seed);
+    case 4: return random_uniform<4>(rows, cols, seed);
+    default: return random_uniform<2>(rows, cols, seed);
+  }
+}
+
+std::size_t copies_for(std::size_t bytes, bool cycle) {
+  return cycle ? std::max<std::size_t>(1, 4 * l3_bytes() / bytes + 1) : 1;
+}
+
+// Copies of one table matrix (enough to exceed 4 x L3 when cycling). Cached for the last key.
+const std::vector<TableKernelMatrix>& table_set(int kind, Index rows, Index cols, bool cycle) {
+  static std::string key;
+  static std::vector<TableKernelMatrix> set;
+  const std::string k = std::to_string(kind) + "/" + std::to_string(rows) + "/" + std::to_string(cols) + (cycle ? "c" : "");
+  if (k != key) {
+    set.clear();
+    TableKernelMatrix one(random_kind(kind, rows, cols, 1234u + static_cast<unsigned>(kind)));
+    set.assign(copies_for(one.bytes(), cycle), one);
+    key = k;
+  }
+  return set;
+}
+
+const std::vector<UniformKernelMatrix>& uniform_set(int bits, Index rows, Index cols) {
+  static std::string key;
+  static std::vector<UniformKernelMatrix> set;
+  const std::string k = std::to_string(bits) + "/" + std::to_string(rows) + "/" + std::to_string(cols);
+  if (k != key) {
+    set.clear();
+    UniformKernelMatrix one(random_uniform_bits(bits, rows, cols, 99u));
+    set.assign(copies_for(one.bytes(), true), one);
+    key = k;
+  }
+  return set;
+}
+
+std::vector<float> random_vector(std::size_t n, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+// Seconds per GEMV of the uniform copies (cycled), best of 3 rounds of `iters` calls.
+double uniform_gemv_seconds(std::vector<UniformKernelMatrix>& ks, ActivationMode mode, const float* x, float* y,
+                            int threads, std::size_t iters) {
+  for (auto& k : ks) k.set_mode(mode);
+  double best = 1e30;
+  for (int round = 0; round < 3; ++round) {
+    std::size_t i = 0;
+    const auto t0 = std::chrono::steady_clock::now();
+    for (std::size_t it = 0; it < iters; ++it) {
+      ks[i].gemv(x, y, threads);
+      benchmark::DoNotOptimize(y);
+      i = i + 1 == ks.size() ? 0 : i + 1;
+    }
+    best = std::min(best, seconds_since(t0) / static_cast<double>(iters));
+  }
+  return best;
+}
+
+// args: kind, rows, cols, threads
+void BM_gemv(benchmark::State& state) {
+  const int kind = static_cast<int>(state.range(0));
+  const Index rows = state.range(1), cols = state.range(2);
+  const int threads = static_cast<int>(state.range(3));
+  const auto& ks = table_set(kind, rows, cols, true);
+  const auto x = random_vector(static_cast<std::size_t>(cols), 5);
+  std::vector<float> y(static_cast<std::size_t>(rows));
+  const double local_limit = bench_limits::g_stream ? bench_limits::read_gbps(threads, 2) : 0.0;
+  const double limit = std::max(local_limit, g_limits.read_gbps[threads]);
+  std::size_t i = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+    ks[i].gemv(x.data(), y.data(), threads);
+    benchmark::DoNotOptimize(y.data());
+    i = i + 1 == ks.size() ? 0 : i + 1;
+  }
+  const double secs = seconds_since(t0);
+  const double per_call = secs / static_cast<double>(state.iterations());
+  const double bytes = static_cast<double>(ks[0].bytes());
+  const double gbps = bytes / per_call / 1e9;
+  // The uniform kernel at the same bits and group, same shape, same thread count.
+  const int ubits = std::max(kKinds[kind].bits, 2);
+  std::vector<UniformKernelMatrix> us = uniform_set(ubits, rows, cols);
+  const std::size_t iters = std::max<std::size_t>(2 * us.size(), 40);
+  const double u_fp32 = uniform_gemv_seconds(us, ActivationMode::Fp32, x.data(), y.data(), threads, iters);
+  const double u_int8 = uniform_gemv_seconds(us, ActivationMode::Int8, x.data(), y.data(), threads, iters);
+  state.SetBytesProcessed(static_cast<std::int64_t>(bytes * static_cast<double>(state.iterations())));
+  state.SetLabel(kKinds[kind].name);
+  state.counters["us"] = 1e6 * per_call;
+  state.counters["GBps"] = gbps;
+  state.counters["bpw"] = 8.0 * bytes / (static_cast<double>(rows) * static_cast<double>(cols));
+  state.counters["bits"] = kKinds[kind].bits;
+  state.counters["threads"] = threads;
+  state.counters["limit_GBps"] = limit;
+  state.counters["local_limit_GBps"] = local_limit;
+  state.counters["bw_frac"] = limit > 0 ? gbps / limit : 0.0;
+  state.counters["uni_bits"] = ubits;
+  state.counters["uni_bpw"] = 8.0 * static_cast<double>(us[0].bytes()) / (static_cast<double>(rows) * static_cast<double>(cols));
+  state.counters["uni_fp32_us"] = 1e6 * u_fp32;
+  state.counters["uni_int8_us"] = 1e6 * u_int8;
+  state.counters["ratio_fp32"] = per_call / u_fp32;
+  state.counters["ratio_int8"] = per_call / u_int8;
+}
+
+// args: kind, rows, cols, m, threads
+void BM_gemm(benchmark::State& state) {
+  const int kind = static_cast<int>(state.range(0));
+  const Index rows = state.range(1), cols = state.range(2), m = state.range(3);
+  const int threads = static_cast<int>(state.range(4));
+  const TableKernelMatrix k = table_set(kind, rows, cols, false)[0];
+  const auto x = random_vector(static_cast<std::size_t>(m * cols), 6);
+  std::vector<float> y(static_cast<std::size_t>(m * rows));
+  const double local_limit = bench_limits::g_stream ? bench_limits::fma_gflops(threads, 3'000'000) : 0.0;
+  const double limit = std::max(local_limit, g_limits.fma_gflops[threads]);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+    k.gemm(x.data(), cols, m, y.data(), rows, threads);
+    benchmark::DoNotOptimize(y.data());
+  }
+  const double secs = seconds_since(t0);
+  const double ops = 2.0 * static_cast<double>(m) * static_cast<double>(rows) * static_cast<double>(cols);
+  const double gops = ops * static_cast<double>(state.iterations()) / secs / 1e9;
+  // Eigen fp32 GEMM on the same shape: Y = X W^T.
+  Eigen::setNbThreads(threads);
+  const qtl::RowMatrixXf w = qtl::RowMatrixXf::Random(rows, cols);
+  const qtl::RowMatrixXf xm = qtl::RowMatrixXf::Random(m, cols);
+  qtl::RowMatrixXf ym(m, rows);
+  double eigen_best = 1e30;
+  for (int rep = 0; rep < 5; ++rep) {
+    const auto e0 = std::chrono::steady_clock::now();
+    ym.noalias() = xm * w.transpose();
+    benchmark::DoNotOptimize(ym.data());
+    eigen_best = std::min(eigen_best, seconds_since(e0));
+  }
+  const double eigen_gops = ops / eigen_best / 1e9;
+  state.SetLabel(kKinds[kind].name);
+  state.counters["GOPs"] = gops;
+  state.counters["threads"] = threads;
+  state.counters["bits"] = kKinds[kind].bits;
+  state.counters["limit_GOPs"] = limit;
+  state.counters["peak_frac"] = limit > 0 ? gops / limit : 0.0;
+  state.counters["eigen_GOPs"] = eigen_gops;
+  state.counters["vs_eigen"] = gops / eigen_gops;
+}
+
+void register_benchmarks() {
+  bench_limits::register_limit_lines();
+  for (auto [rows, cols] : std::vector<std::pair<Index, Index>>{{4096, 4096}, {4096, 14336}}) {
+    for (int kind = 0; kind < static_cast<int>(std::size(kKinds)); ++kind) {
+      for (int threads : {1, 2}) {
+        benchmark::RegisterBenchmark("gemv", BM_gemv)
+            ->Args({kind, rows, cols, threads})
+            ->ArgNames({"kind", "rows", "cols", "threads"})
+            ->UseRealTime()
+            ->MinTime(0.2);
+      }
+    }
+  }
+  for (int kind : {0, 1, 3}) {
+    benchmark::RegisterBenchmark("gemm", BM_gemm)
+        ->Args({kind, 4096, 14336, 64, 2})
+        ->ArgNames({"kind", "rows", "cols", "m", "threads"})
+        ->UseRealTime()
+        ->MinTime(0.5);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  bench_limits::measure();
+  register_benchmarks();
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
