@@ -146,6 +146,14 @@ TEST(TableKernelMatrix, FourBitMatchesReference) {
   check_quantizer(qtl::KMeansCodebook<4>{});  // per-set
 }
 
+TEST(TableKernelMatrix, ManyTokensMatchReferenceAndGemv) {
+  // More tokens than one GEMM pass holds (64 on AVX-512), and a token count that leaves a
+  // remainder for every register block.
+  const qtl::RowMatrixXf x = qtl::test::gaussian(70, 150, 71);
+  check_paths(qtl::NF4{}, {9, 150, qtl::PerGroup{32}}, x, 72);
+  check_paths(qtl::KMeansCodebook<3>{}, {6, 600, qtl::PerGroup{64}}, qtl::test::gaussian(67, 600, 73), 74);
+}
+
 TEST(TableKernelMatrix, LayoutHoldsEveryCode) {
   // The documented bit order: table_kernel_code reads back each code at its kernel column.
   for (const Case& cs : cases()) {

@@ -27,7 +27,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
-#include <vector>
 #include <algorithm>
 
 #include "qtl/kernel/layout_table.hpp"
@@ -139,6 +138,7 @@ QTL_TARGET_TABLE_AVX512 void tile(const TableKernelView& w, std::ptrdiff_t t, in
 inline constexpr int kPanelSlices = 32;  ///< GEMM: slices decoded per panel (4 x 512 floats, 8 KiB)
 inline constexpr int kPanelTokens = 6;   ///< GEMM: tokens per register block (4 x 6 accumulators)
 inline constexpr std::ptrdiff_t kGemmMinTokens = 8;  ///< from here on, GEMM decodes panels once
+inline constexpr std::ptrdiff_t kGemmBlockTokens = 64;  ///< tokens per pass over a tile's panels
 
 /// Decodes slices [ps, pe) of the 4 rows of tile t into wbuf[(i * kPanelSlices + s - ps) * 16].
 /// g: the group of slice ps (a cursor carried from panel to panel).
@@ -221,12 +221,15 @@ template <int Bits, TableForm F>
 QTL_TARGET_TABLE_AVX512 void tiles(const TableKernelView& w, const float* xk, std::ptrdiff_t ldx, std::ptrdiff_t m,
                                    float* y, std::ptrdiff_t ldy, std::ptrdiff_t t0, std::ptrdiff_t t1) noexcept {
   if (m >= kGemmMinTokens) {
-    // Scratch: the decoded panel and the accumulators of one tile (64-byte aligned).
-    std::vector<float> buf(static_cast<std::size_t>(kTableTileRows * kPanelSlices * kTableSliceCols +
-                                                    m * kTableTileRows * kTableSliceCols + 16));
-    float* wbuf = buf.data() + (16 - (reinterpret_cast<std::uintptr_t>(buf.data()) / sizeof(float)) % 16) % 16;
-    float* accbuf = wbuf + kTableTileRows * kPanelSlices * kTableSliceCols;
-    for (std::ptrdiff_t t = t0; t < t1; ++t) gemm_tile<Bits, F>(w, t, xk, ldx, m, y, ldy, wbuf, accbuf);
+    // Scratch on the stack (24 KiB): the decoded panel and the accumulators of one tile for up
+    // to kGemmBlockTokens tokens; more tokens run in blocks (each panel decoded once per block).
+    alignas(64) float wbuf[kTableTileRows * kPanelSlices * kTableSliceCols];
+    alignas(64) float accbuf[kGemmBlockTokens * kTableTileRows * kTableSliceCols];
+    for (std::ptrdiff_t t = t0; t < t1; ++t) {
+      for (std::ptrdiff_t n = 0; n < m; n += kGemmBlockTokens) {
+        gemm_tile<Bits, F>(w, t, xk + n * ldx, ldx, std::min(kGemmBlockTokens, m - n), y + n * ldy, ldy, wbuf, accbuf);
+      }
+    }
     return;
   }
   for (std::ptrdiff_t t = t0; t < t1; ++t) {
