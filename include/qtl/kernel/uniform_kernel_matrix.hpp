@@ -24,6 +24,7 @@
 #include "qtl/core/types.hpp"
 #include "qtl/core/validate.hpp"
 #include "qtl/format/packed_matrix.hpp"
+#include "qtl/kernel/checked_kernel.hpp"
 #include "qtl/kernel/cpu_features.hpp"
 #include "qtl/kernel/layout_uniform.hpp"
 #include "qtl/kernel/quantize_activations.hpp"
@@ -66,8 +67,12 @@ inline void tiles_avx512vnni(const UniformKernelView& w, const ActivationSet& a,
   return &uniform_tiles_portable;
 }
 
-class UniformKernelMatrix {
+class UniformKernelMatrix : public CheckedKernel<UniformKernelMatrix> {
  public:
+  static constexpr std::string_view kName = "UniformKernelMatrix";
+  using CheckedKernel<UniformKernelMatrix>::gemv;
+  using CheckedKernel<UniformKernelMatrix>::gemm;
+
   UniformKernelMatrix() = default;
 
   /// Repacks `w` into the kernel layout. Throws qtl::Error if w is empty or `path` cannot run
@@ -98,10 +103,7 @@ class UniformKernelMatrix {
   void set_min_work_per_thread(std::ptrdiff_t units) noexcept { min_work_per_thread_ = std::max<std::ptrdiff_t>(units, 1); }
   /// Switches the ISA path (no repacking: every path reads the same layout).
   void set_path(KernelPath path) {
-    if (!path_supported(path)) {
-      fail("UniformKernelMatrix: path ", to_string(path), " is not supported on this CPU (best: ",
-           to_string(best_kernel_path()), ")");
-    }
+    require_path(path);
     path_ = path;
     fn_ = uniform_tiles_function(path);
   }
@@ -125,36 +127,7 @@ class UniformKernelMatrix {
     parallel_for(w.tiles, threads, [&](std::ptrdiff_t t0, std::ptrdiff_t t1) { fn(w, a, y, ldy, t0, t1); });
   }
 
-  /// Checked: y = W_hat x.
-  [[nodiscard]] VectorXf gemv(VectorRef x, int threads = 1) const {
-    constexpr std::string_view kWhere = "UniformKernelMatrix::gemv";
-    require_size(kWhere, "x", x.size(), cols());
-    require_finite(kWhere, "x", x);
-    require_threads(kWhere, threads);
-    VectorXf y(rows());
-    gemv(x.data(), y.data(), threads);
-    return y;
-  }
-
-  /// Checked: Y = X W_hat^T for activations X [tokens x cols].
-  [[nodiscard]] RowMatrixXf gemm(MatrixRef x, int threads = 1) const {
-    constexpr std::string_view kWhere = "UniformKernelMatrix::gemm";
-    require_nonempty(kWhere, "activations", x.rows(), x.cols());
-    if (x.cols() != cols()) {
-      fail(kWhere, ": activations have ", x.cols(), " columns but the matrix has ", cols());
-    }
-    require_finite(kWhere, "activations", x);
-    require_threads(kWhere, threads);
-    RowMatrixXf y(x.rows(), rows());
-    gemm(x.data(), x.outerStride(), x.rows(), y.data(), y.outerStride(), threads);
-    return y;
-  }
-
  private:
-  static void require_threads(std::string_view where, int threads) {
-    if (threads < 1) fail(where, ": threads must be >= 1, got ", threads);
-  }
-
   UniformKernelLayout layout_;
   ActivationMode mode_ = ActivationMode::Int8;
   KernelPath path_ = KernelPath::Portable;
