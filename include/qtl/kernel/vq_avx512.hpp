@@ -86,10 +86,10 @@ QTL_VQ_TARGET_AVX512 inline __attribute__((always_inline)) __m512 lookup(const f
     for (int i = 0; i < kSlices; ++i) {
       r[i] = _mm512_permutex2var_ps(_mm512_loadu_ps(L + 32 * i), v, _mm512_loadu_ps(L + 32 * i + 16));
     }
-    int b = 5;
 #pragma GCC unroll 4
-    for (int n = kSlices; n > 1; n /= 2, ++b) {
-      const __mmask16 m = _mm512_test_epi32_mask(v, _mm512_set1_epi32(1 << b));
+    for (int level = 0; level < Bits - 5; ++level) {  // index bit 5 + level halves the candidates
+      const int n = kSlices >> level;
+      const __mmask16 m = _mm512_test_epi32_mask(v, _mm512_set1_epi32(1 << (5 + level)));
       #pragma GCC unroll 16
       for (int i = 0; i < n / 2; ++i) r[i] = _mm512_mask_blend_ps(m, r[2 * i], r[2 * i + 1]);
     }
