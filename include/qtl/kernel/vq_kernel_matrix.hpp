@@ -57,6 +57,7 @@
 #include "qtl/core/validate.hpp"
 #include "qtl/detail/aligned_buffer.hpp"
 #include "qtl/format/vq_packed.hpp"
+#include "qtl/kernel/checked_kernel.hpp"
 #include "qtl/kernel/cpu_features.hpp"
 #include "qtl/kernel/layout_vq.hpp"
 #include "qtl/kernel/threading.hpp"
@@ -110,8 +111,12 @@ struct VQKernelFunctions {
   return table < decode ? VQStrategy::Table : VQStrategy::Decode;
 }
 
-class VQKernelMatrix {
+class VQKernelMatrix : public CheckedKernel<VQKernelMatrix> {
  public:
+  static constexpr std::string_view kName = "VQKernelMatrix";
+  using CheckedKernel<VQKernelMatrix>::gemv;  // the checked Eigen overloads (checked_kernel.hpp)
+  using CheckedKernel<VQKernelMatrix>::gemm;
+
   VQKernelMatrix() = default;
 
   /// Repacks a packed KMeansVQ matrix. Throws qtl::Error if it is empty, not a KMeansVQ matrix
@@ -163,10 +168,7 @@ class VQKernelMatrix {
   void set_min_work_per_thread(std::ptrdiff_t units) noexcept { min_work_per_thread_ = std::max<std::ptrdiff_t>(units, 1); }
   /// Switches the ISA path (no repacking: every path reads the same layout).
   void set_path(KernelPath path) {
-    if (!path_supported(path)) {
-      fail("VQKernelMatrix: path ", to_string(path), " is not supported on this CPU (best: ",
-           to_string(best_kernel_path()), ")");
-    }
+    require_path(path);
     path_ = path;
     fn_ = vq_kernel_functions(path);
   }
@@ -237,34 +239,7 @@ class VQKernelMatrix {
     });
   }
 
-  /// Checked: y = W_hat x.
-  [[nodiscard]] VectorXf gemv(VectorRef x, int threads = 1) const {
-    constexpr std::string_view kWhere = "VQKernelMatrix::gemv";
-    require_size(kWhere, "x", x.size(), cols());
-    require_finite(kWhere, "x", x);
-    require_threads(kWhere, threads);
-    VectorXf y(rows());
-    gemv(x.data(), y.data(), threads);
-    return y;
-  }
-
-  /// Checked: Y = X W_hat^T for activations X [tokens x cols].
-  [[nodiscard]] RowMatrixXf gemm(MatrixRef x, int threads = 1) const {
-    constexpr std::string_view kWhere = "VQKernelMatrix::gemm";
-    require_nonempty(kWhere, "activations", x.rows(), x.cols());
-    if (x.cols() != cols()) fail(kWhere, ": activations have ", x.cols(), " columns but the matrix has ", cols());
-    require_finite(kWhere, "activations", x);
-    require_threads(kWhere, threads);
-    RowMatrixXf y(x.rows(), rows());
-    gemm(x.data(), x.outerStride(), x.rows(), y.data(), y.outerStride(), threads);
-    return y;
-  }
-
  private:
-  static void require_threads(std::string_view where, int threads) {
-    if (threads < 1) fail(where, ": threads must be >= 1, got ", threads);
-  }
-
   VQKernelLayout layout_;
   VQStrategy strategy_ = VQStrategy::Table;
   KernelPath path_ = KernelPath::Portable;
