@@ -13,7 +13,10 @@
 //   reference's own rounding), chain = the kernel slices of a row (~ cols / 16): each of 16
 //   lanes is one FMA chain over the row's slices, then 4 pairwise additions.
 // Layout: qtl/kernel/layout_table.hpp. Paths: table_avx512.hpp (Avx512 and Avx512Vnni: one
-// vpermps per 16 codes), table_avx2.hpp (two vpermps + blend), table_portable.hpp.
+// vpermps per 16 codes), table_avx2.hpp (two vpermps + blend), table_portable.hpp. GEMMs of 8
+// or more tokens decode each 4-row x 512-column panel once and reuse it for every token.
+// Activations are fp32 only: there is no int8-activation mode (the layout puts one code per
+// 32-bit lane per slice, which suits vpermps, not vpshufb + vpdpbusd).
 // The raw-pointer gemv/gemm validate nothing and never throw except std::bad_alloc for their
 // activation scratch; the Eigen overloads validate shapes and finiteness first and throw
 // qtl::Error. Results are bit-identical for every thread count (qtl/kernel/threading.hpp).
