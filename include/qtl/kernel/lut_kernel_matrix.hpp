@@ -37,6 +37,7 @@
 #include "qtl/core/validate.hpp"
 #include "qtl/format/table_packed.hpp"
 #include "qtl/format/ternary_packed.hpp"
+#include "qtl/kernel/checked_kernel.hpp"
 #include "qtl/kernel/cpu_features.hpp"
 #include "qtl/kernel/layout_lut.hpp"
 #include "qtl/kernel/lut_avx2.hpp"
@@ -152,8 +153,12 @@ class PreparedLutActivations {
   std::vector<float> d_, gsum_;
 };
 
-class LutKernelMatrix {
+class LutKernelMatrix : public CheckedKernel<LutKernelMatrix> {
  public:
+  static constexpr std::string_view kName = "LutKernelMatrix";
+  using CheckedKernel<LutKernelMatrix>::gemv;
+  using CheckedKernel<LutKernelMatrix>::gemm;
+
   LutKernelMatrix() = default;
 
   /// Repacks a 1-bit or ternary table-packed matrix. Throws qtl::Error if its table is not a
@@ -211,10 +216,7 @@ class LutKernelMatrix {
 
   /// Switches the ISA path (no repacking: every path reads the same layout).
   void set_path(KernelPath path) {
-    if (!path_supported(path)) {
-      fail("LutKernelMatrix: path ", to_string(path), " is not supported on this CPU (best: ",
-           to_string(best_kernel_path()), ")");
-    }
+    require_path(path);
     path_ = path;
     fn_ = lut_tiles_function(path);
   }
@@ -236,38 +238,12 @@ class LutKernelMatrix {
     parallel_for(w.tiles, threads, [&](std::ptrdiff_t t0, std::ptrdiff_t t1) { fn(w, a, y, ldy, t0, t1); });
   }
 
-  /// Checked: y = W_hat x.
-  [[nodiscard]] VectorXf gemv(VectorRef x, int threads = 1) const {
-    constexpr std::string_view kWhere = "LutKernelMatrix::gemv";
-    require_size(kWhere, "x", x.size(), cols());
-    require_finite(kWhere, "x", x);
-    require_threads(kWhere, threads);
-    VectorXf y(rows());
-    gemv(x.data(), y.data(), threads);
-    return y;
-  }
-
-  /// Checked: Y = X W_hat^T for activations X [tokens x cols].
-  [[nodiscard]] RowMatrixXf gemm(MatrixRef x, int threads = 1) const {
-    constexpr std::string_view kWhere = "LutKernelMatrix::gemm";
-    require_nonempty(kWhere, "activations", x.rows(), x.cols());
-    if (x.cols() != cols()) fail(kWhere, ": activations have ", x.cols(), " columns but the matrix has ", cols());
-    require_finite(kWhere, "activations", x);
-    require_threads(kWhere, threads);
-    RowMatrixXf y(x.rows(), rows());
-    gemm(x.data(), x.outerStride(), x.rows(), y.data(), y.outerStride(), threads);
-    return y;
-  }
-
  private:
   template <class Source>
   void init(LutWeights kind, Index rows, Index cols, Index group_size, const Source& src, KernelPath path) {
     if (cols > (Index{1} << 30)) fail("LutKernelMatrix: at most 2^30 columns, got ", cols);
     set_path(path);  // before the repacking: an unsupported path fails fast
     layout_ = LutKernelLayout(kind, rows, cols, group_size, src);
-  }
-  static void require_threads(std::string_view where, int threads) {
-    if (threads < 1) fail(where, ": threads must be >= 1, got ", threads);
   }
 
   LutKernelLayout layout_;
