@@ -1,5 +1,7 @@
 // Kernel path selection: parsing, QTL_KERNEL_PATH semantics, and the portable path's presence.
 #include <gtest/gtest.h>
+
+#include <algorithm>
 #include <qtl/qtl.hpp>
 
 namespace {
@@ -46,6 +48,17 @@ TEST(CpuFeatures, DetectedFeaturesAreConsistent) {
   }
   if (qtl::kernel::path_supported(KernelPath::Avx512Vnni)) {
     EXPECT_TRUE(f.avx512vnni && f.avx512bw);
+  }
+}
+
+TEST(CpuFeatures, SupportedPathsStartPortableAndEndWithTheBest) {
+  const auto paths = qtl::kernel::supported_kernel_paths();
+  ASSERT_FALSE(paths.empty());
+  EXPECT_EQ(paths.front(), qtl::kernel::KernelPath::Portable);
+  EXPECT_EQ(paths.back(), qtl::kernel::best_kernel_path());
+  for (auto p : qtl::kernel::kAllKernelPaths) {
+    EXPECT_EQ(std::count(paths.begin(), paths.end(), p), qtl::kernel::path_supported(p) ? 1 : 0)
+        << qtl::kernel::to_string(p);
   }
 }
 

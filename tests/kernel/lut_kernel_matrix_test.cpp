@@ -28,14 +28,6 @@ using qtl::kernel::KernelPath;
 using qtl::kernel::LutKernelMatrix;
 using qtl::kernel::LutWeights;
 
-std::vector<KernelPath> supported_paths() {
-  std::vector<KernelPath> out;
-  for (KernelPath p : qtl::kernel::kAllKernelPaths) {
-    if (qtl::kernel::path_supported(p)) out.push_back(p);
-  }
-  return out;
-}
-
 constexpr double kUnit = 1.0 / 16777216.0;  // 2^-24
 
 /// What the kernels multiply with: x_c -> d_b a_c (int8 per 32-column kernel block), computed
@@ -84,7 +76,7 @@ void check_paths(const Packed& packed, const qtl::RowMatrixXf& w_hat, const qtl:
       (0.5 * e.d + 0x1p-22 * x.cast<double>().cwiseAbs()) * w_hat.cast<double>().cwiseAbs().transpose();
   const double chain = static_cast<double>(v.blocks + v.groups + 8);
   qtl::RowMatrixXf y_portable(m, rows);
-  for (KernelPath path : supported_paths()) {
+  for (KernelPath path : qtl::kernel::supported_kernel_paths()) {
     SCOPED_TRACE(testing::Message() << what << " " << rows << "x" << cols << " m=" << m
                                     << " path=" << qtl::kernel::to_string(path));
     const LutKernelMatrix k(packed, path);
@@ -216,7 +208,7 @@ TEST(LutKernelMatrix, ResultsAreBitIdenticalForAnyThreadCount) {
   const auto x = qtl::test::gaussian(5, 200, 22);
   const auto tern = qtl::pack_table(qtl::quantize_matrix(qtl::Ternary{}, qtl::PerGroup{64}, w));
   const auto bin = qtl::pack_table(qtl::quantize_matrix(qtl::Binary<true>{}, qtl::PerGroup{64}, w));
-  for (KernelPath path : supported_paths()) {
+  for (KernelPath path : qtl::kernel::supported_kernel_paths()) {
     for (const auto* packed : {&tern, &bin}) {
       LutKernelMatrix k(*packed, path);
       k.set_min_work_per_thread(1);  // split even this small matrix across every thread asked for

@@ -19,14 +19,6 @@ using qtl::kernel::ActivationMode;
 using qtl::kernel::KernelPath;
 using qtl::kernel::UniformKernelMatrix;
 
-std::vector<KernelPath> supported_paths() {
-  std::vector<KernelPath> out;
-  for (KernelPath p : qtl::kernel::kAllKernelPaths) {
-    if (qtl::kernel::path_supported(p)) out.push_back(p);
-  }
-  return out;
-}
-
 // Kernel column of matrix column c (the layout's per-group block padding).
 std::vector<Index> kernel_columns(const qtl::kernel::UniformKernelView& v) {
   std::vector<Index> k(static_cast<std::size_t>(v.cols));
@@ -69,7 +61,7 @@ void check_all_paths(const Case& cs, const qtl::RowMatrixXf& w, const qtl::RowMa
   const qtl::RowMatrixXd mag_exact = x.cwiseAbs().cast<double>() * mag_w.transpose().cast<double>();
   const double chain = static_cast<double>(cs.cols + 8);
 
-  for (KernelPath path : supported_paths()) {
+  for (KernelPath path : qtl::kernel::supported_kernel_paths()) {
     for (ActivationMode mode : {ActivationMode::Fp32, ActivationMode::Int8}) {
       SCOPED_TRACE(testing::Message() << what << " " << B << "-bit " << (M == qtl::Mode::Symmetric ? "sym" : "asym")
                                       << " " << cs.rows << "x" << cs.cols << " " << qtl::to_string(cs.g)
@@ -185,7 +177,7 @@ TEST(UniformKernelMatrix, ResultsAreBitIdenticalForAnyThreadCount) {
   const auto w = qtl::test::gaussian(cs.rows, cs.cols, 21, 0.05f);
   const auto x = qtl::test::gaussian(13, cs.cols, 22);
   const auto packed = qtl::pack(qtl::quantize_matrix(qtl::Uniform<4>{}, cs.g, w));
-  for (KernelPath path : supported_paths()) {
+  for (KernelPath path : qtl::kernel::supported_kernel_paths()) {
     for (ActivationMode mode : {ActivationMode::Fp32, ActivationMode::Int8}) {
       UniformKernelMatrix k(packed, mode, path);
       k.set_min_work_per_thread(1);  // split even this small matrix across every thread asked for

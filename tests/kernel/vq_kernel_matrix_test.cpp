@@ -21,14 +21,6 @@ using qtl::kernel::KernelPath;
 using qtl::kernel::VQKernelMatrix;
 using qtl::kernel::VQStrategy;
 
-std::vector<KernelPath> supported_paths() {
-  std::vector<KernelPath> out;
-  for (KernelPath p : qtl::kernel::kAllKernelPaths) {
-    if (qtl::kernel::path_supported(p)) out.push_back(p);
-  }
-  return out;
-}
-
 constexpr double kUnit = 1.0 / 16777216.0;  // u = 2^-24
 
 // A packed KMeansVQ matrix with random indices and a random fp16 codebook per set (any bits:
@@ -87,7 +79,7 @@ void expect_near_reference(const TestMatrix& t, const qtl::RowMatrixXf& x, const
 
 void check_all(const TestMatrix& t, Index m, unsigned seed, const std::string& what) {
   const qtl::RowMatrixXf x = qtl::test::gaussian(m, t.packed.cols(), seed);
-  for (KernelPath p : supported_paths()) {
+  for (KernelPath p : qtl::kernel::supported_kernel_paths()) {
     VQKernelMatrix k(t.packed, p);
     ASSERT_EQ(k.path(), p);
     for (VQStrategy s : {VQStrategy::Table, VQStrategy::Decode}) {
@@ -170,7 +162,7 @@ TEST(VQKernelMatrix, E8PMatchesReference) {
   const auto w = qtl::test::gaussian(100, 200, 5, 0.05f);
   const auto p = qtl::pack_vq(qtl::quantize_vectors(qtl::E8P{}, qtl::VQGranularity{9}, w));
   const qtl::RowMatrixXf x = qtl::test::gaussian(5, 200, 6);
-  for (KernelPath path : supported_paths()) {
+  for (KernelPath path : qtl::kernel::supported_kernel_paths()) {
     VQKernelMatrix k(p, path);
     k.set_min_work_per_thread(1);
     const qtl::RowMatrixXf y1 = k.gemm(x, 1), y3 = k.gemm(x, 3);
@@ -186,7 +178,7 @@ TEST(VQKernelMatrix, BitIdenticalForAnyThreadCount) {
   for (const TestMatrix* tm : {&t, &t2, &t3}) {
     for (Index m : {1, 5}) {
       const qtl::RowMatrixXf x = qtl::test::gaussian(m, tm->packed.cols(), 9);
-      for (KernelPath p : supported_paths()) {
+      for (KernelPath p : qtl::kernel::supported_kernel_paths()) {
         VQKernelMatrix k(tm->packed, p);
         k.set_min_work_per_thread(1);
         for (VQStrategy s : {VQStrategy::Table, VQStrategy::Decode}) {

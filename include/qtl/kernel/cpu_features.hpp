@@ -21,6 +21,7 @@
 #include <cstdlib>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "qtl/core/error.hpp"
 
@@ -102,6 +103,15 @@ struct CpuFeatures {
 #else
   return p == KernelPath::Portable;
 #endif
+}
+
+/// Every path this CPU supports, portable first (what a test of "every path" loops over).
+[[nodiscard]] inline std::vector<KernelPath> supported_kernel_paths() {
+  std::vector<KernelPath> out;
+  for (KernelPath p : kAllKernelPaths) {
+    if (path_supported(p)) out.push_back(p);
+  }
+  return out;
 }
 
 /// The best path this CPU supports.
