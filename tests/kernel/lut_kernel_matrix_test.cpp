@@ -271,6 +271,12 @@ TEST(LutKernelMatrix, RejectsTablesWithoutBitPlanes) {
   const auto log4 = qtl::pack_table(qtl::quantize_matrix(qtl::Log2<4>{}, qtl::PerGroup{32}, w));
   expect_throw([&] { LutKernelMatrix k(log4); }, "4-bit");
   expect_throw([] { LutKernelMatrix k(qtl::TablePackedMatrix{}); }, "LutKernelMatrix");
+  EXPECT_FALSE(qtl::kernel::lut_representable(residual));
+  EXPECT_FALSE(qtl::kernel::lut_representable(log2));
+  EXPECT_FALSE(qtl::kernel::lut_representable(log4));
+  EXPECT_TRUE(qtl::kernel::lut_representable(qtl::pack_table(qtl::quantize_matrix(qtl::Binary<>{}, qtl::PerGroup{32}, w))));
+  EXPECT_TRUE(qtl::kernel::lut_representable(qtl::pack_table(qtl::quantize_matrix(qtl::Ternary{}, qtl::PerGroup{32}, w))));
+  EXPECT_TRUE(qtl::kernel::lut_representable(qtl::pack_table(qtl::quantize_matrix(qtl::Binary<true>{}, qtl::PerGroup{32}, w))));
 
   const LutKernelMatrix k(qtl::pack_table(qtl::quantize_matrix(qtl::Binary<>{}, qtl::PerGroup{32}, w)));
   expect_throw([&] { (void)k.gemv(qtl::VectorXf::Zero(63)); }, "x");

@@ -67,6 +67,15 @@ using LutTilesFn = void (*)(const LutKernelView&, const LutActivationSet&, float
   return &lut_tiles_portable;
 }
 
+/// Whether a table-packed matrix decomposes into bit planes exactly (1-bit binary with or
+/// without mean shift, 2-bit ternary {-alpha, 0, +alpha}): what LutKernelMatrix accepts.
+[[nodiscard]] inline bool lut_representable(const TablePackedMatrix& w) noexcept {
+  const DecodeTable& s = w.shared_table();
+  if (w.bits() == 1) return w.form() == TableForm::PerSet || (s[0] == -1.0f && s[1] == 1.0f);
+  return w.bits() == 2 && w.form() == TableForm::ScaledShared && s[0] == -1.0f && s[1] == 0.0f &&
+         s[2] == 1.0f && s[3] == 0.0f;
+}
+
 /// The plane decomposition of a table-packed matrix; throws qtl::Error if it has none.
 [[nodiscard]] inline LutWeights lut_weights_of(const TablePackedMatrix& w) {
   constexpr std::string_view kWhere = "LutKernelMatrix";
