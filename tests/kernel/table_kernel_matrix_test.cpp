@@ -25,13 +25,7 @@ using qtl::Index;
 using qtl::kernel::KernelPath;
 using qtl::kernel::TableKernelMatrix;
 
-std::vector<KernelPath> supported_paths() {
-  std::vector<KernelPath> out;
-  for (KernelPath p : qtl::kernel::kAllKernelPaths) {
-    if (qtl::kernel::path_supported(p)) out.push_back(p);
-  }
-  return out;
-}
+std::vector<KernelPath> supported_paths() { return qtl::kernel::supported_kernel_paths(); }
 
 constexpr double kUnit = 1.0 / 16777216.0;  // 2^-24
 

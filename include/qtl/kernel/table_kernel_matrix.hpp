@@ -32,6 +32,7 @@
 #include "qtl/core/validate.hpp"
 #include "qtl/detail/aligned_buffer.hpp"
 #include "qtl/format/table_packed.hpp"
+#include "qtl/kernel/checked_kernel.hpp"
 #include "qtl/kernel/cpu_features.hpp"
 #include "qtl/kernel/layout_table.hpp"
 #include "qtl/kernel/table_avx2.hpp"
@@ -80,8 +81,12 @@ inline void prepare_table_activations(const TableKernelView& w, const float* x, 
   }
 }
 
-class TableKernelMatrix {
+class TableKernelMatrix : public CheckedKernel<TableKernelMatrix> {
  public:
+  static constexpr std::string_view kName = "TableKernelMatrix";
+  using CheckedKernel<TableKernelMatrix>::gemv;  // checked Eigen overloads (checked_kernel.hpp)
+  using CheckedKernel<TableKernelMatrix>::gemm;
+
   TableKernelMatrix() = default;
 
   /// Repacks `w` into the kernel layout. Throws qtl::Error if w is empty or `path` cannot run
@@ -109,10 +114,7 @@ class TableKernelMatrix {
   void set_min_work_per_thread(std::ptrdiff_t units) noexcept { min_work_per_thread_ = std::max<std::ptrdiff_t>(units, 1); }
   /// Switches the ISA path (no repacking: every path reads the same layout).
   void set_path(KernelPath path) {
-    if (!path_supported(path)) {
-      fail("TableKernelMatrix: path ", to_string(path), " is not supported on this CPU (best: ",
-           to_string(best_kernel_path()), ")");
-    }
+    require_path(path);
     path_ = path;
     fn_ = table_tiles_function(path);
   }
@@ -134,36 +136,7 @@ class TableKernelMatrix {
     parallel_for(w.tiles, threads, [&](std::ptrdiff_t t0, std::ptrdiff_t t1) { fn(w, xk, kc, m, y, ldy, t0, t1); });
   }
 
-  /// Checked: y = W_hat x.
-  [[nodiscard]] VectorXf gemv(VectorRef x, int threads = 1) const {
-    constexpr std::string_view kWhere = "TableKernelMatrix::gemv";
-    require_size(kWhere, "x", x.size(), cols());
-    require_finite(kWhere, "x", x);
-    require_threads(kWhere, threads);
-    VectorXf y(rows());
-    gemv(x.data(), y.data(), threads);
-    return y;
-  }
-
-  /// Checked: Y = X W_hat^T for activations X [tokens x cols].
-  [[nodiscard]] RowMatrixXf gemm(MatrixRef x, int threads = 1) const {
-    constexpr std::string_view kWhere = "TableKernelMatrix::gemm";
-    require_nonempty(kWhere, "activations", x.rows(), x.cols());
-    if (x.cols() != cols()) {
-      fail(kWhere, ": activations have ", x.cols(), " columns but the matrix has ", cols());
-    }
-    require_finite(kWhere, "activations", x);
-    require_threads(kWhere, threads);
-    RowMatrixXf y(x.rows(), rows());
-    gemm(x.data(), x.outerStride(), x.rows(), y.data(), y.outerStride(), threads);
-    return y;
-  }
-
  private:
-  static void require_threads(std::string_view where, int threads) {
-    if (threads < 1) fail(where, ": threads must be >= 1, got ", threads);
-  }
-
   TableKernelLayout layout_;
   KernelPath path_ = KernelPath::Portable;
   TableTilesFn fn_ = &table_tiles_portable;
