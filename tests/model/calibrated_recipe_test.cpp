@@ -6,6 +6,9 @@
 
 #include "model/real_model_fixture.hpp"
 
+#include <limits>
+#include <string>
+
 namespace {
 
 namespace m = qtl::model;
@@ -43,6 +46,49 @@ TEST(CalibratedRecipes, TransformedLinearIsExactWithoutQuantization) {
   qtl::RowMatrixXf x = qtl::RowMatrixXf::Random(static_cast<qtl::Index>(ids.size()), w.cols());
   const qtl::RowMatrixXf y = op.forward(x), expected = x * w.transpose();
   EXPECT_LE((y - expected).cwiseAbs().maxCoeff(), 1e-4f * expected.cwiseAbs().maxCoeff());
+}
+
+// AWQ's scales on the inputs of wq/wk/wv and w1/w3 fold into the RMSNorm gains (llm-awq's fold):
+// the folded model has no online scaling there, different gains, and the same outputs as the
+// model that scales online.
+TEST(CalibratedRecipes, AwqScalesFoldIntoTheRmsNormGains) {
+  const auto& f = fixture();
+  const auto calib = f.calibration(0, 4);
+  auto make = [](bool fold) {
+    return std::make_unique<m::CalibratedRecipe<qtl::Uniform<3>>>(
+        qtl::Uniform<3>{}, qtl::PerGroup{32}, m::detail::pipeline(false, true, qtl::calib::Solver::Rtn),
+        m::KernelOptions{}, fold);
+  };
+  const m::Transformer folded = m::quantize_sequential(f.fp32, calib, *make(true));
+  const m::Transformer online = m::quantize_sequential(f.fp32, calib, *make(false));
+  const int layers = f.fp32.config().n_layers;
+  for (int l = 0; l < layers; ++l) {
+    for (const char* norm : {"attention_norm", "ffn_norm"}) {
+      const std::string name = "layers." + std::to_string(l) + "." + norm;
+      EXPECT_FALSE(folded.norm_gain(name).isApprox(f.fp32.norm_gain(name))) << name << " was not folded";
+      EXPECT_TRUE(online.norm_gain(name) == f.fp32.norm_gain(name)) << name;
+    }
+    const std::string wq = "layers." + std::to_string(l) + ".wq";
+    const std::string wo = "layers." + std::to_string(l) + ".wo";
+    EXPECT_EQ(folded.linear(wq).describe().find("transformed"), std::string::npos) << folded.linear(wq).describe();
+    EXPECT_NE(online.linear(wq).describe().find("transformed"), std::string::npos) << online.linear(wq).describe();
+    EXPECT_NE(folded.linear(wo).describe().find("transformed"), std::string::npos) << "wo's scales stay online";
+  }
+  const auto ids = f.calibration(300, 1).front();
+  const qtl::RowMatrixXf a = folded.forward(ids), b = online.forward(ids);
+  EXPECT_LE((a - b).cwiseAbs().maxCoeff(), 2e-3f * b.cwiseAbs().maxCoeff());
+}
+
+TEST(CalibratedRecipes, NormGainsAreCheckedByName) {
+  m::Transformer t = fixture().fp32;
+  EXPECT_THROW((void)t.norm_gain("layers.99.ffn_norm"), qtl::Error);
+  EXPECT_THROW(t.set_norm_gain("layers.0.ffn_norm", qtl::VectorXf::Ones(3)), qtl::Error);
+  qtl::VectorXf g = t.norm_gain("norm");
+  g[0] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_THROW(t.set_norm_gain("norm", g), qtl::Error);
+  g[0] = 2.0f;
+  t.set_norm_gain("norm", g);
+  EXPECT_EQ(t.norm_gain("norm")[0], 2.0f);
 }
 
 }  // namespace

@@ -5,8 +5,10 @@
 // input transform T and an optional low-rank term. The model layer computes
 //   y = Ŵ' (T x) + A (B (T x))
 // with Ŵ' on the packed kernels and T applied online per token (O(n log n) for the randomized
-// Hadamard, O(n) for scalings). Folding T into the previous operation (AWQ's scales into the
-// RMSNorm weight) gives the same outputs up to float rounding; here it stays an explicit step.
+// Hadamard, O(n) for scalings). Where T is only channel scalings and the group reads an RMSNorm
+// output (wq/wk/wv, w1/w3), the scales are folded into the norm's gain instead (llm-awq's fold:
+// QuantizedLayer::input_scale, applied by the driver), so nothing runs online; the outputs are
+// the same up to float rounding. Scalings of wo's and w2's inputs, and rotations, run online.
 #pragma once
 
 #include <memory>
@@ -56,8 +58,14 @@ class TransformedLinear final : public LinearOp {
 template <ScalarQuantizer Q>
 class CalibratedRecipe final : public Recipe {
  public:
-  CalibratedRecipe(Q quantizer, Granularity granularity, calib::Recipe recipe, KernelOptions kernel = {})
-      : q_(std::move(quantizer)), granularity_(granularity), recipe_(std::move(recipe)), kernel_(kernel) {}
+  /// fold_scales: fold pure channel scalings of an RMSNorm-fed group into the norm's gain.
+  CalibratedRecipe(Q quantizer, Granularity granularity, calib::Recipe recipe, KernelOptions kernel = {},
+                   bool fold_scales = true)
+      : q_(std::move(quantizer)),
+        granularity_(granularity),
+        recipe_(std::move(recipe)),
+        kernel_(kernel),
+        fold_scales_(fold_scales) {}
 
   [[nodiscard]] std::string name() const override { return recipe_.name; }
 
@@ -73,6 +81,12 @@ class CalibratedRecipe final : public Recipe {
       if (layer.gptq_report) {
         r.note = str_cat("damp ", layer.gptq_report->damp_fraction, ", proxy loss ", layer.gptq_report->proxy_loss.sum());
       }
+      if (fold_scales_ && group.front().input_is_norm) {
+        if (auto s = only_scalings(layer.transform)) {
+          r.input_scale = std::move(*s);
+          layer.transform = calib::InputTransform{};
+        }
+      }
       r.op = std::make_unique<TransformedLinear>(std::move(layer.transform), make_packed_linear(layer.matrix, kernel_),
                                                  std::move(layer.low_rank));
       out.push_back(std::move(r));
@@ -81,10 +95,23 @@ class CalibratedRecipe final : public Recipe {
   }
 
  private:
+  /// The combined scale s (T x = x ⊘ s) when every step of t is a channel scaling.
+  static std::optional<VectorXf> only_scalings(const calib::InputTransform& t) {
+    if (t.is_identity()) return std::nullopt;
+    VectorXf s;
+    for (const auto& step : t.steps()) {
+      const auto* cs = std::get_if<calib::ChannelScale>(&step);
+      if (cs == nullptr) return std::nullopt;
+      s = s.size() == 0 ? cs->scales : VectorXf(s.cwiseProduct(cs->scales));
+    }
+    return s;
+  }
+
   Q q_;
   Granularity granularity_;
   calib::Recipe recipe_;
   KernelOptions kernel_;
+  bool fold_scales_;
 };
 
 }  // namespace qtl::model

@@ -38,6 +38,9 @@ struct LayerCalibration {
   const RowMatrixXf* weight;    ///< fp32 weights [out x in]
   const calib::HessianAccumulator* stats;  ///< the group's inputs, from the partly quantized model
   const RowMatrixXf* input_sample;         ///< up to SequentialOptions::max_sample_rows input rows
+  /// The group's input is an RMSNorm output (wq/wk/wv, w1/w3), so a channel scaling of it can be
+  /// folded into the norm's gain instead of running online (QuantizedLayer::input_scale).
+  bool input_is_norm = false;
 };
 
 /// A recipe's answer for one linear layer.
@@ -45,6 +48,10 @@ struct QuantizedLayer {
   std::unique_ptr<LinearOp> op;  ///< computes y = W_hat x from the layer's (original) input
   double bits_per_weight = 0.0;  ///< everything the layer stores, per weight
   std::string note;              ///< e.g. a solver's report ("damp 0.01, proxy loss 3.2e-4")
+  /// Nonempty: `op` expects its input divided channel-wise by these scales (x ⊘ s), and the
+  /// driver folds them into the RMSNorm gain that produces x (g ← g ⊘ s; AWQ's fold). Only for
+  /// groups with input_is_norm, and every layer of the group must return the same scales.
+  VectorXf input_scale;
 };
 
 class Recipe {
@@ -215,14 +222,38 @@ inline const RowMatrixXf& dense_weight(const Transformer& model, std::string_vie
       model.set_observer({});
       const RowMatrixXf input_sample = sample.take();
 
+      // The RMSNorm whose output the group reads, if any.
+      const std::string norm = group.front() == "wq" ? str_cat("layers.", l, ".attention_norm")
+                               : group.front() == "w1" ? str_cat("layers.", l, ".ffn_norm")
+                                                       : std::string();
       std::vector<LayerCalibration> calibs;
       for (const auto& name : names) {
-        calibs.push_back(LayerCalibration{name, l, &detail::dense_weight(fp32, name), &stats, &input_sample});
+        calibs.push_back(
+            LayerCalibration{name, l, &detail::dense_weight(fp32, name), &stats, &input_sample, !norm.empty()});
       }
       auto results = recipe.quantize(calibs);
       if (results.size() != names.size()) {
         fail(kWhere, ": recipe '", recipe.name(), "' returned ", results.size(), " layers for a group of ",
              names.size());
+      }
+      const VectorXf fold = results.front().input_scale;
+      for (std::size_t i = 0; i < names.size(); ++i) {
+        const VectorXf& s = results[i].input_scale;
+        if (s.size() != fold.size() || (s.size() > 0 && s != fold)) {
+          fail(kWhere, ": recipe '", recipe.name(), "' returned different input scales within the group of '",
+               names[i], "'");
+        }
+      }
+      if (fold.size() > 0) {
+        if (norm.empty()) {
+          fail(kWhere, ": recipe '", recipe.name(), "' asked to fold input scales into '", names.front(),
+               "', whose input is not an RMSNorm output");
+        }
+        if (fold.size() != in || !(fold.array() > 0.0f).all() || !fold.allFinite()) {
+          fail(kWhere, ": recipe '", recipe.name(), "' returned ", fold.size(), " input scales for '", names.front(),
+               "' (", in, " inputs, each finite and > 0)");
+        }
+        model.set_norm_gain(norm, model.norm_gain(norm).cwiseQuotient(fold));
       }
       for (std::size_t i = 0; i < names.size(); ++i) {
         auto& r = results[i];

@@ -136,6 +136,23 @@ class Transformer {
   /// The 7·L linear layer names, layer by layer, each as wq wk wv wo w1 w2 w3.
   [[nodiscard]] const std::vector<std::string>& linear_names() const { return linear_names_; }
 
+  /// The RMSNorm gain called `name`: "layers.L.attention_norm", "layers.L.ffn_norm" or "norm"
+  /// (the final one); throws qtl::Error for an unknown name.
+  [[nodiscard]] const VectorXf& norm_gain(std::string_view name) const {
+    return const_cast<Transformer*>(this)->gain_slot(name);
+  }
+
+  /// Replaces an RMSNorm gain (e.g. to fold a channel scaling of the next layers' inputs into
+  /// it: g ← g ⊘ s). Throws qtl::Error for an unknown name, a size mismatch or NaN/Inf.
+  void set_norm_gain(std::string_view name, VectorXf gain) {
+    VectorXf& slot = gain_slot(name);
+    if (gain.size() != slot.size()) {
+      fail("Transformer::set_norm_gain: '", name, "' has ", slot.size(), " channels, got ", gain.size());
+    }
+    require_finite("Transformer::set_norm_gain", "gain", gain);
+    slot = std::move(gain);
+  }
+
   /// The linear layer called `name` ("layers.0.wq"); throws qtl::Error for an unknown name.
   [[nodiscard]] const LinearOp& linear(std::string_view name) const {
     return *linears_[linear_index(name)];
@@ -346,6 +363,15 @@ class Transformer {
     live = (live - live.maxCoeff()).exp();
     live /= live.sum();
     row.tail(row.size() - n).setZero();
+  }
+
+  VectorXf& gain_slot(std::string_view name) {
+    if (name == "norm") return final_norm_;
+    for (int l = 0; l < config_.n_layers; ++l) {
+      if (name == str_cat("layers.", l, ".attention_norm")) return attention_norm_[static_cast<std::size_t>(l)];
+      if (name == str_cat("layers.", l, ".ffn_norm")) return ffn_norm_[static_cast<std::size_t>(l)];
+    }
+    fail("Transformer: no RMSNorm called '", name, "' (layers.L.attention_norm, layers.L.ffn_norm or norm)");
   }
 
   io::Llama2cConfig config_;
