@@ -3,12 +3,14 @@
 // the derived int8 bound, every SIMD path bit-identical to the portable one, both ternary formats,
 // thread-count independence and the error cases.
 #include <gtest/gtest.h>
+#include <qtl/model/quantized_linear.hpp>
 #include <qtl/format/table_packed.hpp>
 #include <qtl/format/ternary_packed.hpp>
 #include <qtl/kernel/lut_kernel_matrix.hpp>
 #include <qtl/kernel/reference_table.hpp>
 #include <qtl/kernel/reference_ternary.hpp>
 #include <qtl/quant/binary.hpp>
+#include <qtl/quant/codebook.hpp>
 #include <qtl/quant/log2.hpp>
 #include <qtl/quant/quantize_matrix.hpp>
 #include <qtl/quant/ternary.hpp>
@@ -349,6 +351,24 @@ TEST(LutKernelMatrix, ZeroActivationsGiveZeroAndBitsPerWeightAreHonest) {
   EXPECT_NEAR(8.0 * double(b.bytes()) / weights, 1.0 + 16.0 / 128.0, 1e-9);
   const qtl::VectorXf y = t.gemv(qtl::VectorXf::Zero(4096));
   EXPECT_EQ(y.cwiseAbs().maxCoeff(), 0.0f);
+}
+
+TEST(LutKernelMatrix, PackedLinearWithInt8ActivationsRunsTheLutKernelForBinaryAndTernary) {
+  namespace m = qtl::model;
+  const auto w = qtl::test::gaussian(40, 96, 71, 0.1f);
+  const auto x = qtl::test::gaussian(5, 96, 72);
+  const m::KernelOptions int8{qtl::kernel::ActivationMode::Int8, 2};
+  const auto tern = qtl::quantize_matrix(qtl::Ternary{}, qtl::PerGroup{32}, w);
+  const auto op = m::make_packed_linear(tern, int8);
+  const auto* lut = dynamic_cast<const m::PackedLinear<LutKernelMatrix>*>(op.get());
+  ASSERT_NE(lut, nullptr) << op->describe();
+  const qtl::RowMatrixXf expected = LutKernelMatrix(qtl::pack_table(tern)).gemm(x);
+  EXPECT_TRUE(op->forward(x) == expected);
+  // Fp32 activations, and tables without bit planes, stay on the table-decode kernel.
+  const auto fp32 = m::make_packed_linear(tern, {qtl::kernel::ActivationMode::Fp32, 1});
+  EXPECT_NE(dynamic_cast<const m::PackedLinear<qtl::kernel::TableKernelMatrix>*>(fp32.get()), nullptr);
+  const auto nf4 = m::make_packed_linear(qtl::quantize_matrix(qtl::NF4{}, qtl::PerGroup{32}, w), int8);
+  EXPECT_NE(dynamic_cast<const m::PackedLinear<qtl::kernel::TableKernelMatrix>*>(nf4.get()), nullptr);
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 
 #include "qtl/format/packed_matrix.hpp"
 #include "qtl/format/table_packed.hpp"
+#include "qtl/kernel/lut_kernel_matrix.hpp"
 #include "qtl/kernel/reference_table.hpp"
 #include "qtl/kernel/table_kernel_matrix.hpp"
 #include "qtl/kernel/uniform_kernel_matrix.hpp"
@@ -84,8 +85,9 @@ struct KernelOptions {
 
 /// Packs a quantized matrix in the format its quantizer calls for and wraps it in a LinearOp:
 /// uniform codes -> PackedMatrix on the SIMD uniform kernels; table quantizers -> table format on
-/// the table-decode kernels (fp32 activations whatever options.activations says: the table
-/// kernels have no int8-activation mode).
+/// the table-decode kernels (fp32 activations), except that with int8 activations binary and
+/// ternary tables run on the bit-plane lookup kernels (LutKernelMatrix, W1A8 / W1.58A8). Other
+/// table formats keep fp32 activations whatever options.activations says (no int8 mode).
 template <ScalarQuantizer Q>
 [[nodiscard]] std::unique_ptr<LinearOp> make_packed_linear(const QuantizedMatrix<Q>& q,
                                                            const KernelOptions& options = {}) {
@@ -98,7 +100,12 @@ template <ScalarQuantizer Q>
         str_cat(what, options.activations == kernel::ActivationMode::Int8 ? " (int8 activations)" : ""),
         options.threads);
   } else if constexpr (TableQuantizer<Q>) {
-    return std::make_unique<PackedLinear<kernel::TableKernelMatrix>>(kernel::TableKernelMatrix(pack_table(q)), bpw,
+    TablePackedMatrix packed = pack_table(q);
+    if (options.activations == kernel::ActivationMode::Int8 && kernel::lut_representable(packed)) {
+      return std::make_unique<PackedLinear<kernel::LutKernelMatrix>>(
+          kernel::LutKernelMatrix(packed), bpw, str_cat(what, " (bit-plane LUT, int8 activations)"), options.threads);
+    }
+    return std::make_unique<PackedLinear<kernel::TableKernelMatrix>>(kernel::TableKernelMatrix(packed), bpw,
                                                                      what, options.threads);
   } else {
     fail("make_packed_linear: ", q.quantizer.name(), " has no packed kernel format (uniform codes pack at 2, 3, 4 "
