@@ -25,6 +25,7 @@
 #include <qtl/quant/ternary.hpp>
 #include <qtl/quant/uniform.hpp>
 
+#include "bench_common.hpp"
 #include "bench_limits.hpp"
 
 #include <algorithm>
@@ -40,6 +41,7 @@ namespace {
 using qtl::Index;
 using qtl::kernel::LutKernelMatrix;
 using qtl::kernel::UniformKernelMatrix;
+using bench_common::random_vector;
 using bench_limits::g_limits;
 using bench_limits::l3_bytes;
 using bench_limits::seconds_since;
@@ -63,33 +65,7 @@ qtl::TablePackedMatrix random_table(Index rows, Index cols, int levels, unsigned
   return qtl::pack_table(q);
 }
 
-qtl::PackedMatrix random_uniform2(Index rows, Index cols, unsigned seed) {
-  using U = qtl::Uniform<2, qtl::Mode::Asymmetric>;
-  qtl::QuantizedMatrix<U> q;
-  q.layout = qtl::make_group_layout(qtl::PerGroup{kGroup}, rows, cols);
-  std::mt19937 rng(seed);
-  q.codes.resize(static_cast<std::size_t>(rows * cols));
-  for (auto& c : q.codes) c = static_cast<std::uint8_t>(rng() & 3u);
-  q.params.resize(static_cast<std::size_t>(q.layout.num_param_sets()));
-  for (auto& p : q.params) {
-    p.scale = fp16_scale(rng);
-    p.zero = static_cast<float>(rng() % 4u);
-  }
-  return qtl::pack(q);
-}
-
-template <class K>
-std::vector<K> copies_beyond_l3(const K& one) {
-  return std::vector<K>(std::max<std::size_t>(1, 4 * l3_bytes() / one.bytes() + 1), one);
-}
-
-std::vector<float> random_vector(std::size_t n, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, 1.0f);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+using bench_common::copies_beyond_l3;
 
 /// Seconds per call of f(i) cycling i over n copies, for at least `min_secs`.
 template <class F>
@@ -156,7 +132,7 @@ void BM_gemv(benchmark::State& state) {
   // The 2-bit integer-affine kernel on the same shape, same threads, right after.
   double uniform_call = 0, uniform_bytes = 0;
   {
-    const auto us = copies_beyond_l3(UniformKernelMatrix(random_uniform2(rows, cols, seed)));
+    const auto us = copies_beyond_l3(UniformKernelMatrix(bench_common::random_uniform_packed<2>(rows, cols, kGroup, seed)));
     uniform_bytes = static_cast<double>(us[0].bytes());
     uniform_call = time_per_call(us.size(), 0.3, [&](std::size_t j) {
       us[j].gemv(x.data(), y.data(), threads);
@@ -195,12 +171,4 @@ void register_benchmarks() {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  bench_limits::measure();
-  register_benchmarks();
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+int main(int argc, char** argv) { return bench_common::run_main(argc, argv, register_benchmarks); }

@@ -26,6 +26,7 @@
 #include <qtl/quant/ternary.hpp>
 #include <qtl/quant/uniform.hpp>
 
+#include "bench_common.hpp"
 #include "bench_limits.hpp"
 
 #include <Eigen/Core>
@@ -44,6 +45,7 @@ using qtl::Index;
 using qtl::kernel::ActivationMode;
 using qtl::kernel::TableKernelMatrix;
 using qtl::kernel::UniformKernelMatrix;
+using bench_common::random_vector;
 using bench_limits::g_limits;
 using bench_limits::l3_bytes;
 using bench_limits::seconds_since;
@@ -75,22 +77,6 @@ qtl::TablePackedMatrix random_table(Index rows, Index cols, unsigned seed) {
   return qtl::pack_table(q);
 }
 
-template <int B>
-qtl::PackedMatrix random_uniform(Index rows, Index cols, unsigned seed) {
-  using U = qtl::Uniform<B, qtl::Mode::Asymmetric>;
-  qtl::QuantizedMatrix<U> q;
-  q.layout = qtl::make_group_layout(qtl::PerGroup{kGroup}, rows, cols);
-  std::mt19937 rng(seed);
-  q.codes.resize(static_cast<std::size_t>(rows * cols));
-  for (auto& c : q.codes) c = static_cast<std::uint8_t>(rng() & ((1u << B) - 1));
-  q.params.resize(static_cast<std::size_t>(q.layout.num_param_sets()));
-  for (auto& p : q.params) {
-    p.scale = fp16(0.01f + 0.001f * static_cast<float>(rng() % 16));
-    p.zero = static_cast<float>(rng() % (1u << B));
-  }
-  return qtl::pack(q);
-}
-
 // Kinds of table matrix: name, bits.
 struct Kind {
   const char* name;
@@ -108,18 +94,6 @@ qtl::TablePackedMatrix random_kind(int kind, Index rows, Index cols, unsigned se
   }
 }
 
-qtl::PackedMatrix random_uniform_bits(int bits, Index rows, Index cols, unsigned seed) {
-  switch (bits) {
-    case 3: return random_uniform<3>(rows, cols, seed);
-    case 4: return random_uniform<4>(rows, cols, seed);
-    default: return random_uniform<2>(rows, cols, seed);
-  }
-}
-
-std::size_t copies_for(std::size_t bytes, bool cycle) {
-  return cycle ? std::max<std::size_t>(1, 4 * l3_bytes() / bytes + 1) : 1;
-}
-
 // Copies of one table matrix (enough to exceed 4 x L3 when cycling). Cached for the last key.
 const std::vector<TableKernelMatrix>& table_set(int kind, Index rows, Index cols, bool cycle) {
   static std::string key;
@@ -128,7 +102,7 @@ const std::vector<TableKernelMatrix>& table_set(int kind, Index rows, Index cols
   if (k != key) {
     set.clear();
     TableKernelMatrix one(random_kind(kind, rows, cols, 1234u + static_cast<unsigned>(kind)));
-    set.assign(copies_for(one.bytes(), cycle), one);
+    set = bench_common::copies_beyond_l3(one, cycle);
     key = k;
   }
   return set;
@@ -140,19 +114,10 @@ const std::vector<UniformKernelMatrix>& uniform_set(int bits, Index rows, Index 
   const std::string k = std::to_string(bits) + "/" + std::to_string(rows) + "/" + std::to_string(cols);
   if (k != key) {
     set.clear();
-    UniformKernelMatrix one(random_uniform_bits(bits, rows, cols, 99u));
-    set.assign(copies_for(one.bytes(), true), one);
+    set = bench_common::copies_beyond_l3(UniformKernelMatrix(bench_common::random_uniform_packed(bits, rows, cols, kGroup, 99u)));
     key = k;
   }
   return set;
-}
-
-std::vector<float> random_vector(std::size_t n, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, 1.0f);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
 }
 
 // Seconds per GEMV of the uniform copies (cycled), best of 3 rounds of `iters` calls.
@@ -283,12 +248,4 @@ void register_benchmarks() {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  bench_limits::measure();
-  register_benchmarks();
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+int main(int argc, char** argv) { return bench_common::run_main(argc, argv, register_benchmarks); }

@@ -19,6 +19,7 @@
 
 #include <qtl/qtl.hpp>
 
+#include "bench_common.hpp"
 #include "bench_limits.hpp"
 
 
@@ -39,6 +40,7 @@ using qtl::kernel::ActivationMode;
 using qtl::kernel::UniformKernelMatrix;
 
 // ---------------------------------------------------------------- limits (bench_limits.hpp)
+using bench_common::random_vector;
 using bench_limits::g_limits;
 using bench_limits::l3_bytes;
 using bench_limits::seconds_since;
@@ -48,33 +50,6 @@ inline double probe_fma_gflops(int threads, long iters) { return bench_limits::f
 inline bool probes_ok() { return bench_limits::g_stream != nullptr; }
 
 // ---------------------------------------------------------------- matrices
-// A random uniform matrix built directly as codes + fp16-exact params (speed does not depend on
-// the values, and quantizing 58M weights per format would dominate the run).
-template <int B>
-qtl::PackedMatrix random_packed(Index rows, Index cols, Index group, unsigned seed) {
-  using U = qtl::Uniform<B, qtl::Mode::Asymmetric>;
-  qtl::QuantizedMatrix<U> q;
-  q.layout = qtl::make_group_layout(qtl::PerGroup{group}, rows, cols);
-  std::mt19937 rng(seed);
-  q.codes.resize(static_cast<std::size_t>(rows * cols));
-  for (auto& c : q.codes) c = static_cast<std::uint8_t>(rng() & ((1u << B) - 1));
-  q.params.resize(static_cast<std::size_t>(q.layout.num_param_sets()));
-  for (auto& p : q.params) {
-    p.scale = qtl::detail::half_to_float(qtl::detail::float_to_half(0.01f + 0.001f * static_cast<float>(rng() % 16)));
-    p.zero = static_cast<float>(rng() % (1u << B));
-  }
-  return qtl::pack(q);
-}
-
-qtl::PackedMatrix random_packed_bits(int bits, Index rows, Index cols, Index group, unsigned seed) {
-  switch (bits) {
-    case 2: return random_packed<2>(rows, cols, group, seed);
-    case 3: return random_packed<3>(rows, cols, group, seed);
-    case 4: return random_packed<4>(rows, cols, group, seed);
-    default: return random_packed<8>(rows, cols, group, seed);
-  }
-}
-
 // The set of copies for one (bits, rows, cols): enough to exceed 4 x L3. Cached for the last key.
 struct MatrixSet {
   std::vector<UniformKernelMatrix> copies;
@@ -87,20 +62,11 @@ const MatrixSet& matrix_set(int bits, Index rows, Index cols, bool cycle) {
     set.reset();
     set = std::make_unique<MatrixSet>();
     const Index group = std::min<Index>(128, cols);
-    UniformKernelMatrix one(random_packed_bits(bits, rows, cols, group, 1234u + static_cast<unsigned>(bits)));
-    const std::size_t copies = cycle ? std::max<std::size_t>(1, 4 * l3_bytes() / one.bytes() + 1) : 1;
-    set->copies.assign(copies, one);
+    set->copies = bench_common::copies_beyond_l3(
+        UniformKernelMatrix(bench_common::random_uniform_packed(bits, rows, cols, group, 1234u + static_cast<unsigned>(bits))), cycle);
     key = k;
   }
   return *set;
-}
-
-std::vector<float> random_vector(std::size_t n, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, 1.0f);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
 }
 
 // args: bits, rows, cols, threads, mode (0 fp32, 1 int8)
@@ -245,12 +211,4 @@ void register_benchmarks() {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  bench_limits::measure();
-  register_benchmarks();
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+int main(int argc, char** argv) { return bench_common::run_main(argc, argv, register_benchmarks); }

@@ -29,6 +29,7 @@
 #include <qtl/quant/e8p.hpp>
 #include <qtl/quant/uniform.hpp>
 
+#include "bench_common.hpp"
 #include "bench_limits.hpp"
 
 #include <algorithm>
@@ -48,6 +49,7 @@ using qtl::kernel::KernelPath;
 using qtl::kernel::UniformKernelMatrix;
 using qtl::kernel::VQKernelMatrix;
 using qtl::kernel::VQStrategy;
+using bench_common::random_vector;
 using bench_limits::g_limits;
 using bench_limits::l3_bytes;
 using bench_limits::seconds_since;
@@ -81,27 +83,6 @@ qtl::VQPackedMatrix random_e8p(unsigned seed) {
   return qtl::pack_vq(m);
 }
 
-template <int B>
-qtl::PackedMatrix random_uniform(unsigned seed) {
-  using U = qtl::Uniform<B, qtl::Mode::Asymmetric>;
-  qtl::QuantizedMatrix<U> q;
-  q.layout = qtl::make_group_layout(qtl::PerGroup{128}, kRows, kCols);
-  std::mt19937 rng(seed);
-  q.codes.resize(static_cast<std::size_t>(kRows * kCols));
-  for (auto& c : q.codes) c = static_cast<std::uint8_t>(rng() & ((1u << B) - 1));
-  q.params.resize(static_cast<std::size_t>(q.layout.num_param_sets()));
-  for (auto& p : q.params) {
-    p.scale = qtl::detail::half_to_float(qtl::detail::float_to_half(0.01f + 0.001f * static_cast<float>(rng() % 16)));
-    p.zero = static_cast<float>(rng() % (1u << B));
-  }
-  return qtl::pack(q);
-}
-
-template <class K>
-std::vector<K> cycled(const K& one) {
-  const std::size_t copies = std::max<std::size_t>(1, 4 * l3_bytes() / one.bytes() + 1);
-  return std::vector<K>(copies, one);
-}
 
 // Copies of the VQ matrix and of the uniform matrix of the same bits/weight, for one dim.
 struct Sets {
@@ -115,18 +96,10 @@ Sets& sets(int dim) {
     s.reset();
     s = std::make_unique<Sets>();
     s->dim = dim;
-    s->vq = cycled(VQKernelMatrix(dim == 2 ? random_vq<2>(11) : dim == 4 ? random_vq<4>(12) : random_e8p(15)));
-    s->uni = cycled(UniformKernelMatrix(dim == 2 ? random_uniform<4>(13) : random_uniform<2>(14)));
+    s->vq = bench_common::copies_beyond_l3(VQKernelMatrix(dim == 2 ? random_vq<2>(11) : dim == 4 ? random_vq<4>(12) : random_e8p(15)));
+    s->uni = bench_common::copies_beyond_l3(UniformKernelMatrix(dim == 2 ? bench_common::random_uniform_packed<4>(kRows, kCols, 128, 13) : bench_common::random_uniform_packed<2>(kRows, kCols, 128, 14)));
   }
   return *s;
-}
-
-std::vector<float> random_vector(std::size_t n, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, 1.0f);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
 }
 
 // Seconds per GEMV of the cycled uniform copies in `mode` (at least `min_secs` of calls).
@@ -223,12 +196,4 @@ void register_benchmarks() {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  bench_limits::measure();
-  register_benchmarks();
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+int main(int argc, char** argv) { return bench_common::run_main(argc, argv, register_benchmarks); }
