@@ -75,7 +75,7 @@ TEST(SequentialDriver, CalibrationStatisticsComeFromThePartlyQuantizedModel) {
         EXPECT_EQ(l.input_sample->cols(), l.weight->cols()) << l.name;
         seen.push_back(l.name);
         tokens.push_back(l.stats->tokens());
-        out.push_back({std::make_unique<m::DenseLinear>(*l.weight), 32.0, ""});
+        out.push_back({std::make_unique<m::DenseLinear>(*l.weight), 32.0, "", {}});
       }
       return out;
     }
