@@ -8,6 +8,10 @@
 
 #include <cmath>
 #include <limits>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "model/real_model_fixture.hpp"
 
@@ -119,6 +123,107 @@ TEST(SequentialDriver, BadInputIsAnError) {
   EXPECT_THROW((void)m::make_recipe(spec), qtl::Error);
   spec.damp = std::numeric_limits<double>::quiet_NaN();
   EXPECT_THROW((void)m::make_recipe(spec), qtl::Error);
+}
+
+// Wraps 4-bit RTN and attaches chosen input scales to the layers of one group (named by its
+// first layer, e.g. "layers.0.wq"). Where a layer's scales are a valid fold (right size, finite,
+// > 0), it quantizes W·diag(s) instead of W, so after the driver folds s into the RMSNorm gain
+// (x → x ⊘ s) the model computes what plain RTN computes.
+class FoldingRecipe final : public m::Recipe {
+ public:
+  FoldingRecipe(std::string group_front, std::vector<qtl::VectorXf> scales)
+      : group_front_(std::move(group_front)), scales_(std::move(scales)), inner_(m::make_recipe(m::RecipeSpec{})) {}
+
+  std::string name() const override { return "fold-probe"; }
+
+  std::vector<m::QuantizedLayer> quantize(std::span<const m::LayerCalibration> group) const override {
+    if (group.front().name != group_front_) return inner_->quantize(group);
+    EXPECT_EQ(group.size(), scales_.size()) << group_front_;
+    std::vector<qtl::RowMatrixXf> scaled(group.size());  // sized up front: pointers stay valid
+    std::vector<m::LayerCalibration> calibs(group.begin(), group.end());
+    for (std::size_t i = 0; i < group.size(); ++i) {
+      const qtl::VectorXf& s = scales_[i];
+      if (s.size() == group[i].weight->cols() && s.allFinite() && (s.array() > 0.0f).all()) {
+        scaled[i] = *group[i].weight * s.asDiagonal();
+        calibs[i].weight = &scaled[i];
+      }
+    }
+    auto out = inner_->quantize(calibs);
+    for (std::size_t i = 0; i < out.size(); ++i) out[i].input_scale = scales_[i];
+    return out;
+  }
+
+ private:
+  std::string group_front_;
+  std::vector<qtl::VectorXf> scales_;
+  std::unique_ptr<m::Recipe> inner_;
+};
+
+TEST(SequentialDriver, BadFoldScalesAreErrorsNamingTheLayer) {
+  const auto& f = fixture();
+  const auto calib = f.calibration(0, 1);
+  const auto in = [&](const char* name) { return f.fp32.linear(name).in_features(); };
+  const qtl::Index dim = in("layers.0.wq"), hidden = in("layers.0.w2");
+  // The driver's error message for a recipe, or "" when it quantizes the model without one.
+  const auto error_of = [&](const FoldingRecipe& recipe) -> std::string {
+    try {
+      (void)m::quantize_sequential(f.fp32, calib, recipe);
+    } catch (const qtl::Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  const auto with = [](qtl::VectorXf s, qtl::Index i, float v) {
+    s(i) = v;
+    return s;
+  };
+  const qtl::VectorXf ones = qtl::VectorXf::Ones(dim);
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+
+  struct Case {
+    std::string what;
+    std::string group_front;
+    std::vector<qtl::VectorXf> scales;
+    std::string names;  // the layer the message must name
+  };
+  const std::vector<Case> bad = {
+      {"too few scales", "layers.0.wq", std::vector<qtl::VectorXf>(3, qtl::VectorXf::Ones(dim - 1)), "layers.0.wq"},
+      {"too many scales", "layers.0.wq", std::vector<qtl::VectorXf>(3, qtl::VectorXf::Ones(dim + 1)), "layers.0.wq"},
+      {"a zero scale", "layers.0.wq", std::vector<qtl::VectorXf>(3, with(ones, 5, 0.0f)), "layers.0.wq"},
+      {"a NaN scale", "layers.0.wq", std::vector<qtl::VectorXf>(3, with(ones, 5, nan)), "layers.0.wq"},
+      {"an infinite scale", "layers.0.wq", std::vector<qtl::VectorXf>(3, with(ones, 5, inf)), "layers.0.wq"},
+      {"a negative scale", "layers.0.wq", std::vector<qtl::VectorXf>(3, with(ones, 5, -1.0f)), "layers.0.wq"},
+      {"wv's scales differ from wq's and wk's", "layers.0.wq", {ones, ones, with(ones, 5, 2.0f)}, "layers.0.wv"},
+      {"only wq asks for a fold", "layers.0.wq", {ones, qtl::VectorXf(), qtl::VectorXf()}, "layers.0.wk"},
+      {"w3's scales differ from w1's", "layers.0.w1", {ones, 2 * ones}, "layers.0.w3"},
+      {"a fold into wo's input (attention output, no norm)", "layers.0.wo", {ones}, "layers.0.wo"},
+      {"a fold into w2's input (SwiGLU output, no norm)", "layers.0.w2", {qtl::VectorXf::Ones(hidden)}, "layers.0.w2"},
+  };
+  for (const auto& c : bad) {
+    const std::string message = error_of(FoldingRecipe(c.group_front, c.scales));
+    EXPECT_NE(message.find("'fold-probe'"), std::string::npos) << c.what << ": \"" << message << "\"";
+    EXPECT_NE(message.find("'" + c.names + "'"), std::string::npos) << c.what << ": \"" << message << "\"";
+  }
+
+  // Valid folds are accepted and applied: the norm gain is divided by s, and since the recipe
+  // quantized W·diag(s), the model computes what plain RTN computes.
+  const auto rtn = m::quantize_sequential(f.fp32, calib, *m::make_recipe(m::RecipeSpec{}));
+  const qtl::VectorXf twos = 2 * ones;
+  qtl::VectorXf mixed = ones;
+  for (qtl::Index i = 0; i < dim; i += 2) mixed(i) = 2.0f;
+  for (const qtl::VectorXf& s : {ones, twos, mixed}) {
+    m::Transformer q = f.fp32;
+    ASSERT_NO_THROW(q = m::quantize_sequential(f.fp32, calib, FoldingRecipe("layers.0.wq", {s, s, s})))
+        << s.transpose();
+    const qtl::VectorXf expected = f.fp32.norm_gain("layers.0.attention_norm").cwiseQuotient(s);
+    EXPECT_EQ(q.norm_gain("layers.0.attention_norm"), expected) << s.transpose();
+    EXPECT_EQ(q.norm_gain("layers.0.ffn_norm"), f.fp32.norm_gain("layers.0.ffn_norm"));
+    if (s != mixed) {  // a uniform power-of-two scale commutes with RTN (per-group scales scale with it)
+      const qtl::RowMatrixXf a = q.forward(calib[0]), b = rtn.forward(calib[0]);
+      EXPECT_LE((a - b).cwiseAbs().maxCoeff(), 1e-4f * b.cwiseAbs().maxCoeff()) << s(0);
+    }
+  }
+  EXPECT_EQ(error_of(FoldingRecipe("layers.0.w1", {twos, twos})), "");  // w1/w3 read ffn_norm's output
 }
 
 }  // namespace
