@@ -1,7 +1,8 @@
 // Benchmarks of the table-decode kernels (qtl/kernel/table_kernel_matrix.hpp) against limits
 // measured in the same run (bench_limits.hpp) and against the uniform kernels at equal bits.
 //
-// Every line carries:
+// Lines run in fp32-activation mode (mode:0) or in the int8 mode (mode:1; shared tables only:
+// the table rounded to int8, the uniform int8 kernels with a code map). Every line carries:
 //   gemv  GBps, bw_frac   bytes of the kernel layout / time / read bandwidth at that thread count
 //                         (the larger of a fresh local measurement and the start-up one)
 //         uni_fp32_us, uni_int8_us, ratio_fp32, ratio_int8
@@ -9,11 +10,13 @@
 //                         bits (2 for the 1-bit table: uniform codes have no 1-bit format) and
 //                         group, timed in the same line over its own copies; ratio = table time /
 //                         uniform time (PERF target: <= 1.3)
-//   gemm  GOPs, peak_frac 2 M N K / time / fp32 FMA peak; eigen_GOPs, vs_eigen = Eigen's fp32
-//                         GEMM on the same shape timed in the same line (target: >= 1)
+//   gemm  GOPs, peak_frac 2 M N K / time / fp32 FMA peak (mode:0) or int8 dot-product peak
+//                         (mode:1, PERF target for W4A8: >= 0.5); eigen_GOPs, vs_eigen = Eigen's
+//                         fp32 GEMM on the same shape timed in the same line
 // GEMV weights are cycled over copies totalling more than 4 x L3, so every call streams from DRAM.
 //
 //   build/bench/table_kernel_matrix_bench --benchmark_filter='gemv.*kind:0'
+//   build/bench/table_kernel_matrix_bench --benchmark_filter='mode:1'
 #include <benchmark/benchmark.h>
 
 #include <qtl/format/packed_matrix.hpp>
@@ -95,13 +98,14 @@ qtl::TablePackedMatrix random_kind(int kind, Index rows, Index cols, unsigned se
 }
 
 // Copies of one table matrix (enough to exceed 4 x L3 when cycling). Cached for the last key.
-const std::vector<TableKernelMatrix>& table_set(int kind, Index rows, Index cols, bool cycle) {
+const std::vector<TableKernelMatrix>& table_set(int kind, Index rows, Index cols, bool cycle, ActivationMode mode) {
   static std::string key;
   static std::vector<TableKernelMatrix> set;
-  const std::string k = std::to_string(kind) + "/" + std::to_string(rows) + "/" + std::to_string(cols) + (cycle ? "c" : "");
+  const std::string k = std::to_string(kind) + "/" + std::to_string(rows) + "/" + std::to_string(cols) + (cycle ? "c" : "") +
+                        (mode == ActivationMode::Int8 ? "i8" : "");
   if (k != key) {
     set.clear();
-    TableKernelMatrix one(random_kind(kind, rows, cols, 1234u + static_cast<unsigned>(kind)));
+    TableKernelMatrix one(random_kind(kind, rows, cols, 1234u + static_cast<unsigned>(kind)), mode);
     set = bench_common::copies_beyond_l3(one, cycle);
     key = k;
   }
@@ -138,12 +142,13 @@ double uniform_gemv_seconds(std::vector<UniformKernelMatrix>& ks, ActivationMode
   return best;
 }
 
-// args: kind, rows, cols, threads
+// args: kind, rows, cols, threads, mode
 void BM_gemv(benchmark::State& state) {
   const int kind = static_cast<int>(state.range(0));
   const Index rows = state.range(1), cols = state.range(2);
   const int threads = static_cast<int>(state.range(3));
-  const auto& ks = table_set(kind, rows, cols, true);
+  const ActivationMode mode = state.range(4) ? ActivationMode::Int8 : ActivationMode::Fp32;
+  const auto& ks = table_set(kind, rows, cols, true, mode);
   const auto x = random_vector(static_cast<std::size_t>(cols), 5);
   std::vector<float> y(static_cast<std::size_t>(rows));
   const double local_limit = bench_limits::g_stream ? bench_limits::read_gbps(threads, 2) : 0.0;
@@ -183,16 +188,19 @@ void BM_gemv(benchmark::State& state) {
   state.counters["ratio_int8"] = per_call / u_int8;
 }
 
-// args: kind, rows, cols, m, threads
+// args: kind, rows, cols, m, threads, mode
 void BM_gemm(benchmark::State& state) {
   const int kind = static_cast<int>(state.range(0));
   const Index rows = state.range(1), cols = state.range(2), m = state.range(3);
   const int threads = static_cast<int>(state.range(4));
-  const TableKernelMatrix k = table_set(kind, rows, cols, false)[0];
+  const bool int8 = state.range(5) != 0;
+  const TableKernelMatrix k = table_set(kind, rows, cols, false, int8 ? ActivationMode::Int8 : ActivationMode::Fp32)[0];
   const auto x = random_vector(static_cast<std::size_t>(m * cols), 6);
   std::vector<float> y(static_cast<std::size_t>(m * rows));
-  const double local_limit = bench_limits::g_stream ? bench_limits::fma_gflops(threads, 3'000'000) : 0.0;
-  const double limit = std::max(local_limit, g_limits.fma_gflops[threads]);
+  const double local_limit = !bench_limits::g_stream ? 0.0
+                             : int8 ? bench_limits::dot_gops(threads, 3'000'000)
+                                    : bench_limits::fma_gflops(threads, 3'000'000);
+  const double limit = std::max(local_limit, int8 ? g_limits.dot_gops[threads] : g_limits.fma_gflops[threads]);
   const auto t0 = std::chrono::steady_clock::now();
   for (auto _ : state) {
     k.gemm(x.data(), cols, m, y.data(), rows, threads);
@@ -226,23 +234,35 @@ void BM_gemm(benchmark::State& state) {
 
 void register_benchmarks() {
   bench_limits::register_limit_lines();
-  for (auto [rows, cols] : std::vector<std::pair<Index, Index>>{{4096, 4096}, {4096, 14336}}) {
-    for (int kind = 0; kind < static_cast<int>(std::size(kKinds)); ++kind) {
-      for (int threads : {1, 2}) {
-        benchmark::RegisterBenchmark("gemv", BM_gemv)
-            ->Args({kind, rows, cols, threads})
-            ->ArgNames({"kind", "rows", "cols", "threads"})
-            ->UseRealTime()
-            ->MinTime(0.2);
+  for (auto [rows, cols] : std::vector<std::pair<Index, Index>>{{4096, 4096}, {4096, 14336}, {14336, 4096}}) {
+    for (int mode : {0, 1}) {
+      for (int kind = 0; kind < static_cast<int>(std::size(kKinds)); ++kind) {
+        if (mode == 1 && kind == 1) continue;  // per-set tables have no int8 mode
+        for (int threads : {1, 2}) {
+          benchmark::RegisterBenchmark("gemv", BM_gemv)
+              ->Args({kind, rows, cols, threads, mode})
+              ->ArgNames({"kind", "rows", "cols", "threads", "mode"})
+              ->UseRealTime()
+              ->MinTime(0.2);
+        }
       }
     }
   }
   for (int kind : {0, 1, 3}) {
     benchmark::RegisterBenchmark("gemm", BM_gemm)
-        ->Args({kind, 4096, 14336, 64, 2})
-        ->ArgNames({"kind", "rows", "cols", "m", "threads"})
+        ->Args({kind, 4096, 14336, 64, 2, 0})
+        ->ArgNames({"kind", "rows", "cols", "m", "threads", "mode"})
         ->UseRealTime()
         ->MinTime(0.5);
+  }
+  for (int kind : {0, 2}) {
+    for (Index m : {8, 64, 512}) {
+      benchmark::RegisterBenchmark("gemm", BM_gemm)
+          ->Args({kind, 4096, 14336, m, 2, 1})
+          ->ArgNames({"kind", "rows", "cols", "m", "threads", "mode"})
+          ->UseRealTime()
+          ->MinTime(0.5);
+    }
   }
 }
 

@@ -10,6 +10,7 @@
 #include <random>
 #include <vector>
 
+#include "kernel_test_util.hpp"
 #include "test_util.hpp"
 
 namespace {
@@ -18,17 +19,6 @@ using qtl::Index;
 using qtl::kernel::ActivationMode;
 using qtl::kernel::KernelPath;
 using qtl::kernel::UniformKernelMatrix;
-
-// Kernel column of matrix column c (the layout's per-group block padding).
-std::vector<Index> kernel_columns(const qtl::kernel::UniformKernelView& v) {
-  std::vector<Index> k(static_cast<std::size_t>(v.cols));
-  for (Index g = 0; g < v.groups; ++g) {
-    for (Index c = v.group_col_begin[g]; c < v.group_col_begin[g + 1]; ++c) {
-      k[static_cast<std::size_t>(c)] = Index{v.group_block_begin[g]} * 32 + (c - v.group_col_begin[g]);
-    }
-  }
-  return k;
-}
 
 // Worst-case float error of the kernels' sums: (chain + 8) units of roundoff, times two for the
 // rounding of the reference itself, relative to sum_c s * (q + z) * |x_c| (the magnitudes the
@@ -85,7 +75,7 @@ void check_all_paths(const Case& cs, const qtl::RowMatrixXf& w, const qtl::RowMa
       const auto kv = k.view();
       acts.allocate(kv, m, ActivationMode::Int8);
       acts.prepare(kv, x.data(), x.outerStride(), 0, m);
-      const auto kcol = kernel_columns(kv);
+      const auto kcol = qtl::test::kernel_columns(kv);
       for (Index n = 0; n < m; ++n) {
         for (Index r = 0; r < cs.rows; ++r) {
           double yq = 0.0, mag_q = 0.0, bound = 0.0;

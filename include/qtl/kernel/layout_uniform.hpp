@@ -32,6 +32,11 @@
 // Bytes 0..31 of every 64-byte vector are rows 0..7, bytes 32..63 rows 8..15, so a 256-bit path
 // reads each half as its own 8-row tile.
 //
+// Code map. A layout may carry a 16-byte code map (the table family's int8-activation mode,
+// qtl/kernel/table_kernel_matrix.hpp): each 2/3/4-bit code is read through it first (one
+// vpshufb per operand), so W(row, c) = s * (map[code] - z) with map values up to 255; the
+// kernels then treat the mapped codes as they treat 8-bit codes.
+//
 // Zero-point correction. With activations x_c ≈ d_b a_c (int8 a, one scale d_b per block b,
 // qtl/kernel/quantize_activations.hpp) and weights s (q - z) for group g:
 //   y_r = sum_g s_rg [ sum_{b in g} d_b S_rb  -  z_rg * sum_{b in g} d_b A_b ],
@@ -132,6 +137,9 @@ struct UniformKernelView {
   std::ptrdiff_t tile_bytes = 0;    ///< distance between tiles
   const std::int32_t* group_block_begin = nullptr;  ///< groups + 1 entries: group g = blocks [gb[g], gb[g+1])
   const std::int32_t* group_col_begin = nullptr;    ///< groups + 1 entries: group g = columns [cb[g], cb[g+1])
+  /// Null, or 16 bytes every code is read through before the product (code < 16): the weight
+  /// is then scale * (code_map[code] - zero). Set only by the table family's int8 mode.
+  const std::uint8_t* code_map = nullptr;
 
   [[nodiscard]] const std::uint8_t* tile(std::ptrdiff_t t) const noexcept { return data + t * tile_bytes; }
   [[nodiscard]] const TileGroupParams* params(std::ptrdiff_t t) const noexcept {
@@ -149,54 +157,29 @@ class UniformKernelLayout {
 
   /// Repacks a packed uniform matrix (bits 2, 3, 4 or 8; the caller has validated it).
   explicit UniformKernelLayout(const PackedUniformView& w) {
-    bits_ = w.bits;
-    rows_ = w.rows;
-    cols_ = w.cols;
-    const std::ptrdiff_t groups = w.groups_per_row <= 1 ? 1 : w.groups_per_row;
-    const std::ptrdiff_t gsize = groups == 1 ? w.cols : w.group_size;
-    group_col_.resize(static_cast<std::size_t>(groups + 1));
-    group_block_.resize(static_cast<std::size_t>(groups + 1));
-    std::ptrdiff_t nb = 0;
-    for (std::ptrdiff_t g = 0; g < groups; ++g) {
-      const std::ptrdiff_t c0 = g * gsize;
-      const std::ptrdiff_t c1 = g + 1 == groups ? w.cols : c0 + gsize;
-      group_col_[static_cast<std::size_t>(g)] = static_cast<std::int32_t>(c0);
-      group_block_[static_cast<std::size_t>(g)] = static_cast<std::int32_t>(nb);
-      nb += (c1 - c0 + kBlockCols - 1) / kBlockCols;
-    }
-    group_col_[static_cast<std::size_t>(groups)] = static_cast<std::int32_t>(w.cols);
-    group_block_[static_cast<std::size_t>(groups)] = static_cast<std::int32_t>(nb);
-    groups_ = groups;
-    blocks_ = nb;
-    tiles_ = (w.rows + kTileRows - 1) / kTileRows;
-    params_bytes_ = (groups * static_cast<std::ptrdiff_t>(sizeof(TileGroupParams)) + 63) / 64 * 64;
-    tile_bytes_ = params_bytes_ + nb * tile_block_bytes(bits_);
-    buffer_ = detail::AlignedBuffer(static_cast<std::size_t>(tiles_ * tile_bytes_));
-
     const std::ptrdiff_t block_bytes = static_cast<std::ptrdiff_t>(code_block_bytes(w.bits));
-    for (std::ptrdiff_t t = 0; t < tiles_; ++t) {
-      std::uint8_t* tile = buffer_.data() + t * tile_bytes_;
-      auto* params = reinterpret_cast<TileGroupParams*>(tile);
-      for (int r = 0; r < kTileRows; ++r) {
-        const std::ptrdiff_t row = t * kTileRows + r;
-        if (row >= w.rows) break;  // padding rows: scale 0, zero 0, codes 0
-        const std::uint8_t* src_row = w.codes + row * w.row_bytes;
-        for (std::ptrdiff_t g = 0; g < groups; ++g) {
-          const std::ptrdiff_t p = w.groups_per_row == 0 ? 0 : row * w.groups_per_row + g;
-          params[g].scale[r] = w.scales[p];
-          params[g].zero[r] = static_cast<std::uint8_t>(w.zeros ? w.zeros[p] : w.symmetric_zero);
-          const std::ptrdiff_t c0 = group_col_[static_cast<std::size_t>(g)];
-          const std::ptrdiff_t c1 = group_col_[static_cast<std::size_t>(g + 1)];
-          for (std::ptrdiff_t c = c0; c < c1; ++c) {
-            const std::ptrdiff_t b = group_block_[static_cast<std::size_t>(g)] + (c - c0) / kBlockCols;
-            const int code = code_in_block(w.bits, src_row + (c / kCodesPerBlock) * block_bytes,
-                                           static_cast<int>(c % kCodesPerBlock));
-            set_tile_code(bits_, tile + params_bytes_ + b * tile_block_bytes(bits_), r,
-                          static_cast<int>((c - c0) % kBlockCols), code);
-          }
-        }
-      }
-    }
+    build(w.bits, w.rows, w.cols, w.group_size, w.groups_per_row,
+          [&](std::ptrdiff_t row, std::ptrdiff_t c) {
+            return code_in_block(w.bits, w.codes + row * w.row_bytes + (c / kCodesPerBlock) * block_bytes,
+                                 static_cast<int>(c % kCodesPerBlock));
+          },
+          [&](std::ptrdiff_t p) {
+            return ParamPair{w.scales[p], static_cast<std::uint8_t>(w.zeros ? w.zeros[p] : w.symmetric_zero)};
+          });
+  }
+
+  /// Repacks codes read through a 16-entry code map (the table family's int8-activation mode,
+  /// qtl/kernel/table_kernel_matrix.hpp): W(row, c) = scale(p) * (code_map[code(row, c)] - zero),
+  /// p = row * groups_per_row + c / group_size (0 when groups_per_row is 0). `code(row, c)`
+  /// returns codes < 16; `scale(p)` fp16 bits; tile_bits (2, 3 or 4) must hold every code.
+  template <class CodeFn, class ScaleFn>
+  UniformKernelLayout(int tile_bits, std::ptrdiff_t rows, std::ptrdiff_t cols, std::ptrdiff_t group_size,
+                      std::ptrdiff_t groups_per_row, CodeFn code, ScaleFn scale, std::uint8_t zero,
+                      const std::uint8_t (&code_map)[16]) {
+    build(tile_bits, rows, cols, group_size, groups_per_row, code,
+          [&](std::ptrdiff_t p) { return ParamPair{scale(p), zero}; });
+    std::memcpy(code_map_, code_map, sizeof(code_map_));
+    has_code_map_ = true;
   }
 
   [[nodiscard]] UniformKernelView view() const noexcept {
@@ -212,6 +195,7 @@ class UniformKernelLayout {
     v.tile_bytes = tile_bytes_;
     v.group_block_begin = group_block_.data();
     v.group_col_begin = group_col_.data();
+    v.code_map = has_code_map_ ? code_map_ : nullptr;
     return v;
   }
 
@@ -219,11 +203,68 @@ class UniformKernelLayout {
   [[nodiscard]] std::size_t bytes() const noexcept { return buffer_.size(); }
 
  private:
+  struct ParamPair {
+    std::uint16_t scale;
+    std::uint8_t zero;
+  };
+
+  // The tile geometry and the repacking, from any source of codes and parameters.
+  template <class CodeFn, class ParamFn>
+  void build(int bits, std::ptrdiff_t rows, std::ptrdiff_t cols, std::ptrdiff_t group_size,
+             std::ptrdiff_t groups_per_row, CodeFn code, ParamFn param) {
+    bits_ = bits;
+    rows_ = rows;
+    cols_ = cols;
+    const std::ptrdiff_t groups = groups_per_row <= 1 ? 1 : groups_per_row;
+    const std::ptrdiff_t gsize = groups == 1 ? cols : group_size;
+    group_col_.resize(static_cast<std::size_t>(groups + 1));
+    group_block_.resize(static_cast<std::size_t>(groups + 1));
+    std::ptrdiff_t nb = 0;
+    for (std::ptrdiff_t g = 0; g < groups; ++g) {
+      const std::ptrdiff_t c0 = g * gsize;
+      const std::ptrdiff_t c1 = g + 1 == groups ? cols : c0 + gsize;
+      group_col_[static_cast<std::size_t>(g)] = static_cast<std::int32_t>(c0);
+      group_block_[static_cast<std::size_t>(g)] = static_cast<std::int32_t>(nb);
+      nb += (c1 - c0 + kBlockCols - 1) / kBlockCols;
+    }
+    group_col_[static_cast<std::size_t>(groups)] = static_cast<std::int32_t>(cols);
+    group_block_[static_cast<std::size_t>(groups)] = static_cast<std::int32_t>(nb);
+    groups_ = groups;
+    blocks_ = nb;
+    tiles_ = (rows + kTileRows - 1) / kTileRows;
+    params_bytes_ = (groups * static_cast<std::ptrdiff_t>(sizeof(TileGroupParams)) + 63) / 64 * 64;
+    tile_bytes_ = params_bytes_ + nb * tile_block_bytes(bits_);
+    buffer_ = detail::AlignedBuffer(static_cast<std::size_t>(tiles_ * tile_bytes_));
+
+    for (std::ptrdiff_t t = 0; t < tiles_; ++t) {
+      std::uint8_t* tile = buffer_.data() + t * tile_bytes_;
+      auto* params = reinterpret_cast<TileGroupParams*>(tile);
+      for (int r = 0; r < kTileRows; ++r) {
+        const std::ptrdiff_t row = t * kTileRows + r;
+        if (row >= rows) break;  // padding rows: scale 0, zero 0, codes 0
+        for (std::ptrdiff_t g = 0; g < groups; ++g) {
+          const ParamPair p = param(groups_per_row == 0 ? 0 : row * groups_per_row + g);
+          params[g].scale[r] = p.scale;
+          params[g].zero[r] = p.zero;
+          const std::ptrdiff_t c0 = group_col_[static_cast<std::size_t>(g)];
+          const std::ptrdiff_t c1 = group_col_[static_cast<std::size_t>(g + 1)];
+          for (std::ptrdiff_t c = c0; c < c1; ++c) {
+            const std::ptrdiff_t b = group_block_[static_cast<std::size_t>(g)] + (c - c0) / kBlockCols;
+            set_tile_code(bits_, tile + params_bytes_ + b * tile_block_bytes(bits_), r,
+                          static_cast<int>((c - c0) % kBlockCols), code(row, c));
+          }
+        }
+      }
+    }
+  }
+
   int bits_ = 0;
   std::ptrdiff_t rows_ = 0, cols_ = 0, tiles_ = 0, groups_ = 0, blocks_ = 0;
   std::ptrdiff_t params_bytes_ = 0, tile_bytes_ = 0;
   std::vector<std::int32_t> group_col_, group_block_;
   detail::AlignedBuffer buffer_;
+  alignas(16) std::uint8_t code_map_[16] = {};
+  bool has_code_map_ = false;
 };
 
 }  // namespace qtl::kernel

@@ -3,27 +3,45 @@
 // ternary; every scalar quantizer of <= 4 bits that is not uniform).
 //
 //   TableKernelMatrix k(pack_table(q));      // repacks once, picks the ISA path once
+//   TableKernelMatrix k8(pack_table(q), ActivationMode::Int8);   // int8 activations
 //   k.gemv(x, y, threads);                   // y = W_hat x          (x: cols, y: rows)
 //   k.gemm(X, ldx, m, Y, ldy, threads);      // Y = X W_hat^T, one token per row of X
 //
-// W_hat(r, c) = T_p[code(r, c)] exactly as the scalar reference decodes it
-// (qtl/kernel/reference_table.hpp); activations stay fp32, products and sums are fp32 FMAs, so
-// the result equals the reference up to float rounding of the sums:
+// Fp32 mode (the default). W_hat(r, c) = T_p[code(r, c)] exactly as the scalar reference
+// decodes it (qtl/kernel/reference_table.hpp); activations stay fp32, products and sums are fp32
+// FMAs, so the result equals the reference up to float rounding of the sums:
 //   |y_r - y_ref_r| <= (chain + 5) 2^-24 sum_c |W_hat(r, c) x_c|  (+ 2^-24 |y_ref_r|, the
 //   reference's own rounding), chain = the kernel slices of a row (~ cols / 16): each of 16
 //   lanes is one FMA chain over the row's slices, then 4 pairwise additions.
 // Layout: qtl/kernel/layout_table.hpp. Paths: table_avx512.hpp (Avx512 and Avx512Vnni: one
 // vpermps per 16 codes), table_avx2.hpp (two vpermps + blend), table_portable.hpp. GEMMs of 8
 // or more tokens decode each 4-row x 512-column panel once and reuse it for every token.
-// Activations are fp32 only: there is no int8-activation mode (the layout puts one code per
-// 32-bit lane per slice, which suits vpermps, not vpshufb + vpdpbusd).
+//
+// Int8 mode (ScaledShared tables: log2 / power grid, NF4, FP4, binary, ternary). The shared
+// table T (16 floats, m = max |T|) is rounded once to int8, T8[k] = round(T[k] / e) with e = m / 127
+// or coarser where that is exact (round_table_to_int8), and the codes are repacked into the
+// uniform kernels' tile layout (qtl/kernel/layout_uniform.hpp) with the 16-byte code map
+// T8 + 128 and zero point 128, so a weight is
+//   W8(r, c) = s_p * e * T8[code],   |W8 - W_hat| <= |s_p| m / 254
+// (exact for binary, ternary and power grids of up to 7 octaves, whose tables are multiples of e). The uniform int8 kernels run
+// it unchanged but for one vpshufb per 64 codes (vpdpbusd with VNNI, the sign trick without);
+// the outputs are multiplied by e at the end. Activations are quantized per 32-column block as
+// in the uniform kernels, so (uniform_kernel_matrix.hpp's bound with W8, plus the table rounding)
+//   |y_r - y_ref_r| <= sum_c |W8(r, c)| (d_b(c) / 2 + 2^-22 |x_c|) + sum_c |s_p(r, c)| m |x_c| / 254
+//                      + float rounding.
+// 1-bit codes are stored as 2-bit tiles (the bit-plane LUT kernel, lut_kernel_matrix.hpp, is
+// the compact 1-bit int8 kernel). PerSet tables (k-means codebooks, residual binary) have a
+// table per row and group, which one byte shuffle per 16 rows cannot read: they run fp32 only,
+// and asking for Int8 is a qtl::Error.
 // The raw-pointer gemv/gemm validate nothing and never throw except std::bad_alloc for their
 // activation scratch; the Eigen overloads validate shapes and finiteness first and throw
 // qtl::Error. Results are bit-identical for every thread count (qtl/kernel/threading.hpp).
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <string_view>
 
@@ -39,6 +57,7 @@
 #include "qtl/kernel/table_avx512.hpp"
 #include "qtl/kernel/table_portable.hpp"
 #include "qtl/kernel/threading.hpp"
+#include "qtl/kernel/uniform_kernel_matrix.hpp"
 
 namespace qtl::kernel {
 
@@ -81,6 +100,36 @@ inline void prepare_table_activations(const TableKernelView& w, const float* x, 
   }
 }
 
+/// The int8 rounding of a shared table (int8 mode): T8 and its step e (T ~= e T8).
+struct Int8Table {
+  std::int8_t t8[16] = {};
+  float step = 1.0f;
+};
+
+/// Rounds the first 2^bits entries of `table` to int8 (entries past them are 0): e = m / k for
+/// the smallest k <= 127 that makes every entry an exact multiple of e (binary: k = 1; a power
+/// grid down to 2^-j m: k = 2^j), else k = 127; T8 = round(T / e), so |e T8 - T| <= m / 254.
+[[nodiscard]] inline Int8Table round_table_to_int8(const float* table, int bits) noexcept {
+  Int8Table out;
+  const int n = 1 << bits;
+  float m = 0.0f;
+  for (int j = 0; j < n; ++j) m = std::max(m, std::abs(table[j]));
+  if (!(m > 0.0f)) return out;  // all zero: T8 = 0
+  auto exact_with = [&](float step) {
+    for (int j = 0; j < n; ++j) {
+      if (std::nearbyint(table[j] / step) * step != table[j]) return false;
+    }
+    return true;
+  };
+  int k = 1;
+  while (k < 127 && !exact_with(m / static_cast<float>(k))) ++k;
+  out.step = m / static_cast<float>(k);
+  for (int j = 0; j < n; ++j) {
+    out.t8[j] = static_cast<std::int8_t>(std::clamp(std::nearbyint(table[j] / out.step), -127.0f, 127.0f));
+  }
+  return out;
+}
+
 class TableKernelMatrix : public CheckedKernel<TableKernelMatrix> {
  public:
   static constexpr std::string_view kName = "TableKernelMatrix";
@@ -89,34 +138,77 @@ class TableKernelMatrix : public CheckedKernel<TableKernelMatrix> {
 
   TableKernelMatrix() = default;
 
-  /// Repacks `w` into the kernel layout. Throws qtl::Error if w is empty or `path` cannot run
-  /// on this CPU (the default path is the best one, or QTL_KERNEL_PATH's).
-  explicit TableKernelMatrix(const TablePackedMatrix& w, KernelPath path = default_kernel_path()) {
+  /// Whether `w` can run with int8 activations (its table is ScaledShared).
+  [[nodiscard]] static bool int8_supported(const TablePackedMatrix& w) noexcept {
+    return w.form() == TableForm::ScaledShared;
+  }
+
+  /// Repacks `w` into the kernel layout of `mode`. Throws qtl::Error if w is empty, if `path`
+  /// cannot run on this CPU (the default path is the best one, or QTL_KERNEL_PATH's), or if
+  /// mode is Int8 and w's table is not ScaledShared.
+  explicit TableKernelMatrix(const TablePackedMatrix& w, ActivationMode mode = ActivationMode::Fp32,
+                             KernelPath path = default_kernel_path()) {
     constexpr std::string_view kWhere = "TableKernelMatrix";
     require_nonempty(kWhere, "table-packed matrix", w.rows(), w.cols());
     if (w.bits() < 1 || w.bits() > 4) fail(kWhere, ": bits must be 1..4, got ", w.bits());
     if (w.cols() > (Index{1} << 30)) fail(kWhere, ": at most 2^30 columns, got ", w.cols());
-    layout_ = TableKernelLayout(w.view());
+    rows_ = w.rows();
+    cols_ = w.cols();
+    bits_ = w.bits();
+    form_ = w.form();
+    mode_ = mode;
+    if (mode == ActivationMode::Fp32) {
+      layout_ = TableKernelLayout(w.view());
+    } else {
+      if (!int8_supported(w)) {
+        fail(kWhere, ": int8 activations need a ScaledShared table (one shared table times a scale per group); "
+             "this ", w.bits(), "-bit matrix has a table per parameter set (PerSet), which runs with fp32 activations");
+      }
+      int8_table_ = round_table_to_int8(w.shared_table().data(), w.bits());
+      std::uint8_t map[16] = {};
+      for (int k = 0; k < 16; ++k) map[k] = static_cast<std::uint8_t>(int8_table_.t8[k] + 128);
+      const PackedTableView v = w.view();
+      const auto block_bytes = static_cast<std::ptrdiff_t>(table_block_bytes(v.bits));
+      int8_ = UniformKernelLayout(
+          std::max(v.bits, 2), v.rows, v.cols, v.group_size, v.groups_per_row,
+          [&](std::ptrdiff_t row, std::ptrdiff_t c) {
+            return int{table_code_in_block(v.bits, v.codes + row * v.row_bytes + (c / kCodesPerBlock) * block_bytes,
+                                           static_cast<int>(c % kCodesPerBlock))};
+          },
+          [&](std::ptrdiff_t p) { return v.scales[p]; }, std::uint8_t{128}, map);
+    }
     set_path(path);
   }
+  /// Fp32 mode on `path`.
+  explicit TableKernelMatrix(const TablePackedMatrix& w, KernelPath path) : TableKernelMatrix(w, ActivationMode::Fp32, path) {}
 
-  [[nodiscard]] Index rows() const noexcept { return layout_.view().rows; }
-  [[nodiscard]] Index cols() const noexcept { return layout_.view().cols; }
-  [[nodiscard]] int bits() const noexcept { return layout_.view().bits; }
-  [[nodiscard]] TableForm form() const noexcept { return layout_.view().form; }
+  [[nodiscard]] Index rows() const noexcept { return rows_; }
+  [[nodiscard]] Index cols() const noexcept { return cols_; }
+  [[nodiscard]] int bits() const noexcept { return bits_; }
+  [[nodiscard]] TableForm form() const noexcept { return form_; }
+  [[nodiscard]] ActivationMode mode() const noexcept { return mode_; }
   [[nodiscard]] KernelPath path() const noexcept { return path_; }
   /// Bytes of the kernel layout (what one GEMV streams).
-  [[nodiscard]] std::size_t bytes() const noexcept { return layout_.bytes(); }
+  [[nodiscard]] std::size_t bytes() const noexcept {
+    return mode_ == ActivationMode::Fp32 ? layout_.bytes() : int8_.bytes();
+  }
+  /// Fp32 mode's layout (empty in int8 mode).
   [[nodiscard]] TableKernelView view() const noexcept { return layout_.view(); }
+  /// Int8 mode's layout: uniform tiles with a code map (empty in fp32 mode).
+  [[nodiscard]] UniformKernelView int8_view() const noexcept { return int8_.view(); }
+  /// Int8 mode's rounded table T8 and its step e (W8 = s_p * e * T8[code]).
+  [[nodiscard]] const Int8Table& int8_table() const noexcept { return int8_table_; }
 
-  /// The least work (4-row tiles x 16-column slices x tokens, 64 multiply-adds each) one thread
-  /// is given; fewer threads than asked run below it. Default 4096 (a few microseconds).
+  /// The least work one thread is given; fewer threads than asked run below it. Fp32 mode
+  /// counts 4-row tiles x 16-column slices x tokens (64 multiply-adds each, default 4096), int8
+  /// mode 16-row tiles x 32-column blocks x tokens (~0.5k each, default 2048).
   void set_min_work_per_thread(std::ptrdiff_t units) noexcept { min_work_per_thread_ = std::max<std::ptrdiff_t>(units, 1); }
   /// Switches the ISA path (no repacking: every path reads the same layout).
   void set_path(KernelPath path) {
     require_path(path);
     path_ = path;
     fn_ = table_tiles_function(path);
+    int8_fn_ = uniform_tiles_function(path);
   }
 
   /// y[0..rows) = W_hat x[0..cols). x must be finite. Unchecked.
@@ -125,9 +217,14 @@ class TableKernelMatrix : public CheckedKernel<TableKernelMatrix> {
   /// Y = X W_hat^T: X is m x cols (row stride ldx), Y is m x rows (row stride ldy). Unchecked.
   void gemm(const float* x, Index ldx, Index m, float* y, Index ldy, int threads = 1) const {
     if (m <= 0) return;
+    if (mode_ == ActivationMode::Int8) {
+      gemm_int8(x, ldx, m, y, ldy, threads);
+      return;
+    }
     const TableKernelView w = layout_.view();
+    const std::ptrdiff_t min_work = min_work_per_thread_ > 0 ? min_work_per_thread_ : 4096;
     const std::ptrdiff_t work = w.tiles * w.slices * m;
-    threads = static_cast<int>(std::clamp<std::ptrdiff_t>(work / min_work_per_thread_, 1, std::max(threads, 1)));
+    threads = static_cast<int>(std::clamp<std::ptrdiff_t>(work / min_work, 1, std::max(threads, 1)));
     const std::ptrdiff_t kc = w.kernel_cols();
     detail::AlignedBuffer xk_buf(sizeof(float) * static_cast<std::size_t>(m * kc));
     float* xk = reinterpret_cast<float*>(xk_buf.data());
@@ -137,10 +234,38 @@ class TableKernelMatrix : public CheckedKernel<TableKernelMatrix> {
   }
 
  private:
+  void gemm_int8(const float* x, Index ldx, Index m, float* y, Index ldy, int threads) const {
+    const UniformKernelView w = int8_.view();
+    const std::ptrdiff_t min_work = min_work_per_thread_ > 0 ? min_work_per_thread_ : 2048;
+    const std::ptrdiff_t work = w.tiles * w.blocks * m;
+    threads = static_cast<int>(std::clamp<std::ptrdiff_t>(work / min_work, 1, std::max(threads, 1)));
+    PreparedActivations acts;
+    acts.allocate(w, m, ActivationMode::Int8);
+    parallel_for(m, threads, [&](std::ptrdiff_t n0, std::ptrdiff_t n1) { acts.prepare(w, x, ldx, n0, n1); });
+    const ActivationSet a = acts.view();
+    const UniformTilesFn fn = int8_fn_;
+    const float e = int8_table_.step;
+    parallel_for(w.tiles, threads, [&](std::ptrdiff_t t0, std::ptrdiff_t t1) {
+      fn(w, a, y, ldy, t0, t1);
+      const std::ptrdiff_t r0 = t0 * kTileRows, r1 = std::min<std::ptrdiff_t>(t1 * kTileRows, w.rows);
+      for (std::ptrdiff_t n = 0; n < m; ++n) {
+        float* yn = y + n * ldy;
+        for (std::ptrdiff_t r = r0; r < r1; ++r) yn[r] *= e;
+      }
+    });
+  }
+
+  Index rows_ = 0, cols_ = 0;
+  int bits_ = 0;
+  TableForm form_ = TableForm::ScaledShared;
+  ActivationMode mode_ = ActivationMode::Fp32;
   TableKernelLayout layout_;
+  UniformKernelLayout int8_;
+  Int8Table int8_table_;
   KernelPath path_ = KernelPath::Portable;
   TableTilesFn fn_ = &table_tiles_portable;
-  std::ptrdiff_t min_work_per_thread_ = 4096;
+  UniformTilesFn int8_fn_ = &uniform_tiles_portable;
+  std::ptrdiff_t min_work_per_thread_ = 0;  // 0: the mode's default
 };
 
 }  // namespace qtl::kernel

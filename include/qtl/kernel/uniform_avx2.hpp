@@ -5,7 +5,8 @@
 // products as in ggml's AVX2 code: S += vpmaddwd(vpmaddubsw(codes_u8, acts_s8), 1), the 8
 // operands of a block summed in int16 first when codes < 16 (each pair <= 2 * 15 * 127 = 3810,
 // the 8-operand sum <= 30480 < 2^15); 8-bit codes use the signed form q - 128 with the sign
-// trick |w| * sign(a, w) (pairs <= 2 * 128 * 127 = 32512) and zero point z - 128.
+// trick |w| * sign(a, w) (pairs <= 2 * 128 * 127 = 32512) and zero point z - 128; so do codes
+// read through a layout's code map (one vpshufb per operand, values up to 255).
 // Target attributes: see qtl/kernel/cpu_features.hpp. Call only when path_supported(Avx2).
 #pragma once
 
@@ -57,10 +58,26 @@ QTL_TARGET_AVX2 QTL_KERNEL_INLINE __m256i operand(const std::uint8_t* half, int 
   }
 }
 
-template <int Bits, int NT>
+/// Operand t read through the layout's code map when kMap (then every byte may be up to 255).
+template <int Bits, bool kMap>
+QTL_TARGET_AVX2 QTL_KERNEL_INLINE __m256i mapped_operand(const std::uint8_t* half, int t, __m256i map) noexcept {
+  const __m256i c = operand<Bits>(half, t);
+  if constexpr (kMap) return _mm256_shuffle_epi8(map, c);
+  (void)map;
+  return c;
+}
+
+/// The layout's code map in both 128-bit lanes (zero when there is none).
+QTL_TARGET_AVX2 QTL_KERNEL_INLINE __m256i load_map(const UniformKernelView& w) noexcept {
+  if (w.code_map == nullptr) return _mm256_setzero_si256();
+  return _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.code_map)));
+}
+
+template <int Bits, int NT, bool kMap>
 QTL_TARGET_AVX2 void tile_int8(const UniformKernelView& w, std::ptrdiff_t t, int h,
                                const ActivationView& a, float* ybuf) noexcept {
-  constexpr bool kSigned8 = Bits == 8;
+  constexpr bool kSigned8 = Bits == 8 || kMap;
+  const __m256i map = load_map(w);
   const TileGroupParams* params = w.params(t);
   const std::int8_t* const q = a.q;  // chunk layout: see ActivationView
   const float* const d = a.d;
@@ -80,7 +97,7 @@ QTL_TARGET_AVX2 void tile_int8(const UniformKernelView& w, std::ptrdiff_t t, int
       for (int n = 0; n < NT; ++n) acc[n] = _mm256_setzero_si256();
 #pragma GCC unroll 8
       for (int op = 0; op < 8; ++op) {
-        const __m256i c = operand<Bits>(half, op);
+        const __m256i c = mapped_operand<Bits, kMap>(half, op, map);
         if constexpr (kSigned8) {
           const __m256i sw = _mm256_xor_si256(c, _mm256_set1_epi8(char(0x80)));
           const __m256i aw = _mm256_abs_epi8(sw);
@@ -107,10 +124,11 @@ QTL_TARGET_AVX2 void tile_int8(const UniformKernelView& w, std::ptrdiff_t t, int
   }
 }
 
-template <int Bits, int NT>
+template <int Bits, int NT, bool kMap>
 QTL_TARGET_AVX2 void tile_fp32(const UniformKernelView& w, std::ptrdiff_t t, int h,
                                const ActivationView& a, float* ybuf) noexcept {
   constexpr int kChains = NT >= 8 ? 1 : 8 / NT;
+  const __m256i map = load_map(w);
   const TileGroupParams* params = w.params(t);
   const float* const x = a.x;  // chunk layout: see ActivationView
   const float* const gs = a.gsum;
@@ -127,7 +145,7 @@ QTL_TARGET_AVX2 void tile_fp32(const UniformKernelView& w, std::ptrdiff_t t, int
       const std::uint8_t* half = w.block(t, b) + 32 * h;
 #pragma GCC unroll 8
       for (int op = 0; op < 8; ++op) {
-        const __m256i c = operand<Bits>(half, op);
+        const __m256i c = mapped_operand<Bits, kMap>(half, op, map);
         const __m256 wv[4] = {
             _mm256_cvtepi32_ps(_mm256_and_si256(c, byte_mask)),
             _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(c, 8), byte_mask)),
@@ -151,7 +169,7 @@ QTL_TARGET_AVX2 void tile_fp32(const UniformKernelView& w, std::ptrdiff_t t, int
   }
 }
 
-template <int Bits, int NT>
+template <int Bits, int NT, bool kMap>
 QTL_TARGET_AVX2 void run_tile(const UniformKernelView& w, std::ptrdiff_t t, const ActivationSet& set,
                               std::ptrdiff_t n0, float* y, std::ptrdiff_t ldy) noexcept {
   const ActivationView a = set.chunk(n0);
@@ -161,9 +179,9 @@ QTL_TARGET_AVX2 void run_tile(const UniformKernelView& w, std::ptrdiff_t t, cons
   const std::ptrdiff_t valid = w.rows - row0 < kTileRows ? w.rows - row0 : kTileRows;
   for (int h = 0; h < 2 && 8 * h < valid; ++h) {
     if (a.q != nullptr) {
-      tile_int8<Bits, NT>(w, t, h, a, ybuf);
+      tile_int8<Bits, NT, kMap>(w, t, h, a, ybuf);
     } else {
-      tile_fp32<Bits, NT>(w, t, h, a, ybuf);
+      tile_fp32<Bits, NT, kMap>(w, t, h, a, ybuf);
     }
   }
   for (int n = 0; n < NT; ++n) {
@@ -171,17 +189,17 @@ QTL_TARGET_AVX2 void run_tile(const UniformKernelView& w, std::ptrdiff_t t, cons
   }
 }
 
-template <int Bits>
+template <int Bits, bool kMap = false>
 QTL_TARGET_AVX2 void run_tiles(const UniformKernelView& w, const ActivationSet& a,
                                float* y, std::ptrdiff_t ldy, std::ptrdiff_t t0, std::ptrdiff_t t1) noexcept {
   for (std::ptrdiff_t t = t0; t < t1; ++t) {
     for (std::ptrdiff_t n0 = 0; n0 < a.m;) {
       const int width = token_chunk(a.m, n0).width;
       switch (width) {
-        case 8: run_tile<Bits, 8>(w, t, a, n0, y, ldy); break;
-        case 4: run_tile<Bits, 4>(w, t, a, n0, y, ldy); break;
-        case 2: run_tile<Bits, 2>(w, t, a, n0, y, ldy); break;
-        default: run_tile<Bits, 1>(w, t, a, n0, y, ldy); break;
+        case 8: run_tile<Bits, 8, kMap>(w, t, a, n0, y, ldy); break;
+        case 4: run_tile<Bits, 4, kMap>(w, t, a, n0, y, ldy); break;
+        case 2: run_tile<Bits, 2, kMap>(w, t, a, n0, y, ldy); break;
+        default: run_tile<Bits, 1, kMap>(w, t, a, n0, y, ldy); break;
       }
       n0 += width;
     }
@@ -194,6 +212,15 @@ QTL_TARGET_AVX2 void run_tiles(const UniformKernelView& w, const ActivationSet& 
 /// path_supported(Avx2).
 inline void uniform_tiles_avx2(const UniformKernelView& w, const ActivationSet& a,
                                float* y, std::ptrdiff_t ldy, std::ptrdiff_t t0, std::ptrdiff_t t1) noexcept {
+  if (w.code_map != nullptr) {  // the table family's int8 mode (2..4-bit tiles only)
+    switch (w.bits) {
+      case 2: detail_avx2::run_tiles<2, true>(w, a, y, ldy, t0, t1); break;
+      case 3: detail_avx2::run_tiles<3, true>(w, a, y, ldy, t0, t1); break;
+      case 4: detail_avx2::run_tiles<4, true>(w, a, y, ldy, t0, t1); break;
+      default: break;
+    }
+    return;
+  }
   switch (w.bits) {
     case 2: detail_avx2::run_tiles<2>(w, a, y, ldy, t0, t1); break;
     case 3: detail_avx2::run_tiles<3>(w, a, y, ldy, t0, t1); break;

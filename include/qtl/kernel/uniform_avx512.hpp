@@ -12,6 +12,8 @@
 // zero point becomes z - 128.
 // GEMV is the 1-token case (NT = 1) of the same tile kernel; GEMM runs NT = 8 tokens per call
 // so one decoded operand feeds 8 dot products.
+// A layout with a code map (layout_uniform.hpp) adds one vpshufb per operand; its mapped codes
+// reach 255, so they take the 8-bit treatment (the sign trick without VNNI, no kScaled).
 // For NT <= 2 with VNNI, 4- and 2-bit codes are not shifted down: operand t keeps its bit
 // position (code << p), goes to its own accumulator, and the accumulator is shifted right by p
 // at the end of the block. That is exact (every product of the accumulator is a multiple of 2^p,
@@ -85,13 +87,29 @@ constexpr int slot_shift(int slot) noexcept {
   return Bits == 4 ? 4 * slot : Bits == 2 ? 2 * slot : 0;
 }
 
+/// Operand t read through the layout's code map when kMap (then every byte may be up to 255).
+template <int Bits, bool kScaled, bool kMap>
+QTL_TARGET_AVX512 QTL_KERNEL_INLINE __m512i mapped_operand(const std::uint8_t* blk, int t, __m512i map) noexcept {
+  const __m512i c = operand<Bits, kScaled>(blk, t);
+  if constexpr (kMap) return _mm512_shuffle_epi8(map, c);
+  (void)map;
+  return c;
+}
+
+/// The layout's code map in every 128-bit lane (zero when there is none).
+QTL_TARGET_AVX512 QTL_KERNEL_INLINE __m512i load_map(const UniformKernelView& w) noexcept {
+  if (w.code_map == nullptr) return _mm512_setzero_si512();
+  return _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.code_map)));
+}
+
 /// Int8 activations: ybuf[n][r] += the tile's rows for the NT tokens of chunk a.
-template <int Bits, int NT, bool kVnni>
+template <int Bits, int NT, bool kVnni, bool kMap>
 QTL_TARGET_AVX512 void tile_int8(const UniformKernelView& w, std::ptrdiff_t t,
                                  const ActivationView& a, float* ybuf) noexcept {
-  constexpr bool kScaled = kVnni && NT <= 2 && (Bits == 2 || Bits == 4);
+  constexpr bool kScaled = kVnni && NT <= 2 && (Bits == 2 || Bits == 4) && !kMap;
   constexpr int kSlots = kScaled ? (Bits == 4 ? 2 : 4) : 1;
-  constexpr bool kSigned8 = !kVnni && Bits == 8;  // sign trick: codes as q - 128
+  constexpr bool kSigned8 = !kVnni && (Bits == 8 || kMap);  // sign trick: codes as q - 128
+  const __m512i map = load_map(w);
   const TileGroupParams* params = w.params(t);
   const std::int8_t* const q = a.q;  // chunk layout: see ActivationView
   const float* const d = a.d;
@@ -110,7 +128,7 @@ QTL_TARGET_AVX512 void tile_int8(const UniformKernelView& w, std::ptrdiff_t t,
         for (int i = 0; i < kSlots; ++i) acc[n][i] = _mm512_setzero_si512();
 #pragma GCC unroll 8
       for (int op = 0; op < 8; ++op) {
-        const __m512i c = operand<Bits, kScaled>(blk, op);
+        const __m512i c = mapped_operand<Bits, kScaled, kMap>(blk, op, map);
         if constexpr (kVnni) {
           for (int n = 0; n < NT; ++n) {
             __m512i& r = acc[n][kScaled ? slot_of<Bits>(op) : 0];
@@ -150,10 +168,11 @@ QTL_TARGET_AVX512 void tile_int8(const UniformKernelView& w, std::ptrdiff_t t,
 }
 
 /// Fp32 activations: products in fp32 FMA, the 4 codes of a lane expanded one byte at a time.
-template <int Bits, int NT>
+template <int Bits, int NT, bool kMap>
 QTL_TARGET_AVX512 void tile_fp32(const UniformKernelView& w, std::ptrdiff_t t,
                                  const ActivationView& a, float* ybuf) noexcept {
   constexpr int kChains = NT >= 8 ? 1 : 8 / NT;  // independent FMA chains per token
+  const __m512i map = load_map(w);
   const TileGroupParams* params = w.params(t);
   const float* const x = a.x;  // chunk layout: see ActivationView
   const float* const gs = a.gsum;
@@ -169,7 +188,7 @@ QTL_TARGET_AVX512 void tile_fp32(const UniformKernelView& w, std::ptrdiff_t t,
       const std::uint8_t* blk = w.block(t, b);
 #pragma GCC unroll 8
       for (int op = 0; op < 8; ++op) {
-        const __m512i c = operand<Bits, false>(blk, op);
+        const __m512i c = mapped_operand<Bits, false, kMap>(blk, op, map);
         const __m512 wv[4] = {
             _mm512_cvtepi32_ps(_mm512_and_si512(c, byte_mask)),
             _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(c, 8), byte_mask)),
@@ -192,16 +211,16 @@ QTL_TARGET_AVX512 void tile_fp32(const UniformKernelView& w, std::ptrdiff_t t,
   }
 }
 
-template <int Bits, int NT, bool kVnni>
+template <int Bits, int NT, bool kVnni, bool kMap>
 QTL_TARGET_AVX512 void run_tile(const UniformKernelView& w, std::ptrdiff_t t, const ActivationSet& set,
                                 std::ptrdiff_t n0, float* y, std::ptrdiff_t ldy) noexcept {
   const ActivationView a = set.chunk(n0);
   alignas(64) float ybuf[NT * kTileRows];
   for (int i = 0; i < NT; ++i) _mm512_store_ps(ybuf + 16 * i, _mm512_setzero_ps());
   if (a.q != nullptr) {
-    tile_int8<Bits, NT, kVnni>(w, t, a, ybuf);
+    tile_int8<Bits, NT, kVnni, kMap>(w, t, a, ybuf);
   } else {
-    tile_fp32<Bits, NT>(w, t, a, ybuf);
+    tile_fp32<Bits, NT, kMap>(w, t, a, ybuf);
   }
   const std::ptrdiff_t row0 = t * kTileRows;
   const std::ptrdiff_t valid = w.rows - row0 < kTileRows ? w.rows - row0 : kTileRows;
@@ -209,17 +228,17 @@ QTL_TARGET_AVX512 void run_tile(const UniformKernelView& w, std::ptrdiff_t t, co
   for (int n = 0; n < NT; ++n) _mm512_mask_storeu_ps(y + (n0 + n) * ldy + row0, mask, _mm512_load_ps(ybuf + 16 * n));
 }
 
-template <int Bits, bool kVnni>
+template <int Bits, bool kVnni, bool kMap = false>
 QTL_TARGET_AVX512 void run_tiles(const UniformKernelView& w, const ActivationSet& a,
                                  float* y, std::ptrdiff_t ldy, std::ptrdiff_t t0, std::ptrdiff_t t1) noexcept {
   for (std::ptrdiff_t t = t0; t < t1; ++t) {
     for (std::ptrdiff_t n0 = 0; n0 < a.m;) {
       const int width = token_chunk(a.m, n0).width;
       switch (width) {
-        case 8: run_tile<Bits, 8, kVnni>(w, t, a, n0, y, ldy); break;
-        case 4: run_tile<Bits, 4, kVnni>(w, t, a, n0, y, ldy); break;
-        case 2: run_tile<Bits, 2, kVnni>(w, t, a, n0, y, ldy); break;
-        default: run_tile<Bits, 1, kVnni>(w, t, a, n0, y, ldy); break;
+        case 8: run_tile<Bits, 8, kVnni, kMap>(w, t, a, n0, y, ldy); break;
+        case 4: run_tile<Bits, 4, kVnni, kMap>(w, t, a, n0, y, ldy); break;
+        case 2: run_tile<Bits, 2, kVnni, kMap>(w, t, a, n0, y, ldy); break;
+        default: run_tile<Bits, 1, kVnni, kMap>(w, t, a, n0, y, ldy); break;
       }
       n0 += width;
     }
@@ -234,6 +253,18 @@ inline void uniform_tiles_avx512(const UniformKernelView& w, const ActivationSet
                                  float* y, std::ptrdiff_t ldy, std::ptrdiff_t t0, std::ptrdiff_t t1,
                                  bool vnni) noexcept {
   using namespace detail_avx512;
+  if (w.code_map != nullptr) {  // the table family's int8 mode (2..4-bit tiles only)
+    switch (w.bits * 2 + (vnni ? 1 : 0)) {
+      case 4: run_tiles<2, false, true>(w, a, y, ldy, t0, t1); break;
+      case 5: run_tiles<2, true, true>(w, a, y, ldy, t0, t1); break;
+      case 6: run_tiles<3, false, true>(w, a, y, ldy, t0, t1); break;
+      case 7: run_tiles<3, true, true>(w, a, y, ldy, t0, t1); break;
+      case 8: run_tiles<4, false, true>(w, a, y, ldy, t0, t1); break;
+      case 9: run_tiles<4, true, true>(w, a, y, ldy, t0, t1); break;
+      default: break;
+    }
+    return;
+  }
   switch (w.bits * 2 + (vnni ? 1 : 0)) {
     case 4: run_tiles<2, false>(w, a, y, ldy, t0, t1); break;
     case 5: run_tiles<2, true>(w, a, y, ldy, t0, t1); break;

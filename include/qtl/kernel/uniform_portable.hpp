@@ -4,7 +4,8 @@
 //   Int8:  G_rg = sum_{b in g} d_b * float(S_rb),  S_rb = sum_c q_rc a_c exactly in int32,
 //          y_r += s_rg * (G_rg - z_rg * gsum_g)
 //   Fp32:  G_rg = sum_{c in g} float(q_rc) * x_c,   y_r += s_rg * (G_rg - z_rg * gsum_g)
-// It always exists, needs no CPU feature, and passes every test the SIMD paths pass.
+// With a code map (layout_uniform.hpp) q_rc is code_map[code]. It always exists, needs no CPU
+// feature, and passes every test the SIMD paths pass.
 #pragma once
 
 #include <cstddef>
@@ -18,11 +19,15 @@ namespace qtl::kernel {
 
 namespace detail_portable {
 
-/// Decodes one tile block into codes[r][k] (row r, column k of the block).
-inline void decode_tile_block(int bits, const std::uint8_t* block,
+/// Decodes one tile block into codes[r][k] (row r, column k of the block), through the code
+/// map when there is one.
+inline void decode_tile_block(int bits, const std::uint8_t* block, const std::uint8_t* code_map,
                               std::uint8_t (&codes)[kTileRows][kBlockCols]) noexcept {
   for (int r = 0; r < kTileRows; ++r) {
-    for (int k = 0; k < kBlockCols; ++k) codes[r][k] = static_cast<std::uint8_t>(tile_code(bits, block, r, k));
+    for (int k = 0; k < kBlockCols; ++k) {
+      const int code = tile_code(bits, block, r, k);
+      codes[r][k] = code_map != nullptr ? code_map[code & 15] : static_cast<std::uint8_t>(code);
+    }
   }
 }
 
@@ -43,7 +48,7 @@ inline void uniform_tiles_portable(const UniformKernelView& w, const ActivationS
       for (std::ptrdiff_t g = 0; g < w.groups; ++g) {
         float gf[8][kTileRows] = {};
         for (std::ptrdiff_t b = w.group_block_begin[g]; b < w.group_block_begin[g + 1]; ++b) {
-          detail_portable::decode_tile_block(w.bits, w.block(t, b), codes);
+          detail_portable::decode_tile_block(w.bits, w.block(t, b), w.code_map, codes);
           for (int n = 0; n < nt; ++n) {
             for (int r = 0; r < kTileRows; ++r) {
               if (a.q != nullptr) {

@@ -85,9 +85,10 @@ struct KernelOptions {
 
 /// Packs a quantized matrix in the format its quantizer calls for and wraps it in a LinearOp:
 /// uniform codes -> PackedMatrix on the SIMD uniform kernels; table quantizers -> table format on
-/// the table-decode kernels (fp32 activations), except that with int8 activations binary and
-/// ternary tables run on the bit-plane lookup kernels (LutKernelMatrix, W1A8 / W1.58A8). Other
-/// table formats keep fp32 activations whatever options.activations says (no int8 mode).
+/// the table-decode kernels. With int8 activations, binary and ternary tables run on the
+/// bit-plane lookup kernels (LutKernelMatrix, W1A8 / W1.58A8), other shared-table formats (log2,
+/// NF4, FP4) on the table kernels' int8 mode (table rounded to int8, uniform int8 kernels with a
+/// code map), and per-set codebooks keep fp32 activations (they have no int8 mode).
 template <ScalarQuantizer Q>
 [[nodiscard]] std::unique_ptr<LinearOp> make_packed_linear(const QuantizedMatrix<Q>& q,
                                                            const KernelOptions& options = {}) {
@@ -104,6 +105,11 @@ template <ScalarQuantizer Q>
     if (options.activations == kernel::ActivationMode::Int8 && kernel::lut_representable(packed)) {
       return std::make_unique<PackedLinear<kernel::LutKernelMatrix>>(
           kernel::LutKernelMatrix(packed), bpw, str_cat(what, " (bit-plane LUT, int8 activations)"), options.threads);
+    }
+    if (options.activations == kernel::ActivationMode::Int8 && kernel::TableKernelMatrix::int8_supported(packed)) {
+      return std::make_unique<PackedLinear<kernel::TableKernelMatrix>>(
+          kernel::TableKernelMatrix(packed, kernel::ActivationMode::Int8), bpw,
+          str_cat(what, " (int8 table, int8 activations)"), options.threads);
     }
     return std::make_unique<PackedLinear<kernel::TableKernelMatrix>>(kernel::TableKernelMatrix(packed), bpw,
                                                                      what, options.threads);
