@@ -51,6 +51,7 @@
 #include <vector>
 
 #include "qtl/detail/aligned_buffer.hpp"
+#include "qtl/kernel/group_blocks.hpp"
 
 namespace qtl::kernel {
 
@@ -122,21 +123,9 @@ class LutKernelLayout {
   LutKernelLayout(LutWeights kind, std::ptrdiff_t rows, std::ptrdiff_t cols, std::ptrdiff_t group_size,
                   const Source& src)
       : kind_(kind), rows_(rows), cols_(cols) {
-    const std::ptrdiff_t groups = group_size <= 0 || group_size >= cols ? 1 : (cols + group_size - 1) / group_size;
-    const std::ptrdiff_t gsize = groups == 1 ? cols : group_size;
-    group_col_.resize(static_cast<std::size_t>(groups + 1));
-    group_block_.resize(static_cast<std::size_t>(groups + 1));
-    std::ptrdiff_t nb = 0;
-    for (std::ptrdiff_t g = 0; g < groups; ++g) {
-      const std::ptrdiff_t c0 = g * gsize, c1 = g + 1 == groups ? cols : c0 + gsize;
-      group_col_[static_cast<std::size_t>(g)] = static_cast<std::int32_t>(c0);
-      group_block_[static_cast<std::size_t>(g)] = static_cast<std::int32_t>(nb);
-      nb += (c1 - c0 + kLutBlockCols - 1) / kLutBlockCols;
-    }
-    group_col_[static_cast<std::size_t>(groups)] = static_cast<std::int32_t>(cols);
-    group_block_[static_cast<std::size_t>(groups)] = static_cast<std::int32_t>(nb);
-    groups_ = groups;
-    blocks_ = nb;
+    geo_ = GroupBlocks(cols, group_size <= 0 || group_size >= cols ? 1 : (cols + group_size - 1) / group_size,
+                       group_size, kLutBlockCols);
+    const std::ptrdiff_t groups = geo_.groups, nb = geo_.blocks;
     const int tr = lut_tile_rows(kind), fields = lut_param_fields(kind), planes = lut_planes(kind);
     tiles_ = (rows + tr - 1) / tr;
     params_bytes_ = (groups * fields * tr * 2 + 63) / 64 * 64;
@@ -157,10 +146,9 @@ class LutKernelLayout {
         const std::ptrdiff_t row = t * tr + r;
         if (row >= rows) break;  // padding rows: bits 0
         for (std::ptrdiff_t g = 0; g < groups; ++g) {
-          const std::ptrdiff_t c0 = group_col_[static_cast<std::size_t>(g)];
-          const std::ptrdiff_t c1 = group_col_[static_cast<std::size_t>(g + 1)];
+          const std::ptrdiff_t c0 = geo_.col0(g), c1 = geo_.col1(g);
           for (std::ptrdiff_t c = c0; c < c1; ++c) {
-            const std::ptrdiff_t b = group_block_[static_cast<std::size_t>(g)] + (c - c0) / kLutBlockCols;
+            const std::ptrdiff_t b = geo_.block0(g) + (c - c0) / kLutBlockCols;
             const int k = static_cast<int>((c - c0) % kLutBlockCols);
             const int unit = (k % 16) / 4, shift = 4 * (k / 16) + k % 4;
             std::uint8_t* u = tile + params_bytes_ + b * kLutBlockBytes + unit * kLutUnitBytes;
@@ -182,12 +170,12 @@ class LutKernelLayout {
     v.cols = cols_;
     v.tile_rows = lut_tile_rows(kind_);
     v.tiles = tiles_;
-    v.groups = groups_;
-    v.blocks = blocks_;
+    v.groups = geo_.groups;
+    v.blocks = geo_.blocks;
     v.params_bytes = params_bytes_;
     v.tile_bytes = tile_bytes_;
-    v.group_block_begin = group_block_.data();
-    v.group_col_begin = group_col_.data();
+    v.group_block_begin = geo_.block_begin.data();
+    v.group_col_begin = geo_.col_begin.data();
     return v;
   }
 
@@ -196,9 +184,9 @@ class LutKernelLayout {
 
  private:
   LutWeights kind_ = LutWeights::Binary;
-  std::ptrdiff_t rows_ = 0, cols_ = 0, tiles_ = 0, groups_ = 0, blocks_ = 0;
+  std::ptrdiff_t rows_ = 0, cols_ = 0, tiles_ = 0;
   std::ptrdiff_t params_bytes_ = 0, tile_bytes_ = 0;
-  std::vector<std::int32_t> group_col_, group_block_;
+  GroupBlocks geo_;
   detail::AlignedBuffer buffer_;
 };
 

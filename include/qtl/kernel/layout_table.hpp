@@ -40,6 +40,7 @@
 #include "qtl/detail/aligned_buffer.hpp"
 #include "qtl/detail/fp16.hpp"
 #include "qtl/format/table_packed.hpp"
+#include "qtl/kernel/group_blocks.hpp"
 
 namespace qtl::kernel {
 
@@ -127,22 +128,10 @@ class TableKernelLayout {
     form_ = w.form;
     rows_ = w.rows;
     cols_ = w.cols;
-    const std::ptrdiff_t groups = w.groups_per_row <= 1 ? 1 : w.groups_per_row;
-    const std::ptrdiff_t gsize = groups == 1 ? w.cols : w.group_size;
-    group_col_.resize(static_cast<std::size_t>(groups + 1));
-    group_slice_.resize(static_cast<std::size_t>(groups + 1));
-    std::ptrdiff_t ns = 0;
-    for (std::ptrdiff_t g = 0; g < groups; ++g) {
-      const std::ptrdiff_t c0 = g * gsize;
-      const std::ptrdiff_t c1 = g + 1 == groups ? w.cols : c0 + gsize;
-      group_col_[static_cast<std::size_t>(g)] = static_cast<std::int32_t>(c0);
-      group_slice_[static_cast<std::size_t>(g)] = static_cast<std::int32_t>(ns);
-      ns += (c1 - c0 + kTableSliceCols - 1) / kTableSliceCols;
-    }
-    group_col_[static_cast<std::size_t>(groups)] = static_cast<std::int32_t>(w.cols);
-    group_slice_[static_cast<std::size_t>(groups)] = static_cast<std::int32_t>(ns);
-    groups_ = groups;
-    slices_ = ns;
+    geo_ = GroupBlocks(w.cols, w.groups_per_row <= 1 ? 1 : w.groups_per_row, w.group_size, kTableSliceCols);
+    groups_ = geo_.groups;
+    slices_ = geo_.blocks;
+    const std::ptrdiff_t ns = slices_;
     const int sc = table_chunk_slices(bits_);
     chunks_ = (ns + sc - 1) / sc;
     tiles_ = (w.rows + kTableTileRows - 1) / kTableTileRows;
@@ -162,7 +151,7 @@ class TableKernelLayout {
       const std::ptrdiff_t t = row / kTableTileRows;
       const int i = static_cast<int>(row % kTableTileRows);
       const std::uint8_t* src_row = w.codes + row * w.row_bytes;
-      for (std::ptrdiff_t g = 0; g < groups; ++g) {
+      for (std::ptrdiff_t g = 0; g < groups_; ++g) {
         const std::ptrdiff_t p = w.groups_per_row == 0 ? 0 : row * w.groups_per_row + g;
         const std::ptrdiff_t q = (t * groups_ + g) * kTableTileRows + i;
         if (form_ == TableForm::ScaledShared) {
@@ -170,12 +159,11 @@ class TableKernelLayout {
         } else {
           for (int k = 0; k < n; ++k) tables_[static_cast<std::size_t>((q << bits_) + k)] = w.tables[(p << bits_) + k];
         }
-        const std::ptrdiff_t c0 = group_col_[static_cast<std::size_t>(g)];
-        const std::ptrdiff_t c1 = group_col_[static_cast<std::size_t>(g + 1)];
+        const std::ptrdiff_t c0 = geo_.col0(g), c1 = geo_.col1(g);
         for (std::ptrdiff_t c = c0; c < c1; ++c) {
           const int code = table_code_in_block(bits_, src_row + (c / kCodesPerBlock) * src_block_bytes,
                                                static_cast<int>(c % kCodesPerBlock));
-          set_code(t, i, group_slice_[static_cast<std::size_t>(g)] * kTableSliceCols + (c - c0), code);
+          set_code(t, i, geo_.block0(g) * kTableSliceCols + (c - c0), code);
         }
       }
     }
@@ -195,8 +183,8 @@ class TableKernelLayout {
     v.groups = groups_;
     v.slices = slices_;
     v.chunks = chunks_;
-    v.group_slice_begin = group_slice_.data();
-    v.group_col_begin = group_col_.data();
+    v.group_slice_begin = geo_.block_begin.data();
+    v.group_col_begin = geo_.col_begin.data();
     return v;
   }
 
@@ -229,7 +217,7 @@ class TableKernelLayout {
   int bits_ = 0;
   TableForm form_ = TableForm::ScaledShared;
   std::ptrdiff_t rows_ = 0, cols_ = 0, tiles_ = 0, groups_ = 0, slices_ = 0, chunks_ = 0;
-  std::vector<std::int32_t> group_col_, group_slice_;
+  GroupBlocks geo_;  // blocks = 16-column slices
   detail::AlignedBuffer codes_;
   std::vector<float> scales_;
   std::vector<std::uint16_t> tables_;

@@ -55,6 +55,7 @@
 
 #include "qtl/detail/aligned_buffer.hpp"
 #include "qtl/format/blocks.hpp"
+#include "qtl/kernel/group_blocks.hpp"
 
 namespace qtl::kernel {
 
@@ -189,12 +190,12 @@ class UniformKernelLayout {
     v.rows = rows_;
     v.cols = cols_;
     v.tiles = tiles_;
-    v.groups = groups_;
-    v.blocks = blocks_;
+    v.groups = geo_.groups;
+    v.blocks = geo_.blocks;
     v.params_bytes = params_bytes_;
     v.tile_bytes = tile_bytes_;
-    v.group_block_begin = group_block_.data();
-    v.group_col_begin = group_col_.data();
+    v.group_block_begin = geo_.block_begin.data();
+    v.group_col_begin = geo_.col_begin.data();
     v.code_map = has_code_map_ ? code_map_ : nullptr;
     return v;
   }
@@ -215,22 +216,8 @@ class UniformKernelLayout {
     bits_ = bits;
     rows_ = rows;
     cols_ = cols;
-    const std::ptrdiff_t groups = groups_per_row <= 1 ? 1 : groups_per_row;
-    const std::ptrdiff_t gsize = groups == 1 ? cols : group_size;
-    group_col_.resize(static_cast<std::size_t>(groups + 1));
-    group_block_.resize(static_cast<std::size_t>(groups + 1));
-    std::ptrdiff_t nb = 0;
-    for (std::ptrdiff_t g = 0; g < groups; ++g) {
-      const std::ptrdiff_t c0 = g * gsize;
-      const std::ptrdiff_t c1 = g + 1 == groups ? cols : c0 + gsize;
-      group_col_[static_cast<std::size_t>(g)] = static_cast<std::int32_t>(c0);
-      group_block_[static_cast<std::size_t>(g)] = static_cast<std::int32_t>(nb);
-      nb += (c1 - c0 + kBlockCols - 1) / kBlockCols;
-    }
-    group_col_[static_cast<std::size_t>(groups)] = static_cast<std::int32_t>(cols);
-    group_block_[static_cast<std::size_t>(groups)] = static_cast<std::int32_t>(nb);
-    groups_ = groups;
-    blocks_ = nb;
+    geo_ = GroupBlocks(cols, groups_per_row <= 1 ? 1 : groups_per_row, group_size, kBlockCols);
+    const std::ptrdiff_t groups = geo_.groups, nb = geo_.blocks;
     tiles_ = (rows + kTileRows - 1) / kTileRows;
     params_bytes_ = (groups * static_cast<std::ptrdiff_t>(sizeof(TileGroupParams)) + 63) / 64 * 64;
     tile_bytes_ = params_bytes_ + nb * tile_block_bytes(bits_);
@@ -246,10 +233,9 @@ class UniformKernelLayout {
           const ParamPair p = param(groups_per_row == 0 ? 0 : row * groups_per_row + g);
           params[g].scale[r] = p.scale;
           params[g].zero[r] = p.zero;
-          const std::ptrdiff_t c0 = group_col_[static_cast<std::size_t>(g)];
-          const std::ptrdiff_t c1 = group_col_[static_cast<std::size_t>(g + 1)];
+          const std::ptrdiff_t c0 = geo_.col0(g), c1 = geo_.col1(g);
           for (std::ptrdiff_t c = c0; c < c1; ++c) {
-            const std::ptrdiff_t b = group_block_[static_cast<std::size_t>(g)] + (c - c0) / kBlockCols;
+            const std::ptrdiff_t b = geo_.block0(g) + (c - c0) / kBlockCols;
             set_tile_code(bits_, tile + params_bytes_ + b * tile_block_bytes(bits_), r,
                           static_cast<int>((c - c0) % kBlockCols), code(row, c));
           }
@@ -259,9 +245,9 @@ class UniformKernelLayout {
   }
 
   int bits_ = 0;
-  std::ptrdiff_t rows_ = 0, cols_ = 0, tiles_ = 0, groups_ = 0, blocks_ = 0;
+  std::ptrdiff_t rows_ = 0, cols_ = 0, tiles_ = 0;
   std::ptrdiff_t params_bytes_ = 0, tile_bytes_ = 0;
-  std::vector<std::int32_t> group_col_, group_block_;
+  GroupBlocks geo_;
   detail::AlignedBuffer buffer_;
   alignas(16) std::uint8_t code_map_[16] = {};
   bool has_code_map_ = false;
