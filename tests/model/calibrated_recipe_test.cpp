@@ -6,6 +6,7 @@
 
 #include "model/real_model_fixture.hpp"
 
+#include <cmath>
 #include <limits>
 #include <string>
 
@@ -14,13 +15,16 @@ namespace {
 namespace m = qtl::model;
 using qtl::test::fixture;
 
-double perplexity_of(const std::string& recipe, int bits) {
+double perplexity_of(const std::string& recipe, int bits, bool int8_activations = false,
+                     std::string* describe_wq = nullptr) {
   const auto& f = fixture();
   m::RecipeSpec spec;
   spec.name = recipe;
   spec.bits = bits;
   spec.group = 32;
+  if (int8_activations) spec.kernel.activations = qtl::kernel::ActivationMode::Int8;
   const auto q = m::quantize_sequential(f.fp32, f.calibration(0, 16), *m::make_recipe(spec));
+  if (describe_wq != nullptr) *describe_wq = q.linear("layers.0.wq").describe();
   m::EvalOptions opt;
   opt.threads = 2;
   return m::perplexity(q, f.tokenizer, f.eval_slice(250, 24), opt).perplexity;
@@ -32,6 +36,42 @@ TEST(CalibratedRecipes, GptqAndAwqBeatRtnOnTheWholeModelAt3Bits) {
   const double awq = perplexity_of("awq", 3);
   EXPECT_LT(gptq, 0.95 * rtn) << "gptq " << gptq << " rtn " << rtn;
   EXPECT_LT(awq, 0.95 * rtn) << "awq " << awq << " rtn " << rtn;
+}
+
+// The table-quantizer recipes (NF4, log2 levels) run the whole model on the table kernels:
+// GPTQ beats RTN with them too, and with int8 activations the layers run the table kernels'
+// int8 mode at nearly the perplexity of fp32 activations.
+TEST(CalibratedRecipes, TableRecipesGptqBeatsRtnAndInt8RunsTheTableKernel) {
+  const double rtn_log2 = perplexity_of("rtn-log2", 3);
+  const double gptq_log2 = perplexity_of("gptq-log2", 3);
+  EXPECT_LT(gptq_log2, 0.95 * rtn_log2) << "gptq-log2 " << gptq_log2 << " rtn-log2 " << rtn_log2;
+  std::string fp32_op, int8_op;
+  const double nf4 = perplexity_of("rtn-nf4", 4, false, &fp32_op);
+  const double nf4_a8 = perplexity_of("rtn-nf4", 4, true, &int8_op);
+  EXPECT_EQ(fp32_op.find("int8"), std::string::npos) << fp32_op;
+  EXPECT_NE(int8_op.find("int8 table"), std::string::npos) << int8_op;
+  EXPECT_NE(nf4, nf4_a8);  // really a different kernel
+  EXPECT_LT(std::abs(nf4_a8 - nf4), 0.02 * nf4) << "nf4 fp32 activations " << nf4 << ", int8 " << nf4_a8;
+  // NF4 (4.51 bits/weight) beats uniform min-max RTN (4.77) at 4 bits: 3.614 vs 3.653 here.
+  const double rtn4 = perplexity_of("rtn", 4);
+  EXPECT_LT(nf4, rtn4) << "rtn-nf4 " << nf4 << " rtn " << rtn4;
+  // GPTQ with NF4 calibrated on these 16 stories lowers the KL to fp32 (0.073 -> 0.069 nats) but
+  // not this slice's perplexity (3.614 -> 3.622, +0.2%); with the full protocol (250
+  // calibration stories, README) it does: 4.1887 -> 4.1229. So this checks it stays level.
+  const double gptq_nf4 = perplexity_of("gptq-nf4", 4);
+  EXPECT_LT(gptq_nf4, 1.01 * nf4) << "gptq-nf4 " << gptq_nf4 << " rtn-nf4 " << nf4;
+  m::RecipeSpec spec;
+  spec.name = "gptq-nf4";
+  spec.bits = 3;
+  try {
+    (void)m::make_recipe(spec);
+    ADD_FAILURE() << "NF4 at 3 bits must be an error";
+  } catch (const qtl::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("4-bit only"), std::string::npos) << e.what();
+  }
+  spec.name = "rtn-log2";
+  spec.bits = 5;
+  EXPECT_THROW((void)m::make_recipe(spec), qtl::Error);
 }
 
 TEST(CalibratedRecipes, TransformedLinearIsExactWithoutQuantization) {

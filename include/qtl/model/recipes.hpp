@@ -16,6 +16,8 @@
 #include "qtl/calib/pipeline.hpp"
 #include "qtl/model/calibrated_recipe.hpp"
 #include "qtl/model/sequential.hpp"
+#include "qtl/quant/codebook.hpp"
+#include "qtl/quant/log2.hpp"
 #include "qtl/quant/uniform.hpp"
 
 namespace qtl::model {
@@ -57,6 +59,39 @@ inline std::unique_ptr<Recipe> uniform_calibrated(const RecipeSpec& s, calib::Re
   if (!(s.damp >= 0.0 && s.damp <= 10.0)) fail("make_recipe: damp must be in [0, 10], got ", s.damp);
   r.gptq.damp_fraction = s.damp;
   return visit_uniform(s.bits, Mode::Asymmetric, [&](auto q) -> std::unique_ptr<Recipe> {
+    return std::make_unique<CalibratedRecipe<decltype(q)>>(q, granularity_of(s), r, s.kernel);
+  });
+}
+
+/// Calls f with the table quantizer of `family` at s.bits: NF4 (4 bits only) or Log2<bits>
+/// (2..4 bits). These run on the table-decode kernels (int8 mode with --int8-activations).
+template <class F>
+std::unique_ptr<Recipe> visit_table(const RecipeSpec& s, std::string_view family, F&& f) {
+  if (family == "nf4") {
+    if (s.bits != 4) fail("make_recipe: '", s.name, "' uses NF4, which is 4-bit only; got bits = ", s.bits);
+    return f(NF4{});
+  }
+  switch (s.bits) {
+    case 2: return f(Log2<2>{});
+    case 3: return f(Log2<3>{});
+    case 4: return f(Log2<4>{});
+    default: fail("make_recipe: '", s.name, "' uses log2 levels of 2, 3 or 4 bits; got bits = ", s.bits);
+  }
+}
+
+inline std::unique_ptr<Recipe> table_rtn(const RecipeSpec& s, std::string_view family) {
+  return visit_table(s, family, [&](auto q) -> std::unique_ptr<Recipe> {
+    return std::make_unique<RtnRecipe<decltype(q)>>(q, granularity_of(s), QuantizeOptions{}, s.kernel, false, s.name);
+  });
+}
+
+inline std::unique_ptr<Recipe> table_gptq(const RecipeSpec& s, std::string_view family) {
+  if (!(s.damp >= 0.0 && s.damp <= 10.0)) fail("make_recipe: damp must be in [0, 10], got ", s.damp);
+  return visit_table(s, family, [&](auto q) -> std::unique_ptr<Recipe> {
+    calib::Recipe r;
+    r.name = s.name;
+    r.solver = calib::Solver::Gptq;
+    r.gptq.damp_fraction = s.damp;
     return std::make_unique<CalibratedRecipe<decltype(q)>>(q, granularity_of(s), r, s.kernel);
   });
 }
@@ -113,6 +148,14 @@ inline calib::Recipe pipeline(bool rotate, bool awq, calib::Solver solver) {
          r.low_rank.rank = 4;
          return detail::uniform_calibrated(s, r);
        }},
+      {"rtn-nf4", "NF4 levels (4-bit only) times an fp16 absmax scale per group, round-to-nearest (table kernels)",
+       [](const RecipeSpec& s) { return detail::table_rtn(s, "nf4"); }},
+      {"gptq-nf4", "GPTQ with NF4 levels (4-bit only; table kernels)",
+       [](const RecipeSpec& s) { return detail::table_gptq(s, "nf4"); }},
+      {"rtn-log2", "signed power-of-two levels times an fp16 scale per group, round-to-nearest (table kernels)",
+       [](const RecipeSpec& s) { return detail::table_rtn(s, "log2"); }},
+      {"gptq-log2", "GPTQ with signed power-of-two levels (table kernels)",
+       [](const RecipeSpec& s) { return detail::table_gptq(s, "log2"); }},
   };
   return list;
 }
