@@ -78,6 +78,14 @@ struct GptqOptions {
   /// is fitted on the weights as they were at the block's start (without the block's own
   /// pending updates). Off: groups are fitted on fully updated weights.
   bool gptq_py_group_fit = false;
+  /// Empty, or rows x cols flags (row-major): 1 = keep this weight out of the quantizer
+  /// (PB-LLM's salient weights). A kept weight leaves no error to feed back: its final,
+  /// error-updated value is returned in GptqResult::kept_values for the caller to store (e.g. as
+  /// an 8-bit correction, qtl/calib/gptq_partial_binary.hpp), and it takes no part in its
+  /// group's parameter fit (left out of it; with parameters fitted up front, importance 0 and
+  /// its value replaced by another weight of the set). Its code is still the quantizer's
+  /// encoding of it.
+  std::span<const std::uint8_t> keep;
 };
 
 struct GptqReport {
@@ -100,6 +108,8 @@ template <ScalarQuantizer Q>
 struct GptqResult {
   QuantizedMatrix<Q> matrix;
   GptqReport report;
+  /// With GptqOptions::keep: rows x cols, the final value of every kept weight (0 elsewhere).
+  RowMatrixXf kept_values;
 };
 
 namespace detail {
@@ -307,6 +317,11 @@ template <ScalarQuantizer Q>
     require_range(kWhere, "options.fit.clip_min_ratio", opt.fit.clip_min_ratio, 0.01f, 1.0f);
     require_range(kWhere, "options.fit.clip_steps", opt.fit.clip_steps, 1, 1000);
   }
+  const bool keeping = !opt.keep.empty();
+  if (keeping && static_cast<Index>(opt.keep.size()) != rows * cols) {
+    fail(kWhere, ": options.keep has ", opt.keep.size(), " flags for a ", rows, "x", cols, " matrix (",
+         rows * cols, " expected)");
+  }
   for (Index i = 0; i < cols; ++i) {
     if (hessian(i, i) < 0.0) {
       fail(kWhere, ": the Hessian must be positive semi-definite, got diagonal ", hessian(i, i),
@@ -346,7 +361,33 @@ template <ScalarQuantizer Q>
     QuantizeOptions qo;
     qo.fit = opt.fit;
     qo.column_importance = col_importance;
-    auto fitted = quantize_matrix(q, granularity, work, qo);
+    RowMatrixXf fit_input;
+    if (keeping) {
+      // Kept weights take no part in the fit: importance 0, and their value replaced by another
+      // weight of the same parameter set (so a min-max range does not see them either).
+      qo.importance = RowMatrixXf::Ones(rows, cols);
+      fit_input = work;
+      std::vector<float> stand_in(static_cast<std::size_t>(L.num_param_sets()), 0.0f);
+      std::vector<std::uint8_t> found(stand_in.size(), 0);
+      for (Index r = 0; r < rows; ++r) {
+        for (Index c = 0; c < cols; ++c) {
+          const auto p = static_cast<std::size_t>(L.param_index(r, c));
+          if (!opt.keep[static_cast<std::size_t>(r * cols + c)] && !found[p]) {
+            stand_in[p] = work(r, c);
+            found[p] = 1;
+          }
+        }
+      }
+      for (Index r = 0; r < rows; ++r) {
+        for (Index c = 0; c < cols; ++c) {
+          if (!opt.keep[static_cast<std::size_t>(r * cols + c)]) continue;
+          qo.importance(r, c) = 0.0f;
+          const auto p = static_cast<std::size_t>(L.param_index(r, c));
+          if (found[p]) fit_input(r, c) = stand_in[p];
+        }
+      }
+    }
+    auto fitted = quantize_matrix(q, granularity, keeping ? MatrixRef(fit_input) : MatrixRef(work), qo);
     out.params = std::move(fitted.params);
   }
 
@@ -394,6 +435,7 @@ template <ScalarQuantizer Q>
   RowMatrixXf w1(rows, max_block);
   RowMatrixXf e1(rows, max_block);
   rep.proxy_loss.setZero(rows);
+  if (keeping) result.kept_values.setZero(rows, cols);
   const std::size_t ucols = static_cast<std::size_t>(cols);
 
   for (const auto& [i1, i2] : blocks) {
@@ -430,9 +472,14 @@ template <ScalarQuantizer Q>
               const Index g_end = std::min(cols, j + group);
               values.clear();
               weights.clear();
-              for (Index k = j; k < g_end; ++k) {
-                values.push_back(k < i2 && !opt.gptq_py_group_fit ? wr[k - i1] : wp(r, k));
-                if (opt.hessian_importance) weights.push_back(col_importance[k]);
+              // Kept weights are left out of the fit (unless the whole group is kept).
+              for (int pass = 0; pass < 2 && values.empty(); ++pass) {
+                for (Index k = j; k < g_end; ++k) {
+                  const Index ck = perm[static_cast<std::size_t>(k)];
+                  if (pass == 0 && keeping && opt.keep[static_cast<std::size_t>(r * cols + ck)]) continue;
+                  values.push_back(k < i2 && !opt.gptq_py_group_fit ? wr[k - i1] : wp(r, k));
+                  if (opt.hessian_importance) weights.push_back(col_importance[ck]);
+                }
               }
               params = q.fit(values, weights, opt.fit);
             }
@@ -440,7 +487,9 @@ template <ScalarQuantizer Q>
             const std::uint8_t code = q.encode(params, x);
             out.codes[static_cast<std::size_t>(r) * ucols + static_cast<std::size_t>(c)] = code;
             const float* urow = u.row(j).data();
-            const float err = (x - q.decode(params, code)) / urow[j];
+            const bool kept = keeping && opt.keep[static_cast<std::size_t>(r * cols + c)];
+            if (kept) result.kept_values(r, c) = x;
+            const float err = kept ? 0.0f : (x - q.decode(params, code)) / urow[j];
             loss += static_cast<double>(err) * static_cast<double>(err);
             er[i] = err;
             for (Index k = i + 1; k < count; ++k) wr[k] -= err * urow[i1 + k];

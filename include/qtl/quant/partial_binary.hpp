@@ -24,6 +24,7 @@
 #include <cmath>
 #include <cstdint>
 #include <numeric>
+#include <string_view>
 #include <vector>
 
 #include "qtl/core/error.hpp"
@@ -68,34 +69,39 @@ struct PartialBinaryMatrix {
   }
 };
 
-/// Quantizes W: salient selection, binary part fitted without the salient weights, 8-bit
-/// residual correction at the salient positions. Throws qtl::Error on bad shapes, non-finite
-/// values, a fraction outside [0, 1) or more than 65535 columns.
-[[nodiscard]] inline PartialBinaryMatrix quantize_partial_binary(const Granularity& granularity, MatrixRef w,
-                                                                 const PartialBinaryOptions& opt = {}) {
-  constexpr std::string_view kWhere = "quantize_partial_binary";
-  require_nonempty(kWhere, "weights", w.rows(), w.cols());
-  require_finite(kWhere, "weights", w);
-  require_range(kWhere, "salient_fraction", opt.salient_fraction, 0.0, 0.999);
-  if (w.cols() > 65535) fail(kWhere, ": at most 65535 columns (16-bit column indices), got ", w.cols());
+namespace detail {
+
+/// Validates opt against W and returns the salience importance (ones, times the column and
+/// element importance given).
+[[nodiscard]] inline RowMatrixXf partial_binary_importance(std::string_view where, MatrixRef w,
+                                                           const PartialBinaryOptions& opt) {
+  require_nonempty(where, "weights", w.rows(), w.cols());
+  require_finite(where, "weights", w);
+  require_range(where, "salient_fraction", opt.salient_fraction, 0.0, 0.999);
+  if (w.cols() > 65535) fail(where, ": at most 65535 columns (16-bit column indices), got ", w.cols());
   const bool col_imp = opt.column_importance.size() > 0, elem_imp = opt.importance.size() > 0;
   if (col_imp) {
-    require_size(kWhere, "column_importance", opt.column_importance.size(), w.cols());
-    require_nonnegative(kWhere, "column_importance", opt.column_importance);
+    require_size(where, "column_importance", opt.column_importance.size(), w.cols());
+    require_nonnegative(where, "column_importance", opt.column_importance);
   }
   if (elem_imp) {
-    require_shape(kWhere, "importance", opt.importance.rows(), opt.importance.cols(), w.rows(), w.cols());
-    require_nonnegative(kWhere, "importance", opt.importance);
+    require_shape(where, "importance", opt.importance.rows(), opt.importance.cols(), w.rows(), w.cols());
+    require_nonnegative(where, "importance", opt.importance);
   }
-  const Index R = w.rows(), C = w.cols();
-  RowMatrixXf imp = RowMatrixXf::Ones(R, C);
+  RowMatrixXf imp = RowMatrixXf::Ones(w.rows(), w.cols());
   if (col_imp) imp.array().rowwise() *= opt.column_importance.transpose().array();
   if (elem_imp) imp.array() *= opt.importance.array();
-  const RowMatrixXf score = w.array().square() * imp.array();
+  return imp;
+}
 
-  // salient mask
+/// The salient mask (row-major, 1 = salient) by score = W^2 * imp, and for ChannelMask the
+/// salient channels in out.channels.
+[[nodiscard]] inline std::vector<std::uint8_t> partial_binary_salient(MatrixRef w, const RowMatrixXf& imp,
+                                                                      const PartialBinaryOptions& opt,
+                                                                      PartialBinaryMatrix& out) {
+  const Index R = w.rows(), C = w.cols();
+  const RowMatrixXf score = w.array().square() * imp.array();
   std::vector<std::uint8_t> salient(static_cast<std::size_t>(R * C), 0);
-  PartialBinaryMatrix out;
   out.storage = opt.storage;
   if (opt.storage == SalientStorage::SparseList) {
     const auto n = static_cast<std::size_t>(std::llround(opt.salient_fraction * static_cast<double>(R * C)));
@@ -117,6 +123,47 @@ struct PartialBinaryMatrix {
       for (Index r = 0; r < R; ++r) salient[static_cast<std::size_t>(r * C + c)] = 1;
     }
   }
+  return salient;
+}
+
+/// The 8-bit correction of target - B at the salient positions (out.binary already set).
+inline void add_partial_binary_correction(std::string_view where, PartialBinaryMatrix& out,
+                                          const std::vector<std::uint8_t>& salient, MatrixRef target) {
+  const Index R = target.rows(), C = target.cols();
+  out.row_scales.assign(static_cast<std::size_t>(R), 0.0f);
+  out.row_offsets.assign(1, 0);
+  out.values.clear();
+  out.columns.clear();
+  for (Index r = 0; r < R; ++r) {
+    float m = 0.0f;
+    for (Index c = 0; c < C; ++c) {
+      if (salient[static_cast<std::size_t>(r * C + c)]) m = std::max(m, std::fabs(target(r, c) - out.binary.value(r, c)));
+    }
+    const float d = m > 0.0f ? detail::fp16_scale(where, m / 127.0f) : 0.0f;
+    out.row_scales[static_cast<std::size_t>(r)] = d;
+    for (Index c = 0; c < C; ++c) {
+      if (!salient[static_cast<std::size_t>(r * C + c)]) continue;
+      const float q = d > 0.0f ? std::nearbyint((target(r, c) - out.binary.value(r, c)) / d) : 0.0f;
+      out.values.push_back(static_cast<std::int8_t>(std::clamp(q, -127.0f, 127.0f)));
+      if (out.storage == SalientStorage::SparseList) out.columns.push_back(static_cast<std::uint16_t>(c));
+    }
+    if (out.storage == SalientStorage::SparseList) out.row_offsets.push_back(static_cast<std::uint32_t>(out.values.size()));
+  }
+  if (out.storage == SalientStorage::ChannelMask) out.row_offsets.clear();
+}
+
+}  // namespace detail
+
+/// Quantizes W: salient selection, binary part fitted without the salient weights, 8-bit
+/// residual correction at the salient positions. Throws qtl::Error on bad shapes, non-finite
+/// values, a fraction outside [0, 1) or more than 65535 columns. (GPTQ with error feedback over
+/// the binary part: qtl/calib/gptq_partial_binary.hpp.)
+[[nodiscard]] inline PartialBinaryMatrix quantize_partial_binary(const Granularity& granularity, MatrixRef w,
+                                                                 const PartialBinaryOptions& opt = {}) {
+  constexpr std::string_view kWhere = "quantize_partial_binary";
+  const RowMatrixXf imp = detail::partial_binary_importance(kWhere, w, opt);
+  PartialBinaryMatrix out;
+  const std::vector<std::uint8_t> salient = detail::partial_binary_salient(w, imp, opt, out);
 
   // binary part: salient weights take no part in the alpha fit
   QuantizeOptions qopt;
@@ -125,26 +172,7 @@ struct PartialBinaryMatrix {
     if (salient[i]) qopt.importance.data()[i] = 0.0f;
   }
   out.binary = quantize_matrix(Binary<>{}, granularity, w, qopt);
-
-  // 8-bit residual correction
-  out.row_scales.assign(static_cast<std::size_t>(R), 0.0f);
-  out.row_offsets.push_back(0);
-  for (Index r = 0; r < R; ++r) {
-    float m = 0.0f;
-    for (Index c = 0; c < C; ++c) {
-      if (salient[static_cast<std::size_t>(r * C + c)]) m = std::max(m, std::fabs(w(r, c) - out.binary.value(r, c)));
-    }
-    const float d = m > 0.0f ? detail::fp16_scale(kWhere, m / 127.0f) : 0.0f;
-    out.row_scales[static_cast<std::size_t>(r)] = d;
-    for (Index c = 0; c < C; ++c) {
-      if (!salient[static_cast<std::size_t>(r * C + c)]) continue;
-      const float q = d > 0.0f ? std::nearbyint((w(r, c) - out.binary.value(r, c)) / d) : 0.0f;
-      out.values.push_back(static_cast<std::int8_t>(std::clamp(q, -127.0f, 127.0f)));
-      if (opt.storage == SalientStorage::SparseList) out.columns.push_back(static_cast<std::uint16_t>(c));
-    }
-    if (opt.storage == SalientStorage::SparseList) out.row_offsets.push_back(static_cast<std::uint32_t>(out.values.size()));
-  }
-  if (opt.storage == SalientStorage::ChannelMask) out.row_offsets.clear();
+  detail::add_partial_binary_correction(kWhere, out, salient, w);
   return out;
 }
 
