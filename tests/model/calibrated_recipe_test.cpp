@@ -1,6 +1,7 @@
 // Calibration recipes through the sequential driver on the whole real model: calibrated on
 // stories 0-15, evaluated on stories 250-273 (never the calibration stories).
 #include <gtest/gtest.h>
+#include <qtl/calib/hadamard.hpp>
 #include <qtl/model/calibrated_recipe.hpp>
 #include <qtl/model/recipes.hpp>
 
@@ -72,6 +73,35 @@ TEST(CalibratedRecipes, TableRecipesGptqBeatsRtnAndInt8RunsTheTableKernel) {
   spec.name = "rtn-log2";
   spec.bits = 5;
   EXPECT_THROW((void)m::make_recipe(spec), qtl::Error);
+}
+
+// A residual-stream rotation (gains folded, Q on every side of the stream) leaves the model's
+// function unchanged without quantization.
+TEST(CalibratedRecipes, ResidualRotationKeepsTheModelsFunction) {
+  const auto& f = fixture();
+  const qtl::Index dim = f.fp32.config().dim;
+  const qtl::calib::RandomizedHadamard h(dim, 3);
+  const qtl::RowMatrixXf q = h.rotate_rows(qtl::RowMatrixXf::Identity(dim, dim));
+  m::Transformer r = f.fp32;
+  r.rotate_residual(q);
+  EXPECT_FALSE(r.config().shared_classifier);
+  EXPECT_TRUE(r.norm_gain("norm").isOnes());
+  EXPECT_TRUE(r.norm_gain("layers.2.ffn_norm").isOnes());
+  const auto& w0 = dynamic_cast<const m::DenseLinear&>(f.fp32.linear("layers.0.wq")).weight();
+  const auto& w1 = dynamic_cast<const m::DenseLinear&>(r.linear("layers.0.wq")).weight();
+  EXPECT_GT((w1 - w0).cwiseAbs().maxCoeff(), 1e-3f);  // the weights really changed
+  for (const auto& ids : f.calibration(5, 2)) {
+    const qtl::RowMatrixXf a = f.fp32.forward(ids), b = r.forward(ids);
+    EXPECT_LE((a - b).cwiseAbs().maxCoeff(), 1e-4f * a.cwiseAbs().maxCoeff());
+  }
+  // Bad rotations and a quantized model are errors.
+  m::Transformer bad = f.fp32;
+  EXPECT_THROW(bad.rotate_residual(2.0f * qtl::RowMatrixXf::Identity(dim, dim)), qtl::Error);
+  EXPECT_THROW(bad.rotate_residual(qtl::RowMatrixXf::Identity(dim + 1, dim + 1)), qtl::Error);
+  m::RecipeSpec spec;
+  const auto quantized = m::quantize_sequential(f.fp32, f.calibration(0, 1), *m::make_recipe(spec));
+  m::Transformer qm = quantized;
+  EXPECT_THROW(qm.rotate_residual(q), qtl::Error);
 }
 
 TEST(CalibratedRecipes, TransformedLinearIsExactWithoutQuantization) {

@@ -6,6 +6,7 @@
 // Names (recipe_names() lists them with a description): see the table in kRecipes below.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "qtl/core/error.hpp"
+#include "qtl/calib/hadamard.hpp"
 #include "qtl/calib/pipeline.hpp"
 #include "qtl/model/calibrated_recipe.hpp"
 #include "qtl/model/sequential.hpp"
@@ -96,6 +98,29 @@ inline std::unique_ptr<Recipe> table_gptq(const RecipeSpec& s, std::string_view 
   });
 }
 
+/// A recipe that first rotates the model's residual stream by a randomized Hadamard matrix
+/// (Transformer::rotate_residual, QuaRot's weight side), then quantizes with `inner`.
+class ResidualRotationRecipe final : public Recipe {
+ public:
+  ResidualRotationRecipe(std::unique_ptr<Recipe> inner, std::string name, std::uint64_t seed = 0x51ed)
+      : inner_(std::move(inner)), name_(std::move(name)), seed_(seed) {}
+  [[nodiscard]] std::string name() const override { return name_; }
+  void prepare(Transformer& model) const override {
+    const Index dim = model.config().dim;
+    const calib::RandomizedHadamard h(dim, seed_);
+    model.rotate_residual(h.rotate_rows(RowMatrixXf::Identity(dim, dim)));
+    inner_->prepare(model);
+  }
+  [[nodiscard]] std::vector<QuantizedLayer> quantize(std::span<const LayerCalibration> group) const override {
+    return inner_->quantize(group);
+  }
+
+ private:
+  std::unique_ptr<Recipe> inner_;
+  std::string name_;
+  std::uint64_t seed_;
+};
+
 inline calib::Recipe pipeline(bool rotate, bool awq, calib::Solver solver) {
   calib::Recipe r;
   r.rotate = rotate;
@@ -147,6 +172,15 @@ inline calib::Recipe pipeline(bool rotate, bool awq, calib::Solver solver) {
          auto r = detail::pipeline(false, false, calib::Solver::Gptq);
          r.low_rank.rank = 4;
          return detail::uniform_calibrated(s, r);
+       }},
+      {"quarot-rtn", "residual stream rotated by a randomized Hadamard matrix, RMSNorm gains folded (QuaRot), then RTN",
+       [](const RecipeSpec& s) {
+         return std::make_unique<detail::ResidualRotationRecipe>(detail::uniform_rtn<Mode::Asymmetric>(s, false, false), s.name);
+       }},
+      {"quarot-gptq", "residual stream rotation (QuaRot), then GPTQ",
+       [](const RecipeSpec& s) {
+         return std::make_unique<detail::ResidualRotationRecipe>(
+             detail::uniform_calibrated(s, detail::pipeline(false, false, calib::Solver::Gptq)), s.name);
        }},
       {"rtn-nf4", "NF4 levels (4-bit only) times an fp16 absmax scale per group, round-to-nearest (table kernels)",
        [](const RecipeSpec& s) { return detail::table_rtn(s, "nf4"); }},

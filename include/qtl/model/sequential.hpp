@@ -61,6 +61,10 @@ class Recipe {
   /// Quantizes a group of linears that share one input (all entries have the same stats and
   /// sample). Returns one QuantizedLayer per entry, in order.
   [[nodiscard]] virtual std::vector<QuantizedLayer> quantize(std::span<const LayerCalibration> group) const = 0;
+  /// Called once on the driver's fp32 copy of the model before anything is calibrated, for
+  /// whole-model transforms that keep the function (a residual-stream rotation,
+  /// Transformer::rotate_residual). The default does nothing.
+  virtual void prepare(Transformer& model) const { (void)model; }
 };
 
 /// Round-to-nearest with any scalar quantizer: no calibration (the statistics are unused),
@@ -186,7 +190,9 @@ inline const RowMatrixXf& dense_weight(const Transformer& model, std::string_vie
     fail(kWhere, ": max_sample_rows must be >= 1, got ", options.max_sample_rows);
   }
   const auto start = std::chrono::steady_clock::now();
-  Transformer model = fp32;
+  Transformer prepared = fp32;
+  recipe.prepare(prepared);
+  Transformer model = prepared;
   const auto& cfg = model.config();
 
   std::vector<RowMatrixXf> streams;  // residual stream entering the current block, per sequence
@@ -229,7 +235,7 @@ inline const RowMatrixXf& dense_weight(const Transformer& model, std::string_vie
       std::vector<LayerCalibration> calibs;
       for (const auto& name : names) {
         calibs.push_back(
-            LayerCalibration{name, l, &detail::dense_weight(fp32, name), &stats, &input_sample, !norm.empty()});
+            LayerCalibration{name, l, &detail::dense_weight(prepared, name), &stats, &input_sample, !norm.empty()});
       }
       auto results = recipe.quantize(calibs);
       if (results.size() != names.size()) {

@@ -153,6 +153,52 @@ class Transformer {
     slot = std::move(gain);
   }
 
+  /// Rotates the residual stream by an orthogonal Q [dim x dim] (QuaRot's and SpinQuant's fold):
+  /// every RMSNorm gain is folded into the linears that read it (the gains become 1), then
+  ///   W <- W diag(g) Q   for wq, wk, wv (g: attention_norm) and w1, w3 (g: ffn_norm),
+  ///   W <- Q^T W         for wo and w2 (they write the residual stream),
+  ///   E <- E Q, classifier <- C diag(g_final) Q   (a shared classifier is untied first).
+  /// The residual stream becomes h Q, and rmsnorm(h Q) = rmsnorm(h) Q because Q keeps norms, so
+  /// the model computes the same function; but the weights the quantizer sees are rotated, and
+  /// the channel outliers of the stream are spread over all channels. Throws qtl::Error if Q is
+  /// not dim x dim, not orthogonal (max |Q^T Q - I| > 1e-4) or not finite, or if a linear is not
+  /// a DenseLinear (rotate before quantizing).
+  void rotate_residual(const RowMatrixXf& q) {
+    constexpr std::string_view kWhere = "Transformer::rotate_residual";
+    const Index dim = config_.dim;
+    if (q.rows() != dim || q.cols() != dim) fail(kWhere, ": Q is ", q.rows(), "x", q.cols(), ", the stream has ", dim, " channels");
+    require_finite(kWhere, "Q", q);
+    const double dev = ((q.transpose() * q).cast<double>() - Eigen::MatrixXd::Identity(dim, dim)).cwiseAbs().maxCoeff();
+    if (dev > 1e-4) fail(kWhere, ": Q is not orthogonal (max |Q^T Q - I| = ", dev, ")");
+    std::vector<RowMatrixXf> w(linears_.size());
+    for (std::size_t i = 0; i < linears_.size(); ++i) {
+      const auto* dense = dynamic_cast<const DenseLinear*>(linears_[i].get());
+      if (dense == nullptr) fail(kWhere, ": '", linear_names_[i], "' is not a dense fp32 layer (", linears_[i]->describe(), ")");
+      w[i] = dense->weight();
+    }
+    for (std::size_t i = 0; i < linears_.size(); ++i) {
+      const int layer = static_cast<int>(i / 7);
+      const std::string_view slot = std::string_view(linear_names_[i]).substr(linear_names_[i].rfind('.') + 1);
+      if (slot == "wo" || slot == "w2") {
+        w[i] = q.transpose() * w[i];
+      } else {
+        const VectorXf& g = (slot == "w1" || slot == "w3") ? ffn_norm_[static_cast<std::size_t>(layer)]
+                                                             : attention_norm_[static_cast<std::size_t>(layer)];
+        w[i] = (w[i] * g.asDiagonal()) * q;
+      }
+    }
+    if (config_.shared_classifier) {
+      classifier_ = embedding_;
+      config_.shared_classifier = false;
+    }
+    classifier_ = (classifier_ * final_norm_.asDiagonal()) * q;
+    embedding_ = embedding_ * q;
+    for (std::size_t i = 0; i < linears_.size(); ++i) linears_[i] = std::make_unique<DenseLinear>(std::move(w[i]));
+    for (auto& g : attention_norm_) g.setOnes();
+    for (auto& g : ffn_norm_) g.setOnes();
+    final_norm_.setOnes();
+  }
+
   /// The linear layer called `name` ("layers.0.wq"); throws qtl::Error for an unknown name.
   [[nodiscard]] const LinearOp& linear(std::string_view name) const {
     return *linears_[linear_index(name)];
