@@ -11,14 +11,22 @@
 // the report's proxy_loss is this value per row (gptq.py's Losses·2, for the damped Hessian).
 //
 // Lazy batches: columns are processed in blocks of B (128). Inside a block the update touches
-// only the block's columns; the block's errors E [rows x B] reach the rest of the matrix in one
-// GEMM, W[:, i2:] -= E · U[i1:i2, i2:]. Rows are independent inside a block (each row only reads
-// U), so blocks run in parallel over rows (OpenMP) and the GEMM is Eigen's (threaded too).
+// only the block's columns; the block's errors E [rows x B] reach the rest of its panel in one
+// GEMM, W[:, i2:p2] -= E · U[i1:i2, i2:p2]. Rows are independent inside a block (each row only
+// reads U); the sweep runs 16 rows side by side as one vector per column, and tiles of rows in
+// parallel (OpenMP).
 //
-// U without three factorizations: with J the reversal permutation and J H J = L Lᵀ,
-// H⁻¹ = J L⁻ᵀ L⁻¹ J = UᵀU for U = J L⁻¹ J, which is upper triangular with a positive diagonal,
-// hence exactly the upper Cholesky factor of H⁻¹ that gptq.py computes with
-// cholesky → cholesky_inverse → cholesky(upper). One Cholesky plus one triangular inverse.
+// Panels without the inverse of H. With J the reversal permutation and J H J = L Lᵀ, Ũ = J L J
+// is upper triangular and H = Ũ Ũᵀ, so U = Ũ⁻¹ (the upper Cholesky factor of H⁻¹ that gptq.py
+// computes with cholesky → cholesky_inverse → cholesky(upper); QuIP's LDL view of GPTQ). The
+// columns are cut into panels (one or more blocks, ending on group boundaries). Inside a panel
+// the sweep above needs U_PP = (Ũ_PP)⁻¹ only (the diagonal blocks of a triangular inverse are
+// the inverses of the diagonal blocks). Across panels the update is left-looking: with
+// D = W - Q for the columns already done, the panel's error-updated weights are
+//   W_P + (D · Ũ[:p1, P]) · U_PP,
+// the conditional optimum given the quantized columns, which is exactly what the right-looking
+// updates of gptq.py would have left there. One Cholesky (n³/6 multiply-adds) replaces a
+// Cholesky plus a full triangular inverse; the GEMM work is the same (rows · n²/2).
 //
 // Groups. Parameters of a group are fitted on the error-updated weights when the group's first
 // column is reached (gptq.py's find_params at i % groupsize == 0). Blocks are cut so that every
@@ -217,19 +225,18 @@ bool cholesky_lower_in_place(Eigen::Ref<Mat> a, int threads = 1) {
   return true;
 }
 
-/// Upper Cholesky factor U of (Hp + λI)⁻¹, Hp(i, j) = h(perm[i], perm[j]) (perm empty: the
-/// identity) with zero diagonal entries read as 1 (dead inputs), through J Hp J = L Lᵀ and
-/// U = J L⁻¹ J. J Hp J is built row-major straight from h, so U is L⁻¹'s storage reversed: no
-/// copy of the Hessian and no transposition. Returns false when the factorization fails or a
-/// pivot carries less than `rel_tol` of its diagonal (numerically singular). Scalar = float or
-/// double; the result is float, row-major.
-template <class Scalar>
-bool upper_cholesky_of_inverse(const Eigen::MatrixXd& h, std::span<const Index> perm, double lambda,
-                               double rel_tol, RowMatrixXf& u, int threads) {
-  using Mat = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+/// The lower Cholesky factor L of J (Hp + λI) J, in place in `a` (n x n, row-major),
+/// Hp(i, j) = h(perm[i], perm[j]) (perm empty: the identity), zero diagonal entries read as 1
+/// (dead inputs). J Hp J is built row-major straight from h: no copy of the Hessian and no
+/// transposition. False when the factorization fails or a pivot carries less than `rel_tol` of
+/// its diagonal (numerically singular).
+template <class Mat>
+bool reversed_cholesky(const Eigen::MatrixXd& h, std::span<const Index> perm, double lambda,
+                       double rel_tol, Mat& a, int threads) {
+  using Scalar = typename Mat::Scalar;
   const Index n = h.rows();
   auto p = [&](Index i) { return perm.empty() ? i : perm[static_cast<std::size_t>(i)]; };
-  Mat a(n, n);
+  a.resize(n, n);
   Eigen::Matrix<Scalar, Eigen::Dynamic, 1> diag(n);
   // Row r of J Hp J: a(r, c) = Hp(n-1-r, n-1-c); only c <= r (the lower triangle) is needed.
   // Reading h(p(n-1-c), p(n-1-r)) (symmetric) walks one column of h: contiguous.
@@ -249,6 +256,19 @@ bool upper_cholesky_of_inverse(const Eigen::MatrixXd& h, std::span<const Index> 
     const double piv = static_cast<double>(a(i, i));
     if (!(piv * piv >= rel_tol * static_cast<double>(diag[i])) || !std::isfinite(piv)) return false;
   }
+  return true;
+}
+
+/// Upper Cholesky factor U of (Hp + λI)⁻¹ (see reversed_cholesky for Hp and the failure
+/// cases): with J Hp J = L Lᵀ, U = J L⁻¹ J, so U is L⁻¹'s storage reversed. Scalar = float or
+/// double; the result is float, row-major.
+template <class Scalar>
+bool upper_cholesky_of_inverse(const Eigen::MatrixXd& h, std::span<const Index> perm, double lambda,
+                               double rel_tol, RowMatrixXf& u, int threads) {
+  using Mat = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const Index n = h.rows();
+  Mat a;
+  if (!reversed_cholesky(h, perm, lambda, rel_tol, a, threads)) return false;
   invert_lower_in_place<Mat>(a, threads);
   // U(i, j) = L⁻¹(n-1-i, n-1-j): row i of U is row n-1-i of L⁻¹ reversed, zero left of i.
   u.resize(n, n);
@@ -263,6 +283,65 @@ bool upper_cholesky_of_inverse(const Eigen::MatrixXd& h, std::span<const Index> 
     for (Index j = i; j < n; ++j) {
       dst[j] = static_cast<float>(src[n - 1 - j]);
       finite = finite && std::isfinite(dst[j]);
+    }
+  }
+  return finite;
+}
+
+/// GPTQ's factors without the inverse of the whole matrix. With J Hp J = L Lᵀ, Ũ = J L J is
+/// upper triangular and Hp + λI = Ũ Ũᵀ, so U = Ũ⁻¹ (QuIP's LDL view of GPTQ, Chee et al. 2023).
+/// The sweep needs U only inside a panel of columns (the lazy updates never leave it); the
+/// errors of earlier panels reach a panel through Ũ instead (see gptq()). A triangular matrix's
+/// inverse has the inverses of its diagonal blocks on its diagonal, so U_PP = (Ũ_PP)⁻¹: one
+/// Cholesky (n³/6 multiply-adds) plus small inverses, instead of a Cholesky and a full
+/// triangular inverse.
+struct GptqFactor {
+  RowMatrixXf ut;                   ///< Ũ; only the upper triangle is set
+  std::vector<RowMatrixXf> panel_u; ///< U restricted to each panel (upper, zero below)
+};
+
+template <class Scalar>
+bool gptq_factor(const Eigen::MatrixXd& h, std::span<const Index> perm, double lambda, double rel_tol,
+                 std::span<const std::pair<Index, Index>> panels, GptqFactor& f, int threads) {
+  using Mat = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const Index n = h.rows();
+  Mat a;
+  if (!reversed_cholesky(h, perm, lambda, rel_tol, a, threads)) return false;
+  // Ũ(i, j) = L(n-1-i, n-1-j), j >= i: row i of Ũ is row n-1-i of L reversed.
+  f.ut.resize(n, n);
+  bool finite = true;
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && n >= 256) reduction(&& : finite)
+#endif
+  for (Index i = 0; i < n; ++i) {
+    const Scalar* src = a.row(n - 1 - i).data();
+    float* dst = f.ut.row(i).data();
+    for (Index j = i; j < n; ++j) {
+      dst[j] = static_cast<float>(src[n - 1 - j]);
+      finite = finite && std::isfinite(dst[j]);
+    }
+  }
+  if (!finite) return false;
+  // Panel P = [p1, p2): Ũ_PP = J B J with B = L's diagonal block at rows/cols [n-p2, n-p1), so
+  // U_PP = J B⁻¹ J.
+  const auto np = static_cast<Index>(panels.size());
+  f.panel_u.resize(static_cast<std::size_t>(np));
+  const bool across = threads > 1 && np >= threads;
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (across) reduction(&& : finite)
+#endif
+  for (Index k = 0; k < np; ++k) {
+    const auto [p1, p2] = panels[static_cast<std::size_t>(k)];
+    const Index w = p2 - p1;
+    Mat b = a.block(n - p2, n - p2, w, w);
+    invert_lower_in_place<Mat>(b, across ? 1 : threads);
+    RowMatrixXf& up = f.panel_u[static_cast<std::size_t>(k)];
+    up.setZero(w, w);
+    for (Index i = 0; i < w; ++i) {
+      for (Index j = i; j < w; ++j) {
+        up(i, j) = static_cast<float>(b(w - 1 - i, w - 1 - j));
+        finite = finite && std::isfinite(up(i, j));
+      }
     }
   }
   return finite;
@@ -291,6 +370,27 @@ inline std::vector<std::pair<Index, Index>> gptq_blocks(Index cols, Index block,
       const Index g_end = std::min(cols, g + group);
       for (Index b = g; b < g_end; b += block) out.emplace_back(b, std::min(g_end, b + block));
     }
+  }
+  return out;
+}
+
+/// Panels: runs of consecutive blocks, each at least `min_width` wide (except the last) and,
+/// when groups are fitted during the sweep, ending on a group boundary, so no group's fit ever
+/// needs a column beyond its panel.
+inline std::vector<std::pair<Index, Index>> gptq_panels(std::span<const std::pair<Index, Index>> blocks,
+                                                        Index group, bool group_bound,
+                                                        Index min_width) {
+  std::vector<std::pair<Index, Index>> out;
+  std::size_t b = 0;
+  while (b < blocks.size()) {
+    const Index p1 = blocks[b].first;
+    Index p2 = blocks[b].second;
+    ++b;
+    while (b < blocks.size() && ((group_bound && p2 % group != 0) || p2 - p1 < min_width)) {
+      p2 = blocks[b].second;
+      ++b;
+    }
+    out.emplace_back(p1, p2);
   }
   return out;
 }
@@ -405,15 +505,19 @@ template <ScalarQuantizer Q>
   }
   const std::span<const Index> order = opt.act_order ? std::span<const Index>(perm) : std::span<const Index>();
 
+  const Index group = L.per_tensor ? cols : L.group_size;
+  const auto blocks = detail::gptq_blocks(cols, opt.block_size, group, !upfront && !opt.gptq_py_group_fit);
+  const auto panels = detail::gptq_panels(blocks, group, !upfront, opt.block_size);
+
   // Damped factorization, damping raised until it succeeds.
   const double mean_diag = diag.mean();
   const int threads = detail::factor_threads();
-  RowMatrixXf u;
+  detail::GptqFactor factor;
   double frac = opt.damp_fraction;
   for (;;) {
     const double lambda = frac * mean_diag;
-    if (detail::upper_cholesky_of_inverse<float>(hessian, order, lambda, 1e-6, u, threads)) break;
-    if (detail::upper_cholesky_of_inverse<double>(hessian, order, lambda, 1e-13, u, threads)) {
+    if (detail::gptq_factor<float>(hessian, order, lambda, 1e-6, panels, factor, threads)) break;
+    if (detail::gptq_factor<double>(hessian, order, lambda, 1e-13, panels, factor, threads)) {
       rep.factored_in_double = true;
       break;
     }
@@ -428,22 +532,47 @@ template <ScalarQuantizer Q>
   rep.damp_fraction = frac;
   rep.damping = frac * mean_diag;
 
-  const Index group = L.per_tensor ? cols : L.group_size;
-  const auto blocks = detail::gptq_blocks(cols, opt.block_size, group, !upfront && !opt.gptq_py_group_fit);
-  Index max_block = 0;
-  for (const auto& b : blocks) max_block = std::max(max_block, b.second - b.first);
-  RowMatrixXf w1(rows, max_block);
+  Index max_block = 0, max_panel = 0;
+  for (const auto& bl : blocks) max_block = std::max(max_block, bl.second - bl.first);
+  for (const auto& pn : panels) max_panel = std::max(max_panel, pn.second - pn.first);
   RowMatrixXf e1(rows, max_block);
+  constexpr Index kTile = 16;  // rows per tile in the sweep (one AVX-512 vector of floats)
+  RowMatrixXf orig(rows, max_panel);   // a panel's weights before any update
+  RowMatrixXf decoded(rows, max_panel);  // and their quantized values
+  RowMatrixXf s;
   rep.proxy_loss.setZero(rows);
   if (keeping) result.kept_values.setZero(rows, cols);
   const std::size_t ucols = static_cast<std::size_t>(cols);
 
+  // Left-looking across panels, right-looking (gptq.py's lazy batches) inside one. Columns left
+  // of the current panel hold D = W - Q; H = ŨŨᵀ turns their errors into the panel's
+  // error-updated weights, the values gptq.py's right-looking updates would have left there:
+  //   W_P ← W_P + (D Ũ[:p1, P]) U_PP.
+  // (The conditional optimum of the panel's weights given the quantized columns before it.)
+  std::size_t cur = 0, next_panel = 0;
   for (const auto& [i1, i2] : blocks) {
+    if (next_panel < panels.size() && panels[next_panel].first == i1) {
+      cur = next_panel++;
+      const auto [p1, p2] = panels[cur];
+      const Index pw = p2 - p1;
+      orig.leftCols(pw) = wp.middleCols(p1, pw);
+      if (p1 > 0) {
+        s.noalias() = wp.leftCols(p1) * factor.ut.block(0, p1, p1, pw);
+        wp.middleCols(p1, pw).noalias() += s * factor.panel_u[cur];
+      }
+    }
+    const auto [p1, p2] = panels[cur];
+    const RowMatrixXf& up = factor.panel_u[cur];
     const Index count = i2 - i1;
-    w1.leftCols(count) = wp.middleCols(i1, count);
+    const auto w1 = wp.middleCols(i1, count);
     std::exception_ptr error;
+    // Rows in tiles of kTile, transposed so that one column of the tile is one vector: the
+    // rows' column-by-column recurrences (quantize, then update the later columns) are
+    // independent, so the tile runs them side by side instead of one latency-bound chain per
+    // row, and the updates are full-width vector FMAs with a broadcast U entry.
+    const Index tiles = (rows + kTile - 1) / kTile;
     // Threads only pay off for enough work per block (rows · count² / 2 multiply-adds).
-    [[maybe_unused]] const bool parallel = rows * count * count >= (Index{1} << 22);
+    [[maybe_unused]] const bool parallel = tiles > 1 && rows * count * count >= (Index{1} << 22);
 #if defined(_OPENMP)
 #pragma omp parallel if (parallel)
 #endif
@@ -454,47 +583,66 @@ template <ScalarQuantizer Q>
         values.reserve(static_cast<std::size_t>(group));
         if (opt.hessian_importance) weights.reserve(static_cast<std::size_t>(group));
       }
+      std::vector<float> tile(static_cast<std::size_t>(count * kTile));
 #if defined(_OPENMP)
 #pragma omp for schedule(static)
 #endif
-      for (Index r = 0; r < rows; ++r) {
+      for (Index t = 0; t < tiles; ++t) {
         try {
-          float* wr = w1.row(r).data();
-          float* er = e1.row(r).data();
-          double loss = 0.0;
+          const Index r0 = t * kTile, lanes = std::min(kTile, rows - r0);
+          for (Index k = 0; k < count; ++k) {
+            float* tk = tile.data() + k * kTile;
+            for (Index l = 0; l < kTile; ++l) tk[l] = l < lanes ? w1(r0 + l, k) : 0.0f;
+          }
+          double loss[kTile] = {};
+          // An Eigen fixed-size array: the lane loop below must compile to whole vectors (a
+          // plain float[16] is left scalar by GCC's SLP vectorizer).
+          Eigen::Array<float, kTile, 1> err = Eigen::Array<float, kTile, 1>::Zero();
           for (Index i = 0; i < count; ++i) {
             const Index j = i1 + i;                          // position in visiting order
             const Index c = perm[static_cast<std::size_t>(j)];  // original column
-            auto& params = out.params[static_cast<std::size_t>(L.param_index(r, c))];
-            if (!upfront && j % group == 0) {
-              // Fit the group on its error-updated values: in-block columns from w1, the
-              // rest (a group wider than the block starts at a block start) from wp.
-              const Index g_end = std::min(cols, j + group);
-              values.clear();
-              weights.clear();
-              // Kept weights are left out of the fit (unless the whole group is kept).
-              for (int pass = 0; pass < 2 && values.empty(); ++pass) {
-                for (Index k = j; k < g_end; ++k) {
-                  const Index ck = perm[static_cast<std::size_t>(k)];
-                  if (pass == 0 && keeping && opt.keep[static_cast<std::size_t>(r * cols + ck)]) continue;
-                  values.push_back(k < i2 && !opt.gptq_py_group_fit ? wr[k - i1] : wp(r, k));
-                  if (opt.hessian_importance) weights.push_back(col_importance[ck]);
+            const Index gcol = L.per_tensor ? 0 : c / L.group_size;
+            const bool fit_group = !upfront && j % group == 0;
+            const float* urow = up.row(j - p1).data() + (i1 - p1);  // U(j, i1 + k) = urow[k]
+            const float* ti = tile.data() + i * kTile;
+            for (Index l = 0; l < lanes; ++l) {
+              const Index r = r0 + l;
+              auto& params = out.params[static_cast<std::size_t>(L.per_tensor ? 0 : r * gpr + gcol)];
+              if (fit_group) {
+                // Fit the group on its error-updated values: in-block columns from the tile,
+                // the rest (a group wider than the block starts at a block start) from wp; the
+                // group ends inside the panel, whose columns hold the updated weights.
+                const Index g_end = std::min(cols, j + group);
+                values.clear();
+                weights.clear();
+                // Kept weights are left out of the fit (unless the whole group is kept).
+                for (int pass = 0; pass < 2 && values.empty(); ++pass) {
+                  for (Index k = j; k < g_end; ++k) {
+                    const Index ck = perm[static_cast<std::size_t>(k)];
+                    if (pass == 0 && keeping && opt.keep[static_cast<std::size_t>(r * cols + ck)]) continue;
+                    values.push_back(k < i2 && !opt.gptq_py_group_fit ? tile[static_cast<std::size_t>((k - i1) * kTile + l)]
+                                                                      : wp(r, k));
+                    if (opt.hessian_importance) weights.push_back(col_importance[ck]);
+                  }
                 }
+                params = q.fit(values, weights, opt.fit);
               }
-              params = q.fit(values, weights, opt.fit);
+              const float x = ti[l];
+              const std::uint8_t code = q.encode(params, x);
+              out.codes[static_cast<std::size_t>(r) * ucols + static_cast<std::size_t>(c)] = code;
+              const bool kept = keeping && opt.keep[static_cast<std::size_t>(r * cols + c)];
+              if (kept) result.kept_values(r, c) = x;
+              const float qx = kept ? x : q.decode(params, code);
+              decoded(r, j - p1) = qx;
+              err[l] = (x - qx) / urow[i];
+              loss[l] += static_cast<double>(err[l]) * static_cast<double>(err[l]);
+              e1(r, i) = err[l];
             }
-            const float x = wr[i];
-            const std::uint8_t code = q.encode(params, x);
-            out.codes[static_cast<std::size_t>(r) * ucols + static_cast<std::size_t>(c)] = code;
-            const float* urow = u.row(j).data();
-            const bool kept = keeping && opt.keep[static_cast<std::size_t>(r * cols + c)];
-            if (kept) result.kept_values(r, c) = x;
-            const float err = kept ? 0.0f : (x - q.decode(params, code)) / urow[j];
-            loss += static_cast<double>(err) * static_cast<double>(err);
-            er[i] = err;
-            for (Index k = i + 1; k < count; ++k) wr[k] -= err * urow[i1 + k];
+            for (Index k = i + 1; k < count; ++k) {
+              Eigen::Map<Eigen::Array<float, kTile, 1>>(tile.data() + k * kTile) -= err * urow[k];
+            }
           }
-          rep.proxy_loss[r] += loss;
+          for (Index l = 0; l < lanes; ++l) rep.proxy_loss[r0 + l] += loss[l];
         } catch (...) {
 #if defined(_OPENMP)
 #pragma omp critical(qtl_gptq_error)
@@ -504,9 +652,11 @@ template <ScalarQuantizer Q>
       }
     }
     if (error) std::rethrow_exception(error);
-    if (i2 < cols) {
-      wp.rightCols(cols - i2).noalias() -= e1.leftCols(count) * u.block(i1, i2, count, cols - i2);
+    if (i2 < p2) {
+      wp.middleCols(i2, p2 - i2).noalias() -=
+          e1.leftCols(count) * up.block(i1 - p1, i2 - p1, count, p2 - i2);
     }
+    if (i2 == p2) wp.middleCols(p1, p2 - p1) = orig.leftCols(p2 - p1) - decoded.leftCols(p2 - p1);
   }
   rep.total_proxy_loss = rep.proxy_loss.sum();
   return result;
