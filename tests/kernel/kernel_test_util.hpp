@@ -3,11 +3,21 @@
 
 #include <qtl/core/types.hpp>
 #include <qtl/kernel/layout_uniform.hpp>
+#include <qtl/quant/granularity.hpp>
 
 #include <cstddef>
 #include <vector>
 
 namespace qtl::test {
+
+/// u = 2^-24, fp32's unit roundoff: the kernel tests' error bounds are multiples of it.
+inline constexpr double kUnit = 1.0 / 16777216.0;
+
+/// One test shape: the matrix size and how its parameters are grouped.
+struct Case {
+  Index rows, cols;
+  Granularity g;
+};
 
 /// Kernel column of matrix column c in a uniform tile layout (the per-group block padding).
 inline std::vector<Index> kernel_columns(const kernel::UniformKernelView& v) {

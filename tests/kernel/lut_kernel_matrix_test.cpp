@@ -21,16 +21,18 @@
 #include <random>
 #include <vector>
 
+#include "kernel_test_util.hpp"
 #include "test_util.hpp"
 
 namespace {
 
 using qtl::Index;
+using qtl::test::kUnit;
+using qtl::test::Case;
 using qtl::kernel::KernelPath;
 using qtl::kernel::LutKernelMatrix;
 using qtl::kernel::LutWeights;
 
-constexpr double kUnit = 1.0 / 16777216.0;  // 2^-24
 
 /// What the kernels multiply with: x_c -> d_b a_c (int8 per 32-column kernel block), computed
 /// here from the documented rule (qtl/kernel/quantize_activations.hpp), with d_b per column.
@@ -149,10 +151,6 @@ void check_every_kind(const qtl::Granularity& g, const qtl::RowMatrixXf& w, cons
   check_ternary_base3(g, w, x, what);
 }
 
-struct Case {
-  Index rows, cols;
-  qtl::Granularity g;
-};
 
 TEST(LutKernelMatrix, EveryPathMatchesReferenceOnAdversarialShapes) {
   // rows not a multiple of the 32/64-row tiles, cols not a multiple of 32 or the group,

@@ -13,6 +13,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -22,16 +23,13 @@
 namespace {
 
 using qtl::Index;
+using qtl::test::kUnit;
+using qtl::test::Case;
 using qtl::kernel::ActivationMode;
 using qtl::kernel::KernelPath;
 using qtl::kernel::TableKernelMatrix;
 
-constexpr double kUnit = 1.0 / 16777216.0;  // 2^-24
 
-struct Case {
-  Index rows, cols;
-  qtl::Granularity g;
-};
 
 // Scale s_p of the parameter set holding (r, c).
 double set_scale(const qtl::PackedTableView& v, Index r, Index c) {
@@ -209,6 +207,40 @@ TEST(TableKernelMatrixInt8, PackedLinearWithInt8ActivationsRunsTheInt8TableKerne
   const auto* linear_km = dynamic_cast<const qtl::model::PackedLinear<TableKernelMatrix>*>(op_km.get());
   ASSERT_NE(linear_km, nullptr) << op_km->describe();
   EXPECT_EQ(linear_km->kernel().mode(), ActivationMode::Fp32);
+}
+
+TEST(TableKernelMatrixInt8, CheckedEntryPointsRejectBadInput) {
+  const auto w = qtl::test::gaussian(8, 40, 41, 0.1f);
+  const auto packed = qtl::pack_table(qtl::quantize_matrix(qtl::NF4{}, qtl::PerGroup{16}, w));
+  const TableKernelMatrix k(packed, ActivationMode::Int8);
+  EXPECT_EQ(k.mode(), ActivationMode::Int8);
+  EXPECT_EQ(k.rows(), 8);
+  EXPECT_EQ(k.cols(), 40);
+  EXPECT_GT(k.bytes(), std::size_t{8 * 40 / 2});
+  EXPECT_EQ(k.view().rows, 0);  // no fp32 layout in int8 mode
+  EXPECT_THROW((void)k.gemv(qtl::VectorXf::Zero(39)), qtl::Error);
+  qtl::VectorXf bad = qtl::VectorXf::Zero(40);
+  bad(5) = std::nanf("");
+  EXPECT_THROW((void)k.gemv(bad), qtl::Error);
+  EXPECT_THROW((void)k.gemv(qtl::VectorXf::Zero(40), 0), qtl::Error);
+  EXPECT_THROW((void)k.gemm(qtl::RowMatrixXf::Zero(3, 41)), qtl::Error);
+  EXPECT_THROW((void)k.gemm(qtl::RowMatrixXf::Zero(0, 40)), qtl::Error);
+  EXPECT_THROW((void)k.gemm(qtl::RowMatrixXf::Zero(2, 40), 0), qtl::Error);
+  qtl::RowMatrixXf inf = qtl::RowMatrixXf::Zero(2, 40);
+  inf(1, 2) = -std::numeric_limits<float>::infinity();
+  EXPECT_THROW((void)k.gemm(inf), qtl::Error);
+  EXPECT_THROW(TableKernelMatrix(qtl::TablePackedMatrix{}, ActivationMode::Int8), qtl::Error);
+  for (KernelPath p : qtl::kernel::kAllKernelPaths) {
+    if (qtl::kernel::path_supported(p)) {
+      TableKernelMatrix kp(packed, ActivationMode::Int8, KernelPath::Portable);
+      EXPECT_NO_THROW(kp.set_path(p));
+      EXPECT_EQ(kp.path(), p);
+      // Zero activations give exactly zero on every path (no block-sum or zero-point residue).
+      EXPECT_EQ(kp.gemv(qtl::VectorXf::Zero(40)), qtl::VectorXf::Zero(8)) << qtl::kernel::to_string(p);
+    } else {
+      EXPECT_THROW(TableKernelMatrix(packed, ActivationMode::Int8, p), qtl::Error);
+    }
+  }
 }
 
 }  // namespace

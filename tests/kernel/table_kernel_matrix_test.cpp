@@ -17,22 +17,20 @@
 #include <variant>
 #include <vector>
 
+#include "kernel_test_util.hpp"
 #include "test_util.hpp"
 
 namespace {
 
 using qtl::Index;
+using qtl::test::kUnit;
+using qtl::test::Case;
 using qtl::kernel::KernelPath;
 using qtl::kernel::TableKernelMatrix;
 
 std::vector<KernelPath> supported_paths() { return qtl::kernel::supported_kernel_paths(); }
 
-constexpr double kUnit = 1.0 / 16777216.0;  // 2^-24
 
-struct Case {
-  Index rows, cols;
-  qtl::Granularity g;
-};
 
 // Kernel vs reference for every supported path. Bound (table_kernel_matrix.hpp): each output is
 // 16 fp32 FMA chains of `slices` terms, then 4 pairwise additions, over exact weights; the

@@ -16,6 +16,8 @@
 namespace {
 
 using qtl::Index;
+using qtl::test::kUnit;
+using qtl::test::Case;
 using qtl::kernel::ActivationMode;
 using qtl::kernel::KernelPath;
 using qtl::kernel::UniformKernelMatrix;
@@ -23,12 +25,7 @@ using qtl::kernel::UniformKernelMatrix;
 // Worst-case float error of the kernels' sums: (chain + 8) units of roundoff, times two for the
 // rounding of the reference itself, relative to sum_c s * (q + z) * |x_c| (the magnitudes the
 // kernels add before the zero-point subtraction).
-constexpr double kUnit = 1.0 / 16777216.0;  // 2^-24
 
-struct Case {
-  Index rows, cols;
-  qtl::Granularity g;
-};
 
 template <int B, qtl::Mode M>
 void check_all_paths(const Case& cs, const qtl::RowMatrixXf& w, const qtl::RowMatrixXf& x,

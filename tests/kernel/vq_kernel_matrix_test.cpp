@@ -12,16 +12,17 @@
 #include <random>
 #include <vector>
 
+#include "kernel_test_util.hpp"
 #include "test_util.hpp"
 
 namespace {
 
 using qtl::Index;
+using qtl::test::kUnit;
 using qtl::kernel::KernelPath;
 using qtl::kernel::VQKernelMatrix;
 using qtl::kernel::VQStrategy;
 
-constexpr double kUnit = 1.0 / 16777216.0;  // u = 2^-24
 
 // A packed KMeansVQ matrix with random indices and a random fp16 codebook per set (any bits:
 // fitting k-means for 12-bit codebooks would make the test slow), and its dense W_hat.
