@@ -584,6 +584,14 @@ template <ScalarQuantizer Q>
         if (opt.hessian_importance) weights.reserve(static_cast<std::size_t>(group));
       }
       std::vector<float> tile(static_cast<std::size_t>(count * kTile));
+      // Raw pointers in locals: the code stores are byte stores, which may alias anything, so
+      // members reached through the shared objects would be reloaded after every one of them.
+      std::uint8_t* const codes = out.codes.data();
+      typename Q::Params* const params_base = out.params.data();
+      float* const e1_data = e1.data();
+      float* const dec_data = decoded.data();
+      const Index e1_stride = e1.outerStride(), dec_stride = decoded.outerStride();
+      const std::uint8_t* const keep = opt.keep.data();
 #if defined(_OPENMP)
 #pragma omp for schedule(static)
 #endif
@@ -605,9 +613,12 @@ template <ScalarQuantizer Q>
             const bool fit_group = !upfront && j % group == 0;
             const float* urow = up.row(j - p1).data() + (i1 - p1);  // U(j, i1 + k) = urow[k]
             const float* ti = tile.data() + i * kTile;
+            const float u_ii = urow[i];
+            float* const dec_col = dec_data + (j - p1);
+            float* const e1_col = e1_data + i;
             for (Index l = 0; l < lanes; ++l) {
               const Index r = r0 + l;
-              auto& params = out.params[static_cast<std::size_t>(L.per_tensor ? 0 : r * gpr + gcol)];
+              auto& params = params_base[L.per_tensor ? 0 : r * gpr + gcol];
               if (fit_group) {
                 // Fit the group on its error-updated values: in-block columns from the tile,
                 // the rest (a group wider than the block starts at a block start) from wp; the
@@ -619,7 +630,7 @@ template <ScalarQuantizer Q>
                 for (int pass = 0; pass < 2 && values.empty(); ++pass) {
                   for (Index k = j; k < g_end; ++k) {
                     const Index ck = perm[static_cast<std::size_t>(k)];
-                    if (pass == 0 && keeping && opt.keep[static_cast<std::size_t>(r * cols + ck)]) continue;
+                    if (pass == 0 && keeping && keep[r * cols + ck]) continue;
                     values.push_back(k < i2 && !opt.gptq_py_group_fit ? tile[static_cast<std::size_t>((k - i1) * kTile + l)]
                                                                       : wp(r, k));
                     if (opt.hessian_importance) weights.push_back(col_importance[ck]);
@@ -629,14 +640,15 @@ template <ScalarQuantizer Q>
               }
               const float x = ti[l];
               const std::uint8_t code = q.encode(params, x);
-              out.codes[static_cast<std::size_t>(r) * ucols + static_cast<std::size_t>(c)] = code;
-              const bool kept = keeping && opt.keep[static_cast<std::size_t>(r * cols + c)];
+              codes[static_cast<std::size_t>(r) * ucols + static_cast<std::size_t>(c)] = code;
+              const bool kept = keeping && keep[r * cols + c];
               if (kept) result.kept_values(r, c) = x;
               const float qx = kept ? x : q.decode(params, code);
-              decoded(r, j - p1) = qx;
-              err[l] = (x - qx) / urow[i];
-              loss[l] += static_cast<double>(err[l]) * static_cast<double>(err[l]);
-              e1(r, i) = err[l];
+              dec_col[r * dec_stride] = qx;
+              const float e = (x - qx) / u_ii;
+              err[l] = e;
+              loss[l] += static_cast<double>(e) * static_cast<double>(e);
+              e1_col[r * e1_stride] = e;
             }
             for (Index k = i + 1; k < count; ++k) {
               Eigen::Map<Eigen::Array<float, kTile, 1>>(tile.data() + k * kTile) -= err * urow[k];
