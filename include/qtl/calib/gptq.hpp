@@ -498,7 +498,16 @@ template <ScalarQuantizer Q>
   if (opt.act_order) {
     std::stable_sort(perm.begin(), perm.end(), [&](Index a, Index b) { return diag[a] > diag[b]; });
     wp.resize(rows, cols);
-    for (Index j = 0; j < cols; ++j) wp.col(j) = work.col(perm[static_cast<std::size_t>(j)]);
+    // Row by row (a gather inside one contiguous row), not column by column (a strided walk of
+    // the whole matrix per column).
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) if (rows * cols >= (Index{1} << 20))
+#endif
+    for (Index r = 0; r < rows; ++r) {
+      const float* src = work.row(r).data();
+      float* dst = wp.row(r).data();
+      for (Index j = 0; j < cols; ++j) dst[j] = src[perm[static_cast<std::size_t>(j)]];
+    }
     work.resize(0, 0);
   } else {
     wp = std::move(work);
