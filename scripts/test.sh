@@ -18,7 +18,7 @@ cmake --build build-asan -j"$jobs" --target qtl_tests readme_snippet
 # Under the sanitizers, skip what the Release run already covers and what only repeats the same
 # code over many more tokens: the header/install checks and the whole-model perplexity runs
 # (every code path they take is exercised by the lighter real-model tests that do run here).
-heavy="header_self_containment|install_consumer|ReferencePerplexity|GptqAndAwqBeatRtn|TableRecipes|RtnPerplexityRises|CalibrateRealModel"
+heavy="header_self_containment|install_consumer|ReferencePerplexity|GptqAndAwqBeatRtn|TableRecipes|PartialBinaryRecipes|RtnPerplexityRises|CalibrateRealModel"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build-asan -j"$jobs" --output-on-failure -E "$heavy"
 echo "qtl: all tests passed (Release and ASan+UBSan)"

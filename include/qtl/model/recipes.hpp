@@ -14,9 +14,11 @@
 #include <vector>
 
 #include "qtl/core/error.hpp"
+#include "qtl/calib/gptq_partial_binary.hpp"
 #include "qtl/calib/hadamard.hpp"
 #include "qtl/calib/pipeline.hpp"
 #include "qtl/model/calibrated_recipe.hpp"
+#include "qtl/model/partial_binary_linear.hpp"
 #include "qtl/model/sequential.hpp"
 #include "qtl/quant/codebook.hpp"
 #include "qtl/quant/log2.hpp"
@@ -121,6 +123,65 @@ class ResidualRotationRecipe final : public Recipe {
   std::uint64_t seed_;
 };
 
+/// Partial binarization (PB-LLM): the most salient weights (by |w|² · diag H, the Hessian
+/// diagonal of the layer's inputs) kept at 8 bits, the rest binary with an alpha per group;
+/// round-to-nearest, or GPTQ's error feedback over the binary part (PB-GPTQ). Runs as
+/// PartialBinaryLinear: the binary part on the packed kernels, the correction sparse in fp32.
+class PartialBinaryRecipe final : public Recipe {
+ public:
+  PartialBinaryRecipe(std::string name, Granularity granularity, double salient_fraction, bool gptq,
+                      double damp, KernelOptions kernel)
+      : name_(std::move(name)),
+        granularity_(granularity),
+        fraction_(salient_fraction),
+        gptq_(gptq),
+        damp_(damp),
+        kernel_(kernel) {}
+  [[nodiscard]] std::string name() const override { return name_; }
+  [[nodiscard]] std::vector<QuantizedLayer> quantize(std::span<const LayerCalibration> group) const override {
+    const Eigen::MatrixXd h = group.front().stats->hessian();
+    PartialBinaryOptions pb;
+    pb.salient_fraction = fraction_;
+    pb.column_importance = h.diagonal().cast<float>().cwiseMax(0.0f);
+    std::vector<QuantizedLayer> out;
+    for (const auto& l : group) {
+      QuantizedLayer q;
+      PartialBinaryMatrix m;
+      if (gptq_) {
+        calib::GptqOptions opt;
+        opt.damp_fraction = damp_;
+        auto r = calib::gptq_partial_binary(granularity_, *l.weight, h, pb, opt);
+        q.note = str_cat("damp ", r.report.damp_fraction, ", proxy loss ", r.report.total_proxy_loss);
+        m = std::move(r.matrix);
+      } else {
+        m = quantize_partial_binary(granularity_, *l.weight, pb);
+      }
+      auto op = std::make_unique<PartialBinaryLinear>(m, kernel_);
+      q.bits_per_weight = op->bits_per_weight();
+      q.op = std::move(op);
+      out.push_back(std::move(q));
+    }
+    return out;
+  }
+
+ private:
+  std::string name_;
+  Granularity granularity_;
+  double fraction_;
+  bool gptq_;
+  double damp_;
+  KernelOptions kernel_;
+};
+
+inline std::unique_ptr<Recipe> partial_binary(const RecipeSpec& s, bool gptq) {
+  if (s.bits != 1) {
+    fail("make_recipe: '", s.name, "' binarizes (1 bit plus 10% salient weights at 8 bits); got bits = ", s.bits,
+         " (use --bits 1)");
+  }
+  if (!(s.damp >= 0.0 && s.damp <= 10.0)) fail("make_recipe: damp must be in [0, 10], got ", s.damp);
+  return std::make_unique<PartialBinaryRecipe>(s.name, granularity_of(s), 0.1, gptq, s.damp, s.kernel);
+}
+
 inline calib::Recipe pipeline(bool rotate, bool awq, calib::Solver solver) {
   calib::Recipe r;
   r.rotate = rotate;
@@ -190,6 +251,10 @@ inline calib::Recipe pipeline(bool rotate, bool awq, calib::Solver solver) {
        [](const RecipeSpec& s) { return detail::table_rtn(s, "log2"); }},
       {"gptq-log2", "GPTQ with signed power-of-two levels (table kernels)",
        [](const RecipeSpec& s) { return detail::table_gptq(s, "log2"); }},
+      {"rtn-pb", "partial binarization (PB-LLM, --bits 1): 10% salient weights at 8 bits, the rest binary",
+       [](const RecipeSpec& s) { return detail::partial_binary(s, false); }},
+      {"gptq-pb", "partial binarization with GPTQ's error feedback over the binary part (PB-GPTQ, --bits 1)",
+       [](const RecipeSpec& s) { return detail::partial_binary(s, true); }},
   };
   return list;
 }
