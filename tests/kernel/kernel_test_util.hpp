@@ -1,11 +1,16 @@
 // Helpers shared by the kernel tests.
 #pragma once
 
+#include <qtl/core/error.hpp>
 #include <qtl/core/types.hpp>
 #include <qtl/kernel/layout_uniform.hpp>
 #include <qtl/quant/granularity.hpp>
 
+#include <gtest/gtest.h>
+
+#include <cmath>
 #include <cstddef>
+#include <limits>
 #include <vector>
 
 namespace qtl::test {
@@ -28,6 +33,27 @@ inline std::vector<Index> kernel_columns(const kernel::UniformKernelView& v) {
     }
   }
   return k;
+}
+
+/// The checks every kernel's checked gemv/gemm share, on a kernel of `rows` x `cols` (cols >= 6):
+/// wrong widths, NaN and infinite activations, zero threads, no tokens are qtl::Error.
+template <class K>
+void expect_checked_entry_points_reject_bad_input(const K& k, Index rows, Index cols) {
+  EXPECT_EQ(k.rows(), rows);
+  EXPECT_EQ(k.cols(), cols);
+  EXPECT_THROW((void)k.gemv(VectorXf::Zero(cols - 1)), Error);
+  VectorXf bad = VectorXf::Zero(cols);
+  bad(5) = std::nanf("");
+  EXPECT_THROW((void)k.gemv(bad), Error);
+  EXPECT_THROW((void)k.gemv(VectorXf::Zero(cols), 0), Error);
+  EXPECT_THROW((void)k.gemm(RowMatrixXf::Zero(3, cols + 1)), Error);
+  EXPECT_THROW((void)k.gemm(RowMatrixXf::Zero(0, cols)), Error);
+  EXPECT_THROW((void)k.gemm(RowMatrixXf::Zero(2, cols), 0), Error);
+  RowMatrixXf inf = RowMatrixXf::Zero(2, cols);
+  inf(1, 2) = std::numeric_limits<float>::infinity();
+  EXPECT_THROW((void)k.gemm(inf), Error);
+  inf(1, 2) = -std::numeric_limits<float>::infinity();
+  EXPECT_THROW((void)k.gemm(inf), Error);
 }
 
 }  // namespace qtl::test

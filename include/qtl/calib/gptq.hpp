@@ -259,6 +259,30 @@ bool reversed_cholesky(const Eigen::MatrixXd& h, std::span<const Index> perm, do
   return true;
 }
 
+/// dst = J a J for a lower-triangular `a` (n x n): dst(i, j) = a(n-1-i, n-1-j) for j >= i (row i
+/// of dst is row n-1-i of a reversed), zero below the diagonal; in float. False if an entry is
+/// not finite.
+template <class Mat>
+bool reverse_lower_into_upper(const Mat& a, RowMatrixXf& dst, int threads) {
+  using Scalar = typename Mat::Scalar;
+  const Index n = a.rows();
+  dst.resize(n, n);
+  bool finite = true;
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && n >= 256) reduction(&& : finite)
+#endif
+  for (Index i = 0; i < n; ++i) {
+    const Scalar* src = a.row(n - 1 - i).data();
+    float* d = dst.row(i).data();
+    for (Index j = 0; j < i; ++j) d[j] = 0.0f;
+    for (Index j = i; j < n; ++j) {
+      d[j] = static_cast<float>(src[n - 1 - j]);
+      finite = finite && std::isfinite(d[j]);
+    }
+  }
+  return finite;
+}
+
 /// Upper Cholesky factor U of (Hp + λI)⁻¹ (see reversed_cholesky for Hp and the failure
 /// cases): with J Hp J = L Lᵀ, U = J L⁻¹ J, so U is L⁻¹'s storage reversed. Scalar = float or
 /// double; the result is float, row-major.
@@ -266,26 +290,10 @@ template <class Scalar>
 bool upper_cholesky_of_inverse(const Eigen::MatrixXd& h, std::span<const Index> perm, double lambda,
                                double rel_tol, RowMatrixXf& u, int threads) {
   using Mat = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  const Index n = h.rows();
   Mat a;
   if (!reversed_cholesky(h, perm, lambda, rel_tol, a, threads)) return false;
   invert_lower_in_place<Mat>(a, threads);
-  // U(i, j) = L⁻¹(n-1-i, n-1-j): row i of U is row n-1-i of L⁻¹ reversed, zero left of i.
-  u.resize(n, n);
-  bool finite = true;
-#if defined(_OPENMP)
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && n >= 256) reduction(&& : finite)
-#endif
-  for (Index i = 0; i < n; ++i) {
-    const Scalar* src = a.row(n - 1 - i).data();
-    float* dst = u.row(i).data();
-    for (Index j = 0; j < i; ++j) dst[j] = 0.0f;
-    for (Index j = i; j < n; ++j) {
-      dst[j] = static_cast<float>(src[n - 1 - j]);
-      finite = finite && std::isfinite(dst[j]);
-    }
-  }
-  return finite;
+  return reverse_lower_into_upper(a, u, threads);  // U = J L⁻¹ J
 }
 
 /// GPTQ's factors without the inverse of the whole matrix. With J Hp J = L Lᵀ, Ũ = J L J is
@@ -296,7 +304,7 @@ bool upper_cholesky_of_inverse(const Eigen::MatrixXd& h, std::span<const Index> 
 /// Cholesky (n³/6 multiply-adds) plus small inverses, instead of a Cholesky and a full
 /// triangular inverse.
 struct GptqFactor {
-  RowMatrixXf ut;                   ///< Ũ; only the upper triangle is set
+  RowMatrixXf ut;                   ///< Ũ (upper, zero below)
   std::vector<RowMatrixXf> panel_u; ///< U restricted to each panel (upper, zero below)
 };
 
@@ -307,25 +315,12 @@ bool gptq_factor(const Eigen::MatrixXd& h, std::span<const Index> perm, double l
   const Index n = h.rows();
   Mat a;
   if (!reversed_cholesky(h, perm, lambda, rel_tol, a, threads)) return false;
-  // Ũ(i, j) = L(n-1-i, n-1-j), j >= i: row i of Ũ is row n-1-i of L reversed.
-  f.ut.resize(n, n);
-  bool finite = true;
-#if defined(_OPENMP)
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && n >= 256) reduction(&& : finite)
-#endif
-  for (Index i = 0; i < n; ++i) {
-    const Scalar* src = a.row(n - 1 - i).data();
-    float* dst = f.ut.row(i).data();
-    for (Index j = i; j < n; ++j) {
-      dst[j] = static_cast<float>(src[n - 1 - j]);
-      finite = finite && std::isfinite(dst[j]);
-    }
-  }
-  if (!finite) return false;
+  if (!reverse_lower_into_upper(a, f.ut, threads)) return false;  // Ũ = J L J
   // Panel P = [p1, p2): Ũ_PP = J B J with B = L's diagonal block at rows/cols [n-p2, n-p1), so
   // U_PP = J B⁻¹ J.
   const auto np = static_cast<Index>(panels.size());
   f.panel_u.resize(static_cast<std::size_t>(np));
+  bool finite = true;
   const bool across = threads > 1 && np >= threads;
 #if defined(_OPENMP)
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (across) reduction(&& : finite)
@@ -335,14 +330,7 @@ bool gptq_factor(const Eigen::MatrixXd& h, std::span<const Index> perm, double l
     const Index w = p2 - p1;
     Mat b = a.block(n - p2, n - p2, w, w);
     invert_lower_in_place<Mat>(b, across ? 1 : threads);
-    RowMatrixXf& up = f.panel_u[static_cast<std::size_t>(k)];
-    up.setZero(w, w);
-    for (Index i = 0; i < w; ++i) {
-      for (Index j = i; j < w; ++j) {
-        up(i, j) = static_cast<float>(b(w - 1 - i, w - 1 - j));
-        finite = finite && std::isfinite(up(i, j));
-      }
-    }
+    finite = reverse_lower_into_upper(b, f.panel_u[static_cast<std::size_t>(k)], 1) && finite;
   }
   return finite;
 }

@@ -129,11 +129,12 @@ class ResidualRotationRecipe final : public Recipe {
 /// PartialBinaryLinear: the binary part on the packed kernels, the correction sparse in fp32.
 class PartialBinaryRecipe final : public Recipe {
  public:
-  PartialBinaryRecipe(std::string name, Granularity granularity, double salient_fraction, bool gptq,
-                      double damp, KernelOptions kernel)
+  PartialBinaryRecipe(std::string name, Granularity granularity, double salient_fraction, SalientStorage storage,
+                      bool gptq, double damp, KernelOptions kernel)
       : name_(std::move(name)),
         granularity_(granularity),
         fraction_(salient_fraction),
+        storage_(storage),
         gptq_(gptq),
         damp_(damp),
         kernel_(kernel) {}
@@ -142,6 +143,7 @@ class PartialBinaryRecipe final : public Recipe {
     const Eigen::MatrixXd h = group.front().stats->hessian();
     PartialBinaryOptions pb;
     pb.salient_fraction = fraction_;
+    pb.storage = storage_;
     pb.column_importance = h.diagonal().cast<float>().cwiseMax(0.0f);
     std::vector<QuantizedLayer> out;
     for (const auto& l : group) {
@@ -168,18 +170,21 @@ class PartialBinaryRecipe final : public Recipe {
   std::string name_;
   Granularity granularity_;
   double fraction_;
+  SalientStorage storage_;
   bool gptq_;
   double damp_;
   KernelOptions kernel_;
 };
 
-inline std::unique_ptr<Recipe> partial_binary(const RecipeSpec& s, bool gptq) {
+/// 10% salient: weights (PB-LLM's unstructured list, 16-bit column + 8-bit value each) or input
+/// channels (a channel mask, 8 bits per salient weight).
+inline std::unique_ptr<Recipe> partial_binary(const RecipeSpec& s, SalientStorage storage, bool gptq) {
   if (s.bits != 1) {
     fail("make_recipe: '", s.name, "' binarizes (1 bit plus 10% salient weights at 8 bits); got bits = ", s.bits,
          " (use --bits 1)");
   }
   if (!(s.damp >= 0.0 && s.damp <= 10.0)) fail("make_recipe: damp must be in [0, 10], got ", s.damp);
-  return std::make_unique<PartialBinaryRecipe>(s.name, granularity_of(s), 0.1, gptq, s.damp, s.kernel);
+  return std::make_unique<PartialBinaryRecipe>(s.name, granularity_of(s), 0.1, storage, gptq, s.damp, s.kernel);
 }
 
 inline calib::Recipe pipeline(bool rotate, bool awq, calib::Solver solver) {
@@ -252,9 +257,13 @@ inline calib::Recipe pipeline(bool rotate, bool awq, calib::Solver solver) {
       {"gptq-log2", "GPTQ with signed power-of-two levels (table kernels)",
        [](const RecipeSpec& s) { return detail::table_gptq(s, "log2"); }},
       {"rtn-pb", "partial binarization (PB-LLM, --bits 1): 10% salient weights at 8 bits, the rest binary",
-       [](const RecipeSpec& s) { return detail::partial_binary(s, false); }},
+       [](const RecipeSpec& s) { return detail::partial_binary(s, SalientStorage::SparseList, false); }},
       {"gptq-pb", "partial binarization with GPTQ's error feedback over the binary part (PB-GPTQ, --bits 1)",
-       [](const RecipeSpec& s) { return detail::partial_binary(s, true); }},
+       [](const RecipeSpec& s) { return detail::partial_binary(s, SalientStorage::SparseList, true); }},
+      {"rtn-pb-channel", "partial binarization with 10% salient input channels at 8 bits (a channel mask, --bits 1)",
+       [](const RecipeSpec& s) { return detail::partial_binary(s, SalientStorage::ChannelMask, false); }},
+      {"gptq-pb-channel", "salient input channels at 8 bits, GPTQ over the binary rest (--bits 1)",
+       [](const RecipeSpec& s) { return detail::partial_binary(s, SalientStorage::ChannelMask, true); }},
   };
   return list;
 }
