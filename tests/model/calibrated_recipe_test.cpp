@@ -17,6 +17,19 @@ namespace {
 namespace m = qtl::model;
 using qtl::test::fixture;
 
+// make_recipe({name, bits}) must throw qtl::Error whose message contains `expected`.
+void expect_recipe_error(const std::string& name, int bits, const std::string& expected) {
+  m::RecipeSpec spec;
+  spec.name = name;
+  spec.bits = bits;
+  try {
+    (void)m::make_recipe(spec);
+    ADD_FAILURE() << name << " at " << bits << " bits must be an error";
+  } catch (const qtl::Error& e) {
+    EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
+  }
+}
+
 double perplexity_of(const std::string& recipe, int bits, bool int8_activations = false,
                      std::string* describe_wq = nullptr) {
   const auto& f = fixture();
@@ -62,18 +75,8 @@ TEST(CalibratedRecipes, TableRecipesGptqBeatsRtnAndInt8RunsTheTableKernel) {
   // calibration stories, README) it does: 4.1887 -> 4.1229. So this checks it stays level.
   const double gptq_nf4 = perplexity_of("gptq-nf4", 4);
   EXPECT_LT(gptq_nf4, 1.01 * nf4) << "gptq-nf4 " << gptq_nf4 << " rtn-nf4 " << nf4;
-  m::RecipeSpec spec;
-  spec.name = "gptq-nf4";
-  spec.bits = 3;
-  try {
-    (void)m::make_recipe(spec);
-    ADD_FAILURE() << "NF4 at 3 bits must be an error";
-  } catch (const qtl::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("4-bit only"), std::string::npos) << e.what();
-  }
-  spec.name = "rtn-log2";
-  spec.bits = 5;
-  EXPECT_THROW((void)m::make_recipe(spec), qtl::Error);
+  expect_recipe_error("gptq-nf4", 3, "4-bit only");
+  expect_recipe_error("rtn-log2", 5, "bits = 5");
 }
 
 // Partial binarization (10% salient at 8 bits) through the driver: GPTQ's feedback over the
@@ -86,15 +89,8 @@ TEST(CalibratedRecipes, PartialBinaryRecipesGptqBeatsRtn) {
   EXPECT_LT(gptq, 0.95 * rtn) << "gptq-pb " << gptq << " rtn-pb " << rtn;
   std::printf("[ real ] partial binary, 10%% salient: rtn-pb %.4f  gptq-pb %.4f (perplexity, stories 250-273)\n", rtn,
               gptq);
-  m::RecipeSpec spec;
-  spec.name = "gptq-pb";
-  spec.bits = 3;
-  try {
-    (void)m::make_recipe(spec);
-    ADD_FAILURE() << "partial binarization at 3 bits must be an error";
-  } catch (const qtl::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("bits = 3"), std::string::npos) << e.what();
-  }
+  expect_recipe_error("gptq-pb", 3, "bits = 3");
+  expect_recipe_error("rtn-pb-channel", 2, "bits = 2");
 }
 
 // A residual-stream rotation (gains folded, Q on every side of the stream) leaves the model's
