@@ -48,4 +48,18 @@ TEST(PartialBinaryLinear, MatchesTheDequantizedMatrixForBothStorages) {
   }
 }
 
+TEST(PartialBinaryLinear, RejectsAMalformedMatrix) {
+  const qtl::RowMatrixXf w = qtl::test::gaussian(8, 40, 13, 0.05f);
+  qtl::PartialBinaryOptions pb;
+  pb.salient_fraction = 0.1;
+  auto pm = qtl::quantize_partial_binary(qtl::PerGroup{16}, w, pb);
+  pm.columns.back() = 4000;  // would be read out of range by the sparse pass
+  try {
+    const m::PartialBinaryLinear op(pm);
+    ADD_FAILURE() << "accepted column index 4000";
+  } catch (const qtl::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("PartialBinaryLinear: column index 4000"), std::string::npos) << e.what();
+  }
+}
+
 }  // namespace

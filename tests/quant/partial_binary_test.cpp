@@ -1,7 +1,9 @@
 #include <gtest/gtest.h>
 #include <qtl/quant/partial_binary.hpp>
 
+#include <functional>
 #include <limits>
+#include <string>
 
 #include "quant/family_test_util.hpp"
 #include "test_util.hpp"
@@ -86,6 +88,88 @@ TEST(PartialBinary, BadInput) {
   opt.column_importance = qtl::VectorXf::Ones(7);
   EXPECT_THROW((void)qtl::quantize_partial_binary(qtl::PerRow{}, w, opt), qtl::Error);
   EXPECT_THROW((void)qtl::quantize_partial_binary(qtl::PerRow{}, qtl::RowMatrixXf(0, 3), {}), qtl::Error);
+}
+
+// A matrix built by hand or read from elsewhere is checked before any of its lists is read:
+// each corruption is an error that names the offending value, from every entry point.
+void expect_rejected(const qtl::PartialBinaryMatrix& bad, const std::string& names) {
+  for (const auto& call : std::vector<std::function<void()>>{
+           [&] { (void)qtl::dequantize(bad); }, [&] { (void)qtl::pack_partial_binary(bad); },
+           [&] { (void)qtl::bits_per_weight(bad); }}) {
+    try {
+      call();
+      ADD_FAILURE() << "accepted a matrix with " << names;
+    } catch (const qtl::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(names), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST(PartialBinary, MalformedMatricesAreErrors) {
+  const auto w = qtl::test::gaussian(6, 40, 8, 0.05f);
+  qtl::PartialBinaryOptions opt;
+  opt.salient_fraction = 0.1;
+  const auto list = qtl::quantize_partial_binary(qtl::PerGroup{16}, w, opt);
+  ASSERT_GT(list.row_offsets[3], list.row_offsets[2]);  // row 2 has an entry
+  opt.storage = SalientStorage::ChannelMask;
+  const auto mask = qtl::quantize_partial_binary(qtl::PerGroup{16}, w, opt);
+  ASSERT_EQ(mask.channels.size(), 4u);
+  EXPECT_NO_THROW(qtl::check_partial_binary("t", list));
+  EXPECT_NO_THROW(qtl::check_partial_binary("t", mask));
+
+  auto bad = list;
+  bad.columns[bad.row_offsets[2]] = 40;
+  expect_rejected(bad, "column index 40 of row 2");
+  bad = list;
+  bad.row_offsets.pop_back();
+  expect_rejected(bad, "6 row offsets for 6 rows");
+  bad = list;
+  bad.row_offsets[3] = bad.row_offsets[2] - 1;
+  expect_rejected(bad, "row offsets decrease at row 2");
+  bad = list;
+  bad.values.pop_back();
+  expect_rejected(bad, "values");
+  std::size_t two = 0;  // a row with two entries or more
+  while (two < 6 && list.row_offsets[two + 1] - list.row_offsets[two] < 2) ++two;
+  ASSERT_LT(two, 6u);
+  bad = list;
+  std::swap(bad.columns[bad.row_offsets[two]], bad.columns[bad.row_offsets[two + 1] - 1]);
+  expect_rejected(bad, "column indices of row " + std::to_string(two) + " are not ascending");
+  bad = list;
+  bad.row_scales[4] = std::numeric_limits<float>::quiet_NaN();
+  expect_rejected(bad, "of row 4");
+  bad = list;
+  bad.row_scales.pop_back();
+  expect_rejected(bad, "5 row scales for 6 rows");
+  bad = list;
+  bad.binary.codes.pop_back();
+  expect_rejected(bad, "239 codes");
+
+  bad = mask;
+  bad.channels.back() = 40;
+  expect_rejected(bad, "salient channel 40");
+  bad = mask;
+  bad.channels[1] = bad.channels[0];
+  expect_rejected(bad, "not ascending");
+  bad = mask;
+  bad.values.resize(bad.values.size() + 1);
+  expect_rejected(bad, "25 values for 6 rows x 4 salient channels");
+  bad = mask;
+  bad.row_offsets = list.row_offsets;
+  expect_rejected(bad, "no sparse list");
+
+  // the packed form: a mask bit past the columns, a mask of the wrong size, a broken list
+  auto packed = qtl::pack_partial_binary(mask);
+  packed.channel_mask.back() = static_cast<std::uint8_t>(packed.channel_mask.back() | 0x80);  // bit 47
+  const qtl::VectorXf x = qtl::VectorXf::Ones(40);
+  EXPECT_THROW((void)qtl::unpack_partial_binary(packed), qtl::Error);
+  EXPECT_THROW((void)qtl::gemv_partial_binary_reference(packed, x), qtl::Error);
+  packed.channel_mask.pop_back();
+  EXPECT_THROW((void)qtl::unpack_partial_binary(packed), qtl::Error);
+  auto packed_list = qtl::pack_partial_binary(list);
+  packed_list.columns[0] = 1000;
+  EXPECT_THROW((void)qtl::unpack_partial_binary(packed_list), qtl::Error);
+  EXPECT_THROW((void)qtl::gemv_partial_binary_reference(packed_list, x), qtl::Error);
 }
 
 }  // namespace

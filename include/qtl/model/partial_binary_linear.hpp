@@ -21,8 +21,9 @@ namespace qtl::model {
 
 class PartialBinaryLinear final : public LinearOp {
  public:
+  /// Throws qtl::Error when m is inconsistent (check_partial_binary) or its binary part cannot be packed.
   explicit PartialBinaryLinear(const PartialBinaryMatrix& m, const KernelOptions& options = {})
-      : binary_(make_packed_linear(m.binary, options)), bits_per_weight_(qtl::bits_per_weight(m)) {
+      : binary_(checked_binary(m, options)), bits_per_weight_(qtl::bits_per_weight(m)) {
     offsets_.assign(static_cast<std::size_t>(m.rows()) + 1, 0);
     for_each_correction(m, [&](Index r, Index, float) { ++offsets_[static_cast<std::size_t>(r) + 1]; });
     for (std::size_t r = 0; r < static_cast<std::size_t>(m.rows()); ++r) offsets_[r + 1] += offsets_[r];
@@ -75,6 +76,11 @@ class PartialBinaryLinear final : public LinearOp {
   [[nodiscard]] std::size_t salient_count() const noexcept { return coef_.size(); }
 
  private:
+  static std::unique_ptr<LinearOp> checked_binary(const PartialBinaryMatrix& m, const KernelOptions& options) {
+    check_partial_binary("PartialBinaryLinear", m);
+    return make_packed_linear(m.binary, options);
+  }
+
   std::unique_ptr<LinearOp> binary_;
   std::vector<std::size_t> offsets_;  // CSR of C, rows + 1
   std::vector<Index> columns_;

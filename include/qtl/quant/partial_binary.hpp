@@ -176,6 +176,79 @@ inline void add_partial_binary_correction(std::string_view where, PartialBinaryM
   return out;
 }
 
+namespace detail {
+
+/// The checks both forms share: one row scale per row, and the sparse list (row offsets from 0,
+/// non-decreasing, ending at the entry count; column indices < cols, ascending within a row)
+/// or, for a channel mask, rows x channels values and no list.
+inline void check_partial_binary_lists(std::string_view where, Index rows, Index cols, SalientStorage storage,
+                                       std::size_t n_row_scales, const std::vector<std::uint32_t>& row_offsets,
+                                       const std::vector<std::uint16_t>& columns, std::size_t n_values,
+                                       std::size_t n_channels) {
+  if (cols > 65535) fail(where, ": at most 65535 columns (16-bit column indices), got ", cols);
+  if (n_row_scales != static_cast<std::size_t>(rows)) fail(where, ": ", n_row_scales, " row scales for ", rows, " rows");
+  if (storage == SalientStorage::SparseList) {
+    if (row_offsets.size() != static_cast<std::size_t>(rows) + 1) {
+      fail(where, ": ", row_offsets.size(), " row offsets for ", rows, " rows (expected rows + 1)");
+    }
+    if (row_offsets.front() != 0) fail(where, ": row offsets must start at 0, got ", row_offsets.front());
+    if (row_offsets.back() != n_values || columns.size() != n_values) {
+      fail(where, ": the row offsets end at ", row_offsets.back(), " but there are ", columns.size(),
+           " column indices and ", n_values, " values");
+    }
+    for (Index r = 0; r < rows; ++r) {
+      const std::uint32_t b = row_offsets[static_cast<std::size_t>(r)], e = row_offsets[static_cast<std::size_t>(r) + 1];
+      if (e < b) fail(where, ": row offsets decrease at row ", r, " (", b, " then ", e, ")");
+      for (std::uint32_t i = b; i < e; ++i) {
+        if (columns[i] >= cols) fail(where, ": column index ", columns[i], " of row ", r, " is out of range (", cols, " columns)");
+        if (i > b && columns[i] <= columns[i - 1]) {
+          fail(where, ": column indices of row ", r, " are not ascending (", columns[i - 1], " then ", columns[i], ")");
+        }
+      }
+    }
+  } else if (storage == SalientStorage::ChannelMask) {
+    if (!row_offsets.empty() || !columns.empty()) {
+      fail(where, ": a channel-mask matrix has no sparse list, got ", row_offsets.size(), " row offsets and ",
+           columns.size(), " column indices");
+    }
+    if (n_values != static_cast<std::size_t>(rows) * n_channels) {
+      fail(where, ": ", n_values, " values for ", rows, " rows x ", n_channels, " salient channels");
+    }
+  } else {
+    fail(where, ": unknown salient storage ", static_cast<int>(storage));
+  }
+}
+
+}  // namespace detail
+
+/// Throws qtl::Error naming the first inconsistency of a partial-binary matrix built or read
+/// elsewhere: the binary part's codes and parameter sets, the row scales (one finite value >= 0
+/// per row), the sparse list, or the channels (< cols, strictly ascending) and their values.
+inline void check_partial_binary(std::string_view where, const PartialBinaryMatrix& m) {
+  const GroupLayout& l = m.binary.layout;
+  if (l.rows <= 0 || l.cols <= 0 || static_cast<Index>(m.binary.codes.size()) != l.rows * l.cols ||
+      static_cast<Index>(m.binary.params.size()) != l.num_param_sets()) {
+    fail(where, ": the binary part is inconsistent: ", l.rows, "x", l.cols, " with ", m.binary.codes.size(),
+         " codes and ", m.binary.params.size(), " parameter sets (expected ", l.num_param_sets(), ")");
+  }
+  detail::check_partial_binary_lists(where, m.rows(), m.cols(), m.storage, m.row_scales.size(), m.row_offsets,
+                                     m.columns, m.values.size(), m.channels.size());
+  for (std::size_t r = 0; r < m.row_scales.size(); ++r) {
+    if (!std::isfinite(m.row_scales[r]) || m.row_scales[r] < 0.0f) {
+      fail(where, ": row scale ", m.row_scales[r], " of row ", r, " is not a finite value >= 0");
+    }
+  }
+  if (m.storage == SalientStorage::SparseList && !m.channels.empty()) {
+    fail(where, ": a sparse-list matrix has no salient channels, got ", m.channels.size());
+  }
+  for (std::size_t j = 0; j < m.channels.size(); ++j) {
+    if (m.channels[j] >= m.cols()) fail(where, ": salient channel ", m.channels[j], " is out of range (", m.cols(), " columns)");
+    if (j > 0 && m.channels[j] <= m.channels[j - 1]) {
+      fail(where, ": salient channels are not ascending (", m.channels[j - 1], " then ", m.channels[j], ")");
+    }
+  }
+}
+
 /// The correction C(r, c) of the salient entries, for each (r, c, value) in row order.
 template <class F>
 void for_each_correction(const PartialBinaryMatrix& m, F&& f) {
@@ -198,6 +271,7 @@ void for_each_correction(const PartialBinaryMatrix& m, F&& f) {
 
 /// W_hat = B + C.
 [[nodiscard]] inline RowMatrixXf dequantize(const PartialBinaryMatrix& m) {
+  check_partial_binary("dequantize", m);
   RowMatrixXf out = dequantize(m.binary);
   for_each_correction(m, [&](Index r, Index c, float v) { out(r, c) += v; });
   return out;
@@ -206,6 +280,7 @@ void for_each_correction(const PartialBinaryMatrix& m, F&& f) {
 /// Stored bits per weight: signs + alphas, fp16 row scales, and the sparse list or the mask
 /// with its 8-bit block (see the header comment).
 [[nodiscard]] inline double bits_per_weight(const PartialBinaryMatrix& m) {
+  check_partial_binary("bits_per_weight", m);
   const double n = static_cast<double>(m.rows()) * static_cast<double>(m.cols());
   double bits = bits_per_weight(m.binary) * n + 16.0 * static_cast<double>(m.rows());
   if (m.storage == SalientStorage::SparseList) {
@@ -238,6 +313,7 @@ struct PackedPartialBinary {
 };
 
 [[nodiscard]] inline PackedPartialBinary pack_partial_binary(const PartialBinaryMatrix& m) {
+  check_partial_binary("pack_partial_binary", m);
   PackedPartialBinary p;
   p.binary = pack_table(m.binary);
   p.storage = m.storage;
@@ -252,7 +328,36 @@ struct PackedPartialBinary {
   return p;
 }
 
+/// Throws qtl::Error naming the first inconsistency of a packed partial-binary matrix (the
+/// lists as check_partial_binary; the channel mask ceil(cols / 8) bytes with no bit at or past
+/// cols; the row scales finite fp16 values >= 0).
+inline void check_packed_partial_binary(std::string_view where, const PackedPartialBinary& p) {
+  const Index rows = p.binary.rows(), cols = p.binary.cols();
+  if (rows <= 0 || cols <= 0) fail(where, ": the binary part is empty (", rows, "x", cols, ")");
+  std::size_t n_channels = 0;
+  if (p.storage == SalientStorage::ChannelMask) {
+    const auto bytes = static_cast<std::size_t>((cols + 7) / 8);
+    if (p.channel_mask.size() != bytes) {
+      fail(where, ": channel mask of ", p.channel_mask.size(), " bytes for ", cols, " columns (expected ", bytes, ")");
+    }
+    for (std::size_t c = 0; c < bytes * 8; ++c) {
+      if (!((p.channel_mask[c / 8] >> (c % 8)) & 1)) continue;
+      if (c >= static_cast<std::size_t>(cols)) fail(where, ": channel mask bit ", c, " is set past the ", cols, " columns");
+      ++n_channels;
+    }
+  } else if (!p.channel_mask.empty()) {
+    fail(where, ": a sparse-list matrix has no channel mask, got ", p.channel_mask.size(), " bytes");
+  }
+  detail::check_partial_binary_lists(where, rows, cols, p.storage, p.row_scales.size(), p.row_offsets, p.columns,
+                                     p.values.size(), n_channels);
+  for (std::size_t r = 0; r < p.row_scales.size(); ++r) {
+    const float d = detail::half_to_float(p.row_scales[r]);
+    if (!std::isfinite(d) || d < 0.0f) fail(where, ": row scale ", d, " of row ", r, " is not a finite value >= 0");
+  }
+}
+
 [[nodiscard]] inline PartialBinaryMatrix unpack_partial_binary(const PackedPartialBinary& p) {
+  check_packed_partial_binary("unpack_partial_binary", p);
   PartialBinaryMatrix m;
   m.binary = unpack_table<Binary<>>(p.binary);
   m.storage = p.storage;
@@ -268,6 +373,7 @@ struct PackedPartialBinary {
 
 /// Reference y = B x + C x straight from the packed form (accumulated in double per part).
 [[nodiscard]] inline VectorXf gemv_partial_binary_reference(const PackedPartialBinary& p, VectorRef x) {
+  check_packed_partial_binary("gemv_partial_binary_reference", p);
   VectorXf y = gemv_table_reference(p.binary, x);  // validates x
   const Index R = p.binary.rows();
   if (p.storage == SalientStorage::SparseList) {
