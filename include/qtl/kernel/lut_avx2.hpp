@@ -16,6 +16,7 @@
 #include <cstdint>
 
 #include "qtl/kernel/layout_lut.hpp"
+#include "qtl/kernel/prefetch.hpp"
 
 #define QTL_TARGET_LUT_AVX2 __attribute__((target("avx2,fma,f16c")))
 
@@ -42,6 +43,7 @@ QTL_TARGET_LUT_AVX2 void tile_token(const LutKernelView& w, std::ptrdiff_t t, co
     for (int v = 0; v < kVecs; ++v) f[v][0] = f[v][1] = _mm256_setzero_ps();
     for (std::ptrdiff_t b = w.group_block_begin[g]; b < w.group_block_begin[g + 1]; ++b) {
       const std::uint8_t* blk = w.block(t, b);
+      prefetch_stream<kLutUnitsPerBlock>(blk);
       const std::uint8_t* tb = tables + b * kLutBlockTableBytes;
       __m256i lo[2], odd[2], hi[2];
       for (int h = 0; h < 2; ++h) lo[h] = odd[h] = hi[h] = _mm256_setzero_si256();

@@ -26,6 +26,7 @@
 #include <cstdint>
 
 #include "qtl/kernel/layout_lut.hpp"
+#include "qtl/kernel/prefetch.hpp"
 
 #define QTL_TARGET_LUT_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq")))
 
@@ -52,6 +53,7 @@ QTL_TARGET_LUT_AVX512 void tile_token(const LutKernelView& w, std::ptrdiff_t t, 
     for (int v = 0; v < kVecs; ++v) f[v] = _mm512_setzero_ps();
     for (std::ptrdiff_t b = w.group_block_begin[g]; b < w.group_block_begin[g + 1]; ++b) {
       const std::uint8_t* blk = w.block(t, b);
+      prefetch_stream<kLutUnitsPerBlock>(blk);
       const std::uint8_t* tb = tables + b * kLutBlockTableBytes;
       __m512i lo = _mm512_setzero_si512(), odd = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
 #pragma GCC unroll 4

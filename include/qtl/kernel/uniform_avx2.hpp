@@ -19,6 +19,7 @@
 #include <cstring>
 
 #include "qtl/kernel/layout_uniform.hpp"
+#include "qtl/kernel/prefetch.hpp"
 #include "qtl/kernel/quantize_activations.hpp"
 
 #define QTL_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
@@ -93,6 +94,7 @@ QTL_TARGET_AVX2 void tile_int8(const UniformKernelView& w, std::ptrdiff_t t, int
     for (int n = 0; n < NT; ++n) gf[n] = _mm256_setzero_ps();
     for (std::ptrdiff_t b = w.group_block_begin[g]; b < w.group_block_begin[g + 1]; ++b) {
       const std::uint8_t* half = w.block(t, b) + 32 * h;
+      prefetch_stream<Bits>(half);
       __m256i acc[NT];
       for (int n = 0; n < NT; ++n) acc[n] = _mm256_setzero_si256();
 #pragma GCC unroll 8
@@ -143,6 +145,7 @@ QTL_TARGET_AVX2 void tile_fp32(const UniformKernelView& w, std::ptrdiff_t t, int
       for (int i = 0; i < kChains; ++i) acc[n][i] = _mm256_setzero_ps();
     for (std::ptrdiff_t b = w.group_block_begin[g]; b < w.group_block_begin[g + 1]; ++b) {
       const std::uint8_t* half = w.block(t, b) + 32 * h;
+      prefetch_stream<Bits>(half);
 #pragma GCC unroll 8
       for (int op = 0; op < 8; ++op) {
         const __m256i c = mapped_operand<Bits, kMap>(half, op, map);

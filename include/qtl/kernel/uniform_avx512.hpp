@@ -36,6 +36,7 @@
 #include <cstring>
 
 #include "qtl/kernel/layout_uniform.hpp"
+#include "qtl/kernel/prefetch.hpp"
 #include "qtl/kernel/quantize_activations.hpp"
 
 #define QTL_TARGET_AVX512 \
@@ -123,6 +124,7 @@ QTL_TARGET_AVX512 void tile_int8(const UniformKernelView& w, std::ptrdiff_t t,
     for (int n = 0; n < NT; ++n) gf[n] = _mm512_setzero_ps();
     for (std::ptrdiff_t b = w.group_block_begin[g]; b < w.group_block_begin[g + 1]; ++b) {
       const std::uint8_t* blk = w.block(t, b);
+      prefetch_stream<Bits>(blk);
       __m512i acc[NT][kSlots];
       for (int n = 0; n < NT; ++n)
         for (int i = 0; i < kSlots; ++i) acc[n][i] = _mm512_setzero_si512();
@@ -186,6 +188,7 @@ QTL_TARGET_AVX512 void tile_fp32(const UniformKernelView& w, std::ptrdiff_t t,
       for (int i = 0; i < kChains; ++i) acc[n][i] = _mm512_setzero_ps();
     for (std::ptrdiff_t b = w.group_block_begin[g]; b < w.group_block_begin[g + 1]; ++b) {
       const std::uint8_t* blk = w.block(t, b);
+      prefetch_stream<Bits>(blk);
 #pragma GCC unroll 8
       for (int op = 0; op < 8; ++op) {
         const __m512i c = mapped_operand<Bits, false, kMap>(blk, op, map);
