@@ -30,6 +30,7 @@
 #include <algorithm>
 
 #include "qtl/kernel/layout_table.hpp"
+#include "qtl/kernel/prefetch.hpp"
 
 #define QTL_TARGET_TABLE_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq")))
 #ifndef QTL_TABLE_INLINE
@@ -114,6 +115,7 @@ QTL_TARGET_TABLE_AVX512 void tile(const TableKernelView& w, std::ptrdiff_t t, in
       const int k0 = static_cast<int>(s - c * kSc);
       const int k1 = s1 - s < kSc - k0 ? k0 + static_cast<int>(s1 - s) : kSc;
       const std::uint8_t* ch = codes + c * kTableTileRows * kCb;
+      prefetch_stream<static_cast<int>((R * kCb + 63) / 64)>(ch);
       __m512i cv[R];
       for (int i = 0; i < R; ++i) cv[i] = _mm512_loadu_si512(ch + i * kCb);
       const float* xs = xk + kTableSliceCols * s;

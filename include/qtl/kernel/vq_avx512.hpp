@@ -35,6 +35,7 @@
 #include <type_traits>
 
 #include "qtl/kernel/layout_vq.hpp"
+#include "qtl/kernel/prefetch.hpp"
 
 #define QTL_VQ_TARGET_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq")))
 
@@ -118,6 +119,7 @@ QTL_VQ_TARGET_AVX512 void tiles_table_perm(const VQKernelView& w, const VQChunkT
       for (int n = 0; n < NT; ++n) tab[n] = k.table + (n * k.nsets + ls[0] - k.s0) * len * Kp;
       std::ptrdiff_t jj = 0;
       for (; jj + 1 < len; jj += 2) {
+        if (u % 4 == 0) prefetch_stream<2>(ip + jj * kVQTileRows);
         const __m512i v0 = load_idx(ip + jj * kVQTileRows);
         const __m512i v1 = load_idx(ip + (jj + 1) * kVQTileRows);
         #pragma GCC unroll 16
@@ -371,6 +373,7 @@ QTL_VQ_TARGET_AVX512VBMI inline void tiles_table_bytes(const VQKernelView& w, co
       for (int i = 0; i < 4; ++i) a0[i] = a1[i] = _mm512_setzero_ps();
       std::ptrdiff_t jj = 0;
       for (; jj + 1 < len; jj += 2) {
+        prefetch_stream<2>(ip + jj * kVQTileRows);
         const __m512i v0 = _mm512_loadu_si512(ip + jj * kVQTileRows);
         lookup_bytes(reinterpret_cast<const std::uint8_t*>(tab + jj * Kp), v0, _mm512_movepi8_mask(v0), a0);
         const __m512i v1 = _mm512_loadu_si512(ip + (jj + 1) * kVQTileRows);
