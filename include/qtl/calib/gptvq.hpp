@@ -1,8 +1,8 @@
 // qtl/calib/gptvq.hpp — GPTQ for vector quantizers: D columns at a time (GPTVQ, van Baalen et
 // al. 2024; VPTQ, Liu et al., EMNLP'24).
 //
-// The sweep is GPTQ's (qtl/calib/gptq.hpp: U the upper Cholesky factor of (H + λI)⁻¹, lazy
-// blocks, one GEMM per block), except that at the first column of each D-vector the whole vector
+// The sweep is GPTQ's (qtl/calib/gptq.hpp: U the upper Cholesky factor of (H + λI)⁻¹, needed
+// only on each panel's diagonal block; earlier panels' errors arrive in one GEMM), except that at the first column of each D-vector the whole vector
 // — its current, error-updated values — is encoded at once, with coordinate weights 1 / U_jj²
 // (the inverse of the conditional variances GPTQ divides by; GPTVQ weights its assignment by the
 // inverse Hessian's diagonal the same way). Then the vector's columns are visited one by one as
@@ -21,6 +21,7 @@
 #include <cmath>
 #include <exception>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "qtl/calib/gptq.hpp"
@@ -66,31 +67,38 @@ template <VectorQuantizer V>
   GptvqResult<V> result;
   GptqReport& rep = result.report;
   rep.block_size = std::max(kDim, opt.block_size / kDim * kDim);
-  Eigen::MatrixXd h = hessian;
+  // Dead inputs: H_ii read as 1 (in the factorization too), weights 0.
+  VectorXd diag = hessian.diagonal();
   RowMatrixXf work = w;
   for (Index i = 0; i < cols; ++i) {
-    if (h(i, i) == 0.0) {
+    if (diag[i] == 0.0) {
       rep.dead_columns.push_back(i);
-      h(i, i) = 1.0;
+      diag[i] = 1.0;
       work.col(i).setZero();
     }
   }
 
   // Codebooks up front, Hessian-diagonal weighted.
   VQOptions vo;
-  vo.column_importance = h.diagonal().cast<float>();
+  vo.column_importance = diag.cast<float>();
   result.matrix = quantize_vectors(v, granularity, work, vo);
   VQMatrix<V>& out = result.matrix;
   const VQLayout& L = out.layout;
   const Index vpr = L.vectors_per_row();
 
-  const double mean_diag = h.diagonal().mean();
-  RowMatrixXf u;
+  // Panels of block_size columns (a multiple of D: no vector straddles two), factored as in
+  // gptq(): one Cholesky of J (H + λI) J and U on each panel's diagonal block only.
+  const Index bs = rep.block_size;
+  std::vector<std::pair<Index, Index>> panels;
+  for (Index p1 = 0; p1 < cols; p1 += bs) panels.emplace_back(p1, std::min(cols, p1 + bs));
+  const double mean_diag = diag.mean();
+  const int threads = detail::factor_threads();
+  detail::GptqFactor factor;
   double frac = opt.damp_fraction;
   for (;;) {
     const double lambda = frac * mean_diag;
-    if (detail::upper_cholesky_of_inverse<float>(h, lambda, 1e-6, u)) break;
-    if (detail::upper_cholesky_of_inverse<double>(h, lambda, 1e-13, u)) {
+    if (detail::gptq_factor<float>(hessian, {}, lambda, 1e-6, panels, factor, threads)) break;
+    if (detail::gptq_factor<double>(hessian, {}, lambda, 1e-13, panels, factor, threads)) {
       rep.factored_in_double = true;
       break;
     }
@@ -102,14 +110,21 @@ template <VectorQuantizer V>
   }
   rep.damp_fraction = frac;
   rep.damping = frac * mean_diag;
-  h.resize(0, 0);
 
-  const Index bs = rep.block_size;
-  RowMatrixXf w1(rows, bs), e1(rows, bs);
+  // Left-looking across panels, GPTQ's column sweep inside one (see gptq(): the columns left of
+  // a panel hold D = W - Q, and W_P += (D Ũ[:p1, P]) U_PP gives the panel its error-updated
+  // weights).
+  RowMatrixXf orig(rows, bs), decoded(rows, bs), s;
   rep.proxy_loss.setZero(rows);
-  for (Index i1 = 0; i1 < cols; i1 += bs) {
-    const Index i2 = std::min(cols, i1 + bs), count = i2 - i1;
-    w1.leftCols(count) = work.middleCols(i1, count);
+  for (std::size_t pi = 0; pi < panels.size(); ++pi) {
+    const auto [p1, p2] = panels[pi];
+    const Index count = p2 - p1;
+    const RowMatrixXf& up = factor.panel_u[pi];
+    orig.leftCols(count) = work.middleCols(p1, count);
+    if (p1 > 0) {
+      s.noalias() = work.leftCols(p1) * factor.ut.block(0, p1, p1, count);
+      work.middleCols(p1, count).noalias() += s * up;
+    }
     std::exception_ptr error;
     [[maybe_unused]] const bool parallel = rows * count * count >= (Index{1} << 22);
 #if defined(_OPENMP)
@@ -123,27 +138,27 @@ template <VectorQuantizer V>
       for (Index r = 0; r < rows; ++r) {
         try {
           const auto& p = out.params[static_cast<std::size_t>(L.set_of_row(r))];
-          float* wr = w1.row(r).data();
-          float* er = e1.row(r).data();
+          float* wr = work.row(r).data() + p1;
+          float* dr = decoded.row(r).data();
           double loss = 0.0;
           for (Index i = 0; i < count; ++i) {
-            const Index j = i1 + i;
+            const Index j = p1 + i;
             if (j % kDim == 0) {
               for (Index d = 0; d < kDim; ++d) {
                 const bool real = j + d < cols;
                 vec[d] = real ? wr[i + d] : 0.0f;
-                const float ujj = real ? u(j + d, j + d) : 0.0f;
+                const float ujj = real ? up(i + d, i + d) : 0.0f;
                 wt[d] = real ? 1.0f / (ujj * ujj) : 0.0f;
               }
               const std::uint32_t index = v.encode(p, vec, wt);
               out.indices[static_cast<std::size_t>(r * vpr + j / kDim)] = index;
               v.decode(p, index, dec);
             }
-            const float* urow = u.row(j).data();
-            const float err = (wr[i] - dec[j % kDim]) / urow[j];
+            const float* urow = up.row(i).data();
+            dr[i] = dec[j % kDim];
+            const float err = (wr[i] - dr[i]) / urow[i];
             loss += static_cast<double>(err) * static_cast<double>(err);
-            er[i] = err;
-            for (Index k = i + 1; k < count; ++k) wr[k] -= err * urow[i1 + k];
+            for (Index k = i + 1; k < count; ++k) wr[k] -= err * urow[k];
           }
           rep.proxy_loss[r] += loss;
         } catch (...) {
@@ -155,9 +170,7 @@ template <VectorQuantizer V>
       }
     }
     if (error) std::rethrow_exception(error);
-    if (i2 < cols) {
-      work.rightCols(cols - i2).noalias() -= e1.leftCols(count) * u.block(i1, i2, count, cols - i2);
-    }
+    work.middleCols(p1, count) = orig.leftCols(count) - decoded.leftCols(count);
   }
   rep.total_proxy_loss = rep.proxy_loss.sum();
   rep.tokens = -1;
