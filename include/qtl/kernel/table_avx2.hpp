@@ -24,6 +24,7 @@
 #include <cstring>
 
 #include "qtl/kernel/layout_table.hpp"
+#include "qtl/kernel/prefetch.hpp"
 
 #define QTL_TARGET_TABLE_AVX2 __attribute__((target("avx2,fma,f16c")))
 #ifndef QTL_TABLE_INLINE
@@ -105,6 +106,7 @@ QTL_TARGET_TABLE_AVX2 void rows_tile(const TableKernelView& w, std::ptrdiff_t t,
       const int k0 = static_cast<int>(s - c * kSc);
       const int k1 = s1 - s < kSc - k0 ? k0 + static_cast<int>(s1 - s) : kSc;
       const std::uint8_t* ch = codes + c * kTableTileRows * kCb;
+      prefetch_stream<static_cast<int>((R * kCb + 63) / 64)>(ch);
       const float* xs = xk + kTableSliceCols * s;
       for (int k = k0; k < k1; ++k, xs += kTableSliceCols) {
         for (int h = 0; h < 2; ++h) {
