@@ -385,22 +385,67 @@ inline std::vector<std::pair<Index, Index>> gptq_panels(std::span<const std::pai
 
 }  // namespace detail
 
+namespace detail {
+
+/// The checks gptq() and gptvq() share: weights non-empty and finite, a finite cols x cols
+/// Hessian with no negative diagonal entry, damping and block size in range.
+inline void check_gptq_input(std::string_view where, MatrixRef w, const Eigen::MatrixXd& hessian,
+                             const GptqOptions& opt) {
+  require_nonempty(where, "weights", w.rows(), w.cols());
+  require_finite(where, "weights", w);
+  const Index cols = w.cols();
+  if (hessian.rows() != cols || hessian.cols() != cols) {
+    fail(where, ": weights have ", cols, " columns but the Hessian is ", hessian.rows(), "x", hessian.cols());
+  }
+  if (!hessian.allFinite()) require_finite(where, "hessian", hessian);
+  require_range(where, "options.damp_fraction", opt.damp_fraction, 0.0, 1e6);
+  require_range(where, "options.damp_increment", opt.damp_increment, 1e-9, 1e6);
+  require_range(where, "options.block_size", opt.block_size, Index{1}, Index{1} << 20);
+  for (Index i = 0; i < cols; ++i) {
+    if (hessian(i, i) < 0.0) {
+      fail(where, ": the Hessian must be positive semi-definite, got diagonal ", hessian(i, i), " at ", i);
+    }
+  }
+}
+
+/// gptq_factor with damping λ = frac · mean_diag, frac from options.damp_fraction raised by
+/// options.damp_increment until the factorization succeeds (in float, else in double); the
+/// damping used, the retries and a double factorization go into the report.
+inline GptqFactor damped_gptq_factor(std::string_view where, const Eigen::MatrixXd& hessian,
+                                     std::span<const Index> order, double mean_diag,
+                                     std::span<const std::pair<Index, Index>> panels, const GptqOptions& opt,
+                                     GptqReport& rep) {
+  const int threads = factor_threads();
+  GptqFactor factor;
+  double frac = opt.damp_fraction;
+  for (;;) {
+    const double lambda = frac * mean_diag;
+    if (gptq_factor<float>(hessian, order, lambda, 1e-6, panels, factor, threads)) break;
+    if (gptq_factor<double>(hessian, order, lambda, 1e-13, panels, factor, threads)) {
+      rep.factored_in_double = true;
+      break;
+    }
+    ++rep.retries;
+    frac += opt.damp_increment;
+    if (frac > opt.max_damp_fraction) {
+      fail(where, ": the Hessian stays singular with damping ", frac - opt.damp_increment, " x mean diagonal (",
+           mean_diag, "); options.max_damp_fraction = ", opt.max_damp_fraction);
+    }
+  }
+  rep.damp_fraction = frac;
+  rep.damping = frac * mean_diag;
+  return factor;
+}
+
+}  // namespace detail
+
 /// GPTQ with the Hessian H = 2/n XᵀX given as a matrix [cols x cols] (symmetric, PSD).
 template <ScalarQuantizer Q>
 [[nodiscard]] GptqResult<Q> gptq(const Q& q, const Granularity& granularity, MatrixRef w,
                                  const Eigen::MatrixXd& hessian, const GptqOptions& opt = {}) {
   constexpr std::string_view kWhere = "gptq";
-  require_nonempty(kWhere, "weights", w.rows(), w.cols());
-  require_finite(kWhere, "weights", w);
+  detail::check_gptq_input(kWhere, w, hessian, opt);
   const Index rows = w.rows(), cols = w.cols();
-  if (hessian.rows() != cols || hessian.cols() != cols) {
-    fail(kWhere, ": weights have ", cols, " columns but the Hessian is ", hessian.rows(), "x",
-         hessian.cols());
-  }
-  if (!hessian.allFinite()) require_finite(kWhere, "hessian", hessian);
-  require_range(kWhere, "options.damp_fraction", opt.damp_fraction, 0.0, 1e6);
-  require_range(kWhere, "options.damp_increment", opt.damp_increment, 1e-9, 1e6);
-  require_range(kWhere, "options.block_size", opt.block_size, Index{1}, Index{1} << 20);
   if (opt.fit.clip_search) {
     require_range(kWhere, "options.fit.clip_min_ratio", opt.fit.clip_min_ratio, 0.01f, 1.0f);
     require_range(kWhere, "options.fit.clip_steps", opt.fit.clip_steps, 1, 1000);
@@ -409,12 +454,6 @@ template <ScalarQuantizer Q>
   if (keeping && static_cast<Index>(opt.keep.size()) != rows * cols) {
     fail(kWhere, ": options.keep has ", opt.keep.size(), " flags for a ", rows, "x", cols, " matrix (",
          rows * cols, " expected)");
-  }
-  for (Index i = 0; i < cols; ++i) {
-    if (hessian(i, i) < 0.0) {
-      fail(kWhere, ": the Hessian must be positive semi-definite, got diagonal ", hessian(i, i),
-           " at ", i);
-    }
   }
 
   GptqResult<Q> result;
@@ -506,28 +545,7 @@ template <ScalarQuantizer Q>
   const auto blocks = detail::gptq_blocks(cols, opt.block_size, group, !upfront && !opt.gptq_py_group_fit);
   const auto panels = detail::gptq_panels(blocks, group, !upfront, opt.block_size);
 
-  // Damped factorization, damping raised until it succeeds.
-  const double mean_diag = diag.mean();
-  const int threads = detail::factor_threads();
-  detail::GptqFactor factor;
-  double frac = opt.damp_fraction;
-  for (;;) {
-    const double lambda = frac * mean_diag;
-    if (detail::gptq_factor<float>(hessian, order, lambda, 1e-6, panels, factor, threads)) break;
-    if (detail::gptq_factor<double>(hessian, order, lambda, 1e-13, panels, factor, threads)) {
-      rep.factored_in_double = true;
-      break;
-    }
-    ++rep.retries;
-    frac += opt.damp_increment;
-    if (frac > opt.max_damp_fraction) {
-      fail(kWhere, ": the Hessian stays singular with damping ", frac - opt.damp_increment,
-           " x mean diagonal (", mean_diag, "); options.max_damp_fraction = ",
-           opt.max_damp_fraction);
-    }
-  }
-  rep.damp_fraction = frac;
-  rep.damping = frac * mean_diag;
+  const detail::GptqFactor factor = detail::damped_gptq_factor(kWhere, hessian, order, diag.mean(), panels, opt, rep);
 
   Index max_block = 0, max_panel = 0;
   for (const auto& bl : blocks) max_block = std::max(max_block, bl.second - bl.first);

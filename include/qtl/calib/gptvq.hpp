@@ -46,23 +46,10 @@ template <VectorQuantizer V>
                                    const Eigen::MatrixXd& hessian, const GptqOptions& opt = {}) {
   constexpr std::string_view kWhere = "gptvq";
   constexpr Index kDim = V::kDim;
-  require_nonempty(kWhere, "weights", w.rows(), w.cols());
-  require_finite(kWhere, "weights", w);
+  detail::check_gptq_input(kWhere, w, hessian, opt);
   const Index rows = w.rows(), cols = w.cols();
-  if (hessian.rows() != cols || hessian.cols() != cols) {
-    fail(kWhere, ": weights have ", cols, " columns but the Hessian is ", hessian.rows(), "x", hessian.cols());
-  }
-  if (!hessian.allFinite()) require_finite(kWhere, "hessian", hessian);
-  require_range(kWhere, "options.damp_fraction", opt.damp_fraction, 0.0, 1e6);
-  require_range(kWhere, "options.damp_increment", opt.damp_increment, 1e-9, 1e6);
-  require_range(kWhere, "options.block_size", opt.block_size, Index{1}, Index{1} << 20);
   if (opt.act_order) fail(kWhere, ": act_order does not apply to vector quantization (a vector is ", kDim,
                           " consecutive inputs)");
-  for (Index i = 0; i < cols; ++i) {
-    if (hessian(i, i) < 0.0) {
-      fail(kWhere, ": the Hessian must be positive semi-definite, got diagonal ", hessian(i, i), " at ", i);
-    }
-  }
 
   GptvqResult<V> result;
   GptqReport& rep = result.report;
@@ -91,25 +78,7 @@ template <VectorQuantizer V>
   const Index bs = rep.block_size;
   std::vector<std::pair<Index, Index>> panels;
   for (Index p1 = 0; p1 < cols; p1 += bs) panels.emplace_back(p1, std::min(cols, p1 + bs));
-  const double mean_diag = diag.mean();
-  const int threads = detail::factor_threads();
-  detail::GptqFactor factor;
-  double frac = opt.damp_fraction;
-  for (;;) {
-    const double lambda = frac * mean_diag;
-    if (detail::gptq_factor<float>(hessian, {}, lambda, 1e-6, panels, factor, threads)) break;
-    if (detail::gptq_factor<double>(hessian, {}, lambda, 1e-13, panels, factor, threads)) {
-      rep.factored_in_double = true;
-      break;
-    }
-    ++rep.retries;
-    frac += opt.damp_increment;
-    if (frac > opt.max_damp_fraction) {
-      fail(kWhere, ": the Hessian stays singular with damping ", frac - opt.damp_increment, " x mean diagonal");
-    }
-  }
-  rep.damp_fraction = frac;
-  rep.damping = frac * mean_diag;
+  const detail::GptqFactor factor = detail::damped_gptq_factor(kWhere, hessian, {}, diag.mean(), panels, opt, rep);
 
   // Left-looking across panels, GPTQ's column sweep inside one (see gptq(): the columns left of
   // a panel hold D = W - Q, and W_P += (D Ũ[:p1, P]) U_PP gives the panel its error-updated
