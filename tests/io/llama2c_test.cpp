@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "qtl/io/data_path.hpp"
+#include "temp_dir.hpp"
 
 namespace {
 
@@ -24,26 +25,7 @@ using qtl::io::Llama2cConfig;
 fs::path model_path() { return qtl::io::data_path("stories260K/stories260K.bin"); }
 
 /// A fresh folder per test, removed at the end of the test.
-class TempDir {
- public:
-  TempDir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ = fs::temp_directory_path() /
-            qtl::str_cat("qtl_", info->test_suite_name(), "_", info->name(), "_",
-                         std::random_device{}());
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  [[nodiscard]] fs::path file(const std::string& name) const { return path_ / name; }
-
- private:
-  fs::path path_;
-};
+using qtl::test::TempDir;
 
 void write_bytes(const fs::path& p, const std::vector<char>& bytes) {
   std::ofstream out(p, std::ios::binary);

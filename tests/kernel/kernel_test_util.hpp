@@ -10,7 +10,9 @@
 
 #include <cmath>
 #include <cstddef>
+#include <cstring>
 #include <limits>
+#include <string_view>
 #include <vector>
 
 namespace qtl::test {
@@ -54,6 +56,28 @@ void expect_checked_entry_points_reject_bad_input(const K& k, Index rows, Index 
   EXPECT_THROW((void)k.gemm(inf), Error);
   inf(1, 2) = -std::numeric_limits<float>::infinity();
   EXPECT_THROW((void)k.gemm(inf), Error);
+}
+
+/// Results are bit-identical for any thread count: gemm of x and gemv of its first token with
+/// 2, 3 and 7 threads equal 1 thread's byte for byte, and gemv equals the one-token gemm. The
+/// kernel is split across every thread asked for, however small the matrix.
+template <class K>
+void expect_thread_count_independent(K& k, const RowMatrixXf& x, std::string_view label) {
+  const auto same = [](const float* a, const float* b, Index n) {
+    return std::memcmp(a, b, sizeof(float) * static_cast<std::size_t>(n)) == 0;
+  };
+  k.set_min_work_per_thread(1);
+  const RowMatrixXf y1 = k.gemm(x, 1);
+  const VectorXf x0 = x.row(0).transpose();
+  const VectorXf v1 = k.gemv(x0, 1);
+  for (int threads : {2, 3, 7}) {
+    const RowMatrixXf yt = k.gemm(x, threads);
+    EXPECT_TRUE(same(y1.data(), yt.data(), y1.size())) << label << ": gemm, threads " << threads;
+    const VectorXf vt = k.gemv(x0, threads);
+    EXPECT_TRUE(same(v1.data(), vt.data(), v1.size())) << label << ": gemv, threads " << threads;
+  }
+  const RowMatrixXf y_one = k.gemm(x.topRows(1), 1);
+  EXPECT_TRUE(same(y_one.data(), v1.data(), v1.size())) << label << ": gemv != one-token gemm";
 }
 
 }  // namespace qtl::test

@@ -211,16 +211,7 @@ TEST(LutKernelMatrix, ResultsAreBitIdenticalForAnyThreadCount) {
   for (KernelPath path : qtl::kernel::supported_kernel_paths()) {
     for (const auto* packed : {&tern, &bin}) {
       LutKernelMatrix k(*packed, path);
-      k.set_min_work_per_thread(1);  // split even this small matrix across every thread asked for
-      const qtl::RowMatrixXf y1 = k.gemm(x, 1);
-      const qtl::VectorXf v1 = k.gemv(qtl::VectorXf(x.row(0).transpose()), 1);
-      for (int threads : {2, 3, 7}) {
-        const qtl::RowMatrixXf yt = k.gemm(x, threads);
-        ASSERT_EQ(std::memcmp(y1.data(), yt.data(), sizeof(float) * std::size_t(y1.size())), 0)
-            << qtl::kernel::to_string(path) << " threads " << threads;
-        const qtl::VectorXf vt = k.gemv(qtl::VectorXf(x.row(0).transpose()), threads);
-        ASSERT_EQ(std::memcmp(v1.data(), vt.data(), sizeof(float) * std::size_t(v1.size())), 0);
-      }
+      qtl::test::expect_thread_count_independent(k, x, qtl::kernel::to_string(path));
     }
   }
 }

@@ -167,13 +167,7 @@ TEST(TableKernelMatrixInt8, ResultsAreBitIdenticalForAnyThreadCount) {
   const auto packed = qtl::pack_table(qtl::quantize_matrix(qtl::NF4{}, qtl::PerGroup{64}, w));
   for (KernelPath path : qtl::kernel::supported_kernel_paths()) {
     TableKernelMatrix k(packed, ActivationMode::Int8, path);
-    k.set_min_work_per_thread(1);
-    const qtl::RowMatrixXf y1 = k.gemm(x, 1);
-    for (int threads : {2, 3, 7}) {
-      const qtl::RowMatrixXf yt = k.gemm(x, threads);
-      ASSERT_EQ(std::memcmp(y1.data(), yt.data(), sizeof(float) * std::size_t(y1.size())), 0)
-          << qtl::kernel::to_string(path) << " threads " << threads;
-    }
+    qtl::test::expect_thread_count_independent(k, x, qtl::kernel::to_string(path));
   }
 }
 

@@ -181,15 +181,10 @@ TEST(VQKernelMatrix, BitIdenticalForAnyThreadCount) {
       const qtl::RowMatrixXf x = qtl::test::gaussian(m, tm->packed.cols(), 9);
       for (KernelPath p : qtl::kernel::supported_kernel_paths()) {
         VQKernelMatrix k(tm->packed, p);
-        k.set_min_work_per_thread(1);
         for (VQStrategy s : {VQStrategy::Table, VQStrategy::Decode}) {
           k.set_strategy(s);
-          const qtl::RowMatrixXf y1 = k.gemm(x, 1);
-          for (int threads : {2, 3}) {
-            const qtl::RowMatrixXf yt = k.gemm(x, threads);
-            EXPECT_EQ(std::memcmp(y1.data(), yt.data(), sizeof(float) * static_cast<std::size_t>(y1.size())), 0)
-                << qtl::kernel::to_string(p) << " " << qtl::kernel::to_string(s) << " threads " << threads << " m " << m;
-          }
+          qtl::test::expect_thread_count_independent(
+              k, x, qtl::str_cat(qtl::kernel::to_string(p), " ", qtl::kernel::to_string(s), " m ", m));
         }
       }
     }

@@ -17,6 +17,7 @@
 
 #include "model/eigen_single_thread.hpp"
 #include "qtl/io/data_path.hpp"
+#include "temp_dir.hpp"
 
 namespace {
 
@@ -56,25 +57,7 @@ std::string error_of(const std::function<void()>& f) {
   return "<no error>";
 }
 
-class TempDir {
- public:
-  TempDir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ = fs::temp_directory_path() / qtl::str_cat("qtl_", info->test_suite_name(), "_",
-                                                     info->name(), "_", std::random_device{}());
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  [[nodiscard]] fs::path file(const std::string& name) const { return path_ / name; }
-
- private:
-  fs::path path_;
-};
+using qtl::test::TempDir;
 
 /// A copy of the fp32 model whose linear `name` has weights W + noise·N(0, 1)·std(W).
 Transformer perturbed(const std::string& name, float noise) {

@@ -15,6 +15,7 @@
 
 #include "qtl/io/data_path.hpp"
 #include "qtl/model/eval.hpp"
+#include "temp_dir.hpp"
 
 namespace {
 
@@ -72,25 +73,7 @@ std::vector<int> reference_encode(const Tokenizer& tok, std::string_view text) {
 
 // ---- files written for bad-input tests ----------------------------------------------------
 
-class TempDir {
- public:
-  TempDir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ = fs::temp_directory_path() / qtl::str_cat("qtl_", info->test_suite_name(), "_",
-                                                     info->name(), "_", std::random_device{}());
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  [[nodiscard]] fs::path file(const std::string& name) const { return path_ / name; }
-
- private:
-  fs::path path_;
-};
+using qtl::test::TempDir;
 
 struct Entry {
   Entry(std::string p = {}, float s = 0.0f, std::optional<std::int32_t> len = std::nullopt)
