@@ -2,8 +2,9 @@
 // al. 2024; VPTQ, Liu et al., EMNLP'24).
 //
 // The sweep is GPTQ's (qtl/calib/gptq.hpp: U the upper Cholesky factor of (H + λI)⁻¹, needed
-// only on each panel's diagonal block; earlier panels' errors arrive in one GEMM), except that at the first column of each D-vector the whole vector
-// — its current, error-updated values — is encoded at once, with coordinate weights 1 / U_jj²
+// only on each panel's diagonal block; earlier panels' errors arrive in one GEMM), except that
+// at the first column of each D-vector the whole vector — its current, error-updated values —
+// is encoded at once, with coordinate weights 1 / U_jj²
 // (the inverse of the conditional variances GPTQ divides by; GPTVQ weights its assignment by the
 // inverse Hessian's diagonal the same way). Then the vector's columns are visited one by one as
 // in GPTQ with their codeword coordinates as q: e_j = (w_j − q_j) / U_jj, w_k −= e_j U_jk. So
