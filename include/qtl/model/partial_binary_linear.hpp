@@ -23,7 +23,7 @@ class PartialBinaryLinear final : public LinearOp {
  public:
   /// Throws qtl::Error when m is inconsistent (check_partial_binary) or its binary part cannot be packed.
   explicit PartialBinaryLinear(const PartialBinaryMatrix& m, const KernelOptions& options = {})
-      : binary_(checked_binary(m, options)), bits_per_weight_(qtl::bits_per_weight(m)) {
+      : binary_(checked_binary(m, options)), bits_per_weight_(qtl::detail::partial_binary_bits_per_weight(m)) {  // checked_binary checked m
     offsets_.assign(static_cast<std::size_t>(m.rows()) + 1, 0);
     for_each_correction(m, [&](Index r, Index, float) { ++offsets_[static_cast<std::size_t>(r) + 1]; });
     for (std::size_t r = 0; r < static_cast<std::size_t>(m.rows()); ++r) offsets_[r + 1] += offsets_[r];

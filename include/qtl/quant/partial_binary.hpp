@@ -279,8 +279,9 @@ void for_each_correction(const PartialBinaryMatrix& m, F&& f) {
 
 /// Stored bits per weight: signs + alphas, fp16 row scales, and the sparse list or the mask
 /// with its 8-bit block (see the header comment).
-[[nodiscard]] inline double bits_per_weight(const PartialBinaryMatrix& m) {
-  check_partial_binary("bits_per_weight", m);
+namespace detail {
+/// bits_per_weight for a matrix its caller has checked already.
+[[nodiscard]] inline double partial_binary_bits_per_weight(const PartialBinaryMatrix& m) {
   const double n = static_cast<double>(m.rows()) * static_cast<double>(m.cols());
   double bits = bits_per_weight(m.binary) * n + 16.0 * static_cast<double>(m.rows());
   if (m.storage == SalientStorage::SparseList) {
@@ -289,6 +290,12 @@ void for_each_correction(const PartialBinaryMatrix& m, F&& f) {
     bits += static_cast<double>(m.cols()) + 8.0 * static_cast<double>(m.values.size());
   }
   return bits / n;
+}
+}  // namespace detail
+
+[[nodiscard]] inline double bits_per_weight(const PartialBinaryMatrix& m) {
+  check_partial_binary("bits_per_weight", m);
+  return detail::partial_binary_bits_per_weight(m);
 }
 
 /// Packed form: B in the table format (1-bit BlockQ1 codes, alpha x {-1, +1}); the correction
