@@ -45,6 +45,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <exception>
@@ -605,7 +606,12 @@ template <ScalarQuantizer Q>
         values.reserve(static_cast<std::size_t>(group));
         if (opt.hessian_importance) weights.reserve(static_cast<std::size_t>(group));
       }
-      std::vector<float> tile(static_cast<std::size_t>(count * kTile));
+      // The tile's columns (one vector of kTile rows each) and, side by side, its codes,
+      // decoded values and scaled errors, written back to the row-major matrices once per tile:
+      // the column loop below then stores whole vectors instead of one strided value per row.
+      const std::size_t tsize = static_cast<std::size_t>(count * kTile);
+      std::vector<float> tile(tsize), tile_dec(tsize), tile_err(tsize);
+      std::vector<std::uint8_t> tile_codes(tsize);
       // Raw pointers in locals: the code stores are byte stores, which may alias anything, so
       // members reached through the shared objects would be reloaded after every one of them.
       std::uint8_t* const codes = out.codes.data();
@@ -624,10 +630,14 @@ template <ScalarQuantizer Q>
             float* tk = tile.data() + k * kTile;
             for (Index l = 0; l < kTile; ++l) tk[l] = l < lanes ? w1(r0 + l, k) : 0.0f;
           }
-          double loss[kTile] = {};
-          // An Eigen fixed-size array: the lane loop below must compile to whole vectors (a
+          // Each lane's parameters for the current group, in a local array (padding lanes of a
+          // last, partial tile repeat lane 0's, so every lane encodes with valid parameters).
+          std::array<typename Q::Params, kTile> lp;
+          Index lp_group = -1;
+          Eigen::Array<double, kTile, 1> loss = Eigen::Array<double, kTile, 1>::Zero();
+          // Eigen fixed-size arrays: the lane loops below must compile to whole vectors (a
           // plain float[16] is left scalar by GCC's SLP vectorizer).
-          Eigen::Array<float, kTile, 1> err = Eigen::Array<float, kTile, 1>::Zero();
+          using Lanes = Eigen::Array<float, kTile, 1>;
           for (Index i = 0; i < count; ++i) {
             const Index j = i1 + i;                          // position in visiting order
             const Index c = perm[static_cast<std::size_t>(j)];  // original column
@@ -636,15 +646,12 @@ template <ScalarQuantizer Q>
             const float* urow = up.row(j - p1).data() + (i1 - p1);  // U(j, i1 + k) = urow[k]
             const float* ti = tile.data() + i * kTile;
             const float u_ii = urow[i];
-            float* const dec_col = dec_data + (j - p1);
-            float* const e1_col = e1_data + i;
-            for (Index l = 0; l < lanes; ++l) {
-              const Index r = r0 + l;
-              auto& params = params_base[L.per_tensor ? 0 : r * gpr + gcol];
-              if (fit_group) {
+            if (fit_group) {
+              for (Index l = 0; l < lanes; ++l) {
+                const Index r = r0 + l;
                 // Fit the group on its error-updated values: in-block columns from the tile,
-                // the rest (a group wider than the block starts at a block start) from wp; the
-                // group ends inside the panel, whose columns hold the updated weights.
+                // the rest (a group wider than the block starts at a block start) from wp;
+                // the group ends inside the panel, whose columns hold the updated weights.
                 const Index g_end = std::min(cols, j + group);
                 values.clear();
                 weights.clear();
@@ -658,22 +665,49 @@ template <ScalarQuantizer Q>
                     if (opt.hessian_importance) weights.push_back(col_importance[ck]);
                   }
                 }
-                params = q.fit(values, weights, opt.fit);
+                params_base[r * gpr + gcol] = q.fit(values, weights, opt.fit);
               }
-              const float x = ti[l];
-              const std::uint8_t code = q.encode(params, x);
-              codes[static_cast<std::size_t>(r) * ucols + static_cast<std::size_t>(c)] = code;
-              const bool kept = keeping && keep[r * cols + c];
-              if (kept) result.kept_values(r, c) = x;
-              const float qx = kept ? x : q.decode(params, code);
-              dec_col[r * dec_stride] = qx;
-              const float e = (x - qx) / u_ii;
-              err[l] = e;
-              loss[l] += static_cast<double>(e) * static_cast<double>(e);
-              e1_col[r * e1_stride] = e;
             }
+            if (fit_group || gcol != lp_group) {
+              for (Index l = 0; l < kTile; ++l) {
+                lp[static_cast<std::size_t>(l)] = params_base[L.per_tensor ? 0 : (r0 + (l < lanes ? l : 0)) * gpr + gcol];
+              }
+              lp_group = gcol;
+            }
+            float* const dec_i = tile_dec.data() + i * kTile;
+            std::uint8_t* const codes_i = tile_codes.data() + i * kTile;
+            for (Index l = 0; l < kTile; ++l) {
+              const std::uint8_t code = q.encode(lp[static_cast<std::size_t>(l)], ti[l]);
+              codes_i[l] = code;
+              dec_i[l] = q.decode(lp[static_cast<std::size_t>(l)], code);
+            }
+            if (keeping) {
+              for (Index l = 0; l < lanes; ++l) {
+                const Index r = r0 + l;
+                if (keep[r * cols + c]) {
+                  result.kept_values(r, c) = ti[l];
+                  dec_i[l] = ti[l];
+                }
+              }
+            }
+            const Lanes err = (Eigen::Map<const Lanes>(ti) - Eigen::Map<const Lanes>(dec_i)) / u_ii;
+            Eigen::Map<Lanes>(tile_err.data() + i * kTile) = err;
+            loss += err.template cast<double>().square();
             for (Index k = i + 1; k < count; ++k) {
-              Eigen::Map<Eigen::Array<float, kTile, 1>>(tile.data() + k * kTile) -= err * urow[k];
+              Eigen::Map<Lanes>(tile.data() + k * kTile) -= err * urow[k];
+            }
+          }
+          // Write the tile's codes, decoded values and errors back, row by row.
+          for (Index l = 0; l < lanes; ++l) {
+            const Index r = r0 + l;
+            std::uint8_t* const crow = codes + static_cast<std::size_t>(r) * ucols;
+            float* const drow = dec_data + r * dec_stride + (i1 - p1);
+            float* const erow = e1_data + r * e1_stride;
+            for (Index i = 0; i < count; ++i) {
+              const std::size_t ti = static_cast<std::size_t>(i * kTile + l);
+              crow[perm[static_cast<std::size_t>(i1 + i)]] = tile_codes[ti];
+              drow[i] = tile_dec[ti];
+              erow[i] = tile_err[ti];
             }
           }
           for (Index l = 0; l < lanes; ++l) rep.proxy_loss[r0 + l] += loss[l];
