@@ -277,10 +277,8 @@ void for_each_correction(const PartialBinaryMatrix& m, F&& f) {
   return out;
 }
 
-/// Stored bits per weight: signs + alphas, fp16 row scales, and the sparse list or the mask
-/// with its 8-bit block (see the header comment).
 namespace detail {
-/// bits_per_weight for a matrix its caller has checked already.
+/// bits_per_weight below, for a matrix its caller has checked already.
 [[nodiscard]] inline double partial_binary_bits_per_weight(const PartialBinaryMatrix& m) {
   const double n = static_cast<double>(m.rows()) * static_cast<double>(m.cols());
   double bits = bits_per_weight(m.binary) * n + 16.0 * static_cast<double>(m.rows());
@@ -293,6 +291,8 @@ namespace detail {
 }
 }  // namespace detail
 
+/// Stored bits per weight: signs + alphas, fp16 row scales, and the sparse list or the mask
+/// with its 8-bit block (see the header comment).
 [[nodiscard]] inline double bits_per_weight(const PartialBinaryMatrix& m) {
   check_partial_binary("bits_per_weight", m);
   return detail::partial_binary_bits_per_weight(m);
