@@ -123,7 +123,7 @@ double uniform_seconds(std::vector<UniformKernelMatrix>& uni, ActivationMode mod
 void BM_vq_gemv(benchmark::State& state) {
   const int dim = static_cast<int>(state.range(0));
   const int threads = static_cast<int>(state.range(1));
-  const KernelPath path = qtl::kernel::kAllKernelPaths[state.range(2)];
+  const auto path = static_cast<KernelPath>(state.range(2));  // the enum value
   const VQStrategy strategy = state.range(3) == 0 ? VQStrategy::Table : VQStrategy::Decode;
   if (!qtl::kernel::path_supported(path)) {
     state.SkipWithError("path not supported on this CPU");

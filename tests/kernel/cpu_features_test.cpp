@@ -30,11 +30,17 @@ TEST(CpuFeatures, SelectionFollowsTheEnvironmentValue) {
       EXPECT_THROW((void)qtl::kernel::select_kernel_path(name.c_str()), qtl::Error);
     }
   }
-  // The paths are ordered: a supported path implies every path before it is supported.
+  // The paths are ordered: a supported path implies every path before it is supported, except
+  // AvxVnni, which AVX-512 CPUs before Sapphire Rapids / Zen 5 lack (it needs Avx2 only).
   bool seen_unsupported = false;
   for (KernelPath p : qtl::kernel::kAllKernelPaths) {
+    if (p == KernelPath::AvxVnni) continue;
     if (!qtl::kernel::path_supported(p)) seen_unsupported = true;
     else EXPECT_FALSE(seen_unsupported) << qtl::kernel::to_string(p);
+  }
+  if (qtl::kernel::path_supported(KernelPath::AvxVnni)) {
+    EXPECT_TRUE(qtl::kernel::path_supported(KernelPath::Avx2));
+    EXPECT_TRUE(qtl::kernel::cpu_features().avx_vnni);
   }
   // The process default is one supported path, stable across calls.
   EXPECT_TRUE(qtl::kernel::path_supported(qtl::kernel::default_kernel_path()));

@@ -12,13 +12,19 @@
 // Paths, best first:
 //   Avx512Vnni  zmm, int8 dot products with vpdpbusd (AVX-512F/BW/VL + AVX512_VNNI)
 //   Avx512      zmm, vpmaddubsw + vpmaddwd (AVX-512F/BW/VL), for AVX-512 CPUs without VNNI
+//   AvxVnni     ymm, int8 dot products with the VEX vpdpbusd (AVX2 + AVX-VNNI: Alder Lake and
+//               later client CPUs without AVX-512; Zen 5, Sapphire Rapids have it beside it)
 //   Avx2        ymm, vpmaddubsw + vpmaddwd (AVX2 + FMA + F16C)
 //   Portable    plain C++, always present
-// The environment variable QTL_KERNEL_PATH=portable|avx2|avx512|avx512vnni forces a path for
-// the whole process (read once, on first use); forcing a path this CPU cannot run is an error.
+// Only the uniform kernels (and the table family's int8 mode, which runs on them) use integer
+// dot products; the other families run their Avx2 code on the AvxVnni path.
+// The environment variable QTL_KERNEL_PATH=portable|avx2|avxvnni|avx512|avx512vnni forces a
+// path for the whole process (read once, on first use); forcing a path this CPU cannot run is
+// an error.
 #pragma once
 
 #include <cstdlib>
+#include <iterator>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -27,27 +33,30 @@
 
 namespace qtl::kernel {
 
-enum class KernelPath { Portable = 0, Avx2 = 1, Avx512 = 2, Avx512Vnni = 3 };
+enum class KernelPath { Portable = 0, Avx2 = 1, Avx512 = 2, Avx512Vnni = 3, AvxVnni = 4 };
 
-inline constexpr KernelPath kAllKernelPaths[] = {KernelPath::Portable, KernelPath::Avx2,
+/// Every path, worst to best (best_kernel_path() takes the last supported one).
+inline constexpr KernelPath kAllKernelPaths[] = {KernelPath::Portable, KernelPath::Avx2, KernelPath::AvxVnni,
                                                  KernelPath::Avx512, KernelPath::Avx512Vnni};
 
 [[nodiscard]] constexpr std::string_view to_string(KernelPath p) noexcept {
   switch (p) {
     case KernelPath::Portable: return "portable";
     case KernelPath::Avx2: return "avx2";
+    case KernelPath::AvxVnni: return "avxvnni";
     case KernelPath::Avx512: return "avx512";
     case KernelPath::Avx512Vnni: return "avx512vnni";
   }
   return "?";
 }
 
-/// Parses "portable", "avx2", "avx512" or "avx512vnni"; throws qtl::Error naming the value.
+/// Parses "portable", "avx2", "avxvnni", "avx512" or "avx512vnni"; throws qtl::Error naming
+/// the value.
 [[nodiscard]] inline KernelPath parse_kernel_path(std::string_view s) {
   for (KernelPath p : kAllKernelPaths) {
     if (s == to_string(p)) return p;
   }
-  fail("parse_kernel_path: expected portable, avx2, avx512 or avx512vnni, got \"", s, "\"");
+  fail("parse_kernel_path: expected portable, avx2, avxvnni, avx512 or avx512vnni, got \"", s, "\"");
 }
 
 /// CPU features relevant to the kernels (cpuid leaf 7 / leaf 1 plus the OS's XSAVE state, as
@@ -60,7 +69,7 @@ struct CpuFeatures {
   bool avx512bw = false;
   bool avx512vl = false;
   bool avx512vnni = false;
-  bool avx_vnni = false;  ///< VEX-encoded VNNI (Alder Lake+); reported, no path uses it yet
+  bool avx_vnni = false;  ///< VEX-encoded VNNI (Alder Lake+, Zen 5): the AvxVnni path
 };
 
 [[nodiscard]] inline CpuFeatures detect_cpu_features() noexcept {
@@ -96,6 +105,7 @@ struct CpuFeatures {
   switch (p) {
     case KernelPath::Portable: return true;
     case KernelPath::Avx2: return avx2;
+    case KernelPath::AvxVnni: return avx2 && f.avx_vnni;
     case KernelPath::Avx512: return avx512;
     case KernelPath::Avx512Vnni: return avx512 && f.avx512vnni;
   }
@@ -116,7 +126,7 @@ struct CpuFeatures {
 
 /// The best path this CPU supports.
 [[nodiscard]] inline KernelPath best_kernel_path() noexcept {
-  for (int i = 3; i > 0; --i) {
+  for (auto i = std::size(kAllKernelPaths) - 1; i > 0; --i) {
     if (path_supported(kAllKernelPaths[i])) return kAllKernelPaths[i];
   }
   return KernelPath::Portable;

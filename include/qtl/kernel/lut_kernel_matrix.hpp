@@ -56,7 +56,8 @@ using LutTilesFn = void (*)(const LutKernelView&, const LutActivationSet&, float
 [[nodiscard]] inline LutTilesFn lut_tiles_function(KernelPath path) noexcept {
 #if defined(QTL_HAVE_X86_LUT_KERNELS)
   switch (path) {
-    case KernelPath::Avx2: return &lut_tiles_avx2;
+    case KernelPath::Avx2:
+    case KernelPath::AvxVnni: return &lut_tiles_avx2;
     case KernelPath::Avx512:
     case KernelPath::Avx512Vnni: return &lut_tiles_avx512;
     case KernelPath::Portable: break;

@@ -70,7 +70,8 @@ using TableTilesFn = void (*)(const TableKernelView&, const float*, std::ptrdiff
 [[nodiscard]] inline TableTilesFn table_tiles_function(KernelPath path) noexcept {
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
   switch (path) {
-    case KernelPath::Avx2: return &table_tiles_avx2;
+    case KernelPath::Avx2:
+    case KernelPath::AvxVnni: return &table_tiles_avx2;
     case KernelPath::Avx512:
     case KernelPath::Avx512Vnni: return &table_tiles_avx512;
     case KernelPath::Portable: break;

@@ -57,6 +57,7 @@ inline void tiles_avx512vnni(const UniformKernelView& w, const ActivationSet& a,
 #if defined(QTL_HAVE_X86_KERNELS)
   switch (path) {
     case KernelPath::Avx2: return &uniform_tiles_avx2;
+    case KernelPath::AvxVnni: return &uniform_tiles_avxvnni;
     case KernelPath::Avx512: return &detail_dispatch::tiles_avx512bw;
     case KernelPath::Avx512Vnni: return &detail_dispatch::tiles_avx512vnni;
     case KernelPath::Portable: break;

@@ -84,7 +84,8 @@ struct VQKernelFunctions {
   VQKernelFunctions f;
 #if defined(QTL_HAVE_X86_VQ_KERNELS)
   switch (path) {
-    case KernelPath::Avx2: f = {&vq_build_table_avx2, &vq_tiles_table_avx2, &vq_tiles_decode_avx2, &vq_tiles_e8p_avx2}; break;
+    case KernelPath::Avx2:
+    case KernelPath::AvxVnni: f = {&vq_build_table_avx2, &vq_tiles_table_avx2, &vq_tiles_decode_avx2, &vq_tiles_e8p_avx2}; break;
     case KernelPath::Avx512: f = {&vq_build_table_avx512, &vq_tiles_table_avx512, &vq_tiles_decode_avx512, &vq_tiles_e8p_avx2}; break;
     case KernelPath::Avx512Vnni:
       if (vq_cpu_has_vbmi()) {
