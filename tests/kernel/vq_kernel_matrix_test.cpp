@@ -146,12 +146,13 @@ TEST(VQKernelMatrix, QuantizedMatricesMatchReference) {
 }
 
 TEST(VQKernelMatrix, E8PMatchesReference) {
-  // sets not dividing the rows or a tile, a padded last vector (45 = 5 x 8 + 5), one column
+  // sets not dividing the rows or a tile, a padded last vector (45 = 5 x 8 + 5), one column,
+  // several chunks of positions (2100 columns = 263 positions, chunks of 256)
   struct Shape {
     Index rows, cols, rows_per_set;
   };
   unsigned seed = 30;
-  for (const Shape& s : {Shape{37, 45, 5}, Shape{70, 64, 0}, Shape{3, 1, 1}, Shape{130, 120, 64}}) {
+  for (const Shape& s : {Shape{37, 45, 5}, Shape{70, 64, 0}, Shape{3, 1, 1}, Shape{130, 120, 64}, Shape{10, 2100, 3}}) {
     const auto w = qtl::test::gaussian(s.rows, s.cols, seed, 0.05f);
     const auto q = qtl::quantize_vectors(qtl::E8P{}, qtl::VQGranularity{s.rows_per_set}, w);
     const TestMatrix t{qtl::pack_vq(q), qtl::dequantize(q)};

@@ -26,7 +26,8 @@
 //
 // E8P matrices (qtl/quant/e8p.hpp: D = 8, 16-bit indices, one fp16 scale per set) use the same
 // index layout (two bytes each), no codebook, and `e8p_scale` (fp32) per set; the kernels decode
-// each codeword from E8P::abs_grid() (256 x 8 fp32), the sign bits and the shift bit.
+// each codeword from E8P::abs_grid() (256 x 8 fp32, or byte planes of it), the sign bits and
+// the shift bit.
 #pragma once
 
 #include <algorithm>

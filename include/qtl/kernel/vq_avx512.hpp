@@ -30,11 +30,13 @@
 
 #include <immintrin.h>
 
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
 
 #include "qtl/kernel/layout_vq.hpp"
+#include "qtl/quant/e8p.hpp"
 #include "qtl/kernel/prefetch.hpp"
 
 #define QTL_VQ_TARGET_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq")))
@@ -400,7 +402,124 @@ QTL_VQ_TARGET_AVX512VBMI inline void tiles_table_bytes(const VQKernelView& w, co
   }
 }
 
+// ---- E8P decoded to int8 for 64 rows at once (AVX512_VBMI) -----------------------------------
+//
+// Every E8P weight is s/4 times an odd integer: 4 c_d = sigma_d 4 a_d + 4 t with 4 a_d in
+// {2, 6, 10} and 4 t = +-1, so q_d = 4 c_d lies in [-11, 11] and is exact in int8. Per position
+// the 64 rows' indices are split into their grid bytes g and sign/shift bytes h (two vpermi2b);
+// per coordinate d the magnitude 4 a_d comes from a 256-byte plane by the same two-vpermi2b
+// lookup as the VQ byte planes, is negated under the sign mask (bit d-1 of h; coordinate 0:
+// the parity of h's 7 sign bits from a 128-byte vpermi2b table, the grid's own parity folded
+// into plane 0) and gets the shift added; 16-row quarters are widened to fp32 and multiplied
+// with x[8 j + d] by FMA, one chain per (16 rows, token) as in the decode kernels. The row's
+// scale times 1/4 is applied once per chunk: s * (q / 4) is the weight the reference rounds,
+// so the result meets the Decode bound of vq_kernel_matrix.hpp (+1 rounding for the product,
+// inside the tests' margin). ~6 instructions per coordinate to decode 64 weights, against ~12
+// per 8 weights for the codeword-at-a-time decoder (vq_tiles_e8p_avx2).
+
+/// Byte tables of the E8P decoder: plane d = 4 |grid[g][d]| for every grid entry g, plane 0
+/// negated where the grid entry's coordinate sum is odd; odd[i] = 0x80 iff popcount(i) is odd.
+struct E8PByteTables {
+  alignas(64) std::int8_t mag[8][256];
+  alignas(64) std::uint8_t odd[128];
+};
+
+inline const E8PByteTables& e8p_byte_tables() {
+  static const E8PByteTables tables = [] {
+    E8PByteTables t{};
+    const auto& grid = E8P::abs_grid();
+    const auto& parity = E8P::abs_parity();
+    for (std::size_t g = 0; g < 256; ++g) {
+      for (std::size_t d = 0; d < 8; ++d) {
+        const auto m = static_cast<int>(4.0f * grid[g * 8 + d]);  // 2, 6 or 10, exact
+        t.mag[d][g] = static_cast<std::int8_t>(d == 0 && parity[g] != 0 ? -m : m);
+      }
+    }
+    for (unsigned i = 0; i < 128; ++i) t.odd[i] = std::popcount(i) % 2 != 0 ? 0x80 : 0x00;
+    return t;
+  }();
+  return tables;
+}
+
+template <int K>
+QTL_VQ_TARGET_AVX512VBMI inline __attribute__((always_inline)) __m512 e8p_quarter(__m512i q) noexcept {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm512_extracti32x4_epi32(q, K)));
+}
+
+template <int NT, int K>
+QTL_VQ_TARGET_AVX512VBMI inline __attribute__((always_inline)) void e8p_fma(__m512i q, const float* const* xs,
+                                                                            std::ptrdiff_t e, __m512 (*acc)[4]) noexcept {
+  const __m512 wf = e8p_quarter<K>(q);
+  #pragma GCC unroll 4
+  for (int n = 0; n < NT; ++n) acc[n][K] = _mm512_fmadd_ps(wf, _mm512_set1_ps(xs[n][e]), acc[n][K]);
+}
+
+template <int NT>
+QTL_VQ_TARGET_AVX512VBMI void tiles_e8p_bytes(const VQKernelView& w, const VQChunkTask& k, std::ptrdiff_t t0,
+                                              std::ptrdiff_t t1) noexcept {
+  const E8PByteTables& T = e8p_byte_tables();
+  const std::ptrdiff_t len = w.chunk_len(k.c);
+  alignas(64) std::uint8_t sel[2][64];
+  for (int i = 0; i < 64; ++i) {
+    sel[0][i] = static_cast<std::uint8_t>(2 * i);      // low byte of index i: the grid entry
+    sel[1][i] = static_cast<std::uint8_t>(2 * i + 1);  // high byte: 7 sign bits, shift bit
+  }
+  const __m512i sel_g = _mm512_load_si512(sel[0]), sel_h = _mm512_load_si512(sel[1]);
+  const __m512i odd_lo = _mm512_load_si512(T.odd), odd_hi = _mm512_load_si512(T.odd + 64);
+  const __m512i plus1 = _mm512_set1_epi8(1), minus1 = _mm512_set1_epi8(-1), zero = _mm512_setzero_si512();
+  const float* xs[NT];
+  #pragma GCC unroll 4
+  for (int n = 0; n < NT; ++n) xs[n] = k.x + n * k.ldx + k.c * w.chunk * 8;
+  for (std::ptrdiff_t t = t0; t < t1; ++t) {
+    const std::uint16_t* idx = w.idx16 + w.chunk_offset(k.c) + t * len * kVQTileRows;
+    __m512 acc[NT][4];
+    #pragma GCC unroll 4
+    for (int n = 0; n < NT; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = _mm512_setzero_ps();
+    for (std::ptrdiff_t jj = 0; jj < len; ++jj) {
+      const std::uint16_t* ip = idx + jj * kVQTileRows;
+      prefetch_stream<2>(ip);
+      const __m512i a = _mm512_loadu_si512(ip), b = _mm512_loadu_si512(ip + 32);
+      const __m512i g = _mm512_permutex2var_epi8(a, sel_g, b);
+      const __m512i h = _mm512_permutex2var_epi8(a, sel_h, b);
+      const __mmask64 g_hi = _mm512_movepi8_mask(g);
+      const __mmask64 neg0 = _mm512_movepi8_mask(_mm512_permutex2var_epi8(odd_lo, h, odd_hi));  // bit 7 of h unused
+      const __m512i shift = _mm512_mask_blend_epi8(_mm512_movepi8_mask(h), minus1, plus1);
+      #pragma GCC unroll 8
+      for (int d = 0; d < 8; ++d) {
+        const std::int8_t* P = T.mag[d];
+        const __m512i lo = _mm512_permutex2var_epi8(_mm512_load_si512(P), g, _mm512_load_si512(P + 64));
+        const __m512i up = _mm512_permutex2var_epi8(_mm512_load_si512(P + 128), g, _mm512_load_si512(P + 192));
+        const int sign_bit = d > 0 ? d - 1 : 0;  // coordinate d >= 1: bit d - 1 of h
+        const __mmask64 neg = d == 0 ? neg0 : _mm512_test_epi8_mask(h, _mm512_set1_epi8(static_cast<char>(1 << sign_bit)));
+        const __m512i m = _mm512_mask_blend_epi8(g_hi, lo, up);
+        const __m512i q = _mm512_add_epi8(_mm512_mask_sub_epi8(m, neg, zero, m), shift);  // 4 c_d, in [-11, 11]
+        const std::ptrdiff_t e = jj * 8 + d;
+        e8p_fma<NT, 0>(q, xs, e, acc);
+        e8p_fma<NT, 1>(q, xs, e, acc);
+        e8p_fma<NT, 2>(q, xs, e, acc);
+        e8p_fma<NT, 3>(q, xs, e, acc);
+      }
+    }
+    #pragma GCC unroll 4
+    for (int kq = 0; kq < 4; ++kq) {
+      const __m512i ls = _mm512_loadu_si512(w.lane_set + t * kVQTileRows + 16 * kq);
+      const __m512 sc = _mm512_mul_ps(_mm512_i32gather_ps(ls, w.e8p_scale, 4), _mm512_set1_ps(0.25f));
+      #pragma GCC unroll 4
+      for (int n = 0; n < NT; ++n) {
+        float* p = k.acc + (t * kVQMaxTokens + n) * kVQTileRows + 16 * kq;
+        const __m512 r = _mm512_mul_ps(acc[n][kq], sc);
+        _mm512_storeu_ps(p, k.first ? r : _mm512_add_ps(_mm512_loadu_ps(p), r));
+      }
+    }
+  }
+}
+
 }  // namespace detail_vq_avx512
+
+/// E8P on the byte-plane decoder above (requires vq_cpu_has_vbmi()).
+inline void vq_tiles_e8p_avx512vbmi(const VQKernelView& w, const VQChunkTask& k, std::ptrdiff_t t0, std::ptrdiff_t t1) noexcept {
+  detail_vq_avx512::with_tokens(k.nt, [&](auto nt) { detail_vq_avx512::tiles_e8p_bytes<decltype(nt)::value>(w, k, t0, t1); });
+}
 
 /// Tables as vq_build_table_avx512, but for 8-bit indices each table row (256 fp32 = 1 KiB) is
 /// stored as 4 byte planes of 256 bytes (see lookup_bytes).

@@ -40,10 +40,12 @@
 // KMeansVQ<D, B> matrices (a packed matrix with 2^bits x D fp16 words per set is taken as a
 // KMeansVQ codebook: the format does not name its quantizer) and E8P matrices (D = 8, 16-bit
 // indices, one fp16 scale per set) are accepted. E8P always decodes (a table of 2^16 codewords
-// never pays): per row and position the grid row, a sign mask and the shift make the 8 weights,
-// scale * (+-grid + shift) rounded exactly as gemv_e8p_reference does, FMA with x (one ymm per
-// codeword, qtl/kernel/vq_avx2.hpp, on every SIMD path). Residual VQ is left to
-// qtl/kernel/reference_vq.hpp.
+// never pays). On the Avx512Vnni path of VBMI CPUs it decodes 64 rows at a time to exact int8
+// multiples of s/4 by byte-plane lookups (vq_tiles_e8p_avx512vbmi in qtl/kernel/vq_avx512.hpp,
+// the row scale applied once per chunk); on the other SIMD paths per row and position the grid
+// row, a sign mask and the shift make the 8 weights, scale * (+-grid + shift) rounded exactly
+// as gemv_e8p_reference does, FMA with x (one ymm per codeword, qtl/kernel/vq_avx2.hpp).
+// Residual VQ is left to qtl/kernel/reference_vq.hpp.
 #pragma once
 
 #include <algorithm>
@@ -89,7 +91,7 @@ struct VQKernelFunctions {
     case KernelPath::Avx512: f = {&vq_build_table_avx512, &vq_tiles_table_avx512, &vq_tiles_decode_avx512, &vq_tiles_e8p_avx2}; break;
     case KernelPath::Avx512Vnni:
       if (vq_cpu_has_vbmi()) {
-        f = {&vq_build_table_avx512vbmi, &vq_tiles_table_avx512vbmi, &vq_tiles_decode_avx512, &vq_tiles_e8p_avx2};
+        f = {&vq_build_table_avx512vbmi, &vq_tiles_table_avx512vbmi, &vq_tiles_decode_avx512, &vq_tiles_e8p_avx512vbmi};
       } else {
         f = {&vq_build_table_avx512, &vq_tiles_table_avx512, &vq_tiles_decode_avx512, &vq_tiles_e8p_avx2};
       }
