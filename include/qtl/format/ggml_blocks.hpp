@@ -1,0 +1,854 @@
+// qtl/format/ggml_blocks.hpp — ggml's block formats as bytes: the row decoders (ggml's to_float)
+// and the reference row quantizers (ggml_quantize_chunk without an importance matrix), bit for
+// bit equal to llama.cpp's ggml/src/ggml-quants.c.
+//
+// Blocks are the structs of ggml-common.h, little-endian, fp16 fields as IEEE binary16 bits.
+// A row of n weights is n / block_size blocks, back to back, no padding.
+//
+// Bit-exactness. ggml's reference code (libggml-base) is compiled without FMA, so every
+// `a * b + c` in it is two roundings. GCC contracts such expressions into one FMA under -mfma
+// (-march=native), even across statements and in ISO C++ mode; every product that is then added
+// here goes through detail::unfused(), which hides the product from the contraction pass, so the
+// results are the same whatever -m or -ffp-contract flags compile this header. Integer to float
+// conversions, operand order and the order of accumulation follow ggml's source line by line
+// (each function names the one it reproduces).
+//
+// Plain C++ (no Eigen): this header may be included by per-ISA code and by the GGUF reader.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <bit>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <type_traits>
+
+#include "qtl/core/error.hpp"
+#include "qtl/detail/fp16.hpp"
+#include "qtl/format/ggml_types.hpp"
+
+namespace qtl::ggml {
+
+static_assert(std::endian::native == std::endian::little,
+              "ggml blocks are little-endian; qtl reads them with memcpy on a little-endian host");
+
+// ---- block layouts (ggml-common.h) ---------------------------------------------------------
+//
+// Legacy blocks of 32 (element j of the block):
+//   q4_0   d:fp16 | qs[16]          q = qs[j%16] >> 4*(j/16) & 15,            x = (q - 8) * d
+//   q4_1   d:fp16 m:fp16 | qs[16]   q as q4_0,                                 x = q * d + m
+//   q5_0   d | qh[4] | qs[16]       q = low nibble as q4_0 | bit j of qh (u32) << 4,  x = (q - 16) * d
+//   q5_1   d m | qh[4] | qs[16]     q as q5_0,                                 x = q * d + m
+//   q8_0   d | qs[32] (int8)        x = qs[j] * d
+//   iq4_nl d | qs[16]               q as q4_0,                                 x = d * kIq4nlValues[q]
+// Super-blocks of 256 (QK_K):
+//   q2_K   scales[16] | qs[64] | d dmin       16 sub-blocks of 16; scales[s] = sc | mn << 4;
+//          x = d*sc * q - dmin*mn, q 2 bits: element 128h + 32k + l (l < 32) is
+//          qs[32h + l] >> 2k & 3, its sub-block 8h + 2k + l/16
+//   q3_K   hmask[32] | qs[64] | scales[12] | d     16 sub-blocks of 16, 6-bit signed scales
+//          (low 4 bits in scales[0..7] nibbles, high 2 bits in scales[8..11]);
+//          q = (2 low bits as q2_K) - (bit 4h+k of hmask[32h... l] clear ? 4 : 0), x = d*(sc-32) * q
+//   q4_K   d dmin | scales[12] | qs[128]      8 sub-blocks of 32, 6-bit scale and min
+//          (get_scale_min_k4); element 64k + l: qs[32k + l%32] nibble l/32, x = d*sc * q - dmin*mn
+//   q5_K   d dmin | scales[12] | qh[32] | qs[128]   as q4_K plus bit 2k + l/32 of qh[l%32] as +16
+//   q6_K   ql[128] | qh[64] | scales[16] (int8) | d  16 sub-blocks of 16, x = d * sc * (q - 32)
+//   tq1_0  qs[48] | qh[4] | d   ternary, 5 (qs) or 4 (qh) base-3 digits per byte, x = (t - 1) * d
+//   tq2_0  qs[64] | d           ternary, 2 bits each: element 128h + 32k + m is qs[32h + m] >> 2k & 3
+
+struct BlockQ4_0 {
+  std::uint16_t d;
+  std::uint8_t qs[16];
+};
+struct BlockQ4_1 {
+  std::uint16_t d;
+  std::uint16_t m;
+  std::uint8_t qs[16];
+};
+struct BlockQ5_0 {
+  std::uint16_t d;
+  std::uint8_t qh[4];
+  std::uint8_t qs[16];
+};
+struct BlockQ5_1 {
+  std::uint16_t d;
+  std::uint16_t m;
+  std::uint8_t qh[4];
+  std::uint8_t qs[16];
+};
+struct BlockQ8_0 {
+  std::uint16_t d;
+  std::int8_t qs[32];
+};
+struct BlockIQ4_NL {
+  std::uint16_t d;
+  std::uint8_t qs[16];
+};
+struct BlockQ2_K {
+  std::uint8_t scales[16];
+  std::uint8_t qs[64];
+  std::uint16_t d;
+  std::uint16_t dmin;
+};
+struct BlockQ3_K {
+  std::uint8_t hmask[32];
+  std::uint8_t qs[64];
+  std::uint8_t scales[12];
+  std::uint16_t d;
+};
+struct BlockQ4_K {
+  std::uint16_t d;
+  std::uint16_t dmin;
+  std::uint8_t scales[12];
+  std::uint8_t qs[128];
+};
+struct BlockQ5_K {
+  std::uint16_t d;
+  std::uint16_t dmin;
+  std::uint8_t scales[12];
+  std::uint8_t qh[32];
+  std::uint8_t qs[128];
+};
+struct BlockQ6_K {
+  std::uint8_t ql[128];
+  std::uint8_t qh[64];
+  std::int8_t scales[16];
+  std::uint16_t d;
+};
+struct BlockTQ1_0 {
+  std::uint8_t qs[48];
+  std::uint8_t qh[4];
+  std::uint16_t d;
+};
+struct BlockTQ2_0 {
+  std::uint8_t qs[64];
+  std::uint16_t d;
+};
+
+namespace detail {
+template <class B>
+constexpr bool kPlainBlock = std::is_trivially_copyable_v<B> && std::is_standard_layout_v<B>;
+}  // namespace detail
+
+static_assert(sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_1) == 20 && sizeof(BlockQ5_0) == 22 &&
+                  sizeof(BlockQ5_1) == 24 && sizeof(BlockQ8_0) == 34 && sizeof(BlockIQ4_NL) == 18,
+              "ggml legacy block sizes (ggml-common.h)");
+static_assert(sizeof(BlockQ2_K) == 84 && sizeof(BlockQ3_K) == 110 && sizeof(BlockQ4_K) == 144 &&
+                  sizeof(BlockQ5_K) == 176 && sizeof(BlockQ6_K) == 210 && sizeof(BlockTQ1_0) == 54 &&
+                  sizeof(BlockTQ2_0) == 66,
+              "ggml super-block sizes (ggml-common.h)");
+static_assert(detail::kPlainBlock<BlockQ4_0> && detail::kPlainBlock<BlockQ4_1> &&
+              detail::kPlainBlock<BlockQ5_0> && detail::kPlainBlock<BlockQ5_1> &&
+              detail::kPlainBlock<BlockQ8_0> && detail::kPlainBlock<BlockIQ4_NL> &&
+              detail::kPlainBlock<BlockQ2_K> && detail::kPlainBlock<BlockQ3_K> &&
+              detail::kPlainBlock<BlockQ4_K> && detail::kPlainBlock<BlockQ5_K> &&
+              detail::kPlainBlock<BlockQ6_K> && detail::kPlainBlock<BlockTQ1_0> &&
+              detail::kPlainBlock<BlockTQ2_0>);
+
+/// IQ4_NL's 16 levels (ggml-common.h kvalues_iq4nl), ascending.
+inline constexpr std::array<std::int8_t, 16> kIq4nlValues = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                                              1,    13,   25,  38,  53,  69,  89,  113};
+
+namespace detail {
+
+/// x, unchanged, with how it was computed hidden from the compiler: `unfused(a * b) + c` is
+/// two roundings under any -ffp-contract / -mfma setting, as in ggml's FMA-free reference build.
+[[nodiscard]] inline float unfused(float x) noexcept {
+#if defined(__GNUC__) && (defined(__x86_64__) || (defined(__i386__) && defined(__SSE2__)))
+  __asm__("" : "+x"(x));
+#elif defined(__GNUC__) && defined(__aarch64__)
+  __asm__("" : "+w"(x));
+#else
+  volatile float v = x;
+  x = v;
+#endif
+  return x;
+}
+
+[[nodiscard]] inline float fp16(std::uint16_t h) noexcept { return qtl::detail::half_to_float(h); }
+[[nodiscard]] inline std::uint16_t to_fp16(float f) noexcept { return qtl::detail::float_to_half(f); }
+
+/// ggml's nearest_int: round half to even through the 1.5 * 2^23 trick; valid for
+/// |x| <= 4194303, reproduced bit for bit (also outside that range) because the K-quant
+/// reference relies on it.
+[[nodiscard]] inline int nearest_int(float x) noexcept {
+  const float v = x + 12582912.0f;
+  const auto i = std::bit_cast<std::int32_t>(v);
+  return (i & 0x007fffff) - 0x00400000;
+}
+
+/// ggml's best_index_int8: the index of the level nearest to x in an ascending table
+/// (ties to the upper level, as its final comparison is strict).
+[[nodiscard]] inline int best_index_iq4nl(float x) noexcept {
+  const auto& v = kIq4nlValues;
+  if (x <= v[0]) return 0;
+  if (x >= v[15]) return 15;
+  int lo = 0, hi = 15;
+  while (hi - lo > 1) {
+    const int mid = (lo + hi) / 2;
+    if (x < v[static_cast<std::size_t>(mid)]) {
+      hi = mid;
+    } else {
+      lo = mid;
+    }
+  }
+  return x - v[static_cast<std::size_t>(hi - 1)] < v[static_cast<std::size_t>(hi)] - x ? hi - 1 : hi;
+}
+
+/// get_scale_min_k4: the 6-bit scale and min of sub-block j (0..7) of a q4_K / q5_K block.
+inline void scale_min_k4(int j, const std::uint8_t* q, std::uint8_t& sc, std::uint8_t& mn) noexcept {
+  if (j < 4) {
+    sc = q[j] & 63;
+    mn = q[j + 4] & 63;
+  } else {
+    sc = static_cast<std::uint8_t>((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+    mn = static_cast<std::uint8_t>((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+  }
+}
+
+/// The 6-bit scale of sub-block j (0..15) of a q3_K block, in [-32, 31].
+[[nodiscard]] inline int scale_q3_k(const std::uint8_t* s, int j) noexcept {
+  const int lo = j < 8 ? (s[j] & 0xF) : (s[j - 8] >> 4);
+  const int hi = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
+  return (lo | (hi << 4)) - 32;
+}
+
+// ---- block decoders: dequantize_row_<type> of ggml-quants.c, one block each -----------------
+
+inline void decode_block(const BlockQ4_0& b, float* y) noexcept {
+  const float d = fp16(b.d);
+  for (int j = 0; j < 16; ++j) {
+    const int x0 = (b.qs[j] & 0x0F) - 8;
+    const int x1 = (b.qs[j] >> 4) - 8;
+    y[j] = static_cast<float>(x0) * d;
+    y[j + 16] = static_cast<float>(x1) * d;
+  }
+}
+inline void decode_block(const BlockQ4_1& b, float* y) noexcept {
+  const float d = fp16(b.d), m = fp16(b.m);
+  for (int j = 0; j < 16; ++j) {
+    y[j] = unfused(static_cast<float>(b.qs[j] & 0x0F) * d) + m;
+    y[j + 16] = unfused(static_cast<float>(b.qs[j] >> 4) * d) + m;
+  }
+}
+inline std::uint32_t load_u32(const std::uint8_t* p) noexcept {
+  std::uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+inline void decode_block(const BlockQ5_0& b, float* y) noexcept {
+  const float d = fp16(b.d);
+  const std::uint32_t qh = load_u32(b.qh);
+  for (int j = 0; j < 16; ++j) {
+    const int h0 = static_cast<int>(((qh >> j) << 4) & 0x10);
+    const int h1 = static_cast<int>((qh >> (j + 12)) & 0x10);
+    y[j] = static_cast<float>(((b.qs[j] & 0x0F) | h0) - 16) * d;
+    y[j + 16] = static_cast<float>(((b.qs[j] >> 4) | h1) - 16) * d;
+  }
+}
+inline void decode_block(const BlockQ5_1& b, float* y) noexcept {
+  const float d = fp16(b.d), m = fp16(b.m);
+  const std::uint32_t qh = load_u32(b.qh);
+  for (int j = 0; j < 16; ++j) {
+    const int h0 = static_cast<int>(((qh >> j) << 4) & 0x10);
+    const int h1 = static_cast<int>((qh >> (j + 12)) & 0x10);
+    y[j] = unfused(static_cast<float>((b.qs[j] & 0x0F) | h0) * d) + m;
+    y[j + 16] = unfused(static_cast<float>((b.qs[j] >> 4) | h1) * d) + m;
+  }
+}
+inline void decode_block(const BlockQ8_0& b, float* y) noexcept {
+  const float d = fp16(b.d);
+  for (int j = 0; j < 32; ++j) y[j] = static_cast<float>(b.qs[j]) * d;
+}
+inline void decode_block(const BlockIQ4_NL& b, float* y) noexcept {
+  const float d = fp16(b.d);
+  for (int j = 0; j < 16; ++j) {
+    y[j] = d * static_cast<float>(kIq4nlValues[b.qs[j] & 0xF]);
+    y[j + 16] = d * static_cast<float>(kIq4nlValues[b.qs[j] >> 4]);
+  }
+}
+inline void decode_block(const BlockQ2_K& b, float* y) noexcept {
+  const float d = fp16(b.d), mn = fp16(b.dmin);
+  const std::uint8_t* q = b.qs;
+  int is = 0;
+  for (int n = 0; n < 256; n += 128) {
+    for (int shift = 0; shift < 8; shift += 2) {
+      for (int half = 0; half < 2; ++half) {
+        const std::uint8_t sc = b.scales[is++];
+        const float dl = d * static_cast<float>(sc & 0xF);
+        const float ml = mn * static_cast<float>(sc >> 4);
+        for (int l = 0; l < 16; ++l) {
+          *y++ = unfused(dl * static_cast<float>((q[l + 16 * half] >> shift) & 3)) - ml;
+        }
+      }
+    }
+    q += 32;
+  }
+}
+inline void decode_block(const BlockQ3_K& b, float* y) noexcept {
+  const float d_all = fp16(b.d);
+  const std::uint8_t* q = b.qs;
+  std::uint8_t m = 1;
+  int is = 0;
+  for (int n = 0; n < 256; n += 128) {
+    for (int shift = 0; shift < 8; shift += 2) {
+      for (int half = 0; half < 2; ++half) {
+        const float dl = d_all * static_cast<float>(scale_q3_k(b.scales, is++));
+        for (int l = 0; l < 16; ++l) {
+          const int k = l + 16 * half;
+          const int v = ((q[k] >> shift) & 3) - ((b.hmask[k] & m) ? 0 : 4);
+          *y++ = dl * static_cast<float>(v);
+        }
+      }
+      m = static_cast<std::uint8_t>(m << 1);
+    }
+    q += 32;
+  }
+}
+inline void decode_block(const BlockQ4_K& b, float* y) noexcept {
+  const float d = fp16(b.d), mn = fp16(b.dmin);
+  const std::uint8_t* q = b.qs;
+  for (int is = 0; is < 8; is += 2) {
+    std::uint8_t sc, m;
+    scale_min_k4(is, b.scales, sc, m);
+    const float d1 = d * static_cast<float>(sc), m1 = mn * static_cast<float>(m);
+    scale_min_k4(is + 1, b.scales, sc, m);
+    const float d2 = d * static_cast<float>(sc), m2 = mn * static_cast<float>(m);
+    for (int l = 0; l < 32; ++l) *y++ = unfused(d1 * static_cast<float>(q[l] & 0xF)) - m1;
+    for (int l = 0; l < 32; ++l) *y++ = unfused(d2 * static_cast<float>(q[l] >> 4)) - m2;
+    q += 32;
+  }
+}
+inline void decode_block(const BlockQ5_K& b, float* y) noexcept {
+  const float d = fp16(b.d), mn = fp16(b.dmin);
+  const std::uint8_t* ql = b.qs;
+  std::uint8_t u1 = 1, u2 = 2;
+  for (int is = 0; is < 8; is += 2) {
+    std::uint8_t sc, m;
+    scale_min_k4(is, b.scales, sc, m);
+    const float d1 = d * static_cast<float>(sc), m1 = mn * static_cast<float>(m);
+    scale_min_k4(is + 1, b.scales, sc, m);
+    const float d2 = d * static_cast<float>(sc), m2 = mn * static_cast<float>(m);
+    for (int l = 0; l < 32; ++l) {
+      *y++ = unfused(d1 * static_cast<float>((ql[l] & 0xF) + ((b.qh[l] & u1) ? 16 : 0))) - m1;
+    }
+    for (int l = 0; l < 32; ++l) {
+      *y++ = unfused(d2 * static_cast<float>((ql[l] >> 4) + ((b.qh[l] & u2) ? 16 : 0))) - m2;
+    }
+    ql += 32;
+    u1 = static_cast<std::uint8_t>(u1 << 2);
+    u2 = static_cast<std::uint8_t>(u2 << 2);
+  }
+}
+inline void decode_block(const BlockQ6_K& b, float* y) noexcept {
+  const float d = fp16(b.d);
+  const std::uint8_t* ql = b.ql;
+  const std::uint8_t* qh = b.qh;
+  const std::int8_t* sc = b.scales;
+  for (int n = 0; n < 256; n += 128) {
+    for (int l = 0; l < 32; ++l) {
+      const int is = l / 16;
+      const int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+      const int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+      const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+      const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+      y[l] = d * static_cast<float>(sc[is]) * static_cast<float>(q1);
+      y[l + 32] = d * static_cast<float>(sc[is + 2]) * static_cast<float>(q2);
+      y[l + 64] = d * static_cast<float>(sc[is + 4]) * static_cast<float>(q3);
+      y[l + 96] = d * static_cast<float>(sc[is + 6]) * static_cast<float>(q4);
+    }
+    y += 128;
+    ql += 64;
+    qh += 32;
+    sc += 8;
+  }
+}
+/// The base-3 digit n (most significant first) of a tq1_0 byte: the byte holds
+/// ceil(v * 256 / 243) for the 5-digit (or 4-digit, shifted by one digit) number v.
+[[nodiscard]] inline int trit(std::uint8_t byte, int n) noexcept {
+  static constexpr std::uint8_t kPow3[6] = {1, 3, 9, 27, 81, 243};
+  const auto q = static_cast<std::uint8_t>(byte * kPow3[n]);
+  return (static_cast<std::uint16_t>(q) * 3) >> 8;
+}
+inline void decode_block(const BlockTQ1_0& b, float* y) noexcept {
+  const float d = fp16(b.d);
+  for (int n = 0; n < 5; ++n) {
+    for (int m = 0; m < 32; ++m) *y++ = static_cast<float>(trit(b.qs[m], n) - 1) * d;
+  }
+  for (int n = 0; n < 5; ++n) {
+    for (int m = 0; m < 16; ++m) *y++ = static_cast<float>(trit(b.qs[32 + m], n) - 1) * d;
+  }
+  for (int n = 0; n < 4; ++n) {
+    for (int j = 0; j < 4; ++j) *y++ = static_cast<float>(trit(b.qh[j], n) - 1) * d;
+  }
+}
+inline void decode_block(const BlockTQ2_0& b, float* y) noexcept {
+  const float d = fp16(b.d);
+  for (int j = 0; j < 64; j += 32) {
+    for (int l = 0; l < 4; ++l) {
+      for (int m = 0; m < 32; ++m) *y++ = static_cast<float>(((b.qs[j + m] >> (2 * l)) & 3) - 1) * d;
+    }
+  }
+}
+
+template <class Block>
+void decode_blocks(std::span<const std::byte> src, std::span<float> dst, std::int64_t block_size) {
+  const std::size_t nb = dst.size() / static_cast<std::size_t>(block_size);
+  for (std::size_t i = 0; i < nb; ++i) {
+    Block b;
+    std::memcpy(&b, src.data() + i * sizeof(Block), sizeof(Block));
+    decode_block(b, dst.data() + i * static_cast<std::size_t>(block_size));
+  }
+}
+
+/// fp16 -> fp32 as ggml's ggml_compute_fp16_to_fp32 (and x86's F16C): a signaling NaN comes out
+/// quiet (its payload otherwise kept), because ggml's conversion passes NaNs through a multiply.
+[[nodiscard]] inline float fp16_to_fp32_ggml(std::uint16_t h) noexcept {
+  float f = fp16(h);
+  if ((h & 0x7C00u) == 0x7C00u && (h & 0x03FFu) != 0) {
+    f = std::bit_cast<float>(std::bit_cast<std::uint32_t>(f) | 0x00400000u);
+  }
+  return f;
+}
+
+inline TypeInfo checked_row(std::string_view where, Type type, std::size_t n,
+                                          std::size_t bytes, std::string_view bytes_name) {
+  const TypeInfo info = type_info(type);
+  const auto bs = static_cast<std::size_t>(info.block_size);
+  if (n % bs != 0) {
+    fail(where, ": a ", info.name, " row holds a multiple of ", bs, " values, got ", n);
+  }
+  const std::size_t want = n / bs * static_cast<std::size_t>(info.type_size);
+  if (bytes != want) {
+    fail(where, ": ", n, " values of ", info.name, " take ", want, " bytes, but ", bytes_name,
+         " has ", bytes);
+  }
+  return info;
+}
+
+}  // namespace detail
+
+/// True for the types dequantize_row decodes.
+[[nodiscard]] constexpr bool can_dequantize(Type t) noexcept {
+  switch (t) {
+    case Type::F32: case Type::F16: case Type::BF16: case Type::Q4_0: case Type::Q4_1:
+    case Type::Q5_0: case Type::Q5_1: case Type::Q8_0: case Type::IQ4_NL: case Type::Q2_K:
+    case Type::Q3_K: case Type::Q4_K: case Type::Q5_K: case Type::Q6_K: case Type::TQ1_0:
+    case Type::TQ2_0:
+      return true;
+    default:
+      return false;
+  }
+}
+
+/// ggml's to_float for one row (or several rows back to back): dst.size() values decoded from
+/// src, which must hold exactly dst.size() / block_size blocks. Bit for bit equal to libggml's
+/// type_traits[type].to_float (F32: a copy). Throws qtl::Error for a type it does not decode,
+/// a length that is not a multiple of the block size, or a src of the wrong size.
+inline void dequantize_row(Type type, std::span<const std::byte> src, std::span<float> dst) {
+  constexpr std::string_view kWhere = "ggml::dequantize_row";
+  if (!can_dequantize(type)) fail(kWhere, ": type ", type_name(type), " is not supported");
+  const TypeInfo info = detail::checked_row(kWhere, type, dst.size(), src.size(), "src");
+  const std::int64_t bs = info.block_size;
+  switch (type) {
+    case Type::F32:
+      if (!dst.empty()) std::memcpy(dst.data(), src.data(), src.size());
+      return;
+    case Type::F16:
+      for (std::size_t i = 0; i < dst.size(); ++i) {
+        std::uint16_t h;
+        std::memcpy(&h, src.data() + 2 * i, 2);
+        dst[i] = detail::fp16_to_fp32_ggml(h);
+      }
+      return;
+    case Type::BF16:
+      for (std::size_t i = 0; i < dst.size(); ++i) {
+        std::uint16_t h;
+        std::memcpy(&h, src.data() + 2 * i, 2);
+        dst[i] = std::bit_cast<float>(static_cast<std::uint32_t>(h) << 16);
+      }
+      return;
+    case Type::Q4_0: return detail::decode_blocks<BlockQ4_0>(src, dst, bs);
+    case Type::Q4_1: return detail::decode_blocks<BlockQ4_1>(src, dst, bs);
+    case Type::Q5_0: return detail::decode_blocks<BlockQ5_0>(src, dst, bs);
+    case Type::Q5_1: return detail::decode_blocks<BlockQ5_1>(src, dst, bs);
+    case Type::Q8_0: return detail::decode_blocks<BlockQ8_0>(src, dst, bs);
+    case Type::IQ4_NL: return detail::decode_blocks<BlockIQ4_NL>(src, dst, bs);
+    case Type::Q2_K: return detail::decode_blocks<BlockQ2_K>(src, dst, bs);
+    case Type::Q3_K: return detail::decode_blocks<BlockQ3_K>(src, dst, bs);
+    case Type::Q4_K: return detail::decode_blocks<BlockQ4_K>(src, dst, bs);
+    case Type::Q5_K: return detail::decode_blocks<BlockQ5_K>(src, dst, bs);
+    case Type::Q6_K: return detail::decode_blocks<BlockQ6_K>(src, dst, bs);
+    case Type::TQ1_0: return detail::decode_blocks<BlockTQ1_0>(src, dst, bs);
+    case Type::TQ2_0: return detail::decode_blocks<BlockTQ2_0>(src, dst, bs);
+    default: fail(kWhere, ": type ", type_name(type), " is not supported");
+  }
+}
+
+// ---- the round-to-nearest rules of ggml's reference quantizers, per block ------------------
+//
+// ggml fits a scale d per block, stores fp16(d), but encodes with id = 1/d of the *unrounded* d
+// (0 when d = 0); decoding uses the fp16 value. The rules below are that encoder; they also take
+// any float (clamping to the code range) so that a solver can re-encode moved values with the
+// same parameters. Codes are unsigned: q4_0 / iq4_nl 0..15, q5_0 0..31, q4_1 0..15, q5_1 0..31,
+// q8_0 q + 128 in 0..255 (ggml's int8 q).
+
+/// The scale of a legacy block before fp16 rounding, with ggml's id = 1/d (0 for d = 0), and
+/// for q4_1 / q5_1 the block minimum (the offset before fp16 rounding).
+struct BlockScale {
+  float d = 0.0f;
+  float id = 0.0f;
+  float min = 0.0f;
+};
+
+namespace rule {
+
+/// quantize_row_q4_0_ref / q5_0_ref: d = max / -2^(b-1), max the value of largest magnitude
+/// (the first one on ties).
+[[nodiscard]] inline BlockScale symmetric(std::span<const float> x, float divisor) noexcept {
+  float amax = 0.0f, max = 0.0f;
+  for (float v : x) {
+    if (amax < std::fabs(v)) {
+      amax = std::fabs(v);
+      max = v;
+    }
+  }
+  BlockScale s;
+  s.d = max / divisor;
+  s.id = s.d != 0.0f ? 1.0f / s.d : 0.0f;
+  return s;
+}
+[[nodiscard]] inline BlockScale q4_0(std::span<const float> x) noexcept { return symmetric(x, -8.0f); }
+[[nodiscard]] inline BlockScale q5_0(std::span<const float> x) noexcept { return symmetric(x, -16.0f); }
+
+/// quantize_row_q8_0_ref: d = absmax / 127.
+[[nodiscard]] inline BlockScale q8_0(std::span<const float> x) noexcept {
+  float amax = 0.0f;
+  for (float v : x) amax = std::max(amax, std::fabs(v));
+  BlockScale s;
+  s.d = amax / 127.0f;
+  s.id = s.d != 0.0f ? 1.0f / s.d : 0.0f;
+  return s;
+}
+
+/// quantize_row_q4_1_ref / q5_1_ref: d = (max - min) / (2^b - 1), offset min.
+[[nodiscard]] inline BlockScale affine(std::span<const float> x, float levels) noexcept {
+  float min = 3.402823466e+38f, max = -3.402823466e+38f;
+  for (float v : x) {
+    if (v < min) min = v;
+    if (v > max) max = v;
+  }
+  BlockScale s;
+  s.d = (max - min) / levels;
+  s.id = s.d != 0.0f ? 1.0f / s.d : 0.0f;
+  s.min = min;
+  return s;
+}
+[[nodiscard]] inline BlockScale q4_1(std::span<const float> x) noexcept { return affine(x, 15.0f); }
+[[nodiscard]] inline BlockScale q5_1(std::span<const float> x) noexcept { return affine(x, 31.0f); }
+
+/// floor(t) clamped to [0, hi]: ggml's (int8_t)(t) truncation then MIN(hi, .) for t >= 0, and
+/// the nearest end of the range for any other float (NaN gives 0).
+[[nodiscard]] inline std::uint8_t truncate_clamped(float t, int hi) noexcept {
+  if (!(t >= 0.0f)) return 0;
+  if (t >= static_cast<float>(hi)) return static_cast<std::uint8_t>(hi);
+  return static_cast<std::uint8_t>(static_cast<int>(t));
+}
+/// q4_0: MIN(15, (int8_t)(x * id + 8.5f)).
+[[nodiscard]] inline std::uint8_t code_q4_0(float x, float id) noexcept {
+  return truncate_clamped(detail::unfused(x * id) + 8.5f, 15);
+}
+/// q5_0: MIN(31, (int8_t)(x * id + 16.5f)).
+[[nodiscard]] inline std::uint8_t code_q5_0(float x, float id) noexcept {
+  return truncate_clamped(detail::unfused(x * id) + 16.5f, 31);
+}
+/// q4_1: MIN(15, (int8_t)((x - min) * id + 0.5f)).
+[[nodiscard]] inline std::uint8_t code_q4_1(float x, float min, float id) noexcept {
+  return truncate_clamped(detail::unfused((x - min) * id) + 0.5f, 15);
+}
+/// q5_1: (uint8_t)((x - min) * id + 0.5f), within 0..31 for in-range x.
+[[nodiscard]] inline std::uint8_t code_q5_1(float x, float min, float id) noexcept {
+  return truncate_clamped(detail::unfused((x - min) * id) + 0.5f, 31);
+}
+/// q8_0: roundf(x * id) (half away from zero) clamped to [-128, 127], plus 128.
+[[nodiscard]] inline std::uint8_t code_q8_0(float x, float id) noexcept {
+  const float r = std::round(x * id);
+  if (!(r >= -128.0f)) return 0;
+  if (r >= 127.0f) return 255;
+  return static_cast<std::uint8_t>(static_cast<int>(r) + 128);
+}
+/// iq4_nl: the nearest of the 16 levels to x * id (best_index_int8).
+[[nodiscard]] inline std::uint8_t code_iq4_nl(float x, float id) noexcept {
+  return static_cast<std::uint8_t>(detail::best_index_iq4nl(x * id));
+}
+
+/// IQ4_NL's scale search for one block of 32 (quantize_row_iq4_nl_impl with super-block =
+/// block = 32 and ntry = 7, as ggml_quantize_chunk runs it): weights w = x^2 without an
+/// importance matrix, else qw * sqrt(sigma2 + x^2) with sigma2 = 2 * mean(x^2) over the block;
+/// d = the weighted least-squares scale of the best of 15 trial grids. Returns {d, 1/d}
+/// (d = 0 for a block whose absmax is below 1e-15).
+[[nodiscard]] inline BlockScale iq4_nl(std::span<const float> x, std::span<const float> qw) noexcept {
+  const std::size_t n = x.size();
+  float sigma2 = 0.0f;
+  for (float v : x) sigma2 = sigma2 + detail::unfused(v * v);
+  sigma2 *= 2.0f / static_cast<float>(n);
+  std::array<float, 32> wbuf{};
+  float* weight = wbuf.data();
+  for (std::size_t j = 0; j < n; ++j) {
+    weight[j] = qw.empty() ? x[j] * x[j] : qw[j] * std::sqrt(sigma2 + detail::unfused(x[j] * x[j]));
+  }
+  float amax = 0.0f, max = 0.0f;
+  for (float v : x) {
+    const float ax = std::fabs(v);
+    if (ax > amax) {
+      amax = ax;
+      max = v;
+    }
+  }
+  BlockScale s;
+  if (amax < 1e-15f) return s;
+  const auto v0 = static_cast<float>(kIq4nlValues[0]);
+  float d = -max / v0;
+  float id = 1.0f / d;
+  float sumqx = 0.0f, sumq2 = 0.0f;
+  auto accumulate = [&](float idt) {
+    sumqx = 0.0f;
+    sumq2 = 0.0f;
+    for (std::size_t j = 0; j < n; ++j) {
+      const float al = idt * x[j];
+      const auto q = static_cast<float>(kIq4nlValues[static_cast<std::size_t>(detail::best_index_iq4nl(al))]);
+      const float w = weight[j];
+      sumqx = sumqx + detail::unfused(w * q * x[j]);
+      sumq2 = sumq2 + detail::unfused(w * q * q);
+    }
+  };
+  accumulate(id);
+  d = sumq2 > 0.0f ? sumqx / sumq2 : 0.0f;
+  float best = d * sumqx;
+  for (int itry = -7; itry <= 7; ++itry) {
+    id = static_cast<float>(itry + kIq4nlValues[0]) / max;
+    accumulate(id);
+    if (sumq2 > 0.0f && sumqx * sumqx > best * sumq2) {
+      d = sumqx / sumq2;
+      best = d * sumqx;
+    }
+  }
+  s.d = d;
+  s.id = d != 0.0f ? 1.0f / d : 0.0f;
+  return s;
+}
+
+}  // namespace rule
+
+// ---- packing one legacy block -----------------------------------------------------------------
+
+/// Writes one block of a 32-wide type from its fp16 scale `d`, fp16 offset `m` (q4_1 / q5_1;
+/// ignored otherwise) and 32 codes in the ranges above. `dst` must be type_size bytes.
+inline void pack_block32(Type type, float d, float m, std::span<const std::uint8_t> codes,
+                         std::span<std::byte> dst) {
+  constexpr std::string_view kWhere = "ggml::pack_block32";
+  const TypeInfo info = type_info(type);
+  if (info.block_size != 32 || type == Type::Q8_1) fail(kWhere, ": ", info.name, " is not a 32-wide block type qtl packs");
+  if (codes.size() != 32) fail(kWhere, ": a block holds 32 codes, got ", codes.size());
+  if (dst.size() != static_cast<std::size_t>(info.type_size)) {
+    fail(kWhere, ": a ", info.name, " block is ", info.type_size, " bytes, dst has ", dst.size());
+  }
+  const std::uint16_t hd = detail::to_fp16(d), hm = detail::to_fp16(m);
+  auto nibbles = [&](std::uint8_t* qs) {
+    for (int j = 0; j < 16; ++j) qs[j] = static_cast<std::uint8_t>((codes[j] & 0xF) | ((codes[j + 16] & 0xF) << 4));
+  };
+  auto high_bits = [&](std::uint8_t* qh) {
+    std::uint32_t h = 0;
+    for (int j = 0; j < 32; ++j) h |= static_cast<std::uint32_t>((codes[j] >> 4) & 1) << j;
+    std::memcpy(qh, &h, 4);
+  };
+  auto store = [&](const auto& b) { std::memcpy(dst.data(), &b, sizeof(b)); };
+  switch (type) {
+    case Type::Q4_0: { BlockQ4_0 b{hd, {}}; nibbles(b.qs); store(b); return; }
+    case Type::IQ4_NL: { BlockIQ4_NL b{hd, {}}; nibbles(b.qs); store(b); return; }
+    case Type::Q4_1: { BlockQ4_1 b{hd, hm, {}}; nibbles(b.qs); store(b); return; }
+    case Type::Q5_0: { BlockQ5_0 b{hd, {}, {}}; nibbles(b.qs); high_bits(b.qh); store(b); return; }
+    case Type::Q5_1: { BlockQ5_1 b{hd, hm, {}, {}}; nibbles(b.qs); high_bits(b.qh); store(b); return; }
+    case Type::Q8_0: {
+      BlockQ8_0 b{hd, {}};
+      for (int j = 0; j < 32; ++j) b.qs[j] = static_cast<std::int8_t>(codes[j] - 128);
+      store(b);
+      return;
+    }
+    default: fail(kWhere, ": ", info.name, " is not a 32-wide block type qtl packs");
+  }
+}
+
+/// The inverse of pack_block32: fp16 scale and offset (0 for the types without one) as floats,
+/// and the 32 codes.
+inline void unpack_block32(Type type, std::span<const std::byte> src, float& d, float& m,
+                           std::span<std::uint8_t> codes) {
+  constexpr std::string_view kWhere = "ggml::unpack_block32";
+  const TypeInfo info = type_info(type);
+  if (codes.size() != 32) fail(kWhere, ": a block holds 32 codes, got ", codes.size());
+  if (src.size() != static_cast<std::size_t>(info.type_size)) {
+    fail(kWhere, ": a ", info.name, " block is ", info.type_size, " bytes, src has ", src.size());
+  }
+  auto load = [&](auto& b) { std::memcpy(&b, src.data(), sizeof(b)); };
+  auto nibbles = [&](const std::uint8_t* qs) {
+    for (int j = 0; j < 16; ++j) {
+      codes[j] = qs[j] & 0xF;
+      codes[j + 16] = static_cast<std::uint8_t>(qs[j] >> 4);
+    }
+  };
+  auto high_bits = [&](const std::uint8_t* qh) {
+    const std::uint32_t h = detail::load_u32(qh);
+    for (int j = 0; j < 32; ++j) codes[j] = static_cast<std::uint8_t>(codes[j] | (((h >> j) & 1) << 4));
+  };
+  m = 0.0f;
+  switch (type) {
+    case Type::Q4_0: { BlockQ4_0 b; load(b); d = detail::fp16(b.d); nibbles(b.qs); return; }
+    case Type::IQ4_NL: { BlockIQ4_NL b; load(b); d = detail::fp16(b.d); nibbles(b.qs); return; }
+    case Type::Q4_1: { BlockQ4_1 b; load(b); d = detail::fp16(b.d); m = detail::fp16(b.m); nibbles(b.qs); return; }
+    case Type::Q5_0: { BlockQ5_0 b; load(b); d = detail::fp16(b.d); nibbles(b.qs); high_bits(b.qh); return; }
+    case Type::Q5_1: {
+      BlockQ5_1 b;
+      load(b);
+      d = detail::fp16(b.d);
+      m = detail::fp16(b.m);
+      nibbles(b.qs);
+      high_bits(b.qh);
+      return;
+    }
+    case Type::Q8_0: {
+      BlockQ8_0 b;
+      load(b);
+      d = detail::fp16(b.d);
+      for (int j = 0; j < 32; ++j) codes[j] = static_cast<std::uint8_t>(b.qs[j] + 128);
+      return;
+    }
+    default: fail(kWhere, ": ", info.name, " is not a 32-wide block type qtl packs");
+  }
+}
+
+// ---- reference row quantizers -----------------------------------------------------------------
+
+namespace detail {
+
+inline void quantize_blocks32(Type type, std::span<const float> src, std::span<std::byte> dst) {
+  const std::size_t bytes = static_cast<std::size_t>(type_info(type).type_size);
+  std::array<std::uint8_t, 32> codes{};
+  for (std::size_t i = 0; i < src.size() / 32; ++i) {
+    const std::span<const float> x = src.subspan(i * 32, 32);
+    BlockScale s;
+    switch (type) {
+      case Type::Q4_0: s = rule::q4_0(x); break;
+      case Type::Q5_0: s = rule::q5_0(x); break;
+      case Type::Q8_0: s = rule::q8_0(x); break;
+      case Type::Q4_1: s = rule::q4_1(x); break;
+      case Type::Q5_1: s = rule::q5_1(x); break;
+      default: s = rule::iq4_nl(x, {}); break;
+    }
+    for (std::size_t j = 0; j < 32; ++j) {
+      switch (type) {
+        case Type::Q4_0: codes[j] = rule::code_q4_0(x[j], s.id); break;
+        case Type::Q5_0: codes[j] = rule::code_q5_0(x[j], s.id); break;
+        case Type::Q8_0: codes[j] = rule::code_q8_0(x[j], s.id); break;
+        case Type::Q4_1: codes[j] = rule::code_q4_1(x[j], s.min, s.id); break;
+        case Type::Q5_1: codes[j] = rule::code_q5_1(x[j], s.min, s.id); break;
+        default: codes[j] = rule::code_iq4_nl(x[j], s.id); break;
+      }
+    }
+    pack_block32(type, s.d, s.min, codes, dst.subspan(i * bytes, bytes));
+  }
+}
+
+/// quantize_row_tq1_0_ref / tq2_0_ref: d = absmax of the 256 values, t = lroundf(x / d) + 1.
+inline void quantize_ternary(Type type, std::span<const float> src, std::span<std::byte> dst) {
+  const std::size_t bytes = static_cast<std::size_t>(type_info(type).type_size);
+  for (std::size_t i = 0; i < src.size() / 256; ++i) {
+    const float* x = src.data() + i * 256;
+    float amax = 0.0f;
+    for (int j = 0; j < 256; ++j) amax = std::max(amax, std::fabs(x[j]));
+    const float d = amax;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    auto t = [&](int j) { return static_cast<int>(std::lround(x[j] * id)) + 1; };
+    if (type == Type::TQ2_0) {
+      BlockTQ2_0 b{{}, to_fp16(d)};
+      for (int j = 0; j < 64; j += 32) {
+        for (int m = 0; m < 32; ++m) {
+          int q = 0;
+          for (int n = 0; n < 4; ++n) q += (t(4 * j + m + 32 * n) & 3) << (2 * n);
+          b.qs[j + m] = static_cast<std::uint8_t>(q);
+        }
+      }
+      std::memcpy(dst.data() + i * bytes, &b, sizeof b);
+      continue;
+    }
+    BlockTQ1_0 b{{}, {}, to_fp16(d)};
+    auto pack5 = [&](int base, int stride) {
+      std::uint8_t q = 0;
+      for (int n = 0; n < 5; ++n) q = static_cast<std::uint8_t>(q * 3 + t(base + n * stride));
+      return static_cast<std::uint8_t>((static_cast<std::uint16_t>(q) * 256 + 242) / 243);
+    };
+    for (int m = 0; m < 32; ++m) b.qs[m] = pack5(m, 32);             // values 0..159
+    for (int m = 0; m < 16; ++m) b.qs[32 + m] = pack5(160 + m, 16);  // values 160..239
+    for (int j = 0; j < 4; ++j) {                                    // values 240..255
+      std::uint8_t q = 0;
+      for (int m = 0; m < 4; ++m) q = static_cast<std::uint8_t>(q * 3 + t(240 + j + 4 * m));
+      q = static_cast<std::uint8_t>(q * 3);
+      b.qh[j] = static_cast<std::uint8_t>((static_cast<std::uint16_t>(q) * 256 + 242) / 243);
+    }
+    std::memcpy(dst.data() + i * bytes, &b, sizeof b);
+  }
+}
+
+}  // namespace detail
+
+/// True for the types quantize_row_reference writes.
+[[nodiscard]] constexpr bool can_quantize_reference(Type t) noexcept {
+  switch (t) {
+    case Type::F32: case Type::F16: case Type::BF16: case Type::Q4_0: case Type::Q4_1:
+    case Type::Q5_0: case Type::Q5_1: case Type::Q8_0: case Type::IQ4_NL: case Type::TQ1_0:
+    case Type::TQ2_0:
+      return true;
+    default:
+      return false;
+  }
+}
+
+/// llama.cpp's quantization without an importance matrix (ggml_quantize_chunk(type, src, dst, 0,
+/// nrows, n_per_row, nullptr)) of src.size() values, byte for byte: the *_ref row quantizers of
+/// ggml-quants.c, and for iq4_nl quantize_iq4_nl's scale search. Throws qtl::Error for a type it
+/// does not write, a length that is not a multiple of the block size, a dst of the wrong size,
+/// or a value that is NaN or infinite.
+inline void quantize_row_reference(Type type, std::span<const float> src, std::span<std::byte> dst) {
+  constexpr std::string_view kWhere = "ggml::quantize_row_reference";
+  if (!can_quantize_reference(type)) fail(kWhere, ": type ", type_name(type), " is not supported");
+  detail::checked_row(kWhere, type, src.size(), dst.size(), "dst");
+  for (std::size_t i = 0; i < src.size(); ++i) {
+    if (!std::isfinite(src[i])) fail(kWhere, ": value ", i, " is not finite: ", src[i]);
+  }
+  switch (type) {
+    case Type::F32:
+      if (!src.empty()) std::memcpy(dst.data(), src.data(), dst.size());
+      return;
+    case Type::F16:
+      for (std::size_t i = 0; i < src.size(); ++i) {
+        const std::uint16_t h = detail::to_fp16(src[i]);
+        std::memcpy(dst.data() + 2 * i, &h, 2);
+      }
+      return;
+    case Type::BF16:  // ggml_compute_fp32_to_bf16: round to nearest even (finite input)
+      for (std::size_t i = 0; i < src.size(); ++i) {
+        const auto u = std::bit_cast<std::uint32_t>(src[i]);
+        const auto h = static_cast<std::uint16_t>((u + (0x7FFFu + ((u >> 16) & 1u))) >> 16);
+        std::memcpy(dst.data() + 2 * i, &h, 2);
+      }
+      return;
+    case Type::TQ1_0:
+    case Type::TQ2_0:
+      return detail::quantize_ternary(type, src, dst);
+    default:
+      return detail::quantize_blocks32(type, src, dst);
+  }
+}
+
+}  // namespace qtl::ggml

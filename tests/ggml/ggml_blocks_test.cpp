@@ -1,0 +1,276 @@
+// qtl's ggml block codecs (qtl/format/ggml_blocks.hpp) against llama.cpp's own libggml-base:
+// every decoder gives ggml's to_float bit for bit on random blocks, every reference quantizer
+// writes ggml_quantize_chunk's bytes on random and real weights.
+#include <gtest/gtest.h>
+
+#include <ggml.h>
+
+#include <bit>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "data_path.hpp"
+#include <qtl/format/ggml_blocks.hpp>
+#include <qtl/io/llama2c.hpp>
+
+namespace {
+
+namespace g = qtl::ggml;
+using g::Type;
+
+ggml_type to_ggml(Type t) { return static_cast<ggml_type>(static_cast<std::uint32_t>(t)); }
+
+/// Index of the first float whose bits differ, or -1.
+std::ptrdiff_t first_bit_mismatch(const std::vector<float>& a, const std::vector<float>& b) {
+  if (a.size() != b.size()) return 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (std::bit_cast<std::uint32_t>(a[i]) != std::bit_cast<std::uint32_t>(b[i])) {
+      return static_cast<std::ptrdiff_t>(i);
+    }
+  }
+  return -1;
+}
+
+std::ptrdiff_t first_byte_mismatch(const std::vector<std::byte>& a, const std::vector<std::byte>& b) {
+  if (a.size() != b.size()) return 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (a[i] != b[i]) return static_cast<std::ptrdiff_t>(i);
+  }
+  return -1;
+}
+
+/// Byte offsets of the fp16 fields of a block.
+std::vector<std::size_t> fp16_fields(Type t) {
+  switch (t) {
+    case Type::Q4_0: case Type::Q5_0: case Type::Q8_0: case Type::IQ4_NL: return {0};
+    case Type::Q4_1: case Type::Q5_1: case Type::Q4_K: case Type::Q5_K: return {0, 2};
+    case Type::Q2_K: return {offsetof(g::BlockQ2_K, d), offsetof(g::BlockQ2_K, dmin)};
+    case Type::Q3_K: return {offsetof(g::BlockQ3_K, d)};
+    case Type::Q6_K: return {offsetof(g::BlockQ6_K, d)};
+    case Type::TQ1_0: return {offsetof(g::BlockTQ1_0, d)};
+    case Type::TQ2_0: return {offsetof(g::BlockTQ2_0, d)};
+    default: return {};
+  }
+}
+
+/// Random bytes for `blocks` blocks of t, with every fp16 scale field a finite fp16 value
+/// (normal, subnormal, zero, either sign).
+std::vector<std::byte> random_blocks(Type t, std::size_t blocks, std::mt19937& rng) {
+  const auto info = g::type_info(t);
+  std::vector<std::byte> bytes(blocks * static_cast<std::size_t>(info.type_size));
+  std::uniform_int_distribution<int> byte(0, 255);
+  for (auto& b : bytes) b = static_cast<std::byte>(byte(rng));
+  std::uniform_int_distribution<int> half(0, 0xFFFF);
+  for (std::size_t i = 0; i < blocks; ++i) {
+    for (std::size_t off : fp16_fields(t)) {
+      std::uint16_t h = 0;
+      do {
+        h = static_cast<std::uint16_t>(half(rng));
+      } while ((h & 0x7C00u) == 0x7C00u);
+      std::memcpy(bytes.data() + i * static_cast<std::size_t>(info.type_size) + off, &h, 2);
+    }
+  }
+  return bytes;
+}
+
+std::vector<float> ggml_decode(Type t, const std::vector<std::byte>& bytes, std::size_t n) {
+  std::vector<float> out(n);
+  if (t == Type::F32) {
+    std::memcpy(out.data(), bytes.data(), bytes.size());
+    return out;
+  }
+  const auto* traits = ggml_get_type_traits(to_ggml(t));
+  EXPECT_NE(traits->to_float, nullptr) << g::type_name(t);
+  traits->to_float(bytes.data(), out.data(), static_cast<std::int64_t>(n));
+  return out;
+}
+
+std::vector<float> qtl_decode(Type t, const std::vector<std::byte>& bytes, std::size_t n) {
+  std::vector<float> out(n);
+  g::dequantize_row(t, bytes, out);
+  return out;
+}
+
+std::vector<std::byte> ggml_quantize(Type t, const std::vector<float>& x, std::int64_t n_per_row,
+                                     const float* imatrix = nullptr) {
+  const std::int64_t rows = static_cast<std::int64_t>(x.size()) / n_per_row;
+  std::vector<std::byte> out(static_cast<std::size_t>(rows) * ggml_row_size(to_ggml(t), n_per_row));
+  const std::size_t written = ggml_quantize_chunk(to_ggml(t), x.data(), out.data(), 0, rows, n_per_row, imatrix);
+  EXPECT_EQ(written, out.size());
+  return out;
+}
+
+std::vector<std::byte> qtl_quantize(Type t, const std::vector<float>& x) {
+  const auto info = g::type_info(t);
+  std::vector<std::byte> out(x.size() / static_cast<std::size_t>(info.block_size) *
+                             static_cast<std::size_t>(info.type_size));
+  g::quantize_row_reference(t, x, out);
+  return out;
+}
+
+const std::vector<Type> kDecoded = {Type::F32,  Type::F16,  Type::BF16, Type::Q4_0,  Type::Q4_1,
+                                    Type::Q5_0, Type::Q5_1, Type::Q8_0, Type::IQ4_NL, Type::Q2_K,
+                                    Type::Q3_K, Type::Q4_K, Type::Q5_K, Type::Q6_K,  Type::TQ1_0,
+                                    Type::TQ2_0};
+
+TEST(GgmlBlocks, GeometryMatchesGgml) {
+  for (Type t : kDecoded) {
+    const auto info = g::type_info(t);
+    const auto* traits = ggml_get_type_traits(to_ggml(t));
+    EXPECT_EQ(info.block_size, traits->blck_size) << info.name;
+    EXPECT_EQ(static_cast<std::size_t>(info.type_size), traits->type_size) << info.name;
+    EXPECT_EQ(std::string(info.name), std::string(traits->type_name));
+  }
+}
+
+TEST(GgmlBlocks, DecodersMatchGgmlBitForBitOnRandomBlocks) {
+  std::mt19937 rng(1234);
+  for (Type t : kDecoded) {
+    const auto info = g::type_info(t);
+    for (int trial = 0; trial < 20; ++trial) {
+      const std::size_t blocks = static_cast<std::size_t>(info.block_size == 1 ? 4096 : 64);
+      const auto bytes = info.quantized ? random_blocks(t, blocks, rng) : random_blocks(t, blocks, rng);
+      const std::size_t n = blocks * static_cast<std::size_t>(info.block_size);
+      const auto want = ggml_decode(t, bytes, n);
+      const auto got = qtl_decode(t, bytes, n);
+      const auto i = first_bit_mismatch(want, got);
+      ASSERT_EQ(i, -1) << info.name << " trial " << trial << ": value " << i << " ggml "
+                       << want[static_cast<std::size_t>(i)] << " qtl " << got[static_cast<std::size_t>(i)];
+    }
+  }
+}
+
+TEST(GgmlBlocks, HalfNaNsComeOutAsGgmlDoes) {
+  std::vector<std::byte> bytes;
+  for (std::uint32_t h = 0; h < 0x10000u; ++h) {
+    const auto v = static_cast<std::uint16_t>(h);
+    bytes.push_back(static_cast<std::byte>(v & 0xFF));
+    bytes.push_back(static_cast<std::byte>(v >> 8));
+  }
+  for (Type t : {Type::F16, Type::BF16}) {
+    const auto want = ggml_decode(t, bytes, 0x10000);
+    const auto got = qtl_decode(t, bytes, 0x10000);
+    EXPECT_EQ(first_bit_mismatch(want, got), -1) << g::type_name(t);
+  }
+}
+
+// ---- reference quantizers ------------------------------------------------------------------
+
+const g::TypeInfo& info_of(Type t) {
+  static std::vector<g::TypeInfo> infos(g::kGgmlTypes.begin(), g::kGgmlTypes.end());
+  for (const auto& i : infos) {
+    if (i.type == t) return i;
+  }
+  return infos[0];
+}
+
+/// Rows of n values, each block drawn at its own scale, with the corner cases ggml's rules
+/// meet: all-zero blocks, a block of one repeated value, ties in magnitude of opposite sign,
+/// one outlier, tiny (fp16-subnormal) scales.
+std::vector<float> random_rows(std::size_t n, std::size_t rows, std::mt19937& rng) {
+  std::vector<float> x(n * rows);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_int_distribution<int> kind(0, 9);
+  std::uniform_real_distribution<float> log_scale(-9.0f, 3.0f);
+  for (std::size_t b = 0; b < x.size() / 32; ++b) {
+    float* p = x.data() + b * 32;
+    const float s = std::pow(10.0f, log_scale(rng));
+    const int k = kind(rng);
+    for (int j = 0; j < 32; ++j) p[j] = s * normal(rng);
+    if (k == 0) {
+      for (int j = 0; j < 32; ++j) p[j] = 0.0f;
+    } else if (k == 1) {
+      for (int j = 0; j < 32; ++j) p[j] = s;
+    } else if (k == 2) {
+      p[3] = 4 * s;
+      p[17] = -4 * s;
+    } else if (k == 3) {
+      p[7] = 50 * s;
+    } else if (k == 4) {
+      for (int j = 0; j < 32; ++j) p[j] = std::round(p[j] * 4) / 4 * s;  // on a grid: exact ties
+    }
+  }
+  return x;
+}
+
+/// The real stories260K weights of every 64-wide linear matrix, concatenated.
+const std::vector<float>& real_weights() {
+  static const std::vector<float> w = [] {
+    const auto ck = qtl::io::Llama2cCheckpoint::load(qtl::io::require_data_file("stories260K/stories260K.bin"));
+    std::vector<float> out;
+    for (const auto& name : ck.linear_names()) {
+      const auto m = ck.tensor(name);
+      if (m.cols() != 64) continue;
+      out.insert(out.end(), m.data(), m.data() + m.size());
+    }
+    return out;
+  }();
+  return w;
+}
+
+const std::vector<Type> kReference = {Type::F32,  Type::F16,    Type::BF16,  Type::Q4_0,
+                                      Type::Q4_1, Type::Q5_0,   Type::Q5_1,  Type::Q8_0,
+                                      Type::IQ4_NL, Type::TQ1_0, Type::TQ2_0};
+
+TEST(GgmlBlocks, ReferenceQuantizersWriteGgmlsBytesOnRandomRows) {
+  std::mt19937 rng(99);
+  for (Type t : kReference) {
+    const auto& info = info_of(t);
+    const std::size_t n = info.block_size == 256 ? 512 : 256;
+    for (int trial = 0; trial < 20; ++trial) {
+      const auto x = random_rows(n, 8, rng);
+      const auto want = ggml_quantize(t, x, static_cast<std::int64_t>(n));
+      const auto got = qtl_quantize(t, x);
+      const auto i = first_byte_mismatch(want, got);
+      ASSERT_EQ(i, -1) << info.name << " trial " << trial << ": byte " << i << " (block "
+                       << i / info.type_size << ")";
+    }
+  }
+}
+
+TEST(GgmlBlocks, ReferenceQuantizersWriteGgmlsBytesOnRealWeights) {
+  const auto& w = real_weights();
+  ASSERT_GT(w.size(), 10000u);
+  for (Type t : kReference) {
+    const auto& info = info_of(t);
+    const std::size_t n = info.block_size == 256 ? 256 : 64;
+    const std::vector<float> x(w.begin(), w.begin() + static_cast<std::ptrdiff_t>(w.size() / n * n));
+    const auto want = ggml_quantize(t, x, static_cast<std::int64_t>(n));
+    const auto got = qtl_quantize(t, x);
+    EXPECT_EQ(first_byte_mismatch(want, got), -1) << info.name;
+    // and both decode to the same floats
+    EXPECT_EQ(first_bit_mismatch(ggml_decode(t, want, x.size()), qtl_decode(t, got, x.size())), -1) << info.name;
+  }
+}
+
+TEST(GgmlBlocks, BadSizesAreErrorsNamingTheValues) {
+  std::vector<float> x(40, 0.5f);
+  std::vector<std::byte> dst(18 * 2);
+  try {
+    g::quantize_row_reference(Type::Q4_0, x, dst);
+    FAIL() << "expected qtl::Error";
+  } catch (const qtl::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("40"), std::string::npos) << e.what();
+  }
+  std::vector<float> y(64);
+  std::vector<std::byte> src(35);
+  try {
+    g::dequantize_row(Type::Q4_0, src, y);
+    FAIL() << "expected qtl::Error";
+  } catch (const qtl::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("35"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("36"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(g::dequantize_row(Type::Q8_1, std::span<const std::byte>{}, std::span<float>{}), qtl::Error);
+  std::vector<float> bad(32, 1.0f);
+  bad[5] = std::nanf("");
+  std::vector<std::byte> out(34);
+  EXPECT_THROW(g::quantize_row_reference(Type::Q8_0, bad, out), qtl::Error);
+}
+
+}  // namespace
