@@ -1,6 +1,7 @@
 // qtl's ggml block codecs (qtl/format/ggml_blocks.hpp) against llama.cpp's own libggml-base:
 // every decoder gives ggml's to_float bit for bit on random blocks, every reference quantizer
-// writes ggml_quantize_chunk's bytes on random and real weights.
+// writes ggml_quantize_chunk's bytes on random and real weights, and the quantizer policies
+// (qtl/quant/ggml_quantizers.hpp) driven by quantize_matrix write llama-quantize's bytes.
 #include <gtest/gtest.h>
 
 #include <ggml.h>
@@ -9,14 +10,18 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "data_path.hpp"
 #include <qtl/format/ggml_blocks.hpp>
 #include <qtl/io/llama2c.hpp>
+#include <qtl/quant/ggml_quantizers.hpp>
+#include <qtl/quant/quantize_matrix.hpp>
 
 namespace {
 
@@ -271,6 +276,91 @@ TEST(GgmlBlocks, BadSizesAreErrorsNamingTheValues) {
   bad[5] = std::nanf("");
   std::vector<std::byte> out(34);
   EXPECT_THROW(g::quantize_row_reference(Type::Q8_0, bad, out), qtl::Error);
+}
+
+// ---- the quantizer policies ----------------------------------------------------------------
+
+template <class Q>
+class GgmlPolicyTest : public ::testing::Test {};
+using PolicyTypes = ::testing::Types<g::GgmlQ4_0, g::GgmlQ4_1, g::GgmlQ5_0, g::GgmlQ5_1, g::GgmlQ8_0, g::GgmlIQ4_NL>;
+TYPED_TEST_SUITE(GgmlPolicyTest, PolicyTypes);
+
+qtl::RowMatrixXf as_matrix(const std::vector<float>& x, qtl::Index cols) {
+  const qtl::Index rows = static_cast<qtl::Index>(x.size()) / cols;
+  return qtl::MatrixMap(x.data(), rows, cols);
+}
+
+/// sum_c imp[c] (w - w_hat)^2 over the matrix of rows of n_per_row values.
+double weighted_error(const std::vector<float>& w, const std::vector<float>& wq, const std::vector<float>& imp) {
+  double e = 0;
+  for (std::size_t i = 0; i < w.size(); ++i) {
+    const double d = double(w[i]) - wq[i];
+    e += (imp.empty() ? 1.0 : imp[i % imp.size()]) * d * d;
+  }
+  return e;
+}
+
+TYPED_TEST(GgmlPolicyTest, RtnThroughQuantizeMatrixWritesLlamaQuantizesBytes) {
+  using Q = TypeParam;
+  std::mt19937 rng(7);
+  const auto& w = real_weights();
+  const std::vector<float> real(w.begin(), w.begin() + 64 * 512);
+  for (const auto& [x, cols] : {std::pair{random_rows(256, 16, rng), qtl::Index{256}}, std::pair{real, qtl::Index{64}}}) {
+    const auto m = qtl::quantize_matrix(Q{}, qtl::PerGroup{32}, as_matrix(x, cols));
+    const auto want = ggml_quantize(Q::kType, x, cols);
+    const auto got = g::to_blocks(m);
+    const auto i = first_byte_mismatch(want, got);
+    EXPECT_EQ(i, -1) << Q{}.name() << " cols " << cols << ": byte " << i;
+    // what ggml decodes is what qtl's matrix holds
+    const qtl::RowMatrixXf deq = qtl::dequantize(m);
+    EXPECT_EQ(first_bit_mismatch(ggml_decode(Q::kType, got, x.size()),
+                                 std::vector<float>(deq.data(), deq.data() + deq.size())),
+              -1);
+  }
+}
+
+TYPED_TEST(GgmlPolicyTest, ClipSearchWithImportanceAgainstLlamaQuantizeWithTheSameImatrix) {
+  // With an importance matrix llama.cpp runs its own searches (make_qx_quants / make_qkx3_quants
+  // with weights imatrix * sqrt(sigma2 + x^2), sigma2 over the whole row); qtl's clip search
+  // minimizes sum imp (x - x_hat)^2 per block instead, so the bytes differ (except iq4_nl, whose
+  // policy runs ggml's search, below): compare the importance-weighted error.
+  using Q = TypeParam;
+  const auto& w = real_weights();
+  const std::vector<float> x(w.begin(), w.begin() + 64 * 512);
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> u(0.05f, 4.0f);
+  std::vector<float> imp(64);
+  for (auto& v : imp) v = u(rng);
+  qtl::QuantizeOptions opt;
+  opt.column_importance = Eigen::Map<const qtl::VectorXf>(imp.data(), 64);
+  opt.fit.clip_search = true;
+  const auto m = qtl::quantize_matrix(Q{}, qtl::PerGroup{32}, as_matrix(x, 64), opt);
+  const auto ours = ggml_decode(Q::kType, g::to_blocks(m), x.size());
+  const auto theirs = ggml_decode(Q::kType, ggml_quantize(Q::kType, x, 64, imp.data()), x.size());
+  const auto plain = ggml_decode(Q::kType, ggml_quantize(Q::kType, x, 64), x.size());
+  const double e_ours = weighted_error(x, ours, imp), e_theirs = weighted_error(x, theirs, imp),
+               e_plain = weighted_error(x, plain, imp);
+  std::printf("%-12s weighted error: llama-quantize %.6g, with imatrix %.6g, qtl clip search %.6g\n",
+              Q{}.name().c_str(), e_plain, e_theirs, e_ours);
+  EXPECT_LT(e_ours, e_plain) << Q{}.name();
+  EXPECT_LE(e_ours, e_theirs) << Q{}.name();
+}
+
+TEST(GgmlPolicy, Iq4nlWithColumnImportanceWritesLlamaQuantizeImatrixBytes) {
+  std::mt19937 rng(11);
+  const auto& w = real_weights();
+  const std::vector<float> real(w.begin(), w.begin() + 64 * 512);
+  for (const auto& [x, cols] : {std::pair{random_rows(128, 16, rng), qtl::Index{128}}, std::pair{real, qtl::Index{64}}}) {
+    std::uniform_real_distribution<float> u(0.0f, 3.0f);
+    std::vector<float> imp(static_cast<std::size_t>(cols));
+    for (auto& v : imp) v = u(rng);
+    imp[3] = 0.0f;
+    qtl::QuantizeOptions opt;
+    opt.column_importance = Eigen::Map<const qtl::VectorXf>(imp.data(), cols);
+    const auto m = qtl::quantize_matrix(g::GgmlIQ4_NL{}, qtl::PerGroup{32}, as_matrix(x, cols), opt);
+    const auto want = ggml_quantize(Type::IQ4_NL, x, cols, imp.data());
+    EXPECT_EQ(first_byte_mismatch(want, g::to_blocks(m)), -1) << "cols " << cols;
+  }
 }
 
 }  // namespace

@@ -1,0 +1,339 @@
+// qtl/quant/ggml_quantizers.hpp — llama.cpp's 32-wide block types (q8_0, q4_0, q4_1, q5_0,
+// q5_1, iq4_nl) as scalar quantizer policies, so every qtl solver (RTN, clip search, importance,
+// GPTQ, AWQ) quantizes straight into bytes that ggml decodes, used with PerGroup{32}.
+//
+// A group is one ggml block. decode() is ggml's dequantize, float for float:
+//   q4_0  x = (q - 8) * d          q5_0  x = (q - 16) * d        q8_0  x = (q - 128) * d
+//   q4_1  x = q * d + m            q5_1  x = q * d + m           (two roundings, never an FMA)
+//   iq4_nl x = d * kIq4nlValues[q]
+// with d and m fp16 values, so a QuantizedMatrix packs into blocks exactly (to_blocks) and
+// dequantize(matrix) == ggml::dequantize_row(to_blocks(matrix)) bit for bit.
+//
+// fit() with default FitOptions is llama.cpp's reference quantizer for the type (what
+// llama-quantize writes without an importance matrix): ggml fits d, stores fp16(d), and encodes
+// with id = 1/d of the *unrounded* d (q4_0: code = min(15, trunc(x * id + 8.5)); q8_0:
+// roundf(x * id); q4_1: trunc((x - min) * id + 0.5), min unrounded too), so Params keeps id and
+// min beside the fp16 values; encode() applies that rule to any float, clamped to the code range
+// (GPTQ re-encodes values its error feedback has moved). RTN through quantize_matrix therefore
+// writes llama-quantize's bytes; for iq4_nl fit() is quantize_iq4_nl's scale search (15 trial
+// grids, each refitted by weighted least squares with weights x^2, or with an importance
+// matrix qw * sqrt(2 mean(x^2) + x^2)), so column importance given as the imatrix gives
+// llama-quantize --imatrix's bytes as well.
+//
+// With FitOptions::clip_search, fit() then searches the scale (and for q4_1 / q5_1 the range)
+// for the lowest importance-weighted squared error sum w (x - x_hat)^2, starting from the
+// reference result and keeping a candidate only if it lowers the error: scales r * d for r on
+// the clip grid and r = 1 + k/80, k = 1..9 (make_qx_quants looks up to 11% wider); for q4_1 /
+// q5_1 make_qkx3_quants' 37 steps from the minimum and ranges trimmed at either end. Each
+// candidate is also refitted by weighted least squares (scale, or scale and offset) for the
+// codes it gives, and the best is refined refine_iterations more times. Candidates encode with
+// id = 1 / fp16(d) and min = fp16(m): the nearest level of what decodes.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "qtl/core/error.hpp"
+#include "qtl/detail/fp16.hpp"
+#include "qtl/format/ggml_blocks.hpp"
+#include "qtl/quant/concepts.hpp"
+#include "qtl/quant/granularity.hpp"
+#include "qtl/quant/quantize_matrix.hpp"
+#include "qtl/quant/scalar_fit.hpp"
+
+namespace qtl::ggml {
+
+/// A 32-wide ggml block type as a ScalarQuantizer (see the header comment).
+template <Type T>
+class BlockQuantizer {
+  static_assert(T == Type::Q4_0 || T == Type::Q4_1 || T == Type::Q5_0 || T == Type::Q5_1 ||
+                    T == Type::Q8_0 || T == Type::IQ4_NL,
+                "ggml::BlockQuantizer: the type must be q4_0, q4_1, q5_0, q5_1, q8_0 or iq4_nl");
+
+ public:
+  static constexpr Type kType = T;
+  static constexpr int kBlock = 32;
+  static constexpr bool kAffine = (T == Type::Q4_1 || T == Type::Q5_1);
+  static constexpr int kBits = T == Type::Q8_0 ? 8 : (T == Type::Q5_0 || T == Type::Q5_1) ? 5 : 4;
+  static constexpr int kMaxCode = (1 << kBits) - 1;
+  /// The code of x = 0 in the symmetric types (q - zero multiplies d).
+  static constexpr int kZero = (T == Type::Q4_0) ? 8 : (T == Type::Q5_0) ? 16 : (T == Type::Q8_0) ? 128 : 0;
+
+  struct Params {
+    float d = 0.0f;    ///< fp16 scale, as stored in the block
+    float m = 0.0f;    ///< fp16 offset (q4_1, q5_1; 0 otherwise), as stored
+    float id = 0.0f;   ///< encode: ggml's 1/d of the unrounded d (0 when d = 0)
+    float min = 0.0f;  ///< encode: the unrounded offset (q4_1, q5_1)
+    friend bool operator==(const Params&, const Params&) = default;
+  };
+
+  [[nodiscard]] std::string name() const { return str_cat("ggml-", type_name(T)); }
+  /// fp16 d, plus fp16 m for q4_1 / q5_1: with kBits, exactly the block's bits per weight.
+  [[nodiscard]] static constexpr double param_bits() noexcept { return kAffine ? 32.0 : 16.0; }
+
+  [[nodiscard]] static float decode(const Params& p, std::uint8_t code) noexcept {
+    if constexpr (T == Type::IQ4_NL) {
+      return p.d * static_cast<float>(kIq4nlValues[code & 15u]);
+    } else if constexpr (kAffine) {
+      return detail::unfused(static_cast<float>(code) * p.d) + p.m;
+    } else {
+      return static_cast<float>(static_cast<int>(code) - kZero) * p.d;
+    }
+  }
+
+  [[nodiscard]] static std::uint8_t encode(const Params& p, float x) noexcept {
+    if constexpr (T == Type::Q4_0) return rule::code_q4_0(x, p.id);
+    if constexpr (T == Type::Q5_0) return rule::code_q5_0(x, p.id);
+    if constexpr (T == Type::Q8_0) return rule::code_q8_0(x, p.id);
+    if constexpr (T == Type::Q4_1) return rule::code_q4_1(x, p.min, p.id);
+    if constexpr (T == Type::Q5_1) return rule::code_q5_1(x, p.min, p.id);
+    if constexpr (T == Type::IQ4_NL) return rule::code_iq4_nl(x, p.id);
+  }
+
+  /// Params as ggml's reference quantizer fits them for the block x (importance: iq4_nl only,
+  /// as its imatrix; the other types' reference ignores it).
+  [[nodiscard]] Params fit_reference(std::span<const float> x, std::span<const float> importance) const {
+    (void)importance;
+    BlockScale s;
+    if constexpr (T == Type::Q4_0) s = rule::q4_0(x);
+    if constexpr (T == Type::Q5_0) s = rule::q5_0(x);
+    if constexpr (T == Type::Q8_0) s = rule::q8_0(x);
+    if constexpr (T == Type::Q4_1) s = rule::q4_1(x);
+    if constexpr (T == Type::Q5_1) s = rule::q5_1(x);
+    if constexpr (T == Type::IQ4_NL) s = rule::iq4_nl(x, importance);
+    Params p;
+    p.d = to_half(s.d, "scale");
+    p.id = s.id;
+    if constexpr (kAffine) {
+      p.m = to_half(s.min, "minimum");
+      p.min = s.min;
+    }
+    return p;
+  }
+
+  /// Fits one block of 32 values (see the header comment). Throws qtl::Error for a group that
+  /// is not 32 values, a value that is NaN or infinite, bad importance, or a block whose scale
+  /// or minimum does not fit fp16.
+  [[nodiscard]] Params fit(std::span<const float> x, std::span<const float> importance,
+                           const FitOptions& opt = {}) const {
+    const std::string where = name();
+    qtl::detail::check_group(where, x, importance);
+    if (x.size() != kBlock) {
+      fail(where, ": a group is one ggml block of 32 values (quantize with PerGroup{32} and a "
+                  "column count that is a multiple of 32), got a group of ",
+           x.size());
+    }
+    const Params reference = fit_reference(x, importance);
+    if (!opt.clip_search) return reference;
+    Params best = reference;
+    double best_err = qtl::detail::weighted_sse(*this, best, x, importance);
+    auto try_params = [&](const Params& p) {
+      const double err = qtl::detail::weighted_sse(*this, p, x, importance);
+      if (err < best_err) {
+        best_err = err;
+        best = p;
+      }
+    };
+    // a candidate, and the least-squares refit for the codes it gives
+    auto consider = [&](const std::optional<Params>& p) {
+      if (!p) return;
+      try_params(*p);
+      if (const auto refit = least_squares(*p, x, importance)) try_params(*refit);
+    };
+    const int steps = std::max(opt.clip_steps, 1);
+    auto ratio = [&](int i) {
+      return 1.0f - (1.0f - opt.clip_min_ratio) * static_cast<float>(i) / static_cast<float>(steps);
+    };
+    if constexpr (kAffine) {
+      float lo = x[0], hi = x[0];
+      for (float v : x) {
+        lo = std::min(lo, v);
+        hi = std::max(hi, v);
+      }
+      const float range = hi - lo;
+      if (range > 0.0f) {
+        const auto levels = static_cast<float>(kMaxCode);
+        // make_qkx3_quants' grid: steps of range / (nmax - 0.9 + 0.05 k) from the minimum
+        for (int k = 0; k <= 36; ++k) consider(affine_params(lo, range / (levels - 0.9f + 0.05f * static_cast<float>(k))));
+        for (int i = 1; i <= steps; ++i) {
+          const float cut = (1.0f - ratio(i)) * range;  // trimmed from the top, the bottom, or half each
+          for (const auto& [a, b] : {std::array<float, 2>{0.0f, cut}, std::array<float, 2>{cut, 0.0f},
+                                     std::array<float, 2>{0.5f * cut, 0.5f * cut}}) {
+            consider(affine_params(lo + a, (hi - b - (lo + a)) / levels));
+          }
+        }
+      }
+    } else {
+      const float d0 = reference.d;
+      if (d0 != 0.0f) {
+        consider(reference);
+        for (int i = 1; i <= steps; ++i) consider(scale_params(d0 * ratio(i)));
+        for (int k = 1; k <= 9; ++k) {  // up to 11% wider, as far as make_qx_quants looks for q4_0
+          consider(scale_params(d0 * (1.0f + static_cast<float>(k) / 80.0f)));
+        }
+      }
+    }
+    // least-squares refits for the chosen codes
+    for (int it = 0; it < opt.refine_iterations; ++it) {
+      const auto p = least_squares(best, x, importance);
+      if (!p) break;
+      const double err = qtl::detail::weighted_sse(*this, *p, x, importance);
+      if (!(err < best_err)) break;
+      best_err = err;
+      best = *p;
+    }
+    return best;
+  }
+
+ private:
+  /// The level a code stands for, before the scale: q - zero, or the iq4_nl table entry.
+  [[nodiscard]] static double level(std::uint8_t code) noexcept {
+    if constexpr (T == Type::IQ4_NL) return kIq4nlValues[code & 15u];
+    return static_cast<double>(static_cast<int>(code) - kZero);
+  }
+
+  static float to_half(float v, std::string_view what) {
+    const float h = qtl::detail::round_to_half(v);
+    if (!std::isfinite(h)) {
+      fail("ggml-", type_name(T), ": the block's ", what, " ", v, " is too large for fp16 (max 65504)");
+    }
+    return h;
+  }
+
+  /// Params decoding with scale fp16(d), encoding to the nearest level; nullopt when fp16(d)
+  /// is 0 or not finite.
+  [[nodiscard]] static std::optional<Params> scale_params(float d) noexcept {
+    const float h = qtl::detail::round_to_half(d);
+    if (h == 0.0f || !std::isfinite(h)) return std::nullopt;
+    Params p;
+    p.d = h;
+    p.id = 1.0f / h;
+    return p;
+  }
+  [[nodiscard]] static std::optional<Params> affine_params(float min, float d) noexcept {
+    auto p = scale_params(d);
+    if (!p) return std::nullopt;
+    p->m = qtl::detail::round_to_half(min);
+    if (!std::isfinite(p->m)) return std::nullopt;
+    p->min = p->m;
+    return p;
+  }
+
+  /// The weighted least-squares scale (and offset) for the codes `p` gives x.
+  [[nodiscard]] std::optional<Params> least_squares(const Params& p, std::span<const float> x,
+                                                    std::span<const float> importance) const {
+    double sw = 0, sl = 0, sll = 0, sx = 0, slx = 0;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      const double w = qtl::detail::weight_at(importance, i);
+      const std::uint8_t c = encode(p, x[i]);
+      const double l = kAffine ? static_cast<double>(c) : level(c);
+      sw += w;
+      sl += w * l;
+      sll += w * l * l;
+      sx += w * x[i];
+      slx += w * l * x[i];
+    }
+    if constexpr (kAffine) {
+      const double det = sw * sll - sl * sl;
+      if (!(det > 0.0)) return std::nullopt;
+      const double d = (sw * slx - sl * sx) / det;
+      const double m = (sll * sx - sl * slx) / det;
+      if (!std::isfinite(d) || !std::isfinite(m)) return std::nullopt;
+      return affine_params(static_cast<float>(m), static_cast<float>(d));
+    } else {
+      if (!(sll > 0.0)) return std::nullopt;
+      const double d = slx / sll;
+      if (!std::isfinite(d)) return std::nullopt;
+      return scale_params(static_cast<float>(d));
+    }
+  }
+};
+
+using GgmlQ4_0 = BlockQuantizer<Type::Q4_0>;
+using GgmlQ4_1 = BlockQuantizer<Type::Q4_1>;
+using GgmlQ5_0 = BlockQuantizer<Type::Q5_0>;
+using GgmlQ5_1 = BlockQuantizer<Type::Q5_1>;
+using GgmlQ8_0 = BlockQuantizer<Type::Q8_0>;
+using GgmlIQ4_NL = BlockQuantizer<Type::IQ4_NL>;
+
+static_assert(ScalarQuantizer<GgmlQ4_0> && ScalarQuantizer<GgmlQ4_1> && ScalarQuantizer<GgmlQ5_0> &&
+              ScalarQuantizer<GgmlQ5_1> && ScalarQuantizer<GgmlQ8_0> && ScalarQuantizer<GgmlIQ4_NL>);
+
+namespace detail {
+template <class Q>
+concept GgmlBlockQuantizer = requires { Q::kType; } && std::same_as<Q, BlockQuantizer<Q::kType>>;
+
+inline void check_block_layout(std::string_view where, const GroupLayout& L) {
+  if (L.per_tensor || L.group_size != 32 || L.cols % 32 != 0) {
+    fail(where, ": ggml blocks need groups of 32 columns and a column count that is a multiple of 32; got ",
+         L.per_tensor ? std::string("one group per tensor") : str_cat("groups of ", L.group_size), " and ",
+         L.cols, " columns");
+  }
+}
+}  // namespace detail
+
+/// The matrix as ggml stores the tensor: rows of blocks, row-major, rows * cols / 32 blocks of
+/// type_size bytes. Throws qtl::Error unless the matrix was quantized with PerGroup{32} and
+/// cols is a multiple of 32.
+template <detail::GgmlBlockQuantizer Q>
+[[nodiscard]] std::vector<std::byte> to_blocks(const QuantizedMatrix<Q>& m) {
+  const GroupLayout& L = m.layout;
+  detail::check_block_layout("ggml::to_blocks", L);
+  const auto bytes = static_cast<std::size_t>(type_info(Q::kType).type_size);
+  const Index gpr = L.groups_per_row();
+  std::vector<std::byte> out(static_cast<std::size_t>(L.rows * gpr) * bytes);
+  for (Index r = 0; r < L.rows; ++r) {
+    for (Index g = 0; g < gpr; ++g) {
+      const auto block = static_cast<std::size_t>(r * gpr + g);
+      const auto& p = m.params[block];
+      const std::span<const std::uint8_t> codes(m.codes.data() + r * L.cols + g * 32, 32);
+      pack_block32(Q::kType, p.d, p.m, codes, std::span<std::byte>(out).subspan(block * bytes, bytes));
+    }
+  }
+  return out;
+}
+
+/// The inverse of to_blocks: a rows x cols matrix of Q's codes and params from ggml's bytes
+/// (Params::id = 1/d and min = m, as no unrounded values are stored). Throws qtl::Error when
+/// cols is not a positive multiple of 32, rows < 1, or the byte count does not match.
+template <detail::GgmlBlockQuantizer Q>
+[[nodiscard]] QuantizedMatrix<Q> from_blocks(std::span<const std::byte> src, Index rows, Index cols,
+                                             const Q& q = {}) {
+  constexpr std::string_view kWhere = "ggml::from_blocks";
+  if (rows < 1 || cols < 1) fail(kWhere, ": matrix must be non-empty, got ", rows, "x", cols);
+  QuantizedMatrix<Q> m;
+  m.quantizer = q;
+  m.layout = make_group_layout(PerGroup{32}, rows, cols, kWhere);
+  detail::check_block_layout(kWhere, m.layout);
+  const auto bytes = static_cast<std::size_t>(type_info(Q::kType).type_size);
+  const Index gpr = m.layout.groups_per_row();
+  const auto blocks = static_cast<std::size_t>(rows * gpr);
+  if (src.size() != blocks * bytes) {
+    fail(kWhere, ": a ", rows, "x", cols, " ", type_name(Q::kType), " matrix takes ", blocks * bytes,
+         " bytes, got ", src.size());
+  }
+  m.codes.resize(static_cast<std::size_t>(rows * cols));
+  m.params.resize(blocks);
+  for (Index r = 0; r < rows; ++r) {
+    for (Index g = 0; g < gpr; ++g) {
+      const auto block = static_cast<std::size_t>(r * gpr + g);
+      auto& p = m.params[block];
+      unpack_block32(Q::kType, src.subspan(block * bytes, bytes), p.d, p.m,
+                     std::span<std::uint8_t>(m.codes.data() + r * cols + g * 32, 32));
+      p.id = p.d != 0.0f ? 1.0f / p.d : 0.0f;
+      p.min = p.m;
+    }
+  }
+  return m;
+}
+
+}  // namespace qtl::ggml
