@@ -218,9 +218,10 @@ const std::vector<float>& real_weights() {
   return w;
 }
 
-const std::vector<Type> kReference = {Type::F32,  Type::F16,    Type::BF16,  Type::Q4_0,
-                                      Type::Q4_1, Type::Q5_0,   Type::Q5_1,  Type::Q8_0,
-                                      Type::IQ4_NL, Type::TQ1_0, Type::TQ2_0};
+const std::vector<Type> kReference = {Type::F32,  Type::F16,  Type::BF16,   Type::Q4_0,  Type::Q4_1,
+                                      Type::Q5_0, Type::Q5_1, Type::Q8_0,   Type::IQ4_NL, Type::Q2_K,
+                                      Type::Q3_K, Type::Q4_K, Type::Q5_K,   Type::Q6_K,  Type::TQ1_0,
+                                      Type::TQ2_0};
 
 TEST(GgmlBlocks, ReferenceQuantizersWriteGgmlsBytesOnRandomRows) {
   std::mt19937 rng(99);

@@ -174,7 +174,7 @@ namespace detail {
 /// |x| <= 4194303, reproduced bit for bit (also outside that range) because the K-quant
 /// reference relies on it.
 [[nodiscard]] inline int nearest_int(float x) noexcept {
-  const float v = x + 12582912.0f;
+  const float v = unfused(x) + 12582912.0f;  // x is often a product: round it first, as ggml does
   const auto i = std::bit_cast<std::int32_t>(v);
   return (i & 0x007fffff) - 0x00400000;
 }
@@ -802,11 +802,451 @@ inline void quantize_ternary(Type type, std::span<const float> src, std::span<st
 
 }  // namespace detail
 
+// ---- K-quant reference quantizers (quantize_row_q{2,3,4,5,6}_K_ref) --------------------------
+
+namespace detail {
+
+/// make_qkx2_quants: an affine fit x ~ scale * L - the_min of n values, L in [0, nmax], by a
+/// grid of nstep + 1 trial scales each refitted by weighted least squares; error |.| (use_mad)
+/// or squared. Returns the scale, the_min >= 0 as the offset subtracted.
+inline float make_qkx2_quants(int n, int nmax, const float* x, const float* weights, std::uint8_t* L,
+                              float* the_min, std::uint8_t* Laux, float rmin, float rdelta, int nstep,
+                              bool use_mad) noexcept {
+  float min = x[0], max = x[0];
+  float sum_w = weights[0];
+  float sum_x = sum_w * x[0];
+  for (int i = 1; i < n; ++i) {
+    if (x[i] < min) min = x[i];
+    if (x[i] > max) max = x[i];
+    const float w = weights[i];
+    sum_w += w;
+    sum_x = sum_x + unfused(w * x[i]);
+  }
+  if (min > 0) min = 0;
+  if (max == min) {
+    for (int i = 0; i < n; ++i) L[i] = 0;
+    *the_min = -min;
+    return 0.0f;
+  }
+  auto error_of = [&](float scale, float mn, const std::uint8_t* q) {
+    float err = 0.0f;
+    for (int i = 0; i < n; ++i) {
+      float diff = unfused(scale * static_cast<float>(q[i])) + mn - x[i];
+      diff = use_mad ? std::fabs(diff) : unfused(diff * diff);
+      err = err + unfused(weights[i] * diff);
+    }
+    return err;
+  };
+  float iscale = static_cast<float>(nmax) / (max - min);
+  float scale = 1.0f / iscale;
+  for (int i = 0; i < n; ++i) {
+    const int l = nearest_int(iscale * (x[i] - min));
+    L[i] = static_cast<std::uint8_t>(std::max(0, std::min(nmax, l)));
+  }
+  float best_error = error_of(scale, min, L);
+  if (nstep < 1) {
+    *the_min = -min;
+    return scale;
+  }
+  for (int is = 0; is <= nstep; ++is) {
+    iscale = (rmin + unfused(rdelta * static_cast<float>(is)) + static_cast<float>(nmax)) / (max - min);
+    float sum_l = 0.0f, sum_l2 = 0.0f, sum_xl = 0.0f;
+    for (int i = 0; i < n; ++i) {
+      int l = nearest_int(iscale * (x[i] - min));
+      l = std::max(0, std::min(nmax, l));
+      Laux[i] = static_cast<std::uint8_t>(l);
+      const float w = weights[i];
+      const auto fl = static_cast<float>(l);
+      sum_l = sum_l + unfused(w * fl);
+      sum_l2 = sum_l2 + unfused(w * fl * fl);
+      sum_xl = sum_xl + unfused(w * fl * x[i]);
+    }
+    const float D = unfused(sum_w * sum_l2) - unfused(sum_l * sum_l);
+    if (D > 0) {
+      float this_scale = (unfused(sum_w * sum_xl) - unfused(sum_x * sum_l)) / D;
+      float this_min = (unfused(sum_l2 * sum_x) - unfused(sum_l * sum_xl)) / D;
+      if (this_min > 0) {
+        this_min = 0;
+        this_scale = sum_xl / sum_l2;
+      }
+      const float cur_error = error_of(this_scale, this_min, Laux);
+      if (cur_error < best_error) {
+        for (int i = 0; i < n; ++i) L[i] = Laux[i];
+        best_error = cur_error;
+        scale = this_scale;
+        min = this_min;
+      }
+    }
+  }
+  *the_min = -min;
+  return scale;
+}
+
+/// make_qx_quants with rmse_type 1 and no importance: a symmetric fit x ~ scale * (L - nmax),
+/// weights x^2, trial scales -(nmax + 0.1 is) / max for is in [-9, 9].
+inline float make_qx_quants(int n, int nmax, const float* x, std::int8_t* L) noexcept {
+  float max = 0.0f, amax = 0.0f;
+  for (int i = 0; i < n; ++i) {
+    const float ax = std::fabs(x[i]);
+    if (ax > amax) {
+      amax = ax;
+      max = x[i];
+    }
+  }
+  if (amax < 1e-15f) {
+    for (int i = 0; i < n; ++i) L[i] = 0;
+    return 0.0f;
+  }
+  auto sums = [&](float iscale, float& sumlx, float& suml2, bool store) {
+    sumlx = 0.0f;
+    suml2 = 0.0f;
+    for (int i = 0; i < n; ++i) {
+      int l = nearest_int(iscale * x[i]);
+      l = std::max(-nmax, std::min(nmax - 1, l));
+      if (store) L[i] = static_cast<std::int8_t>(l + nmax);
+      const float w = x[i] * x[i];
+      const auto fl = static_cast<float>(l);
+      sumlx = sumlx + unfused(w * x[i] * fl);
+      suml2 = suml2 + unfused(w * fl * fl);
+    }
+  };
+  float sumlx = 0.0f, suml2 = 0.0f;
+  sums(static_cast<float>(-nmax) / max, sumlx, suml2, true);
+  float scale = suml2 != 0.0f ? sumlx / suml2 : 0.0f;
+  float best = scale * sumlx;
+  for (int is = -9; is <= 9; ++is) {
+    if (is == 0) continue;
+    const float iscale = -(static_cast<float>(nmax) + unfused(0.1f * static_cast<float>(is))) / max;
+    sums(iscale, sumlx, suml2, false);
+    if (suml2 > 0 && sumlx * sumlx > best * suml2) {
+      for (int i = 0; i < n; ++i) {
+        const int l = nearest_int(iscale * x[i]);
+        L[i] = static_cast<std::int8_t>(nmax + std::max(-nmax, std::min(nmax - 1, l)));
+      }
+      scale = sumlx / suml2;
+      best = scale * sumlx;
+    }
+  }
+  return scale;
+}
+
+/// make_q3_quants with do_rmse: a symmetric fit refined one value at a time (weights x^2).
+inline float make_q3_quants(int n, int nmax, const float* x, std::int8_t* L) noexcept {
+  float max = 0.0f, amax = 0.0f;
+  for (int i = 0; i < n; ++i) {
+    const float ax = std::fabs(x[i]);
+    if (ax > amax) {
+      amax = ax;
+      max = x[i];
+    }
+  }
+  if (amax < 1e-15f) {
+    for (int i = 0; i < n; ++i) L[i] = 0;
+    return 0.0f;
+  }
+  const float iscale = static_cast<float>(-nmax) / max;
+  float sumlx = 0.0f, suml2 = 0.0f;
+  for (int i = 0; i < n; ++i) {
+    int l = nearest_int(iscale * x[i]);
+    l = std::max(-nmax, std::min(nmax - 1, l));
+    L[i] = static_cast<std::int8_t>(l);
+    const float w = x[i] * x[i];
+    const auto fl = static_cast<float>(l);
+    sumlx = sumlx + unfused(w * x[i] * fl);
+    suml2 = suml2 + unfused(w * fl * fl);
+  }
+  for (int itry = 0; itry < 5; ++itry) {
+    int n_changed = 0;
+    for (int i = 0; i < n; ++i) {
+      const float w = x[i] * x[i];
+      const auto li = static_cast<float>(L[i]);
+      float slx = sumlx - unfused(w * x[i] * li);
+      if (slx > 0) {
+        float sl2 = suml2 - unfused(w * li * li);
+        int new_l = nearest_int(x[i] * sl2 / slx);
+        new_l = std::max(-nmax, std::min(nmax - 1, new_l));
+        if (new_l != L[i]) {
+          const auto fl = static_cast<float>(new_l);
+          slx = slx + unfused(w * x[i] * fl);
+          sl2 = sl2 + unfused(w * fl * fl);
+          if (sl2 > 0 && slx * slx * suml2 > sumlx * sumlx * sl2) {
+            L[i] = static_cast<std::int8_t>(new_l);
+            sumlx = slx;
+            suml2 = sl2;
+            ++n_changed;
+          }
+        }
+      }
+    }
+    if (!n_changed) break;
+  }
+  for (int i = 0; i < n; ++i) L[i] = static_cast<std::int8_t>(L[i] + nmax);
+  return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
+}
+
+/// 2-bit values L[0..255] into qs[64]: element 128h + 32k + l at bits 2k of qs[32h + l].
+inline void pack_2bit(const std::uint8_t* L, std::uint8_t* qs) noexcept {
+  for (int j = 0; j < 256; j += 128) {
+    for (int l = 0; l < 32; ++l) {
+      qs[j / 4 + l] = static_cast<std::uint8_t>(L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) |
+                                                (L[j + l + 96] << 6));
+    }
+  }
+}
+
+inline BlockQ2_K quantize_q2_k(const float* x) noexcept {
+  BlockQ2_K y{};
+  std::uint8_t L[256], Laux[16];
+  float weights[16], mins[16], scales[16];
+  constexpr float q4scale = 15.0f;
+  float max_scale = 0.0f, max_min = 0.0f;
+  for (int j = 0; j < 16; ++j) {
+    for (int l = 0; l < 16; ++l) weights[l] = std::fabs(x[16 * j + l]);
+    scales[j] = make_qkx2_quants(16, 3, x + 16 * j, weights, L + 16 * j, &mins[j], Laux, -0.5f, 0.1f, 15, true);
+    if (scales[j] > max_scale) max_scale = scales[j];
+    if (mins[j] > max_min) max_min = mins[j];
+  }
+  if (max_scale > 0) {
+    const float iscale = q4scale / max_scale;
+    for (int j = 0; j < 16; ++j) y.scales[j] = static_cast<std::uint8_t>(nearest_int(iscale * scales[j]));
+    y.d = to_fp16(max_scale / q4scale);
+  } else {
+    y.d = to_fp16(0.0f);
+  }
+  if (max_min > 0) {
+    const float iscale = q4scale / max_min;
+    for (int j = 0; j < 16; ++j) {
+      y.scales[j] = static_cast<std::uint8_t>(y.scales[j] | (nearest_int(iscale * mins[j]) << 4));
+    }
+    y.dmin = to_fp16(max_min / q4scale);
+  } else {
+    y.dmin = to_fp16(0.0f);
+  }
+  for (int j = 0; j < 16; ++j) {
+    const float d = fp16(y.d) * static_cast<float>(y.scales[j] & 0xF);
+    if (d == 0.0f) continue;
+    const float dm = fp16(y.dmin) * static_cast<float>(y.scales[j] >> 4);
+    for (int ii = 0; ii < 16; ++ii) {
+      const int l = nearest_int((x[16 * j + ii] + dm) / d);
+      L[16 * j + ii] = static_cast<std::uint8_t>(std::max(0, std::min(3, l)));
+    }
+  }
+  pack_2bit(L, y.qs);
+  return y;
+}
+
+inline BlockQ3_K quantize_q3_k(const float* x) noexcept {
+  BlockQ3_K y{};
+  std::int8_t L[256];
+  float scales[16];
+  float max_scale = 0.0f, amax = 0.0f;
+  for (int j = 0; j < 16; ++j) {
+    scales[j] = make_q3_quants(16, 4, x + 16 * j, L + 16 * j);
+    const float scale = std::fabs(scales[j]);
+    if (scale > amax) {
+      amax = scale;
+      max_scale = scales[j];
+    }
+  }
+  if (max_scale != 0.0f) {
+    const float iscale = -32.0f / max_scale;
+    for (int j = 0; j < 16; ++j) {
+      auto l = static_cast<std::int8_t>(nearest_int(iscale * scales[j]));
+      l = static_cast<std::int8_t>(std::max<int>(-32, std::min<int>(31, l)) + 32);
+      if (j < 8) {
+        y.scales[j] = static_cast<std::uint8_t>(l & 0xF);
+      } else {
+        y.scales[j - 8] = static_cast<std::uint8_t>(y.scales[j - 8] | ((l & 0xF) << 4));
+      }
+      l = static_cast<std::int8_t>(l >> 4);
+      y.scales[j % 4 + 8] = static_cast<std::uint8_t>(y.scales[j % 4 + 8] | (l << (2 * (j / 4))));
+    }
+    y.d = to_fp16(1.0f / iscale);
+  } else {
+    y.d = to_fp16(0.0f);
+  }
+  for (int j = 0; j < 16; ++j) {
+    const float d = fp16(y.d) * static_cast<float>(scale_q3_k(y.scales, j));
+    if (d == 0.0f) continue;
+    for (int ii = 0; ii < 16; ++ii) {
+      const int l = nearest_int(x[16 * j + ii] / d);
+      L[16 * j + ii] = static_cast<std::int8_t>(std::max(-4, std::min(3, l)) + 4);
+    }
+  }
+  std::uint8_t U[256];
+  int m = 0;
+  std::uint8_t hm = 1;
+  for (int j = 0; j < 256; ++j) {
+    int v = L[j];
+    if (v > 3) {
+      y.hmask[m] = static_cast<std::uint8_t>(y.hmask[m] | hm);
+      v -= 4;
+    }
+    U[j] = static_cast<std::uint8_t>(v);
+    if (++m == 32) {
+      m = 0;
+      hm = static_cast<std::uint8_t>(hm << 1);
+    }
+  }
+  pack_2bit(U, y.qs);
+  return y;
+}
+
+/// The 6-bit scales and mins of q4_K / q5_K: sub-blocks 0..3 in the low 6 bits of bytes 0..3
+/// (scales) and 4..7 (mins); 4..7 as nibbles of bytes 8..11 with their top 2 bits in the high
+/// bits of bytes 0..7.
+inline void pack_scales_k4(const float* scales, const float* mins, float max_scale, float max_min,
+                           std::uint8_t* out) noexcept {
+  const float inv_scale = max_scale > 0 ? 63.0f / max_scale : 0.0f;
+  const float inv_min = max_min > 0 ? 63.0f / max_min : 0.0f;
+  for (int j = 0; j < 8; ++j) {
+    auto ls = static_cast<std::uint8_t>(nearest_int(inv_scale * scales[j]));
+    auto lm = static_cast<std::uint8_t>(nearest_int(inv_min * mins[j]));
+    ls = std::min<std::uint8_t>(63, ls);
+    lm = std::min<std::uint8_t>(63, lm);
+    if (j < 4) {
+      out[j] = ls;
+      out[j + 4] = lm;
+    } else {
+      out[j + 4] = static_cast<std::uint8_t>((ls & 0xF) | ((lm & 0xF) << 4));
+      out[j - 4] = static_cast<std::uint8_t>(out[j - 4] | ((ls >> 4) << 6));
+      out[j] = static_cast<std::uint8_t>(out[j] | ((lm >> 4) << 6));
+    }
+  }
+}
+
+/// The shared part of q4_K / q5_K: sub-block fits, packed scales, d, dmin and the requantized
+/// values L (0..nmax).
+template <class Block>
+void fit_k4(const float* x, int nmax, float rmin, int nstep, Block& y, std::uint8_t* L) noexcept {
+  std::uint8_t Laux[32];
+  float weights[32], mins[8], scales[8];
+  float max_scale = 0.0f, max_min = 0.0f;
+  for (int j = 0; j < 8; ++j) {
+    float sum_x2 = 0.0f;
+    for (int l = 0; l < 32; ++l) sum_x2 = sum_x2 + unfused(x[32 * j + l] * x[32 * j + l]);
+    const float av_x = std::sqrt(sum_x2 / 32.0f);
+    for (int l = 0; l < 32; ++l) weights[l] = av_x + std::fabs(x[32 * j + l]);
+    scales[j] = make_qkx2_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, rmin, 0.1f, nstep, false);
+    if (scales[j] > max_scale) max_scale = scales[j];
+    if (mins[j] > max_min) max_min = mins[j];
+  }
+  pack_scales_k4(scales, mins, max_scale, max_min, y.scales);
+  y.d = to_fp16(max_scale / 63.0f);
+  y.dmin = to_fp16(max_min / 63.0f);
+  for (int j = 0; j < 8; ++j) {
+    std::uint8_t sc, m;
+    scale_min_k4(j, y.scales, sc, m);
+    const float d = fp16(y.d) * static_cast<float>(sc);
+    if (d == 0.0f) continue;
+    const float dm = fp16(y.dmin) * static_cast<float>(m);
+    for (int ii = 0; ii < 32; ++ii) {
+      const int l = nearest_int((x[32 * j + ii] + dm) / d);
+      L[32 * j + ii] = static_cast<std::uint8_t>(std::max(0, std::min(nmax, l)));
+    }
+  }
+}
+
+inline BlockQ4_K quantize_q4_k(const float* x) noexcept {
+  BlockQ4_K y{};
+  std::uint8_t L[256];
+  fit_k4(x, 15, -1.0f, 20, y, L);
+  std::uint8_t* q = y.qs;
+  for (int j = 0; j < 256; j += 64) {
+    for (int l = 0; l < 32; ++l) q[l] = static_cast<std::uint8_t>(L[j + l] | (L[j + l + 32] << 4));
+    q += 32;
+  }
+  return y;
+}
+
+inline BlockQ5_K quantize_q5_k(const float* x) noexcept {
+  BlockQ5_K y{};
+  std::uint8_t L[256];
+  fit_k4(x, 31, -0.5f, 15, y, L);
+  std::uint8_t* ql = y.qs;
+  std::uint8_t m1 = 1, m2 = 2;
+  for (int n = 0; n < 256; n += 64) {
+    for (int j = 0; j < 32; ++j) {
+      int l1 = L[n + j];
+      if (l1 > 15) {
+        l1 -= 16;
+        y.qh[j] = static_cast<std::uint8_t>(y.qh[j] | m1);
+      }
+      int l2 = L[n + j + 32];
+      if (l2 > 15) {
+        l2 -= 16;
+        y.qh[j] = static_cast<std::uint8_t>(y.qh[j] | m2);
+      }
+      ql[j] = static_cast<std::uint8_t>(l1 | (l2 << 4));
+    }
+    m1 = static_cast<std::uint8_t>(m1 << 2);
+    m2 = static_cast<std::uint8_t>(m2 << 2);
+    ql += 32;
+  }
+  return y;
+}
+
+inline BlockQ6_K quantize_q6_k(const float* x) noexcept {
+  BlockQ6_K y{};
+  std::int8_t L[256];
+  float scales[16];
+  float max_scale = 0.0f, max_abs_scale = 0.0f;
+  for (int ib = 0; ib < 16; ++ib) {
+    scales[ib] = make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib);
+    const float abs_scale = std::fabs(scales[ib]);
+    if (abs_scale > max_abs_scale) {
+      max_abs_scale = abs_scale;
+      max_scale = scales[ib];
+    }
+  }
+  if (max_abs_scale < 1e-15f) {
+    y.d = to_fp16(0.0f);
+    return y;
+  }
+  const float iscale = -128.0f / max_scale;
+  y.d = to_fp16(1.0f / iscale);
+  for (int ib = 0; ib < 16; ++ib) {
+    y.scales[ib] = static_cast<std::int8_t>(std::min(127, nearest_int(iscale * scales[ib])));
+  }
+  for (int j = 0; j < 16; ++j) {
+    const float d = fp16(y.d) * static_cast<float>(y.scales[j]);
+    if (d == 0.0f) continue;
+    for (int ii = 0; ii < 16; ++ii) {
+      const int l = nearest_int(x[16 * j + ii] / d);
+      L[16 * j + ii] = static_cast<std::int8_t>(std::max(-32, std::min(31, l)) + 32);
+    }
+  }
+  std::uint8_t* ql = y.ql;
+  std::uint8_t* qh = y.qh;
+  for (int j = 0; j < 256; j += 128) {
+    for (int l = 0; l < 32; ++l) {
+      const int a = L[j + l], b = L[j + l + 32], c = L[j + l + 64], e = L[j + l + 96];
+      ql[l] = static_cast<std::uint8_t>((a & 0xF) | ((c & 0xF) << 4));
+      ql[l + 32] = static_cast<std::uint8_t>((b & 0xF) | ((e & 0xF) << 4));
+      qh[l] = static_cast<std::uint8_t>((a >> 4) | ((b >> 4) << 2) | ((c >> 4) << 4) | ((e >> 4) << 6));
+    }
+    ql += 64;
+    qh += 32;
+  }
+  return y;
+}
+
+template <class Block, Block (*Quantize)(const float*) noexcept>
+void quantize_super_blocks(std::span<const float> src, std::span<std::byte> dst) {
+  for (std::size_t i = 0; i < src.size() / 256; ++i) {
+    const Block b = Quantize(src.data() + i * 256);
+    std::memcpy(dst.data() + i * sizeof(Block), &b, sizeof(Block));
+  }
+}
+
+}  // namespace detail
+
 /// True for the types quantize_row_reference writes.
 [[nodiscard]] constexpr bool can_quantize_reference(Type t) noexcept {
   switch (t) {
     case Type::F32: case Type::F16: case Type::BF16: case Type::Q4_0: case Type::Q4_1:
-    case Type::Q5_0: case Type::Q5_1: case Type::Q8_0: case Type::IQ4_NL: case Type::TQ1_0:
+    case Type::Q5_0: case Type::Q5_1: case Type::Q8_0: case Type::IQ4_NL: case Type::Q2_K:
+    case Type::Q3_K: case Type::Q4_K: case Type::Q5_K: case Type::Q6_K: case Type::TQ1_0:
     case Type::TQ2_0:
       return true;
     default:
@@ -816,7 +1256,7 @@ inline void quantize_ternary(Type type, std::span<const float> src, std::span<st
 
 /// llama.cpp's quantization without an importance matrix (ggml_quantize_chunk(type, src, dst, 0,
 /// nrows, n_per_row, nullptr)) of src.size() values, byte for byte: the *_ref row quantizers of
-/// ggml-quants.c, and for iq4_nl quantize_iq4_nl's scale search. Throws qtl::Error for a type it
+/// ggml-quants.c (K-quants included), and for iq4_nl quantize_iq4_nl's scale search. Throws qtl::Error for a type it
 /// does not write, a length that is not a multiple of the block size, a dst of the wrong size,
 /// or a value that is NaN or infinite.
 inline void quantize_row_reference(Type type, std::span<const float> src, std::span<std::byte> dst) {
@@ -846,6 +1286,11 @@ inline void quantize_row_reference(Type type, std::span<const float> src, std::s
     case Type::TQ1_0:
     case Type::TQ2_0:
       return detail::quantize_ternary(type, src, dst);
+    case Type::Q2_K: return detail::quantize_super_blocks<BlockQ2_K, detail::quantize_q2_k>(src, dst);
+    case Type::Q3_K: return detail::quantize_super_blocks<BlockQ3_K, detail::quantize_q3_k>(src, dst);
+    case Type::Q4_K: return detail::quantize_super_blocks<BlockQ4_K, detail::quantize_q4_k>(src, dst);
+    case Type::Q5_K: return detail::quantize_super_blocks<BlockQ5_K, detail::quantize_q5_k>(src, dst);
+    case Type::Q6_K: return detail::quantize_super_blocks<BlockQ6_K, detail::quantize_q6_k>(src, dst);
     default:
       return detail::quantize_blocks32(type, src, dst);
   }
