@@ -6,6 +6,7 @@
 
 #include <ggml.h>
 
+#include <array>
 #include <bit>
 #include <cmath>
 #include <cstddef>
@@ -362,6 +363,69 @@ TEST(GgmlPolicy, Iq4nlWithColumnImportanceWritesLlamaQuantizeImatrixBytes) {
     const auto want = ggml_quantize(Type::IQ4_NL, x, cols, imp.data());
     EXPECT_EQ(first_byte_mismatch(want, g::to_blocks(m)), -1) << "cols " << cols;
   }
+}
+
+// ---- K-quant policies ----------------------------------------------------------------------
+
+template <class Q>
+class GgmlKPolicyTest : public ::testing::Test {};
+using KPolicyTypes = ::testing::Types<g::GgmlQ2_K, g::GgmlQ3_K, g::GgmlQ4_K, g::GgmlQ5_K, g::GgmlQ6_K>;
+TYPED_TEST_SUITE(GgmlKPolicyTest, KPolicyTypes);
+
+TYPED_TEST(GgmlKPolicyTest, RtnWritesLlamaQuantizesBytesAndDecodesAsGgml) {
+  using Q = TypeParam;
+  constexpr Type T = Q::kType;
+  std::mt19937 rng(17);
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  std::vector<float> gauss(256 * 24);
+  for (auto& v : gauss) v = normal(rng);
+  const auto& w = real_weights();
+  const std::vector<float> real(w.begin(), w.begin() + 256 * 128);
+  for (const std::vector<float>* x : std::array<const std::vector<float>*, 2>{&gauss, &real}) {
+    const auto m = g::quantize_k(Q{}, as_matrix(*x, 256));
+    const auto got = g::to_blocks(m);
+    const auto want = ggml_quantize(T, *x, 256);
+    EXPECT_EQ(first_byte_mismatch(want, got), -1) << Q{}.name();
+    const qtl::RowMatrixXf deq = g::dequantize(m);
+    EXPECT_EQ(first_bit_mismatch(ggml_decode(T, got, x->size()), std::vector<float>(deq.data(), deq.data() + deq.size())),
+              -1) << Q{}.name();
+  }
+}
+
+TYPED_TEST(GgmlKPolicyTest, RtnWritesLlamaQuantizesBytesWhereSubBlockScalesAreZero) {
+  // random_rows mixes blocks of 32 at scales 10^-9 .. 10^3 inside one super-block: many
+  // sub-blocks get a stored scale of 0, where ggml keeps its first-pass quants.
+  using Q = TypeParam;
+  constexpr Type T = Q::kType;
+  std::mt19937 rng(23);
+  const auto x = random_rows(512, 8, rng);
+  const auto m = g::quantize_k(Q{}, as_matrix(x, 512));
+  const auto got = g::to_blocks(m);
+  const auto want = ggml_quantize(T, x, 512);
+  EXPECT_EQ(first_byte_mismatch(want, got), -1) << Q{}.name();
+  EXPECT_EQ(first_bit_mismatch(ggml_decode(T, got, x.size()), ggml_decode(T, want, x.size())), -1) << Q{}.name();
+}
+
+TYPED_TEST(GgmlKPolicyTest, ClipSearchLowersTheWeightedError) {
+  using Q = TypeParam;
+  constexpr Type T = Q::kType;
+  const auto& w = real_weights();
+  const std::vector<float> x(w.begin(), w.begin() + 256 * 128);
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> u(0.05f, 4.0f);
+  std::vector<float> imp(256);
+  for (auto& v : imp) v = u(rng);
+  qtl::QuantizeOptions opt;
+  opt.column_importance = Eigen::Map<const qtl::VectorXf>(imp.data(), 256);
+  const auto rtn = ggml_decode(T, g::to_blocks(g::quantize_k(Q{}, as_matrix(x, 256), opt)), x.size());
+  opt.fit.clip_search = true;
+  const auto ours = ggml_decode(T, g::to_blocks(g::quantize_k(Q{}, as_matrix(x, 256), opt)), x.size());
+  const auto theirs = ggml_decode(T, ggml_quantize(T, x, 256, imp.data()), x.size());
+  const double e_rtn = weighted_error(x, rtn, imp), e_ours = weighted_error(x, ours, imp),
+               e_theirs = weighted_error(x, theirs, imp);
+  std::printf("%-12s weighted error: llama-quantize %.6g, with imatrix %.6g, qtl clip search %.6g\n",
+              Q{}.name().c_str(), e_rtn, e_theirs, e_ours);
+  EXPECT_LT(e_ours, e_rtn) << Q{}.name();
 }
 
 }  // namespace

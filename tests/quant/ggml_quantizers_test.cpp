@@ -1,7 +1,8 @@
 // ggml's 32-wide block types as qtl quantizer policies (qtl/quant/ggml_quantizers.hpp): the
 // concept holds, encode/decode/pack round trips, quantize_matrix -> to_blocks ->
 // ggml::dequantize_row equals qtl's dequantize bit for bit, clip search never raises the
-// weighted error, GPTQ runs on them, and bad input is a qtl::Error. The comparison with
+// weighted error, GPTQ runs on them, and bad input is a qtl::Error; the same for the K-quant
+// policies through quantize_k. The comparison with
 // llama.cpp's own bytes is in tests/ggml/ggml_blocks_test.cpp.
 #include <gtest/gtest.h>
 
@@ -225,6 +226,81 @@ TYPED_TEST(GgmlQuantizerTest, BadInputIsAnError) {
   std::vector<std::byte> few(10);
   EXPECT_THROW((void)g::from_blocks<Q>(few, 2, 64), qtl::Error);
   EXPECT_THROW((void)g::from_blocks<Q>(few, 2, 48), qtl::Error);
+}
+
+// ---- K-quants ------------------------------------------------------------------------------
+
+template <class Q>
+class GgmlKQuantizerTest : public ::testing::Test {};
+using KTypes = ::testing::Types<g::GgmlQ2_K, g::GgmlQ3_K, g::GgmlQ4_K, g::GgmlQ5_K, g::GgmlQ6_K>;
+TYPED_TEST_SUITE(GgmlKQuantizerTest, KTypes);
+
+TYPED_TEST(GgmlKQuantizerTest, BlocksRoundTripAndDecodeAsDequantizeRow) {
+  using Q = TypeParam;
+  EXPECT_DOUBLE_EQ(Q::kBits + Q::param_bits() / 256.0, g::type_bits_per_weight(Q::kType));
+  const auto w = test_weights(8, 512, 13);
+  for (bool clip : {false, true}) {
+    qtl::QuantizeOptions opt;
+    opt.fit.clip_search = clip;
+    const auto m = g::quantize_k(Q{}, w, opt);
+    const auto bytes = g::to_blocks(m);
+    std::vector<float> decoded(static_cast<std::size_t>(w.size()));
+    g::dequantize_row(Q::kType, bytes, decoded);
+    EXPECT_TRUE(same_bits(g::dequantize(m), decoded)) << Q{}.name() << " clip " << clip;
+    const auto back = g::from_blocks<Q::kType>(bytes, 8, 512);
+    EXPECT_EQ(back.codes, m.codes);
+    EXPECT_EQ(g::to_blocks(back), bytes);
+    EXPECT_TRUE(same_bits(g::dequantize(back), decoded));
+    // re-encoding the decoded values with the stored params gives the same codes' values
+    for (qtl::Index r = 0; r < 8; ++r) {
+      for (qtl::Index c = 0; c < 512; c += 37) {
+        const auto& p = back.params[static_cast<std::size_t>(r * 2 + c / 256)];
+        const auto i = static_cast<std::size_t>(c % 256);
+        const float v = back.value(r, c);
+        EXPECT_EQ(Q::decode(p, i, Q::encode(p, i, v)), v) << r << "," << c;
+      }
+    }
+  }
+}
+
+TYPED_TEST(GgmlKQuantizerTest, ClipSearchNeverRaisesTheWeightedError) {
+  using Q = TypeParam;
+  const auto w = test_weights(8, 256, 31);
+  qtl::QuantizeOptions base;
+  base.column_importance = qtl::test::uniform_random(1, 256, 4, 0.0f, 3.0f).row(0).transpose();
+  qtl::QuantizeOptions clip = base;
+  clip.fit.clip_search = true;
+  const auto rtn = g::dequantize(g::quantize_k(Q{}, w, base));
+  const auto searched = g::dequantize(g::quantize_k(Q{}, w, clip));
+  for (qtl::Index r = 0; r < w.rows(); ++r) {
+    const qtl::RowMatrixXf wr = w.row(r);
+    EXPECT_LE(weighted_error(wr, searched.row(r), base.column_importance),
+              weighted_error(wr, rtn.row(r), base.column_importance) * (1 + 1e-12))
+        << Q{}.name() << " row " << r;
+  }
+  EXPECT_LT(weighted_error(w, searched, base.column_importance), weighted_error(w, rtn, base.column_importance));
+}
+
+TYPED_TEST(GgmlKQuantizerTest, EncodeTakesAnyFloat) {
+  using Q = TypeParam;
+  const auto w = test_weights(3, 256, 2);
+  const auto p = Q{}.fit(std::span<const float>(w.data(), 256), {});
+  for (float v : {-1e30f, -5.0f, 0.0f, 3.0f, 1e30f, std::nanf(""), std::numeric_limits<float>::infinity()}) {
+    for (std::size_t i : {std::size_t{0}, std::size_t{100}, std::size_t{255}}) EXPECT_LE(int(Q::encode(p, i, v)), Q::kMaxCode);
+  }
+}
+
+TYPED_TEST(GgmlKQuantizerTest, BadInputIsAnError) {
+  using Q = TypeParam;
+  EXPECT_THROW((void)g::quantize_k(Q{}, qtl::test::gaussian(2, 320, 1)), qtl::Error);
+  qtl::RowMatrixXf wn = qtl::test::gaussian(2, 256, 1);
+  wn(1, 9) = std::numeric_limits<float>::infinity();
+  EXPECT_THROW((void)g::quantize_k(Q{}, wn), qtl::Error);
+  std::vector<float> x(128, 0.1f);
+  EXPECT_THROW((void)Q{}.fit(x, {}), qtl::Error);
+  std::vector<std::byte> few(100);
+  EXPECT_THROW((void)g::from_blocks<Q::kType>(few, 1, 256), qtl::Error);
+  EXPECT_THROW((void)g::from_blocks<Q::kType>(few, 1, 200), qtl::Error);
 }
 
 }  // namespace

@@ -657,11 +657,11 @@ inline void pack_block32(Type type, float d, float m, std::span<const std::uint8
   }
   const std::uint16_t hd = detail::to_fp16(d), hm = detail::to_fp16(m);
   auto nibbles = [&](std::uint8_t* qs) {
-    for (int j = 0; j < 16; ++j) qs[j] = static_cast<std::uint8_t>((codes[j] & 0xF) | ((codes[j + 16] & 0xF) << 4));
+    for (std::size_t j = 0; j < 16; ++j) qs[j] = static_cast<std::uint8_t>((codes[j] & 0xF) | ((codes[j + 16] & 0xF) << 4));
   };
   auto high_bits = [&](std::uint8_t* qh) {
     std::uint32_t h = 0;
-    for (int j = 0; j < 32; ++j) h |= static_cast<std::uint32_t>((codes[j] >> 4) & 1) << j;
+    for (std::size_t j = 0; j < 32; ++j) h |= static_cast<std::uint32_t>((codes[j] >> 4) & 1) << j;
     std::memcpy(qh, &h, 4);
   };
   auto store = [&](const auto& b) { std::memcpy(dst.data(), &b, sizeof(b)); };
@@ -673,7 +673,7 @@ inline void pack_block32(Type type, float d, float m, std::span<const std::uint8
     case Type::Q5_1: { BlockQ5_1 b{hd, hm, {}, {}}; nibbles(b.qs); high_bits(b.qh); store(b); return; }
     case Type::Q8_0: {
       BlockQ8_0 b{hd, {}};
-      for (int j = 0; j < 32; ++j) b.qs[j] = static_cast<std::int8_t>(codes[j] - 128);
+      for (std::size_t j = 0; j < 32; ++j) b.qs[j] = static_cast<std::int8_t>(codes[j] - 128);
       store(b);
       return;
     }
@@ -693,14 +693,14 @@ inline void unpack_block32(Type type, std::span<const std::byte> src, float& d, 
   }
   auto load = [&](auto& b) { std::memcpy(&b, src.data(), sizeof(b)); };
   auto nibbles = [&](const std::uint8_t* qs) {
-    for (int j = 0; j < 16; ++j) {
+    for (std::size_t j = 0; j < 16; ++j) {
       codes[j] = qs[j] & 0xF;
       codes[j + 16] = static_cast<std::uint8_t>(qs[j] >> 4);
     }
   };
   auto high_bits = [&](const std::uint8_t* qh) {
     const std::uint32_t h = detail::load_u32(qh);
-    for (int j = 0; j < 32; ++j) codes[j] = static_cast<std::uint8_t>(codes[j] | (((h >> j) & 1) << 4));
+    for (std::size_t j = 0; j < 32; ++j) codes[j] = static_cast<std::uint8_t>(codes[j] | (((h >> j) & 1) << 4));
   };
   m = 0.0f;
   switch (type) {
@@ -721,7 +721,7 @@ inline void unpack_block32(Type type, std::span<const std::byte> src, float& d, 
       BlockQ8_0 b;
       load(b);
       d = detail::fp16(b.d);
-      for (int j = 0; j < 32; ++j) codes[j] = static_cast<std::uint8_t>(b.qs[j] + 128);
+      for (std::size_t j = 0; j < 32; ++j) codes[j] = static_cast<std::uint8_t>(b.qs[j] + 128);
       return;
     }
     default: fail(kWhere, ": ", info.name, " is not a 32-wide block type qtl packs");
@@ -993,6 +993,153 @@ inline void pack_2bit(const std::uint8_t* L, std::uint8_t* qs) noexcept {
     }
   }
 }
+inline void unpack_2bit(const std::uint8_t* qs, std::uint8_t* L) noexcept {
+  for (int j = 0; j < 256; j += 128) {
+    for (int l = 0; l < 32; ++l) {
+      for (int k = 0; k < 4; ++k) L[j + l + 32 * k] = (qs[j / 4 + l] >> (2 * k)) & 3;
+    }
+  }
+}
+
+}  // namespace detail
+
+// ---- K-quant blocks: quants and sub-block scales as integers -------------------------------
+//
+// pack_quants / unpack_quants move the 256 unsigned quants L of a super-block in and out of its
+// bit fields (q2_K 0..3, q3_K 0..7 = q + 4, q4_K 0..15, q5_K 0..31, q6_K 0..63 = q + 32);
+// sub_scale / set_sub_scale read and write sub-block j's stored scale and min integers
+// (q2_K 4 + 4 bits; q3_K a signed 6-bit scale in [-32, 31]; q4_K / q5_K 6 + 6 bits; q6_K an
+// int8 scale; min = 0 where there is none).
+
+struct SubScale {
+  int sc = 0;
+  int m = 0;
+  friend bool operator==(const SubScale&, const SubScale&) = default;
+};
+
+inline void pack_quants(BlockQ2_K& b, const std::uint8_t* L) noexcept { detail::pack_2bit(L, b.qs); }
+inline void unpack_quants(const BlockQ2_K& b, std::uint8_t* L) noexcept { detail::unpack_2bit(b.qs, L); }
+
+/// q3_K: bit 2 of quant j goes to bit j / 32 of hmask[j % 32], the low 2 bits as q2_K.
+inline void pack_quants(BlockQ3_K& b, const std::uint8_t* L) noexcept {
+  std::uint8_t low[256];
+  std::memset(b.hmask, 0, sizeof b.hmask);
+  for (int j = 0; j < 256; ++j) {
+    if (L[j] > 3) b.hmask[j % 32] = static_cast<std::uint8_t>(b.hmask[j % 32] | (1 << (j / 32)));
+    low[j] = L[j] & 3;
+  }
+  detail::pack_2bit(low, b.qs);
+}
+inline void unpack_quants(const BlockQ3_K& b, std::uint8_t* L) noexcept {
+  detail::unpack_2bit(b.qs, L);
+  for (int j = 0; j < 256; ++j) L[j] = static_cast<std::uint8_t>(L[j] | (((b.hmask[j % 32] >> (j / 32)) & 1) << 2));
+}
+
+/// q4_K: element 64k + l is nibble l / 32 of qs[32k + l % 32].
+inline void pack_quants(BlockQ4_K& b, const std::uint8_t* L) noexcept {
+  for (int j = 0; j < 256; j += 64) {
+    for (int l = 0; l < 32; ++l) b.qs[j / 2 + l] = static_cast<std::uint8_t>(L[j + l] | (L[j + l + 32] << 4));
+  }
+}
+inline void unpack_quants(const BlockQ4_K& b, std::uint8_t* L) noexcept {
+  for (int j = 0; j < 256; j += 64) {
+    for (int l = 0; l < 32; ++l) {
+      L[j + l] = b.qs[j / 2 + l] & 0xF;
+      L[j + l + 32] = static_cast<std::uint8_t>(b.qs[j / 2 + l] >> 4);
+    }
+  }
+}
+
+/// q5_K: the low 4 bits as q4_K; bit 4 of element 64k + l at bit 2k + l / 32 of qh[l % 32].
+inline void pack_quants(BlockQ5_K& b, const std::uint8_t* L) noexcept {
+  std::memset(b.qh, 0, sizeof b.qh);
+  for (int n = 0, k = 0; n < 256; n += 64, ++k) {
+    for (int j = 0; j < 32; ++j) {
+      const int l1 = L[n + j], l2 = L[n + j + 32];
+      b.qh[j] = static_cast<std::uint8_t>(b.qh[j] | ((l1 >> 4) << (2 * k)) | ((l2 >> 4) << (2 * k + 1)));
+      b.qs[n / 2 + j] = static_cast<std::uint8_t>((l1 & 0xF) | ((l2 & 0xF) << 4));
+    }
+  }
+}
+inline void unpack_quants(const BlockQ5_K& b, std::uint8_t* L) noexcept {
+  for (int n = 0, k = 0; n < 256; n += 64, ++k) {
+    for (int j = 0; j < 32; ++j) {
+      L[n + j] = static_cast<std::uint8_t>((b.qs[n / 2 + j] & 0xF) | (((b.qh[j] >> (2 * k)) & 1) << 4));
+      L[n + j + 32] = static_cast<std::uint8_t>((b.qs[n / 2 + j] >> 4) | (((b.qh[j] >> (2 * k + 1)) & 1) << 4));
+    }
+  }
+}
+
+/// q6_K: per half h (128 values), element 128h + 32k + l: low nibble in ql[64h + l + 32 (k & 1)]
+/// (high nibble of that byte for k >= 2), top 2 bits at bits 2k of qh[32h + l].
+inline void pack_quants(BlockQ6_K& b, const std::uint8_t* L) noexcept {
+  for (int j = 0; j < 256; j += 128) {
+    std::uint8_t* ql = b.ql + j / 2;
+    std::uint8_t* qh = b.qh + j / 4;
+    for (int l = 0; l < 32; ++l) {
+      const int a = L[j + l], c1 = L[j + l + 32], c2 = L[j + l + 64], e = L[j + l + 96];
+      ql[l] = static_cast<std::uint8_t>((a & 0xF) | ((c2 & 0xF) << 4));
+      ql[l + 32] = static_cast<std::uint8_t>((c1 & 0xF) | ((e & 0xF) << 4));
+      qh[l] = static_cast<std::uint8_t>((a >> 4) | ((c1 >> 4) << 2) | ((c2 >> 4) << 4) | ((e >> 4) << 6));
+    }
+  }
+}
+inline void unpack_quants(const BlockQ6_K& b, std::uint8_t* L) noexcept {
+  for (int j = 0; j < 256; j += 128) {
+    const std::uint8_t* ql = b.ql + j / 2;
+    const std::uint8_t* qh = b.qh + j / 4;
+    for (int l = 0; l < 32; ++l) {
+      L[j + l] = static_cast<std::uint8_t>((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4));
+      L[j + l + 32] = static_cast<std::uint8_t>((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4));
+      L[j + l + 64] = static_cast<std::uint8_t>((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4));
+      L[j + l + 96] = static_cast<std::uint8_t>((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4));
+    }
+  }
+}
+
+[[nodiscard]] inline SubScale sub_scale(const BlockQ2_K& b, int j) noexcept {
+  return {b.scales[j] & 0xF, b.scales[j] >> 4};
+}
+inline void set_sub_scale(BlockQ2_K& b, int j, SubScale s) noexcept {
+  b.scales[j] = static_cast<std::uint8_t>((s.sc & 0xF) | ((s.m & 0xF) << 4));
+}
+[[nodiscard]] inline SubScale sub_scale(const BlockQ3_K& b, int j) noexcept { return {detail::scale_q3_k(b.scales, j), 0}; }
+inline void set_sub_scale(BlockQ3_K& b, int j, SubScale s) noexcept {
+  const int v = s.sc + 32;  // 0..63
+  if (j < 8) {
+    b.scales[j] = static_cast<std::uint8_t>((b.scales[j] & 0xF0) | (v & 0xF));
+  } else {
+    b.scales[j - 8] = static_cast<std::uint8_t>((b.scales[j - 8] & 0x0F) | ((v & 0xF) << 4));
+  }
+  const int shift = 2 * (j / 4);
+  b.scales[8 + j % 4] = static_cast<std::uint8_t>((b.scales[8 + j % 4] & ~(3 << shift)) | ((v >> 4) << shift));
+}
+template <class Block>
+[[nodiscard]] SubScale sub_scale_k4(const Block& b, int j) noexcept {
+  std::uint8_t sc, m;
+  detail::scale_min_k4(j, b.scales, sc, m);
+  return {sc, m};
+}
+template <class Block>
+void set_sub_scale_k4(Block& b, int j, SubScale s) noexcept {
+  std::uint8_t* q = b.scales;
+  if (j < 4) {
+    q[j] = static_cast<std::uint8_t>((q[j] & 0xC0) | s.sc);
+    q[j + 4] = static_cast<std::uint8_t>((q[j + 4] & 0xC0) | s.m);
+  } else {
+    q[j + 4] = static_cast<std::uint8_t>((s.sc & 0xF) | ((s.m & 0xF) << 4));
+    q[j - 4] = static_cast<std::uint8_t>((q[j - 4] & 0x3F) | ((s.sc >> 4) << 6));
+    q[j] = static_cast<std::uint8_t>((q[j] & 0x3F) | ((s.m >> 4) << 6));
+  }
+}
+[[nodiscard]] inline SubScale sub_scale(const BlockQ4_K& b, int j) noexcept { return sub_scale_k4(b, j); }
+inline void set_sub_scale(BlockQ4_K& b, int j, SubScale s) noexcept { set_sub_scale_k4(b, j, s); }
+[[nodiscard]] inline SubScale sub_scale(const BlockQ5_K& b, int j) noexcept { return sub_scale_k4(b, j); }
+inline void set_sub_scale(BlockQ5_K& b, int j, SubScale s) noexcept { set_sub_scale_k4(b, j, s); }
+[[nodiscard]] inline SubScale sub_scale(const BlockQ6_K& b, int j) noexcept { return {b.scales[j], 0}; }
+inline void set_sub_scale(BlockQ6_K& b, int j, SubScale s) noexcept { b.scales[j] = static_cast<std::int8_t>(s.sc); }
+
+namespace detail {
 
 inline BlockQ2_K quantize_q2_k(const float* x) noexcept {
   BlockQ2_K y{};
@@ -1031,7 +1178,7 @@ inline BlockQ2_K quantize_q2_k(const float* x) noexcept {
       L[16 * j + ii] = static_cast<std::uint8_t>(std::max(0, std::min(3, l)));
     }
   }
-  pack_2bit(L, y.qs);
+  pack_quants(y, L);
   return y;
 }
 
@@ -1074,21 +1221,8 @@ inline BlockQ3_K quantize_q3_k(const float* x) noexcept {
     }
   }
   std::uint8_t U[256];
-  int m = 0;
-  std::uint8_t hm = 1;
-  for (int j = 0; j < 256; ++j) {
-    int v = L[j];
-    if (v > 3) {
-      y.hmask[m] = static_cast<std::uint8_t>(y.hmask[m] | hm);
-      v -= 4;
-    }
-    U[j] = static_cast<std::uint8_t>(v);
-    if (++m == 32) {
-      m = 0;
-      hm = static_cast<std::uint8_t>(hm << 1);
-    }
-  }
-  pack_2bit(U, y.qs);
+  for (int j = 0; j < 256; ++j) U[j] = static_cast<std::uint8_t>(L[j]);
+  pack_quants(y, U);
   return y;
 }
 
@@ -1151,11 +1285,7 @@ inline BlockQ4_K quantize_q4_k(const float* x) noexcept {
   BlockQ4_K y{};
   std::uint8_t L[256];
   fit_k4(x, 15, -1.0f, 20, y, L);
-  std::uint8_t* q = y.qs;
-  for (int j = 0; j < 256; j += 64) {
-    for (int l = 0; l < 32; ++l) q[l] = static_cast<std::uint8_t>(L[j + l] | (L[j + l + 32] << 4));
-    q += 32;
-  }
+  pack_quants(y, L);
   return y;
 }
 
@@ -1163,26 +1293,7 @@ inline BlockQ5_K quantize_q5_k(const float* x) noexcept {
   BlockQ5_K y{};
   std::uint8_t L[256];
   fit_k4(x, 31, -0.5f, 15, y, L);
-  std::uint8_t* ql = y.qs;
-  std::uint8_t m1 = 1, m2 = 2;
-  for (int n = 0; n < 256; n += 64) {
-    for (int j = 0; j < 32; ++j) {
-      int l1 = L[n + j];
-      if (l1 > 15) {
-        l1 -= 16;
-        y.qh[j] = static_cast<std::uint8_t>(y.qh[j] | m1);
-      }
-      int l2 = L[n + j + 32];
-      if (l2 > 15) {
-        l2 -= 16;
-        y.qh[j] = static_cast<std::uint8_t>(y.qh[j] | m2);
-      }
-      ql[j] = static_cast<std::uint8_t>(l1 | (l2 << 4));
-    }
-    m1 = static_cast<std::uint8_t>(m1 << 2);
-    m2 = static_cast<std::uint8_t>(m2 << 2);
-    ql += 32;
-  }
+  pack_quants(y, L);
   return y;
 }
 
@@ -1216,18 +1327,9 @@ inline BlockQ6_K quantize_q6_k(const float* x) noexcept {
       L[16 * j + ii] = static_cast<std::int8_t>(std::max(-32, std::min(31, l)) + 32);
     }
   }
-  std::uint8_t* ql = y.ql;
-  std::uint8_t* qh = y.qh;
-  for (int j = 0; j < 256; j += 128) {
-    for (int l = 0; l < 32; ++l) {
-      const int a = L[j + l], b = L[j + l + 32], c = L[j + l + 64], e = L[j + l + 96];
-      ql[l] = static_cast<std::uint8_t>((a & 0xF) | ((c & 0xF) << 4));
-      ql[l + 32] = static_cast<std::uint8_t>((b & 0xF) | ((e & 0xF) << 4));
-      qh[l] = static_cast<std::uint8_t>((a >> 4) | ((b >> 4) << 2) | ((c >> 4) << 4) | ((e >> 4) << 6));
-    }
-    ql += 64;
-    qh += 32;
-  }
+  std::uint8_t U[256];
+  for (int j = 0; j < 256; ++j) U[j] = static_cast<std::uint8_t>(L[j]);
+  pack_quants(y, U);
   return y;
 }
 

@@ -36,13 +36,16 @@
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include "qtl/core/error.hpp"
+#include "qtl/core/validate.hpp"
 #include "qtl/detail/fp16.hpp"
 #include "qtl/format/ggml_blocks.hpp"
 #include "qtl/quant/concepts.hpp"
@@ -332,6 +335,297 @@ template <detail::GgmlBlockQuantizer Q>
       p.id = p.d != 0.0f ? 1.0f / p.d : 0.0f;
       p.min = p.m;
     }
+  }
+  return m;
+}
+
+// ---- K-quants: super-blocks of 256 with quantized sub-block scales -------------------------
+//
+// A K-quant block (q2_K .. q6_K) stores one fp16 d (and dmin) per 256 values and, per sub-block
+// of 16 or 32 values, small integer scales (and mins) that multiply them:
+//   q2_K, q4_K, q5_K   x = (d * sc_j) * q - (dmin * m_j)       (two roundings, never an FMA)
+//   q3_K               x = (d * sc_j) * (q - 4),   sc_j signed 6 bits
+//   q6_K               x = (d * sc_j) * (q - 32),  sc_j int8
+// A value's scale depends on its position in the group, which ScalarQuantizer's encode(p, x) /
+// decode(p, code) cannot see, so these policies take the index i in [0, 256) as well:
+//   params = q.fit(values[256], importance, options)    // the super-block
+//   code   = q.encode(params, i, x)    // ggml's requantize rule for sub-block i / kSub:
+//                                      // nearest_int((x + dm) / d) clamped
+//   x_hat  = q.decode(params, i, code) // ggml's dequantize, float for float
+// quantize_k / dequantize / to_blocks / from_blocks are their matrix functions (rows of whole
+// super-blocks). fit() with default options is ggml's reference (quantize_row_q*_K_ref), so RTN
+// writes llama-quantize's bytes (in a sub-block whose stored scale is 0 ggml keeps its first-pass
+// quants, which Params keeps for encode to return). With clip_search, each sub-block's integer scale (and min) is searched in
+// +-kSearch steps around the reference with d and dmin fixed, for the lowest importance-weighted
+// error of the requantized sub-block; the reference is a candidate, so the error never rises.
+// RTN, importance and clip search work through quantize_k; GPTQ and the other solvers would
+// need the position within the group passed to encode / decode to run on these.
+
+template <Type T>
+class KQuantizer {
+  static_assert(T == Type::Q2_K || T == Type::Q3_K || T == Type::Q4_K || T == Type::Q5_K || T == Type::Q6_K,
+                "ggml::KQuantizer: the type must be q2_K, q3_K, q4_K, q5_K or q6_K");
+
+ public:
+  static constexpr Type kType = T;
+  static constexpr int kBlock = 256;
+  static constexpr int kSub = (T == Type::Q4_K || T == Type::Q5_K) ? 32 : 16;
+  static constexpr int kSubBlocks = kBlock / kSub;
+  static constexpr int kBits = T == Type::Q2_K ? 2 : T == Type::Q3_K ? 3 : T == Type::Q4_K ? 4 : T == Type::Q5_K ? 5 : 6;
+  static constexpr int kMaxCode = (1 << kBits) - 1;
+  static constexpr bool kAffine = (T == Type::Q2_K || T == Type::Q4_K || T == Type::Q5_K);
+  /// The code of x = 0 in the symmetric types.
+  static constexpr int kZero = T == Type::Q3_K ? 4 : T == Type::Q6_K ? 32 : 0;
+  static constexpr int kSearch = 3;
+  using Block = std::conditional_t<
+      T == Type::Q2_K, BlockQ2_K,
+      std::conditional_t<T == Type::Q3_K, BlockQ3_K,
+                         std::conditional_t<T == Type::Q4_K, BlockQ4_K,
+                                            std::conditional_t<T == Type::Q5_K, BlockQ5_K, BlockQ6_K>>>>;
+
+  struct Params {
+    Block header{};  ///< the block's d, dmin and sub-block scales (its quants are zero)
+    std::array<float, 16> scale{};   ///< per sub-block: d * sc_j as ggml computes it
+    std::array<float, 16> offset{};  ///< per sub-block: dmin * m_j (affine types; else 0)
+    /// The quants the block fit gave: encode returns them in a sub-block whose scale is 0,
+    /// where every code decodes to the same value but for the sign of zero.
+    std::array<std::uint8_t, 256> fit_codes{};
+  };
+
+  [[nodiscard]] std::string name() const { return str_cat("ggml-", type_name(T)); }
+  /// The block's bits besides the quants, per super-block.
+  [[nodiscard]] static constexpr double param_bits() noexcept {
+    return 8.0 * static_cast<double>(sizeof(Block)) - static_cast<double>(kBits * kBlock);
+  }
+
+  [[nodiscard]] static float decode(const Params& p, std::size_t i, std::uint8_t code) noexcept {
+    const std::size_t j = i / kSub;
+    if constexpr (kAffine) {
+      return detail::unfused(p.scale[j] * static_cast<float>(code)) - p.offset[j];
+    } else {
+      return p.scale[j] * static_cast<float>(static_cast<int>(code) - kZero);
+    }
+  }
+  [[nodiscard]] static std::uint8_t encode(const Params& p, std::size_t i, float x) noexcept {
+    const std::size_t j = i / kSub;
+    const float d = p.scale[j];
+    if (d == 0.0f) return p.fit_codes[i & 255u];
+    float t = kAffine ? (x + p.offset[j]) / d : x / d;
+    // nearest_int is exact for |t| < 2^22; beyond the code range any value clamps the same way
+    t = t > 1e6f ? 1e6f : (t < -1e6f ? -1e6f : t);
+    if (!(t == t)) t = 0.0f;
+    const int l = detail::nearest_int(t) + kZero;
+    return static_cast<std::uint8_t>(std::max(0, std::min(kMaxCode, l)));
+  }
+
+  /// Params for a stored block header (its quants ignored).
+  [[nodiscard]] static Params params_of(const Block& b) noexcept {
+    Params p;
+    unpack_quants(b, p.fit_codes.data());
+    p.header = b;
+    clear_quants(p.header);
+    const float d = detail::fp16(b.d);
+    for (int j = 0; j < kSubBlocks; ++j) {
+      const SubScale s = sub_scale(b, j);
+      p.scale[static_cast<std::size_t>(j)] = d * static_cast<float>(s.sc);
+      if constexpr (kAffine) p.offset[static_cast<std::size_t>(j)] = detail::fp16(b.dmin) * static_cast<float>(s.m);
+    }
+    return p;
+  }
+
+  /// Fits one super-block of 256 values (see the section comment). Throws qtl::Error for a
+  /// group that is not 256 values, a value that is NaN or infinite, or bad importance.
+  [[nodiscard]] Params fit(std::span<const float> x, std::span<const float> importance,
+                           const FitOptions& opt = {}) const {
+    const std::string where = name();
+    qtl::detail::check_group(where, x, importance);
+    if (x.size() != kBlock) fail(where, ": a group is one ggml super-block of 256 values, got ", x.size());
+    Block b{};
+    if constexpr (T == Type::Q2_K) b = detail::quantize_q2_k(x.data());
+    if constexpr (T == Type::Q3_K) b = detail::quantize_q3_k(x.data());
+    if constexpr (T == Type::Q4_K) b = detail::quantize_q4_k(x.data());
+    if constexpr (T == Type::Q5_K) b = detail::quantize_q5_k(x.data());
+    if constexpr (T == Type::Q6_K) b = detail::quantize_q6_k(x.data());
+    Params p = params_of(b);
+    if (!opt.clip_search) return p;
+    for (int j = 0; j < kSubBlocks; ++j) search_sub_block(p, j, x, importance);
+    return p;
+  }
+
+ private:
+  static void clear_quants(Block& b) noexcept {
+    if constexpr (T == Type::Q6_K) {
+      std::memset(b.ql, 0, sizeof b.ql);
+      std::memset(b.qh, 0, sizeof b.qh);
+    } else {
+      std::memset(b.qs, 0, sizeof b.qs);
+      if constexpr (T == Type::Q3_K) std::memset(b.hmask, 0, sizeof b.hmask);
+      if constexpr (T == Type::Q5_K) std::memset(b.qh, 0, sizeof b.qh);
+    }
+  }
+  static constexpr int kScaleLo = T == Type::Q3_K ? -32 : T == Type::Q6_K ? -128 : 0;
+  static constexpr int kScaleHi = T == Type::Q2_K ? 15 : T == Type::Q3_K ? 31 : T == Type::Q6_K ? 127 : 63;
+
+  [[nodiscard]] double sub_error(const Params& p, int j, std::span<const float> x,
+                                 std::span<const float> importance) const {
+    double err = 0.0;
+    for (int k = j * kSub; k < (j + 1) * kSub; ++k) {
+      const auto i = static_cast<std::size_t>(k);
+      const double e = static_cast<double>(x[i]) - decode(p, i, encode(p, i, x[i]));
+      err += qtl::detail::weight_at(importance, i) * e * e;
+    }
+    return err;
+  }
+
+  void search_sub_block(Params& p, int j, std::span<const float> x, std::span<const float> importance) const {
+    const SubScale s0 = sub_scale(p.header, j);
+    double best_err = sub_error(p, j, x, importance);
+    SubScale best = s0;
+    const int m_span = kAffine ? kSearch : 0;
+    for (int dsc = -kSearch; dsc <= kSearch; ++dsc) {
+      for (int dm = -m_span; dm <= m_span; ++dm) {
+        const SubScale s{s0.sc + dsc, s0.m + dm};
+        if (s.sc < kScaleLo || s.sc > kScaleHi || s.m < 0 || s.m > (kAffine ? kScaleHi : 0) || s == s0) continue;
+        Params q = p;
+        set_sub_scale(q.header, j, s);
+        q = with_sub_block(q, j);
+        const double err = sub_error(q, j, x, importance);
+        if (err < best_err) {
+          best_err = err;
+          best = s;
+        }
+      }
+    }
+    set_sub_scale(p.header, j, best);
+    p = with_sub_block(p, j);
+  }
+
+  /// p with sub-block j's scale and offset recomputed from its header.
+  [[nodiscard]] static Params with_sub_block(Params p, int j) noexcept {
+    const SubScale s = sub_scale(p.header, j);
+    p.scale[static_cast<std::size_t>(j)] = detail::fp16(p.header.d) * static_cast<float>(s.sc);
+    if constexpr (kAffine) p.offset[static_cast<std::size_t>(j)] = detail::fp16(p.header.dmin) * static_cast<float>(s.m);
+    return p;
+  }
+};
+
+using GgmlQ2_K = KQuantizer<Type::Q2_K>;
+using GgmlQ3_K = KQuantizer<Type::Q3_K>;
+using GgmlQ4_K = KQuantizer<Type::Q4_K>;
+using GgmlQ5_K = KQuantizer<Type::Q5_K>;
+using GgmlQ6_K = KQuantizer<Type::Q6_K>;
+
+/// A matrix quantized to a K-quant: one code per weight (row-major) and one Params per
+/// super-block (row-major, cols / 256 per row).
+template <Type T>
+struct KQuantizedMatrix {
+  KQuantizer<T> quantizer{};
+  Index rows = 0;
+  Index cols = 0;
+  std::vector<std::uint8_t> codes;
+  std::vector<typename KQuantizer<T>::Params> params;
+
+  [[nodiscard]] float value(Index r, Index c) const noexcept {
+    const auto& p = params[static_cast<std::size_t>(r * (cols / 256) + c / 256)];
+    return KQuantizer<T>::decode(p, static_cast<std::size_t>(c % 256), codes[static_cast<std::size_t>(r * cols + c)]);
+  }
+};
+
+/// Quantizes W [rows x cols] super-block by super-block (cols a multiple of 256); importance
+/// as quantize_matrix takes it (used by clip_search). Throws qtl::Error on a bad shape,
+/// non-finite weights or bad importance.
+template <Type T>
+[[nodiscard]] KQuantizedMatrix<T> quantize_k(const KQuantizer<T>& q, MatrixRef w, const QuantizeOptions& opt = {}) {
+  constexpr std::string_view kWhere = "ggml::quantize_k";
+  require_nonempty(kWhere, "weights", w.rows(), w.cols());
+  if (w.cols() % 256 != 0) {
+    fail(kWhere, ": ", type_name(T), " rows are super-blocks of 256 values; got ", w.cols(), " columns");
+  }
+  require_finite(kWhere, "weights", w);
+  const bool col_imp = opt.column_importance.size() > 0, elem_imp = opt.importance.size() > 0;
+  if (col_imp) {
+    require_size(kWhere, "column_importance", opt.column_importance.size(), w.cols());
+    require_nonnegative(kWhere, "column_importance", opt.column_importance);
+  }
+  if (elem_imp) {
+    require_shape(kWhere, "importance", opt.importance.rows(), opt.importance.cols(), w.rows(), w.cols());
+    require_nonnegative(kWhere, "importance", opt.importance);
+  }
+  KQuantizedMatrix<T> m;
+  m.quantizer = q;
+  m.rows = w.rows();
+  m.cols = w.cols();
+  m.codes.resize(static_cast<std::size_t>(w.size()));
+  m.params.resize(static_cast<std::size_t>(w.rows() * (w.cols() / 256)));
+  std::vector<float> x(256), imp;
+  for (Index r = 0; r < w.rows(); ++r) {
+    for (Index b = 0; b < w.cols() / 256; ++b) {
+      imp.clear();
+      for (Index k = 0; k < 256; ++k) {
+        const Index c = b * 256 + k;
+        x[static_cast<std::size_t>(k)] = w(r, c);
+        if (col_imp || elem_imp) {
+          imp.push_back((col_imp ? opt.column_importance[c] : 1.0f) * (elem_imp ? opt.importance(r, c) : 1.0f));
+        }
+      }
+      auto& p = m.params[static_cast<std::size_t>(r * (w.cols() / 256) + b)];
+      p = q.fit(x, imp, opt.fit);
+      for (Index k = 0; k < 256; ++k) {
+        m.codes[static_cast<std::size_t>(r * w.cols() + b * 256 + k)] =
+            KQuantizer<T>::encode(p, static_cast<std::size_t>(k), x[static_cast<std::size_t>(k)]);
+      }
+    }
+  }
+  return m;
+}
+
+template <Type T>
+[[nodiscard]] RowMatrixXf dequantize(const KQuantizedMatrix<T>& m) {
+  RowMatrixXf out(m.rows, m.cols);
+  for (Index r = 0; r < m.rows; ++r) {
+    for (Index c = 0; c < m.cols; ++c) out(r, c) = m.value(r, c);
+  }
+  return out;
+}
+
+/// The matrix as ggml stores the tensor: rows of super-blocks.
+template <Type T>
+[[nodiscard]] std::vector<std::byte> to_blocks(const KQuantizedMatrix<T>& m) {
+  using Block = typename KQuantizer<T>::Block;
+  std::vector<std::byte> out(m.params.size() * sizeof(Block));
+  for (std::size_t i = 0; i < m.params.size(); ++i) {
+    Block b = m.params[i].header;
+    pack_quants(b, m.codes.data() + i * 256);
+    std::memcpy(out.data() + i * sizeof(Block), &b, sizeof(Block));
+  }
+  return out;
+}
+
+/// The inverse of to_blocks. Throws qtl::Error when cols is not a positive multiple of 256,
+/// rows < 1, or the byte count does not match.
+template <Type T>
+[[nodiscard]] KQuantizedMatrix<T> from_blocks(std::span<const std::byte> src, Index rows, Index cols) {
+  using Block = typename KQuantizer<T>::Block;
+  constexpr std::string_view kWhere = "ggml::from_blocks";
+  if (rows < 1 || cols < 1 || cols % 256 != 0) {
+    fail(kWhere, ": a ", type_name(T), " matrix needs rows >= 1 and a positive multiple of 256 columns, got ", rows,
+         "x", cols);
+  }
+  const auto blocks = static_cast<std::size_t>(rows * (cols / 256));
+  if (src.size() != blocks * sizeof(Block)) {
+    fail(kWhere, ": a ", rows, "x", cols, " ", type_name(T), " matrix takes ", blocks * sizeof(Block), " bytes, got ",
+         src.size());
+  }
+  KQuantizedMatrix<T> m;
+  m.rows = rows;
+  m.cols = cols;
+  m.codes.resize(static_cast<std::size_t>(rows * cols));
+  m.params.resize(blocks);
+  for (std::size_t i = 0; i < blocks; ++i) {
+    Block b;
+    std::memcpy(&b, src.data() + i * sizeof(Block), sizeof(Block));
+    unpack_quants(b, m.codes.data() + i * 256);
+    m.params[i] = KQuantizer<T>::params_of(b);
   }
   return m;
 }
