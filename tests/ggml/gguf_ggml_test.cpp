@@ -7,7 +7,11 @@
 #include <ggml.h>
 #include <gguf.h>
 
+#include <dlfcn.h>
+
+#include <algorithm>
 #include <cstddef>
+#include <cstdlib>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -280,6 +284,42 @@ TEST(GgufGgml, QtlReadsWhatGgmlWrites) {
   auto [g, data] = ggml_read(path);
   ASSERT_NE(g, nullptr);
   expect_same(g.get(), data.get(), f);
+}
+
+/// llama.cpp's source tree: $QTL_LLAMA_CPP_SRC, else found from where libggml-base was loaded
+/// (cmake/qtlLlamaCpp.cmake: <dir>/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64/ holds
+/// the libraries, <dir>/src the source).
+std::filesystem::path llama_cpp_src() {
+  if (const char* env = std::getenv("QTL_LLAMA_CPP_SRC")) return env;
+  Dl_info info{};
+  if (dladdr(reinterpret_cast<void*>(&gguf_init_empty), &info) == 0 || info.dli_fname == nullptr) {
+    return {};
+  }
+  std::filesystem::path p = std::filesystem::weakly_canonical(info.dli_fname).parent_path();
+  for (int i = 0; i < 5; ++i) p = p.parent_path();
+  return p / "src";
+}
+
+// Real files written by llama.cpp's Python converter (gguf-py): the tokenizer test vocabularies
+// in llama.cpp's models/ folder, each with tens of thousands of strings in arrays.
+TEST(GgufGgml, ReadsLlamaCppVocabularyFiles) {
+  const auto models = llama_cpp_src() / "models";
+  std::vector<std::filesystem::path> files;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(models, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.starts_with("ggml-vocab-") && e.path().extension() == ".gguf") files.push_back(e.path());
+  }
+  if (files.empty()) GTEST_SKIP() << "no ggml-vocab-*.gguf in " << models;
+  std::sort(files.begin(), files.end());
+  for (const auto& path : files) {
+    SCOPED_TRACE(path.string());
+    const gguf::File f = gguf::File::open(path);
+    auto [g, data] = ggml_read(path);
+    ASSERT_NE(g, nullptr);
+    expect_same(g.get(), data.get(), f);
+    EXPECT_GT(f.get_array<std::string>("tokenizer.ggml.tokens").size(), 1000u);
+  }
 }
 
 }  // namespace

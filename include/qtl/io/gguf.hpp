@@ -21,6 +21,11 @@
 // on a byte span: File::open memory-maps the file read-only and parses the mapping;
 // File::from_memory parses caller-owned bytes.
 //
+// Metadata is decoded into Values (tensor data stays in the mapping): an array element costs
+// sizeof(Value) (40 bytes) in memory, so a file's arrays take at most 40x their bytes in the
+// file (a tokenizer's 150k strings: a few MB). Counts are checked against the bytes left before
+// anything is allocated.
+//
 // Plain I/O: the standard library and POSIX only (no Eigen). Little-endian hosts only.
 #pragma once
 
@@ -89,7 +94,8 @@ inline constexpr std::uint32_t kValueTypeCount = 13;
 
 struct Value;
 
-/// An array value: every item holds a value of type `type` (itself possibly an array).
+/// An array value: every item holds a value of type `type` (itself possibly an array; GGUF
+/// allows arrays of arrays, but llama.cpp's reader refuses them).
 struct Array {
   ValueType type = ValueType::U8;
   std::vector<Value> items;
@@ -462,7 +468,8 @@ class File {
   [[nodiscard]] const std::string& name() const noexcept { return name_; }
   [[nodiscard]] std::uint32_t version() const noexcept { return version_; }
   [[nodiscard]] std::uint32_t alignment() const noexcept { return alignment_; }
-  /// Start of the data section in the file (0 when there are no tensors).
+  /// Start of the data section in the file: the end of the tensor infos, rounded up to the
+  /// alignment when there are tensors (as llama.cpp's gguf_get_data_offset).
   [[nodiscard]] std::uint64_t data_offset() const noexcept { return data_offset_; }
   [[nodiscard]] std::size_t size() const noexcept { return bytes_.size(); }
 
@@ -724,6 +731,8 @@ inline File File::parse(std::span<const std::byte> bytes, std::string name) {
   }
 
   // Data section: at the aligned position after the infos; every tensor inside the file.
+  // Without tensors, llama.cpp's reader reports the unpadded end of the infos: so does this.
+  f.data_offset_ = p.pos();
   if (!f.tensors_.empty()) {
     p.set_context("data section");
     f.data_offset_ = detail::align_up(p.pos(), f.alignment_);  // pos <= size: no overflow
