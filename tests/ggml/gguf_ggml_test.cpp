@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -143,6 +144,23 @@ void expect_same(const gguf_context* g, ggml_context* data_ctx, const gguf::File
     const gguf::TensorView v = f.tensor(name);
     EXPECT_EQ(std::memcmp(t->data, v.bytes.data(), v.bytes.size()), 0) << name;
   }
+}
+
+/// `f` written anew by qtl's writer: its metadata and tensors in the same order.
+void rewrite(const gguf::File& f, const std::filesystem::path& path) {
+  gguf::Writer w(path);
+  for (const gguf::KeyValue& kv : f.metadata()) w.set(kv.key, kv.value);
+  for (const gguf::TensorInfo& t : f.tensors()) w.add_tensor(t.name, t.type, t.shape);
+  for (const gguf::TensorInfo& t : f.tensors()) w.write_tensor(t.name, f.view(t).bytes);
+  w.finish();
+}
+
+std::vector<std::byte> file_bytes(const std::filesystem::path& path) {
+  const gguf::File f = gguf::File::open(path);  // any bytes will do: map, then copy
+  std::vector<std::byte> out(f.size());
+  std::ifstream in(path, std::ios::binary);
+  in.read(reinterpret_cast<char*>(out.data()), static_cast<std::streamsize>(out.size()));
+  return out;
 }
 
 /// gguf_init_from_file with the tensor data loaded into a ggml context.
@@ -284,6 +302,11 @@ TEST(GgufGgml, QtlReadsWhatGgmlWrites) {
   auto [g, data] = ggml_read(path);
   ASSERT_NE(g, nullptr);
   expect_same(g.get(), data.get(), f);
+
+  // Both writers lay a file out the same way: qtl's rewrite of ggml's file is byte for byte equal.
+  const auto again = dir.file("again.gguf");
+  rewrite(f, again);
+  EXPECT_TRUE(file_bytes(again) == file_bytes(path));
 }
 
 /// llama.cpp's source tree: $QTL_LLAMA_CPP_SRC, else found from where libggml-base was loaded
@@ -301,7 +324,8 @@ std::filesystem::path llama_cpp_src() {
 }
 
 // Real files written by llama.cpp's Python converter (gguf-py): the tokenizer test vocabularies
-// in llama.cpp's models/ folder, each with tens of thousands of strings in arrays.
+// in llama.cpp's models/ folder (versions 2 and 3), each with tens of thousands of strings in
+// arrays.
 TEST(GgufGgml, ReadsLlamaCppVocabularyFiles) {
   const auto models = llama_cpp_src() / "models";
   std::vector<std::filesystem::path> files;
@@ -319,6 +343,21 @@ TEST(GgufGgml, ReadsLlamaCppVocabularyFiles) {
     ASSERT_NE(g, nullptr);
     expect_same(g.get(), data.get(), f);
     EXPECT_GT(f.get_array<std::string>("tokenizer.ggml.tokens").size(), 1000u);
+    // qtl's rewrite equals the original but for the padding that llama.cpp's writer (and qtl's)
+    // adds after the infos even without tensors, and gguf-py does not.
+    TempDir dir;
+    const auto again = dir.file("again.gguf");
+    rewrite(f, again);
+    const auto original = file_bytes(path);
+    auto rewritten = file_bytes(again);
+    ASSERT_GE(rewritten.size(), original.size());
+    EXPECT_LT(rewritten.size() - original.size(), f.alignment());
+    EXPECT_TRUE(std::all_of(rewritten.begin() + static_cast<std::ptrdiff_t>(original.size()),
+                            rewritten.end(), [](std::byte b) { return b == std::byte{0}; }));
+    rewritten.resize(original.size());
+    ASSERT_EQ(rewritten[4], std::byte{3});  // qtl writes version 3; a few of these files are v2
+    rewritten[4] = original[4];
+    EXPECT_TRUE(rewritten == original);
   }
 }
 
