@@ -428,4 +428,27 @@ TYPED_TEST(GgmlKPolicyTest, ClipSearchLowersTheWeightedError) {
   EXPECT_LT(e_ours, e_rtn) << Q{}.name();
 }
 
+// ---- ternary policies ----------------------------------------------------------------------
+
+template <class Q>
+class GgmlTernaryPolicyTest : public ::testing::Test {};
+using TernaryTypes = ::testing::Types<g::GgmlTQ1_0, g::GgmlTQ2_0>;
+TYPED_TEST_SUITE(GgmlTernaryPolicyTest, TernaryTypes);
+
+TYPED_TEST(GgmlTernaryPolicyTest, RtnThroughQuantizeMatrixWritesLlamaQuantizesBytes) {
+  using Q = TypeParam;
+  std::mt19937 rng(29);
+  const auto& w = real_weights();
+  const std::vector<float> real(w.begin(), w.begin() + 256 * 64);
+  for (const auto& [x, cols] : {std::pair{random_rows(512, 8, rng), qtl::Index{512}}, std::pair{real, qtl::Index{256}}}) {
+    const auto m = qtl::quantize_matrix(Q{}, qtl::PerGroup{256}, as_matrix(x, cols));
+    const auto got = g::to_blocks(m);
+    EXPECT_EQ(first_byte_mismatch(ggml_quantize(Q::kType, x, cols), got), -1) << Q{}.name();
+    const qtl::RowMatrixXf deq = qtl::dequantize(m);
+    EXPECT_EQ(first_bit_mismatch(ggml_decode(Q::kType, got, x.size()),
+                                 std::vector<float>(deq.data(), deq.data() + deq.size())),
+              -1);
+  }
+}
+
 }  // namespace

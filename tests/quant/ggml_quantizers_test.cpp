@@ -303,4 +303,45 @@ TYPED_TEST(GgmlKQuantizerTest, BadInputIsAnError) {
   EXPECT_THROW((void)g::from_blocks<Q::kType>(few, 1, 200), qtl::Error);
 }
 
+// ---- ternary -------------------------------------------------------------------------------
+
+template <class Q>
+class GgmlTernaryTest : public ::testing::Test {};
+using TernaryTypes = ::testing::Types<g::GgmlTQ1_0, g::GgmlTQ2_0>;
+TYPED_TEST_SUITE(GgmlTernaryTest, TernaryTypes);
+
+TYPED_TEST(GgmlTernaryTest, BlocksRoundTripClipSearchAndGptq) {
+  using Q = TypeParam;
+  static_assert(qtl::ScalarQuantizer<Q>);
+  const auto w = test_weights(6, 512, 41);
+  qtl::QuantizeOptions base;
+  base.column_importance = qtl::test::uniform_random(1, 512, 6, 0.0f, 2.0f).row(0).transpose();
+  qtl::QuantizeOptions clip = base;
+  clip.fit.clip_search = true;
+  const auto rtn = qtl::quantize_matrix(Q{}, qtl::PerGroup{256}, w, base);
+  const auto searched = qtl::quantize_matrix(Q{}, qtl::PerGroup{256}, w, clip);
+  for (const auto* m : {&rtn, &searched}) {
+    const auto bytes = g::to_blocks(*m);
+    std::vector<float> decoded(static_cast<std::size_t>(w.size()));
+    g::dequantize_row(Q::kType, bytes, decoded);
+    EXPECT_TRUE(same_bits(qtl::dequantize(*m), decoded)) << Q{}.name();
+    const auto back = g::from_blocks<Q>(bytes, 6, 512);
+    EXPECT_EQ(back.codes, m->codes);
+    EXPECT_EQ(g::to_blocks(back), bytes);
+  }
+  EXPECT_LT(weighted_error(w, qtl::dequantize(searched), base.column_importance),
+            weighted_error(w, qtl::dequantize(rtn), base.column_importance));
+  // GPTQ writes ternary blocks too
+  const auto x = qtl::test::gaussian(300, 256, 8);
+  const Eigen::MatrixXd h = (2.0 / 300) * (x.cast<double>().transpose() * x.cast<double>());
+  const qtl::RowMatrixXf w2 = qtl::test::gaussian(4, 256, 9, 0.05f);
+  const auto res = qtl::calib::gptq(Q{}, qtl::PerGroup{256}, w2, h);
+  std::vector<float> decoded(static_cast<std::size_t>(w2.size()));
+  g::dequantize_row(Q::kType, g::to_blocks(res.matrix), decoded);
+  EXPECT_TRUE(same_bits(qtl::dequantize(res.matrix), decoded));
+  EXPECT_THROW((void)qtl::quantize_matrix(Q{}, qtl::PerGroup{32}, w), qtl::Error);
+  std::vector<std::byte> few(10);
+  EXPECT_THROW((void)g::from_blocks<Q>(few, 1, 256), qtl::Error);
+}
+
 }  // namespace

@@ -728,6 +728,92 @@ inline void unpack_block32(Type type, std::span<const std::byte> src, float& d, 
   }
 }
 
+// ---- ternary blocks ---------------------------------------------------------------------------
+
+namespace rule {
+/// tq1_0 / tq2_0: lroundf(x * id) + 1 (half away from zero), clamped to {0, 1, 2}.
+[[nodiscard]] inline std::uint8_t code_ternary(float x, float id) noexcept {
+  const float r = std::round(x * id);
+  if (!(r > -1.0f)) return 0;
+  return r >= 1.0f ? 2 : 1;
+}
+}  // namespace rule
+
+/// Writes one tq1_0 or tq2_0 block from its fp16 scale d and 256 codes in {0, 1, 2}
+/// (x = (code - 1) * d). tq2_0: element 128h + 32k + m at bits 2k of qs[32h + m]. tq1_0: base-3
+/// numbers, most significant digit first, stored as ceil(v * 256 / 243): qs[m] holds elements
+/// m + 32n (n < 5), qs[32 + m] elements 160 + m + 16n, qh[j] elements 240 + j + 4n (n < 4, times 3).
+inline void pack_ternary(Type type, float d, std::span<const std::uint8_t> codes, std::span<std::byte> dst) {
+  constexpr std::string_view kWhere = "ggml::pack_ternary";
+  if (type != Type::TQ1_0 && type != Type::TQ2_0) fail(kWhere, ": ", type_name(type), " is not a ternary type");
+  if (codes.size() != 256) fail(kWhere, ": a block holds 256 codes, got ", codes.size());
+  if (dst.size() != static_cast<std::size_t>(type_info(type).type_size)) {
+    fail(kWhere, ": a ", type_name(type), " block is ", type_info(type).type_size, " bytes, dst has ", dst.size());
+  }
+  auto t = [&](int j) { return static_cast<int>(codes[static_cast<std::size_t>(j)]); };
+  if (type == Type::TQ2_0) {
+    BlockTQ2_0 b{{}, detail::to_fp16(d)};
+    for (int j = 0; j < 64; j += 32) {
+      for (int m = 0; m < 32; ++m) {
+        int q = 0;
+        for (int n = 0; n < 4; ++n) q += (t(4 * j + m + 32 * n) & 3) << (2 * n);
+        b.qs[j + m] = static_cast<std::uint8_t>(q);
+      }
+    }
+    std::memcpy(dst.data(), &b, sizeof b);
+    return;
+  }
+  BlockTQ1_0 b{{}, {}, detail::to_fp16(d)};
+  auto ceil_div = [](std::uint8_t q) {
+    return static_cast<std::uint8_t>((static_cast<std::uint16_t>(q) * 256 + 242) / 243);
+  };
+  auto pack5 = [&](int base, int stride) {
+    std::uint8_t q = 0;
+    for (int n = 0; n < 5; ++n) q = static_cast<std::uint8_t>(q * 3 + t(base + n * stride));
+    return ceil_div(q);
+  };
+  for (int m = 0; m < 32; ++m) b.qs[m] = pack5(m, 32);
+  for (int m = 0; m < 16; ++m) b.qs[32 + m] = pack5(160 + m, 16);
+  for (int j = 0; j < 4; ++j) {
+    std::uint8_t q = 0;
+    for (int m = 0; m < 4; ++m) q = static_cast<std::uint8_t>(q * 3 + t(240 + j + 4 * m));
+    b.qh[j] = ceil_div(static_cast<std::uint8_t>(q * 3));
+  }
+  std::memcpy(dst.data(), &b, sizeof b);
+}
+
+/// The inverse of pack_ternary: the fp16 scale as a float and the 256 codes.
+inline void unpack_ternary(Type type, std::span<const std::byte> src, float& d, std::span<std::uint8_t> codes) {
+  constexpr std::string_view kWhere = "ggml::unpack_ternary";
+  if (type != Type::TQ1_0 && type != Type::TQ2_0) fail(kWhere, ": ", type_name(type), " is not a ternary type");
+  if (codes.size() != 256) fail(kWhere, ": a block holds 256 codes, got ", codes.size());
+  if (src.size() != static_cast<std::size_t>(type_info(type).type_size)) {
+    fail(kWhere, ": a ", type_name(type), " block is ", type_info(type).type_size, " bytes, src has ", src.size());
+  }
+  auto put = [&](int j, int v) { codes[static_cast<std::size_t>(j)] = static_cast<std::uint8_t>(v); };
+  if (type == Type::TQ2_0) {
+    BlockTQ2_0 b;
+    std::memcpy(&b, src.data(), sizeof b);
+    d = detail::fp16(b.d);
+    for (int j = 0; j < 64; j += 32) {
+      for (int m = 0; m < 32; ++m) {
+        for (int n = 0; n < 4; ++n) put(4 * j + m + 32 * n, (b.qs[j + m] >> (2 * n)) & 3);
+      }
+    }
+    return;
+  }
+  BlockTQ1_0 b;
+  std::memcpy(&b, src.data(), sizeof b);
+  d = detail::fp16(b.d);
+  for (int n = 0; n < 5; ++n) {
+    for (int m = 0; m < 32; ++m) put(m + 32 * n, detail::trit(b.qs[m], n));
+    for (int m = 0; m < 16; ++m) put(160 + m + 16 * n, detail::trit(b.qs[32 + m], n));
+  }
+  for (int n = 0; n < 4; ++n) {
+    for (int j = 0; j < 4; ++j) put(240 + j + 4 * n, detail::trit(b.qh[j], n));
+  }
+}
+
 // ---- reference row quantizers -----------------------------------------------------------------
 
 namespace detail {
@@ -763,40 +849,14 @@ inline void quantize_blocks32(Type type, std::span<const float> src, std::span<s
 /// quantize_row_tq1_0_ref / tq2_0_ref: d = absmax of the 256 values, t = lroundf(x / d) + 1.
 inline void quantize_ternary(Type type, std::span<const float> src, std::span<std::byte> dst) {
   const std::size_t bytes = static_cast<std::size_t>(type_info(type).type_size);
+  std::array<std::uint8_t, 256> codes{};
   for (std::size_t i = 0; i < src.size() / 256; ++i) {
     const float* x = src.data() + i * 256;
     float amax = 0.0f;
     for (int j = 0; j < 256; ++j) amax = std::max(amax, std::fabs(x[j]));
-    const float d = amax;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    auto t = [&](int j) { return static_cast<int>(std::lround(x[j] * id)) + 1; };
-    if (type == Type::TQ2_0) {
-      BlockTQ2_0 b{{}, to_fp16(d)};
-      for (int j = 0; j < 64; j += 32) {
-        for (int m = 0; m < 32; ++m) {
-          int q = 0;
-          for (int n = 0; n < 4; ++n) q += (t(4 * j + m + 32 * n) & 3) << (2 * n);
-          b.qs[j + m] = static_cast<std::uint8_t>(q);
-        }
-      }
-      std::memcpy(dst.data() + i * bytes, &b, sizeof b);
-      continue;
-    }
-    BlockTQ1_0 b{{}, {}, to_fp16(d)};
-    auto pack5 = [&](int base, int stride) {
-      std::uint8_t q = 0;
-      for (int n = 0; n < 5; ++n) q = static_cast<std::uint8_t>(q * 3 + t(base + n * stride));
-      return static_cast<std::uint8_t>((static_cast<std::uint16_t>(q) * 256 + 242) / 243);
-    };
-    for (int m = 0; m < 32; ++m) b.qs[m] = pack5(m, 32);             // values 0..159
-    for (int m = 0; m < 16; ++m) b.qs[32 + m] = pack5(160 + m, 16);  // values 160..239
-    for (int j = 0; j < 4; ++j) {                                    // values 240..255
-      std::uint8_t q = 0;
-      for (int m = 0; m < 4; ++m) q = static_cast<std::uint8_t>(q * 3 + t(240 + j + 4 * m));
-      q = static_cast<std::uint8_t>(q * 3);
-      b.qh[j] = static_cast<std::uint8_t>((static_cast<std::uint16_t>(q) * 256 + 242) / 243);
-    }
-    std::memcpy(dst.data() + i * bytes, &b, sizeof b);
+    const float id = amax != 0.0f ? 1.0f / amax : 0.0f;
+    for (std::size_t j = 0; j < 256; ++j) codes[j] = rule::code_ternary(x[j], id);
+    pack_ternary(type, amax, codes, dst.subspan(i * bytes, bytes));
   }
 }
 

@@ -339,6 +339,145 @@ template <detail::GgmlBlockQuantizer Q>
   return m;
 }
 
+// ---- ternary super-blocks (tq1_0, tq2_0) ---------------------------------------------------
+//
+// x = (code - 1) * d, code in {0, 1, 2}, one fp16 d per 256 values: position-free, so these are
+// ScalarQuantizers (use PerGroup{256}; GPTQ and AWQ run on them). fit() with default options is
+// ggml's reference: d = absmax, code = lroundf(x / absmax) + 1 with 1/absmax unrounded; with
+// clip_search the scale is searched down the clip grid and refitted by weighted least squares
+// (ternary codes for most weights sit at 0, so a scale below absmax usually lowers the error).
+// kBits is 2 (tq2_0's storage); tq1_0 packs 5 trits per byte, 1.6875 bits per weight in all,
+// which bits_per_weight(QuantizedMatrix) overstates by counting 2 bits per code.
+
+template <Type T>
+class TernaryQuantizer {
+  static_assert(T == Type::TQ1_0 || T == Type::TQ2_0, "ggml::TernaryQuantizer: the type must be tq1_0 or tq2_0");
+
+ public:
+  static constexpr Type kType = T;
+  static constexpr int kBlock = 256;
+  static constexpr int kBits = 2;
+  static constexpr int kMaxCode = 2;
+
+  struct Params {
+    float d = 0.0f;   ///< fp16 scale, as stored
+    float id = 0.0f;  ///< encode: 1/d of the unrounded d (0 when d = 0)
+    friend bool operator==(const Params&, const Params&) = default;
+  };
+
+  [[nodiscard]] std::string name() const { return str_cat("ggml-", type_name(T)); }
+  [[nodiscard]] static constexpr double param_bits() noexcept { return 16.0; }
+  [[nodiscard]] static float decode(const Params& p, std::uint8_t code) noexcept {
+    return static_cast<float>(static_cast<int>(code) - 1) * p.d;
+  }
+  [[nodiscard]] static std::uint8_t encode(const Params& p, float x) noexcept { return rule::code_ternary(x, p.id); }
+
+  [[nodiscard]] Params fit(std::span<const float> x, std::span<const float> importance,
+                           const FitOptions& opt = {}) const {
+    const std::string where = name();
+    qtl::detail::check_group(where, x, importance);
+    if (x.size() != kBlock) {
+      fail(where, ": a group is one ggml super-block of 256 values (quantize with PerGroup{256} and a column "
+                  "count that is a multiple of 256), got a group of ",
+           x.size());
+    }
+    const float amax = qtl::detail::abs_max(x);
+    Params best;
+    best.d = qtl::detail::round_to_half(amax);
+    if (!std::isfinite(best.d)) fail(where, ": the block's scale ", amax, " is too large for fp16 (max 65504)");
+    best.id = amax != 0.0f ? 1.0f / amax : 0.0f;
+    if (!opt.clip_search || amax == 0.0f) return best;
+    double best_err = qtl::detail::weighted_sse(*this, best, x, importance);
+    auto try_scale = [&](double s) {
+      const float h = qtl::detail::round_to_half(static_cast<float>(s));
+      if (!(h > 0.0f) || !std::isfinite(h)) return false;
+      const Params p{h, 1.0f / h};
+      const double err = qtl::detail::weighted_sse(*this, p, x, importance);
+      if (!(err < best_err)) return false;
+      best_err = err;
+      best = p;
+      return true;
+    };
+    auto refit = [&](const Params& p) {  // s* = sum w x l / sum w l^2 for the codes p gives
+      double num = 0.0, den = 0.0;
+      for (std::size_t i = 0; i < x.size(); ++i) {
+        const double l = static_cast<int>(encode(p, x[i])) - 1;
+        const double w = qtl::detail::weight_at(importance, i);
+        num += w * x[i] * l;
+        den += w * l * l;
+      }
+      return den > 0.0 ? num / den : 0.0;
+    };
+    const int steps = std::max(opt.clip_steps, 1);
+    // ternary weights want scales far below absmax: the grid goes down to clip_min_ratio^2
+    const float lowest = opt.clip_min_ratio * opt.clip_min_ratio;
+    for (int i = 1; i <= 2 * steps; ++i) {
+      const float r = 1.0f - (1.0f - lowest) * static_cast<float>(i) / static_cast<float>(2 * steps);
+      const Params p{qtl::detail::round_to_half(amax * r), 0.0f};
+      if (!(p.d > 0.0f)) continue;
+      try_scale(p.d);
+      try_scale(refit(Params{p.d, 1.0f / p.d}));
+    }
+    for (int it = 0; it < opt.refine_iterations; ++it) {
+      if (!try_scale(refit(best))) break;
+    }
+    return best;
+  }
+};
+
+using GgmlTQ1_0 = TernaryQuantizer<Type::TQ1_0>;
+using GgmlTQ2_0 = TernaryQuantizer<Type::TQ2_0>;
+static_assert(ScalarQuantizer<GgmlTQ1_0> && ScalarQuantizer<GgmlTQ2_0>);
+
+template <class Q>
+concept GgmlTernaryQuantizer = requires { Q::kType; } && std::same_as<Q, TernaryQuantizer<Q::kType>>;
+
+/// A matrix quantized with PerGroup{256} as ggml's tq1_0 / tq2_0 rows.
+template <GgmlTernaryQuantizer Q>
+[[nodiscard]] std::vector<std::byte> to_blocks(const QuantizedMatrix<Q>& m) {
+  constexpr std::string_view kWhere = "ggml::to_blocks";
+  const GroupLayout& L = m.layout;
+  if (L.per_tensor || L.group_size != 256 || L.cols % 256 != 0) {
+    fail(kWhere, ": ", type_name(Q::kType), " needs groups of 256 columns and a multiple of 256 columns; got ",
+         L.per_tensor ? std::string("one group per tensor") : str_cat("groups of ", L.group_size), " and ", L.cols,
+         " columns");
+  }
+  const auto bytes = static_cast<std::size_t>(type_info(Q::kType).type_size);
+  std::vector<std::byte> out(m.params.size() * bytes);
+  for (std::size_t i = 0; i < m.params.size(); ++i) {
+    pack_ternary(Q::kType, m.params[i].d, std::span<const std::uint8_t>(m.codes.data() + i * 256, 256),
+                 std::span<std::byte>(out).subspan(i * bytes, bytes));
+  }
+  return out;
+}
+
+/// The inverse of to_blocks for tq1_0 / tq2_0 (Params::id = 1/d).
+template <GgmlTernaryQuantizer Q>
+[[nodiscard]] QuantizedMatrix<Q> from_blocks(std::span<const std::byte> src, Index rows, Index cols, const Q& q = {}) {
+  constexpr std::string_view kWhere = "ggml::from_blocks";
+  if (rows < 1 || cols < 1 || cols % 256 != 0) {
+    fail(kWhere, ": a ", type_name(Q::kType), " matrix needs rows >= 1 and a positive multiple of 256 columns, got ",
+         rows, "x", cols);
+  }
+  const auto bytes = static_cast<std::size_t>(type_info(Q::kType).type_size);
+  const auto blocks = static_cast<std::size_t>(rows * (cols / 256));
+  if (src.size() != blocks * bytes) {
+    fail(kWhere, ": a ", rows, "x", cols, " ", type_name(Q::kType), " matrix takes ", blocks * bytes, " bytes, got ",
+         src.size());
+  }
+  QuantizedMatrix<Q> m;
+  m.quantizer = q;
+  m.layout = make_group_layout(PerGroup{256}, rows, cols, kWhere);
+  m.codes.resize(static_cast<std::size_t>(rows * cols));
+  m.params.resize(blocks);
+  for (std::size_t i = 0; i < blocks; ++i) {
+    auto& p = m.params[i];
+    unpack_ternary(Q::kType, src.subspan(i * bytes, bytes), p.d, std::span<std::uint8_t>(m.codes.data() + i * 256, 256));
+    p.id = p.d != 0.0f ? 1.0f / p.d : 0.0f;
+  }
+  return m;
+}
+
 // ---- K-quants: super-blocks of 256 with quantized sub-block scales -------------------------
 //
 // A K-quant block (q2_K .. q6_K) stores one fp16 d (and dmin) per 256 values and, per sub-block
