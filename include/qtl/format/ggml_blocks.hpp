@@ -7,9 +7,10 @@
 //
 // Bit-exactness. ggml's reference code (libggml-base) is compiled without FMA, so every
 // `a * b + c` in it is two roundings. GCC contracts such expressions into one FMA under -mfma
-// (-march=native), even across statements and in ISO C++ mode; every product that is then added
-// here goes through detail::unfused(), which hides the product from the contraction pass, so the
-// results are the same whatever -m or -ffp-contract flags compile this header. Integer to float
+// (-march=native), even across statements and in ISO C++ mode; in the quantizers every product
+// that is then added goes through detail::unfused(), which hides the product from the
+// contraction pass, so the results are the same whatever -m or -ffp-contract flags compile this
+// header (the decoders' products are exact, see there). Integer to float
 // conversions, operand order and the order of accumulation follow ggml's source line by line
 // (each function names the one it reproduces).
 //
@@ -216,6 +217,11 @@ inline void scale_min_k4(int j, const std::uint8_t* q, std::uint8_t& sc, std::ui
 }
 
 // ---- block decoders: dequantize_row_<type> of ggml-quants.c, one block each -----------------
+//
+// The products here need no unfused(): each multiplies an fp16 value (11 significant bits), or
+// an fp16 value times a 4- or 6-bit scale, by a quant of at most 6 bits, so it is exact in
+// float and an FMA rounds `d * q + m` exactly as the two-step sum does (q6_K's d * sc * q may
+// be inexact but is not added to anything). The loops therefore vectorize.
 
 inline void decode_block(const BlockQ4_0& b, float* y) noexcept {
   const float d = fp16(b.d);
@@ -229,8 +235,8 @@ inline void decode_block(const BlockQ4_0& b, float* y) noexcept {
 inline void decode_block(const BlockQ4_1& b, float* y) noexcept {
   const float d = fp16(b.d), m = fp16(b.m);
   for (int j = 0; j < 16; ++j) {
-    y[j] = unfused(static_cast<float>(b.qs[j] & 0x0F) * d) + m;
-    y[j + 16] = unfused(static_cast<float>(b.qs[j] >> 4) * d) + m;
+    y[j] = static_cast<float>(b.qs[j] & 0x0F) * d + m;
+    y[j + 16] = static_cast<float>(b.qs[j] >> 4) * d + m;
   }
 }
 inline std::uint32_t load_u32(const std::uint8_t* p) noexcept {
@@ -254,8 +260,8 @@ inline void decode_block(const BlockQ5_1& b, float* y) noexcept {
   for (int j = 0; j < 16; ++j) {
     const int h0 = static_cast<int>(((qh >> j) << 4) & 0x10);
     const int h1 = static_cast<int>((qh >> (j + 12)) & 0x10);
-    y[j] = unfused(static_cast<float>((b.qs[j] & 0x0F) | h0) * d) + m;
-    y[j + 16] = unfused(static_cast<float>((b.qs[j] >> 4) | h1) * d) + m;
+    y[j] = static_cast<float>((b.qs[j] & 0x0F) | h0) * d + m;
+    y[j + 16] = static_cast<float>((b.qs[j] >> 4) | h1) * d + m;
   }
 }
 inline void decode_block(const BlockQ8_0& b, float* y) noexcept {
@@ -280,7 +286,7 @@ inline void decode_block(const BlockQ2_K& b, float* y) noexcept {
         const float dl = d * static_cast<float>(sc & 0xF);
         const float ml = mn * static_cast<float>(sc >> 4);
         for (int l = 0; l < 16; ++l) {
-          *y++ = unfused(dl * static_cast<float>((q[l + 16 * half] >> shift) & 3)) - ml;
+          *y++ = dl * static_cast<float>((q[l + 16 * half] >> shift) & 3) - ml;
         }
       }
     }
@@ -316,8 +322,8 @@ inline void decode_block(const BlockQ4_K& b, float* y) noexcept {
     const float d1 = d * static_cast<float>(sc), m1 = mn * static_cast<float>(m);
     scale_min_k4(is + 1, b.scales, sc, m);
     const float d2 = d * static_cast<float>(sc), m2 = mn * static_cast<float>(m);
-    for (int l = 0; l < 32; ++l) *y++ = unfused(d1 * static_cast<float>(q[l] & 0xF)) - m1;
-    for (int l = 0; l < 32; ++l) *y++ = unfused(d2 * static_cast<float>(q[l] >> 4)) - m2;
+    for (int l = 0; l < 32; ++l) *y++ = d1 * static_cast<float>(q[l] & 0xF) - m1;
+    for (int l = 0; l < 32; ++l) *y++ = d2 * static_cast<float>(q[l] >> 4) - m2;
     q += 32;
   }
 }
@@ -332,10 +338,10 @@ inline void decode_block(const BlockQ5_K& b, float* y) noexcept {
     scale_min_k4(is + 1, b.scales, sc, m);
     const float d2 = d * static_cast<float>(sc), m2 = mn * static_cast<float>(m);
     for (int l = 0; l < 32; ++l) {
-      *y++ = unfused(d1 * static_cast<float>((ql[l] & 0xF) + ((b.qh[l] & u1) ? 16 : 0))) - m1;
+      *y++ = d1 * static_cast<float>((ql[l] & 0xF) + ((b.qh[l] & u1) ? 16 : 0)) - m1;
     }
     for (int l = 0; l < 32; ++l) {
-      *y++ = unfused(d2 * static_cast<float>((ql[l] >> 4) + ((b.qh[l] & u2) ? 16 : 0))) - m2;
+      *y++ = d2 * static_cast<float>((ql[l] >> 4) + ((b.qh[l] & u2) ? 16 : 0)) - m2;
     }
     ql += 32;
     u1 = static_cast<std::uint8_t>(u1 << 2);

@@ -4,7 +4,7 @@
 //
 // A group is one ggml block. decode() is ggml's dequantize, float for float:
 //   q4_0  x = (q - 8) * d          q5_0  x = (q - 16) * d        q8_0  x = (q - 128) * d
-//   q4_1  x = q * d + m            q5_1  x = q * d + m           (two roundings, never an FMA)
+//   q4_1  x = q * d + m            q5_1  x = q * d + m           (q * d is exact: an FMA rounds the same)
 //   iq4_nl x = d * kIq4nlValues[q]
 // with d and m fp16 values, so a QuantizedMatrix packs into blocks exactly (to_blocks) and
 // dequantize(matrix) == ggml::dequantize_row(to_blocks(matrix)) bit for bit.
@@ -87,7 +87,7 @@ class BlockQuantizer {
     if constexpr (T == Type::IQ4_NL) {
       return p.d * static_cast<float>(kIq4nlValues[code & 15u]);
     } else if constexpr (kAffine) {
-      return detail::unfused(static_cast<float>(code) * p.d) + p.m;
+      return static_cast<float>(code) * p.d + p.m;  // exact product: an FMA rounds the same
     } else {
       return static_cast<float>(static_cast<int>(code) - kZero) * p.d;
     }
@@ -482,7 +482,7 @@ template <GgmlTernaryQuantizer Q>
 //
 // A K-quant block (q2_K .. q6_K) stores one fp16 d (and dmin) per 256 values and, per sub-block
 // of 16 or 32 values, small integer scales (and mins) that multiply them:
-//   q2_K, q4_K, q5_K   x = (d * sc_j) * q - (dmin * m_j)       (two roundings, never an FMA)
+//   q2_K, q4_K, q5_K   x = (d * sc_j) * q - (dmin * m_j)       (the products are exact)
 //   q3_K               x = (d * sc_j) * (q - 4),   sc_j signed 6 bits
 //   q6_K               x = (d * sc_j) * (q - 32),  sc_j int8
 // A value's scale depends on its position in the group, which ScalarQuantizer's encode(p, x) /
@@ -540,7 +540,7 @@ class KQuantizer {
   [[nodiscard]] static float decode(const Params& p, std::size_t i, std::uint8_t code) noexcept {
     const std::size_t j = i / kSub;
     if constexpr (kAffine) {
-      return detail::unfused(p.scale[j] * static_cast<float>(code)) - p.offset[j];
+      return p.scale[j] * static_cast<float>(code) - p.offset[j];  // exact product, as in q4_1
     } else {
       return p.scale[j] * static_cast<float>(static_cast<int>(code) - kZero);
     }
