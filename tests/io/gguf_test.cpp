@@ -11,6 +11,7 @@
 #include <limits>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "temp_dir.hpp"
@@ -332,6 +333,22 @@ TEST(Gguf, FromMemoryMatchesOpen) {
   }
 }
 
+TEST(Gguf, RewriteIsByteIdentical) {
+  TempDir dir;
+  const auto path = dir.file("a.gguf");
+  const auto again = dir.file("b.gguf");
+  write_model(path, all_metadata(), some_tensors());
+  {
+    const gguf::File f = gguf::File::open(path);
+    gguf::Writer w(again);
+    for (const auto& kv : f.metadata()) w.set(kv.key, kv.value);
+    for (const auto& t : f.tensors()) w.add_tensor(t.name, t.type, t.shape);
+    for (const auto& t : f.tensors()) w.write_tensor(t.name, f.view(t).bytes);
+    w.finish();
+  }
+  EXPECT_TRUE(read_bytes(path) == read_bytes(again));
+}
+
 TEST(Gguf, ReadsVersion2) {
   Raw r;
   r.header(1, 1, 2).kv_str("general.name", "v2").tensor("w", {4}, kF32, 0).pad().zeros(16);
@@ -486,9 +503,15 @@ TEST(GgufBadInput, EveryTruncationThrows) {
   }
 }
 
-TEST(GgufBadInput, MissingFile) {
+TEST(GgufBadInput, MissingFileOrFolder) {
   EXPECT_THROW((void)gguf::File::open("/nonexistent/x.gguf"), qtl::Error);
+  TempDir dir;
+  EXPECT_THROW((void)gguf::File::open(dir.file("")), qtl::Error);  // a folder
+  EXPECT_THROW(gguf::Writer(dir.file("missing/x.gguf")), qtl::Error);
 }
+
+static_assert(!std::is_copy_constructible_v<gguf::File> && std::is_move_constructible_v<gguf::File> &&
+              std::is_move_assignable_v<gguf::File>);
 
 TEST(GgufBadInput, WrongMagic) {
   Raw r;
