@@ -594,9 +594,14 @@ namespace rule {
 /// block = 32 and ntry = 7, as ggml_quantize_chunk runs it): weights w = x^2 without an
 /// importance matrix, else qw * sqrt(sigma2 + x^2) with sigma2 = 2 * mean(x^2) over the block;
 /// d = the weighted least-squares scale of the best of 15 trial grids. Returns {d, 1/d}
-/// (d = 0 for a block whose absmax is below 1e-15).
-[[nodiscard]] inline BlockScale iq4_nl(std::span<const float> x, std::span<const float> qw) noexcept {
+/// (d = 0 for a block whose absmax is below 1e-15). x holds at most 32 values; qw is empty or
+/// one weight per value.
+[[nodiscard]] inline BlockScale iq4_nl(std::span<const float> x, std::span<const float> qw) {
   const std::size_t n = x.size();
+  if (n > 32 || (!qw.empty() && qw.size() != n)) {
+    fail("ggml::rule::iq4_nl: a block of at most 32 values and as many weights, got ", n, " values and ",
+         qw.size(), " weights");
+  }
   float sigma2 = 0.0f;
   for (float v : x) sigma2 = sigma2 + detail::unfused(v * v);
   sigma2 *= 2.0f / static_cast<float>(n);

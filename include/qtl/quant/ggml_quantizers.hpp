@@ -1,8 +1,12 @@
-// qtl/quant/ggml_quantizers.hpp — llama.cpp's 32-wide block types (q8_0, q4_0, q4_1, q5_0,
-// q5_1, iq4_nl) as scalar quantizer policies, so every qtl solver (RTN, clip search, importance,
-// GPTQ, AWQ) quantizes straight into bytes that ggml decodes, used with PerGroup{32}.
+// qtl/quant/ggml_quantizers.hpp — llama.cpp's block types as quantizer policies, so qtl's
+// solvers quantize straight into bytes that ggml decodes:
+//   BlockQuantizer    q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl   ScalarQuantizer, PerGroup{32}
+//   TernaryQuantizer  tq1_0, tq2_0                           ScalarQuantizer, PerGroup{256}
+//   KQuantizer        q2_K .. q6_K    super-blocks of 256 with index-aware encode / decode
+// (sections below), each with to_blocks / from_blocks between qtl's codes and ggml's bytes.
+// The ScalarQuantizers run under every solver (RTN, clip search, importance, GPTQ, AWQ).
 //
-// A group is one ggml block. decode() is ggml's dequantize, float for float:
+// 32-wide types: a group is one ggml block. decode() is ggml's dequantize, float for float:
 //   q4_0  x = (q - 8) * d          q5_0  x = (q - 16) * d        q8_0  x = (q - 128) * d
 //   q4_1  x = q * d + m            q5_1  x = q * d + m           (q * d is exact: an FMA rounds the same)
 //   iq4_nl x = d * kIq4nlValues[q]
