@@ -406,7 +406,9 @@ TYPED_TEST(GgmlKPolicyTest, RtnWritesLlamaQuantizesBytesWhereSubBlockScalesAreZe
   EXPECT_EQ(first_bit_mismatch(ggml_decode(T, got, x.size()), ggml_decode(T, want, x.size())), -1) << Q{}.name();
 }
 
-TYPED_TEST(GgmlKPolicyTest, ClipSearchLowersTheWeightedError) {
+TYPED_TEST(GgmlKPolicyTest, ClipSearchLowersTheWeightedErrorOfLlamaQuantizeImatrix) {
+  // With importance, fit() starts from llama.cpp's imatrix result (byte-exact, test below) and the
+  // sub-block scale search only keeps improvements of sum imp (x - x_hat)^2.
   using Q = TypeParam;
   constexpr Type T = Q::kType;
   const auto& w = real_weights();
@@ -417,16 +419,50 @@ TYPED_TEST(GgmlKPolicyTest, ClipSearchLowersTheWeightedError) {
   for (auto& v : imp) v = u(rng);
   qtl::QuantizeOptions opt;
   opt.column_importance = Eigen::Map<const qtl::VectorXf>(imp.data(), 256);
-  const auto rtn = ggml_decode(T, g::to_blocks(g::quantize_k(Q{}, as_matrix(x, 256), opt)), x.size());
   opt.fit.clip_search = true;
   const auto ours = ggml_decode(T, g::to_blocks(g::quantize_k(Q{}, as_matrix(x, 256), opt)), x.size());
   const auto theirs = ggml_decode(T, ggml_quantize(T, x, 256, imp.data()), x.size());
-  const double e_rtn = weighted_error(x, rtn, imp), e_ours = weighted_error(x, ours, imp),
+  const auto plain = ggml_decode(T, ggml_quantize(T, x, 256), x.size());
+  const double e_plain = weighted_error(x, plain, imp), e_ours = weighted_error(x, ours, imp),
                e_theirs = weighted_error(x, theirs, imp);
   std::printf("%-12s weighted error: llama-quantize %.6g, with imatrix %.6g, qtl clip search %.6g\n",
-              Q{}.name().c_str(), e_rtn, e_theirs, e_ours);
-  EXPECT_LT(e_ours, e_rtn) << Q{}.name();
+              Q{}.name().c_str(), e_plain, e_theirs, e_ours);
+  EXPECT_LT(e_ours, e_theirs) << Q{}.name();
+  EXPECT_LT(e_ours, e_plain) << Q{}.name();
 }
+
+TYPED_TEST(GgmlKPolicyTest, ColumnImportanceWritesLlamaQuantizeImatrixBytes) {
+  using Q = TypeParam;
+  constexpr Type T = Q::kType;
+  std::mt19937 rng(37);
+  const auto& w = real_weights();
+  const std::vector<float> real(w.begin(), w.begin() + 512 * 32);
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  std::vector<float> gauss(512 * 8);
+  for (auto& v : gauss) v = normal(rng);
+  for (const std::vector<float>* x : std::array<const std::vector<float>*, 3>{&real, &gauss, nullptr}) {
+    const std::vector<float> mixed = x ? std::vector<float>{} : random_rows(512, 8, rng);
+    const std::vector<float>& xs = x ? *x : mixed;
+    std::uniform_real_distribution<float> u(0.0f, 3.0f);
+    std::vector<float> imp(512);
+    for (auto& v : imp) v = u(rng);
+    imp[7] = 0.0f;
+    qtl::QuantizeOptions opt;
+    opt.column_importance = Eigen::Map<const qtl::VectorXf>(imp.data(), 512);
+    const auto got = g::to_blocks(g::quantize_k(Q{}, as_matrix(xs, 512), opt));
+    const auto want = ggml_quantize(T, xs, 512, imp.data());
+    EXPECT_EQ(first_byte_mismatch(want, got), -1) << Q{}.name();
+    // and the row function
+    std::vector<std::byte> rows(want.size());
+    const std::size_t row_bytes = want.size() / (xs.size() / 512);
+    for (std::size_t r = 0; r < xs.size() / 512; ++r) {
+      g::quantize_row_importance(T, std::span<const float>(xs.data() + r * 512, 512), imp,
+                                 std::span<std::byte>(rows.data() + r * row_bytes, row_bytes));
+    }
+    EXPECT_EQ(first_byte_mismatch(want, rows), -1) << Q{}.name();
+  }
+}
+
 
 // ---- ternary policies ----------------------------------------------------------------------
 

@@ -953,9 +953,9 @@ inline float make_qkx2_quants(int n, int nmax, const float* x, const float* weig
   return scale;
 }
 
-/// make_qx_quants with rmse_type 1 and no importance: a symmetric fit x ~ scale * (L - nmax),
-/// weights x^2, trial scales -(nmax + 0.1 is) / max for is in [-9, 9].
-inline float make_qx_quants(int n, int nmax, const float* x, std::int8_t* L) noexcept {
+/// make_qx_quants with rmse_type 1: a symmetric fit x ~ scale * (L - nmax), weights qw (x^2
+/// when null), trial scales -(nmax + 0.1 is) / max for is in [-9, 9].
+inline float make_qx_quants(int n, int nmax, const float* x, std::int8_t* L, const float* qw = nullptr) noexcept {
   float max = 0.0f, amax = 0.0f;
   for (int i = 0; i < n; ++i) {
     const float ax = std::fabs(x[i]);
@@ -975,7 +975,7 @@ inline float make_qx_quants(int n, int nmax, const float* x, std::int8_t* L) noe
       int l = nearest_int(iscale * x[i]);
       l = std::max(-nmax, std::min(nmax - 1, l));
       if (store) L[i] = static_cast<std::int8_t>(l + nmax);
-      const float w = x[i] * x[i];
+      const float w = qw != nullptr ? qw[i] : x[i] * x[i];
       const auto fl = static_cast<float>(l);
       sumlx = sumlx + unfused(w * x[i] * fl);
       suml2 = suml2 + unfused(w * fl * fl);
@@ -1404,6 +1404,242 @@ inline BlockQ6_K quantize_q6_k(const float* x) noexcept {
   return y;
 }
 
+/// make_qp_quants: non-negative values x (sub-block scales or mins) as scale * L, L in
+/// [0, nmax], weights qw: a grid of 9 trial scales, then one-at-a-time refinement.
+inline float make_qp_quants(int n, int nmax, const float* x, std::uint8_t* L, const float* qw) noexcept {
+  float max = 0.0f;
+  for (int i = 0; i < n; ++i) max = std::max(max, x[i]);
+  if (max < 1e-15f) {
+    for (int i = 0; i < n; ++i) L[i] = 0;
+    return 0.0f;
+  }
+  float iscale = static_cast<float>(nmax) / max;
+  for (int i = 0; i < n; ++i) L[i] = static_cast<std::uint8_t>(nearest_int(iscale * x[i]));
+  const float scale = 1.0f / iscale;
+  float best_mse = 0.0f;
+  for (int i = 0; i < n; ++i) {
+    const float diff = x[i] - unfused(scale * static_cast<float>(L[i]));
+    best_mse = best_mse + unfused(qw[i] * diff * diff);
+  }
+  for (int is = -4; is <= 4; ++is) {
+    if (is == 0) continue;
+    const float iscale_is = (unfused(0.1f * static_cast<float>(is)) + static_cast<float>(nmax)) / max;
+    const float scale_is = 1.0f / iscale_is;
+    float mse = 0.0f;
+    for (int i = 0; i < n; ++i) {
+      const int l = std::min(nmax, nearest_int(iscale_is * x[i]));
+      const float diff = x[i] - unfused(scale_is * static_cast<float>(l));
+      mse = mse + unfused(qw[i] * diff * diff);
+    }
+    if (mse < best_mse) {
+      best_mse = mse;
+      iscale = iscale_is;
+    }
+  }
+  float sumlx = 0.0f, suml2 = 0.0f;
+  for (int i = 0; i < n; ++i) {
+    const int l = std::min(nmax, nearest_int(iscale * x[i]));
+    L[i] = static_cast<std::uint8_t>(l);
+    const auto fl = static_cast<float>(l);
+    sumlx = sumlx + unfused(qw[i] * x[i] * fl);
+    suml2 = suml2 + unfused(qw[i] * fl * fl);
+  }
+  for (int itry = 0; itry < 5; ++itry) {
+    int n_changed = 0;
+    for (int i = 0; i < n; ++i) {
+      const float w = qw[i];
+      const auto li = static_cast<float>(L[i]);
+      float slx = sumlx - unfused(w * x[i] * li);
+      float sl2 = suml2 - unfused(w * li * li);
+      if (slx > 0 && sl2 > 0) {
+        const int new_l = std::min(nmax, nearest_int(x[i] * sl2 / slx));
+        if (new_l != L[i]) {
+          const auto fl = static_cast<float>(new_l);
+          slx = slx + unfused(w * x[i] * fl);
+          sl2 = sl2 + unfused(w * fl * fl);
+          if (slx * slx * suml2 > sumlx * sumlx * sl2) {
+            L[i] = static_cast<std::uint8_t>(new_l);
+            sumlx = slx;
+            suml2 = sl2;
+            ++n_changed;
+          }
+        }
+      }
+    }
+    if (!n_changed) break;
+  }
+  return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
+}
+
+/// sum x^2 over the super-block, accumulated in order.
+inline float sum_squares_256(const float* x) noexcept {
+  float s = 0.0f;
+  for (int l = 0; l < 256; ++l) s = s + unfused(x[l] * x[l]);
+  return s;
+}
+
+// quantize_row_q*_K_impl with an importance matrix qw (one weight per value of the super-block).
+
+inline BlockQ2_K quantize_q2_k_imatrix(const float* x, const float* qw) noexcept {
+  BlockQ2_K y{};
+  std::uint8_t L[256], Laux[16], Ls[16], Lm[16];
+  float mins[16], scales[16], sw[16], weight[16];
+  const float sigma2 = sum_squares_256(x) / 256.0f;
+  for (int j = 0; j < 16; ++j) {
+    for (int l = 0; l < 16; ++l) weight[l] = qw[16 * j + l] * std::sqrt(sigma2 + unfused(x[16 * j + l] * x[16 * j + l]));
+    sw[j] = 0.0f;
+    for (int l = 0; l < 16; ++l) sw[j] += weight[l];
+    scales[j] = make_qkx2_quants(16, 3, x + 16 * j, weight, L + 16 * j, &mins[j], Laux, -0.9f, 0.05f, 36, false);
+  }
+  const float dm = make_qp_quants(16, 15, scales, Ls, sw);
+  const float mm = make_qp_quants(16, 15, mins, Lm, sw);
+  y.d = to_fp16(dm);
+  y.dmin = to_fp16(mm);
+  for (int j = 0; j < 16; ++j) y.scales[j] = static_cast<std::uint8_t>(Ls[j] | (Lm[j] << 4));
+  for (int j = 0; j < 16; ++j) {
+    const float d = fp16(y.d) * static_cast<float>(y.scales[j] & 0xF);
+    if (d == 0.0f) continue;
+    const float m = fp16(y.dmin) * static_cast<float>(y.scales[j] >> 4);
+    for (int ii = 0; ii < 16; ++ii) {
+      const int l = nearest_int((x[16 * j + ii] + m) / d);
+      L[16 * j + ii] = static_cast<std::uint8_t>(std::max(0, std::min(3, l)));
+    }
+  }
+  pack_quants(y, L);
+  return y;
+}
+
+inline BlockQ3_K quantize_q3_k_imatrix(const float* x, const float* qw) noexcept {
+  BlockQ3_K y{};
+  std::int8_t L[256], Ls[16];
+  float scales[16], weight[16], sw[16];
+  const float sigma2 = 2.0f * sum_squares_256(x) / 256.0f;
+  for (int j = 0; j < 16; ++j) {
+    for (int l = 0; l < 16; ++l) weight[l] = qw[16 * j + l] * std::sqrt(sigma2 + unfused(x[16 * j + l] * x[16 * j + l]));
+    float sumw = 0.0f;
+    for (int l = 0; l < 16; ++l) sumw += weight[l];
+    sw[j] = sumw;
+    scales[j] = make_qx_quants(16, 4, x + 16 * j, L + 16 * j, weight);
+  }
+  const float d_block = make_qx_quants(16, 32, scales, Ls, sw);
+  for (int j = 0; j < 16; ++j) {
+    int l = Ls[j];
+    if (j < 8) {
+      y.scales[j] = static_cast<std::uint8_t>(l & 0xF);
+    } else {
+      y.scales[j - 8] = static_cast<std::uint8_t>(y.scales[j - 8] | ((l & 0xF) << 4));
+    }
+    l >>= 4;
+    y.scales[j % 4 + 8] = static_cast<std::uint8_t>(y.scales[j % 4 + 8] | (l << (2 * (j / 4))));
+  }
+  y.d = to_fp16(d_block);
+  for (int j = 0; j < 16; ++j) {
+    const float d = fp16(y.d) * static_cast<float>(scale_q3_k(y.scales, j));
+    if (d == 0.0f) continue;
+    for (int ii = 0; ii < 16; ++ii) {
+      const int l = nearest_int(x[16 * j + ii] / d);
+      L[16 * j + ii] = static_cast<std::int8_t>(std::max(-4, std::min(3, l)) + 4);
+    }
+  }
+  std::uint8_t U[256];
+  for (int j = 0; j < 256; ++j) U[j] = static_cast<std::uint8_t>(L[j]);
+  pack_quants(y, U);
+  return y;
+}
+
+template <class Block>
+void fit_k4_imatrix(const float* x, const float* qw, int nmax, Block& y, std::uint8_t* L) noexcept {
+  std::uint8_t Laux[32], Ls[8], Lm[8];
+  float weights[32], sw[8], mins[8], scales[8];
+  const float sigma2 = 2.0f * sum_squares_256(x) / 256.0f;
+  for (int j = 0; j < 8; ++j) {
+    for (int l = 0; l < 32; ++l) weights[l] = qw[32 * j + l] * std::sqrt(sigma2 + unfused(x[32 * j + l] * x[32 * j + l]));
+    float sumw = 0.0f;
+    for (int l = 0; l < 32; ++l) sumw += weights[l];
+    sw[j] = sumw;
+    scales[j] = make_qkx2_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, -0.9f, 0.05f, 36, false);
+  }
+  const float d_block = make_qp_quants(8, 63, scales, Ls, sw);
+  const float m_block = make_qp_quants(8, 63, mins, Lm, sw);
+  for (int j = 0; j < 8; ++j) {
+    const std::uint8_t ls = std::min<std::uint8_t>(63, Ls[j]), lm = std::min<std::uint8_t>(63, Lm[j]);
+    if (j < 4) {
+      y.scales[j] = ls;
+      y.scales[j + 4] = lm;
+    } else {
+      y.scales[j + 4] = static_cast<std::uint8_t>((ls & 0xF) | ((lm & 0xF) << 4));
+      y.scales[j - 4] = static_cast<std::uint8_t>(y.scales[j - 4] | ((ls >> 4) << 6));
+      y.scales[j] = static_cast<std::uint8_t>(y.scales[j] | ((lm >> 4) << 6));
+    }
+  }
+  y.d = to_fp16(d_block);
+  y.dmin = to_fp16(m_block);
+  for (int j = 0; j < 8; ++j) {
+    std::uint8_t sc, m;
+    scale_min_k4(j, y.scales, sc, m);
+    const float d = fp16(y.d) * static_cast<float>(sc);
+    if (d == 0.0f) continue;
+    const float dm = fp16(y.dmin) * static_cast<float>(m);
+    for (int ii = 0; ii < 32; ++ii) {
+      const int l = nearest_int((x[32 * j + ii] + dm) / d);
+      L[32 * j + ii] = static_cast<std::uint8_t>(std::max(0, std::min(nmax, l)));
+    }
+  }
+}
+
+inline BlockQ4_K quantize_q4_k_imatrix(const float* x, const float* qw) noexcept {
+  BlockQ4_K y{};
+  std::uint8_t L[256];
+  fit_k4_imatrix(x, qw, 15, y, L);
+  pack_quants(y, L);
+  return y;
+}
+
+inline BlockQ5_K quantize_q5_k_imatrix(const float* x, const float* qw) noexcept {
+  BlockQ5_K y{};
+  std::uint8_t L[256];
+  fit_k4_imatrix(x, qw, 31, y, L);
+  pack_quants(y, L);
+  return y;
+}
+
+/// q6_K's importance path passes qw itself (not qw * sqrt(sigma2 + x^2)) as the weights.
+inline BlockQ6_K quantize_q6_k_imatrix(const float* x, const float* qw) noexcept {
+  BlockQ6_K y{};
+  std::int8_t L[256];
+  float scales[16];
+  float max_scale = 0.0f, max_abs_scale = 0.0f;
+  for (int ib = 0; ib < 16; ++ib) {
+    scales[ib] = make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib, qw + 16 * ib);
+    const float abs_scale = std::fabs(scales[ib]);
+    if (abs_scale > max_abs_scale) {
+      max_abs_scale = abs_scale;
+      max_scale = scales[ib];
+    }
+  }
+  if (max_abs_scale < 1e-15f) {
+    y.d = to_fp16(0.0f);
+    return y;
+  }
+  const float iscale = -128.0f / max_scale;
+  y.d = to_fp16(1.0f / iscale);
+  for (int ib = 0; ib < 16; ++ib) {
+    y.scales[ib] = static_cast<std::int8_t>(std::min(127, nearest_int(iscale * scales[ib])));
+  }
+  for (int j = 0; j < 16; ++j) {
+    const float d = fp16(y.d) * static_cast<float>(y.scales[j]);
+    if (d == 0.0f) continue;
+    for (int ii = 0; ii < 16; ++ii) {
+      const int l = nearest_int(x[16 * j + ii] / d);
+      L[16 * j + ii] = static_cast<std::int8_t>(std::max(-32, std::min(31, l)) + 32);
+    }
+  }
+  std::uint8_t U[256];
+  for (int j = 0; j < 256; ++j) U[j] = static_cast<std::uint8_t>(L[j]);
+  pack_quants(y, U);
+  return y;
+}
+
 template <class Block, Block (*Quantize)(const float*) noexcept>
 void quantize_super_blocks(std::span<const float> src, std::span<std::byte> dst) {
   for (std::size_t i = 0; i < src.size() / 256; ++i) {
@@ -1466,6 +1702,52 @@ inline void quantize_row_reference(Type type, std::span<const float> src, std::s
     case Type::Q6_K: return detail::quantize_super_blocks<BlockQ6_K, detail::quantize_q6_k>(src, dst);
     default:
       return detail::quantize_blocks32(type, src, dst);
+  }
+}
+
+/// llama.cpp's quantization of one row with an importance matrix (ggml_quantize_chunk(type, src,
+/// dst, 0, 1, n, importance)), byte for byte, for the types whose quantizer uses it: q2_K .. q6_K
+/// (quantize_row_q*_K_impl) and iq4_nl. `importance` holds one weight >= 0 per value (llama.cpp's
+/// imatrix entry of each column). Throws qtl::Error for another type, bad sizes, or a value or
+/// weight that is not finite (or a negative weight).
+inline void quantize_row_importance(Type type, std::span<const float> src, std::span<const float> importance,
+                                    std::span<std::byte> dst) {
+  constexpr std::string_view kWhere = "ggml::quantize_row_importance";
+  switch (type) {
+    case Type::Q2_K: case Type::Q3_K: case Type::Q4_K: case Type::Q5_K: case Type::Q6_K: case Type::IQ4_NL: break;
+    default: fail(kWhere, ": type ", type_name(type), " does not take an importance matrix here");
+  }
+  detail::checked_row(kWhere, type, src.size(), dst.size(), "dst");
+  if (importance.size() != src.size()) {
+    fail(kWhere, ": importance has ", importance.size(), " weights for ", src.size(), " values");
+  }
+  for (std::size_t i = 0; i < src.size(); ++i) {
+    if (!std::isfinite(src[i])) fail(kWhere, ": value ", i, " is not finite: ", src[i]);
+    if (!(importance[i] >= 0.0f) || !std::isfinite(importance[i])) {
+      fail(kWhere, ": importance ", i, " must be finite and >= 0, got ", importance[i]);
+    }
+  }
+  const auto bytes = static_cast<std::size_t>(type_info(type).type_size);
+  const auto bs = static_cast<std::size_t>(type_info(type).block_size);
+  for (std::size_t i = 0; i < src.size() / bs; ++i) {
+    const float* x = src.data() + i * bs;
+    const float* qw = importance.data() + i * bs;
+    std::byte* out = dst.data() + i * bytes;
+    auto store = [&](const auto& b) { std::memcpy(out, &b, sizeof b); };
+    switch (type) {
+      case Type::Q2_K: store(detail::quantize_q2_k_imatrix(x, qw)); break;
+      case Type::Q3_K: store(detail::quantize_q3_k_imatrix(x, qw)); break;
+      case Type::Q4_K: store(detail::quantize_q4_k_imatrix(x, qw)); break;
+      case Type::Q5_K: store(detail::quantize_q5_k_imatrix(x, qw)); break;
+      case Type::Q6_K: store(detail::quantize_q6_k_imatrix(x, qw)); break;
+      default: {
+        const std::span<const float> xb(x, 32);
+        const BlockScale s = rule::iq4_nl(xb, std::span<const float>(qw, 32));
+        std::array<std::uint8_t, 32> codes{};
+        for (std::size_t j = 0; j < 32; ++j) codes[j] = rule::code_iq4_nl(xb[j], s.id);
+        pack_block32(type, s.d, 0.0f, codes, std::span<std::byte>(out, bytes));
+      }
+    }
   }
 }
 

@@ -498,7 +498,9 @@ template <GgmlTernaryQuantizer Q>
 // quantize_k / dequantize / to_blocks / from_blocks are their matrix functions (rows of whole
 // super-blocks). fit() with default options is ggml's reference (quantize_row_q*_K_ref), so RTN
 // writes llama-quantize's bytes (in a sub-block whose stored scale is 0 ggml keeps its first-pass
-// quants, which Params keeps for encode to return). With clip_search, each sub-block's integer scale (and min) is searched in
+// quants, which Params keeps for encode to return); given importance it is ggml's importance
+// path (quantize_row_q*_K_impl), so column importance = the imatrix gives llama-quantize
+// --imatrix's bytes. With clip_search, each sub-block's integer scale (and min) is searched in
 // +-kSearch steps around the reference with d and dmin fixed, for the lowest importance-weighted
 // error of the requantized sub-block; the reference is a candidate, so the error never rises.
 // RTN, importance and clip search work through quantize_k; GPTQ and the other solvers would
@@ -584,11 +586,12 @@ class KQuantizer {
     qtl::detail::check_group(where, x, importance);
     if (x.size() != kBlock) fail(where, ": a group is one ggml super-block of 256 values, got ", x.size());
     Block b{};
-    if constexpr (T == Type::Q2_K) b = detail::quantize_q2_k(x.data());
-    if constexpr (T == Type::Q3_K) b = detail::quantize_q3_k(x.data());
-    if constexpr (T == Type::Q4_K) b = detail::quantize_q4_k(x.data());
-    if constexpr (T == Type::Q5_K) b = detail::quantize_q5_k(x.data());
-    if constexpr (T == Type::Q6_K) b = detail::quantize_q6_k(x.data());
+    const float* qw = importance.empty() ? nullptr : importance.data();
+    if constexpr (T == Type::Q2_K) b = qw ? detail::quantize_q2_k_imatrix(x.data(), qw) : detail::quantize_q2_k(x.data());
+    if constexpr (T == Type::Q3_K) b = qw ? detail::quantize_q3_k_imatrix(x.data(), qw) : detail::quantize_q3_k(x.data());
+    if constexpr (T == Type::Q4_K) b = qw ? detail::quantize_q4_k_imatrix(x.data(), qw) : detail::quantize_q4_k(x.data());
+    if constexpr (T == Type::Q5_K) b = qw ? detail::quantize_q5_k_imatrix(x.data(), qw) : detail::quantize_q5_k(x.data());
+    if constexpr (T == Type::Q6_K) b = qw ? detail::quantize_q6_k_imatrix(x.data(), qw) : detail::quantize_q6_k(x.data());
     Params p = params_of(b);
     if (!opt.clip_search) return p;
     for (int j = 0; j < kSubBlocks; ++j) search_sub_block(p, j, x, importance);
