@@ -255,6 +255,31 @@ TEST(GgmlBlocks, ReferenceQuantizersWriteGgmlsBytesOnRealWeights) {
   }
 }
 
+TEST(GgmlBlocks, ImportanceRowQuantizersWriteGgmlsBytes) {
+  std::mt19937 rng(41);
+  const auto& w = real_weights();
+  for (Type t : {Type::Q4_0, Type::Q4_1, Type::Q5_0, Type::Q5_1, Type::IQ4_NL, Type::Q2_K, Type::Q3_K, Type::Q4_K,
+                 Type::Q5_K, Type::Q6_K}) {
+    const std::size_t n = 512;
+    for (int trial = 0; trial < 3; ++trial) {
+      const std::vector<float> x = trial == 0 ? std::vector<float>(w.begin(), w.begin() + n * 16) : random_rows(n, 8, rng);
+      std::uniform_real_distribution<float> u(0.0f, 3.0f);
+      std::vector<float> imp(n);
+      for (auto& v : imp) v = u(rng);
+      imp[5] = 0.0f;
+      const auto want = ggml_quantize(t, x, static_cast<std::int64_t>(n), imp.data());
+      std::vector<std::byte> got(want.size());
+      const std::size_t row_bytes = want.size() / (x.size() / n);
+      for (std::size_t r = 0; r < x.size() / n; ++r) {
+        g::quantize_row_importance(t, std::span<const float>(x.data() + r * n, n), imp,
+                                   std::span<std::byte>(got.data() + r * row_bytes, row_bytes));
+      }
+      const auto i = first_byte_mismatch(want, got);
+      EXPECT_EQ(i, -1) << g::type_name(t) << " trial " << trial << " byte " << i;
+    }
+  }
+}
+
 TEST(GgmlBlocks, BadSizesAreErrorsNamingTheValues) {
   std::vector<float> x(40, 0.5f);
   std::vector<std::byte> dst(18 * 2);

@@ -1705,16 +1705,57 @@ inline void quantize_row_reference(Type type, std::span<const float> src, std::s
   }
 }
 
+namespace detail {
+
+/// quantize_row_q4_0/q4_1/q5_0/q5_1_impl with quant_weights: weights qw * sqrt(sigma2 + x^2),
+/// sigma2 = mean of x^2 over the whole row; q4_0 / q5_0 by make_qx_quants (the codes of its best
+/// trial, not requantized with the fp16 scale), q4_1 / q5_1 by make_qkx3_quants.
+inline void quantize_legacy_imatrix(Type type, std::span<const float> src, std::span<const float> importance,
+                                    std::span<std::byte> dst) {
+  const std::size_t n = src.size();
+  float sum_x2 = 0.0f;
+  for (std::size_t j = 0; j < n; ++j) sum_x2 = sum_x2 + unfused(src[j] * src[j]);
+  const float sigma2 = sum_x2 / static_cast<float>(n);
+  const auto bytes = static_cast<std::size_t>(type_info(type).type_size);
+  const bool affine = type == Type::Q4_1 || type == Type::Q5_1;
+  const int nmax = type == Type::Q4_0 ? 8 : type == Type::Q5_0 ? 16 : type == Type::Q4_1 ? 15 : 31;
+  float weight[32];
+  std::array<std::uint8_t, 32> codes{};
+  for (std::size_t ib = 0; ib < n / 32; ++ib) {
+    const float* xb = src.data() + 32 * ib;
+    const float* qw = importance.data() + 32 * ib;
+    for (int j = 0; j < 32; ++j) weight[j] = qw[j] * std::sqrt(sigma2 + unfused(xb[j] * xb[j]));
+    float d = 0.0f, m = 0.0f;
+    if (affine) {
+      std::uint8_t L[32], Laux[32];
+      float min = 0.0f;
+      d = make_qkx2_quants(32, nmax, xb, weight, L, &min, Laux, -0.9f, 0.05f, 36, false);
+      m = -min;
+      for (std::size_t j = 0; j < 32; ++j) codes[j] = L[j];
+    } else {
+      std::int8_t L[32];
+      d = make_qx_quants(32, nmax, xb, L, weight);
+      for (std::size_t j = 0; j < 32; ++j) codes[j] = static_cast<std::uint8_t>(L[j]);
+    }
+    pack_block32(type, d, m, codes, dst.subspan(ib * bytes, bytes));
+  }
+}
+
+}  // namespace detail
+
 /// llama.cpp's quantization of one row with an importance matrix (ggml_quantize_chunk(type, src,
-/// dst, 0, 1, n, importance)), byte for byte, for the types whose quantizer uses it: q2_K .. q6_K
-/// (quantize_row_q*_K_impl) and iq4_nl. `importance` holds one weight >= 0 per value (llama.cpp's
-/// imatrix entry of each column). Throws qtl::Error for another type, bad sizes, or a value or
-/// weight that is not finite (or a negative weight).
+/// dst, 0, 1, n, importance)), byte for byte, for the types whose quantizer uses it: q4_0, q4_1,
+/// q5_0, q5_1 (quantize_row_q*_impl: weights qw * sqrt(mean over the row of x^2 + x^2), which
+/// is why the per-block policies cannot reproduce them), q2_K .. q6_K (quantize_row_q*_K_impl)
+/// and iq4_nl. `importance` holds one weight >= 0 per value (llama.cpp's imatrix entry of each
+/// column). Throws qtl::Error for another type, bad sizes, or a value or weight that is not
+/// finite (or a negative weight).
 inline void quantize_row_importance(Type type, std::span<const float> src, std::span<const float> importance,
                                     std::span<std::byte> dst) {
   constexpr std::string_view kWhere = "ggml::quantize_row_importance";
   switch (type) {
-    case Type::Q2_K: case Type::Q3_K: case Type::Q4_K: case Type::Q5_K: case Type::Q6_K: case Type::IQ4_NL: break;
+    case Type::Q4_0: case Type::Q4_1: case Type::Q5_0: case Type::Q5_1: case Type::Q2_K: case Type::Q3_K:
+    case Type::Q4_K: case Type::Q5_K: case Type::Q6_K: case Type::IQ4_NL: break;
     default: fail(kWhere, ": type ", type_name(type), " does not take an importance matrix here");
   }
   detail::checked_row(kWhere, type, src.size(), dst.size(), "dst");
@@ -1729,6 +1770,9 @@ inline void quantize_row_importance(Type type, std::span<const float> src, std::
   }
   const auto bytes = static_cast<std::size_t>(type_info(type).type_size);
   const auto bs = static_cast<std::size_t>(type_info(type).block_size);
+  if (type == Type::Q4_0 || type == Type::Q4_1 || type == Type::Q5_0 || type == Type::Q5_1) {
+    return detail::quantize_legacy_imatrix(type, src, importance, dst);
+  }
   for (std::size_t i = 0; i < src.size() / bs; ++i) {
     const float* x = src.data() + i * bs;
     const float* qw = importance.data() + i * bs;
