@@ -1,6 +1,11 @@
-// qtl/format/ggml_blocks.hpp — ggml's block formats as bytes: the row decoders (ggml's to_float)
-// and the reference row quantizers (ggml_quantize_chunk without an importance matrix), bit for
-// bit equal to llama.cpp's ggml/src/ggml-quants.c.
+// qtl/format/ggml_blocks.hpp — ggml's block formats as bytes, bit for bit equal to llama.cpp's
+// ggml/src/ggml-quants.c:
+//   dequantize_row            ggml's to_float, 16 types
+//   quantize_row_reference    ggml_quantize_chunk without an importance matrix
+//   quantize_row_importance   ggml_quantize_chunk with one (the types whose quantizer uses it)
+//   rule::*, pack_* / unpack_*, sub_scale / set_sub_scale
+//                             the per-block pieces qtl's quantizer policies are built from
+//                             (qtl/quant/ggml_quantizers.hpp)
 //
 // Blocks are the structs of ggml-common.h, little-endian, fp16 fields as IEEE binary16 bits.
 // A row of n weights is n / block_size blocks, back to back, no padding.
@@ -10,9 +15,9 @@
 // (-march=native), even across statements and in ISO C++ mode; in the quantizers every product
 // that is then added goes through detail::unfused(), which hides the product from the
 // contraction pass, so the results are the same whatever -m or -ffp-contract flags compile this
-// header (the decoders' products are exact, see there). Integer to float
-// conversions, operand order and the order of accumulation follow ggml's source line by line
-// (each function names the one it reproduces).
+// header (the decoders' products are exact, see there). Integer to float conversions, operand
+// order and the order of accumulation follow ggml's source line by line (each function names
+// the one it reproduces).
 //
 // Plain C++ (no Eigen): this header may be included by per-ISA code and by the GGUF reader.
 #pragma once
