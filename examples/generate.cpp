@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "qtl/io/data_path.hpp"
+#include "data_path.hpp"
 #include "qtl/model/tokenizer.hpp"
 #include "qtl/model/transformer.hpp"
 

@@ -15,7 +15,7 @@
 // binary, ternary (absmean, MSE threshold), k-means VQ (D = 2, 4) and QuIP#'s E8P, each with its
 // honest bits/weight (codes + scales + tables + codebooks + masks + sparse outliers + padding).
 #include <CLI/CLI.hpp>
-#include <qtl/io/data_path.hpp>
+#include "data_path.hpp"
 #include <qtl/io/llama2c.hpp>
 #include <qtl/qtl.hpp>
 #include <qtl/quant/binary.hpp>

@@ -4,7 +4,7 @@
 #pragma once
 
 #include <qtl/calib/hessian.hpp>
-#include <qtl/io/data_path.hpp>
+#include "data_path.hpp"
 #include <qtl/model/eval.hpp>
 #include <qtl/model/tokenizer.hpp>
 #include <qtl/model/transformer.hpp>

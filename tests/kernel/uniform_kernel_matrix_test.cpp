@@ -1,6 +1,6 @@
 // Every kernel path the CPU supports against the scalar reference (qtl/kernel/reference.hpp).
 #include <gtest/gtest.h>
-#include <qtl/io/data_path.hpp>
+#include "data_path.hpp"
 #include <qtl/io/llama2c.hpp>
 #include <qtl/qtl.hpp>
 

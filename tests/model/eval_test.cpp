@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "model/eigen_single_thread.hpp"
-#include "qtl/io/data_path.hpp"
+#include "data_path.hpp"
 #include "temp_dir.hpp"
 
 namespace {
@@ -247,7 +247,18 @@ TEST_F(ModelEval, MissingAndEmptyTextFiles) {
   std::string msg =
       error_of([&] { (void)qtl::model::load_stories(dir.file("my_stories.txt")); });
   EXPECT_NE(msg.find("not found"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("roneneldan/TinyStories"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("my_stories.txt"), std::string::npos) << msg;
+
+  // An empty file (here the null device, as `--text /dev/null` gives) exists: it is empty,
+  // not missing.
+  msg = error_of([&] { (void)qtl::model::load_stories("/dev/null"); });
+  EXPECT_NE(msg.find("is empty"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find("not found"), std::string::npos) << msg;
+  { std::ofstream(dir.file("zero.txt")); }
+  msg = error_of([&] { (void)qtl::model::load_stories(dir.file("zero.txt")); });
+  EXPECT_NE(msg.find("is empty"), std::string::npos) << msg;
+  msg = error_of([&] { (void)qtl::model::load_stories(dir.file("")); });
+  EXPECT_NE(msg.find("is a folder"), std::string::npos) << msg;
 
   { std::ofstream(dir.file("empty.txt")) << "\n\n<|endoftext|>\n"; }
   msg = error_of([&] { (void)qtl::model::load_stories(dir.file("empty.txt")); });

@@ -2,7 +2,7 @@
 // process, with helpers to cut calibration sequences and evaluation slices.
 #pragma once
 
-#include <qtl/io/data_path.hpp>
+#include "data_path.hpp"
 #include <qtl/model/eval.hpp>
 #include <qtl/model/tokenizer.hpp>
 #include <qtl/model/transformer.hpp>

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "model/eigen_single_thread.hpp"
-#include "qtl/io/data_path.hpp"
+#include "data_path.hpp"
 #include "qtl/io/llama2c.hpp"
 #include "qtl/model/tokenizer.hpp"
 

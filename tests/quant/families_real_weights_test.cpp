@@ -2,7 +2,7 @@
 // fitted codebooks and vector quantization must beat uniform round-to-nearest's SQNR.
 // Bits per weight count everything stored (codes, scales, tables, codebooks, padding).
 #include <gtest/gtest.h>
-#include <qtl/io/data_path.hpp>
+#include "data_path.hpp"
 #include <qtl/io/llama2c.hpp>
 #include <qtl/qtl.hpp>
 #include <qtl/quant/binary.hpp>

@@ -1,7 +1,7 @@
 // Uniform quantizer properties on the real stories260K weights (not only Gaussian data):
 // real matrices have outlier rows/columns and heavy tails that random data lacks.
 #include <gtest/gtest.h>
-#include <qtl/io/data_path.hpp>
+#include "data_path.hpp"
 #include <qtl/io/llama2c.hpp>
 #include <qtl/qtl.hpp>
 

@@ -38,7 +38,6 @@
 
 #include "qtl/core/error.hpp"
 #include "qtl/core/types.hpp"
-#include "qtl/io/data_path.hpp"
 
 namespace qtl::io {
 
@@ -53,6 +52,10 @@ struct Llama2cConfig {
   int vocab_size = 0;
   int seq_len = 0;
   bool shared_classifier = true;
+  /// RMSNorm epsilon and RoPE base: llama2.c's fixed values; a GGUF model carries its own
+  /// (llama.attention.layer_norm_rms_epsilon, llama.rope.freq_base).
+  float norm_eps = 1e-5f;
+  double rope_base = 10000.0;
 
   /// dim / n_heads (the header check guarantees exact division and an even result).
   [[nodiscard]] int head_size() const { return dim / n_heads; }
@@ -156,11 +159,7 @@ inline Llama2cCheckpoint Llama2cCheckpoint::load(const std::filesystem::path& pa
   const std::string file = path.string();
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) {
-    fail("llama2c: model file '", file, "' not found. qtl's bundled model: ",
-         describe_data_file("stories260K.bin"),
-         ". Select a checkpoint with the path argument, or point the environment variable "
-         "QTL_DATA_DIR (or the QTL_DATA_DIR compile definition) at the data folder holding "
-         "stories260K/stories260K.bin");
+    fail("llama2c: model file '", file, "' not found (or not a regular file)");
   }
   const std::uintmax_t file_size = std::filesystem::file_size(path, ec);
   if (ec) fail("llama2c: cannot read the size of '", file, "': ", ec.message());

@@ -27,7 +27,6 @@
 #include <vector>
 
 #include "qtl/core/error.hpp"
-#include "qtl/io/data_path.hpp"
 #include "qtl/kernel/threading.hpp"
 #include "qtl/model/tokenizer.hpp"
 #include "qtl/model/transformer.hpp"
@@ -64,22 +63,26 @@ inline constexpr std::string_view kStorySeparator = "<|endoftext|>";
   return stories;
 }
 
-/// Reads a text file and splits it with split_stories. Throws qtl::Error when the file is
-/// missing (saying what it is and where it comes from) or holds no story.
+/// Reads a text file and splits it with split_stories. Throws qtl::Error when the path does
+/// not exist, is a folder, cannot be read, is empty, or holds no story, saying which.
 [[nodiscard]] inline std::vector<std::string> load_stories(const std::filesystem::path& path) {
   std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) {
-    fail("load_stories: file '", path.string(), "' not found. qtl's bundled text: ",
-         io::describe_data_file("tinystories_val_dev.txt"),
-         ". Select a text file with the path argument, or point QTL_DATA_DIR (environment "
-         "variable or compile definition) at the data folder holding tinystories_val_dev.txt");
+  if (!std::filesystem::exists(path, ec)) fail("load_stories: text file '", path.string(), "' not found");
+  if (std::filesystem::is_directory(path, ec)) {
+    fail("load_stories: '", path.string(), "' is a folder, not a text file");
   }
   std::ifstream in(path, std::ios::binary);
-  if (!in) fail("load_stories: cannot open '", path.string(), "'");
+  if (!in) fail("load_stories: cannot open '", path.string(), "' for reading");
   const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  if (in.bad()) fail("load_stories: reading '", path.string(), "' failed");
+  if (text.empty()) {
+    fail("load_stories: text file '", path.string(), "' is empty (expected stories separated by "
+         "<|endoftext|> lines)");
+  }
   std::vector<std::string> stories = split_stories(text);
   if (stories.empty()) {
-    fail("load_stories: '", path.string(), "' (", text.size(), " bytes) holds no story");
+    fail("load_stories: '", path.string(), "' (", text.size(), " bytes) holds no story: only "
+         "whitespace and <|endoftext|> separators");
   }
   return stories;
 }

@@ -1,11 +1,13 @@
-// qtl/io/data_path.hpp — where the bundled real data (model, tokenizer, text) is found.
+// data_path.hpp — where the examples and tests find the bundled real data (model, tokenizer,
+// text). Not part of the library: qtl's headers take paths and never look for data themselves.
 //
 // Lookup order for the data folder:
 //   1. the environment variable QTL_DATA_DIR, when set and non-empty;
-//   2. the compile definition QTL_DATA_DIR (a string literal), when defined;
-//   3. "../shared/data", relative to the working directory.
-// The data is third-party and never copied into the project; a missing file is an error that
-// says what the file is and where it comes from, so a user can fetch it.
+//   2. the compile definition QTL_DATA_DIR (a string literal; CMake sets it to the
+//      repository's examples/data unless the cache variable of that name says otherwise);
+//   3. "examples/data", relative to the working directory.
+// A missing file is an error that says what the file is, where it comes from and which folder
+// was searched.
 #pragma once
 
 #include <cstdlib>
@@ -25,7 +27,7 @@ namespace qtl::io {
 #ifdef QTL_DATA_DIR
   return std::filesystem::path(QTL_DATA_DIR);
 #else
-  return std::filesystem::path("../shared/data");
+  return std::filesystem::path("examples/data");
 #endif
 }
 
@@ -63,8 +65,9 @@ namespace qtl::io {
   if (!std::filesystem::is_regular_file(path, ec)) {
     fail("require_data_file: data file '", path.string(), "' not found; ",
          describe_data_file(path),
-         ". The data folder is $QTL_DATA_DIR if set, else the QTL_DATA_DIR compile definition, "
-         "else ../shared/data (currently '",
+         ". The repository carries it in examples/data/ (see examples/data/README.md); the data "
+         "folder is $QTL_DATA_DIR if set, else the QTL_DATA_DIR compile definition, else "
+         "examples/data (currently '",
          data_dir().string(), "')");
   }
   return path;
