@@ -6,6 +6,7 @@
 #include <qtl/model/quantized_linear.hpp>
 #include <qtl/format/table_packed.hpp>
 #include <qtl/format/ternary_packed.hpp>
+#include <qtl/kernel/lut_avx2.hpp>  // build_lut_group_avx2, tested directly
 #include <qtl/kernel/lut_kernel_matrix.hpp>
 #include <qtl/kernel/reference_table.hpp>
 #include <qtl/kernel/reference_ternary.hpp>

@@ -40,9 +40,12 @@
 #include "qtl/kernel/checked_kernel.hpp"
 #include "qtl/kernel/cpu_features.hpp"
 #include "qtl/kernel/layout_lut.hpp"
+#include "qtl/kernel/lut_portable.hpp"
+#include "qtl/kernel/separate.hpp"
+#if !defined(QTL_KERNELS_DECLARE_ONLY_LUT)
 #include "qtl/kernel/lut_avx2.hpp"
 #include "qtl/kernel/lut_avx512.hpp"
-#include "qtl/kernel/lut_portable.hpp"
+#endif
 #include "qtl/kernel/quantize_activations.hpp"
 #include "qtl/kernel/threading.hpp"
 
@@ -52,8 +55,14 @@ namespace qtl::kernel {
 using LutTilesFn = void (*)(const LutKernelView&, const LutActivationSet&, float*, std::ptrdiff_t, std::ptrdiff_t,
                             std::ptrdiff_t) noexcept;
 
+#if defined(QTL_KERNELS_DECLARE_ONLY_LUT)
+/// The kernel function of `path`; compiled in the program's kernels TU (qtl/kernel/separate.hpp).
+[[nodiscard]] LutTilesFn lut_tiles_function(KernelPath path) noexcept;
+/// build_lut_group_avx2 over `groups` consecutive groups of 4 int8 activations (AVX2 CPUs only).
+void build_lut_groups_simd(const std::int8_t* q, std::uint8_t* out, int groups) noexcept;
+#else
 /// The kernel function of `path` (Avx512Vnni runs the Avx512 code: vpshufb needs only BW).
-[[nodiscard]] inline LutTilesFn lut_tiles_function(KernelPath path) noexcept {
+[[nodiscard]] QTL_KERNEL_ENTRY LutTilesFn lut_tiles_function(KernelPath path) noexcept {
 #if defined(QTL_HAVE_X86_LUT_KERNELS)
   switch (path) {
     case KernelPath::Avx2:
@@ -67,6 +76,16 @@ using LutTilesFn = void (*)(const LutKernelView&, const LutActivationSet&, float
 #endif
   return &lut_tiles_portable;
 }
+
+/// build_lut_group_avx2 over `groups` consecutive groups of 4 int8 activations (AVX2 CPUs only).
+QTL_KERNEL_ENTRY void build_lut_groups_simd(const std::int8_t* q, std::uint8_t* out, int groups) noexcept {
+#if defined(QTL_HAVE_X86_LUT_KERNELS)
+  for (int j = 0; j < groups; ++j) build_lut_group_avx2(q + 4 * j, out + j * kLutTableBytes);
+#else
+  for (int j = 0; j < groups; ++j) build_lut_group(q + 4 * j, out + j * kLutTableBytes);
+#endif
+}
+#endif
 
 /// Whether a table-packed matrix decomposes into bit planes exactly (1-bit binary with or
 /// without mean shift, 2-bit ternary {-alpha, 0, +alpha}): what LutKernelMatrix accepts.
@@ -138,7 +157,7 @@ class PreparedLutActivations {
           std::uint8_t* tb = tables + b * kLutBlockTableBytes;
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
           if (simd) {
-            for (int j = 0; j < kLutGroupsPerBlock; ++j) build_lut_group_avx2(q + 4 * j, tb + j * kLutTableBytes);
+            build_lut_groups_simd(q, tb, kLutGroupsPerBlock);
             continue;
           }
 #endif

@@ -53,9 +53,12 @@
 #include "qtl/kernel/checked_kernel.hpp"
 #include "qtl/kernel/cpu_features.hpp"
 #include "qtl/kernel/layout_table.hpp"
+#include "qtl/kernel/separate.hpp"
+#include "qtl/kernel/table_portable.hpp"
+#if !defined(QTL_KERNELS_DECLARE_ONLY_TABLE)
 #include "qtl/kernel/table_avx2.hpp"
 #include "qtl/kernel/table_avx512.hpp"
-#include "qtl/kernel/table_portable.hpp"
+#endif
 #include "qtl/kernel/threading.hpp"
 #include "qtl/kernel/uniform_kernel_matrix.hpp"
 
@@ -66,8 +69,12 @@ namespace qtl::kernel {
 using TableTilesFn = void (*)(const TableKernelView&, const float*, std::ptrdiff_t, std::ptrdiff_t, float*,
                               std::ptrdiff_t, std::ptrdiff_t, std::ptrdiff_t) noexcept;
 
+#if defined(QTL_KERNELS_DECLARE_ONLY_TABLE)
+/// The kernel function of `path`; compiled in the program's kernels TU (qtl/kernel/separate.hpp).
+[[nodiscard]] TableTilesFn table_tiles_function(KernelPath path) noexcept;
+#else
 /// The kernel function of `path` (the portable one where a path is not compiled in).
-[[nodiscard]] inline TableTilesFn table_tiles_function(KernelPath path) noexcept {
+[[nodiscard]] QTL_KERNEL_ENTRY TableTilesFn table_tiles_function(KernelPath path) noexcept {
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
   switch (path) {
     case KernelPath::Avx2:
@@ -81,6 +88,7 @@ using TableTilesFn = void (*)(const TableKernelView&, const float*, std::ptrdiff
 #endif
   return &table_tiles_portable;
 }
+#endif
 
 /// Writes tokens [n0, n1) of X (row stride ldx) in kernel column order: each group starts at
 /// its first slice, padding columns are 0 (xk must hold zeros there already, or be written

@@ -28,10 +28,13 @@
 #include "qtl/kernel/cpu_features.hpp"
 #include "qtl/kernel/layout_uniform.hpp"
 #include "qtl/kernel/quantize_activations.hpp"
+#include "qtl/kernel/separate.hpp"
 #include "qtl/kernel/threading.hpp"
+#include "qtl/kernel/uniform_portable.hpp"
+#if !defined(QTL_KERNELS_DECLARE_ONLY_UNIFORM)
 #include "qtl/kernel/uniform_avx2.hpp"
 #include "qtl/kernel/uniform_avx512.hpp"
-#include "qtl/kernel/uniform_portable.hpp"
+#endif
 
 namespace qtl::kernel {
 
@@ -39,6 +42,10 @@ namespace qtl::kernel {
 using UniformTilesFn = void (*)(const UniformKernelView&, const ActivationSet&, float*, std::ptrdiff_t,
                                 std::ptrdiff_t, std::ptrdiff_t) noexcept;
 
+#if defined(QTL_KERNELS_DECLARE_ONLY_UNIFORM)
+/// The kernel function of `path`; compiled in the program's kernels TU (qtl/kernel/separate.hpp).
+[[nodiscard]] UniformTilesFn uniform_tiles_function(KernelPath path) noexcept;
+#else
 namespace detail_dispatch {
 #if defined(QTL_HAVE_X86_KERNELS)
 inline void tiles_avx512bw(const UniformKernelView& w, const ActivationSet& a, float* y,
@@ -53,7 +60,7 @@ inline void tiles_avx512vnni(const UniformKernelView& w, const ActivationSet& a,
 }  // namespace detail_dispatch
 
 /// The kernel function of `path` (the portable one where a path is not compiled in).
-[[nodiscard]] inline UniformTilesFn uniform_tiles_function(KernelPath path) noexcept {
+[[nodiscard]] QTL_KERNEL_ENTRY UniformTilesFn uniform_tiles_function(KernelPath path) noexcept {
 #if defined(QTL_HAVE_X86_KERNELS)
   switch (path) {
     case KernelPath::Avx2: return &uniform_tiles_avx2;
@@ -67,6 +74,7 @@ inline void tiles_avx512vnni(const UniformKernelView& w, const ActivationSet& a,
 #endif
   return &uniform_tiles_portable;
 }
+#endif
 
 class UniformKernelMatrix : public CheckedKernel<UniformKernelMatrix> {
  public:

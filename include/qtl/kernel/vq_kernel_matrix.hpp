@@ -62,10 +62,13 @@
 #include "qtl/kernel/checked_kernel.hpp"
 #include "qtl/kernel/cpu_features.hpp"
 #include "qtl/kernel/layout_vq.hpp"
+#include "qtl/kernel/separate.hpp"
 #include "qtl/kernel/threading.hpp"
+#include "qtl/kernel/vq_portable.hpp"
+#if !defined(QTL_KERNELS_DECLARE_ONLY_VQ)
 #include "qtl/kernel/vq_avx2.hpp"
 #include "qtl/kernel/vq_avx512.hpp"
-#include "qtl/kernel/vq_portable.hpp"
+#endif
 #include "qtl/quant/e8p.hpp"
 
 namespace qtl::kernel {
@@ -82,7 +85,10 @@ struct VQKernelFunctions {
 /// plus, where the CPU has AVX512_VBMI (every VNNI CPU since Ice Lake; not Cascade Lake), the
 /// byte-plane table lookups for 8-bit indices (vq_avx512.hpp); Avx512 keeps the fp32 permutes,
 /// so both stay testable on one machine.
-[[nodiscard]] inline VQKernelFunctions vq_kernel_functions(KernelPath path) noexcept {
+#if defined(QTL_KERNELS_DECLARE_ONLY_VQ)
+[[nodiscard]] VQKernelFunctions vq_kernel_functions(KernelPath path) noexcept;
+#else
+[[nodiscard]] QTL_KERNEL_ENTRY VQKernelFunctions vq_kernel_functions(KernelPath path) noexcept {
   VQKernelFunctions f;
 #if defined(QTL_HAVE_X86_VQ_KERNELS)
   switch (path) {
@@ -103,6 +109,7 @@ struct VQKernelFunctions {
 #endif
   return f;
 }
+#endif
 
 /// The cost model of the header comment.
 [[nodiscard]] inline VQStrategy vq_choose_strategy(const VQKernelView& w) noexcept {
