@@ -1,33 +1,9 @@
-// qtl/qtl.hpp — the umbrella header: everything a user of qtl needs.
+// qtl/qtl.hpp — the umbrella header: all of qtl. Each layer has its own, cheaper umbrella:
+//   qtl/quant.hpp    quantizer policies, packed formats, scalar reference kernels
+//   qtl/kernels.hpp  + the SIMD kernel families
+//   qtl/calib.hpp    quant + calibration (GPTQ, AWQ, rotations, ...)
+//   qtl/model.hpp    everything: models, tokenizer, evaluation, recipes
+// README's "Umbrella headers" table gives what each costs to compile.
 #pragma once
 
-#include "qtl/core/error.hpp"
-#include "qtl/core/types.hpp"
-#include "qtl/core/validate.hpp"
-#include "qtl/format/blocks.hpp"
-#include "qtl/format/packed_matrix.hpp"
-#include "qtl/format/table_packed.hpp"
-#include "qtl/format/ternary_packed.hpp"
-#include "qtl/format/vq_packed.hpp"
-#include "qtl/kernel/matmul.hpp"
-#include "qtl/kernel/reference.hpp"
-#include "qtl/kernel/reference_table.hpp"
-#include "qtl/kernel/reference_ternary.hpp"
-#include "qtl/kernel/reference_vq.hpp"
-#include "qtl/kernel/lut_kernel_matrix.hpp"
-#include "qtl/kernel/table_kernel_matrix.hpp"
-#include "qtl/kernel/uniform_kernel_matrix.hpp"
-#include "qtl/kernel/vq_kernel_matrix.hpp"
-#include "qtl/quant/binary.hpp"
-#include "qtl/quant/codebook.hpp"
-#include "qtl/quant/concepts.hpp"
-#include "qtl/quant/decode_table.hpp"
-#include "qtl/quant/e8p.hpp"
-#include "qtl/quant/granularity.hpp"
-#include "qtl/quant/log2.hpp"
-#include "qtl/quant/metrics.hpp"
-#include "qtl/quant/partial_binary.hpp"
-#include "qtl/quant/quantize_matrix.hpp"
-#include "qtl/quant/ternary.hpp"
-#include "qtl/quant/uniform.hpp"
-#include "qtl/quant/vector.hpp"
+#include "qtl/model.hpp"

@@ -1,0 +1,31 @@
+// qtl/quant.hpp — the quantization layer: quantizer policies (uniform, log2, codebooks, binary,
+// ternary, vector), granularity, quantize_matrix / dequantize, metrics, and the packed formats
+// with their scalar reference GEMV/GEMM. No SIMD kernels, no calibration, no model.
+#pragma once
+
+#include "qtl/core/error.hpp"
+#include "qtl/core/types.hpp"
+#include "qtl/core/validate.hpp"
+#include "qtl/format/blocks.hpp"
+#include "qtl/format/packed_matrix.hpp"
+#include "qtl/format/table_packed.hpp"
+#include "qtl/format/ternary_packed.hpp"
+#include "qtl/format/vq_packed.hpp"
+#include "qtl/kernel/matmul.hpp"
+#include "qtl/kernel/reference.hpp"
+#include "qtl/kernel/reference_table.hpp"
+#include "qtl/kernel/reference_ternary.hpp"
+#include "qtl/kernel/reference_vq.hpp"
+#include "qtl/quant/binary.hpp"
+#include "qtl/quant/codebook.hpp"
+#include "qtl/quant/concepts.hpp"
+#include "qtl/quant/decode_table.hpp"
+#include "qtl/quant/e8p.hpp"
+#include "qtl/quant/granularity.hpp"
+#include "qtl/quant/log2.hpp"
+#include "qtl/quant/metrics.hpp"
+#include "qtl/quant/partial_binary.hpp"
+#include "qtl/quant/quantize_matrix.hpp"
+#include "qtl/quant/ternary.hpp"
+#include "qtl/quant/uniform.hpp"
+#include "qtl/quant/vector.hpp"
