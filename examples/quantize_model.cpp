@@ -9,8 +9,9 @@
 // runs the quantized model on the packed weights, and prints one Markdown table:
 // recipe, bits/weight, perplexity, ΔPPL vs fp32, KL(fp32 || quantized), quantization time and
 // evaluation tokens/s. Progress goes to stderr; --out also writes PREFIX.md and PREFIX.csv.
+#include "recipe_instances.hpp"  // first: the recipe classes are compiled in qtl_recipe_instances
 #include <CLI/CLI.hpp>
-#include <qtl/io/data_path.hpp>
+#include "data_path.hpp"
 #include <qtl/model/eval.hpp>
 #include <qtl/model/recipes.hpp>
 #include <qtl/model/sequential.hpp>
@@ -32,12 +33,19 @@ struct Range {
   int begin = 0, end = 0;  // [begin, end]
 };
 
+// "FIRST-LAST", both story indices counted from 0, FIRST <= LAST. Each way to get it wrong has
+// its own message: a shape error only when the text is not of that shape.
 Range parse_range(const std::string& s, std::string_view what) {
   Range r;
   char dash = 0;
   std::istringstream in(s);
-  if (!(in >> r.begin >> dash >> r.end) || dash != '-' || r.begin < 0 || r.end < r.begin) {
-    qtl::fail("quantize_model: ", what, " must look like 0-249, got '", s, "'");
+  if (!(in >> r.begin >> dash >> r.end) || dash != '-' || in.peek() != std::char_traits<char>::eof()) {
+    qtl::fail("quantize_model: ", what, " takes a story range FIRST-LAST such as 0-249, got '", s, "'");
+  }
+  if (r.begin < 0) qtl::fail("quantize_model: ", what, " ", s, ": the first story must be >= 0, got ", r.begin);
+  if (r.end < r.begin) {
+    qtl::fail("quantize_model: ", what, " ", s, ": the first story (", r.begin, ") comes after the last (", r.end,
+              "); write the lower index first, e.g. ", r.end, "-", r.begin);
   }
   return r;
 }

@@ -1,5 +1,6 @@
 // Calibration recipes through the sequential driver on the whole real model: calibrated on
 // stories 0-15, evaluated on stories 250-273 (never the calibration stories).
+#include "recipe_instances.hpp"  // first: the recipe classes are compiled in qtl_recipe_instances
 #include <gtest/gtest.h>
 #include <qtl/calib/hadamard.hpp>
 #include <qtl/model/calibrated_recipe.hpp>

@@ -1,6 +1,7 @@
 // The sequential driver and the quantized model on the real stories260K model and text.
+#include "recipe_instances.hpp"  // first: the recipe classes are compiled in qtl_recipe_instances
 #include <gtest/gtest.h>
-#include <qtl/io/data_path.hpp>
+#include "data_path.hpp"
 #include <qtl/model/eval.hpp>
 #include <qtl/model/recipes.hpp>
 #include <qtl/model/sequential.hpp>
@@ -101,19 +102,51 @@ TEST(SequentialDriver, CalibrationStatisticsComeFromThePartlyQuantizedModel) {
   EXPECT_LE((q.forward(ids) - f.fp32.forward(ids)).cwiseAbs().maxCoeff(), 1e-5f);
 }
 
+TEST(SequentialDriver, RtnRunsNoCalibrationPass) {
+  // RTN reads no statistics: it needs no calibration text, and the text changes nothing.
+  const auto& f = fixture();
+  m::RecipeSpec spec;  // rtn, 4-bit, group 32
+  const auto rtn = m::make_recipe(spec);
+  EXPECT_FALSE(rtn->needs_calibration());
+  m::SequentialReport report;
+  const auto without = m::quantize_sequential(f.fp32, std::span<const std::vector<int>>(), *rtn, {}, &report);
+  EXPECT_EQ(report.calibration_tokens, 0);
+  const auto with = m::quantize_sequential(f.fp32, f.calibration(0, 2), *rtn);
+  const auto ids = m::encode_story(f.tokenizer, f.stories[300], f.fp32.config().seq_len).ids;
+  EXPECT_EQ(without.forward(ids), with.forward(ids));
+  // The imatrix-weighted RTN and GPTQ do read the inputs.
+  spec.name = "rtn-imatrix";
+  EXPECT_TRUE(m::make_recipe(spec)->needs_calibration());
+  spec.name = "gptq";
+  EXPECT_TRUE(m::make_recipe(spec)->needs_calibration());
+  spec.name = "quarot-rtn";
+  EXPECT_FALSE(m::make_recipe(spec)->needs_calibration());
+}
+
 TEST(SequentialDriver, BadInputIsAnError) {
   const auto& f = fixture();
   m::RecipeSpec spec;
-  EXPECT_THROW((void)m::quantize_sequential(f.fp32, std::span<const std::vector<int>>(), *m::make_recipe(spec)),
-               qtl::Error);
+  spec.name = "gptq";  // a recipe that calibrates, given no calibration text
+  const std::string msg = [&] {
+    try {
+      (void)m::quantize_sequential(f.fp32, std::span<const std::vector<int>>(), *m::make_recipe(spec));
+    } catch (const qtl::Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  }();
+  EXPECT_NE(msg.find("no calibration sequences"), std::string::npos) << msg;
+  spec.name = "rtn";
   spec.name = "no-such-recipe";
   EXPECT_THROW((void)m::make_recipe(spec), qtl::Error);
   spec.name = "rtn";
   spec.bits = 9;
   EXPECT_THROW((void)m::make_recipe(spec), qtl::Error);
-  spec.bits = 5;  // a valid quantizer without a packed kernel format
-  const auto calib = f.calibration(0, 1);
-  EXPECT_THROW((void)m::quantize_sequential(f.fp32, calib, *m::make_recipe(spec)), qtl::Error);
+  spec.bits = 5;  // a valid quantizer without a packed kernel format: refused at the door
+  EXPECT_THROW((void)m::make_recipe(spec), qtl::Error);
+  spec.name = "gptq";
+  EXPECT_THROW((void)m::make_recipe(spec), qtl::Error);
+  spec.name = "rtn";
   spec.bits = 4;
   spec.group = -1;
   EXPECT_THROW((void)m::make_recipe(spec), qtl::Error);

@@ -278,6 +278,8 @@ bool reverse_lower_into_upper(const Mat& a, RowMatrixXf& dst, int threads) {
   bool finite = true;
 #if defined(_OPENMP)
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && n >= 256) reduction(&& : finite)
+#else
+  (void)threads;  // one thread without OpenMP
 #endif
   for (Index i = 0; i < n; ++i) {
     const Scalar* src = a.row(n - 1 - i).data();

@@ -48,11 +48,26 @@ inline Granularity granularity_of(const RecipeSpec& s) {
   return s.group == 0 ? Granularity{PerRow{}} : Granularity{PerGroup{s.group}};
 }
 
+/// Calls f(Uniform<B, M>{}) for the bit widths the packed uniform kernels run (2, 3, 4, 8);
+/// any other width is rejected here, before anything is calibrated, instead of after.
+template <Mode M, class F>
+std::unique_ptr<Recipe> visit_packed_uniform(const RecipeSpec& s, F&& f) {
+  switch (s.bits) {
+    case 2: return f(Uniform<2, M>{});
+    case 3: return f(Uniform<3, M>{});
+    case 4: return f(Uniform<4, M>{});
+    case 8: return f(Uniform<8, M>{});
+    default:
+      fail("make_recipe: '", s.name, "' writes uniform codes, which the packed kernels run at 2, 3, 4 or 8 bits; "
+           "got bits = ", s.bits);
+  }
+}
+
 template <Mode M>
 std::unique_ptr<Recipe> uniform_rtn(const RecipeSpec& s, bool clip, bool importance) {
   QuantizeOptions opt;
   opt.fit.clip_search = clip;
-  return visit_uniform(s.bits, M, [&](auto q) -> std::unique_ptr<Recipe> {
+  return visit_packed_uniform<M>(s, [&](auto q) -> std::unique_ptr<Recipe> {
     return std::make_unique<RtnRecipe<decltype(q)>>(q, granularity_of(s), opt, s.kernel, importance, s.name);
   });
 }
@@ -62,7 +77,7 @@ inline std::unique_ptr<Recipe> uniform_calibrated(const RecipeSpec& s, calib::Re
   r.name = s.name;
   if (!(s.damp >= 0.0 && s.damp <= 10.0)) fail("make_recipe: damp must be in [0, 10], got ", s.damp);
   r.gptq.damp_fraction = s.damp;
-  return visit_uniform(s.bits, Mode::Asymmetric, [&](auto q) -> std::unique_ptr<Recipe> {
+  return visit_packed_uniform<Mode::Asymmetric>(s, [&](auto q) -> std::unique_ptr<Recipe> {
     return std::make_unique<CalibratedRecipe<decltype(q)>>(q, granularity_of(s), r, s.kernel);
   });
 }
@@ -116,6 +131,7 @@ class ResidualRotationRecipe final : public Recipe {
   [[nodiscard]] std::vector<QuantizedLayer> quantize(std::span<const LayerCalibration> group) const override {
     return inner_->quantize(group);
   }
+  [[nodiscard]] bool needs_calibration() const override { return inner_->needs_calibration(); }
 
  private:
   std::unique_ptr<Recipe> inner_;

@@ -65,6 +65,10 @@ class Recipe {
   /// whole-model transforms that keep the function (a residual-stream rotation,
   /// Transformer::rotate_residual). The default does nothing.
   virtual void prepare(Transformer& model) const { (void)model; }
+  /// Whether quantize() reads the calibration statistics or sample. When false, the driver
+  /// runs no calibration text through the model (RTN needs none) and hands the recipe empty
+  /// statistics (zero tokens) and an empty sample. The default is true.
+  [[nodiscard]] virtual bool needs_calibration() const { return true; }
 };
 
 /// Round-to-nearest with any scalar quantizer: no calibration (the statistics are unused),
@@ -83,6 +87,8 @@ class RtnRecipe final : public Recipe {
         name_(std::move(name)) {}
 
   [[nodiscard]] std::string name() const override { return name_; }
+  /// Only the imatrix-style importance reads the inputs.
+  [[nodiscard]] bool needs_calibration() const override { return importance_; }
 
   [[nodiscard]] std::vector<QuantizedLayer> quantize(std::span<const LayerCalibration> group) const override {
     std::vector<QuantizedLayer> out;
@@ -179,13 +185,18 @@ inline const RowMatrixXf& dense_weight(const Transformer& model, std::string_vie
 /// Quantizes every linear layer of `fp32` with `recipe`, block by block, calibrating on
 /// `calibration` (token sequences, each at most seq_len long, e.g. BOS + story). Returns the
 /// quantized model; `report` (optional) receives per-layer bits and notes and the time taken.
+/// A recipe whose needs_calibration() is false runs without any calibration pass (and may be
+/// given no calibration sequences at all).
 [[nodiscard]] inline Transformer quantize_sequential(const Transformer& fp32,
                                                      std::span<const std::vector<int>> calibration,
                                                      const Recipe& recipe,
                                                      const SequentialOptions& options = {},
                                                      SequentialReport* report = nullptr) {
   constexpr std::string_view kWhere = "quantize_sequential";
-  if (calibration.empty()) fail(kWhere, ": no calibration sequences");
+  const bool calibrate = recipe.needs_calibration();
+  if (calibrate && calibration.empty()) {
+    fail(kWhere, ": recipe '", recipe.name(), "' calibrates, and no calibration sequences were given");
+  }
   if (options.max_sample_rows < 1) {
     fail(kWhere, ": max_sample_rows must be >= 1, got ", options.max_sample_rows);
   }
@@ -198,9 +209,11 @@ inline const RowMatrixXf& dense_weight(const Transformer& model, std::string_vie
   std::vector<RowMatrixXf> streams;  // residual stream entering the current block, per sequence
   streams.reserve(calibration.size());
   std::int64_t tokens = 0;
-  for (const auto& seq : calibration) {
-    streams.push_back(model.embed(seq));
-    tokens += static_cast<std::int64_t>(seq.size());
+  if (calibrate) {
+    for (const auto& seq : calibration) {
+      streams.push_back(model.embed(seq));
+      tokens += static_cast<std::int64_t>(seq.size());
+    }
   }
   SequentialReport local;
   local.calibration_tokens = tokens;
@@ -221,7 +234,7 @@ inline const RowMatrixXf& dense_weight(const Transformer& model, std::string_vie
           sample.add(x);
         }
       });
-      for (const auto& h : streams) {
+      for (const auto& h : streams) {  // empty when the recipe does not calibrate
         RowMatrixXf scratch = h;
         model.forward_layer(l, scratch);
       }
@@ -270,7 +283,9 @@ inline const RowMatrixXf& dense_weight(const Transformer& model, std::string_vie
       }
       if (options.progress) {
         options.progress(str_cat(recipe.name(), ": block ", l, " ", group.front(), group.size() > 1 ? "..." : "",
-                                 " quantized (", stats.tokens(), " calibration tokens)"));
+                                 " quantized (",
+                                 calibrate ? str_cat(stats.tokens(), " calibration tokens") : std::string("no calibration"),
+                                 ")"));
       }
     }
     for (auto& h : streams) model.forward_layer(l, h);  // feed the quantized block's outputs on

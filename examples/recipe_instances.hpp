@@ -1,0 +1,94 @@
+// recipe_instances.hpp — the recipe classes that qtl::model::make_recipe and GgmlRecipe
+// instantiate, compiled once for the examples and tests (the static library
+// qtl_recipe_instances, eight translation units built in parallel) instead of in every
+// translation unit that includes recipes.hpp or ggml_recipe.hpp.
+//
+// Include it before qtl/model/recipes.hpp / ggml_recipe.hpp: its `extern template` declarations keep the
+// including TU from compiling those classes' member functions (GPTQ, AWQ, rotations, packing
+// for every quantizer and bit width: most of a recipes.hpp TU's compile time). A TU that
+// defines QTL_RECIPE_INSTANCES_PART=N before including it compiles part N instead.
+// This is a build-time device of qtl's own programs; the library stays header-only and a
+// program that includes recipes.hpp without it compiles everything itself, as before.
+#pragma once
+
+#include <qtl/model/calibrated_recipe.hpp>
+#include <qtl/model/sequential.hpp>
+#include <qtl/quant/codebook.hpp>
+#include <qtl/quant/ggml_quantizers.hpp>
+#include <qtl/quant/log2.hpp>
+#include <qtl/quant/uniform.hpp>
+
+namespace qtl::recipe_instances {
+using U2a = Uniform<2, Mode::Asymmetric>;
+using U3a = Uniform<3, Mode::Asymmetric>;
+using U4a = Uniform<4, Mode::Asymmetric>;
+using U8a = Uniform<8, Mode::Asymmetric>;
+using U2s = Uniform<2, Mode::Symmetric>;
+using U3s = Uniform<3, Mode::Symmetric>;
+using U4s = Uniform<4, Mode::Symmetric>;
+using U8s = Uniform<8, Mode::Symmetric>;
+using L2 = Log2<2>;
+using L3 = Log2<3>;
+using L4 = Log2<4>;
+using G4_0 = ggml::GgmlQ4_0;
+using G4_1 = ggml::GgmlQ4_1;
+using G5_0 = ggml::GgmlQ5_0;
+using G5_1 = ggml::GgmlQ5_1;
+using G8_0 = ggml::GgmlQ8_0;
+using GIQ4 = ggml::GgmlIQ4_NL;
+using GT1 = ggml::GgmlTQ1_0;
+using GT2 = ggml::GgmlTQ2_0;
+}  // namespace qtl::recipe_instances
+
+// Every (recipe class, quantizer) pair recipes() reaches (uniform codes at the packed widths 2,
+// 3, 4 and 8; NF4 and log2 tables), in four parts of about equal compile time.
+#define QTL_RECIPE_PART_1(X)                                                                       \
+  X(RtnRecipe, U2a) X(RtnRecipe, U3a) X(RtnRecipe, U4a) X(RtnRecipe, U8a) X(RtnRecipe, U2s)        \
+  X(RtnRecipe, U3s) X(RtnRecipe, U4s) X(RtnRecipe, U8s) X(RtnRecipe, NF4) X(RtnRecipe, L2)         \
+  X(RtnRecipe, L3) X(RtnRecipe, L4)
+#define QTL_RECIPE_PART_2(X) X(CalibratedRecipe, U2a) X(CalibratedRecipe, U3a)
+#define QTL_RECIPE_PART_3(X) X(CalibratedRecipe, U4a) X(CalibratedRecipe, U8a)
+#define QTL_RECIPE_PART_4(X)                                                                       \
+  X(CalibratedRecipe, NF4) X(CalibratedRecipe, L2) X(CalibratedRecipe, L3) X(CalibratedRecipe, L4)
+
+// GgmlRecipe's (qtl/model/ggml_recipe.hpp): every solver over every ggml policy.
+#define QTL_RECIPE_PART_5(X)                                                                       \
+  X(RtnRecipe, G4_0) X(RtnRecipe, G4_1) X(RtnRecipe, G5_0) X(RtnRecipe, G5_1) X(RtnRecipe, G8_0)   \
+  X(RtnRecipe, GIQ4) X(RtnRecipe, GT1) X(RtnRecipe, GT2)
+#define QTL_RECIPE_PART_6(X) X(CalibratedRecipe, G4_0) X(CalibratedRecipe, G4_1) X(CalibratedRecipe, G5_0)
+#define QTL_RECIPE_PART_7(X) X(CalibratedRecipe, G5_1) X(CalibratedRecipe, G8_0) X(CalibratedRecipe, GIQ4)
+#define QTL_RECIPE_PART_8(X) X(CalibratedRecipe, GT1) X(CalibratedRecipe, GT2)
+
+#define QTL_RECIPE_EXTERN(R, Q) extern template class qtl::model::R<qtl::recipe_instances::Q>;
+#define QTL_RECIPE_DEFINE(R, Q) template class qtl::model::R<qtl::recipe_instances::Q>;
+
+namespace qtl::recipe_instances {
+using NF4 = qtl::NF4;
+}  // namespace qtl::recipe_instances
+
+#if !defined(QTL_RECIPE_INSTANCES_PART)
+QTL_RECIPE_PART_1(QTL_RECIPE_EXTERN)
+QTL_RECIPE_PART_2(QTL_RECIPE_EXTERN)
+QTL_RECIPE_PART_3(QTL_RECIPE_EXTERN)
+QTL_RECIPE_PART_4(QTL_RECIPE_EXTERN)
+QTL_RECIPE_PART_5(QTL_RECIPE_EXTERN)
+QTL_RECIPE_PART_6(QTL_RECIPE_EXTERN)
+QTL_RECIPE_PART_7(QTL_RECIPE_EXTERN)
+QTL_RECIPE_PART_8(QTL_RECIPE_EXTERN)
+#elif QTL_RECIPE_INSTANCES_PART == 1
+QTL_RECIPE_PART_1(QTL_RECIPE_DEFINE)
+#elif QTL_RECIPE_INSTANCES_PART == 2
+QTL_RECIPE_PART_2(QTL_RECIPE_DEFINE)
+#elif QTL_RECIPE_INSTANCES_PART == 3
+QTL_RECIPE_PART_3(QTL_RECIPE_DEFINE)
+#elif QTL_RECIPE_INSTANCES_PART == 4
+QTL_RECIPE_PART_4(QTL_RECIPE_DEFINE)
+#elif QTL_RECIPE_INSTANCES_PART == 5
+QTL_RECIPE_PART_5(QTL_RECIPE_DEFINE)
+#elif QTL_RECIPE_INSTANCES_PART == 6
+QTL_RECIPE_PART_6(QTL_RECIPE_DEFINE)
+#elif QTL_RECIPE_INSTANCES_PART == 7
+QTL_RECIPE_PART_7(QTL_RECIPE_DEFINE)
+#elif QTL_RECIPE_INSTANCES_PART == 8
+QTL_RECIPE_PART_8(QTL_RECIPE_DEFINE)
+#endif
