@@ -87,8 +87,13 @@ class CalibratedRecipe final : public Recipe {
           layer.transform = calib::InputTransform{};
         }
       }
-      r.op = std::make_unique<TransformedLinear>(std::move(layer.transform), make_packed_linear(layer.matrix, kernel_),
-                                                 std::move(layer.low_rank));
+      // Nothing to apply online: the packed layer itself (a GGUF writer can then take it as is).
+      if (layer.transform.is_identity() && !layer.low_rank) {
+        r.op = make_packed_linear(layer.matrix, kernel_);
+      } else {
+        r.op = std::make_unique<TransformedLinear>(std::move(layer.transform), make_packed_linear(layer.matrix, kernel_),
+                                                   std::move(layer.low_rank));
+      }
       out.push_back(std::move(r));
     }
     return out;

@@ -17,7 +17,9 @@
 #include "qtl/kernel/reference_table.hpp"
 #include "qtl/kernel/table_kernel_matrix.hpp"
 #include "qtl/kernel/uniform_kernel_matrix.hpp"
+#include "qtl/model/ggml_linear.hpp"
 #include "qtl/model/transformer.hpp"
+#include "qtl/quant/ggml_quantizers.hpp"
 #include "qtl/quant/quantize_matrix.hpp"
 #include "qtl/quant/uniform.hpp"
 
@@ -89,12 +91,15 @@ struct KernelOptions {
 /// bit-plane lookup kernels (LutKernelMatrix, W1A8 / W1.58A8), other shared-table formats (log2,
 /// NF4, FP4) on the table kernels' int8 mode (table rounded to int8, uniform int8 kernels with a
 /// code map), and per-set codebooks keep fp32 activations (they have no int8 mode).
+/// llama.cpp's block types (q8_0, q4_0, ...) keep their ggml bytes (GgmlLinear).
 template <ScalarQuantizer Q>
 [[nodiscard]] std::unique_ptr<LinearOp> make_packed_linear(const QuantizedMatrix<Q>& q,
                                                            const KernelOptions& options = {}) {
   const double bpw = bits_per_weight(q);
   const std::string what = str_cat(q.quantizer.name(), " ", q.rows(), "x", q.cols());
-  if constexpr (requires { pack(q); }) {
+  if constexpr (requires { ggml::to_blocks(q); }) {
+    return std::make_unique<GgmlLinear>(Q::kType, q.rows(), q.cols(), ggml::to_blocks(q));
+  } else if constexpr (requires { pack(q); }) {
     kernel::UniformKernelMatrix k(pack(q), options.activations);
     return std::make_unique<PackedLinear<kernel::UniformKernelMatrix>>(
         std::move(k), bpw,

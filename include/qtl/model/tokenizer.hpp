@@ -2,14 +2,21 @@
 //
 // File format (little-endian): int32 max_token_length, then for every token in id order:
 // float32 score, int32 byte length n, n bytes (the piece, not NUL-terminated). The number of
-// tokens is not stored: the file is read to its end. Ids 0, 1, 2 are <unk>, BOS, EOS and ids
-// 3..258 are the byte-fallback pieces "<0x00>".."<0xFF>" (byte b is id b + 3).
+// tokens is not stored: the file is read to its end. Ids 0, 1, 2 are <unk>, BOS, EOS; a
+// vocabulary trained with byte fallback has the pieces "<0x00>".."<0xFF>" (byte b at id b + 3 in
+// llama2.c's exports). Small SentencePiece vocabularies trained without byte fallback (e.g. 105
+// tokens) are valid too: a character no piece spells then becomes <unk>.
+// The same tokenizer comes from a GGUF file's tokenizer.ggml.* metadata (from_pieces; see
+// qtl/model/gguf_model.hpp): pieces, scores, token types (byte tokens have type 6) and the
+// <unk>/BOS/EOS ids.
 //
 // encode(text):
 //   1. [BOS] if requested; then, when text is non-empty, the piece " " (the "dummy prefix"
 //      SentencePiece adds so that a first word is tokenized like a word after a space);
 //   2. each UTF-8 character (a lead byte plus up to 3 continuation bytes 10xxxxxx) becomes its
-//      piece's id, or, when no piece spells it, one byte-fallback id (byte + 3) per byte;
+//      piece's id, or, when no piece spells it, one byte-fallback id per byte; a vocabulary
+//      without byte pieces maps such a character to <unk> (SentencePiece's rule), and one without
+//      <unk> either cannot encode it: a qtl::Error naming the character and its byte offset;
 //   3. repeatedly merge the adjacent pair whose concatenation is a piece with the highest
 //      score, the leftmost pair on ties, until no adjacent pair concatenates to a piece.
 // decode(ids) inverts it: BOS and EOS produce nothing, the leading space of the piece right
@@ -17,6 +24,8 @@
 // decode(encode(s)) == s for every s, and decode(encode(s, false)) == " " + s for non-empty s.
 #pragma once
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -32,7 +41,6 @@
 #include <vector>
 
 #include "qtl/core/error.hpp"
-#include "qtl/io/data_path.hpp"
 
 namespace qtl::model {
 
@@ -45,8 +53,33 @@ class Tokenizer {
   static constexpr int kByteOffset = 3;
 
   /// Reads and validates a tokenizer file. Throws qtl::Error when the file is missing or
-  /// truncated, a length or score is invalid, or ids 3..258 are not the byte pieces.
+  /// truncated, a length or score is invalid, or it has fewer than 3 tokens (<unk>, BOS, EOS).
   [[nodiscard]] static Tokenizer load(const std::filesystem::path& path);
+
+  /// Token kinds, numbered as GGUF's tokenizer.ggml.token_type stores them (llama.cpp's
+  /// llama_token_type).
+  enum class TokenType : std::int32_t { Undefined = 0, Normal = 1, Unknown = 2, Control = 3,
+                                        UserDefined = 4, Unused = 5, Byte = 6 };
+
+  /// A tokenizer from its pieces in id order (e.g. GGUF's tokenizer.ggml.tokens), their scores
+  /// and, optionally, token types (empty: byte tokens are recognized by their "<0xNN>" spelling).
+  /// `unk` may be -1 (none). Throws qtl::Error naming the value on mismatched sizes, ids out of
+  /// range, a non-finite score, or a byte-typed token that is not spelled "<0xNN>".
+  [[nodiscard]] static Tokenizer from_pieces(std::vector<std::string> pieces, std::vector<float> scores,
+                                             std::vector<std::int32_t> token_types, int unk, int bos, int eos,
+                                             std::string source);
+
+  [[nodiscard]] int unk_id() const { return unk_; }
+  [[nodiscard]] int bos_id() const { return bos_; }
+  [[nodiscard]] int eos_id() const { return eos_; }
+  /// Whether every byte has a "<0xNN>" piece (characters without a piece are spelled in bytes).
+  [[nodiscard]] bool byte_fallback() const { return byte_fallback_; }
+  /// The GGUF token type of `id`: the stored one, or Byte / Unknown / Control / Normal derived
+  /// from the piece and the special ids.
+  [[nodiscard]] TokenType token_type(int id) const {
+    require_id("Tokenizer::token_type", id);
+    return types_[static_cast<std::size_t>(id)];
+  }
 
   [[nodiscard]] int vocab_size() const { return static_cast<int>(pieces_.size()); }
   [[nodiscard]] int max_token_length() const { return max_token_length_; }
@@ -97,11 +130,11 @@ class Tokenizer {
   /// The text one token adds after `previous` (-1 for none): for streaming generation.
   [[nodiscard]] std::string decode_token(int previous, int id) const {
     require_id("Tokenizer::decode", id);
-    if (id == kBos || id == kEos) return {};
+    if (id == bos_ || id == eos_) return {};
     const auto i = static_cast<std::size_t>(id);
     if (byte_of_[i] >= 0) return std::string(1, static_cast<char>(byte_of_[i]));
     const std::string& p = pieces_[i];
-    if (previous == kBos && !p.empty() && p.front() == ' ') return p.substr(1);
+    if (previous == bos_ && !p.empty() && p.front() == ' ') return p.substr(1);
     return p;
   }
 
@@ -117,11 +150,18 @@ class Tokenizer {
            static_cast<std::uint32_t>(right);
   }
 
+  /// Byte pieces, types, the piece index and the merges, once pieces_ and scores_ are set.
+  void finish(std::vector<std::int32_t> token_types);
+
   std::string source_;
   int max_token_length_ = 0;
+  int unk_ = kUnk, bos_ = kBos, eos_ = kEos;
+  bool byte_fallback_ = false;
   std::vector<std::string> pieces_;
   std::vector<float> scores_;
-  std::vector<int> byte_of_;  // byte value of "<0xNN>" pieces at ids 3..258, else -1
+  std::vector<TokenType> types_;
+  std::vector<int> byte_of_;  // byte value of "<0xNN>" pieces, else -1
+  std::array<int, 256> byte_id_{};  // id of byte b's piece, -1 when the vocabulary lacks it
   std::unordered_map<std::string, int> ids_;
   // (left id, right id) -> id of the piece spelled by their concatenation: every merge there is.
   std::unordered_map<std::uint64_t, int> merges_;
@@ -132,10 +172,7 @@ inline Tokenizer Tokenizer::load(const std::filesystem::path& path) {
   const std::string file = path.string();
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) {
-    fail("tokenizer: file '", file, "' not found. qtl's bundled tokenizer: ",
-         io::describe_data_file("tok512.bin"),
-         ". Select a tokenizer with the path argument, or point QTL_DATA_DIR (environment "
-         "variable or compile definition) at the data folder holding stories260K/tok512.bin");
+    fail("tokenizer: file '", file, "' not found (or not a regular file)");
   }
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("tokenizer: cannot open '", file, "'");
@@ -187,41 +224,100 @@ inline Tokenizer Tokenizer::load(const std::filesystem::path& path) {
     at += static_cast<std::size_t>(len);
   }
 
-  constexpr int kMinVocab = kByteOffset + 256;
-  if (t.vocab_size() < kMinVocab) {
+  if (t.vocab_size() < 3) {
     fail("tokenizer: '", file, "' has ", t.vocab_size(), " tokens; a llama2.c tokenizer has at "
-         "least ", kMinVocab, " (<unk>, BOS, EOS and 256 byte tokens)");
+         "least 3 (<unk>, BOS, EOS)");
   }
-  t.byte_of_.assign(t.pieces_.size(), -1);
-  for (int b = 0; b < 256; ++b) {
-    static constexpr char kHex[] = "0123456789ABCDEF";
-    const std::string expected = {'<', '0', 'x', kHex[b >> 4], kHex[b & 15], '>'};
-    const std::string& got = t.pieces_[static_cast<std::size_t>(b + kByteOffset)];
-    if (got != expected) {
-      fail("tokenizer: '", file, "': token ", b + kByteOffset, " is '", got, "' but must be the "
-           "byte-fallback piece '", expected, "'; is this a llama2.c tokenizer file?");
-    }
-    t.byte_of_[static_cast<std::size_t>(b + kByteOffset)] = b;
-  }
+  t.finish({});
+  return t;
+}
 
-  for (int id = 0; id < t.vocab_size(); ++id) {
-    t.ids_.emplace(t.pieces_[static_cast<std::size_t>(id)], id);  // keeps the first on repeats
+inline Tokenizer Tokenizer::from_pieces(std::vector<std::string> pieces, std::vector<float> scores,
+                                        std::vector<std::int32_t> token_types, int unk, int bos, int eos,
+                                        std::string source) {
+  const auto n = static_cast<std::int64_t>(pieces.size());
+  if (n < 1) fail("tokenizer: '", source, "' has no tokens");
+  if (n > (1 << 24)) fail("tokenizer: '", source, "' has ", n, " tokens, more than 2^24");
+  if (scores.empty()) scores.assign(pieces.size(), 0.0f);
+  if (scores.size() != pieces.size()) {
+    fail("tokenizer: '", source, "' has ", pieces.size(), " tokens but ", scores.size(), " scores");
   }
-  if (const auto space = t.find(" ")) t.space_id_ = *space;
-  // Every way of splitting a piece into two pieces is a merge producing it.
-  for (int id = 0; id < t.vocab_size(); ++id) {
-    if (t.byte_of_[static_cast<std::size_t>(id)] >= 0) continue;  // "<0xNN>" is not text
-    const std::string& p = t.pieces_[static_cast<std::size_t>(id)];
-    if (t.ids_.at(p) != id) continue;  // a repeated piece: lookups resolve to the first id
+  if (!token_types.empty() && token_types.size() != pieces.size()) {
+    fail("tokenizer: '", source, "' has ", pieces.size(), " tokens but ", token_types.size(), " token types");
+  }
+  for (std::size_t i = 0; i < scores.size(); ++i) {
+    if (!std::isfinite(scores[i])) fail("tokenizer: '", source, "': token ", i, " has score ", scores[i]);
+  }
+  auto check_id = [&](const char* what, int id, bool optional) {
+    if ((optional && id == -1) || (id >= 0 && id < n)) return;
+    fail("tokenizer: '", source, "': ", what, " id ", id, " is outside [0, ", n, ")");
+  };
+  check_id("<unk>", unk, true);
+  check_id("BOS", bos, false);
+  check_id("EOS", eos, false);
+  Tokenizer t;
+  t.source_ = std::move(source);
+  t.pieces_ = std::move(pieces);
+  t.scores_ = std::move(scores);
+  t.unk_ = unk;
+  t.bos_ = bos;
+  t.eos_ = eos;
+  for (const auto& p : t.pieces_) t.max_token_length_ = std::max(t.max_token_length_, static_cast<int>(p.size()));
+  t.finish(std::move(token_types));
+  return t;
+}
+
+inline void Tokenizer::finish(std::vector<std::int32_t> token_types) {
+  const std::size_t n = pieces_.size();
+  // "<0xNN>" (upper-case hex, as SentencePiece spells byte pieces) -> NN, else -1.
+  auto byte_piece = [](const std::string& p) -> int {
+    if (p.size() != 6 || p[0] != '<' || p[1] != '0' || p[2] != 'x' || p[5] != '>') return -1;
+    auto hex = [](char c) { return c >= '0' && c <= '9' ? c - '0' : (c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1); };
+    const int hi = hex(p[3]), lo = hex(p[4]);
+    return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
+  };
+  byte_of_.assign(n, -1);
+  byte_id_.fill(-1);
+  types_.assign(n, TokenType::Normal);
+  for (std::size_t id = 0; id < n; ++id) {
+    const int b = byte_piece(pieces_[id]);
+    if (!token_types.empty()) {
+      const std::int32_t ty = token_types[id];
+      if (ty < 0 || ty > 6) fail("tokenizer: '", source_, "': token ", id, " has token type ", ty, ", outside [0, 6]");
+      types_[id] = static_cast<TokenType>(ty);
+      if (types_[id] == TokenType::Byte && b < 0) {
+        fail("tokenizer: '", source_, "': token ", id, " is a byte token but spelled '", pieces_[id],
+             "', not <0xNN>");
+      }
+      if (types_[id] != TokenType::Byte) continue;
+    } else if (static_cast<int>(id) == unk_) {
+      types_[id] = TokenType::Unknown;
+    } else if (static_cast<int>(id) == bos_ || static_cast<int>(id) == eos_) {
+      types_[id] = TokenType::Control;
+    }
+    if (b >= 0) {
+      types_[id] = TokenType::Byte;
+      byte_of_[id] = b;
+      if (byte_id_[static_cast<std::size_t>(b)] < 0) byte_id_[static_cast<std::size_t>(b)] = static_cast<int>(id);
+    }
+  }
+  byte_fallback_ = std::all_of(byte_id_.begin(), byte_id_.end(), [](int id) { return id >= 0; });
+  for (std::size_t id = 0; id < n; ++id) ids_.emplace(pieces_[id], static_cast<int>(id));  // first on repeats
+  if (const auto space = find(" ")) space_id_ = *space;
+  // Every way of splitting a piece into two pieces is a merge producing it. Byte pieces and
+  // control tokens ("<s>") are not text.
+  for (std::size_t id = 0; id < n; ++id) {
+    if (byte_of_[id] >= 0 || types_[id] == TokenType::Control || types_[id] == TokenType::Unknown) continue;
+    const std::string& p = pieces_[id];
+    if (ids_.at(p) != static_cast<int>(id)) continue;  // a repeated piece: lookups resolve to the first id
     for (std::size_t k = 1; k < p.size(); ++k) {
-      const auto left = t.ids_.find(p.substr(0, k));
-      const auto right = t.ids_.find(p.substr(k));
-      if (left != t.ids_.end() && right != t.ids_.end()) {
-        t.merges_.emplace(pair_key(left->second, right->second), id);
+      const auto left = ids_.find(p.substr(0, k));
+      const auto right = ids_.find(p.substr(k));
+      if (left != ids_.end() && right != ids_.end()) {
+        merges_.emplace(pair_key(left->second, right->second), static_cast<int>(id));
       }
     }
   }
-  return t;
 }
 
 inline std::vector<int> Tokenizer::encode(std::string_view text, bool bos) const {
@@ -238,12 +334,19 @@ inline std::vector<int> Tokenizer::encode(std::string_view text, bool bos) const
     std::size_t j = i + 1;
     while (j < text.size() && j - i < 4 && is_continuation(text[j])) ++j;
     const auto it = ids_.find(std::string(text.substr(i, j - i)));
-    if (it != ids_.end()) {
+    if (it != ids_.end() && byte_of_[static_cast<std::size_t>(it->second)] < 0) {
       initial.push_back(it->second);
+    } else if (byte_fallback_) {
+      for (std::size_t b = i; b < j; ++b) initial.push_back(byte_id_[static_cast<unsigned char>(text[b])]);
+    } else if (unk_ >= 0) {
+      initial.push_back(unk_);
     } else {
-      for (std::size_t b = i; b < j; ++b) {
-        initial.push_back(static_cast<unsigned char>(text[b]) + kByteOffset);
-      }
+      std::string hex;
+      for (std::size_t b = i; b < j; ++b) hex += str_cat(b > i ? " " : "", "0x", "0123456789ABCDEF"[static_cast<unsigned char>(text[b]) >> 4],
+                                                          "0123456789ABCDEF"[static_cast<unsigned char>(text[b]) & 15]);
+      fail("tokenizer: '", source_, "' cannot encode the character '", text.substr(i, j - i), "' (bytes ", hex,
+           ") at byte ", i, " of the text: no piece spells it, and the vocabulary has neither byte-fallback "
+           "pieces nor an <unk> token");
     }
     i = j;
   }
@@ -301,7 +404,7 @@ inline std::vector<int> Tokenizer::encode(std::string_view text, bool bos) const
 
   std::vector<int> out;
   out.reserve(n + 1);
-  if (bos) out.push_back(kBos);
+  if (bos) out.push_back(bos_);
   for (std::ptrdiff_t i = n > 0 ? 0 : -1; i >= 0; i = next[static_cast<std::size_t>(i)]) {
     out.push_back(id[static_cast<std::size_t>(i)]);
   }

@@ -110,10 +110,25 @@ class KvCache {
   int size_ = 0;
 };
 
+/// The weights of a Transformer, each [out x in] row-major; `linears` holds the 7 matrices of
+/// every layer in linear_names() order (wq wk wv wo w1 w2 w3, layer by layer); `classifier` is
+/// empty when the configuration shares it with the embedding.
+struct TransformerWeights {
+  RowMatrixXf embedding;
+  RowMatrixXf classifier;
+  std::vector<VectorXf> attention_norm;
+  std::vector<VectorXf> ffn_norm;
+  VectorXf final_norm;
+  std::vector<RowMatrixXf> linears;
+};
+
 class Transformer {
  public:
   /// Builds the model from a checkpoint (weights are copied; the checkpoint may go away).
   explicit Transformer(const io::Llama2cCheckpoint& checkpoint);
+  /// A model from its weights (e.g. read from a GGUF file): every shape is checked against
+  /// `config`; the linears become DenseLinear ops.
+  Transformer(const io::Llama2cConfig& config, TransformerWeights weights);
 
   /// Loads a llama2.c checkpoint file (see Llama2cCheckpoint::load for the errors).
   [[nodiscard]] static Transformer load(const std::filesystem::path& path) {
@@ -132,6 +147,12 @@ class Transformer {
   ~Transformer() = default;
 
   [[nodiscard]] const io::Llama2cConfig& config() const { return config_; }
+  /// The token embedding [vocab x dim], and the classifier [vocab x dim] (the embedding itself
+  /// when config().shared_classifier).
+  [[nodiscard]] const RowMatrixXf& embedding() const { return embedding_; }
+  [[nodiscard]] const RowMatrixXf& classifier() const {
+    return config_.shared_classifier ? embedding_ : classifier_;
+  }
 
   /// The 7·L linear layer names, layer by layer, each as wq wk wv wo w1 w2 w3.
   [[nodiscard]] const std::vector<std::string>& linear_names() const { return linear_names_; }
@@ -323,9 +344,10 @@ class Transformer {
     return y;
   }
 
-  /// y_t = x_t / sqrt(mean(x_t²) + 1e-5) ⊙ gain, row by row.
-  static RowMatrixXf rmsnorm(const RowMatrixXf& x, const VectorXf& gain) {
-    constexpr float kEps = 1e-5f;
+  /// y_t = x_t / sqrt(mean(x_t²) + eps) ⊙ gain, row by row (eps = config().norm_eps, 1e-5 for
+  /// llama2.c models).
+  RowMatrixXf rmsnorm(const RowMatrixXf& x, const VectorXf& gain) const {
+    const float kEps = config_.norm_eps;
     RowMatrixXf y(x.rows(), x.cols());
     for (Index t = 0; t < x.rows(); ++t) {
       const float mean_square = x.row(t).squaredNorm() / static_cast<float>(x.cols());
@@ -411,6 +433,8 @@ class Transformer {
     row.tail(row.size() - n).setZero();
   }
 
+  void init_rope();
+
   VectorXf& gain_slot(std::string_view name) {
     if (name == "norm") return final_norm_;
     for (int l = 0; l < config_.n_layers; ++l) {
@@ -449,13 +473,70 @@ inline Transformer::Transformer(const io::Llama2cCheckpoint& checkpoint)
     ffn_norm_.emplace_back(
         checkpoint.tensor(str_cat("layers.", l, ".ffn_norm")).row(0).transpose());
   }
-  // Angles in double: p · 10000^(−2i/hs) reaches ~511 rad, where float angles lose digits.
+  init_rope();
+}
+
+inline Transformer::Transformer(const io::Llama2cConfig& config, TransformerWeights w) : config_(config) {
+  constexpr std::string_view kWhere = "Transformer";
+  const auto& c = config_;
+  if (c.dim < 1 || c.n_layers < 1 || c.n_heads < 1 || c.n_kv_heads < 1 || c.vocab_size < 1 || c.seq_len < 1 ||
+      c.hidden_dim < 1 || c.dim % c.n_heads != 0 || c.head_size() % 2 != 0 || c.n_heads % c.n_kv_heads != 0) {
+    fail(kWhere, ": inconsistent configuration: dim ", c.dim, ", hidden_dim ", c.hidden_dim, ", n_layers ",
+         c.n_layers, ", n_heads ", c.n_heads, ", n_kv_heads ", c.n_kv_heads, ", vocab_size ", c.vocab_size,
+         ", seq_len ", c.seq_len, " (dim must split into heads of even size, n_heads into kv groups)");
+  }
+  if (!(c.norm_eps > 0.0f) || !std::isfinite(c.norm_eps)) fail(kWhere, ": norm_eps must be > 0, got ", c.norm_eps);
+  if (!(c.rope_base > 1.0) || !std::isfinite(c.rope_base)) fail(kWhere, ": rope_base must be > 1, got ", c.rope_base);
+  auto check = [&](std::string_view name, Index rows, Index cols, Index want_rows, Index want_cols) {
+    if (rows != want_rows || cols != want_cols) {
+      fail(kWhere, ": '", name, "' is ", rows, "x", cols, ", expected ", want_rows, "x", want_cols);
+    }
+  };
+  check("tok_embeddings", w.embedding.rows(), w.embedding.cols(), c.vocab_size, c.dim);
+  if (!c.shared_classifier) check("output", w.classifier.rows(), w.classifier.cols(), c.vocab_size, c.dim);
+  check("norm", w.final_norm.size(), 1, c.dim, 1);
+  const auto layers = static_cast<std::size_t>(c.n_layers);
+  if (w.attention_norm.size() != layers || w.ffn_norm.size() != layers || w.linears.size() != 7 * layers) {
+    fail(kWhere, ": ", w.attention_norm.size(), " attention norms, ", w.ffn_norm.size(), " ffn norms and ",
+         w.linears.size(), " linears for ", c.n_layers, " layers (1, 1 and 7 per layer)");
+  }
+  static constexpr std::array<std::string_view, 7> kLinears = {"wq", "wk", "wv", "wo", "w1", "w2", "w3"};
+  const std::array<std::pair<Index, Index>, 7> shapes = {{{c.dim, c.dim},
+                                                          {c.kv_dim(), c.dim},
+                                                          {c.kv_dim(), c.dim},
+                                                          {c.dim, c.dim},
+                                                          {c.hidden_dim, c.dim},
+                                                          {c.dim, c.hidden_dim},
+                                                          {c.hidden_dim, c.dim}}};
+  for (int l = 0; l < c.n_layers; ++l) {
+    const auto li = static_cast<std::size_t>(l);
+    check(str_cat("layers.", l, ".attention_norm"), w.attention_norm[li].size(), 1, c.dim, 1);
+    check(str_cat("layers.", l, ".ffn_norm"), w.ffn_norm[li].size(), 1, c.dim, 1);
+    for (std::size_t k = 0; k < kLinears.size(); ++k) {
+      const std::string name = str_cat("layers.", l, ".", kLinears[k]);
+      const RowMatrixXf& m = w.linears[7 * li + k];
+      check(name, m.rows(), m.cols(), shapes[k].first, shapes[k].second);
+      linear_names_.push_back(name);
+    }
+  }
+  embedding_ = std::move(w.embedding);
+  if (!c.shared_classifier) classifier_ = std::move(w.classifier);
+  final_norm_ = std::move(w.final_norm);
+  attention_norm_ = std::move(w.attention_norm);
+  ffn_norm_ = std::move(w.ffn_norm);
+  for (auto& m : w.linears) linears_.push_back(std::make_unique<DenseLinear>(std::move(m)));
+  init_rope();
+}
+
+inline void Transformer::init_rope() {
+  const auto& c = config_;
+  // Angles in double: p · base^(−2i/hs) reaches ~511 rad, where float angles lose digits.
   const int half = c.head_size() / 2;
   rope_cos_.resize(c.seq_len, half);
   rope_sin_.resize(c.seq_len, half);
   for (int p = 0; p < c.seq_len; ++p) {
     for (int i = 0; i < half; ++i) {
-      const double theta = p * std::pow(10000.0, -2.0 * i / c.head_size());
+      const double theta = p * std::pow(c.rope_base, -2.0 * i / c.head_size());
       rope_cos_(p, i) = static_cast<float>(std::cos(theta));
       rope_sin_(p, i) = static_cast<float>(std::sin(theta));
     }

@@ -1,0 +1,173 @@
+// qtl/model/ggml_recipe.hpp — any qtl calibration pipeline, writing llama.cpp's block types.
+//
+// GgmlRecipe is a Recipe of the sequential driver whose layers come out as GgmlLinear ops
+// (ggml tensor bytes, ready for write_gguf_model). A type plan names each linear's ggml type
+// (per tensor, as llama-quantize chooses them: qtl/model/ggml_presets.hpp); the solver is one of
+//   rtn            llama.cpp's reference quantizer (llama-quantize's bytes without an imatrix)
+//   rtn-imatrix    clip / scale search weighted by the inputs' mean x^2 (llama.cpp's imatrix)
+//   a calib::Recipe  GPTQ (act-order, static groups, clip search...), AWQ, ...: calibrate_group
+// over the type's quantizer policy (qtl/quant/ggml_quantizers.hpp), so the solver's grid is the
+// grid ggml decodes. AWQ's scales are folded into the RMSNorm gains (wq/wk/wv, w1/w3); the
+// groups whose input is not a norm output (wo, w2) run the solver alone, since a GGUF file
+// cannot apply a scaling online. F32 / F16 layers (llama-quantize's fallback for rows no block
+// fits) stay dense (F16 rounded), and types without a policy (the K-quants) take llama.cpp's
+// reference quantizer.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "qtl/calib/pipeline.hpp"
+#include "qtl/core/error.hpp"
+#include "qtl/detail/fp16.hpp"
+#include "qtl/format/ggml_types.hpp"
+#include "qtl/model/calibrated_recipe.hpp"
+#include "qtl/model/ggml_linear.hpp"
+#include "qtl/model/quantized_linear.hpp"
+#include "qtl/model/sequential.hpp"
+#include "qtl/quant/ggml_quantizers.hpp"
+
+namespace qtl::model {
+
+/// Calls f(Q{}) with qtl's quantizer policy for ggml type `t` and returns its result; throws
+/// qtl::Error for a type without a policy. Every call must return one type.
+template <class F>
+decltype(auto) visit_ggml_quantizer(ggml::Type t, F&& f) {
+  switch (t) {
+    case ggml::Type::Q4_0: return f(ggml::GgmlQ4_0{});
+    case ggml::Type::Q4_1: return f(ggml::GgmlQ4_1{});
+    case ggml::Type::Q5_0: return f(ggml::GgmlQ5_0{});
+    case ggml::Type::Q5_1: return f(ggml::GgmlQ5_1{});
+    case ggml::Type::Q8_0: return f(ggml::GgmlQ8_0{});
+    case ggml::Type::IQ4_NL: return f(ggml::GgmlIQ4_NL{});
+    case ggml::Type::TQ1_0: return f(ggml::GgmlTQ1_0{});
+    case ggml::Type::TQ2_0: return f(ggml::GgmlTQ2_0{});
+    default: fail("ggml recipe: type ", ggml::type_name(t), " has no quantizer policy for qtl's solvers");
+  }
+}
+
+/// True when qtl's solvers can write type `t` (visit_ggml_quantizer accepts it).
+[[nodiscard]] constexpr bool has_ggml_quantizer(ggml::Type t) noexcept {
+  switch (t) {
+    case ggml::Type::Q4_0:
+    case ggml::Type::Q4_1:
+    case ggml::Type::Q5_0:
+    case ggml::Type::Q5_1:
+    case ggml::Type::Q8_0:
+    case ggml::Type::IQ4_NL:
+    case ggml::Type::TQ1_0:
+    case ggml::Type::TQ2_0: return true;
+    default: return false;
+  }
+}
+
+/// Which ggml type a linear layer gets: (qtl name "layers.3.w2", rows, cols) -> type.
+using GgmlTypePlan = std::function<ggml::Type(const std::string& name, Index rows, Index cols)>;
+
+enum class GgmlSolver { Rtn, RtnImatrix, Pipeline };
+
+class GgmlRecipe final : public Recipe {
+ public:
+  /// `pipeline` is used with GgmlSolver::Pipeline only.
+  GgmlRecipe(std::string name, GgmlTypePlan plan, GgmlSolver solver, calib::Recipe pipeline = {})
+      : name_(std::move(name)), plan_(std::move(plan)), solver_(solver), pipeline_(std::move(pipeline)) {
+    if (!plan_) fail("GgmlRecipe '", name_, "': no type plan");
+  }
+
+  [[nodiscard]] std::string name() const override { return name_; }
+  [[nodiscard]] bool needs_calibration() const override { return solver_ != GgmlSolver::Rtn; }
+
+  [[nodiscard]] std::vector<QuantizedLayer> quantize(std::span<const LayerCalibration> group) const override {
+    std::vector<ggml::Type> types;
+    for (const auto& l : group) types.push_back(plan_(l.name, l.weight->rows(), l.weight->cols()));
+    std::vector<QuantizedLayer> out(group.size());
+    // Layers of one type are calibrated together (they share the input: one AWQ scale, one
+    // Hessian); a group of mixed types runs type by type without input scalings.
+    bool mixed = false;
+    for (auto t : types) mixed = mixed || t != types.front();
+    std::vector<bool> done(group.size(), false);
+    for (std::size_t i = 0; i < group.size(); ++i) {
+      if (done[i]) continue;
+      std::vector<LayerCalibration> same;
+      std::vector<std::size_t> where;
+      for (std::size_t j = i; j < group.size(); ++j) {
+        if (types[j] == types[i] && !done[j]) {
+          same.push_back(group[j]);
+          where.push_back(j);
+          done[j] = true;
+        }
+      }
+      auto results = quantize_type(types[i], same, /*scalings=*/!mixed && group.front().input_is_norm);
+      for (std::size_t k = 0; k < where.size(); ++k) out[where[k]] = std::move(results[k]);
+    }
+    return out;
+  }
+
+ private:
+  std::vector<QuantizedLayer> quantize_type(ggml::Type type, std::span<const LayerCalibration> layers,
+                                            bool scalings) const {
+    const ggml::TypeInfo info = ggml::type_info(type);
+    std::vector<QuantizedLayer> out;
+    for (const auto& l : layers) {
+      if (l.weight->cols() % info.block_size != 0) {
+        fail("GgmlRecipe '", name_, "': '", l.name, "' has rows of ", l.weight->cols(), " values, which ", info.name,
+             " (blocks of ", info.block_size, ") cannot hold; the type plan must give it a fallback type");
+      }
+    }
+    if (type == ggml::Type::F32 || type == ggml::Type::F16) {
+      for (const auto& l : layers) {
+        RowMatrixXf w = *l.weight;
+        if (type == ggml::Type::F16) {
+          for (auto& v : w.reshaped()) v = qtl::detail::round_to_half(v);
+        }
+        QuantizedLayer q;
+        q.bits_per_weight = 8.0 * static_cast<double>(info.type_size);
+        q.op = std::make_unique<DenseLinear>(std::move(w));
+        out.push_back(std::move(q));
+      }
+      return out;
+    }
+    if (!has_ggml_quantizer(type)) {  // e.g. a K-quant: llama.cpp's reference quantizer
+      for (const auto& l : layers) {
+        QuantizedLayer q;
+        q.op = std::make_unique<GgmlLinear>(type, l.weight->rows(), l.weight->cols(),
+                                            ggml_quantize_reference(type, *l.weight));
+        q.bits_per_weight = ggml::type_bits_per_weight(type);
+        q.note = "reference quantizer (no qtl policy for this type)";
+        out.push_back(std::move(q));
+      }
+      return out;
+    }
+    return visit_ggml_quantizer(type, [&](auto q) -> std::vector<QuantizedLayer> {
+      using Q = decltype(q);
+      const Granularity g = PerGroup{info.block_size};
+      switch (solver_) {
+        case GgmlSolver::Rtn: return RtnRecipe<Q>(q, g).quantize(layers);
+        case GgmlSolver::RtnImatrix: {
+          QuantizeOptions opt;
+          opt.fit.clip_search = true;
+          return RtnRecipe<Q>(q, g, opt, {}, /*importance=*/true).quantize(layers);
+        }
+        case GgmlSolver::Pipeline: break;
+      }
+      calib::Recipe r = pipeline_;
+      if (!scalings) {  // a GGUF file holds weights only: no online input transform
+        r.awq = false;
+        r.smoothquant = false;
+        r.rotate = false;
+      }
+      return CalibratedRecipe<Q>(q, g, r, {}, /*fold_scales=*/true).quantize(layers);
+    });
+  }
+
+  std::string name_;
+  GgmlTypePlan plan_;
+  GgmlSolver solver_;
+  calib::Recipe pipeline_;
+};
+
+}  // namespace qtl::model

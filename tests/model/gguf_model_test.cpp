@@ -1,0 +1,204 @@
+// Models in and out of GGUF: the bundled llama2.c model written by qtl and read back, the
+// tokenizer from GGUF metadata, vocabularies without byte fallback, llama-quantize's per-tensor
+// type choices, and a model quantized into ggml block types that reads back to the same numbers.
+#include "recipe_instances.hpp"  // first: the recipe classes are compiled in qtl_recipe_instances
+#include <gtest/gtest.h>
+#include <qtl/io/gguf.hpp>
+#include <qtl/model/ggml_presets.hpp>
+#include <qtl/model/ggml_recipe.hpp>
+#include <qtl/model/gguf_model.hpp>
+
+#include <string>
+#include <vector>
+
+#include "model/real_model_fixture.hpp"
+#include "temp_dir.hpp"
+
+namespace {
+
+namespace m = qtl::model;
+using qtl::test::fixture;
+using qtl::test::TempDir;
+
+std::string error_of(const auto& f) {
+  try {
+    f();
+  } catch (const qtl::Error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+TEST(GgufModel, TensorNamesAreLlamaCpps) {
+  EXPECT_EQ(m::gguf_tensor_name("layers.3.w2"), "blk.3.ffn_down.weight");
+  EXPECT_EQ(m::gguf_tensor_name("layers.0.wq"), "blk.0.attn_q.weight");
+  EXPECT_EQ(m::gguf_tensor_name("layers.4.w1"), "blk.4.ffn_gate.weight");
+  EXPECT_EQ(m::gguf_tensor_name("layers.4.w3"), "blk.4.ffn_up.weight");
+  EXPECT_EQ(m::gguf_tensor_name("layers.1.attention_norm"), "blk.1.attn_norm.weight");
+  EXPECT_EQ(m::gguf_tensor_name("tok_embeddings"), "token_embd.weight");
+  EXPECT_EQ(m::gguf_tensor_name("norm"), "output_norm.weight");
+  EXPECT_NE(error_of([] { (void)m::gguf_tensor_name("layers.1.wz"); }).find("layers.1.wz"), std::string::npos);
+}
+
+TEST(GgufModel, Fp32RoundTripGivesTheSameModelAndTokenizer) {
+  const auto& f = fixture();
+  TempDir dir;
+  m::write_gguf_model(dir.file("m.gguf"), f.fp32, f.tokenizer);
+  const qtl::gguf::File file = qtl::gguf::File::open(dir.file("m.gguf"));
+  EXPECT_EQ(file.get_string("general.architecture"), "llama");
+  EXPECT_EQ(file.get_u32("llama.embedding_length"), 64u);
+  EXPECT_EQ(file.get_u32("llama.feed_forward_length"), 172u);
+  EXPECT_EQ(file.get_u32("llama.attention.head_count_kv"), 4u);
+  EXPECT_EQ(file.get_u32("llama.rope.dimension_count"), 8u);
+  EXPECT_FALSE(file.find_tensor("output.weight").has_value());  // tied classifier
+  EXPECT_EQ(file.tensor("blk.0.ffn_down.weight").shape[0], 172);  // row length first
+  EXPECT_EQ(file.tensor("blk.0.ffn_down.weight").shape[1], 64);
+
+  const m::GgufModel back = m::load_gguf_model(dir.file("m.gguf"));
+  EXPECT_TRUE(back.model.config().shared_classifier);
+  EXPECT_EQ(back.model.config().seq_len, f.fp32.config().seq_len);
+  for (const auto& name : f.fp32.linear_names()) {
+    EXPECT_EQ(dynamic_cast<const m::DenseLinear&>(back.model.linear(name)).weight(),
+              dynamic_cast<const m::DenseLinear&>(f.fp32.linear(name)).weight())
+        << name;
+  }
+  ASSERT_EQ(back.tokenizer.vocab_size(), f.tokenizer.vocab_size());
+  for (int i : {250, 300, 417}) {
+    const auto ids = m::encode_story(f.tokenizer, f.stories[static_cast<std::size_t>(i)], 512).ids;
+    EXPECT_EQ(m::encode_story(back.tokenizer, f.stories[static_cast<std::size_t>(i)], 512).ids, ids);
+    EXPECT_EQ(back.model.forward(ids), f.fp32.forward(ids));  // the same weights, the same arithmetic
+  }
+  // llama.cpp's token types: <unk> 2, BOS/EOS control 3, bytes 6, pieces normal 1.
+  EXPECT_EQ(file.get_array<std::int32_t>("tokenizer.ggml.token_type")[0], 2);
+  EXPECT_EQ(file.get_array<std::int32_t>("tokenizer.ggml.token_type")[1], 3);
+  EXPECT_EQ(file.get_array<std::int32_t>("tokenizer.ggml.token_type")[3 + 'a'], 6);
+  EXPECT_EQ(file.get_array<std::int32_t>("tokenizer.ggml.token_type")[300], 1);
+  // Spaces inside pieces are SentencePiece's U+2581, as llama.cpp expects them.
+  const auto pieces = file.get_array<std::string>("tokenizer.ggml.tokens");
+  const int the = *f.tokenizer.find(" the");
+  EXPECT_EQ(pieces[static_cast<std::size_t>(the)], "\xE2\x96\x81the");
+}
+
+TEST(GgufModel, F16AndUnsupportedModelsAreReadOrRefused) {
+  const auto& f = fixture();
+  TempDir dir;
+  m::GgufWriteOptions o;
+  o.dense_type = [](std::string_view, qtl::Index, qtl::Index) { return qtl::ggml::Type::F16; };
+  m::write_gguf_model(dir.file("h.gguf"), f.fp32, f.tokenizer, o);
+  const m::GgufModel h = m::load_gguf_model(dir.file("h.gguf"));
+  const auto& w = dynamic_cast<const m::DenseLinear&>(h.model.linear("layers.2.w2")).weight();
+  const auto& w0 = dynamic_cast<const m::DenseLinear&>(f.fp32.linear("layers.2.w2")).weight();
+  EXPECT_LE((w - w0).cwiseAbs().maxCoeff(), 1e-3f * w0.cwiseAbs().maxCoeff());
+  EXPECT_NE(w, w0);  // really rounded to fp16
+
+  // A file that is not a llama model, or one llama.cpp features qtl does not implement.
+  auto rewrite_with = [&](const std::string& key, qtl::gguf::Value v) {
+    const qtl::gguf::File src = qtl::gguf::File::open(dir.file("h.gguf"));
+    qtl::gguf::Writer out(dir.file("x.gguf"));
+    for (const auto& kv : src.metadata()) out.set(kv.key, kv.value);
+    out.set(key, std::move(v));
+    for (const auto& t : src.tensors()) out.add_tensor(t.name, t.type, t.shape);
+    for (const auto& t : src.tensors()) out.write_tensor(t.name, src.view(t).bytes);
+    out.finish();
+    return error_of([&] { (void)m::load_gguf_model(dir.file("x.gguf")); });
+  };
+  EXPECT_NE(rewrite_with("general.architecture", std::string("gpt2")).find("gpt2"), std::string::npos);
+  EXPECT_NE(rewrite_with("llama.rope.dimension_count", std::uint32_t{4}).find("partial"), std::string::npos);
+  EXPECT_NE(rewrite_with("llama.embedding_length", std::uint32_t{96}).find("token_embd.weight"), std::string::npos);
+  EXPECT_NE(rewrite_with("tokenizer.ggml.model", std::string("gpt2")).find("gpt2"), std::string::npos);
+  EXPECT_NE(rewrite_with("tokenizer.ggml.bos_token_id", std::uint32_t{9999}).find("9999"), std::string::npos);
+}
+
+// A SentencePiece vocabulary trained without byte fallback (like the 105-token ones small
+// models use): characters without a piece become <unk>, or, without <unk>, an error naming
+// the character and where it is.
+TEST(Tokenizer, VocabularyWithoutByteFallback) {
+  std::vector<std::string> pieces = {"<unk>", "<s>", "</s>", " ", "a", "b", "c", " a", "ab"};
+  std::vector<float> scores = {0, 0, 0, -1, -2, -2, -2, -0.5f, -0.25f};
+  const m::Tokenizer t = m::Tokenizer::from_pieces(pieces, scores, {}, 0, 1, 2, "tiny");
+  EXPECT_FALSE(t.byte_fallback());
+  EXPECT_EQ(t.vocab_size(), 9);
+  EXPECT_EQ(t.encode("ab c"), std::vector<int>({1, 7, 5, 3, 6}));  // " a" then "b", " ", "c"
+  EXPECT_EQ(t.encode("a\xC3\xA9"), std::vector<int>({1, 7, 0}));  // é has no piece: <unk>
+  EXPECT_EQ(t.decode(t.encode("ab c")), "ab c");
+  EXPECT_EQ(t.token_type(0), m::Tokenizer::TokenType::Unknown);
+  EXPECT_EQ(t.token_type(1), m::Tokenizer::TokenType::Control);
+
+  const m::Tokenizer no_unk = m::Tokenizer::from_pieces(pieces, scores, {}, -1, 1, 2, "tiny");
+  const std::string msg = error_of([&] { (void)no_unk.encode("ab\xC3\xA9"); });
+  EXPECT_NE(msg.find("\xC3\xA9"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("0xC3 0xA9"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("at byte 2"), std::string::npos) << msg;
+
+  EXPECT_NE(error_of([&] { (void)m::Tokenizer::from_pieces(pieces, {1.0f}, {}, 0, 1, 2, "x"); }).find("scores"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { (void)m::Tokenizer::from_pieces(pieces, scores, {}, 0, 1, 42, "x"); }).find("EOS id 42"),
+            std::string::npos);
+  std::vector<std::int32_t> bad_types(pieces.size(), 1);
+  bad_types[4] = 6;  // "a" typed as a byte token
+  EXPECT_NE(error_of([&] { (void)m::Tokenizer::from_pieces(pieces, scores, bad_types, 0, 1, 2, "x"); }).find("<0xNN>"),
+            std::string::npos);
+}
+
+// llama-quantize's choices on stories260K's shapes (rows of 64 and 172 values; 5 layers; 8
+// heads over 4 kv heads), as its own output files record them (see README).
+TEST(GgmlPresets, LlamaQuantizeTypesForStories260K) {
+  using T = qtl::ggml::Type;
+  using K = m::GgmlTensorRole::Kind;
+  auto type = [](std::string_view preset, K kind, int layer, std::int64_t cols, bool tied = false, bool imatrix = false) {
+    return m::ggml_preset_type(m::ggml_preset(preset), {kind, layer, cols}, 5, 2, tied, imatrix);
+  };
+  for (auto p : {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "IQ4_NL"}) {
+    const T base = m::ggml_preset(p).base;
+    EXPECT_EQ(type(p, K::AttnQ, 0, 64), base) << p;
+    EXPECT_EQ(type(p, K::FfnGate, 3, 64), base) << p;
+    EXPECT_EQ(type(p, K::TokenEmbd, 0, 64), base) << p;
+    EXPECT_EQ(type(p, K::FfnDown, 0, 172), T::F16) << p;  // no 32-block divides 172
+    EXPECT_EQ(type(p, K::Output, 0, 64), T::Q8_0) << p;   // Q6_K, whose 256-blocks fall back
+    EXPECT_EQ(type(p, K::TokenEmbd, 0, 64, /*tied=*/true), T::Q8_0) << p;
+  }
+  EXPECT_EQ(type("Q8_0", K::Output, 0, 64), T::Q8_0);
+  EXPECT_EQ(type("Q4_K_M", K::AttnQ, 0, 64), T::Q5_0);   // Q4_K falls back to Q5_0
+  EXPECT_EQ(type("Q4_K_M", K::AttnV, 2, 64), T::Q8_0);   // use_more_bits: Q6_K -> Q8_0
+  EXPECT_EQ(type("Q4_K_M", K::AttnV, 4, 64), T::Q8_0);
+  EXPECT_EQ(type("Q4_K_M", K::AttnV, 0, 64), T::Q5_0);
+  EXPECT_EQ(type("Q2_K", K::AttnQ, 0, 64), T::Q4_0);
+  EXPECT_EQ(type("Q3_K_M", K::AttnOutput, 2, 64), T::Q5_0);  // Q4_K
+  EXPECT_EQ(type("F16", K::AttnQ, 0, 64), T::F16);
+  EXPECT_EQ(type("Q4_K_M", K::AttnQ, 0, 256), T::Q4_K);
+  EXPECT_NE(error_of([] { (void)m::ggml_preset("Q7_0"); }).find("Q4_K_M"), std::string::npos);
+}
+
+// RTN and GPTQ into Q4_0 through the driver: the model qtl evaluates is the file it writes.
+TEST(GgmlRecipe, QuantizedModelWritesAndReadsBackExactly) {
+  const auto& f = fixture();
+  const m::GgmlTypePlan plan = [](const std::string&, qtl::Index, qtl::Index cols) {
+    return cols % 32 == 0 ? qtl::ggml::Type::Q4_0 : qtl::ggml::Type::F16;
+  };
+  qtl::calib::Recipe gptq;
+  gptq.gptq.fit.clip_search = true;
+  gptq.gptq.hessian_importance = true;
+  const m::GgmlRecipe rtn("rtn", plan, m::GgmlSolver::Rtn), gq("gptq", plan, m::GgmlSolver::Pipeline, gptq);
+  EXPECT_FALSE(rtn.needs_calibration());
+  const auto calib = f.calibration(0, 8);
+  const auto eval = f.eval_slice(250, 8);
+  TempDir dir;
+  double ppl[2] = {0, 0};
+  int k = 0;
+  for (const m::Recipe* r : {static_cast<const m::Recipe*>(&rtn), static_cast<const m::Recipe*>(&gq)}) {
+    const m::Transformer q = m::quantize_sequential(f.fp32, calib, *r);
+    EXPECT_NE(q.linear("layers.0.wq").describe().find("q4_0"), std::string::npos);
+    EXPECT_NE(dynamic_cast<const m::DenseLinear*>(&q.linear("layers.0.w2")), nullptr);  // F16 fallback
+    m::write_gguf_model(dir.file("q.gguf"), q, f.tokenizer);
+    const m::GgufModel back = m::load_gguf_model(dir.file("q.gguf"));
+    EXPECT_EQ(qtl::gguf::File::open(dir.file("q.gguf")).tensor("blk.1.attn_k.weight").type, qtl::ggml::Type::Q4_0);
+    const auto ids = m::encode_story(f.tokenizer, f.stories[260], 512).ids;
+    EXPECT_EQ(back.model.forward(ids), q.forward(ids));  // the file decodes to the weights qtl ran
+    ppl[k++] = m::perplexity(q, f.tokenizer, eval).perplexity;
+  }
+  EXPECT_LT(ppl[1], ppl[0]);  // GPTQ into the same blocks beats round-to-nearest
+  const double fp32 = m::perplexity(f.fp32, f.tokenizer, eval).perplexity;
+  EXPECT_GT(ppl[0], fp32);
+}
+
+}  // namespace
