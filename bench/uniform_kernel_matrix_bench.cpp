@@ -17,7 +17,7 @@
 //   python3 bench/plot_roofline kernels.json roofline.png      (or: bench/plot_roofline ...)
 #include <benchmark/benchmark.h>
 
-#include <qtl/qtl.hpp>
+#include <qtl/kernels.hpp>
 
 #include "bench_common.hpp"
 #include "bench_limits.hpp"

@@ -17,7 +17,8 @@
 #include <CLI/CLI.hpp>
 #include "data_path.hpp"
 #include <qtl/io/llama2c.hpp>
-#include <qtl/qtl.hpp>
+#include <qtl/io/llama2c.hpp>
+#include <qtl/kernels.hpp>
 #include <qtl/quant/binary.hpp>
 #include <qtl/quant/codebook.hpp>
 #include <qtl/quant/e8p.hpp>

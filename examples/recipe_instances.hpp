@@ -12,6 +12,8 @@
 #pragma once
 
 #include <qtl/model/calibrated_recipe.hpp>
+#include <qtl/model/ggml_recipe.hpp>
+#include <qtl/model/recipes.hpp>
 #include <qtl/model/sequential.hpp>
 #include <qtl/quant/codebook.hpp>
 #include <qtl/quant/ggml_quantizers.hpp>
@@ -66,6 +68,19 @@ namespace qtl::recipe_instances {
 using NF4 = qtl::NF4;
 }  // namespace qtl::recipe_instances
 
+// The recipe table and the classes only it builds (part 1), and GgmlRecipe with its K-quant
+// GPTQ (part 5): function and class templates only to defer their instantiation
+// (qtl/core/types.hpp, "Deferred"), compiled here once.
+#if !defined(QTL_RECIPE_INSTANCES_PART) || QTL_RECIPE_INSTANCES_PART != 1
+extern template const std::vector<qtl::model::RecipeInfo>& qtl::model::recipes<void>();
+extern template std::unique_ptr<qtl::model::Recipe> qtl::model::make_recipe<void>(const qtl::model::RecipeSpec&);
+extern template class qtl::model::detail::PartialBinaryRecipe<void>;
+extern template class qtl::model::detail::ResidualRotationRecipe<void>;
+#endif
+#if !defined(QTL_RECIPE_INSTANCES_PART) || QTL_RECIPE_INSTANCES_PART != 5
+extern template class qtl::model::BasicGgmlRecipe<void>;
+#endif
+
 #if !defined(QTL_RECIPE_INSTANCES_PART)
 QTL_RECIPE_PART_1(QTL_RECIPE_EXTERN)
 QTL_RECIPE_PART_2(QTL_RECIPE_EXTERN)
@@ -77,6 +92,10 @@ QTL_RECIPE_PART_7(QTL_RECIPE_EXTERN)
 QTL_RECIPE_PART_8(QTL_RECIPE_EXTERN)
 #elif QTL_RECIPE_INSTANCES_PART == 1
 QTL_RECIPE_PART_1(QTL_RECIPE_DEFINE)
+template const std::vector<qtl::model::RecipeInfo>& qtl::model::recipes<void>();
+template std::unique_ptr<qtl::model::Recipe> qtl::model::make_recipe<void>(const qtl::model::RecipeSpec&);
+template class qtl::model::detail::PartialBinaryRecipe<void>;
+template class qtl::model::detail::ResidualRotationRecipe<void>;
 #elif QTL_RECIPE_INSTANCES_PART == 2
 QTL_RECIPE_PART_2(QTL_RECIPE_DEFINE)
 #elif QTL_RECIPE_INSTANCES_PART == 3
@@ -85,6 +104,7 @@ QTL_RECIPE_PART_3(QTL_RECIPE_DEFINE)
 QTL_RECIPE_PART_4(QTL_RECIPE_DEFINE)
 #elif QTL_RECIPE_INSTANCES_PART == 5
 QTL_RECIPE_PART_5(QTL_RECIPE_DEFINE)
+template class qtl::model::BasicGgmlRecipe<void>;
 #elif QTL_RECIPE_INSTANCES_PART == 6
 QTL_RECIPE_PART_6(QTL_RECIPE_DEFINE)
 #elif QTL_RECIPE_INSTANCES_PART == 7

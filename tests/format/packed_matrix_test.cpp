@@ -1,5 +1,5 @@
 #include <gtest/gtest.h>
-#include <qtl/qtl.hpp>
+#include <qtl/kernels.hpp>
 
 #include <cstdint>
 #include <random>

@@ -2,7 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <qtl/qtl.hpp>
+#include <qtl/kernels.hpp>
 
 namespace {
 

@@ -1,6 +1,6 @@
 // The kernel layout: documented bit order, parameters per tile, per-group block padding.
 #include <gtest/gtest.h>
-#include <qtl/qtl.hpp>
+#include <qtl/kernels.hpp>
 
 #include <random>
 

@@ -1,6 +1,6 @@
 // Activation preparation: the int8 quantizer's error bound, exact zeros, and SIMD == scalar bits.
 #include <gtest/gtest.h>
-#include <qtl/qtl.hpp>
+#include <qtl/kernels.hpp>
 
 #include <cmath>
 #include <cstring>

@@ -2,7 +2,8 @@
 #include <gtest/gtest.h>
 #include "data_path.hpp"
 #include <qtl/io/llama2c.hpp>
-#include <qtl/qtl.hpp>
+#include <qtl/io/llama2c.hpp>
+#include <qtl/kernels.hpp>
 
 #include <cmath>
 #include <cstring>

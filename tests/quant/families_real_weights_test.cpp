@@ -4,7 +4,8 @@
 #include <gtest/gtest.h>
 #include "data_path.hpp"
 #include <qtl/io/llama2c.hpp>
-#include <qtl/qtl.hpp>
+#include <qtl/io/llama2c.hpp>
+#include <qtl/kernels.hpp>
 #include <qtl/quant/binary.hpp>
 #include <qtl/quant/codebook.hpp>
 #include <qtl/quant/e8p.hpp>

@@ -68,7 +68,8 @@ struct AwqResult {
 namespace detail {
 
 /// Σ_rows dᵀ H d for D = W − W_hat (rows), in double.
-inline double hessian_loss(MatrixRef w, MatrixRef w_hat, const Eigen::MatrixXd& h) {
+template <class Deferred = void>
+double hessian_loss(MatrixRef w, MatrixRef w_hat, const Eigen::MatrixXd& h) {
   const Eigen::MatrixXd d = (w - w_hat).cast<double>();
   return (d * h).cwiseProduct(d).sum();
 }

@@ -36,7 +36,8 @@ struct GptqPartialBinaryResult {
 
 /// PB-GPTQ from the Hessian H = 2/n X^T X [cols x cols]. Throws qtl::Error on bad shapes,
 /// non-finite values, a salient fraction outside [0, 1) or more than 65535 columns.
-[[nodiscard]] inline GptqPartialBinaryResult gptq_partial_binary(const Granularity& granularity, MatrixRef w,
+template <class Deferred = void>
+[[nodiscard]] GptqPartialBinaryResult gptq_partial_binary(const Granularity& granularity, MatrixRef w,
                                                                  const Eigen::MatrixXd& hessian,
                                                                  PartialBinaryOptions pb = {},
                                                                  GptqOptions opt = {}) {
@@ -59,7 +60,8 @@ struct GptqPartialBinaryResult {
 }
 
 /// PB-GPTQ with the statistics of a HessianAccumulator.
-[[nodiscard]] inline GptqPartialBinaryResult gptq_partial_binary(const Granularity& granularity, MatrixRef w,
+template <class Deferred = void>
+[[nodiscard]] GptqPartialBinaryResult gptq_partial_binary(const Granularity& granularity, MatrixRef w,
                                                                  const HessianAccumulator& stats,
                                                                  const PartialBinaryOptions& pb = {},
                                                                  const GptqOptions& opt = {}) {
@@ -67,7 +69,7 @@ struct GptqPartialBinaryResult {
     fail("gptq_partial_binary: weights have ", w.cols(), " columns but the statistics have ", stats.in_features(),
          " inputs");
   }
-  auto r = gptq_partial_binary(granularity, w, stats.hessian(), pb, opt);
+  auto r = gptq_partial_binary<Deferred>(granularity, w, stats.hessian(), pb, opt);
   r.report.tokens = stats.tokens();
   r.report.rank_deficient = stats.tokens() < w.cols();
   return r;

@@ -61,6 +61,8 @@ class RandomizedHadamard {
   /// Largest odd factor handled (its dense m x m block costs m multiply-adds per element).
   static constexpr Index kMaxOddFactor = 1024;
 
+  /// (A constructor template only to defer the QR's instantiation: qtl/core/types.hpp.)
+  template <class Deferred = void>
   RandomizedHadamard(Index n, std::uint64_t seed) : n_(n) {
     if (n < 1) fail("RandomizedHadamard: size must be >= 1, got ", n);
     pow2_ = 1;

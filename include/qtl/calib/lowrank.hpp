@@ -57,7 +57,10 @@ struct LowRankCorrection {
 };
 
 /// The rank-r correction of W − W_hat (both [out x in]) under the chosen scaling.
-[[nodiscard]] inline LowRankCorrection low_rank_correction(MatrixRef w, MatrixRef w_hat,
+/// A function template only so that Eigen's BDCSVD is instantiated where it is called, not in
+/// every translation unit that includes this header (qtl/core/types.hpp: "Deferred").
+template <class Deferred = void>
+[[nodiscard]] LowRankCorrection low_rank_correction(MatrixRef w, MatrixRef w_hat,
                                                            const LayerStatistics& stats,
                                                            const LowRankOptions& opt = {}) {
   constexpr std::string_view kWhere = "low_rank_correction";

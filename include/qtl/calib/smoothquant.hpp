@@ -28,7 +28,8 @@ struct SmoothQuantOptions {
   float alpha = 0.5f;  ///< migration strength in [0, 1]
 };
 
-[[nodiscard]] inline ChannelScale smoothquant_scales(const std::vector<RowMatrixXf>& weights,
+template <class Deferred = void>
+[[nodiscard]] ChannelScale smoothquant_scales(const std::vector<RowMatrixXf>& weights,
                                                      const LayerStatistics& stats,
                                                      const SmoothQuantOptions& opt = {}) {
   constexpr std::string_view kWhere = "smoothquant_scales";
@@ -59,7 +60,8 @@ struct SmoothQuantOptions {
 }
 
 /// Per-token symmetric int8 fake quantization of activations [tokens x in].
-[[nodiscard]] inline RowMatrixXf quantize_activations_int8(MatrixRef x) {
+template <class Deferred = void>
+[[nodiscard]] RowMatrixXf quantize_activations_int8(MatrixRef x) {
   RowMatrixXf out(x.rows(), x.cols());
   for (Index t = 0; t < x.rows(); ++t) {
     const float m = x.row(t).cwiseAbs().maxCoeff();

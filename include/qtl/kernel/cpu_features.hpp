@@ -31,6 +31,10 @@
 
 #include "qtl/core/error.hpp"
 
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+#include <cpuid.h>
+#endif
+
 namespace qtl::kernel {
 
 enum class KernelPath { Portable = 0, Avx2 = 1, Avx512 = 2, Avx512Vnni = 3, AvxVnni = 4 };
@@ -83,9 +87,11 @@ struct CpuFeatures {
   f.avx512bw = __builtin_cpu_supports("avx512bw");
   f.avx512vl = __builtin_cpu_supports("avx512vl");
   f.avx512vnni = __builtin_cpu_supports("avx512vnni");
-#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 11)
-  f.avx_vnni = __builtin_cpu_supports("avxvnni");
-#endif
+  // AVX-VNNI: CPUID leaf 7, sub-leaf 1, EAX bit 4 (read directly: older clang's
+  // __builtin_cpu_supports does not know "avxvnni"). Its VEX encoding needs the AVX state
+  // enabled, which avx2 above already implies.
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (__get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) != 0) f.avx_vnni = f.avx2 && ((eax >> 4) & 1u) != 0;
 #endif
   return f;
 }

@@ -73,7 +73,8 @@ std::unique_ptr<Recipe> uniform_rtn(const RecipeSpec& s, bool clip, bool importa
 }
 
 /// Uniform asymmetric codes (gptq.py's min-max grid) through a qtl::calib pipeline.
-inline std::unique_ptr<Recipe> uniform_calibrated(const RecipeSpec& s, calib::Recipe r) {
+template <class Deferred = void>
+std::unique_ptr<Recipe> uniform_calibrated(const RecipeSpec& s, calib::Recipe r) {
   r.name = s.name;
   if (!(s.damp >= 0.0 && s.damp <= 10.0)) fail("make_recipe: damp must be in [0, 10], got ", s.damp);
   r.gptq.damp_fraction = s.damp;
@@ -98,13 +99,15 @@ std::unique_ptr<Recipe> visit_table(const RecipeSpec& s, std::string_view family
   }
 }
 
-inline std::unique_ptr<Recipe> table_rtn(const RecipeSpec& s, std::string_view family) {
+template <class Deferred = void>
+std::unique_ptr<Recipe> table_rtn(const RecipeSpec& s, std::string_view family) {
   return visit_table(s, family, [&](auto q) -> std::unique_ptr<Recipe> {
     return std::make_unique<RtnRecipe<decltype(q)>>(q, granularity_of(s), QuantizeOptions{}, s.kernel, false, s.name);
   });
 }
 
-inline std::unique_ptr<Recipe> table_gptq(const RecipeSpec& s, std::string_view family) {
+template <class Deferred = void>
+std::unique_ptr<Recipe> table_gptq(const RecipeSpec& s, std::string_view family) {
   if (!(s.damp >= 0.0 && s.damp <= 10.0)) fail("make_recipe: damp must be in [0, 10], got ", s.damp);
   return visit_table(s, family, [&](auto q) -> std::unique_ptr<Recipe> {
     calib::Recipe r;
@@ -117,6 +120,7 @@ inline std::unique_ptr<Recipe> table_gptq(const RecipeSpec& s, std::string_view 
 
 /// A recipe that first rotates the model's residual stream by a randomized Hadamard matrix
 /// (Transformer::rotate_residual, QuaRot's weight side), then quantizes with `inner`.
+template <class Deferred = void>
 class ResidualRotationRecipe final : public Recipe {
  public:
   ResidualRotationRecipe(std::unique_ptr<Recipe> inner, std::string name, std::uint64_t seed = 0x51ed)
@@ -143,6 +147,7 @@ class ResidualRotationRecipe final : public Recipe {
 /// diagonal of the layer's inputs) kept at 8 bits, the rest binary with an alpha per group;
 /// round-to-nearest, or GPTQ's error feedback over the binary part (PB-GPTQ). Runs as
 /// PartialBinaryLinear: the binary part on the packed kernels, the correction sparse in fp32.
+template <class Deferred = void>
 class PartialBinaryRecipe final : public Recipe {
  public:
   PartialBinaryRecipe(std::string name, Granularity granularity, double salient_fraction, SalientStorage storage,
@@ -194,13 +199,14 @@ class PartialBinaryRecipe final : public Recipe {
 
 /// 10% salient: weights (PB-LLM's unstructured list, 16-bit column + 8-bit value each) or input
 /// channels (a channel mask, 8 bits per salient weight).
-inline std::unique_ptr<Recipe> partial_binary(const RecipeSpec& s, SalientStorage storage, bool gptq) {
+template <class Deferred = void>
+std::unique_ptr<Recipe> partial_binary(const RecipeSpec& s, SalientStorage storage, bool gptq) {
   if (s.bits != 1) {
     fail("make_recipe: '", s.name, "' binarizes (1 bit plus 10% salient weights at 8 bits); got bits = ", s.bits,
          " (use --bits 1)");
   }
   if (!(s.damp >= 0.0 && s.damp <= 10.0)) fail("make_recipe: damp must be in [0, 10], got ", s.damp);
-  return std::make_unique<PartialBinaryRecipe>(s.name, granularity_of(s), 0.1, storage, gptq, s.damp, s.kernel);
+  return std::make_unique<PartialBinaryRecipe<Deferred>>(s.name, granularity_of(s), 0.1, storage, gptq, s.damp, s.kernel);
 }
 
 inline calib::Recipe pipeline(bool rotate, bool awq, calib::Solver solver) {
@@ -214,7 +220,8 @@ inline calib::Recipe pipeline(bool rotate, bool awq, calib::Solver solver) {
 }  // namespace detail
 
 /// Every recipe make_recipe knows, in display order.
-[[nodiscard]] inline const std::vector<RecipeInfo>& recipes() {
+template <class Deferred = void>
+[[nodiscard]] const std::vector<RecipeInfo>& recipes() {
   static const std::vector<RecipeInfo> list = {
       {"rtn", "uniform asymmetric round-to-nearest, min-max range (no calibration)",
        [](const RecipeSpec& s) { return detail::uniform_rtn<Mode::Asymmetric>(s, false, false); }},
@@ -257,11 +264,11 @@ inline calib::Recipe pipeline(bool rotate, bool awq, calib::Solver solver) {
        }},
       {"quarot-rtn", "residual stream rotated by a randomized Hadamard matrix, RMSNorm gains folded (QuaRot), then RTN",
        [](const RecipeSpec& s) {
-         return std::make_unique<detail::ResidualRotationRecipe>(detail::uniform_rtn<Mode::Asymmetric>(s, false, false), s.name);
+         return std::make_unique<detail::ResidualRotationRecipe<Deferred>>(detail::uniform_rtn<Mode::Asymmetric>(s, false, false), s.name);
        }},
       {"quarot-gptq", "residual stream rotation (QuaRot), then GPTQ",
        [](const RecipeSpec& s) {
-         return std::make_unique<detail::ResidualRotationRecipe>(
+         return std::make_unique<detail::ResidualRotationRecipe<Deferred>>(
              detail::uniform_calibrated(s, detail::pipeline(false, false, calib::Solver::Gptq)), s.name);
        }},
       {"rtn-nf4", "NF4 levels (4-bit only) times an fp16 absmax scale per group, round-to-nearest (table kernels)",
@@ -285,12 +292,13 @@ inline calib::Recipe pipeline(bool rotate, bool awq, calib::Solver solver) {
 }
 
 /// Builds the recipe `spec.name`; throws qtl::Error naming the known recipes otherwise.
-[[nodiscard]] inline std::unique_ptr<Recipe> make_recipe(const RecipeSpec& spec) {
-  for (const auto& r : recipes()) {
+template <class Deferred = void>
+[[nodiscard]] std::unique_ptr<Recipe> make_recipe(const RecipeSpec& spec) {
+  for (const auto& r : recipes<Deferred>()) {
     if (r.name == spec.name) return r.make(spec);
   }
   std::string known;
-  for (const auto& r : recipes()) known += str_cat(known.empty() ? "" : ", ", r.name);
+  for (const auto& r : recipes<Deferred>()) known += str_cat(known.empty() ? "" : ", ", r.name);
   fail("make_recipe: unknown recipe '", spec.name, "'; known: ", known);
 }
 

@@ -187,7 +187,8 @@ inline const RowMatrixXf& dense_weight(const Transformer& model, std::string_vie
 /// quantized model; `report` (optional) receives per-layer bits and notes and the time taken.
 /// A recipe whose needs_calibration() is false runs without any calibration pass (and may be
 /// given no calibration sequences at all).
-[[nodiscard]] inline Transformer quantize_sequential(const Transformer& fp32,
+template <class Deferred = void>
+[[nodiscard]] Transformer quantize_sequential(const Transformer& fp32,
                                                      std::span<const std::vector<int>> calibration,
                                                      const Recipe& recipe,
                                                      const SequentialOptions& options = {},
