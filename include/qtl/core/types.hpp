@@ -4,6 +4,12 @@
 // along a row is contiguous. Activations are [tokens x in_features], also row-major, so one
 // token is one contiguous row. Take inputs as Eigen::Ref<const RowMatrixXf>: a Ref of a
 // different storage order would silently copy.
+//
+// Deferred instantiation: a non-template inline function that calls an Eigen decomposition
+// (BDCSVD, QR, LLT, triangular solves, large products) makes GCC instantiate those templates in
+// every translation unit that includes its header, called or not: BDCSVD<MatrixXd> alone costs
+// 17 s there. Such functions (and classes) are written `template <class Deferred = void>`, the
+// argument never given, so that only translation units that use them pay for them.
 #pragma once
 
 #include <Eigen/Core>
