@@ -320,6 +320,10 @@ TYPED_TEST(GgmlTernaryTest, BlocksRoundTripClipSearchAndGptq) {
   clip.fit.clip_search = true;
   const auto rtn = qtl::quantize_matrix(Q{}, qtl::PerGroup{256}, w, base);
   const auto searched = qtl::quantize_matrix(Q{}, qtl::PerGroup{256}, w, clip);
+  // Bits per weight as ggml counts them (tq1_0: 1.6875, tq2_0: 2.0625), and as the blocks take.
+  EXPECT_DOUBLE_EQ(qtl::bits_per_weight(rtn), g::type_bits_per_weight(Q::kType));
+  EXPECT_DOUBLE_EQ(qtl::bits_per_weight(rtn), 8.0 * static_cast<double>(g::to_blocks(rtn).size()) /
+                                                  static_cast<double>(w.size()));
   for (const auto* m : {&rtn, &searched}) {
     const auto bytes = g::to_blocks(*m);
     std::vector<float> decoded(static_cast<std::size_t>(w.size()));

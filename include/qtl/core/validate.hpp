@@ -82,4 +82,27 @@ void require_nonnegative(std::string_view where, std::string_view what,
   }
 }
 
+/// Which importance weights a quantize_* call was given.
+struct ImportanceGiven {
+  bool column = false;   ///< options.column_importance: one weight per input column
+  bool element = false;  ///< options.importance: one weight per matrix element
+};
+
+/// The importance options every quantize_* function takes (QuantizeOptions, the VQ and
+/// partial-binary options: fields column_importance and importance), checked against a
+/// rows x cols matrix: each empty, or of the right size with finite values >= 0.
+template <class Options>
+ImportanceGiven require_importance(std::string_view where, const Options& opt, Index rows, Index cols) {
+  const ImportanceGiven given{opt.column_importance.size() > 0, opt.importance.size() > 0};
+  if (given.column) {
+    require_size(where, "column_importance", opt.column_importance.size(), cols);
+    require_nonnegative(where, "column_importance", opt.column_importance);
+  }
+  if (given.element) {
+    require_shape(where, "importance", opt.importance.rows(), opt.importance.cols(), rows, cols);
+    require_nonnegative(where, "importance", opt.importance);
+  }
+  return given;
+}
+
 }  // namespace qtl

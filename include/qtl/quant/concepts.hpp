@@ -6,7 +6,9 @@
 //   code   = q.encode(params, x)                   // nearest representable level
 //   x_hat  = q.decode(params, code)
 // plus kBits (codes are in [0, 2^kBits)), a name, and param_bits(): the bits one group's
-// parameters occupy in the packed format, so bits per weight are counted honestly.
+// parameters occupy in the packed format, so bits per weight are counted honestly. A format
+// that stores codes in fewer bits than kBits (ggml's tq1_0: 5 trits per byte) says so with
+// `static constexpr double kCodeBits` (code_bits<Q>()).
 #pragma once
 
 #include <concepts>
@@ -42,5 +44,15 @@ concept ScalarQuantizer =
       { q.decode(p, code) } -> std::same_as<float>;
       { q.param_bits() } -> std::convertible_to<double>;
     };
+
+/// Bits one code occupies in the packed format: Q::kCodeBits where given, else Q::kBits.
+template <ScalarQuantizer Q>
+[[nodiscard]] constexpr double code_bits() noexcept {
+  if constexpr (requires { Q::kCodeBits; }) {
+    return static_cast<double>(Q::kCodeBits);
+  } else {
+    return static_cast<double>(Q::kBits);
+  }
+}
 
 }  // namespace qtl

@@ -79,15 +79,8 @@ namespace detail {
   require_finite(where, "weights", w);
   require_range(where, "salient_fraction", opt.salient_fraction, 0.0, 0.999);
   if (w.cols() > 65535) fail(where, ": at most 65535 columns (16-bit column indices), got ", w.cols());
-  const bool col_imp = opt.column_importance.size() > 0, elem_imp = opt.importance.size() > 0;
-  if (col_imp) {
-    require_size(where, "column_importance", opt.column_importance.size(), w.cols());
-    require_nonnegative(where, "column_importance", opt.column_importance);
-  }
-  if (elem_imp) {
-    require_shape(where, "importance", opt.importance.rows(), opt.importance.cols(), w.rows(), w.cols());
-    require_nonnegative(where, "importance", opt.importance);
-  }
+  const ImportanceGiven given = require_importance(where, opt, w.rows(), w.cols());
+  const bool col_imp = given.column, elem_imp = given.element;
   RowMatrixXf imp = RowMatrixXf::Ones(w.rows(), w.cols());
   if (col_imp) imp.array().rowwise() *= opt.column_importance.transpose().array();
   if (elem_imp) imp.array() *= opt.importance.array();

@@ -55,17 +55,8 @@ template <ScalarQuantizer Q>
   constexpr std::string_view kWhere = "quantize_matrix";
   require_nonempty(kWhere, "weights", w.rows(), w.cols());
   require_finite(kWhere, "weights", w);
-  const bool col_imp = opt.column_importance.size() > 0;
-  const bool elem_imp = opt.importance.size() > 0;
-  if (col_imp) {
-    require_size(kWhere, "column_importance", opt.column_importance.size(), w.cols());
-    require_nonnegative(kWhere, "column_importance", opt.column_importance);
-  }
-  if (elem_imp) {
-    require_shape(kWhere, "importance", opt.importance.rows(), opt.importance.cols(), w.rows(),
-                  w.cols());
-    require_nonnegative(kWhere, "importance", opt.importance);
-  }
+  const ImportanceGiven given = require_importance(kWhere, opt, w.rows(), w.cols());
+  const bool col_imp = given.column, elem_imp = given.element;
   if (opt.fit.clip_search) {
     require_range(kWhere, "fit.clip_min_ratio", opt.fit.clip_min_ratio, 0.01f, 1.0f);
     require_range(kWhere, "fit.clip_steps", opt.fit.clip_steps, 1, 1000);
@@ -136,7 +127,7 @@ template <ScalarQuantizer Q>
 template <ScalarQuantizer Q>
 [[nodiscard]] double bits_per_weight(const QuantizedMatrix<Q>& m) {
   const double n = static_cast<double>(m.rows()) * static_cast<double>(m.cols());
-  return (static_cast<double>(Q::kBits) * n +
+  return (code_bits<Q>() * n +
           static_cast<double>(m.layout.num_param_sets()) * static_cast<double>(m.quantizer.param_bits())) /
          n;
 }

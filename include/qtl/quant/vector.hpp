@@ -373,15 +373,8 @@ template <VectorQuantizer V>
   require_nonempty(kWhere, "weights", w.rows(), w.cols());
   require_finite(kWhere, "weights", w);
   if (granularity.rows_per_set < 0) fail(kWhere, ": rows_per_set must be >= 0, got ", granularity.rows_per_set);
-  const bool col_imp = opt.column_importance.size() > 0, elem_imp = opt.importance.size() > 0;
-  if (col_imp) {
-    require_size(kWhere, "column_importance", opt.column_importance.size(), w.cols());
-    require_nonnegative(kWhere, "column_importance", opt.column_importance);
-  }
-  if (elem_imp) {
-    require_shape(kWhere, "importance", opt.importance.rows(), opt.importance.cols(), w.rows(), w.cols());
-    require_nonnegative(kWhere, "importance", opt.importance);
-  }
+  const ImportanceGiven given = require_importance(kWhere, opt, w.rows(), w.cols());
+  const bool col_imp = given.column, elem_imp = given.element;
   VQMatrix<V> out;
   out.quantizer = v;
   out.layout = VQLayout{w.rows(), w.cols(), V::kDim,
