@@ -6,6 +6,7 @@
 #include "qtl/quant.hpp"
 #include "qtl/calib/awq.hpp"
 #include "qtl/calib/gptq.hpp"
+#include "qtl/calib/gptq_ggml.hpp"
 #include "qtl/calib/gptq_partial_binary.hpp"
 #include "qtl/calib/gptvq.hpp"
 #include "qtl/calib/hadamard.hpp"

@@ -421,7 +421,8 @@ inline void check_gptq_input(std::string_view where, MatrixRef w, const Eigen::M
 /// gptq_factor with damping λ = frac · mean_diag, frac from options.damp_fraction raised by
 /// options.damp_increment until the factorization succeeds (in float, else in double); the
 /// damping used, the retries and a double factorization go into the report.
-inline GptqFactor damped_gptq_factor(std::string_view where, const Eigen::MatrixXd& hessian,
+template <class Deferred = void>
+GptqFactor damped_gptq_factor(std::string_view where, const Eigen::MatrixXd& hessian,
                                      std::span<const Index> order, double mean_diag,
                                      std::span<const std::pair<Index, Index>> panels, const GptqOptions& opt,
                                      GptqReport& rep) {
@@ -449,11 +450,13 @@ inline GptqFactor damped_gptq_factor(std::string_view where, const Eigen::Matrix
 
 }  // namespace detail
 
-/// GPTQ with the Hessian H = 2/n XᵀX given as a matrix [cols x cols] (symmetric, PSD).
+namespace detail {
+
+/// GPTQ; `grid` (optional) gives every group's parameters, fitted beforehand (gptq_on_grid).
 template <ScalarQuantizer Q>
-[[nodiscard]] GptqResult<Q> gptq(const Q& q, const Granularity& granularity, MatrixRef w,
-                                 const Eigen::MatrixXd& hessian, const GptqOptions& opt = {}) {
-  constexpr std::string_view kWhere = "gptq";
+[[nodiscard]] GptqResult<Q> gptq_impl(std::string_view kWhere, const Q& q, const Granularity& granularity,
+                                      MatrixRef w, const Eigen::MatrixXd& hessian, const GptqOptions& opt,
+                                      const std::vector<typename Q::Params>* grid) {
   detail::check_gptq_input(kWhere, w, hessian, opt);
   const Index rows = w.rows(), cols = w.cols();
   if (opt.fit.clip_search) {
@@ -490,11 +493,17 @@ template <ScalarQuantizer Q>
   }
 
   const Index gpr = L.groups_per_row();
-  const bool upfront = L.per_tensor || gpr == 1 || opt.act_order || opt.static_groups;
+  const bool upfront = L.per_tensor || gpr == 1 || opt.act_order || opt.static_groups || grid != nullptr;
   rep.static_groups = upfront;
   VectorXf col_importance;
   if (opt.hessian_importance) col_importance = diag.cast<float>();
-  if (upfront) {
+  if (grid != nullptr) {
+    if (static_cast<Index>(grid->size()) != L.num_param_sets()) {
+      fail(kWhere, ": ", grid->size(), " parameter sets given for a ", rows, "x", cols, " matrix with ",
+           L.num_param_sets(), " groups");
+    }
+    out.params = *grid;
+  } else if (upfront) {
     QuantizeOptions qo;
     qo.fit = opt.fit;
     qo.column_importance = col_importance;
@@ -575,10 +584,13 @@ template <ScalarQuantizer Q>
   //   W_P ← W_P + (D Ũ[:p1, P]) U_PP.
   // (The conditional optimum of the panel's weights given the quantized columns before it.)
   std::size_t cur = 0, next_panel = 0;
-  for (const auto& [i1, i2] : blocks) {
+  // Plain locals, not structured bindings: the OpenMP region below reads them (clang before 16
+  // cannot capture a structured binding).
+  for (const auto& block_range : blocks) {
+    const Index i1 = block_range.first, i2 = block_range.second;
     if (next_panel < panels.size() && panels[next_panel].first == i1) {
       cur = next_panel++;
-      const auto [p1, p2] = panels[cur];
+      const Index p1 = panels[cur].first, p2 = panels[cur].second;
       const Index pw = p2 - p1;
       orig.leftCols(pw) = wp.middleCols(p1, pw);
       if (p1 > 0) {
@@ -586,7 +598,7 @@ template <ScalarQuantizer Q>
         wp.middleCols(p1, pw).noalias() += s * factor.panel_u[cur];
       }
     }
-    const auto [p1, p2] = panels[cur];
+    const Index p1 = panels[cur].first, p2 = panels[cur].second;
     const RowMatrixXf& up = factor.panel_u[cur];
     const Index count = i2 - i1;
     const auto w1 = wp.middleCols(i1, count);
@@ -730,6 +742,26 @@ template <ScalarQuantizer Q>
   }
   rep.total_proxy_loss = rep.proxy_loss.sum();
   return result;
+}
+
+}  // namespace detail
+
+/// GPTQ with the Hessian H = 2/n XᵀX given as a matrix [cols x cols] (symmetric, PSD).
+template <ScalarQuantizer Q>
+[[nodiscard]] GptqResult<Q> gptq(const Q& q, const Granularity& granularity, MatrixRef w,
+                                 const Eigen::MatrixXd& hessian, const GptqOptions& opt = {}) {
+  return detail::gptq_impl("gptq", q, granularity, w, hessian, opt, nullptr);
+}
+
+/// GPTQ on a fixed grid: every group's parameters given (`grid`, one per group of the layout,
+/// row-major as QuantizedMatrix holds them), so only the codes are chosen, with GPTQ's error
+/// feedback (static groups). For formats whose group parameters a solver cannot refit group by
+/// group, e.g. the sub-blocks of a K-quant super-block (qtl/calib/gptq_ggml.hpp).
+template <ScalarQuantizer Q>
+[[nodiscard]] GptqResult<Q> gptq_on_grid(const Q& q, const Granularity& granularity, MatrixRef w,
+                                         const Eigen::MatrixXd& hessian, const std::vector<typename Q::Params>& grid,
+                                         const GptqOptions& opt = {}) {
+  return detail::gptq_impl("gptq_on_grid", q, granularity, w, hessian, opt, &grid);
 }
 
 /// GPTQ with the statistics of a HessianAccumulator (reports the token count and whether the

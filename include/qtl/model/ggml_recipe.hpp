@@ -10,8 +10,10 @@
 // grid ggml decodes. AWQ's scales are folded into the RMSNorm gains (wq/wk/wv, w1/w3); the
 // groups whose input is not a norm output (wo, w2) run the solver alone, since a GGUF file
 // cannot apply a scaling online. F32 / F16 layers (llama-quantize's fallback for rows no block
-// fits) stay dense (F16 rounded), and types without a policy (the K-quants) take llama.cpp's
-// reference quantizer.
+// fits) stay dense (F16 rounded). The K-quants (q2_K ... q6_K), whose grid is fitted per
+// 256-value super-block: rtn is ggml's reference, rtn-imatrix ggml's importance path with the
+// inputs' mean x^2 (llama-quantize --imatrix's bytes), a calib::Recipe runs GPTQ on that grid
+// (calib::gptq_k; no input transforms).
 #pragma once
 
 #include <functional>
@@ -21,6 +23,7 @@
 #include <utility>
 #include <vector>
 
+#include "qtl/calib/gptq_ggml.hpp"
 #include "qtl/calib/pipeline.hpp"
 #include "qtl/core/error.hpp"
 #include "qtl/detail/fp16.hpp"
@@ -70,10 +73,14 @@ using GgmlTypePlan = std::function<ggml::Type(const std::string& name, Index row
 
 enum class GgmlSolver { Rtn, RtnImatrix, Pipeline };
 
-class GgmlRecipe final : public Recipe {
+/// GgmlRecipe (below): a class template only so that its solvers are instantiated where a
+/// GgmlRecipe is built, not in every translation unit that includes this header
+/// (qtl/core/types.hpp: "Deferred").
+template <class Deferred = void>
+class BasicGgmlRecipe final : public Recipe {
  public:
   /// `pipeline` is used with GgmlSolver::Pipeline only.
-  GgmlRecipe(std::string name, GgmlTypePlan plan, GgmlSolver solver, calib::Recipe pipeline = {})
+  BasicGgmlRecipe(std::string name, GgmlTypePlan plan, GgmlSolver solver, calib::Recipe pipeline = {})
       : name_(std::move(name)), plan_(std::move(plan)), solver_(solver), pipeline_(std::move(pipeline)) {
     if (!plan_) fail("GgmlRecipe '", name_, "': no type plan");
   }
@@ -131,7 +138,8 @@ class GgmlRecipe final : public Recipe {
       }
       return out;
     }
-    if (!has_ggml_quantizer(type)) {  // e.g. a K-quant: llama.cpp's reference quantizer
+    if (solver_ != GgmlSolver::Rtn && is_k_quant(type)) return quantize_k_type(type, layers);
+    if (!has_ggml_quantizer(type)) {  // llama.cpp's reference quantizer
       for (const auto& l : layers) {
         QuantizedLayer q;
         q.op = std::make_unique<GgmlLinear>(type, l.weight->rows(), l.weight->cols(),
@@ -164,10 +172,56 @@ class GgmlRecipe final : public Recipe {
     });
   }
 
+  static constexpr bool is_k_quant(ggml::Type t) noexcept {
+    return t == ggml::Type::Q2_K || t == ggml::Type::Q3_K || t == ggml::Type::Q4_K || t == ggml::Type::Q5_K ||
+           t == ggml::Type::Q6_K;
+  }
+
+  /// K-quants with calibration: the super-block grid fitted with the inputs' mean x^2 as the
+  /// importance (llama-quantize --imatrix's grid), then, for the pipeline solver, the codes by
+  /// GPTQ on that grid (calib::gptq_k; input transforms do not apply: a GGUF holds weights only).
+  std::vector<QuantizedLayer> quantize_k_type(ggml::Type type, std::span<const LayerCalibration> layers) const {
+    const Eigen::MatrixXd h = layers.front().stats->hessian();
+    QuantizeOptions grid;
+    grid.column_importance = h.diagonal().cast<float>().cwiseMax(0.0f);  // ∝ mean x^2 per input
+    calib::GptqOptions gopt = pipeline_.gptq;
+    std::vector<QuantizedLayer> out;
+    for (const auto& l : layers) {
+      std::vector<std::byte> bytes;
+      std::string note;
+      const auto run = [&](auto kq) {
+        if (solver_ == GgmlSolver::Pipeline) {
+          auto r = calib::gptq_k(kq, *l.weight, h, grid, gopt);
+          note = str_cat("gptq on the imatrix grid, damp ", r.report.damp_fraction, ", proxy loss ",
+                         r.report.total_proxy_loss);
+          bytes = ggml::to_blocks(r.matrix);
+        } else {
+          bytes = ggml::to_blocks(ggml::quantize_k(kq, *l.weight, grid));
+          note = "imatrix grid";
+        }
+      };
+      switch (type) {
+        case ggml::Type::Q2_K: run(ggml::GgmlQ2_K{}); break;
+        case ggml::Type::Q3_K: run(ggml::GgmlQ3_K{}); break;
+        case ggml::Type::Q4_K: run(ggml::GgmlQ4_K{}); break;
+        case ggml::Type::Q5_K: run(ggml::GgmlQ5_K{}); break;
+        default: run(ggml::GgmlQ6_K{}); break;
+      }
+      QuantizedLayer q;
+      q.op = std::make_unique<GgmlLinear>(type, l.weight->rows(), l.weight->cols(), std::move(bytes));
+      q.bits_per_weight = ggml::type_bits_per_weight(type);
+      q.note = std::move(note);
+      out.push_back(std::move(q));
+    }
+    return out;
+  }
+
   std::string name_;
   GgmlTypePlan plan_;
   GgmlSolver solver_;
   calib::Recipe pipeline_;
 };
+
+using GgmlRecipe = BasicGgmlRecipe<>;
 
 }  // namespace qtl::model

@@ -350,8 +350,9 @@ template <detail::GgmlBlockQuantizer Q>
 // ggml's reference: d = absmax, code = lroundf(x / absmax) + 1 with 1/absmax unrounded; with
 // clip_search the scale is searched down the clip grid and refitted by weighted least squares
 // (ternary codes for most weights sit at 0, so a scale below absmax usually lowers the error).
-// kBits is 2 (tq2_0's storage); tq1_0 packs 5 trits per byte, 1.6875 bits per weight in all,
-// which bits_per_weight(QuantizedMatrix) overstates by counting 2 bits per code.
+// kBits is 2 (codes 0..2); tq2_0 stores 2 bits per code, tq1_0 packs 5 trits per byte (240
+// codes in 48 bytes, the last 16 in 4 bytes: 52 bytes per 256 codes), so kCodeBits = 1.625 and
+// with the fp16 d, 1.6875 bits per weight, as ggml counts them.
 
 template <Type T>
 class TernaryQuantizer {
@@ -361,6 +362,7 @@ class TernaryQuantizer {
   static constexpr Type kType = T;
   static constexpr int kBlock = 256;
   static constexpr int kBits = 2;
+  static constexpr double kCodeBits = T == Type::TQ1_0 ? 52.0 * 8.0 / 256.0 : 2.0;
   static constexpr int kMaxCode = 2;
 
   struct Params {
@@ -553,9 +555,13 @@ class KQuantizer {
   }
   [[nodiscard]] static std::uint8_t encode(const Params& p, std::size_t i, float x) noexcept {
     const std::size_t j = i / kSub;
-    const float d = p.scale[j];
-    if (d == 0.0f) return p.fit_codes[i & 255u];
-    float t = kAffine ? (x + p.offset[j]) / d : x / d;
+    if (p.scale[j] == 0.0f) return p.fit_codes[i & 255u];
+    return requantize(p.scale[j], p.offset[j], x);
+  }
+  /// ggml's requantize rule for a sub-block of scale d != 0 and offset (0 for symmetric types):
+  /// nearest_int((x + offset) / d) (+ kZero), clamped to the codes.
+  [[nodiscard]] static std::uint8_t requantize(float d, float offset, float x) noexcept {
+    float t = kAffine ? (x + offset) / d : x / d;
     // nearest_int is exact for |t| < 2^22; beyond the code range any value clamps the same way
     t = t > 1e6f ? 1e6f : (t < -1e6f ? -1e6f : t);
     if (!(t == t)) t = 0.0f;
@@ -655,6 +661,48 @@ class KQuantizer {
   }
 };
 
+/// One sub-block of a K-quant super-block on a fixed grid, as a ScalarQuantizer: Params are the
+/// sub-block's scale and offset exactly as KQuantizer<T> decodes them, encode is its requantize
+/// rule. For solvers that choose codes on a grid fitted beforehand by KQuantizer<T>::fit over
+/// whole super-blocks (calib::gptq_on_grid, qtl/calib/gptq_ggml.hpp); a sub-block cannot be
+/// fitted alone (its scales are quantized against the super-block's d), so fit() throws.
+template <Type T>
+class KSubBlockQuantizer {
+  using K = KQuantizer<T>;
+
+ public:
+  static constexpr Type kType = T;
+  static constexpr int kBits = K::kBits;
+  static constexpr int kGroup = K::kSub;
+
+  struct Params {
+    float scale = 0.0f;   ///< d * sc_j
+    float offset = 0.0f;  ///< dmin * m_j (affine types; else 0)
+    friend bool operator==(const Params&, const Params&) = default;
+  };
+
+  [[nodiscard]] std::string name() const { return str_cat("ggml-", type_name(T), "-sub-block"); }
+  [[nodiscard]] static constexpr double param_bits() noexcept { return K::param_bits() / K::kSubBlocks; }
+  [[nodiscard]] Params fit(std::span<const float>, std::span<const float>, const FitOptions& = {}) const {
+    fail(name(), ": a K-quant sub-block is fitted with its super-block (KQuantizer::fit); use a grid from it");
+  }
+  /// Sub-block j of super-block parameters p.
+  [[nodiscard]] static Params of(const typename K::Params& p, int j) noexcept {
+    return {p.scale[static_cast<std::size_t>(j)], p.offset[static_cast<std::size_t>(j)]};
+  }
+  [[nodiscard]] static std::uint8_t encode(const Params& p, float x) noexcept {
+    // scale 0: every code decodes alike (kZero, as a symmetric sub-block of zeros holds)
+    return p.scale == 0.0f ? static_cast<std::uint8_t>(K::kZero) : K::requantize(p.scale, p.offset, x);
+  }
+  [[nodiscard]] static float decode(const Params& p, std::uint8_t code) noexcept {
+    if constexpr (K::kAffine) {
+      return p.scale * static_cast<float>(code) - p.offset;
+    } else {
+      return p.scale * static_cast<float>(static_cast<int>(code) - K::kZero);
+    }
+  }
+};
+
 using GgmlQ2_K = KQuantizer<Type::Q2_K>;
 using GgmlQ3_K = KQuantizer<Type::Q3_K>;
 using GgmlQ4_K = KQuantizer<Type::Q4_K>;
@@ -688,15 +736,8 @@ template <Type T>
     fail(kWhere, ": ", type_name(T), " rows are super-blocks of 256 values; got ", w.cols(), " columns");
   }
   require_finite(kWhere, "weights", w);
-  const bool col_imp = opt.column_importance.size() > 0, elem_imp = opt.importance.size() > 0;
-  if (col_imp) {
-    require_size(kWhere, "column_importance", opt.column_importance.size(), w.cols());
-    require_nonnegative(kWhere, "column_importance", opt.column_importance);
-  }
-  if (elem_imp) {
-    require_shape(kWhere, "importance", opt.importance.rows(), opt.importance.cols(), w.rows(), w.cols());
-    require_nonnegative(kWhere, "importance", opt.importance);
-  }
+  const ImportanceGiven given = require_importance(kWhere, opt, w.rows(), w.cols());
+  const bool col_imp = given.column, elem_imp = given.element;
   KQuantizedMatrix<T> m;
   m.quantizer = q;
   m.rows = w.rows();
