@@ -25,10 +25,10 @@ stage "sanitizer configure" cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=None -DC
       -DQTL_WARNINGS_AS_ERRORS=ON -DQTL_SANITIZE=address,undefined -DQTL_BUILD_BENCHMARKS=OFF -DQTL_BUILD_EXAMPLES=OFF
 stage "sanitizer build" cmake --build build-asan -j"$jobs" --target qtl_tests readme_snippet
 # Under the sanitizers, skip what the Release run already covers and what only repeats the same
-# code over many more tokens: the header/install checks, the fuzz smoke run (its target is
-# built with clang's own sanitizers) and the whole-model perplexity runs (every code path they
+# code over many more tokens: the header/install checks, the fuzz smoke runs (their targets
+# are built with clang's own sanitizers) and the whole-model perplexity runs (every code path they
 # take is exercised by the lighter real-model tests that do run here).
-heavy="header_self_containment|install_consumer|gguf_fuzz_smoke|ReferencePerplexity|GptqAndAwqBeatRtn|TableRecipes|PartialBinaryRecipes|RtnPerplexityRises|CalibrateRealModel"
+heavy="header_self_containment|install_consumer|_fuzz_smoke|ReferencePerplexity|GptqAndAwqBeatRtn|TableRecipes|PartialBinaryRecipes|RtnPerplexityRises|CalibrateRealModel"
 stage "sanitizer tests" env ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build-asan -j"$jobs" --output-on-failure -E "$heavy"
 printf 'qtl: stage times: %s\n' "$(IFS=,; echo "${split[*]}")"

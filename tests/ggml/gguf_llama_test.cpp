@@ -1,12 +1,19 @@
 // qtl's GGUF files in the real llama.cpp (libllama of node-llama-cpp 3.21.1, through the
 // llama_logits tool): it loads them, and its logits equal qtl's forward pass on the same file,
-// for the fp32 model and for a model quantized into ggml block types by qtl's recipes.
+// for the fp32 model and for a model quantized into ggml block types by qtl's recipes; and
+// the other way: every file llama-quantize makes of the bundled model decodes in qtl exactly as
+// in ggml (the type traits' to_float of libggml-base).
 #include "recipe_instances.hpp"  // first: the recipe classes are compiled in qtl_recipe_instances
 #include <gtest/gtest.h>
+#include <ggml.h>
 #include <qtl/model/ggml_recipe.hpp>
+#include <qtl/format/ggml_blocks.hpp>
+#include <qtl/io/gguf.hpp>
 #include <qtl/model/gguf_model.hpp>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <cstdlib>
 #include <fstream>
 #include <string>
@@ -96,6 +103,54 @@ TEST(GgufInLlamaCpp, GptqIntoQ4_0RunsAsQtlComputedIt) {
               engine, quant, agree, static_cast<long long>(ours.rows()));
   EXPECT_LT(engine, 0.25 * quant);
   EXPECT_GE(agree, static_cast<int>(0.9 * static_cast<double>(ours.rows())));
+}
+
+TEST(GgufInLlamaCpp, LlamaQuantizeFilesDecodeInQtlAsInGgml) {
+  // llama-quantize (llama.cpp's own tool, built from the same release) makes each file from
+  // qtl's F32 GGUF of the bundled model; its rows are 64 and 172 wide, so the 256-wide types
+  // (K-quants, TQ1_0, TQ2_0) take llama-quantize's own fallbacks where a row cannot hold them:
+  // whatever the file holds, qtl must decode each tensor to the bits ggml decodes.
+  const auto& f = fixture();
+  TempDir dir;
+  const auto f32 = dir.file("f32.gguf");
+  m::write_gguf_model(f32, f.fp32, f.tokenizer);
+  int tensors_checked = 0;
+  std::vector<std::string> types_seen;
+  for (const char* ftype : {"Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "IQ4_NL", "TQ1_0", "TQ2_0", "Q2_K", "Q3_K_M",
+                            "Q4_K_M", "Q5_K_M", "Q6_K"}) {
+    SCOPED_TRACE(ftype);
+    const auto out = dir.file(qtl::str_cat(ftype, ".gguf"));
+    const std::string cmd = qtl::str_cat("'", QTL_LLAMA_QUANTIZE, "' '", f32.string(), "' '", out.string(), "' ", ftype,
+                                         " 1 > '", dir.file("quantize.log").string(), "' 2>&1");
+    if (std::system(cmd.c_str()) != 0) {
+      std::ifstream log(dir.file("quantize.log"));
+      FAIL() << "llama-quantize failed: " << std::string(std::istreambuf_iterator<char>(log), {});
+    }
+    const qtl::gguf::File file = qtl::gguf::File::open(out);
+    // And qtl loads it as a model (every weight decoded).
+    EXPECT_NO_THROW((void)m::load_gguf_model(out));
+    for (const auto& info : file.tensors()) {
+      const qtl::gguf::TensorView t = file.tensor(info.name);
+      const auto n = static_cast<std::size_t>(t.n_elements);
+      std::vector<float> ours(n), theirs(n);
+      qtl::ggml::dequantize_row(t.type, t.bytes, ours);
+      const auto* traits = ggml_get_type_traits(static_cast<ggml_type>(static_cast<int>(t.type)));
+      ASSERT_NE(traits->to_float, nullptr) << info.name;
+      traits->to_float(t.bytes.data(), theirs.data(), t.n_elements);
+      EXPECT_EQ(std::memcmp(ours.data(), theirs.data(), n * sizeof(float)), 0)
+          << info.name << " (" << qtl::ggml::type_name(t.type) << ") decodes differently in qtl and in ggml";
+      const std::string type(qtl::ggml::type_name(t.type));
+      if (std::find(types_seen.begin(), types_seen.end(), type) == types_seen.end()) types_seen.push_back(type);
+      ++tensors_checked;
+    }
+  }
+  std::string seen;
+  for (const auto& t : types_seen) seen += " " + t;
+  std::printf("%d tensors of llama-quantize's files decoded; types:%s\n", tensors_checked, seen.c_str());
+  // Every block type the files can hold on 64-wide rows was met, not only the fallbacks.
+  for (const char* t : {"Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "IQ4_NL"}) {
+    EXPECT_NE(std::find(types_seen.begin(), types_seen.end(), t), types_seen.end()) << t;
+  }
 }
 
 }  // namespace

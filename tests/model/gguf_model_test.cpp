@@ -7,7 +7,10 @@
 #include <qtl/model/ggml_presets.hpp>
 #include <qtl/model/ggml_recipe.hpp>
 #include <qtl/model/gguf_model.hpp>
+#include <qtl/quant/uniform.hpp>
 
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -199,6 +202,43 @@ TEST(GgmlRecipe, QuantizedModelWritesAndReadsBackExactly) {
   EXPECT_LT(ppl[1], ppl[0]);  // GPTQ into the same blocks beats round-to-nearest
   const double fp32 = m::perplexity(f.fp32, f.tokenizer, eval).perplexity;
   EXPECT_GT(ppl[0], fp32);
+}
+
+TEST(GgufModel, LayersAGgufCannotHoldAreRefusedAndNothingIsWritten) {
+  // A layer quantized to qtl's own packed format (not a ggml block type) has no GGUF tensor
+  // type: write_gguf_model names it, and the file already at the path is left as it was.
+  const auto& f = fixture();
+  m::Transformer q = f.fp32;
+  const auto& w = dynamic_cast<const m::DenseLinear&>(q.linear("layers.1.wo")).weight();
+  q.set_linear("layers.1.wo", m::make_packed_linear(qtl::quantize_matrix(qtl::Uniform<4>{}, qtl::PerGroup{32}, w)));
+  TempDir dir;
+  const auto path = dir.file("model.gguf");
+  { std::ofstream(path) << "previous contents"; }
+  try {
+    m::write_gguf_model(path, q, f.tokenizer);
+    ADD_FAILURE() << "no error";
+  } catch (const qtl::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("layers.1.wo"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("cannot hold"), std::string::npos) << e.what();
+  }
+  std::ifstream in(path);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), {}), "previous contents");
+}
+
+TEST(GgmlRecipe, RowsTheTypeCannotHoldAreAnErrorNamingTheLayer) {
+  // A plan that gives q4_0 (blocks of 32) to the 172-wide w2 rows instead of a fallback type.
+  const auto& f = fixture();
+  const m::GgmlTypePlan plan = [](const std::string&, qtl::Index, qtl::Index) { return qtl::ggml::Type::Q4_0; };
+  const m::GgmlRecipe rtn("rtn", plan, m::GgmlSolver::Rtn);
+  try {
+    (void)m::quantize_sequential(f.fp32, f.calibration(0, 1), rtn);
+    ADD_FAILURE() << "no error";
+  } catch (const qtl::Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find(".w2"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("172"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("fallback"), std::string::npos) << msg;
+  }
 }
 
 }  // namespace
