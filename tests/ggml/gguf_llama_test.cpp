@@ -152,7 +152,7 @@ TEST(GgufInLlamaCpp, LlamaQuantizeFilesDecodeInQtlAsInGgml) {
   for (const auto& t : types_seen) seen += " " + t;
   std::printf("%d tensors of llama-quantize's files decoded; types:%s\n", tensors_checked, seen.c_str());
   // Every block type the files can hold on 64-wide rows was met, not only the fallbacks.
-  for (const char* t : {"Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "IQ4_NL"}) {
+  for (const char* t : {"q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl"}) {  // ggml's type names
     EXPECT_NE(std::find(types_seen.begin(), types_seen.end(), t), types_seen.end()) << t;
   }
 }
