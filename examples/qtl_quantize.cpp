@@ -15,6 +15,9 @@
 //   gptq-clip      GPTQ whose per-block fit searches the scale, weighted by diag(H)
 //   gptq-actorder  gptq-clip visiting columns by descending diag(H), static groups
 //   awq-gptq       AWQ scales folded into the RMSNorm gains, then gptq-clip
+//   quarot-gptq    the residual stream rotated by a randomized Hadamard matrix with the RMSNorm
+//                  gains folded into the weights (QuaRot; the file is a plain llama model),
+//                  then gptq-clip
 // The default is the best recipe measured for the type (see README). --calib is a text of
 // stories separated by <|endoftext|> lines (default: the bundled TinyStories dev text), of
 // which --calib-stories are used. Progress goes to stderr; a summary at the end gives bits per
@@ -38,6 +41,7 @@
 #include "qtl/model/ggml_presets.hpp"
 #include "qtl/model/ggml_recipe.hpp"
 #include "qtl/model/gguf_model.hpp"
+#include "qtl/model/recipes.hpp"
 #include "qtl/model/sequential.hpp"
 
 namespace {
@@ -87,7 +91,14 @@ std::unique_ptr<m::Recipe> make_ggml_recipe(const std::string& name, m::GgmlType
     r.awq = true;
     return std::make_unique<m::GgmlRecipe>(name, std::move(plan), m::GgmlSolver::Pipeline, r);
   }
-  qtl::fail("unknown recipe '", name, "'; known: rtn, rtn-imatrix, gptq, gptq-clip, gptq-actorder, awq-gptq");
+  if (name == "quarot-gptq") {
+    // The rotation folds fully into the weights (Transformer::rotate_residual), so the GGUF
+    // holds a plain llama model that llama.cpp runs as it is.
+    return std::make_unique<m::detail::ResidualRotationRecipe<>>(
+        std::make_unique<m::GgmlRecipe>(name, std::move(plan), m::GgmlSolver::Pipeline, r), name);
+  }
+  qtl::fail("unknown recipe '", name,
+            "'; known: rtn, rtn-imatrix, gptq, gptq-clip, gptq-actorder, awq-gptq, quarot-gptq");
 }
 
 /// The best recipe measured on stories260K for each type (README, "GGUF: qtl against
@@ -109,7 +120,7 @@ int main(int argc, char** argv) {
   app.add_option("OUTPUT", output, "GGUF file to write")->required();
   app.add_option("TYPE", type_name, "F32, F16, BF16, Q8_0, Q5_1, Q5_0, Q4_1, Q4_0, IQ4_NL, TQ2_0, TQ1_0, Q6_K, Q5_K_M, "
                                     "Q5_K_S, Q4_K_M, Q4_K_S, Q3_K_L, Q3_K_M, Q3_K_S, Q2_K")->required();
-  app.add_option("--recipe", recipe_name, "rtn, rtn-imatrix, gptq, gptq-clip, gptq-actorder, awq-gptq (default: the best for TYPE)");
+  app.add_option("--recipe", recipe_name, "rtn, rtn-imatrix, gptq, gptq-clip, gptq-actorder, awq-gptq, quarot-gptq (default: the best for TYPE)");
   app.add_option("--calib", calib_path, "calibration text: stories separated by <|endoftext|> lines (default: bundled dev text)");
   app.add_option("--calib-stories", calib_range, "which stories of --calib calibrate, FIRST-LAST");
   app.add_option("--tokenizer", tokenizer_path, "llama2.c tokenizer for a llama2.c INPUT (default: tok512.bin beside it)");
