@@ -7,7 +7,8 @@
 #
 # For every TYPE in $TYPES (default "Q4_0 Q4_1 Q5_0 IQ4_NL Q5_1 Q8_0") and every recipe in
 # $RECIPES (default "rtn gptq-clip"): qtl-quantize f32.gguf OUT/TYPE-RECIPE.gguf TYPE --recipe
-# RECIPE, calibrating on stories 0-249 of the bundled text (the stories of calib.txt), then
+# RECIPE --ctx $CTX (512), calibrating on stories 0-249 of the bundled text (the stories of
+# calib.txt) in sequences of up to 512 tokens, then
 # llama-perplexity -c 512 -b 512 --chunks $CHUNKS (60) on eval.txt. Prints a Markdown table:
 # type, recipe, tensor bytes, perplexity, and llama-quantize's (without / with imatrix) from the
 # baseline's results.md.
@@ -20,6 +21,7 @@ types=${TYPES:-"Q4_0 Q4_1 Q5_0 IQ4_NL Q5_1 Q8_0"}
 recipes=${RECIPES:-"rtn gptq-clip"}
 chunks=${CHUNKS:-60}
 threads=${THREADS:-2}
+ctx=${CTX:-512}  # the converter writes 128 for this 512-token model: calibrate on 512
 mkdir -p "$out"
 ppl() {  # ppl FILE.gguf -> the final perplexity estimate
   "$bin/llama-perplexity" -m "$1" -f "$base/eval.txt" -c 512 -b 512 --chunks "$chunks" -t "$threads" \
@@ -31,7 +33,7 @@ echo "|---|---|---|---|"
 for t in $types; do
   for r in $recipes; do
     f="$out/$t-$r.gguf"
-    "$qq" --recipe "$r" "$base/f32.gguf" "$f" "$t" > "$f.log" 2> "$f.err" ||
+    "$qq" --recipe "$r" --ctx "$ctx" "$base/f32.gguf" "$f" "$t" > "$f.log" 2> "$f.err" ||
       { echo "qtl-vs-llama: qtl-quantize failed for $t $r:" >&2; tail -5 "$f.err" >&2; exit 1; }
     bytes=$(grep -o 'tensor data [0-9]* bytes' "$f.log" | awk '{print $3}')
     echo "| $t | $r | $bytes | $(ppl "$f") |"
