@@ -105,8 +105,8 @@ std::unique_ptr<m::Recipe> make_ggml_recipe(const std::string& name, m::GgmlType
 /// llama-quantize", llama-perplexity on stories 250-499); GPTQ with the clip search elsewhere.
 std::string default_recipe(const m::GgmlPreset& p) {
   if (!qtl::ggml::type_info(p.base).quantized) return "rtn";
-  if (p.name == "Q4_0") return "awq-gptq";
-  if (p.name == "Q5_0" || p.name == "Q5_1" || p.name == "Q8_0") return "gptq-actorder";
+  if (p.name == "Q4_0" || p.name == "Q5_0" || p.name == "IQ4_NL") return "quarot-gptq";
+  if (p.name == "Q5_1" || p.name == "Q8_0") return "gptq-actorder";
   return "gptq-clip";
 }
 
