@@ -42,6 +42,7 @@
 #include "qtl/model/ggml_recipe.hpp"
 #include "qtl/model/gguf_model.hpp"
 #include "qtl/model/recipes.hpp"
+#include "qtl/model/quantize_file.hpp"
 #include "qtl/model/sequential.hpp"
 
 namespace {
@@ -71,45 +72,6 @@ std::vector<std::string> slice(const std::vector<std::string>& stories, Range r,
   return {stories.begin() + r.begin, stories.begin() + r.end + 1};
 }
 
-/// The recipe called `name` over the type plan.
-std::unique_ptr<m::Recipe> make_ggml_recipe(const std::string& name, m::GgmlTypePlan plan) {
-  qtl::calib::Recipe r;
-  r.name = name;
-  r.solver = qtl::calib::Solver::Gptq;
-  r.gptq.damp_fraction = 0.01;
-  if (name == "rtn") return std::make_unique<m::GgmlRecipe>(name, std::move(plan), m::GgmlSolver::Rtn);
-  if (name == "rtn-imatrix") return std::make_unique<m::GgmlRecipe>(name, std::move(plan), m::GgmlSolver::RtnImatrix);
-  if (name == "gptq") return std::make_unique<m::GgmlRecipe>(name, std::move(plan), m::GgmlSolver::Pipeline, r);
-  r.gptq.fit.clip_search = true;
-  r.gptq.hessian_importance = true;
-  if (name == "gptq-clip") return std::make_unique<m::GgmlRecipe>(name, std::move(plan), m::GgmlSolver::Pipeline, r);
-  if (name == "gptq-actorder") {
-    r.gptq.act_order = true;
-    return std::make_unique<m::GgmlRecipe>(name, std::move(plan), m::GgmlSolver::Pipeline, r);
-  }
-  if (name == "awq-gptq") {
-    r.awq = true;
-    return std::make_unique<m::GgmlRecipe>(name, std::move(plan), m::GgmlSolver::Pipeline, r);
-  }
-  if (name == "quarot-gptq") {
-    // The rotation folds fully into the weights (Transformer::rotate_residual), so the GGUF
-    // holds a plain llama model that llama.cpp runs as it is.
-    return std::make_unique<m::detail::ResidualRotationRecipe<>>(
-        std::make_unique<m::GgmlRecipe>(name, std::move(plan), m::GgmlSolver::Pipeline, r), name);
-  }
-  qtl::fail("unknown recipe '", name,
-            "'; known: rtn, rtn-imatrix, gptq, gptq-clip, gptq-actorder, awq-gptq, quarot-gptq");
-}
-
-/// The best recipe measured on stories260K for each type (README, "GGUF: qtl against
-/// llama-quantize", llama-perplexity on stories 250-499); GPTQ with the clip search elsewhere.
-std::string default_recipe(const m::GgmlPreset& p) {
-  if (!qtl::ggml::type_info(p.base).quantized) return "rtn";
-  if (p.name == "Q4_0" || p.name == "Q5_0" || p.name == "IQ4_NL") return "quarot-gptq";
-  if (p.name == "Q5_1" || p.name == "Q8_0") return "gptq-actorder";
-  return "gptq-clip";
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -135,86 +97,33 @@ int main(int argc, char** argv) {
   const auto start = std::chrono::steady_clock::now();
   try {
     const m::GgmlPreset preset = m::ggml_preset(type_name);
-    if (recipe_name.empty()) recipe_name = default_recipe(preset);
-
-    // The model.
-    std::cerr << "qtl-quantize: reading " << input << "\n";
-    std::optional<m::GgufModel> loaded;
-    if (!std::filesystem::exists(input)) qtl::fail("input '", input, "' not found");
-    if (m::is_gguf_file(input)) {
-      loaded.emplace(m::load_gguf_model(input, context));
-    } else {
-      const std::filesystem::path tok = tokenizer_path.empty()
-                                            ? std::filesystem::path(input).parent_path() / "tok512.bin"
-                                            : std::filesystem::path(tokenizer_path);
-      m::Transformer model = m::Transformer::load(input);
-      m::Tokenizer tokenizer = m::Tokenizer::load(tok);
-      tokenizer.require_vocab_size(model.config().vocab_size);
-      loaded.emplace(m::GgufModel{std::move(model), std::move(tokenizer)});
+    m::QuantizeFileOptions o;
+    o.input = input;
+    o.output = output;
+    o.type = type_name;
+    o.recipe = recipe_name;
+    o.tokenizer = tokenizer_path;
+    o.context = context;
+    const std::string recipe_used = recipe_name.empty() ? m::default_ggml_recipe(preset) : recipe_name;
+    const bool calibrates = m::make_ggml_recipe(recipe_used, [](const std::string&, qtl::Index, qtl::Index) {
+                              return qtl::ggml::Type::F32;
+                            })->needs_calibration();
+    std::filesystem::path text;
+    if (calibrates || !eval_range.empty()) {
+      text = calib_path.empty() ? qtl::io::require_data_file("tinystories_val_dev.txt") : std::filesystem::path(calib_path);
     }
-    const m::Transformer& fp32 = loaded->model;
-    const m::Tokenizer& tokenizer = loaded->tokenizer;
-    const auto& c = fp32.config();
-
-    // Which type each tensor gets: llama-quantize's rules for this file type.
-    auto recipe_probe = make_ggml_recipe(recipe_name, [](const std::string&, qtl::Index, qtl::Index) {
-      return qtl::ggml::Type::F32;
-    });
-    const bool imatrix = recipe_probe->needs_calibration();
-    const int n_gqa = c.n_heads / c.n_kv_heads;
-    auto type_of = [&, preset](const std::string& gguf_name, qtl::Index rows, qtl::Index cols) {
-      (void)rows;
-      m::GgmlTensorRole role;
-      role.kind = m::ggml_tensor_kind(gguf_name);
-      role.cols = cols;
-      if (gguf_name.rfind("blk.", 0) == 0) role.layer = std::stoi(gguf_name.substr(4));
-      return m::ggml_preset_type(preset, role, c.n_layers, n_gqa, c.shared_classifier, imatrix);
-    };
-    const m::GgmlTypePlan plan = [&](const std::string& name, qtl::Index rows, qtl::Index cols) {
-      return type_of(m::gguf_tensor_name(name), rows, cols);
-    };
-    const auto recipe = make_ggml_recipe(recipe_name, plan);
-
-    // Calibration text, only when the recipe reads activations.
-    std::vector<std::string> stories;
-    if (recipe->needs_calibration() || !eval_range.empty()) {
-      stories = m::load_stories(calib_path.empty() ? qtl::io::require_data_file("tinystories_val_dev.txt")
-                                                   : std::filesystem::path(calib_path));
+    if (calibrates) {
+      const Range r = parse_range(calib_range, "--calib-stories");
+      o.calibration_text = text;
+      o.calib_first = r.begin;
+      o.calib_last = r.end;
     }
-    std::vector<std::vector<int>> calibration;
-    if (recipe->needs_calibration()) {
-      for (const auto& s : slice(stories, parse_range(calib_range, "--calib-stories"), "--calib-stories")) {
-        auto ids = m::encode_story(tokenizer, s, c.seq_len).ids;
-        if (ids.size() > static_cast<std::size_t>(c.seq_len)) ids.resize(static_cast<std::size_t>(c.seq_len));
-        calibration.push_back(std::move(ids));
-      }
-    }
-
-    std::cerr << "qtl-quantize: " << preset.name << " with recipe " << recipe_name
-              << (recipe->needs_calibration() ? qtl::str_cat(" (", calibration.size(), " calibration stories)") : "")
-              << "\n";
-    m::SequentialOptions seq;
-    seq.progress = [](std::string_view line) { std::cerr << "  " << line << '\n'; };
-    const bool quantized = qtl::ggml::type_info(preset.base).quantized;
-    const m::Transformer q = quantized ? m::quantize_sequential(fp32, calibration, *recipe, seq) : fp32;
-
-    m::GgufWriteOptions wo;
-    wo.name = qtl::str_cat("qtl ", preset.name, " (", recipe_name, ")");
-    wo.file_type = preset.ftype;
-    wo.dense_type = [&](std::string_view gguf_name, qtl::Index rows, qtl::Index cols) {
-      return type_of(std::string(gguf_name), rows, cols);
-    };
-    m::write_gguf_model(output, q, tokenizer, wo);
+    o.progress = [](double, std::string_view line) { std::cerr << "qtl-quantize: " << line << '\n'; };
+    const m::QuantizeFileResult result = m::quantize_model_file(o);
 
     // Summary.
     const qtl::gguf::File written = qtl::gguf::File::open(output);
-    std::int64_t weights = 0;
-    std::uint64_t bytes = 0, all_bytes = 0;
     for (const auto& t : written.tensors()) {
-      all_bytes += t.n_bytes;
-      if (t.shape.size() < 2) continue;
-      weights += t.n_elements;
-      bytes += t.n_bytes;
       std::cerr << "  " << t.name << ": " << qtl::ggml::type_name(t.type) << "\n";
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -222,13 +131,12 @@ int main(int argc, char** argv) {
     getrusage(RUSAGE_SELF, &ru);
     std::printf("%s: %s, recipe %s: %.4f bits per weight over the 2-D tensors, tensor data %llu bytes, "
                 "file %llu bytes, %.2f s, peak RSS %.1f MiB\n",
-                output.c_str(), std::string(preset.name).c_str(), recipe_name.c_str(),
-                8.0 * static_cast<double>(bytes) / static_cast<double>(weights),
-                static_cast<unsigned long long>(all_bytes),
+                output.c_str(), std::string(preset.name).c_str(), result.recipe.c_str(), result.bits_per_weight,
+                static_cast<unsigned long long>(result.tensor_bytes),
                 static_cast<unsigned long long>(std::filesystem::file_size(output)), seconds,
                 static_cast<double>(ru.ru_maxrss) / 1024.0);
     if (!eval_range.empty()) {
-      const auto eval = slice(stories, parse_range(eval_range, "--eval-stories"), "--eval-stories");
+      const auto eval = slice(m::load_stories(text), parse_range(eval_range, "--eval-stories"), "--eval-stories");
       const auto reread = m::load_gguf_model(output, context);
       m::EvalOptions eo;
       eo.threads = threads;

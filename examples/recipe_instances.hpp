@@ -63,6 +63,15 @@ using GT2 = ggml::GgmlTQ2_0;
 
 #define QTL_RECIPE_EXTERN(R, Q) extern template class qtl::model::R<qtl::recipe_instances::Q>;
 #define QTL_RECIPE_DEFINE(R, Q) template class qtl::model::R<qtl::recipe_instances::Q>;
+// The calibration pipeline CalibratedRecipe<Q> runs (rotation, AWQ, GPTQ, low rank), also
+// compiled once: tests and the C API (qtl/c/) call it for these quantizers without compiling it.
+#define QTL_CALIBRATE_GROUP(Q)                                                                     \
+  template std::vector<qtl::calib::CalibratedLayer<qtl::recipe_instances::Q>>                      \
+  qtl::calib::calibrate_group<qtl::recipe_instances::Q>(                                           \
+      const qtl::recipe_instances::Q&, const qtl::Granularity&, const std::vector<qtl::RowMatrixXf>&, \
+      const qtl::calib::LayerStatistics&, const qtl::calib::Recipe&);
+#define QTL_CALIBRATE_EXTERN(R, Q) extern QTL_CALIBRATE_GROUP(Q)
+#define QTL_CALIBRATE_DEFINE(R, Q) QTL_CALIBRATE_GROUP(Q)
 
 namespace qtl::recipe_instances {
 using NF4 = qtl::NF4;
@@ -90,6 +99,29 @@ QTL_RECIPE_PART_5(QTL_RECIPE_EXTERN)
 QTL_RECIPE_PART_6(QTL_RECIPE_EXTERN)
 QTL_RECIPE_PART_7(QTL_RECIPE_EXTERN)
 QTL_RECIPE_PART_8(QTL_RECIPE_EXTERN)
+#endif
+// Parts 2-4 and 6-8 hold the CalibratedRecipe instances: each defines its quantizers'
+// calibrate_group and sees the others' as extern.
+#if !defined(QTL_RECIPE_INSTANCES_PART) || QTL_RECIPE_INSTANCES_PART != 2
+QTL_RECIPE_PART_2(QTL_CALIBRATE_EXTERN)
+#endif
+#if !defined(QTL_RECIPE_INSTANCES_PART) || QTL_RECIPE_INSTANCES_PART != 3
+QTL_RECIPE_PART_3(QTL_CALIBRATE_EXTERN)
+#endif
+#if !defined(QTL_RECIPE_INSTANCES_PART) || QTL_RECIPE_INSTANCES_PART != 4
+QTL_RECIPE_PART_4(QTL_CALIBRATE_EXTERN)
+#endif
+#if !defined(QTL_RECIPE_INSTANCES_PART) || QTL_RECIPE_INSTANCES_PART != 6
+QTL_RECIPE_PART_6(QTL_CALIBRATE_EXTERN)
+#endif
+#if !defined(QTL_RECIPE_INSTANCES_PART) || QTL_RECIPE_INSTANCES_PART != 7
+QTL_RECIPE_PART_7(QTL_CALIBRATE_EXTERN)
+#endif
+#if !defined(QTL_RECIPE_INSTANCES_PART) || QTL_RECIPE_INSTANCES_PART != 8
+QTL_RECIPE_PART_8(QTL_CALIBRATE_EXTERN)
+#endif
+
+#if !defined(QTL_RECIPE_INSTANCES_PART)
 #elif QTL_RECIPE_INSTANCES_PART == 1
 QTL_RECIPE_PART_1(QTL_RECIPE_DEFINE)
 template const std::vector<qtl::model::RecipeInfo>& qtl::model::recipes<void>();
@@ -98,17 +130,23 @@ template class qtl::model::detail::PartialBinaryRecipe<void>;
 template class qtl::model::detail::ResidualRotationRecipe<void>;
 #elif QTL_RECIPE_INSTANCES_PART == 2
 QTL_RECIPE_PART_2(QTL_RECIPE_DEFINE)
+QTL_RECIPE_PART_2(QTL_CALIBRATE_DEFINE)
 #elif QTL_RECIPE_INSTANCES_PART == 3
 QTL_RECIPE_PART_3(QTL_RECIPE_DEFINE)
+QTL_RECIPE_PART_3(QTL_CALIBRATE_DEFINE)
 #elif QTL_RECIPE_INSTANCES_PART == 4
 QTL_RECIPE_PART_4(QTL_RECIPE_DEFINE)
+QTL_RECIPE_PART_4(QTL_CALIBRATE_DEFINE)
 #elif QTL_RECIPE_INSTANCES_PART == 5
 QTL_RECIPE_PART_5(QTL_RECIPE_DEFINE)
 template class qtl::model::BasicGgmlRecipe<void>;
 #elif QTL_RECIPE_INSTANCES_PART == 6
 QTL_RECIPE_PART_6(QTL_RECIPE_DEFINE)
+QTL_RECIPE_PART_6(QTL_CALIBRATE_DEFINE)
 #elif QTL_RECIPE_INSTANCES_PART == 7
 QTL_RECIPE_PART_7(QTL_RECIPE_DEFINE)
+QTL_RECIPE_PART_7(QTL_CALIBRATE_DEFINE)
 #elif QTL_RECIPE_INSTANCES_PART == 8
 QTL_RECIPE_PART_8(QTL_RECIPE_DEFINE)
+QTL_RECIPE_PART_8(QTL_CALIBRATE_DEFINE)
 #endif
