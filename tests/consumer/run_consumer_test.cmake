@@ -1,4 +1,11 @@
-# Installs the qtl build tree into a fresh prefix, then builds and runs tests/consumer against it.
+# Installs the qtl build tree into a fresh prefix, then builds and runs a consumer project
+# (tests/consumer, or tests/c/consumer for the C API) against it.
+#   -DQTL_BUILD_DIR= -DQTL_CONSUMER_SOURCE= -DQTL_WORK_DIR= -DCMAKE_CXX_COMPILER=
+#   optional: -DQTL_CONSUMER_EXE= (default consumer) -DCMAKE_C_COMPILER= -DQTL_CONSUMER_FLAGS=
+#   (added to the consumer's C and C++ flags, e.g. the sanitizers of the build under test)
+if(NOT QTL_CONSUMER_EXE)
+  set(QTL_CONSUMER_EXE consumer)
+endif()
 file(REMOVE_RECURSE ${QTL_WORK_DIR})
 set(prefix ${QTL_WORK_DIR}/prefix)
 execute_process(COMMAND ${CMAKE_COMMAND} --install ${QTL_BUILD_DIR} --prefix ${prefix}
@@ -6,9 +13,15 @@ execute_process(COMMAND ${CMAKE_COMMAND} --install ${QTL_BUILD_DIR} --prefix ${p
 if(rc)
   message(FATAL_ERROR "install into ${prefix} failed: ${rc}")
 endif()
-execute_process(COMMAND ${CMAKE_COMMAND} -S ${QTL_CONSUMER_SOURCE} -B ${QTL_WORK_DIR}/build
-                        -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_CXX_COMPILER=${CMAKE_CXX_COMPILER}
-                        -DCMAKE_BUILD_TYPE=Release
+set(args -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_CXX_COMPILER=${CMAKE_CXX_COMPILER} -DCMAKE_BUILD_TYPE=Release)
+if(CMAKE_C_COMPILER)
+  list(APPEND args -DCMAKE_C_COMPILER=${CMAKE_C_COMPILER})
+endif()
+if(QTL_CONSUMER_FLAGS)
+  string(REPLACE ";" " " flags "${QTL_CONSUMER_FLAGS}")
+  list(APPEND args "-DCMAKE_C_FLAGS=${flags}" "-DCMAKE_CXX_FLAGS=${flags}")
+endif()
+execute_process(COMMAND ${CMAKE_COMMAND} -S ${QTL_CONSUMER_SOURCE} -B ${QTL_WORK_DIR}/build ${args}
                 RESULT_VARIABLE rc)
 if(rc)
   message(FATAL_ERROR "configuring the consumer against ${prefix} failed: ${rc}")
@@ -17,7 +30,7 @@ execute_process(COMMAND ${CMAKE_COMMAND} --build ${QTL_WORK_DIR}/build RESULT_VA
 if(rc)
   message(FATAL_ERROR "building the consumer failed: ${rc}")
 endif()
-execute_process(COMMAND ${QTL_WORK_DIR}/build/consumer RESULT_VARIABLE rc)
+execute_process(COMMAND ${QTL_WORK_DIR}/build/${QTL_CONSUMER_EXE} RESULT_VARIABLE rc)
 if(rc)
   message(FATAL_ERROR "the consumer failed: ${rc}")
 endif()

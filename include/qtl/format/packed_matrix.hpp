@@ -10,7 +10,10 @@
 // that row's last group, so they decode to exactly 0 and a kernel may run over whole blocks.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <string_view>
 #include <vector>
 
 #include "qtl/core/error.hpp"
@@ -73,6 +76,49 @@ class PackedMatrix {
   template <int B, Mode M>
     requires(is_packable_bits(B))
   friend PackedMatrix pack(const QuantizedMatrix<Uniform<B, M>>& q);
+
+  /// A packed matrix from its stored parts (what a deserializer read). Checks every size against
+  /// `layout`, that scales are finite fp16, zero points below 2^bits (none when symmetric), and
+  /// that padding codes hold their row's last zero point; throws qtl::Error naming the first
+  /// bad value, so no byte sequence yields a matrix the kernels would misread.
+  [[nodiscard]] static PackedMatrix from_parts(int bits, bool symmetric, const GroupLayout& layout,
+                                               const std::uint8_t* codes, std::size_t code_bytes,
+                                               std::vector<std::uint16_t> scales, std::vector<std::uint8_t> zeros) {
+    constexpr std::string_view kWhere = "PackedMatrix::from_parts";
+    if (!is_packable_bits(bits)) fail(kWhere, ": bits must be 2, 3, 4 or 8, got ", bits);
+    if (layout.rows < 1 || layout.cols < 1) fail(kWhere, ": empty ", layout.rows, "x", layout.cols, " matrix");
+    if (!layout.per_tensor && (layout.group_size < 1 || layout.group_size > layout.cols)) {
+      fail(kWhere, ": group size ", layout.group_size, " for ", layout.cols, " columns");
+    }
+    PackedMatrix out;
+    out.bits_ = bits;
+    out.symmetric_ = symmetric;
+    out.layout_ = layout;
+    if (layout.per_tensor) out.layout_.group_size = layout.cols;
+    const auto n_sets = static_cast<std::size_t>(out.layout_.num_param_sets());
+    const auto want_codes = static_cast<std::size_t>(layout.rows * out.row_bytes());
+    if (code_bytes != want_codes) fail(kWhere, ": ", code_bytes, " code bytes, expected ", want_codes);
+    if (scales.size() != n_sets) fail(kWhere, ": ", scales.size(), " scales, expected ", n_sets);
+    if (zeros.size() != (symmetric ? 0 : n_sets)) {
+      fail(kWhere, ": ", zeros.size(), " zero points, expected ", symmetric ? 0 : n_sets);
+    }
+    for (std::size_t i = 0; i < n_sets; ++i) {
+      if (!std::isfinite(detail::half_to_float(scales[i]))) fail(kWhere, ": scale ", i, " is not finite");
+      if (!symmetric && zeros[i] >= (1 << bits)) fail(kWhere, ": zero point ", int(zeros[i]), " of set ", i, " exceeds ", (1 << bits) - 1);
+    }
+    out.scales_ = std::move(scales);
+    out.zeros_ = std::move(zeros);
+    out.codes_ = detail::AlignedBuffer(want_codes);
+    std::memcpy(out.codes_.data(), codes, want_codes);
+    const int sym_zero = 1 << (bits - 1);
+    for (Index r = 0; r < layout.rows; ++r) {
+      const int pad = symmetric ? sym_zero : out.zeros_[static_cast<std::size_t>(out.layout_.param_index(r, layout.cols - 1))];
+      for (Index c = layout.cols; c < out.blocks_per_row() * kCodesPerBlock; ++c) {
+        if (out.code(r, c) != pad) fail(kWhere, ": padding code ", int(out.code(r, c)), " at (", r, ", ", c, "), expected ", pad);
+      }
+    }
+    return out;
+  }
 
  private:
   int bits_ = 0;

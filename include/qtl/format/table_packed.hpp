@@ -20,8 +20,10 @@
 #pragma once
 
 #include <array>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string_view>
 #include <type_traits>
 #include <vector>
@@ -132,6 +134,55 @@ class TablePackedMatrix {
 
   template <TableQuantizer Q>
   friend TablePackedMatrix pack_table(const QuantizedMatrix<Q>& q);
+
+  /// A table matrix from its stored parts (what a deserializer read): checks every size against
+  /// `layout`, that scales, shared entries and tables are finite, shared entries past 2^bits are
+  /// 0 and padding codes are 0; throws qtl::Error naming the first bad value.
+  [[nodiscard]] static TablePackedMatrix from_parts(int bits, TableForm form, const GroupLayout& layout,
+                                                    const std::uint8_t* codes, std::size_t code_bytes,
+                                                    std::vector<std::uint16_t> scales, const DecodeTable& shared,
+                                                    std::vector<std::uint16_t> tables) {
+    constexpr std::string_view kWhere = "TablePackedMatrix::from_parts";
+    if (bits < 1 || bits > 4) fail(kWhere, ": bits must be 1 to 4, got ", bits);
+    if (layout.rows < 1 || layout.cols < 1) fail(kWhere, ": empty ", layout.rows, "x", layout.cols, " matrix");
+    if (!layout.per_tensor && (layout.group_size < 1 || layout.group_size > layout.cols)) {
+      fail(kWhere, ": group size ", layout.group_size, " for ", layout.cols, " columns");
+    }
+    TablePackedMatrix out;
+    out.bits_ = bits;
+    out.form_ = form;
+    out.layout_ = layout;
+    if (layout.per_tensor) out.layout_.group_size = layout.cols;
+    const auto n_sets = static_cast<std::size_t>(out.layout_.num_param_sets());
+    const auto want_codes = static_cast<std::size_t>(layout.rows * out.row_bytes());
+    if (code_bytes != want_codes) fail(kWhere, ": ", code_bytes, " code bytes, expected ", want_codes);
+    const bool shared_form = form == TableForm::ScaledShared;
+    if (scales.size() != (shared_form ? n_sets : 0)) fail(kWhere, ": ", scales.size(), " scales for ", n_sets, " sets");
+    if (tables.size() != (shared_form ? 0 : n_sets << bits)) fail(kWhere, ": ", tables.size(), " table entries for ", n_sets, " sets");
+    for (std::size_t i = 0; i < scales.size(); ++i) {
+      if (!std::isfinite(detail::half_to_float(scales[i]))) fail(kWhere, ": scale ", i, " is not finite");
+    }
+    for (std::size_t i = 0; i < tables.size(); ++i) {
+      if (!std::isfinite(detail::half_to_float(tables[i]))) fail(kWhere, ": table entry ", i, " is not finite");
+    }
+    if (shared_form) {
+      for (int k = 0; k < kDecodeTableSize; ++k) {
+        const float v = shared[static_cast<std::size_t>(k)];
+        if (!std::isfinite(v) || (k >= (1 << bits) && v != 0.0f)) fail(kWhere, ": shared table entry ", k, " is ", v);
+      }
+      out.shared_ = shared;
+    }
+    out.scales_ = std::move(scales);
+    out.tables_ = std::move(tables);
+    out.codes_ = detail::AlignedBuffer(want_codes);
+    std::memcpy(out.codes_.data(), codes, want_codes);
+    for (Index r = 0; r < layout.rows; ++r) {
+      for (Index c = layout.cols; c < out.blocks_per_row() * kCodesPerBlock; ++c) {
+        if (out.code(r, c) != 0) fail(kWhere, ": padding code ", int(out.code(r, c)), " at (", r, ", ", c, "), expected 0");
+      }
+    }
+    return out;
+  }
 
  private:
   int bits_ = 0;
