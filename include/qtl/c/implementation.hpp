@@ -32,6 +32,15 @@
 
 namespace qtl::c_api {
 
+/// The value stored in a C enum field, read without loading it as the enum type.
+template <class E>
+[[nodiscard]] int enum_bits(const E& field) noexcept {
+  static_assert(sizeof(E) == sizeof(int));
+  int v;
+  std::memcpy(&v, &field, sizeof v);
+  return v;
+}
+
 /// The statistics GPTQ and AWQ read: from calibration inputs, or from a given Hessian (AWQ's
 /// mean |x| is then sqrt(mean x²) = sqrt(diag(H) / 2), as after a rotation).
 inline calib::LayerStatistics layer_statistics(std::string_view where, Index cols, const qtl_quantize_options& o) {
@@ -175,11 +184,12 @@ QTL_C_EXPORT qtl_status qtl_quantize(const float* weights, size_t rows, size_t c
     if (rows > (std::size_t{1} << 31) || cols > (std::size_t{1} << 30)) fail(kWhere, ": shape ", rows, "x", cols, " is too large");
     const auto id = format_id(std::string_view(options->format));
     if (!id) fail(kWhere, ": unknown format '", options->format, "' (see qtl/c/qtl.h for the names)");
-    if (options->method < QTL_METHOD_RTN || options->method > QTL_METHOD_AWQ) {
-      fail(kWhere, ": unknown method ", static_cast<int>(options->method));
-    }
-    if (options->kernel_activations != QTL_ACTIVATIONS_FP32 && options->kernel_activations != QTL_ACTIVATIONS_INT8) {
-      fail(kWhere, ": unknown kernel_activations ", static_cast<int>(options->kernel_activations));
+    // A C caller may store any int in an enum field; in C++ loading an out-of-range value as
+    // the enum type is undefined, so the fields are checked through their bytes first.
+    const int method = enum_bits(options->method), activations = enum_bits(options->kernel_activations);
+    if (method < QTL_METHOD_RTN || method > QTL_METHOD_AWQ) fail(kWhere, ": unknown method ", method);
+    if (activations != QTL_ACTIVATIONS_FP32 && activations != QTL_ACTIVATIONS_INT8) {
+      fail(kWhere, ": unknown kernel_activations ", activations);
     }
     if (options->threads < 1) fail(kWhere, ": threads must be >= 1, got ", options->threads);
     const auto w = Eigen::Map<const RowMatrixXf>(weights, static_cast<Index>(rows), static_cast<Index>(cols));
