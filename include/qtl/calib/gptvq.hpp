@@ -87,8 +87,10 @@ template <VectorQuantizer V>
   RowMatrixXf orig(rows, bs), decoded(rows, bs), s;
   rep.proxy_loss.setZero(rows);
   for (std::size_t pi = 0; pi < panels.size(); ++pi) {
-    const auto [p1, p2] = panels[pi];
-    const Index count = p2 - p1;
+    // Plain variables, not a structured binding: the OpenMP region below uses p1, and clang
+    // before 16 cannot capture a binding there.
+    const Index p1 = panels[pi].first;
+    const Index count = panels[pi].second - p1;
     const RowMatrixXf& up = factor.panel_u[pi];
     orig.leftCols(count) = work.middleCols(p1, count);
     if (p1 > 0) {
