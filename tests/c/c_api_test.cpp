@@ -7,6 +7,7 @@
 #include "recipe_instances.hpp"  // first: calibrate_group is compiled in the recipe libraries
 #include <gtest/gtest.h>
 #include <qtl/c/qtl.h>
+#include <qtl/calib/gptq_ggml.hpp>
 #include <qtl/calib/pipeline.hpp>
 #include <qtl/format/packed_matrix.hpp>
 #include <qtl/format/table_packed.hpp>
@@ -58,6 +59,8 @@ std::vector<std::uint8_t> serialized(const qtl_matrix* m) {
   EXPECT_EQ(qtl_serialize(m, bytes.data(), bytes.size(), &size), QTL_OK) << qtl_last_error();
   return bytes;
 }
+
+std::string last() { return qtl_last_error(); }
 
 RowMatrixXf c_gemm(const qtl_matrix* m, const RowMatrixXf& x, int threads = 1) {
   std::size_t rows = 0, cols = 0;
@@ -212,6 +215,91 @@ TEST(CApi, EveryFormatAndMethodMatchesTheCppApiBitForBit) {
   check_against_cpp(qtl::ggml::GgmlIQ4_NL{}, {"iq4_nl", 0, false});
 }
 
+/// K-quants (super-blocks of 256): the C call's bytes are the C++ API's (ggml::quantize_k for
+/// RTN and clip search, calib::gptq_k on the diag(H)-importance grid for GPTQ), bit for bit.
+template <qtl::ggml::Type T>
+void check_k_quant(const char* name) {
+  // The real layer's 32 x 64 weights as 8 rows of 256, its inputs four tokens to a row.
+  const RowMatrixXf w = Eigen::Map<const RowMatrixXf>(layer().weight.data(), 8, 256);
+  const Index tokens = layer().calib.rows() / 4;
+  ASSERT_GE(tokens, 64);
+  ASSERT_GE(layer().eval.rows(), 12);
+  const RowMatrixXf calib_x = Eigen::Map<const RowMatrixXf>(layer().calib.data(), tokens, 256);
+  const RowMatrixXf x = Eigen::Map<const RowMatrixXf>(layer().eval.data(), 3, 256);
+  const qtl::ggml::KQuantizer<T> q;
+  for (qtl_method method : {QTL_METHOD_RTN, QTL_METHOD_CLIP_SEARCH, QTL_METHOD_GPTQ}) {
+    const std::string what = std::string(name) + " method " + std::to_string(int(method));
+    qtl_quantize_options o;
+    qtl_quantize_options_init(&o);
+    o.format = name;
+    o.group_size = 0;
+    o.method = method;
+    qtl::QuantizeOptions grid;
+    std::vector<std::byte> expected;
+    if (method == QTL_METHOD_GPTQ) {
+      o.activations = calib_x.data();
+      o.tokens = static_cast<std::size_t>(tokens);
+      calib::HessianAccumulator acc(256);
+      acc.add_batch(calib_x);
+      const calib::LayerStatistics stats = acc.statistics();
+      grid.column_importance = stats.hessian.diagonal().cast<float>().cwiseMax(0.0f);
+      expected = qtl::ggml::to_blocks(calib::gptq_k(q, w, stats.hessian, grid, calib::GptqOptions{}).matrix);
+    } else {
+      grid.fit = qtl::FitOptions{.clip_search = method == QTL_METHOD_CLIP_SEARCH, .clip_steps = 20,
+                                 .clip_min_ratio = 0.5f, .refine_iterations = method == QTL_METHOD_CLIP_SEARCH ? 2 : 0};
+      expected = qtl::ggml::to_blocks(qtl::ggml::quantize_k(q, w, grid));
+    }
+    Owned m;
+    ASSERT_EQ(qtl_quantize(w.data(), 8, 256, &o, &m.m), QTL_OK) << what << ": " << qtl_last_error();
+    const std::vector<std::uint8_t> bytes = serialized(m.m);
+    // The payload: the ggml type (u32), then its blocks.
+    ASSERT_EQ(bytes.size(), 48 + 4 + expected.size() + 8) << what;
+    std::uint32_t type = 0;
+    std::memcpy(&type, bytes.data() + 48, 4);
+    EXPECT_EQ(type, static_cast<std::uint32_t>(T)) << what;
+    EXPECT_EQ(std::memcmp(bytes.data() + 52, expected.data(), expected.size()), 0) << what;
+    const qtl::model::GgmlLinear lin(T, 8, 256, expected);
+    const RowMatrixXf y = c_gemm(m.m, x);
+    expect_bitwise_equal(y, RowMatrixXf(x * lin.weight().transpose()), what);
+    Owned back;
+    ASSERT_EQ(qtl_deserialize(bytes.data(), bytes.size(), &back.m), QTL_OK) << what << ": " << qtl_last_error();
+    expect_bitwise_equal(c_gemm(back.m, x), y, what + " after a round trip");
+    double bpw = 0;
+    const char* got_name = nullptr;
+    ASSERT_EQ(qtl_matrix_info(back.m, nullptr, nullptr, &bpw, &got_name), QTL_OK);
+    EXPECT_STREQ(got_name, name);
+    EXPECT_EQ(bpw, qtl::ggml::type_bits_per_weight(T)) << what;
+  }
+  qtl_quantize_options o;
+  qtl_quantize_options_init(&o);
+  o.format = name;
+  o.group_size = 0;
+  o.method = QTL_METHOD_AWQ;
+  o.activations = calib_x.data();
+  o.tokens = static_cast<std::size_t>(tokens);
+  qtl_matrix* m = nullptr;
+  EXPECT_EQ(qtl_quantize(w.data(), 8, 256, &o, &m), QTL_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(last().find(std::string("AWQ is not available for ") + name), std::string::npos) << last();
+  o.method = QTL_METHOD_RTN;
+  o.activations = nullptr;
+  o.group_size = 32;
+  EXPECT_EQ(qtl_quantize(w.data(), 8, 256, &o, &m), QTL_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(last().find("group_size must be 0 or 256, got 32"), std::string::npos) << last();
+  o.group_size = 256;
+  EXPECT_EQ(qtl_quantize(layer().weight.data(), 32, 64, &o, &m), QTL_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(last().find("needs cols a multiple of 256, got 64"), std::string::npos) << last();
+  EXPECT_EQ(m, nullptr);
+}
+
+TEST(CApi, KQuantsMatchTheCppApiBitForBit) {
+  using qtl::ggml::Type;
+  check_k_quant<Type::Q2_K>("q2_K");
+  check_k_quant<Type::Q3_K>("q3_K");
+  check_k_quant<Type::Q4_K>("q4_K");
+  check_k_quant<Type::Q5_K>("q5_K");
+  check_k_quant<Type::Q6_K>("q6_K");
+}
+
 TEST(CApi, GgmlTernaryTypesRoundTrip) {
   // tq1_0 / tq2_0 have 256-weight blocks: a 16 x 256 matrix.
   const RowMatrixXf w = qtl::test::gaussian(16, 256, 7, 0.05f);
@@ -289,8 +377,6 @@ TEST(CApi, AHessianServesAsWellAsTheActivations) {
 }
 
 // ---- errors --------------------------------------------------------------------------------
-
-std::string last() { return qtl_last_error(); }
 
 TEST(CApiErrors, BadArgumentsAreStatusesWithMessagesNamingTheValue) {
   const RowMatrixXf w = qtl::test::gaussian(8, 64, 1);

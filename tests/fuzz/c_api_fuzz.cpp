@@ -7,7 +7,9 @@
 // values and serialize back to exactly the bytes it was read from. A crash, a sanitizer report,
 // another exception or a mismatch is a bug.
 //
-// Built with clang (not part of the GCC build); from the repository root:
+// Built with clang; in a clang build with -DQTL_SANITIZE=address,undefined (CI's sanitizer
+// build) it is the target qtl_fuzz_<name> (and qtl_fuzz_<name>_seeds). By hand, from the
+// repository root:
 //   clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 //       -Iinclude -isystem /usr/include/eigen3 tests/fuzz/c_api_fuzz.cpp -o /tmp/c_api_fuzz
 //   clang++ -std=c++20 -O1 -DQTL_C_API_FUZZ_SEEDS -Iinclude -isystem /usr/include/eigen3 \
@@ -15,7 +17,7 @@
 //   /tmp/c_api_seeds /tmp/c_api_seeds_dir && mkdir -p /tmp/c_api_corpus
 //   /tmp/c_api_fuzz -max_total_time=600 -max_len=8192 /tmp/c_api_corpus /tmp/c_api_seeds_dir
 // A crash leaves crash-<sha1> in the working folder: turn it into a test in
-// tests/c/c_api_test.cpp. ctest's c_api_fuzz_smoke runs it for 20 s when clang is installed.
+// tests/c/c_api_test.cpp. ctest's c_api_fuzz_smoke runs it for 20 s in that build.
 #include "qtl/c/matrix.hpp"
 
 #include <cmath>
@@ -79,18 +81,22 @@ void write_seed(const std::filesystem::path& dir, const std::string& name, const
                 qtl::Index rows, qtl::Index cols, const qtl::Granularity& g, bool int8, bool scales) {
   qtl::RowMatrixXf w(rows, cols);
   for (qtl::Index i = 0; i < w.size(); ++i) w.data()[i] = std::sin(0.37f * static_cast<float>(i)) * 0.1f;
-  const auto qm = qtl::quantize_matrix(q, g, w);
   qtl_matrix m;
   m.format = id;
   m.rows = rows;
   m.cols = cols;
   m.activations = int8 ? qtl::kernel::ActivationMode::Int8 : qtl::kernel::ActivationMode::Fp32;
-  if constexpr (requires { Q::kType; }) {
-    m.ggml.emplace(Q::kType, rows, cols, qtl::ggml::to_blocks(qm));
-  } else if constexpr (requires { qtl::pack(qm); }) {
-    m.uniform.emplace(qtl::pack(qm));
+  if constexpr (qtl::c_api::kIsKQuant<Q>) {
+    m.ggml.emplace(Q::kType, rows, cols, qtl::ggml::to_blocks(qtl::ggml::quantize_k(q, w)));
   } else {
-    m.table.emplace(qtl::pack_table(qm));
+    const auto qm = qtl::quantize_matrix(q, g, w);
+    if constexpr (requires { Q::kType; }) {
+      m.ggml.emplace(Q::kType, rows, cols, qtl::ggml::to_blocks(qm));
+    } else if constexpr (requires { qtl::pack(qm); }) {
+      m.uniform.emplace(qtl::pack(qm));
+    } else {
+      m.table.emplace(qtl::pack_table(qm));
+    }
   }
   if (scales) m.input_scale = qtl::VectorXf::LinSpaced(cols, 0.5f, 2.0f);
   qtl::c_api::build_kernel(m);
@@ -118,6 +124,8 @@ int main(int argc, char** argv) {
   write_seed(dir, "log2_3", qtl::Log2<3>{}, FormatId::Log2_3, 2, 40, qtl::PerGroup{20}, false, false);
   write_seed(dir, "q4_1", qtl::ggml::GgmlQ4_1{}, FormatId::Q4_1, 2, 64, qtl::PerGroup{32}, false, false);
   write_seed(dir, "q8_0", qtl::ggml::GgmlQ8_0{}, FormatId::Q8_0, 1, 32, qtl::PerGroup{32}, false, true);
+  write_seed(dir, "q4_K", qtl::ggml::GgmlQ4_K{}, FormatId::Q4_K, 2, 256, qtl::PerGroup{256}, false, false);
+  write_seed(dir, "q6_K", qtl::ggml::GgmlQ6_K{}, FormatId::Q6_K, 1, 256, qtl::PerGroup{256}, false, true);
   return 0;
 }
 

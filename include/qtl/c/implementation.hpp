@@ -21,6 +21,7 @@
 
 #include "qtl/c/matrix.hpp"
 #include "qtl/c/qtl.h"
+#include "qtl/calib/gptq_ggml.hpp"
 #include "qtl/calib/hessian.hpp"
 #include "qtl/calib/pipeline.hpp"
 #include "qtl/model/quantize_file.hpp"
@@ -78,9 +79,25 @@ inline calib::LayerStatistics layer_statistics(std::string_view where, Index col
   return s;
 }
 
-/// Quantizes with quantizer q into m (its packed form and input scales).
+/// The fit the CLIP_SEARCH method runs (RTN: plain min-max).
+inline FitOptions fit_of(const qtl_quantize_options& o) {
+  return FitOptions{.clip_search = o.method == QTL_METHOD_CLIP_SEARCH, .clip_steps = 20, .clip_min_ratio = 0.5f,
+                    .refine_iterations = o.method == QTL_METHOD_CLIP_SEARCH ? 2 : 0};
+}
+
+inline void require_no_statistics(std::string_view where, const qtl_quantize_options& o) {
+  if (o.activations != nullptr || o.hessian != nullptr) {
+    fail(where, ": method ", o.method == QTL_METHOD_RTN ? "RTN" : "CLIP_SEARCH", " uses no activations or hessian");
+  }
+}
+
+inline void require_damp(std::string_view where, double damp) {
+  if (!(damp >= 0.0 && damp <= 10.0)) fail(where, ": damp must be in [0, 10], got ", damp);
+}
+
+/// Quantizes with the scalar or ggml block quantizer q into m (its packed form and input scales).
 template <class Q>
-void quantize_into(const Q& q, const RowMatrixXf& w, const qtl_quantize_options& o, qtl_matrix& m) {
+void quantize_scalar_into(const Q& q, const RowMatrixXf& w, const qtl_quantize_options& o, qtl_matrix& m) {
   constexpr std::string_view kWhere = "qtl_quantize";
   Granularity g = PerRow{};
   if constexpr (kIsGgml<Q>) {
@@ -100,19 +117,16 @@ void quantize_into(const Q& q, const RowMatrixXf& w, const qtl_quantize_options&
 
   QuantizedMatrix<Q> qm;
   if (o.method == QTL_METHOD_RTN || o.method == QTL_METHOD_CLIP_SEARCH) {
-    if (o.activations != nullptr || o.hessian != nullptr) {
-      fail(kWhere, ": method ", o.method == QTL_METHOD_RTN ? "RTN" : "CLIP_SEARCH", " uses no activations or hessian");
-    }
+    require_no_statistics(kWhere, o);
     QuantizeOptions qo;
-    qo.fit = FitOptions{.clip_search = o.method == QTL_METHOD_CLIP_SEARCH, .clip_steps = 20, .clip_min_ratio = 0.5f,
-                        .refine_iterations = o.method == QTL_METHOD_CLIP_SEARCH ? 2 : 0};
+    qo.fit = fit_of(o);
     qm = quantize_matrix(q, g, w, qo);
   } else {
     const calib::LayerStatistics stats = layer_statistics(kWhere, w.cols(), o);
     calib::Recipe r;
     r.name = o.method == QTL_METHOD_GPTQ ? "gptq" : "awq";
     if (o.method == QTL_METHOD_GPTQ) {
-      if (!(o.damp >= 0.0 && o.damp <= 10.0)) fail(kWhere, ": damp must be in [0, 10], got ", o.damp);
+      require_damp(kWhere, o.damp);
       r.solver = calib::Solver::Gptq;
       r.gptq.damp_fraction = o.damp;
     } else {
@@ -137,6 +151,49 @@ void quantize_into(const Q& q, const RowMatrixXf& w, const qtl_quantize_options&
     m.uniform.emplace(pack(qm));
   } else {
     m.table.emplace(pack_table(qm));
+  }
+}
+
+/// Quantizes into a K-quant: RTN is ggml's reference fit of each super-block; CLIP_SEARCH
+/// searches clip ratios around it; GPTQ fits the grid with diag(H) as the importance (llama-
+/// quantize --imatrix's grid) and then chooses the codes by GPTQ on that grid, as the whole-
+/// model call does (calib::gptq_k). AWQ's input scales are not offered for K-quants.
+template <ggml::Type T>
+void quantize_k_into(const ggml::KQuantizer<T>& q, const RowMatrixXf& w, const qtl_quantize_options& o,
+                     qtl_matrix& m) {
+  constexpr std::string_view kWhere = "qtl_quantize";
+  if (o.group_size != 0 && o.group_size != 256) {
+    fail(kWhere, ": ", format_name(m.format), " has super-blocks of 256 weights; group_size must be 0 or 256, got ",
+         o.group_size);
+  }
+  if (w.cols() % 256 != 0) fail(kWhere, ": ", format_name(m.format), " needs cols a multiple of 256, got ", w.cols());
+  QuantizeOptions grid;
+  std::vector<std::byte> bytes;
+  if (o.method == QTL_METHOD_RTN || o.method == QTL_METHOD_CLIP_SEARCH) {
+    require_no_statistics(kWhere, o);
+    grid.fit = fit_of(o);
+    bytes = ggml::to_blocks(ggml::quantize_k(q, w, grid));
+  } else if (o.method == QTL_METHOD_GPTQ) {
+    require_damp(kWhere, o.damp);
+    const calib::LayerStatistics stats = layer_statistics(kWhere, w.cols(), o);
+    grid.column_importance = stats.hessian.diagonal().cast<float>().cwiseMax(0.0f);
+    calib::GptqOptions gopt;
+    gopt.damp_fraction = o.damp;
+    bytes = ggml::to_blocks(calib::gptq_k(q, w, stats.hessian, grid, gopt).matrix);
+  } else {
+    fail(kWhere, ": method AWQ is not available for ", format_name(m.format),
+         " (a K-quant); use RTN, CLIP_SEARCH or GPTQ");
+  }
+  m.ggml.emplace(T, w.rows(), w.cols(), std::move(bytes));
+}
+
+/// Quantizes with quantizer q into m (its packed form and input scales).
+template <class Q>
+void quantize_into(const Q& q, const RowMatrixXf& w, const qtl_quantize_options& o, qtl_matrix& m) {
+  if constexpr (kIsKQuant<Q>) {
+    quantize_k_into(q, w, o, m);
+  } else {
+    quantize_scalar_into(q, w, o, m);
   }
 }
 

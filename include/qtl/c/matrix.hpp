@@ -44,6 +44,7 @@ enum class FormatId : std::uint32_t {
   Uniform2 = 1, Uniform3 = 2, Uniform4 = 3, Uniform8 = 4,
   NF4 = 16, Log2_2 = 17, Log2_3 = 18, Log2_4 = 19, Ternary = 20,
   Q4_0 = 64, Q4_1 = 65, Q5_0 = 66, Q5_1 = 67, Q8_0 = 68, IQ4_NL = 69, TQ1_0 = 70, TQ2_0 = 71,
+  Q2_K = 72, Q3_K = 73, Q4_K = 74, Q5_K = 75, Q6_K = 76,
 };
 
 struct FormatName {
@@ -56,7 +57,9 @@ inline constexpr FormatName kFormats[] = {
     {"log2-3", FormatId::Log2_3},     {"log2-4", FormatId::Log2_4},     {"ternary", FormatId::Ternary},
     {"q4_0", FormatId::Q4_0},         {"q4_1", FormatId::Q4_1},         {"q5_0", FormatId::Q5_0},
     {"q5_1", FormatId::Q5_1},         {"q8_0", FormatId::Q8_0},         {"iq4_nl", FormatId::IQ4_NL},
-    {"tq1_0", FormatId::TQ1_0},       {"tq2_0", FormatId::TQ2_0},
+    {"tq1_0", FormatId::TQ1_0},       {"tq2_0", FormatId::TQ2_0},       {"q2_K", FormatId::Q2_K},
+    {"q3_K", FormatId::Q3_K},         {"q4_K", FormatId::Q4_K},         {"q5_K", FormatId::Q5_K},
+    {"q6_K", FormatId::Q6_K},
 };
 
 [[nodiscard]] inline std::optional<FormatId> format_id(std::string_view name) {
@@ -99,12 +102,22 @@ decltype(auto) with_quantizer(FormatId id, F&& f) {
     case FormatId::IQ4_NL: return f(ggml::GgmlIQ4_NL{});
     case FormatId::TQ1_0: return f(ggml::GgmlTQ1_0{});
     case FormatId::TQ2_0: return f(ggml::GgmlTQ2_0{});
+    case FormatId::Q2_K: return f(ggml::GgmlQ2_K{});
+    case FormatId::Q3_K: return f(ggml::GgmlQ3_K{});
+    case FormatId::Q4_K: return f(ggml::GgmlQ4_K{});
+    case FormatId::Q5_K: return f(ggml::GgmlQ5_K{});
+    case FormatId::Q6_K: return f(ggml::GgmlQ6_K{});
   }
   fail("qtl_c: unknown format id ", static_cast<std::uint32_t>(id));
 }
 
 template <class Q>
 inline constexpr bool kIsGgml = requires { Q::kType; };
+/// llama.cpp's K-quants (super-blocks of 256 with quantized sub-block scales).
+template <class Q>
+inline constexpr bool kIsKQuant = false;
+template <ggml::Type T>
+inline constexpr bool kIsKQuant<ggml::KQuantizer<T>> = true;
 
 /// An error a caller made in what it passed (QTL_ERROR_INVALID_ARGUMENT) or in bytes it asked
 /// to load (QTL_ERROR_CORRUPT_DATA).

@@ -24,7 +24,9 @@
  * Serialized layout (version 1; all integers little-endian):
  *   0   char[4]  "QTLM"
  *   4   u32      layout version (1)
- *   8   u32      format (qtl_format_id below)
+ *   8   u32      format id: uniform2..8 1-4 (uniform8 = 4), nf4 16, log2-2..4 17-19, ternary 20,
+ *                q4_0 64, q4_1 65, q5_0 66, q5_1 67, q8_0 68, iq4_nl 69, tq1_0 70, tq2_0 71,
+ *                q2_K..q6_K 72-76
  *   12  u32      flags: bit 0 = int8 activations, bit 1 = input scales present
  *   16  u64      rows
  *   24  u64      cols
@@ -32,7 +34,8 @@
  *   36  u32      reserved, 0
  *   40  u64      payload bytes P
  *   48  P bytes  payload: the packed format's own bytes (qtl/format/packed_matrix.hpp,
- *                qtl/format/table_packed.hpp, or ggml's block bytes for the GGUF types), then,
+ *                qtl/format/table_packed.hpp; for the GGUF types the ggml type as a u32, then
+ *                ggml's block bytes), then,
  *                when flag bit 1 is set, cols f32 input scales in [2^-40, 2^40] (x is divided
  *                by them: AWQ); flag bit 2 marks one group for the whole matrix (group size 0)
  *   48+P u64     FNV-1a 64 of bytes [0, 48+P)
@@ -85,11 +88,15 @@ typedef enum qtl_activations {
  *   "ternary"                                    {-a, 0, a}, a = mean|w| of the group
  *   "q4_0" "q4_1" "q5_0" "q5_1" "q8_0" "iq4_nl" "tq1_0" "tq2_0"
  *                                                llama.cpp's block types (their fixed block size)
+ *   "q2_K" "q3_K" "q4_K" "q5_K" "q6_K"           llama.cpp's K-quants (super-blocks of 256; RTN,
+ *                                                CLIP_SEARCH or GPTQ, the grid fitted with diag(H)
+ *                                                as importance as llama-quantize --imatrix does)
  */
 typedef struct qtl_quantize_options {
   const char* format;            /* a name above; default "uniform4" */
   int group_size;                /* weights per group along a row; 0 = one group per row; default 32.
-                                    GGUF types: 0 or their block size (32; 256 for tq1_0/tq2_0) */
+                                    GGUF types: 0 or their block size (32; 256 for tq1_0/tq2_0
+                                    and the K-quants) */
   qtl_method method;             /* default QTL_METHOD_RTN */
   const float* activations;      /* GPTQ/AWQ: calibration inputs, [tokens x cols] row-major */
   size_t tokens;
