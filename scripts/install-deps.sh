@@ -4,6 +4,11 @@
 set -euo pipefail
 packages=(cmake g++ make libeigen3-dev libxsimd-dev xtl-dev libgtest-dev libgmock-dev
           libbenchmark-dev nlohmann-json3-dev libcli11-dev)
+# --tests: also clang with its sanitizer runtimes and OpenMP, for scripts/test.sh's sanitizer
+# and fuzz build.
+if [[ ${1:-} == --tests ]]; then
+  packages+=(clang libclang-rt-14-dev libomp-14-dev)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -2,7 +2,9 @@
 // every metadata value through every getter and touches every tensor's bytes. Any input must
 // either parse or throw qtl::Error; a crash, a sanitizer report or another exception is a bug.
 //
-// Built with clang (not part of the GCC build); from the repository root:
+// Built with clang; in a clang build with -DQTL_SANITIZE=address,undefined (CI's sanitizer
+// build) it is the target qtl_fuzz_<name> (and qtl_fuzz_<name>_seeds). By hand, from the
+// repository root:
 //   clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 //       -Iinclude tests/fuzz/gguf_fuzz.cpp -o /tmp/gguf_fuzz
 //   clang++ -std=c++20 -O1 -DQTL_GGUF_FUZZ_SEEDS -Iinclude tests/fuzz/gguf_fuzz.cpp -o /tmp/gguf_seeds
@@ -11,7 +13,7 @@
 //   /tmp/gguf_fuzz -max_total_time=600 -jobs=1 -workers=1 /tmp/gguf_corpus /tmp/gguf_seeds_dir
 // (new inputs go to the first folder). A crash leaves crash-<sha1> in the working folder:
 // turn it into a test in tests/io/gguf_test.cpp. ctest's gguf_fuzz_smoke runs the same target
-// for 20 s when clang is installed (tests/CMakeLists.txt).
+// for 20 s in that build (tests/CMakeLists.txt).
 #include "qtl/io/gguf.hpp"
 
 #include <cstddef>

@@ -9,7 +9,9 @@
 // Any input must either work or throw qtl::Error; a crash, a sanitizer report, an id out of range
 // or another exception is a bug.
 //
-// Built with clang (not part of the GCC build); from the repository root:
+// Built with clang; in a clang build with -DQTL_SANITIZE=address,undefined (CI's sanitizer
+// build) it is the target qtl_fuzz_<name> (and qtl_fuzz_<name>_seeds). By hand, from the
+// repository root:
 //   clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 //       -Iinclude -isystem /usr/include/eigen3 tests/fuzz/model_fuzz.cpp -o /tmp/model_fuzz
 //   clang++ -std=c++20 -O1 -DQTL_MODEL_FUZZ_SEEDS -Iinclude -isystem /usr/include/eigen3 \
@@ -18,7 +20,7 @@
 //   /tmp/model_fuzz -max_total_time=600 -max_len=8192 /tmp/model_corpus /tmp/model_seeds_dir
 // A crash leaves crash-<sha1> in the working folder: turn it into a test in
 // tests/io/llama2c_test.cpp or tests/model/tokenizer_test.cpp. ctest's model_fuzz_smoke runs
-// it for 20 s when clang is installed (tests/CMakeLists.txt).
+// it for 20 s in that build (tests/CMakeLists.txt).
 #include "qtl/io/llama2c.hpp"
 #include "qtl/model/tokenizer.hpp"
 #include "qtl/model/transformer.hpp"
@@ -68,7 +70,7 @@ void check_encode(const m::Tokenizer& t, std::string_view text) {
   }
 }
 
-void fuzz_checkpoint(const std::uint8_t* data, std::size_t size) {
+[[maybe_unused]] void fuzz_checkpoint(const std::uint8_t* data, std::size_t size) {
   write_file(scratch(), data, size);
   const auto ckpt = qtl::io::Llama2cCheckpoint::load(scratch());
   const m::Transformer model(ckpt);
@@ -77,7 +79,7 @@ void fuzz_checkpoint(const std::uint8_t* data, std::size_t size) {
   sink += static_cast<std::uint64_t>(logits.size());
 }
 
-void fuzz_tokenizer(const std::uint8_t* data, std::size_t size) {
+[[maybe_unused]] void fuzz_tokenizer(const std::uint8_t* data, std::size_t size) {
   write_file(scratch(), data, size);
   const m::Tokenizer t = m::Tokenizer::load(scratch());
   std::string all;
@@ -87,7 +89,7 @@ void fuzz_tokenizer(const std::uint8_t* data, std::size_t size) {
   check_encode(t, "\xC3\xA9\xE2\x96\x81 \xF0\x9F\x99\x82 \xFF\x80");
 }
 
-const m::Tokenizer& small_vocab(bool byte_fallback) {
+[[maybe_unused]] const m::Tokenizer& small_vocab(bool byte_fallback) {
   static const m::Tokenizer plain = m::Tokenizer::from_pieces(
       {"<unk>", "<s>", "</s>", "\xE2\x96\x81", "a", "b", "ab", "\xE2\x96\x81" "a", "c", "\xC3\xA9"},
       {0, 0, 0, -1, -2, -2, -1.5f, -1, -3, -4}, {}, 0, 1, 2, "fuzz vocabulary");
