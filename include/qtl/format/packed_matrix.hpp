@@ -86,15 +86,10 @@ class PackedMatrix {
                                                std::vector<std::uint16_t> scales, std::vector<std::uint8_t> zeros) {
     constexpr std::string_view kWhere = "PackedMatrix::from_parts";
     if (!is_packable_bits(bits)) fail(kWhere, ": bits must be 2, 3, 4 or 8, got ", bits);
-    if (layout.rows < 1 || layout.cols < 1) fail(kWhere, ": empty ", layout.rows, "x", layout.cols, " matrix");
-    if (!layout.per_tensor && (layout.group_size < 1 || layout.group_size > layout.cols)) {
-      fail(kWhere, ": group size ", layout.group_size, " for ", layout.cols, " columns");
-    }
     PackedMatrix out;
     out.bits_ = bits;
     out.symmetric_ = symmetric;
-    out.layout_ = layout;
-    if (layout.per_tensor) out.layout_.group_size = layout.cols;
+    out.layout_ = checked_stored_layout(kWhere, layout);
     const auto n_sets = static_cast<std::size_t>(out.layout_.num_param_sets());
     const auto want_codes = static_cast<std::size_t>(layout.rows * out.row_bytes());
     if (code_bytes != want_codes) fail(kWhere, ": ", code_bytes, " code bytes, expected ", want_codes);

@@ -144,15 +144,10 @@ class TablePackedMatrix {
                                                     std::vector<std::uint16_t> tables) {
     constexpr std::string_view kWhere = "TablePackedMatrix::from_parts";
     if (bits < 1 || bits > 4) fail(kWhere, ": bits must be 1 to 4, got ", bits);
-    if (layout.rows < 1 || layout.cols < 1) fail(kWhere, ": empty ", layout.rows, "x", layout.cols, " matrix");
-    if (!layout.per_tensor && (layout.group_size < 1 || layout.group_size > layout.cols)) {
-      fail(kWhere, ": group size ", layout.group_size, " for ", layout.cols, " columns");
-    }
     TablePackedMatrix out;
     out.bits_ = bits;
     out.form_ = form;
-    out.layout_ = layout;
-    if (layout.per_tensor) out.layout_.group_size = layout.cols;
+    out.layout_ = checked_stored_layout(kWhere, layout);
     const auto n_sets = static_cast<std::size_t>(out.layout_.num_param_sets());
     const auto want_codes = static_cast<std::size_t>(layout.rows * out.row_bytes());
     if (code_bytes != want_codes) fail(kWhere, ": ", code_bytes, " code bytes, expected ", want_codes);

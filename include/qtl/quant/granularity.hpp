@@ -72,4 +72,17 @@ struct GroupLayout {
   return layout;
 }
 
+/// A layout read back from stored parts (a packed matrix's from_parts): rows and cols >= 1 and,
+/// unless per tensor, a group size in [1, cols]; returned with a per-tensor layout's group size
+/// set to cols, as make_group_layout gives it. Throws qtl::Error naming the bad value.
+[[nodiscard]] inline GroupLayout checked_stored_layout(std::string_view where, GroupLayout layout) {
+  if (layout.rows < 1 || layout.cols < 1) fail(where, ": empty ", layout.rows, "x", layout.cols, " matrix");
+  if (layout.per_tensor) {
+    layout.group_size = layout.cols;
+  } else if (layout.group_size < 1 || layout.group_size > layout.cols) {
+    fail(where, ": group size ", layout.group_size, " for ", layout.cols, " columns");
+  }
+  return layout;
+}
+
 }  // namespace qtl
