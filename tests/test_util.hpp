@@ -1,9 +1,11 @@
 // Shared helpers for qtl's tests: deterministic random matrices.
 #pragma once
 
+#include <qtl/core/error.hpp>
 #include <qtl/core/types.hpp>
 
 #include <random>
+#include <string>
 
 namespace qtl::test {
 
@@ -22,6 +24,16 @@ inline RowMatrixXf uniform_random(Index rows, Index cols, unsigned seed, float l
   RowMatrixXf m(rows, cols);
   for (auto& v : m.reshaped()) v = dist(rng);
   return m;
+}
+
+/// The message of the qtl::Error that f() throws, or "<no error>".
+inline std::string error_of(const auto& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "<no error>";
 }
 
 }  // namespace qtl::test

@@ -17,11 +17,7 @@ using qtl::calib::awq;
 using qtl::calib::AwqOptions;
 using qtl::calib::HessianAccumulator;
 
-qtl::calib::LayerStatistics stats_of(const RowMatrixXf& x) {
-  HessianAccumulator acc(x.cols());
-  acc.add_batch(x);
-  return acc.statistics();
-}
+using qtl::test::statistics_of;
 
 /// W_hat as the layer sees it: Q(W diag(s)) diag(1/s), from the AWQ result's weights.
 template <class Q>
@@ -33,19 +29,13 @@ RowMatrixXf effective(const Q& q, const qtl::calib::AwqResult& r, std::size_t i)
   return back;
 }
 
-template <class Q>
-double rtn_error(const Q& q, const RowMatrixXf& w, const RowMatrixXf& x) {
-  qtl::QuantizeOptions qo;
-  qo.fit.refine_iterations = 0;
-  return qtl::relative_output_error(w, qtl::dequantize(qtl::quantize_matrix(q, qtl::PerGroup{32}, w, qo)), x);
-}
 
 TEST(Awq, ProtectsSalientChannels) {
   // A few input channels carry much larger activations (AWQ §3.1: ~1% salient channels).
   RowMatrixXf x = qtl::test::gaussian(500, 128, 1);
   for (Index c : {5, 40, 77, 100}) x.col(c) *= 20.0f;
   const RowMatrixXf w = qtl::test::gaussian(48, 128, 2);
-  const auto st = stats_of(x);
+  const auto st = statistics_of(x);
   const qtl::Uniform<3> q;
   const auto r = awq(q, qtl::PerGroup{32}, w, st);
   ASSERT_EQ(r.grid_loss.size(), 21u);
@@ -59,7 +49,7 @@ TEST(Awq, ProtectsSalientChannels) {
   const RowMatrixXf wh = effective(q, r, 0);
   const double direct = qtl::calib::detail::hessian_loss(w, wh, st.hessian);
   EXPECT_NEAR(direct, r.final_loss, 1e-6 * direct);
-  EXPECT_LT(qtl::relative_output_error(w, wh, x), rtn_error(q, w, x));
+  EXPECT_LT(qtl::relative_output_error(w, wh, x), qtl::test::rtn_output_error(q, w, x));
 }
 
 TEST(Awq, ScalesAreNormalizedAroundOne) {
@@ -68,7 +58,7 @@ TEST(Awq, ScalesAreNormalizedAroundOne) {
   for (bool duo : {false, true}) {
     AwqOptions opt;
     opt.duo_scaling = duo;
-    const auto r = awq(qtl::Uniform<4>{}, qtl::PerGroup{32}, w, stats_of(x), opt);
+    const auto r = awq(qtl::Uniform<4>{}, qtl::PerGroup{32}, w, statistics_of(x), opt);
     const auto& s = r.scale.scales;
     EXPECT_NEAR(static_cast<double>(s.maxCoeff()) * s.minCoeff(), 1.0, 1e-4);
     EXPECT_LE(r.final_loss, r.rtn_loss);
@@ -80,7 +70,7 @@ TEST(Awq, WithAnExactQuantizerTheLayerIsUnchanged) {
   const RowMatrixXf w = qtl::test::gaussian(12, 64, 6);
   AwqOptions opt;
   opt.clip_search = false;
-  const auto r = awq(qtl::test::ExactTable{}, qtl::PerGroup{32}, w, stats_of(x), opt);
+  const auto r = awq(qtl::test::ExactTable{}, qtl::PerGroup{32}, w, statistics_of(x), opt);
   qtl::calib::InputTransform t;
   t.then(r.scale);
   const RowMatrixXf y = x * w.transpose();
@@ -89,7 +79,7 @@ TEST(Awq, WithAnExactQuantizerTheLayerIsUnchanged) {
 }
 
 TEST(Awq, BadInputThrows) {
-  const auto st = stats_of(qtl::test::gaussian(20, 16, 1));
+  const auto st = statistics_of(qtl::test::gaussian(20, 16, 1));
   EXPECT_THROW((void)awq(qtl::Uniform<4>{}, qtl::PerRow{}, RowMatrixXf::Ones(3, 15), st), qtl::Error);
   EXPECT_THROW((void)awq(qtl::Uniform<4>{}, qtl::PerRow{}, std::vector<RowMatrixXf>{}, st), qtl::Error);
   AwqOptions opt;
@@ -122,7 +112,7 @@ TEST(AwqRealModel, BeatsRtn) {
       double e_rtn = 0, e_awq = 0;
       for (std::size_t i = 0; i < layers.size(); ++i) {
         const auto& l = *layers[i];
-        const double a = rtn_error(q, l.weight, l.eval);
+        const double a = qtl::test::rtn_output_error(q, l.weight, l.eval);
         const double b = qtl::relative_output_error(l.weight, effective(q, r, i), l.eval);
         e_rtn += a * a;
         e_awq += b * b;

@@ -2,8 +2,11 @@
 // quantizer, and layer inputs captured from the real model.
 #pragma once
 
+#include <qtl/calib/hessian.hpp>
 #include <qtl/core/types.hpp>
 #include <qtl/quant/concepts.hpp>
+#include <qtl/quant/metrics.hpp>
+#include <qtl/quant/quantize_matrix.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -28,6 +31,22 @@ inline RowMatrixXf correlated_activations(Index tokens, Index in, unsigned seed,
   std::uniform_real_distribution<float> e(-1.0f, 1.0f);
   for (Index c = 0; c < in; ++c) x.col(c) *= std::pow(10.0f, e(rng));
   return x;
+}
+
+/// The statistics (Hessian, mean |x|) of one batch of activations.
+inline calib::LayerStatistics statistics_of(const RowMatrixXf& x) {
+  calib::HessianAccumulator acc(x.cols());
+  acc.add_batch(x);
+  return acc.statistics();
+}
+
+/// Output error ||X Wᵀ - X Ŵᵀ|| / ||X Wᵀ|| of plain round-to-nearest over groups of 32 on the
+/// min-max grid (no refinement: the grid GPTQ and AWQ start from).
+template <class Q>
+double rtn_output_error(const Q& q, const RowMatrixXf& w, const RowMatrixXf& x) {
+  QuantizeOptions opt;
+  opt.fit.refine_iterations = 0;
+  return relative_output_error(w, dequantize(quantize_matrix(q, PerGroup{32}, w, opt)), x);
 }
 
 /// A quantizer that loses nothing: a group's parameters are its own values (at most 256), and a

@@ -73,12 +73,6 @@ INSTANTIATE_TEST_SUITE_P(Layouts, GptqMatchesReference,
                                            Config{24, false, 128}, Config{32, true, 128},
                                            Config{32, true, 20}, Config{96, true, 32}));
 
-double rtn_error(auto quant, const RowMatrixXf& w, const RowMatrixXf& x) {
-  qtl::QuantizeOptions rtn_opt;
-  rtn_opt.fit.refine_iterations = 0;  // the same min-max grid GPTQ uses
-  return qtl::relative_output_error(
-      w, qtl::dequantize(qtl::quantize_matrix(quant, qtl::PerGroup{32}, w, rtn_opt)), x);
-}
 
 double gptq_error(auto quant, const RowMatrixXf& w, const RowMatrixXf& x, bool act_order) {
   HessianAccumulator acc(x.cols());
@@ -95,7 +89,7 @@ TEST(Gptq, BeatsRoundToNearestOnCorrelatedInputs) {
                         0.3f * qtl::test::gaussian(600, 128, 6);
   const RowMatrixXf w = qtl::test::gaussian(64, 128, 22);
   auto check = [&](auto quant) {
-    const double e_rtn = rtn_error(quant, w, x);
+    const double e_rtn = qtl::test::rtn_output_error(quant, w, x);
     EXPECT_LT(gptq_error(quant, w, x, false), 0.85 * e_rtn) << quant.name();
     EXPECT_LT(gptq_error(quant, w, x, true), 0.85 * e_rtn) << quant.name();
   };
@@ -112,7 +106,7 @@ TEST(Gptq, ActOrderHandlesChannelsOfVeryDifferentMagnitude) {
   const RowMatrixXf x = qtl::test::correlated_activations(600, 128, 21);
   const RowMatrixXf w = qtl::test::gaussian(64, 128, 22);
   auto check = [&](auto quant) {
-    EXPECT_LT(gptq_error(quant, w, x, true), 0.8 * rtn_error(quant, w, x)) << quant.name();
+    EXPECT_LT(gptq_error(quant, w, x, true), 0.8 * qtl::test::rtn_output_error(quant, w, x)) << quant.name();
   };
   check(qtl::Uniform<2>{});
   check(qtl::Uniform<3>{});

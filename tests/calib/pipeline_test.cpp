@@ -15,12 +15,8 @@ using qtl::RowMatrixXf;
 using qtl::calib::calibrate;
 using qtl::calib::Recipe;
 using qtl::calib::Solver;
+using qtl::test::statistics_of;
 
-qtl::calib::LayerStatistics stats_of(const RowMatrixXf& x) {
-  qtl::calib::HessianAccumulator acc(x.cols());
-  acc.add_batch(x);
-  return acc.statistics();
-}
 
 std::vector<Recipe> every_composition() {
   std::vector<Recipe> out;
@@ -48,7 +44,7 @@ TEST(Calibrate, WithAnExactQuantizerEveryCompositionLeavesTheLayerUnchanged) {
   for (Index n : {64, 172}) {
     const RowMatrixXf x = qtl::test::correlated_activations(300, n, 1);
     const RowMatrixXf w = qtl::test::gaussian(24, n, 2);
-    const auto st = stats_of(x);
+    const auto st = statistics_of(x);
     const RowMatrixXf y = x * w.transpose();
     for (const Recipe& r : every_composition()) {
       // SmoothQuant and AWQ scales spread the weights' values, so the exact table needs groups of
@@ -71,7 +67,7 @@ TEST(Calibrate, LowRankWithAnExactQuantizerIsZero) {
   Recipe r;
   r.rotate = true;
   r.low_rank.rank = 4;
-  const auto layer = calibrate(qtl::test::ExactTable{}, qtl::PerGroup{32}, w, stats_of(x), r);
+  const auto layer = calibrate(qtl::test::ExactTable{}, qtl::PerGroup{32}, w, statistics_of(x), r);
   ASSERT_TRUE(layer.low_rank.has_value());
   EXPECT_LT(layer.low_rank->dense().norm(), 1e-6 * w.norm());
   EXPECT_NEAR(layer.bits_per_weight() - qtl::bits_per_weight(layer.matrix), 16.0 * 4 * (16 + 64) / (16.0 * 64), 1e-12);
@@ -83,12 +79,12 @@ TEST(Calibrate, ReportsWhatRan) {
   Recipe r;
   r.rotate = true;
   r.awq = true;
-  const auto layer = calibrate(qtl::Uniform<3>{}, qtl::PerGroup{32}, w, stats_of(x), r);
+  const auto layer = calibrate(qtl::Uniform<3>{}, qtl::PerGroup{32}, w, statistics_of(x), r);
   ASSERT_TRUE(layer.gptq_report.has_value());
   ASSERT_TRUE(layer.awq_report.has_value());
   EXPECT_EQ(layer.transform.steps().size(), 2u);
   EXPECT_EQ(layer.gptq_report->tokens, 200);
-  EXPECT_THROW((void)calibrate(qtl::Uniform<3>{}, qtl::PerGroup{32}, RowMatrixXf(w.leftCols(63)), stats_of(x), r),
+  EXPECT_THROW((void)calibrate(qtl::Uniform<3>{}, qtl::PerGroup{32}, RowMatrixXf(w.leftCols(63)), statistics_of(x), r),
                qtl::Error);
 }
 

@@ -12,7 +12,7 @@
 namespace {
 
 template <class Q>
-void round_trip(const Q& q, const qtl::Granularity& g, qtl::Index rows, qtl::Index cols, unsigned seed) {
+void round_trip_table(const Q& q, const qtl::Granularity& g, qtl::Index rows, qtl::Index cols, unsigned seed) {
   const auto w = qtl::test::gaussian(rows, cols, seed, 0.05f);
   const auto m = qtl::quantize_matrix(q, g, w);
   const auto p = qtl::pack_table(m);
@@ -50,11 +50,11 @@ void round_trip(const Q& q, const qtl::Granularity& g, qtl::Index rows, qtl::Ind
 
 template <class Q>
 void round_trip_shapes(const Q& q) {
-  round_trip(q, qtl::PerGroup{32}, 5, 96, 1);
-  round_trip(q, qtl::PerGroup{64}, 3, 172, 2);  // short last group, padded last block
-  round_trip(q, qtl::PerRow{}, 7, 33, 3);
-  round_trip(q, qtl::PerTensor{}, 4, 64, 4);
-  round_trip(q, qtl::PerGroup{40}, 1, 40, 5);
+  round_trip_table(q, qtl::PerGroup{32}, 5, 96, 1);
+  round_trip_table(q, qtl::PerGroup{64}, 3, 172, 2);  // short last group, padded last block
+  round_trip_table(q, qtl::PerRow{}, 7, 33, 3);
+  round_trip_table(q, qtl::PerTensor{}, 4, 64, 4);
+  round_trip_table(q, qtl::PerGroup{40}, 1, 40, 5);
 }
 
 TEST(TablePacked, EveryTableFamilyRoundTripsBitExactly) {

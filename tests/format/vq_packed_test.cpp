@@ -7,7 +7,7 @@
 namespace {
 
 template <class V>
-void round_trip(const V& v, qtl::VQGranularity g, qtl::Index rows, qtl::Index cols) {
+void round_trip_vq(const V& v, qtl::VQGranularity g, qtl::Index rows, qtl::Index cols) {
   const auto w = qtl::test::gaussian(rows, cols, 17, 0.05f);
   const auto m = qtl::quantize_vectors(v, g, w);
   const auto p = qtl::pack_vq(m);
@@ -24,13 +24,13 @@ void round_trip(const V& v, qtl::VQGranularity g, qtl::Index rows, qtl::Index co
 }
 
 TEST(VQPacked, RoundTripsBitExactly) {
-  round_trip(qtl::KMeansVQ<2, 3>{}, {}, 9, 35);     // odd bits, padded vector
-  round_trip(qtl::KMeansVQ<4, 8>{}, {}, 64, 68);
-  round_trip(qtl::KMeansVQ<8, 5>{}, {8}, 40, 172);  // 172 = 21 x 8 + 4
-  round_trip(qtl::ResidualVQ<qtl::KMeansVQ<4, 6>, qtl::KMeansVQ<4, 3>>{}, {16}, 32, 64);
-  round_trip(qtl::E8P{}, {1}, 5, 172);
-  round_trip(qtl::E8P{}, {}, 3, 64);
-  round_trip(qtl::ResidualVQ<qtl::E8P, qtl::KMeansVQ<8, 4>>{}, {}, 16, 64);
+  round_trip_vq(qtl::KMeansVQ<2, 3>{}, {}, 9, 35);     // odd bits, padded vector
+  round_trip_vq(qtl::KMeansVQ<4, 8>{}, {}, 64, 68);
+  round_trip_vq(qtl::KMeansVQ<8, 5>{}, {8}, 40, 172);  // 172 = 21 x 8 + 4
+  round_trip_vq(qtl::ResidualVQ<qtl::KMeansVQ<4, 6>, qtl::KMeansVQ<4, 3>>{}, {16}, 32, 64);
+  round_trip_vq(qtl::E8P{}, {1}, 5, 172);
+  round_trip_vq(qtl::E8P{}, {}, 3, 64);
+  round_trip_vq(qtl::ResidualVQ<qtl::E8P, qtl::KMeansVQ<8, 4>>{}, {}, 16, 64);
 }
 
 TEST(VQPacked, IndexBitOrderAndMismatch) {

@@ -27,12 +27,12 @@ fs::path model_path() { return qtl::io::data_path("stories260K/stories260K.bin")
 /// A fresh folder per test, removed at the end of the test.
 using qtl::test::TempDir;
 
-void write_bytes(const fs::path& p, const std::vector<char>& bytes) {
+void write_chars(const fs::path& p, const std::vector<char>& bytes) {
   std::ofstream out(p, std::ios::binary);
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
-std::vector<char> read_bytes(const fs::path& p) {
+std::vector<char> read_chars(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
@@ -179,8 +179,8 @@ TEST(Llama2cCheckpoint, CopyKeepsValidViews) {
 
 TEST(Llama2cCheckpoint, SyntheticLayoutsWithAndWithoutRopeTables) {
   TempDir dir;
-  write_bytes(dir.file("with.bin"), synthetic(kSmall, kSmallBody + kSmallRope));
-  write_bytes(dir.file("without.bin"), synthetic(kSmall, kSmallBody));
+  write_chars(dir.file("with.bin"), synthetic(kSmall, kSmallBody + kSmallRope));
+  write_chars(dir.file("without.bin"), synthetic(kSmall, kSmallBody));
   const auto a = Llama2cCheckpoint::load(dir.file("with.bin"));
   const auto b = Llama2cCheckpoint::load(dir.file("without.bin"));
   EXPECT_EQ(a.config().kv_dim(), 4);
@@ -192,7 +192,7 @@ TEST(Llama2cCheckpoint, SeparateClassifierAfterRopeTables) {
   TempDir dir;
   auto header = kSmall;
   header[5] = -10;  // negative vocab: wcls stored at the end
-  write_bytes(dir.file("cls.bin"), synthetic(header, kSmallBody + kSmallRope + kSmallCls));
+  write_chars(dir.file("cls.bin"), synthetic(header, kSmallBody + kSmallRope + kSmallCls));
   const auto ck = Llama2cCheckpoint::load(dir.file("cls.bin"));
   EXPECT_FALSE(ck.config().shared_classifier);
   EXPECT_EQ(ck.config().vocab_size, 10);
@@ -203,7 +203,7 @@ TEST(Llama2cCheckpoint, SeparateClassifierAfterRopeTables) {
   EXPECT_EQ(out.cols(), 8);
   EXPECT_EQ(out(0, 0), 0.001f * static_cast<float>(kSmallBody + kSmallRope));
 
-  write_bytes(dir.file("cls_norope.bin"), synthetic(header, kSmallBody + kSmallCls));
+  write_chars(dir.file("cls_norope.bin"), synthetic(header, kSmallBody + kSmallCls));
   const auto ck2 = Llama2cCheckpoint::load(dir.file("cls_norope.bin"));
   EXPECT_EQ(ck2.tensor("output")(0, 0), 0.001f * static_cast<float>(kSmallBody));
 }
@@ -217,7 +217,7 @@ TEST(Llama2cCheckpoint, MissingFileNamesThePath) {
 
 TEST(Llama2cCheckpoint, ShorterThanHeader) {
   TempDir dir;
-  write_bytes(dir.file("tiny.bin"), std::vector<char>(27, '\0'));
+  write_chars(dir.file("tiny.bin"), std::vector<char>(27, '\0'));
   const std::string msg = load_error(dir.file("tiny.bin"));
   EXPECT_NE(msg.find("27 bytes"), std::string::npos) << msg;
   EXPECT_NE(msg.find("28-byte header"), std::string::npos) << msg;
@@ -225,8 +225,8 @@ TEST(Llama2cCheckpoint, ShorterThanHeader) {
 
 TEST(Llama2cCheckpoint, HeaderOnlyStatesExpectedBytes) {
   TempDir dir;
-  const auto real = read_bytes(model_path());
-  write_bytes(dir.file("header.bin"), std::vector<char>(real.begin(), real.begin() + 28));
+  const auto real = read_chars(model_path());
+  write_chars(dir.file("header.bin"), std::vector<char>(real.begin(), real.begin() + 28));
   const std::string msg = load_error(dir.file("header.bin"));
   EXPECT_NE(msg.find("has 28 bytes"), std::string::npos) << msg;
   EXPECT_NE(msg.find("1056540"), std::string::npos) << msg;  // data/README.md's total size
@@ -234,18 +234,18 @@ TEST(Llama2cCheckpoint, HeaderOnlyStatesExpectedBytes) {
 
 TEST(Llama2cCheckpoint, TruncatedAndPaddedFilesStateBothSizes) {
   TempDir dir;
-  auto real = read_bytes(model_path());
+  auto real = read_chars(model_path());
   ASSERT_EQ(real.size(), 1056540u);
   auto cut = real;
   cut.resize(real.size() - 4);
-  write_bytes(dir.file("cut.bin"), cut);
+  write_chars(dir.file("cut.bin"), cut);
   std::string msg = load_error(dir.file("cut.bin"));
   EXPECT_NE(msg.find("has 1056536 bytes"), std::string::npos) << msg;
   EXPECT_NE(msg.find("expects 1056540"), std::string::npos) << msg;
 
   auto padded = real;
   padded.push_back('\0');
-  write_bytes(dir.file("padded.bin"), padded);
+  write_chars(dir.file("padded.bin"), padded);
   msg = load_error(dir.file("padded.bin"));
   EXPECT_NE(msg.find("has 1056541 bytes"), std::string::npos) << msg;
   EXPECT_NE(msg.find("expects 1056540"), std::string::npos) << msg;
@@ -272,7 +272,7 @@ TEST(Llama2cCheckpoint, AbsurdHeaders) {
       {{4096, 11008, 32, 32, 32, 32000, 2048}, "expects 26430423068 bytes"},
   };
   for (const auto& c : cases) {
-    write_bytes(dir.file("bad.bin"), synthetic(c.header, 100));
+    write_chars(dir.file("bad.bin"), synthetic(c.header, 100));
     const std::string msg = load_error(dir.file("bad.bin"));
     EXPECT_NE(msg.find(c.expected), std::string::npos) << "want '" << c.expected << "' in: " << msg;
   }
@@ -280,12 +280,12 @@ TEST(Llama2cCheckpoint, AbsurdHeaders) {
 
 TEST(Llama2cCheckpoint, NonFiniteWeightIsNamed) {
   TempDir dir;
-  auto real = read_bytes(model_path());
+  auto real = read_chars(model_path());
   // layers.1.wk(2, 3): after emb, rms_att, wq and layer 0's wk.
   const std::int64_t index = 512 * 64 + 5 * 64 + 5 * 64 * 64 + 32 * 64 + 2 * 64 + 3;
   const float nan = std::numeric_limits<float>::quiet_NaN();
   std::memcpy(real.data() + 28 + 4 * index, &nan, 4);
-  write_bytes(dir.file("nan.bin"), real);
+  write_chars(dir.file("nan.bin"), real);
   std::string msg = load_error(dir.file("nan.bin"));
   EXPECT_NE(msg.find("layers.1.wk"), std::string::npos) << msg;
   EXPECT_NE(msg.find("nan"), std::string::npos) << msg;
@@ -293,17 +293,17 @@ TEST(Llama2cCheckpoint, NonFiniteWeightIsNamed) {
 
   const float inf = std::numeric_limits<float>::infinity();
   std::memcpy(real.data() + 28 + 4 * index, &inf, 4);
-  write_bytes(dir.file("inf.bin"), real);
+  write_chars(dir.file("inf.bin"), real);
   msg = load_error(dir.file("inf.bin"));
   EXPECT_NE(msg.find("inf"), std::string::npos) << msg;
 }
 
 TEST(Llama2cCheckpoint, NanInIgnoredRopeTableIsAccepted) {
   TempDir dir;
-  auto real = read_bytes(model_path());
+  auto real = read_chars(model_path());
   const float nan = std::numeric_limits<float>::quiet_NaN();
   std::memcpy(real.data() + real.size() - 4, &nan, 4);  // last freq_cis_imag entry
-  write_bytes(dir.file("rope_nan.bin"), real);
+  write_chars(dir.file("rope_nan.bin"), real);
   EXPECT_NO_THROW((void)Llama2cCheckpoint::load(dir.file("rope_nan.bin")));
 }
 

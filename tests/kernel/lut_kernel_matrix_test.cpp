@@ -68,7 +68,7 @@ Effective effective_activations(const qtl::kernel::LutKernelView& v, const qtl::
 /// (3) SIMD paths bit-identical to the portable path.
 /// `w_hat` is the dequantized matrix, `amp` bounds |c| + |m| per weight (|W| without mean shift).
 template <class Packed>
-void check_paths(const Packed& packed, const qtl::RowMatrixXf& w_hat, const qtl::RowMatrixXf& amp,
+void check_lut_paths(const Packed& packed, const qtl::RowMatrixXf& w_hat, const qtl::RowMatrixXf& amp,
                  const qtl::RowMatrixXf& ref, const qtl::RowMatrixXf& x, const char* what) {
   const Index rows = w_hat.rows(), cols = w_hat.cols(), m = x.rows();
   const LutKernelMatrix k0(packed, KernelPath::Portable);
@@ -125,7 +125,7 @@ void check_table(const Q& quantizer, const qtl::Granularity& g, const qtl::RowMa
   }
   qtl::RowMatrixXf ref(x.rows(), w.rows());
   qtl::kernel::gemm_table_reference(packed.view(), x.data(), x.outerStride(), x.rows(), ref.data(), ref.outerStride());
-  check_paths(packed, w_hat, amp, ref, x, what);
+  check_lut_paths(packed, w_hat, amp, ref, x, what);
 }
 
 void check_ternary_base3(const qtl::Granularity& g, const qtl::RowMatrixXf& w, const qtl::RowMatrixXf& x,
@@ -135,7 +135,7 @@ void check_ternary_base3(const qtl::Granularity& g, const qtl::RowMatrixXf& w, c
   const qtl::RowMatrixXf w_hat = qtl::dequantize(q);
   qtl::RowMatrixXf ref(x.rows(), w.rows());
   qtl::kernel::gemm_ternary_reference(packed.view(), x.data(), x.outerStride(), x.rows(), ref.data(), ref.outerStride());
-  check_paths(packed, w_hat, w_hat.cwiseAbs(), ref, x, what);
+  check_lut_paths(packed, w_hat, w_hat.cwiseAbs(), ref, x, what);
   // the same weights through the table format give the same bits
   const LutKernelMatrix a(packed), b(qtl::pack_table(q));
   ASSERT_EQ(a.weights(), LutWeights::Ternary);

@@ -38,7 +38,7 @@ std::vector<KernelPath> supported_paths() { return qtl::kernel::supported_kernel
 //   |y - ref| <= (slices + 5) u sum_c |w x| + u |ref|   (u = 2^-24);
 // the test allows twice the first term.
 template <class Q>
-void check_paths(const Q& quantizer, const Case& cs, const qtl::RowMatrixXf& x, unsigned seed) {
+void check_table_paths(const Q& quantizer, const Case& cs, const qtl::RowMatrixXf& x, unsigned seed) {
   const auto w = qtl::test::gaussian(cs.rows, cs.cols, seed, 0.05f);
   const auto q = qtl::quantize_matrix(quantizer, cs.g, w);
   const auto packed = qtl::pack_table(q);
@@ -109,7 +109,7 @@ void check_quantizer(const Q& quantizer) {
     for (Index m : {1, 5, 17}) {
       if (m == 17 && cs.rows * cs.cols > 6000) continue;  // keeps the sanitizer pass short
       const auto x = qtl::test::gaussian(m, cs.cols, ++seed);
-      check_paths(quantizer, cs, x, ++seed);
+      check_table_paths(quantizer, cs, x, ++seed);
     }
   }
 }
@@ -142,8 +142,8 @@ TEST(TableKernelMatrix, ManyTokensMatchReferenceAndGemv) {
   // More tokens than one GEMM pass holds (64 on AVX-512), and a token count that leaves a
   // remainder for every register block.
   const qtl::RowMatrixXf x = qtl::test::gaussian(70, 150, 71);
-  check_paths(qtl::NF4{}, {9, 150, qtl::PerGroup{32}}, x, 72);
-  check_paths(qtl::KMeansCodebook<3>{}, {6, 600, qtl::PerGroup{64}}, qtl::test::gaussian(67, 600, 73), 74);
+  check_table_paths(qtl::NF4{}, {9, 150, qtl::PerGroup{32}}, x, 72);
+  check_table_paths(qtl::KMeansCodebook<3>{}, {6, 600, qtl::PerGroup{64}}, qtl::test::gaussian(67, 600, 73), 74);
 }
 
 TEST(TableKernelMatrix, LayoutHoldsEveryCode) {

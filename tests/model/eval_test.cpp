@@ -18,6 +18,7 @@
 #include "model/eigen_single_thread.hpp"
 #include "data_path.hpp"
 #include "temp_dir.hpp"
+#include "test_util.hpp"
 
 namespace {
 
@@ -48,14 +49,7 @@ std::span<const std::string> stories(std::size_t first, std::size_t count) {
   return std::span<const std::string>(dev_stories()).subspan(first, count);
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const qtl::Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
+using qtl::test::error_of;
 
 using qtl::test::TempDir;
 

@@ -16,6 +16,7 @@
 
 #include "model/real_model_fixture.hpp"
 #include "temp_dir.hpp"
+#include "test_util.hpp"
 
 namespace {
 
@@ -23,14 +24,7 @@ namespace m = qtl::model;
 using qtl::test::fixture;
 using qtl::test::TempDir;
 
-std::string error_of(const auto& f) {
-  try {
-    f();
-  } catch (const qtl::Error& e) {
-    return e.what();
-  }
-  return "no error";
-}
+using qtl::test::error_of;
 
 TEST(GgufModel, TensorNamesAreLlamaCpps) {
   EXPECT_EQ(m::gguf_tensor_name("layers.3.w2"), "blk.3.ffn_down.weight");

@@ -14,6 +14,7 @@
 #include "data_path.hpp"
 #include "qtl/io/llama2c.hpp"
 #include "qtl/model/tokenizer.hpp"
+#include "test_util.hpp"
 
 namespace {
 
@@ -154,14 +155,7 @@ class CountingLinear final : public LinearOp {
   std::shared_ptr<int> calls_;
 };
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const qtl::Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
+using qtl::test::error_of;
 
 class ModelTransformer : public qtl::test::EigenSingleThread {};
 

@@ -3,7 +3,7 @@
 // Bits per weight count everything stored (codes, scales, tables, codebooks, padding).
 #include <gtest/gtest.h>
 #include "data_path.hpp"
-#include <qtl/io/llama2c.hpp>
+#include "quant/stories_checkpoint.hpp"
 #include <qtl/io/llama2c.hpp>
 #include <qtl/kernels.hpp>
 #include <qtl/quant/binary.hpp>
@@ -22,10 +22,7 @@
 
 namespace {
 
-const qtl::io::Llama2cCheckpoint& model() {
-  static const auto ck = qtl::io::Llama2cCheckpoint::load(qtl::io::require_data_file("stories260K/stories260K.bin"));
-  return ck;
-}
+using qtl::test::stories_checkpoint;
 
 struct Result {
   double bpw = 0;   // weighted by matrix size
@@ -37,7 +34,7 @@ using Method = std::function<std::pair<double, qtl::RowMatrixXf>(const qtl::RowM
 Result run(const std::vector<std::string>& names, const Method& m) {
   double bits = 0, n = 0, signal = 0, noise = 0;
   for (const auto& name : names) {
-    const qtl::RowMatrixXf w = model().tensor(name);
+    const qtl::RowMatrixXf w = stories_checkpoint().tensor(name);
     const auto [bpw, wq] = m(w);
     EXPECT_EQ(wq.rows(), w.rows());
     bits += bpw * double(w.size());
@@ -123,7 +120,7 @@ TEST(FamiliesRealWeights, VectorQuantizationBeatsUniformRtn) {
 TEST(FamiliesRealWeights, KMeansVQWithEightDimensionsCannotPayForItsCodebookHere) {
   // Why D = 8 k-means VQ loses on this model: a 256-entry 8-d fp16 codebook is 32768 bits, about
   // 3 bits per weight on the largest matrix (172 x 64): the table costs more than the indices.
-  const qtl::RowMatrixXf w = model().tensor("layers.0.w1");
+  const qtl::RowMatrixXf w = stories_checkpoint().tensor("layers.0.w1");
   const auto m = qtl::quantize_vectors(qtl::KMeansVQ<8, 8>{}, {}, w);
   const double index_bits = 1.0;  // 8 bits per 8 weights
   const double codebook_bits = 256.0 * 8 * 16 / double(w.size());
@@ -141,7 +138,7 @@ TEST(FamiliesRealWeights, OtherFamiliesBehaveOnRealWeights) {
   EXPECT_GT(log2.sqnr, 10.0);
   // power grid: the searched exponent is at least as good as gamma = 1 (uniform symmetric)
   for (const auto& name : names) {
-    const qtl::RowMatrixXf w = model().tensor(name);
+    const qtl::RowMatrixXf w = stories_checkpoint().tensor(name);
     const auto fit = qtl::fit_power_grid<3>(qtl::PerGroup{64}, w);
     const auto g1 = qtl::quantize_matrix(qtl::PowerGrid<3>{1.0f}, qtl::PerGroup{64}, w);
     EXPECT_LE(fit.weighted_error, (w - qtl::dequantize(g1)).cast<double>().squaredNorm() * (1 + 1e-9)) << name;

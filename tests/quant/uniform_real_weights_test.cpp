@@ -2,7 +2,7 @@
 // real matrices have outlier rows/columns and heavy tails that random data lacks.
 #include <gtest/gtest.h>
 #include "data_path.hpp"
-#include <qtl/io/llama2c.hpp>
+#include "quant/stories_checkpoint.hpp"
 #include <qtl/io/llama2c.hpp>
 #include <qtl/kernels.hpp>
 
@@ -10,16 +10,13 @@
 
 namespace {
 
-const qtl::io::Llama2cCheckpoint& model() {
-  static const auto ck = qtl::io::Llama2cCheckpoint::load(qtl::io::require_data_file("stories260K/stories260K.bin"));
-  return ck;
-}
+using qtl::test::stories_checkpoint;
 
 template <int B, qtl::Mode M>
 void check_all_matrices() {
   using Q = qtl::Uniform<B, M>;
-  for (const auto& name : model().linear_names()) {
-    const qtl::RowMatrixXf w = model().tensor(name);
+  for (const auto& name : stories_checkpoint().linear_names()) {
+    const qtl::RowMatrixXf w = stories_checkpoint().tensor(name);
     qtl::QuantizeOptions plain;
     const auto q = qtl::quantize_matrix(Q{}, qtl::PerGroup{32}, w, plain);
     for (qtl::Index r = 0; r < w.rows(); ++r) {
@@ -65,8 +62,8 @@ TEST(UniformRealWeights, SqnrRisesWithBitsAndClipSearchHelpsAtLowBits) {
   double prev = -1e9;
   for (int bits : {2, 3, 4, 8}) {
     double signal = 0, noise = 0, noise_clip = 0;
-    for (const auto& name : model().linear_names()) {
-      const qtl::RowMatrixXf w = model().tensor(name);
+    for (const auto& name : stories_checkpoint().linear_names()) {
+      const qtl::RowMatrixXf w = stories_checkpoint().tensor(name);
       qtl::QuantizeOptions clip;
       clip.fit.clip_search = true;
       qtl::visit_uniform(bits, qtl::Mode::Asymmetric, [&](auto q) {
