@@ -1,15 +1,18 @@
 // recipe_instances.hpp — the recipe classes that qtl::model::make_recipe and GgmlRecipe
-// instantiate, compiled once for the examples and tests (the static library
-// qtl_recipe_instances, eight translation units built in parallel) instead of in every
-// translation unit that includes recipes.hpp or ggml_recipe.hpp.
+// instantiate, compiled once for the examples and tests (the static libraries
+// qtl_recipe_instances and qtl_ggml_recipe_instances, one translation unit each, built in
+// parallel) instead of in every translation unit that includes recipes.hpp or ggml_recipe.hpp.
 //
 // Include it before qtl/model/recipes.hpp / ggml_recipe.hpp: its `extern template` declarations keep the
 // including TU from compiling those classes' member functions (GPTQ, AWQ, rotations, packing
 // for every quantizer and bit width: most of a recipes.hpp TU's compile time). A TU that
-// defines QTL_RECIPE_INSTANCES_PART=N before including it compiles part N instead.
+// defines QTL_RECIPE_INSTANCES_PART=N before including it compiles part N instead (1: make_recipe's
+// classes, 2: GgmlRecipe's).
 // This is a build-time device of qtl's own programs; the library stays header-only and a
 // program that includes recipes.hpp without it compiles everything itself, as before.
 #pragma once
+
+#include "calib_instances.hpp"  // first: the calibration steps every recipe shares
 
 #include <qtl/model/calibrated_recipe.hpp>
 #include <qtl/model/ggml_recipe.hpp>
@@ -43,23 +46,26 @@ using GT2 = ggml::GgmlTQ2_0;
 }  // namespace qtl::recipe_instances
 
 // Every (recipe class, quantizer) pair recipes() reaches (uniform codes at the packed widths 2,
-// 3, 4 and 8; NF4 and log2 tables), in four parts of about equal compile time.
-#define QTL_RECIPE_PART_1(X)                                                                       \
+// 3, 4 and 8; NF4 and log2 tables), and GgmlRecipe's (qtl/model/ggml_recipe.hpp): every solver
+// over every ggml policy. Two TUs, one per library: most of a TU's compile time is the Eigen
+// code (products, factorizations, SVD) that calibration instantiates once per TU whatever the
+// number of quantizers (clang, ASan, -O1: 90 s for a TU of two quantizers, 103 s for eight),
+// so a TU per few quantizers paid it eight times over.
+#define QTL_RECIPE_MODEL(X)                                                                        \
   X(RtnRecipe, U2a) X(RtnRecipe, U3a) X(RtnRecipe, U4a) X(RtnRecipe, U8a) X(RtnRecipe, U2s)        \
   X(RtnRecipe, U3s) X(RtnRecipe, U4s) X(RtnRecipe, U8s) X(RtnRecipe, NF4) X(RtnRecipe, L2)         \
   X(RtnRecipe, L3) X(RtnRecipe, L4)
-#define QTL_RECIPE_PART_2(X) X(CalibratedRecipe, U2a) X(CalibratedRecipe, U3a)
-#define QTL_RECIPE_PART_3(X) X(CalibratedRecipe, U4a) X(CalibratedRecipe, U8a)
-#define QTL_RECIPE_PART_4(X)                                                                       \
-  X(CalibratedRecipe, NF4) X(CalibratedRecipe, L2) X(CalibratedRecipe, L3) X(CalibratedRecipe, L4)
-
-// GgmlRecipe's (qtl/model/ggml_recipe.hpp): every solver over every ggml policy.
-#define QTL_RECIPE_PART_5(X)                                                                       \
+#define QTL_RECIPE_MODEL_CALIBRATED(X)                                                             \
+  X(CalibratedRecipe, U2a) X(CalibratedRecipe, U3a) X(CalibratedRecipe, U4a)                       \
+  X(CalibratedRecipe, U8a) X(CalibratedRecipe, NF4) X(CalibratedRecipe, L2)                        \
+  X(CalibratedRecipe, L3) X(CalibratedRecipe, L4)
+#define QTL_RECIPE_GGML(X)                                                                         \
   X(RtnRecipe, G4_0) X(RtnRecipe, G4_1) X(RtnRecipe, G5_0) X(RtnRecipe, G5_1) X(RtnRecipe, G8_0)   \
   X(RtnRecipe, GIQ4) X(RtnRecipe, GT1) X(RtnRecipe, GT2)
-#define QTL_RECIPE_PART_6(X) X(CalibratedRecipe, G4_0) X(CalibratedRecipe, G4_1) X(CalibratedRecipe, G5_0)
-#define QTL_RECIPE_PART_7(X) X(CalibratedRecipe, G5_1) X(CalibratedRecipe, G8_0) X(CalibratedRecipe, GIQ4)
-#define QTL_RECIPE_PART_8(X) X(CalibratedRecipe, GT1) X(CalibratedRecipe, GT2)
+#define QTL_RECIPE_GGML_CALIBRATED(X)                                                              \
+  X(CalibratedRecipe, G4_0) X(CalibratedRecipe, G4_1) X(CalibratedRecipe, G5_0)                    \
+  X(CalibratedRecipe, G5_1) X(CalibratedRecipe, G8_0) X(CalibratedRecipe, GIQ4)                    \
+  X(CalibratedRecipe, GT1) X(CalibratedRecipe, GT2)
 
 #define QTL_RECIPE_EXTERN(R, Q) extern template class qtl::model::R<qtl::recipe_instances::Q>;
 #define QTL_RECIPE_DEFINE(R, Q) template class qtl::model::R<qtl::recipe_instances::Q>;
@@ -77,76 +83,48 @@ namespace qtl::recipe_instances {
 using NF4 = qtl::NF4;
 }  // namespace qtl::recipe_instances
 
+// The layer-by-layer driver, compiled once in part 1.
+#if !defined(QTL_RECIPE_INSTANCES_PART) || QTL_RECIPE_INSTANCES_PART != 1
+extern template qtl::model::Transformer qtl::model::quantize_sequential<void>(
+    const qtl::model::Transformer&, std::span<const std::vector<int>>, const qtl::model::Recipe&,
+    const qtl::model::SequentialOptions&, qtl::model::SequentialReport*);
+#else
+template qtl::model::Transformer qtl::model::quantize_sequential<void>(
+    const qtl::model::Transformer&, std::span<const std::vector<int>>, const qtl::model::Recipe&,
+    const qtl::model::SequentialOptions&, qtl::model::SequentialReport*);
+#endif
+
 // The recipe table and the classes only it builds (part 1), and GgmlRecipe with its K-quant
-// GPTQ (part 5): function and class templates only to defer their instantiation
+// GPTQ (part 2): function and class templates only to defer their instantiation
 // (qtl/core/types.hpp, "Deferred"), compiled here once.
 #if !defined(QTL_RECIPE_INSTANCES_PART) || QTL_RECIPE_INSTANCES_PART != 1
 extern template const std::vector<qtl::model::RecipeInfo>& qtl::model::recipes<void>();
 extern template std::unique_ptr<qtl::model::Recipe> qtl::model::make_recipe<void>(const qtl::model::RecipeSpec&);
 extern template class qtl::model::detail::PartialBinaryRecipe<void>;
 extern template class qtl::model::detail::ResidualRotationRecipe<void>;
+QTL_RECIPE_MODEL(QTL_RECIPE_EXTERN)
+QTL_RECIPE_MODEL_CALIBRATED(QTL_RECIPE_EXTERN)
+QTL_RECIPE_MODEL_CALIBRATED(QTL_CALIBRATE_EXTERN)
 #endif
-#if !defined(QTL_RECIPE_INSTANCES_PART) || QTL_RECIPE_INSTANCES_PART != 5
-extern template class qtl::model::BasicGgmlRecipe<void>;
-#endif
-
-#if !defined(QTL_RECIPE_INSTANCES_PART)
-QTL_RECIPE_PART_1(QTL_RECIPE_EXTERN)
-QTL_RECIPE_PART_2(QTL_RECIPE_EXTERN)
-QTL_RECIPE_PART_3(QTL_RECIPE_EXTERN)
-QTL_RECIPE_PART_4(QTL_RECIPE_EXTERN)
-QTL_RECIPE_PART_5(QTL_RECIPE_EXTERN)
-QTL_RECIPE_PART_6(QTL_RECIPE_EXTERN)
-QTL_RECIPE_PART_7(QTL_RECIPE_EXTERN)
-QTL_RECIPE_PART_8(QTL_RECIPE_EXTERN)
-#endif
-// Parts 2-4 and 6-8 hold the CalibratedRecipe instances: each defines its quantizers'
-// calibrate_group and sees the others' as extern.
 #if !defined(QTL_RECIPE_INSTANCES_PART) || QTL_RECIPE_INSTANCES_PART != 2
-QTL_RECIPE_PART_2(QTL_CALIBRATE_EXTERN)
-#endif
-#if !defined(QTL_RECIPE_INSTANCES_PART) || QTL_RECIPE_INSTANCES_PART != 3
-QTL_RECIPE_PART_3(QTL_CALIBRATE_EXTERN)
-#endif
-#if !defined(QTL_RECIPE_INSTANCES_PART) || QTL_RECIPE_INSTANCES_PART != 4
-QTL_RECIPE_PART_4(QTL_CALIBRATE_EXTERN)
-#endif
-#if !defined(QTL_RECIPE_INSTANCES_PART) || QTL_RECIPE_INSTANCES_PART != 6
-QTL_RECIPE_PART_6(QTL_CALIBRATE_EXTERN)
-#endif
-#if !defined(QTL_RECIPE_INSTANCES_PART) || QTL_RECIPE_INSTANCES_PART != 7
-QTL_RECIPE_PART_7(QTL_CALIBRATE_EXTERN)
-#endif
-#if !defined(QTL_RECIPE_INSTANCES_PART) || QTL_RECIPE_INSTANCES_PART != 8
-QTL_RECIPE_PART_8(QTL_CALIBRATE_EXTERN)
+extern template class qtl::model::BasicGgmlRecipe<void>;
+QTL_RECIPE_GGML(QTL_RECIPE_EXTERN)
+QTL_RECIPE_GGML_CALIBRATED(QTL_RECIPE_EXTERN)
+QTL_RECIPE_GGML_CALIBRATED(QTL_CALIBRATE_EXTERN)
 #endif
 
 #if !defined(QTL_RECIPE_INSTANCES_PART)
 #elif QTL_RECIPE_INSTANCES_PART == 1
-QTL_RECIPE_PART_1(QTL_RECIPE_DEFINE)
+QTL_RECIPE_MODEL(QTL_RECIPE_DEFINE)
+QTL_RECIPE_MODEL_CALIBRATED(QTL_RECIPE_DEFINE)
+QTL_RECIPE_MODEL_CALIBRATED(QTL_CALIBRATE_DEFINE)
 template const std::vector<qtl::model::RecipeInfo>& qtl::model::recipes<void>();
 template std::unique_ptr<qtl::model::Recipe> qtl::model::make_recipe<void>(const qtl::model::RecipeSpec&);
 template class qtl::model::detail::PartialBinaryRecipe<void>;
 template class qtl::model::detail::ResidualRotationRecipe<void>;
 #elif QTL_RECIPE_INSTANCES_PART == 2
-QTL_RECIPE_PART_2(QTL_RECIPE_DEFINE)
-QTL_RECIPE_PART_2(QTL_CALIBRATE_DEFINE)
-#elif QTL_RECIPE_INSTANCES_PART == 3
-QTL_RECIPE_PART_3(QTL_RECIPE_DEFINE)
-QTL_RECIPE_PART_3(QTL_CALIBRATE_DEFINE)
-#elif QTL_RECIPE_INSTANCES_PART == 4
-QTL_RECIPE_PART_4(QTL_RECIPE_DEFINE)
-QTL_RECIPE_PART_4(QTL_CALIBRATE_DEFINE)
-#elif QTL_RECIPE_INSTANCES_PART == 5
-QTL_RECIPE_PART_5(QTL_RECIPE_DEFINE)
+QTL_RECIPE_GGML(QTL_RECIPE_DEFINE)
+QTL_RECIPE_GGML_CALIBRATED(QTL_RECIPE_DEFINE)
+QTL_RECIPE_GGML_CALIBRATED(QTL_CALIBRATE_DEFINE)
 template class qtl::model::BasicGgmlRecipe<void>;
-#elif QTL_RECIPE_INSTANCES_PART == 6
-QTL_RECIPE_PART_6(QTL_RECIPE_DEFINE)
-QTL_RECIPE_PART_6(QTL_CALIBRATE_DEFINE)
-#elif QTL_RECIPE_INSTANCES_PART == 7
-QTL_RECIPE_PART_7(QTL_RECIPE_DEFINE)
-QTL_RECIPE_PART_7(QTL_CALIBRATE_DEFINE)
-#elif QTL_RECIPE_INSTANCES_PART == 8
-QTL_RECIPE_PART_8(QTL_RECIPE_DEFINE)
-QTL_RECIPE_PART_8(QTL_CALIBRATE_DEFINE)
 #endif
