@@ -17,7 +17,6 @@
 #include <CLI/CLI.hpp>
 #include "data_path.hpp"
 #include <qtl/io/llama2c.hpp>
-#include <qtl/io/llama2c.hpp>
 #include <qtl/kernels.hpp>
 #include <qtl/quant/binary.hpp>
 #include <qtl/quant/codebook.hpp>

@@ -1,4 +1,4 @@
-// qtl's ggml block codecs (qtl/format/ggml_blocks.hpp) against llama.cpp's own libggml-base:
+// qtl's ggml block codecs (qtl/quant/ggml_blocks.hpp) against llama.cpp's own libggml-base:
 // every decoder gives ggml's to_float bit for bit on random blocks, every reference quantizer
 // writes ggml_quantize_chunk's bytes on random and real weights, and the quantizer policies
 // (qtl/quant/ggml_quantizers.hpp) driven by quantize_matrix write llama-quantize's bytes.
@@ -21,7 +21,7 @@
 #include "calib/real_inputs.hpp"
 #include "data_path.hpp"
 #include <qtl/calib/gptq_ggml.hpp>
-#include <qtl/format/ggml_blocks.hpp>
+#include <qtl/quant/ggml_blocks.hpp>
 #include <qtl/io/llama2c.hpp>
 #include <qtl/quant/ggml_quantizers.hpp>
 #include <qtl/quant/quantize_matrix.hpp>

@@ -7,7 +7,7 @@
 #include <gtest/gtest.h>
 #include <ggml.h>
 #include <qtl/model/ggml_recipe.hpp>
-#include <qtl/format/ggml_blocks.hpp>
+#include <qtl/quant/ggml_blocks.hpp>
 #include <qtl/io/gguf.hpp>
 #include <qtl/model/gguf_model.hpp>
 

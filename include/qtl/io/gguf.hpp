@@ -58,7 +58,7 @@
 #include <vector>
 
 #include "qtl/core/error.hpp"
-#include "qtl/format/ggml_types.hpp"
+#include "qtl/quant/ggml_types.hpp"
 
 namespace qtl::gguf {
 

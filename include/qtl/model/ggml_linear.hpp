@@ -1,7 +1,7 @@
 // qtl/model/ggml_linear.hpp — a linear layer stored in one of llama.cpp's block formats.
 //
 // GgmlLinear keeps the layer's ggml tensor bytes exactly as they go into a GGUF file (rows of
-// blocks, qtl/format/ggml_blocks.hpp) and multiplies with their fp32 decode, which is ggml's own
+// blocks, qtl/quant/ggml_blocks.hpp) and multiplies with their fp32 decode, which is ggml's own
 // to_float bit for bit: the model qtl evaluates is the model llama.cpp loads. (The multiply is
 // Eigen's fp32 GEMM on the decoded weights, a yardstick, not a low-bit kernel.)
 // make_packed_linear builds one for any quantizer with a ggml block layout (q8_0, q4_0, ...).
@@ -16,8 +16,8 @@
 
 #include "qtl/core/error.hpp"
 #include "qtl/core/types.hpp"
-#include "qtl/format/ggml_blocks.hpp"
-#include "qtl/format/ggml_types.hpp"
+#include "qtl/quant/ggml_blocks.hpp"
+#include "qtl/quant/ggml_types.hpp"
 #include "qtl/model/transformer.hpp"
 
 namespace qtl::model {

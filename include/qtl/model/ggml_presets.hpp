@@ -22,7 +22,7 @@
 #include <string_view>
 
 #include "qtl/core/error.hpp"
-#include "qtl/format/ggml_types.hpp"
+#include "qtl/quant/ggml_types.hpp"
 
 namespace qtl::model {
 

@@ -27,7 +27,7 @@
 #include "qtl/calib/pipeline.hpp"
 #include "qtl/core/error.hpp"
 #include "qtl/detail/fp16.hpp"
-#include "qtl/format/ggml_types.hpp"
+#include "qtl/quant/ggml_types.hpp"
 #include "qtl/model/calibrated_recipe.hpp"
 #include "qtl/model/ggml_linear.hpp"
 #include "qtl/model/quantized_linear.hpp"

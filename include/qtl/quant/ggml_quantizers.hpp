@@ -51,7 +51,7 @@
 #include "qtl/core/error.hpp"
 #include "qtl/core/validate.hpp"
 #include "qtl/detail/fp16.hpp"
-#include "qtl/format/ggml_blocks.hpp"
+#include "qtl/quant/ggml_blocks.hpp"
 #include "qtl/quant/concepts.hpp"
 #include "qtl/quant/granularity.hpp"
 #include "qtl/quant/quantize_matrix.hpp"

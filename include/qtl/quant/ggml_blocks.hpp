@@ -1,4 +1,4 @@
-// qtl/format/ggml_blocks.hpp — ggml's block formats as bytes, bit for bit equal to llama.cpp's
+// qtl/quant/ggml_blocks.hpp — ggml's block formats as bytes, bit for bit equal to llama.cpp's
 // ggml/src/ggml-quants.c:
 //   dequantize_row            ggml's to_float, 16 types
 //   quantize_row_reference    ggml_quantize_chunk without an importance matrix
@@ -34,7 +34,7 @@
 
 #include "qtl/core/error.hpp"
 #include "qtl/detail/fp16.hpp"
-#include "qtl/format/ggml_types.hpp"
+#include "qtl/quant/ggml_types.hpp"
 
 namespace qtl::ggml {
 

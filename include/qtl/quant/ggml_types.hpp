@@ -1,4 +1,4 @@
-// qtl/format/ggml_types.hpp — ggml's tensor types as GGUF files number them: block size,
+// qtl/quant/ggml_types.hpp — ggml's tensor types as GGUF files number them: block size,
 // bytes per block and name, for the types qtl reads and writes.
 //
 // The numeric values are ggml's `enum ggml_type` (ggml/include/ggml.h), which GGUF stores in
