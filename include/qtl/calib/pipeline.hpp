@@ -6,8 +6,11 @@
 //   1. rotation      (recipe.rotate)       T ← R (randomized Hadamard; QuIP#, QuaRot)
 //   2. SmoothQuant   (recipe.smoothquant)  T ← diag(1/s) T, s from max|x'| and max|w'|
 //   3. AWQ           (recipe.awq)          T ← diag(1/s) T, s searched on the quantizer; clip search
-//   4. solver        RTN (quantize_matrix) or GPTQ, on W' = W T⁻¹ with the statistics of T x
-//   5. low rank      (recipe.low_rank.rank > 0) A B ≈ W' − Ŵ', weighted by the inputs T x
+//   4. solver        RTN (quantize_matrix), GPTQ, or SignRound (uniform codes), on W' = W T⁻¹
+//                    with the statistics of T x
+//   5. refine        (recipe.refine.sweeps > 0) coordinate descent on the codes and least-squares
+//                    group parameters, on the layer objective (qtl/calib/rounding.hpp)
+//   6. low rank      (recipe.low_rank.rank > 0) A B ≈ W' − Ŵ', weighted by the inputs T x
 // so "rotate → AWQ → GPTQ" (RSQ), "rotate → GPTQ" (QuaRot / QuIP#-style), "AWQ + GPTQ" (QQQ's
 // weight side), "GPTQ + LQER" are all one struct literal. The result holds the quantized matrix
 // in the transformed input space and the InputTransform T; the layer computes
@@ -29,6 +32,7 @@
 #include "qtl/calib/hadamard.hpp"
 #include "qtl/calib/hessian.hpp"
 #include "qtl/calib/lowrank.hpp"
+#include "qtl/calib/rounding.hpp"
 #include "qtl/calib/smoothquant.hpp"
 #include "qtl/calib/transform.hpp"
 #include "qtl/core/error.hpp"
@@ -39,7 +43,7 @@
 
 namespace qtl::calib {
 
-enum class Solver { Rtn, Gptq };
+enum class Solver { Rtn, Gptq, SignRound };
 
 struct Recipe {
   std::string name = "gptq";
@@ -54,6 +58,10 @@ struct Recipe {
   /// Fit options of the RTN solver (the same min-max grid as GPTQ by default).
   FitOptions rtn_fit{.clip_search = false, .clip_steps = 20, .clip_min_ratio = 0.5f,
                      .refine_iterations = 0};
+  /// Options of the SignRound solver (uniform codes only).
+  SignRoundOptions signround{};
+  /// Coordinate-descent refinement of whatever the solver produced (sweeps = 0: off).
+  RefineOptions refine{};
   LowRankOptions low_rank{.rank = 0, .scaling = LowRankOptions::Scaling::Hessian};
 };
 
@@ -64,6 +72,8 @@ struct CalibratedLayer {
   std::optional<LowRankCorrection> low_rank;    ///< A B, also on T x
   std::optional<GptqReport> gptq_report;
   std::optional<AwqResult> awq_report;          ///< scales and losses (weights dropped)
+  std::optional<RoundingReport> signround_report;
+  std::optional<RoundingReport> refine_report;
 
   /// y = Ŵ' (T x) + A B (T x), for activations [tokens x in]: the reference forward pass.
   [[nodiscard]] RowMatrixXf forward(MatrixRef x) const {
@@ -101,6 +111,12 @@ template <ScalarQuantizer Q>
                                                               const Recipe& recipe) {
   constexpr std::string_view kWhere = "calibrate";
   if (weights.empty()) fail(kWhere, ": no weight matrix given");
+  if constexpr (!detail::kIsUniform<Q>) {
+    if (recipe.solver == Solver::SignRound) {
+      fail(kWhere, ": recipe '", recipe.name, "': the SignRound solver learns offsets of a uniform grid; ", q.name(),
+           " is not uniform (use refine for other families)");
+    }
+  }
   const Index n = stats.in_features();
   for (const auto& w : weights) {
     if (w.cols() != n) {
@@ -141,10 +157,21 @@ template <ScalarQuantizer Q>
       res.report.rank_deficient = st.tokens < n;
       layer.matrix = std::move(res.matrix);
       layer.gptq_report = std::move(res.report);
+    } else if (recipe.solver == Solver::SignRound) {
+      if constexpr (detail::kIsUniform<Q>) {
+        auto res = signround(q, granularity, w, st.hessian, recipe.signround);
+        layer.matrix = std::move(res.matrix);
+        layer.signround_report = res.report;
+      }
     } else {
       QuantizeOptions qo;
       qo.fit = recipe.rtn_fit;
       layer.matrix = quantize_matrix(q, granularity, w, qo);
+    }
+    if (recipe.refine.sweeps > 0) {
+      auto res = refine_rounding(std::move(layer.matrix), w, st.hessian, recipe.refine);
+      layer.matrix = std::move(res.matrix);
+      layer.refine_report = res.report;
     }
     if (recipe.low_rank.rank > 0) {
       layer.low_rank = low_rank_correction(w, dequantize(layer.matrix), st, recipe.low_rank);

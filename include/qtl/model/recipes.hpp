@@ -246,6 +246,29 @@ template <class Deferred = void>
          r.gptq.hessian_importance = true;
          return detail::uniform_calibrated(s, r);
        }},
+      {"signround", "SignRound on the layer's Hessian objective: learned rounding offsets and clip, 200 signed-gradient steps",
+       [](const RecipeSpec& s) {
+         auto r = detail::pipeline(false, false, calib::Solver::SignRound);
+         r.signround.damp_fraction = s.damp;
+         return detail::uniform_calibrated(s, r);
+       }},
+      {"signround-refine", "SignRound, then coordinate descent on the codes and least-squares group parameters",
+       [](const RecipeSpec& s) {
+         auto r = detail::pipeline(false, false, calib::Solver::SignRound);
+         r.signround.damp_fraction = s.damp;
+         r.refine.sweeps = 8;
+         r.refine.damp_fraction = s.damp;
+         return detail::uniform_calibrated(s, r);
+       }},
+      {"gptq-refine", "gptq-clip, then coordinate descent on the codes and least-squares group parameters (QuantEase)",
+       [](const RecipeSpec& s) {
+         auto r = detail::pipeline(false, false, calib::Solver::Gptq);
+         r.gptq.fit.clip_search = true;
+         r.gptq.hessian_importance = true;
+         r.refine.sweeps = 8;
+         r.refine.damp_fraction = s.damp;
+         return detail::uniform_calibrated(s, r);
+       }},
       {"awq", "AWQ: activation-aware per-channel scales (grid over alpha) and clip search, then RTN",
        [](const RecipeSpec& s) { return detail::uniform_calibrated(s, detail::pipeline(false, true, calib::Solver::Rtn)); }},
       {"awq-gptq", "AWQ scales and clipping, then GPTQ (QQQ's weight side)",
