@@ -1,7 +1,7 @@
 // quantize_model — quantize a real model with one or more recipes and measure what it costs.
 //
 //   quantize_model [--recipe rtn,gptq,awq] [--bits 3] [--group 32] [--threads 2]
-//                  [--calib 0-249] [--eval 250-499] [--out results]
+//                  [--calib 0-249] [--eval 250-499] [--out results] [--bpw 2.77,3.77]
 //
 // Defaults: the bundled stories260K model and tokenizer, calibration on stories 0-249 of the
 // TinyStories dev text and evaluation on stories 250-499 (never the same stories). For each
@@ -9,10 +9,18 @@
 // runs the quantized model on the packed weights, and prints one Markdown table:
 // recipe, bits/weight, perplexity, ΔPPL vs fp32, KL(fp32 || quantized), quantization time and
 // evaluation tokens/s. Progress goes to stderr; --out also writes PREFIX.md and PREFIX.csv.
+//
+// --bpw B1,B2,...: mixed precision under a budget (qtl/model/mixed_precision.hpp). For each
+// recipe, every matrix's sensitivity (KL of the model with that matrix alone quantized) is
+// measured at 2/3/4 bits with groups of 32 or per row and at 8 bits per row, on the first
+// --sensitivity-stories calibration stories; then per budget the widths minimizing the summed KL
+// under B bits per weight are chosen, the model is quantized with them and evaluated like the
+// rest (row "RECIPE-mixed"). The choice and the predicted perplexity are printed below the table.
 #include "recipe_instances.hpp"  // first: the recipe classes are compiled in qtl_recipe_instances
 #include <CLI/CLI.hpp>
 #include "data_path.hpp"
 #include <qtl/model/eval.hpp>
+#include <qtl/model/mixed_precision.hpp>
 #include <qtl/model/recipes.hpp>
 #include <qtl/model/sequential.hpp>
 #include <qtl/model/tokenizer.hpp>
@@ -23,6 +31,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -59,7 +68,7 @@ std::vector<std::string> slice(const std::vector<std::string>& stories, Range r,
 }
 
 struct Result {
-  std::string recipe;
+  std::string recipe;  // bits = 0: a mixed-precision allocation
   int bits = 0;
   double bpw = 0, ppl = 0, kl = 0, quant_seconds = 0, tokens_per_second = 0;
 };
@@ -74,6 +83,8 @@ int main(int argc, char** argv) {
   int group = 32, threads = 2;
   double damp = 0.01;
   bool int8 = false;
+  std::vector<double> budgets;
+  int sensitivity_stories = 32;
   app.add_option("--model", model_path, "llama2.c checkpoint (default: bundled stories260K)");
   app.add_option("--tokenizer", tokenizer_path, "llama2.c tokenizer (default: bundled tok512.bin)");
   app.add_option("--text", text_path, "stories separated by <|endoftext|> lines (default: bundled dev text)");
@@ -88,6 +99,12 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.0, 10.0));
   app.add_option("--threads", threads, "threads for evaluation")->check(CLI::Range(1, 256));
   app.add_flag("--int8-activations", int8, "run the uniform kernels with int8 activations (W·A8)");
+  app.add_option("--bpw", budgets, "mixed precision: bits-per-weight budgets, comma-separated (see the file comment)")
+      ->delimiter(',')
+      ->check(CLI::Range(1.0, 16.0));
+  app.add_option("--sensitivity-stories", sensitivity_stories,
+                 "with --bpw: calibration stories the sensitivities are scored on (the first N)")
+      ->check(CLI::Range(1, 100000));
   app.add_option("--out", out, "also write the table to OUT.md and OUT.csv");
   CLI11_PARSE(app, argc, argv);
 
@@ -156,14 +173,65 @@ int main(int argc, char** argv) {
       }
     }
 
+    std::ostringstream notes;
+    for (const auto& name : budgets.empty() ? std::vector<std::string>{} : recipe_names) {
+      auto make = [&](const m::Precision& p) {
+        m::RecipeSpec spec;
+        spec.name = name;
+        spec.bits = p.bits;
+        spec.group = p.group;
+        spec.damp = damp;
+        spec.kernel.activations = int8 ? qtl::kernel::ActivationMode::Int8 : qtl::kernel::ActivationMode::Fp32;
+        return m::make_recipe(spec);
+      };
+      m::SensitivityOptions so;
+      so.threads = threads;
+      so.progress = [](std::string_view line) { std::cerr << line << '\n'; };
+      const std::size_t n_scoring = std::min<std::size_t>(static_cast<std::size_t>(sensitivity_stories), calibration.size());
+      std::vector<std::vector<int>> scoring;
+      for (std::size_t i = 0; i < n_scoring; ++i) {
+        if (calibration[i].size() >= 2) scoring.push_back(calibration[i]);
+      }
+      const auto t0 = std::chrono::steady_clock::now();
+      const auto table = m::measure_sensitivity(fp32, calibration, scoring, so, make);
+      const double sens_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      for (double b : budgets) {
+        const auto plan = m::allocate_bits(table, b);
+        const m::MixedPrecisionRecipe recipe(name + "-mixed", table, plan, make);
+        m::SequentialOptions seq;
+        m::SequentialReport report;
+        const m::Transformer q = m::quantize_sequential(fp32, calibration, recipe, seq, &report);
+        const auto r = m::kl_divergence(fp32, q, tokenizer, eval_stories, eval_opt);
+        results.push_back({name + "-mixed", 0, report.bits_per_weight(), r.perplexity, r.mean_kl,
+                           report.seconds + sens_seconds, tokens_per_second(q)});
+        std::map<std::string, int> counts;
+        for (std::size_t i = 0; i < plan.choice.size(); ++i) counts[m::to_string(table.candidates[plan.choice[i]])]++;
+        notes << "\n" << name << "-mixed at <= " << b << " bits/weight: " << report.bits_per_weight()
+              << " bits/weight; predicted perplexity " << base.perplexity * std::exp(plan.predicted_delta_nll)
+              << " (fp32 " << base.perplexity << " x exp(sum of the matrices' NLL changes on "
+              << table.scored_tokens << " calibration tokens)), measured " << r.perplexity
+              << "; sensitivity pass " << sens_seconds << " s\n  matrices:";
+        for (const auto& [label, n] : counts) notes << " " << n << " at " << label << ";";
+        notes << "\n  per matrix:";
+        for (std::size_t i = 0; i < plan.choice.size(); ++i) {
+          const auto& p = table.candidates[plan.choice[i]];
+          notes << " " << table.matrices[i].name.substr(7) << "=" << p.bits << (p.group == 0 ? "r" : "g");
+        }
+        notes << "\n";
+        std::cerr << name << "-mixed " << b << ": perplexity " << r.perplexity << ", " << report.bits_per_weight()
+                  << " bits/weight\n";
+      }
+    }
+
     std::ostringstream md, csv;
     md << "| recipe | bits | bits/weight | perplexity | ΔPPL vs fp32 | KL (nats) | quant. time (s) | tokens/s |\n"
        << "|---|---|---|---|---|---|---|---|\n";
     csv << "recipe,bits,bits_per_weight,perplexity,delta_ppl,kl,quant_seconds,tokens_per_second\n";
     char line[512];
     for (const auto& r : results) {
-      std::snprintf(line, sizeof line, "| %s | %d | %.3f | %.4f | %+.4f | %.5f | %.2f | %.0f |\n", r.recipe.c_str(),
-                    r.bits, r.bpw, r.ppl, r.ppl - base.perplexity, r.kl, r.quant_seconds, r.tokens_per_second);
+      const std::string bits_label = r.bits == 0 ? std::string("mixed") : std::to_string(r.bits);
+      std::snprintf(line, sizeof line, "| %s | %s | %.3f | %.4f | %+.4f | %.5f | %.2f | %.0f |\n", r.recipe.c_str(),
+                    bits_label.c_str(), r.bpw, r.ppl, r.ppl - base.perplexity, r.kl, r.quant_seconds, r.tokens_per_second);
       md << line;
       std::snprintf(line, sizeof line, "%s,%d,%.4f,%.6f,%.6f,%.6f,%.3f,%.1f\n", r.recipe.c_str(), r.bits, r.bpw,
                     r.ppl, r.ppl - base.perplexity, r.kl, r.quant_seconds, r.tokens_per_second);
@@ -173,7 +241,7 @@ int main(int argc, char** argv) {
               << base.tokens_scored << " tokens), group " << (group == 0 ? std::string("per row") : std::to_string(group))
               << ", " << (int8 ? "int8" : "fp32") << " activations; tokens/s: prompt processing of the first "
               << speed_stories.size() << " evaluation stories on " << threads << " thread(s)\n\n"
-              << md.str();
+              << md.str() << notes.str();
     if (!out.empty()) {
       for (const auto& [ext, text] : {std::pair<std::string, std::string>{".md", md.str()}, {".csv", csv.str()}}) {
         const std::filesystem::path final_path = out + ext, tmp = out + ext + ".tmp";

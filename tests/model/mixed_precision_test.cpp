@@ -1,0 +1,152 @@
+// Mixed precision under a bits-per-weight budget (qtl/model/mixed_precision.hpp): the exact
+// knapsack on small tables checked against brute force, and the whole path on the real model.
+#include <gtest/gtest.h>
+#include <qtl/model/mixed_precision.hpp>
+#include <qtl/model/recipes.hpp>
+#include <qtl/model/sequential.hpp>
+
+#include <cmath>
+#include <limits>
+#include <random>
+
+#include "model/real_model_fixture.hpp"
+#include "test_util.hpp"
+
+namespace {
+
+namespace m = qtl::model;
+
+/// A table of `n` matrices of random sizes with candidates 2/3/4 bits (+0.75 bits of group
+/// parameters) and a KL that falls with the bits, at random per-matrix sensitivities.
+m::SensitivityTable random_table(int n, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> size(1, 40);
+  std::uniform_real_distribution<double> sens(0.1, 10.0);
+  m::SensitivityTable t;
+  t.candidates = {{2, 32}, {3, 32}, {4, 32}};
+  for (int i = 0; i < n; ++i) {
+    m::MatrixSensitivity s;
+    s.name = qtl::str_cat("m", i);
+    s.weights = 32 * size(rng);
+    const double k = sens(rng);
+    for (int b : {2, 3, 4}) {
+      s.bits_per_weight.push_back(b + 0.75);
+      s.kl.push_back(k * std::pow(4.0, -b) * (1.0 + 0.1 * sens(rng)));
+      s.delta_nll.push_back(s.kl.back());
+    }
+    t.matrices.push_back(std::move(s));
+  }
+  return t;
+}
+
+TEST(AllocateBits, IsTheExactOptimumWithinTheBudget) {
+  for (unsigned seed = 0; seed < 20; ++seed) {
+    const auto t = random_table(6, seed);
+    double n = 0;
+    for (const auto& s : t.matrices) n += static_cast<double>(s.weights);
+    for (double target : {2.9, 3.3, 3.75, 4.2, 4.75}) {
+      const auto a = m::allocate_bits(t, target);
+      // Brute force over all 3^6 choices.
+      double best = std::numeric_limits<double>::infinity();
+      for (int code = 0; code < 729; ++code) {
+        double bits = 0, kl = 0;
+        for (int i = 0, c = code; i < 6; ++i, c /= 3) {
+          bits += t.matrices[static_cast<std::size_t>(i)].bits_per_weight[static_cast<std::size_t>(c % 3)] *
+                  static_cast<double>(t.matrices[static_cast<std::size_t>(i)].weights);
+          kl += t.matrices[static_cast<std::size_t>(i)].kl[static_cast<std::size_t>(c % 3)];
+        }
+        if (bits <= std::floor(target * n)) best = std::min(best, kl);
+      }
+      EXPECT_LE(a.bits_per_weight, target) << "seed " << seed << " target " << target;
+      EXPECT_NEAR(a.predicted_kl, best, 1e-12 * best) << "seed " << seed << " target " << target;
+      // The reported bits are the choices' bits, counted as bits_per_weight counts them.
+      double bits = 0;
+      for (std::size_t i = 0; i < a.choice.size(); ++i) {
+        bits += t.matrices[i].bits_per_weight[a.choice[i]] * static_cast<double>(t.matrices[i].weights);
+      }
+      EXPECT_NEAR(a.bits_per_weight, bits / n, 1e-12);
+    }
+  }
+}
+
+TEST(AllocateBits, MoreBudgetNeverPredictsWorse) {
+  const auto t = random_table(30, 7);
+  double prev = std::numeric_limits<double>::infinity();
+  for (double target = 2.75; target <= 4.76; target += 0.05) {
+    const auto a = m::allocate_bits(t, target);
+    EXPECT_LE(a.predicted_kl, prev * (1 + 1e-12)) << target;
+    prev = a.predicted_kl;
+  }
+}
+
+TEST(AllocateBits, BadBudgetsAreErrorsNamingTheValue) {
+  const auto t = random_table(4, 3);
+  EXPECT_NE(qtl::test::error_of([&] { (void)m::allocate_bits(t, 2.5); }).find("above the target 2.5"),
+            std::string::npos);
+  EXPECT_NE(qtl::test::error_of([&] { (void)m::allocate_bits(t, std::nan("")); }).find("got nan"),
+            std::string::npos);
+  EXPECT_NE(qtl::test::error_of([&] { (void)m::allocate_bits(m::SensitivityTable{}, 3.0); }).find("empty"),
+            std::string::npos);
+}
+
+// On the real model with round-to-nearest (no calibration pass, fast under sanitizers): every
+// matrix's KL falls as its bits rise, and the mixed model honours its budget, counts its bits
+// like the driver, and beats the uniform model of the same size on held-out text.
+TEST(MixedPrecision, OnTheRealModelMeetsTheBudgetAndBeatsUniformBits) {
+  const auto& f = qtl::test::fixture();
+  const auto calibration = f.calibration(0, 8);
+  const std::vector<std::vector<int>> scoring(calibration.begin(), calibration.begin() + 4);
+  auto make = [](const m::Precision& p) {
+    m::RecipeSpec spec;
+    spec.name = "rtn";
+    spec.bits = p.bits;
+    spec.group = p.group;
+    return m::make_recipe(spec);
+  };
+  m::SensitivityOptions so;
+  so.candidates = {{2, 0}, {3, 0}, {4, 0}, {8, 0}};
+  const auto table = m::measure_sensitivity(f.fp32, calibration, scoring, so, make);
+  ASSERT_EQ(table.matrices.size(), f.fp32.linear_names().size());
+  for (const auto& s : table.matrices) {
+    for (std::size_t c = 1; c < s.kl.size(); ++c) {
+      EXPECT_LT(s.kl[c], s.kl[c - 1]) << s.name << " at " << m::to_string(table.candidates[c]);
+    }
+  }
+  // The budget is exactly what uniform 3-bit codes per row take.
+  const auto uniform_recipe = make({3, 0});
+  m::SequentialReport uniform_report;
+  const auto u = m::quantize_sequential(f.fp32, calibration, *uniform_recipe, {}, &uniform_report);
+  const double target = uniform_report.bits_per_weight();
+  const auto plan = m::allocate_bits(table, target);
+  EXPECT_LE(plan.bits_per_weight, target);
+  const m::MixedPrecisionRecipe mixed("rtn-mixed", table, plan, make);
+  m::SequentialReport report;
+  const auto q = m::quantize_sequential(f.fp32, calibration, mixed, {}, &report);
+  EXPECT_NEAR(report.bits_per_weight(), plan.bits_per_weight, 1e-9);
+  const auto eval = f.eval_slice(250, 24);
+  const double kl_mixed = m::kl_divergence(f.fp32, q, f.tokenizer, eval).mean_kl;
+  const double kl_uniform = m::kl_divergence(f.fp32, u, f.tokenizer, eval).mean_kl;
+  EXPECT_LT(kl_mixed, kl_uniform) << "mixed " << plan.bits_per_weight << " vs uniform "
+                                  << uniform_report.bits_per_weight() << " bits/weight";
+  std::printf("[ real ] rtn 3-bit per row: KL %.4f at %.3f bits/weight; mixed: KL %.4f at %.3f\n", kl_uniform,
+              uniform_report.bits_per_weight(), kl_mixed, plan.bits_per_weight);
+}
+
+TEST(MixedPrecision, RecipesThatFoldScalesAreRejected) {
+  const auto& f = qtl::test::fixture();
+  const auto calibration = f.calibration(0, 2);
+  auto make = [](const m::Precision& p) {
+    m::RecipeSpec spec;
+    spec.name = "awq";
+    spec.bits = p.bits;
+    spec.group = p.group;
+    return m::make_recipe(spec);
+  };
+  m::SensitivityOptions so;
+  so.candidates = {{4, 32}};
+  EXPECT_NE(qtl::test::error_of([&] { (void)m::measure_sensitivity(f.fp32, calibration, calibration, so, make); })
+                .find("folds input scales"),
+            std::string::npos);
+}
+
+}  // namespace
