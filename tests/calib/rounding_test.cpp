@@ -205,6 +205,10 @@ TEST(RoundingPipeline, SignRoundRejectsNonUniformCodesAndRefineComposes) {
   EXPECT_NE(qtl::test::error_of([&] { (void)qtl::calib::calibrate(qtl::NF4{}, qtl::PerGroup{kGroup}, w, st, r); })
                 .find("not uniform"),
             std::string::npos);
+  r.solver = qtl::calib::Solver::Hqq;
+  EXPECT_NE(qtl::test::error_of([&] { (void)qtl::calib::calibrate(qtl::NF4{}, qtl::PerGroup{kGroup}, w, st, r); })
+                .find("HQQ solver fits a uniform grid"),
+            std::string::npos);
   r.solver = qtl::calib::Solver::Gptq;
   const auto plain = qtl::calib::calibrate(qtl::Uniform<3>{}, qtl::PerGroup{kGroup}, w, st, r);
   r.refine.sweeps = 4;

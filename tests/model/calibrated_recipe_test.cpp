@@ -54,6 +54,31 @@ TEST(CalibratedRecipes, GptqAndAwqBeatRtnOnTheWholeModelAt3Bits) {
   EXPECT_LT(awq, 0.95 * rtn) << "awq " << awq << " rtn " << rtn;
 }
 
+// The rounding recipes on the whole model at 3 bits: refining GPTQ's codes on the layer
+// objective beats GPTQ with clip search, SignRound beats RTN, HQQ needs no calibration pass and
+// beats plain RTN.
+TEST(CalibratedRecipes, RoundingRecipesOnTheWholeModelAt3Bits) {
+  const double rtn = perplexity_of("rtn", 3);
+  const double gptq_clip = perplexity_of("gptq-clip", 3);
+  const double refined = perplexity_of("gptq-refine", 3);
+  const double signround = perplexity_of("signround", 3);
+  EXPECT_LT(refined, gptq_clip) << "gptq-refine " << refined << " gptq-clip " << gptq_clip;
+  EXPECT_LT(signround, rtn) << "signround " << signround << " rtn " << rtn;
+  m::RecipeSpec spec;
+  spec.name = "hqq";
+  spec.bits = 3;
+  const auto hqq = m::make_recipe(spec);
+  EXPECT_FALSE(hqq->needs_calibration());
+  spec.name = "hqq-refine";
+  EXPECT_TRUE(m::make_recipe(spec)->needs_calibration());
+  const auto& f = fixture();
+  const auto q = m::quantize_sequential(f.fp32, {}, *hqq);  // no calibration text at all
+  const double h = m::perplexity(q, f.tokenizer, f.eval_slice(250, 24)).perplexity;
+  EXPECT_LT(h, rtn) << "hqq " << h << " rtn " << rtn;
+  std::printf("[ real ] 3-bit perplexity: rtn %.3f hqq %.3f signround %.3f gptq-clip %.3f gptq-refine %.3f\n", rtn, h,
+              signround, gptq_clip, refined);
+}
+
 // The table-quantizer recipes (NF4, log2 levels) run the whole model on the table kernels:
 // GPTQ beats RTN with them too, and with int8 activations the layers run the table kernels'
 // int8 mode at nearly the perplexity of fp32 activations.

@@ -39,11 +39,15 @@
 #include "qtl/core/types.hpp"
 #include "qtl/quant/concepts.hpp"
 #include "qtl/quant/granularity.hpp"
+#include "qtl/quant/hqq.hpp"
 #include "qtl/quant/quantize_matrix.hpp"
 
 namespace qtl::calib {
 
-enum class Solver { Rtn, Gptq, SignRound };
+/// Rtn: quantize_matrix with rtn_fit. Gptq: Hessian error feedback. SignRound: learned rounding
+/// on the layer objective (uniform codes). Hqq: HQQ's calibration-free lp fit of each group
+/// (uniform codes; reads no statistics).
+enum class Solver { Rtn, Gptq, SignRound, Hqq };
 
 struct Recipe {
   std::string name = "gptq";
@@ -60,6 +64,8 @@ struct Recipe {
                      .refine_iterations = 0};
   /// Options of the SignRound solver (uniform codes only).
   SignRoundOptions signround{};
+  /// Options of the HQQ solver (uniform codes only).
+  HqqOptions hqq{};
   /// Coordinate-descent refinement of whatever the solver produced (sweeps = 0: off).
   RefineOptions refine{};
   LowRankOptions low_rank{.rank = 0, .scaling = LowRankOptions::Scaling::Hessian};
@@ -112,9 +118,9 @@ template <ScalarQuantizer Q>
   constexpr std::string_view kWhere = "calibrate";
   if (weights.empty()) fail(kWhere, ": no weight matrix given");
   if constexpr (!detail::kIsUniform<Q>) {
-    if (recipe.solver == Solver::SignRound) {
-      fail(kWhere, ": recipe '", recipe.name, "': the SignRound solver learns offsets of a uniform grid; ", q.name(),
-           " is not uniform (use refine for other families)");
+    if (recipe.solver == Solver::SignRound || recipe.solver == Solver::Hqq) {
+      fail(kWhere, ": recipe '", recipe.name, "': the ", recipe.solver == Solver::Hqq ? "HQQ" : "SignRound",
+           " solver fits a uniform grid; ", q.name(), " is not uniform (use refine for other families)");
     }
   }
   const Index n = stats.in_features();
@@ -163,6 +169,8 @@ template <ScalarQuantizer Q>
         layer.matrix = std::move(res.matrix);
         layer.signround_report = res.report;
       }
+    } else if (recipe.solver == Solver::Hqq) {
+      if constexpr (detail::kIsUniform<Q>) layer.matrix = quantize_matrix_hqq(q, granularity, w, recipe.hqq);
     } else {
       QuantizeOptions qo;
       qo.fit = recipe.rtn_fit;

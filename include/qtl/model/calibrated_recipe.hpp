@@ -68,11 +68,25 @@ class CalibratedRecipe final : public Recipe {
         fold_scales_(fold_scales) {}
 
   [[nodiscard]] std::string name() const override { return recipe_.name; }
+  /// HQQ alone reads no statistics: the driver then runs no calibration pass.
+  [[nodiscard]] bool needs_calibration() const override {
+    const auto& r = recipe_;
+    return !(r.solver == calib::Solver::Hqq && r.refine.sweeps == 0 && !r.rotate && !r.smoothquant && !r.awq &&
+             r.low_rank.rank == 0);
+  }
 
   [[nodiscard]] std::vector<QuantizedLayer> quantize(std::span<const LayerCalibration> group) const override {
     std::vector<RowMatrixXf> weights;
     for (const auto& l : group) weights.push_back(*l.weight);
-    const calib::LayerStatistics stats = group.front().stats->statistics();
+    calib::LayerStatistics stats;
+    if (needs_calibration()) {
+      stats = group.front().stats->statistics();
+    } else {  // the solver reads no statistics; calibrate_group checks their shape only
+      const Index in = group.front().weight->cols();
+      stats.hessian = Eigen::MatrixXd::Zero(in, in);
+      stats.mean_abs = VectorXd::Zero(in);
+      stats.abs_max = VectorXf::Zero(in);
+    }
     auto layers = calib::calibrate_group(q_, granularity_, weights, stats, recipe_);
     std::vector<QuantizedLayer> out;
     for (auto& layer : layers) {

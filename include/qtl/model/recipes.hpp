@@ -269,6 +269,15 @@ template <class Deferred = void>
          r.refine.damp_fraction = s.damp;
          return detail::uniform_calibrated(s, r);
        }},
+      {"hqq", "HQQ: calibration-free half-quadratic lp fit of each group's scale and zero (p = 0.7, 20 steps)",
+       [](const RecipeSpec& s) { return detail::uniform_calibrated(s, detail::pipeline(false, false, calib::Solver::Hqq)); }},
+      {"hqq-refine", "HQQ's fit, then coordinate descent on the codes and group parameters on the layer's Hessian",
+       [](const RecipeSpec& s) {
+         auto r = detail::pipeline(false, false, calib::Solver::Hqq);
+         r.refine.sweeps = 8;
+         r.refine.damp_fraction = s.damp;
+         return detail::uniform_calibrated(s, r);
+       }},
       {"awq", "AWQ: activation-aware per-channel scales (grid over alpha) and clip search, then RTN",
        [](const RecipeSpec& s) { return detail::uniform_calibrated(s, detail::pipeline(false, true, calib::Solver::Rtn)); }},
       {"awq-gptq", "AWQ scales and clipping, then GPTQ (QQQ's weight side)",
