@@ -15,6 +15,9 @@
 //           and fp16 scales (qtl's symmetric rule is q4_0's d = max / -8), so both engines hold
 //           the same weights and their outputs are compared with each other as well
 //   q4_K    the same qtl kernel, qtl's own round-to-nearest of the same fp32 matrix
+//   q4_0-norepack, q4_K-norepack   the same with ggml's weights in the plain CPU buffer (llama.cpp's
+//           --no-repack): its non-repacked paths (llamafile's sgemm for q4_0 GEMMs) can be faster,
+//           and the rival is ggml's fastest
 //   q8_0    qtl 8-bit symmetric group 32, int8 activations
 //   q2_K    qtl 2-bit asymmetric group 32 (2.75 bits/weight; q2_K is 2.625), int8 activations
 //   tq2_0, tq1_0   qtl's ternary lookup-table kernel (LutKernelMatrix, absmean, group 256)
@@ -111,11 +114,14 @@ struct Pair {
   QtlKind qtl;
   const char* qtl_name;
   bool int8;  // int8 activations (GEMM fraction of the int8 dot peak; else of the fp32 FMA peak)
+  bool repack = true;  // false: the plain CPU buffer, as llama.cpp's --no-repack
 };
 
 constexpr Pair kPairs[] = {
     {"q4_0", GGML_TYPE_Q4_0, QtlKind::U4FromQ4_0, "u4sym-g32-a8 (q4_0's codes)", true},
+    {"q4_0-norepack", GGML_TYPE_Q4_0, QtlKind::U4FromQ4_0, "u4sym-g32-a8 (q4_0's codes)", true, false},
     {"q4_K", GGML_TYPE_Q4_K, QtlKind::U4, "u4sym-g32-a8", true},
+    {"q4_K-norepack", GGML_TYPE_Q4_K, QtlKind::U4, "u4sym-g32-a8", true, false},
     {"q8_0", GGML_TYPE_Q8_0, QtlKind::U8, "u8sym-g32-a8", true},
     {"q2_K", GGML_TYPE_Q2_K, QtlKind::U2, "u2asym-g32-a8", true},
     {"tq2_0", GGML_TYPE_TQ2_0, QtlKind::TernaryLut, "ternary-lut-g256", true},
@@ -279,7 +285,8 @@ bool mul_mat_supported_in(ggml_backend_buffer_type_t buft, ggml_type type, Index
   return ok;
 }
 
-std::unique_ptr<GgmlWeights> make_ggml_weights(ggml_type type, const qtl::RowMatrixXf& w, std::size_t copies) {
+std::unique_ptr<GgmlWeights> make_ggml_weights(ggml_type type, const qtl::RowMatrixXf& w, std::size_t copies,
+                                               bool allow_repack) {
   auto g = std::make_unique<GgmlWeights>();
   g->type = type;
   g->rows = w.rows();
@@ -287,7 +294,7 @@ std::unique_ptr<GgmlWeights> make_ggml_weights(ggml_type type, const qtl::RowMat
   g->host = ggml_quantize(type, w);
   ggml_backend_buffer_type_t buft = ggml_backend_dev_buffer_type(ggml_cpu().device());
   for (auto* extra : ggml_cpu().extra_bufts()) {
-    if (mul_mat_supported_in(extra, type, g->rows, g->cols)) {
+    if (allow_repack && mul_mat_supported_in(extra, type, g->rows, g->cols)) {
       buft = extra;
       g->repacked = true;
       break;
@@ -543,7 +550,7 @@ Prepared& prepared(int pair, Index rows, Index cols) {
     auto out = std::make_unique<Prepared>();
     const std::size_t one = ggml_row_size(pr.type, cols) * static_cast<std::size_t>(rows);
     const std::size_t n = std::max<std::size_t>(1, 4 * bench_limits::l3_bytes() / one + 1);
-    out->ggml = make_ggml_weights(pr.type, w, n);
+    out->ggml = make_ggml_weights(pr.type, w, n, pr.repack);
     out->qtl = make_qtl_weights(pr.qtl, w, out->ggml->host, true);
     std::fprintf(stderr, "%s %lldx%lld: ggml in %s (%s), %zu + %zu copies, prepared in %.1f s\n", pr.name,
                  static_cast<long long>(rows), static_cast<long long>(cols), out->ggml->buft_name.c_str(),
