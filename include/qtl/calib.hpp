@@ -13,5 +13,6 @@
 #include "qtl/calib/hessian.hpp"
 #include "qtl/calib/lowrank.hpp"
 #include "qtl/calib/pipeline.hpp"
+#include "qtl/calib/rounding.hpp"
 #include "qtl/calib/smoothquant.hpp"
 #include "qtl/calib/transform.hpp"

@@ -12,6 +12,7 @@
 #include "qtl/model/ggml_linear.hpp"
 #include "qtl/model/ggml_presets.hpp"
 #include "qtl/model/ggml_recipe.hpp"
+#include "qtl/model/mixed_precision.hpp"
 #include "qtl/model/gguf_model.hpp"
 #include "qtl/model/partial_binary_linear.hpp"
 #include "qtl/model/quantized_linear.hpp"

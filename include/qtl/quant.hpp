@@ -27,6 +27,7 @@
 #include "qtl/quant/ggml_quantizers.hpp"
 #include "qtl/quant/ggml_types.hpp"
 #include "qtl/quant/granularity.hpp"
+#include "qtl/quant/hqq.hpp"
 #include "qtl/quant/log2.hpp"
 #include "qtl/quant/metrics.hpp"
 #include "qtl/quant/partial_binary.hpp"
