@@ -102,6 +102,35 @@ TEST(SequentialDriver, CalibrationStatisticsComeFromThePartlyQuantizedModel) {
   EXPECT_LE((q.forward(ids) - f.fp32.forward(ids)).cwiseAbs().maxCoeff(), 1e-5f);
 }
 
+// Recipes that quantize toward the unquantized model's outputs get C = 2/n Σ x̃ xᵀ: equal to H
+// where nothing upstream is quantized (the first group), different after a quantized group.
+TEST(SequentialDriver, Fp32CrossStatisticsPairTheQuantizedAndUnquantizedInputs) {
+  struct CrossRecorder final : m::Recipe {
+    mutable std::vector<double> rel_diff;  // ‖C − H‖ / ‖H‖ per group
+    std::string name() const override { return "cross-recorder"; }
+    bool wants_fp32_targets() const override { return true; }
+    std::vector<m::QuantizedLayer> quantize(std::span<const m::LayerCalibration> group) const override {
+      const auto& l = group.front();
+      EXPECT_NE(l.fp32_cross, nullptr) << l.name;
+      if (l.fp32_cross != nullptr) {
+        const Eigen::MatrixXd h = l.stats->hessian();
+        rel_diff.push_back((*l.fp32_cross - h).norm() / h.norm());
+      }
+      std::vector<m::QuantizedLayer> out;
+      for (const auto& g : group) {  // 2-bit RTN, so the next groups' inputs differ
+        const auto qm = qtl::quantize_matrix(qtl::Uniform<2>{}, qtl::PerRow{}, *g.weight);
+        out.push_back({std::make_unique<m::DenseLinear>(qtl::dequantize(qm)), 2.0, "", {}});
+      }
+      return out;
+    }
+  } recorder;
+  const auto& f = fixture();
+  (void)m::quantize_sequential(f.fp32, f.calibration(0, 3), recorder);
+  ASSERT_EQ(recorder.rel_diff.size(), 20u);  // 4 groups x 5 blocks
+  EXPECT_LT(recorder.rel_diff[0], 1e-5);     // layers.0.wq: the embedding, quantized by nothing
+  for (std::size_t i = 1; i < recorder.rel_diff.size(); ++i) EXPECT_GT(recorder.rel_diff[i], 1e-3) << "group " << i;
+}
+
 TEST(SequentialDriver, RtnRunsNoCalibrationPass) {
   // RTN reads no statistics: it needs no calibration text, and the text changes nothing.
   const auto& f = fixture();

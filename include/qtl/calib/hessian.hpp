@@ -21,6 +21,8 @@
 #include <string_view>
 #include <vector>
 
+#include <Eigen/Cholesky>
+
 #include "qtl/core/error.hpp"
 #include "qtl/core/types.hpp"
 #include "qtl/core/validate.hpp"
@@ -39,9 +41,45 @@ struct LayerStatistics {
   /// statistics kept, and are replaced by sqrt(mean x²) (= sqrt(diag(H)/2)) and the bound
   /// max|x'_i| <= Σ_j |R_ji| max|x_j|.
   bool exact_channel_stats = true;
+  /// Empty, or C = 2/n Σ x̃ xᵀ: x̃ the layer's input in the partly quantized model (the one H
+  /// describes), x the unquantized model's input at the same token (asymmetric calibration,
+  /// asymmetric_target below). Transforms do not map it: targets are formed before them.
+  Eigen::MatrixXd cross;
 
   [[nodiscard]] Index in_features() const noexcept { return hessian.rows(); }
 };
+
+/// The weights that best reproduce the unquantized model's outputs from the inputs the layer
+/// actually receives (GPTAQ's asymmetric calibration, Li et al. 2025, as a change of target):
+///   W* = argmin_V ‖X̃ Vᵀ − X Wᵀ‖² + λ‖V − W‖² = (W Cᵀ + λ W)(H + λ I)⁻¹,
+/// with H = 2/n X̃ᵀX̃, C = 2/n X̃ᵀX, λ = damp_fraction · mean(diag H). Because W* solves the
+/// least-squares problem, ‖X̃ Ŵᵀ − X Wᵀ‖² = ‖X̃ (Ŵ − W*)ᵀ‖² + const (λ = 0): any solver run on
+/// (W*, H) minimizes the error against the unquantized model's outputs, not the layer's own.
+/// With x̃ = x (nothing quantized upstream) W* = W.
+[[nodiscard]] inline RowMatrixXf asymmetric_target(MatrixRef w, const Eigen::MatrixXd& hessian,
+                                                   const Eigen::MatrixXd& cross, double damp_fraction = 0.01) {
+  constexpr std::string_view kWhere = "asymmetric_target";
+  const Index n = w.cols();
+  require_shape(kWhere, "hessian", hessian.rows(), hessian.cols(), n, n);
+  require_shape(kWhere, "cross", cross.rows(), cross.cols(), n, n);
+  require_finite(kWhere, "weights", w);
+  require_finite(kWhere, "hessian", hessian);
+  require_finite(kWhere, "cross", cross);
+  if (!(damp_fraction > 0.0 && damp_fraction <= 10.0)) {
+    fail(kWhere, ": damp_fraction must be in (0, 10], got ", damp_fraction);
+  }
+  const double mean = hessian.diagonal().mean();
+  const double lambda = damp_fraction * (mean > 0.0 ? mean : 1.0);
+  Eigen::MatrixXd a = hessian;
+  a.diagonal().array() += lambda;
+  const Eigen::MatrixXd wt = w.transpose().cast<double>();        // [in x out]
+  const Eigen::MatrixXd rhs = cross * wt + lambda * wt;           // (W Cᵀ + λW)ᵀ
+  const Eigen::LLT<Eigen::MatrixXd> llt(a);
+  if (llt.info() != Eigen::Success) fail(kWhere, ": H + λI is not positive definite (λ = ", lambda, ")");
+  const Eigen::MatrixXd target = llt.solve(rhs);
+  if (!target.allFinite()) fail(kWhere, ": the target weights are not finite");
+  return target.transpose().cast<float>();
+}
 
 class HessianAccumulator {
  public:

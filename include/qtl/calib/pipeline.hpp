@@ -3,6 +3,8 @@
 //
 //   calibrate(q, granularity, W, statistics, recipe) -> CalibratedLayer<Q>
 // runs, in order:
+//   0. targets       (recipe.fp32_targets) W ← W* = the weights that best reproduce the unquantized
+//                    model's outputs from the layer's actual inputs (asymmetric_target)
 //   1. rotation      (recipe.rotate)       T ← R (randomized Hadamard; QuIP#, QuaRot)
 //   2. SmoothQuant   (recipe.smoothquant)  T ← diag(1/s) T, s from max|x'| and max|w'|
 //   3. AWQ           (recipe.awq)          T ← diag(1/s) T, s searched on the quantizer; clip search
@@ -69,6 +71,9 @@ struct Recipe {
   /// Coordinate-descent refinement of whatever the solver produced (sweeps = 0: off).
   RefineOptions refine{};
   LowRankOptions low_rank{.rank = 0, .scaling = LowRankOptions::Scaling::Hessian};
+  /// Quantize toward the unquantized model's outputs (asymmetric_target; needs
+  /// statistics.cross, which the sequential driver supplies for recipes that ask).
+  bool fp32_targets = false;
 };
 
 template <ScalarQuantizer Q>
@@ -132,6 +137,13 @@ template <ScalarQuantizer Q>
   }
   InputTransform t;
   std::vector<RowMatrixXf> ws = weights;
+  if (recipe.fp32_targets) {
+    if (stats.cross.size() == 0) {
+      fail(kWhere, ": recipe '", recipe.name, "' quantizes toward the unquantized model's outputs, and the statistics "
+           "carry no cross term (statistics.cross; the sequential driver fills it for such recipes)");
+    }
+    for (auto& w : ws) w = asymmetric_target(w, stats.hessian, stats.cross, recipe.gptq.damp_fraction);
+  }
   LayerStatistics st = stats;
   auto add_step = [&](TransformStep step) {
     InputTransform one;

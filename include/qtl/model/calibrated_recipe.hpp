@@ -68,6 +68,7 @@ class CalibratedRecipe final : public Recipe {
         fold_scales_(fold_scales) {}
 
   [[nodiscard]] std::string name() const override { return recipe_.name; }
+  [[nodiscard]] bool wants_fp32_targets() const override { return recipe_.fp32_targets; }
   /// HQQ alone reads no statistics: the driver then runs no calibration pass.
   [[nodiscard]] bool needs_calibration() const override {
     const auto& r = recipe_;
@@ -81,6 +82,13 @@ class CalibratedRecipe final : public Recipe {
     calib::LayerStatistics stats;
     if (needs_calibration()) {
       stats = group.front().stats->statistics();
+      if (recipe_.fp32_targets) {
+        if (group.front().fp32_cross == nullptr) {
+          fail("recipe '", recipe_.name, "': the driver supplied no fp32 cross statistics for '", group.front().name,
+               "'");
+        }
+        stats.cross = *group.front().fp32_cross;
+      }
     } else {  // the solver reads no statistics; calibrate_group checks their shape only
       const Index in = group.front().weight->cols();
       stats.hessian = Eigen::MatrixXd::Zero(in, in);

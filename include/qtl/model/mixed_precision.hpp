@@ -199,8 +199,12 @@ inline double score_against(const Transformer& model, std::span<const std::vecto
     m.weights = static_cast<std::int64_t>(dense.weight().rows()) * dense.weight().cols();
     const bool is_norm_input = name.ends_with(".wq") || name.ends_with(".wk") || name.ends_with(".wv") ||
                                name.ends_with(".w1") || name.ends_with(".w3");
+    // Alone in the fp32 model a matrix's inputs are the fp32 model's: the cross term is H itself.
+    const Eigen::MatrixXd h_fp32 = calibrate ? stats.at(name).hessian() : Eigen::MatrixXd();
     for (std::size_t c = 0; c < recipes.size(); ++c) {
-      const LayerCalibration lc{name, 0, &dense.weight(), &stats.at(name), &empty_sample, is_norm_input};
+      const bool targets = calibrate && recipes[c]->wants_fp32_targets();
+      const LayerCalibration lc{name,          0, &dense.weight(), &stats.at(name), &empty_sample, is_norm_input,
+                                targets ? &h_fp32 : nullptr};
       auto out = recipes[c]->quantize(std::span<const LayerCalibration>(&lc, 1));
       if (out.size() != 1 || !out.front().op) fail(kWhere, ": recipe '", recipes[c]->name(), "' returned no op for ", name);
       if (out.front().input_scale.size() > 0) {
@@ -333,6 +337,9 @@ class MixedPrecisionRecipe final : public Recipe {
   [[nodiscard]] std::string name() const override { return name_; }
   [[nodiscard]] bool needs_calibration() const override {
     return std::any_of(recipes_.begin(), recipes_.end(), [](const auto& r) { return r.second->needs_calibration(); });
+  }
+  [[nodiscard]] bool wants_fp32_targets() const override {
+    return std::any_of(recipes_.begin(), recipes_.end(), [](const auto& r) { return r.second->wants_fp32_targets(); });
   }
   [[nodiscard]] std::vector<QuantizedLayer> quantize(std::span<const LayerCalibration> group) const override {
     std::vector<QuantizedLayer> out;

@@ -278,6 +278,16 @@ template <class Deferred = void>
          r.refine.damp_fraction = s.damp;
          return detail::uniform_calibrated(s, r);
        }},
+      {"gptaq-refine", "gptq-refine toward the unquantized model's outputs: ||X~ W^T - X W^T|| on the actual inputs (GPTAQ)",
+       [](const RecipeSpec& s) {
+         auto r = detail::pipeline(false, false, calib::Solver::Gptq);
+         r.fp32_targets = true;
+         r.gptq.fit.clip_search = true;
+         r.gptq.hessian_importance = true;
+         r.refine.sweeps = 8;
+         r.refine.damp_fraction = s.damp;
+         return detail::uniform_calibrated(s, r);
+       }},
       {"awq", "AWQ: activation-aware per-channel scales (grid over alpha) and clip search, then RTN",
        [](const RecipeSpec& s) { return detail::uniform_calibrated(s, detail::pipeline(false, true, calib::Solver::Rtn)); }},
       {"awq-gptq", "AWQ scales and clipping, then GPTQ (QQQ's weight side)",

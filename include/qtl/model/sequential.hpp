@@ -41,6 +41,10 @@ struct LayerCalibration {
   /// The group's input is an RMSNorm output (wq/wk/wv, w1/w3), so a channel scaling of it can be
   /// folded into the norm's gain instead of running online (QuantizedLayer::input_scale).
   bool input_is_norm = false;
+  /// With Recipe::wants_fp32_targets: C = 2/n Σ x̃ xᵀ, x̃ this group's input in the partly
+  /// quantized model (what `stats` describes), x the input of the same token in the unquantized
+  /// model (calib::asymmetric_target). Null otherwise.
+  const Eigen::MatrixXd* fp32_cross = nullptr;
 };
 
 /// A recipe's answer for one linear layer.
@@ -69,6 +73,10 @@ class Recipe {
   /// runs no calibration text through the model (RTN needs none) and hands the recipe empty
   /// statistics (zero tokens) and an empty sample. The default is true.
   [[nodiscard]] virtual bool needs_calibration() const { return true; }
+  /// Whether quantize() wants LayerCalibration::fp32_cross: the driver then also runs the
+  /// unquantized model over the calibration text, block by block beside the quantized one. The
+  /// default is false.
+  [[nodiscard]] virtual bool wants_fp32_targets() const { return false; }
 };
 
 /// Round-to-nearest with any scalar quantizer: no calibration (the statistics are unused),
@@ -216,6 +224,10 @@ template <class Deferred = void>
       tokens += static_cast<std::int64_t>(seq.size());
     }
   }
+  // The unquantized model's streams, for recipes that quantize toward its outputs.
+  const bool targets = calibrate && recipe.wants_fp32_targets();
+  std::vector<RowMatrixXf> fp32_streams;
+  if (targets) fp32_streams = streams;
   SequentialReport local;
   local.calibration_tokens = tokens;
 
@@ -235,9 +247,36 @@ template <class Deferred = void>
           sample.add(x);
         }
       });
-      for (const auto& h : streams) {  // empty when the recipe does not calibrate
-        RowMatrixXf scratch = h;
-        model.forward_layer(l, scratch);
+      Eigen::MatrixXd cross;
+      if (targets) {
+        // Token by token pairs: the group's input in the quantized model (x̃, into stats) and
+        // in the unquantized one (x); C accumulates Σ x̃ xᵀ in double, scaled like H below.
+        cross.setZero(in, in);
+        RowMatrixXf seen_fp32;
+        prepared.set_observer([&](std::string_view name, MatrixRef x) {
+          if (name == capture) seen_fp32 = x;
+        });
+        RowMatrixXf seen_quant;
+        model.set_observer([&](std::string_view name, MatrixRef x) {
+          if (name == capture) {
+            stats.add_batch(x);
+            sample.add(x);
+            seen_quant = x;
+          }
+        });
+        for (std::size_t i = 0; i < streams.size(); ++i) {
+          RowMatrixXf a = streams[i], b = fp32_streams[i];
+          model.forward_layer(l, a);
+          prepared.forward_layer(l, b);
+          cross.noalias() += (seen_quant.transpose() * seen_fp32).cast<double>();
+        }
+        prepared.set_observer({});
+        cross *= 2.0 / static_cast<double>(std::max<std::int64_t>(stats.tokens(), 1));
+      } else {
+        for (const auto& h : streams) {  // empty when the recipe does not calibrate
+          RowMatrixXf scratch = h;
+          model.forward_layer(l, scratch);
+        }
       }
       model.set_observer({});
       const RowMatrixXf input_sample = sample.take();
@@ -248,8 +287,8 @@ template <class Deferred = void>
                                                        : std::string();
       std::vector<LayerCalibration> calibs;
       for (const auto& name : names) {
-        calibs.push_back(
-            LayerCalibration{name, l, &detail::dense_weight(prepared, name), &stats, &input_sample, !norm.empty()});
+        calibs.push_back(LayerCalibration{name, l, &detail::dense_weight(prepared, name), &stats, &input_sample,
+                                          !norm.empty(), targets ? &cross : nullptr});
       }
       auto results = recipe.quantize(calibs);
       if (results.size() != names.size()) {
@@ -290,6 +329,7 @@ template <class Deferred = void>
       }
     }
     for (auto& h : streams) model.forward_layer(l, h);  // feed the quantized block's outputs on
+    for (auto& h : fp32_streams) prepared.forward_layer(l, h);
   }
   local.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (report != nullptr) *report = std::move(local);
