@@ -16,6 +16,17 @@ namespace {
 
 namespace m = qtl::model;
 
+/// The factory of per-precision recipes named `name`.
+m::PrecisionRecipeFactory recipe_factory(std::string name) {
+  return [name](const m::Precision& p) {
+    m::RecipeSpec spec;
+    spec.name = name;
+    spec.bits = p.bits;
+    spec.group = p.group;
+    return m::make_recipe(spec);
+  };
+}
+
 /// A table of `n` matrices of random sizes with candidates 2/3/4 bits (+0.75 bits of group
 /// parameters) and a KL that falls with the bits, at random per-matrix sensitivities.
 m::SensitivityTable random_table(int n, unsigned seed) {
@@ -96,13 +107,7 @@ TEST(MixedPrecision, OnTheRealModelMeetsTheBudgetAndBeatsUniformBits) {
   const auto& f = qtl::test::fixture();
   const auto calibration = f.calibration(0, 8);
   const std::vector<std::vector<int>> scoring(calibration.begin(), calibration.begin() + 4);
-  auto make = [](const m::Precision& p) {
-    m::RecipeSpec spec;
-    spec.name = "rtn";
-    spec.bits = p.bits;
-    spec.group = p.group;
-    return m::make_recipe(spec);
-  };
+  const auto make = recipe_factory("rtn");
   m::SensitivityOptions so;
   so.candidates = {{2, 0}, {3, 0}, {4, 0}, {8, 0}};
   const auto table = m::measure_sensitivity(f.fp32, calibration, scoring, so, make);
@@ -135,13 +140,7 @@ TEST(MixedPrecision, OnTheRealModelMeetsTheBudgetAndBeatsUniformBits) {
 TEST(MixedPrecision, RecipesThatFoldScalesAreRejected) {
   const auto& f = qtl::test::fixture();
   const auto calibration = f.calibration(0, 2);
-  auto make = [](const m::Precision& p) {
-    m::RecipeSpec spec;
-    spec.name = "awq";
-    spec.bits = p.bits;
-    spec.group = p.group;
-    return m::make_recipe(spec);
-  };
+  const auto make = recipe_factory("awq");
   m::SensitivityOptions so;
   so.candidates = {{4, 32}};
   EXPECT_NE(qtl::test::error_of([&] { (void)m::measure_sensitivity(f.fp32, calibration, calibration, so, make); })

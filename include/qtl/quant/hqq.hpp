@@ -119,37 +119,9 @@ template <int Bits, Mode M>
 [[nodiscard]] QuantizedMatrix<Uniform<Bits, M>> quantize_matrix_hqq(const Uniform<Bits, M>& q,
                                                                    const Granularity& granularity, MatrixRef w,
                                                                    const HqqOptions& opt = {}) {
-  constexpr std::string_view kWhere = "quantize_matrix_hqq";
-  require_nonempty(kWhere, "weights", w.rows(), w.cols());
-  require_finite(kWhere, "weights", w);
-  QuantizedMatrix<Uniform<Bits, M>> out;
-  out.quantizer = q;
-  out.layout = make_group_layout(granularity, w.rows(), w.cols(), kWhere);
-  const GroupLayout& L = out.layout;
-  out.codes.resize(static_cast<std::size_t>(L.rows * L.cols));
-  out.params.resize(static_cast<std::size_t>(L.num_param_sets()));
-  std::vector<float> values;
-  auto encode = [&](Index r0, Index r1, Index c0, Index c1, const auto& p) {
-    for (Index r = r0; r < r1; ++r) {
-      for (Index c = c0; c < c1; ++c) out.codes[static_cast<std::size_t>(r * L.cols + c)] = q.encode(p, w(r, c));
-    }
-  };
-  if (L.per_tensor) {
-    for (Index r = 0; r < L.rows; ++r) values.insert(values.end(), w.row(r).data(), w.row(r).data() + L.cols);
-    out.params[0] = hqq_fit(q, values, opt);
-    encode(0, L.rows, 0, L.cols, out.params[0]);
-    return out;
-  }
-  for (Index r = 0; r < L.rows; ++r) {
-    for (Index g = 0; g < L.groups_per_row(); ++g) {
-      const Index c0 = L.group_begin(g), c1 = c0 + L.group_width(g);
-      values.assign(w.row(r).data() + c0, w.row(r).data() + c1);
-      auto& p = out.params[static_cast<std::size_t>(r * L.groups_per_row() + g)];
-      p = hqq_fit(q, values, opt);
-      encode(r, r + 1, c0, c1, p);
-    }
-  }
-  return out;
+  return quantize_matrix_with(
+      q, granularity, w, QuantizeOptions{},
+      [&](std::span<const float> v, std::span<const float>) { return hqq_fit(q, v, opt); }, "quantize_matrix_hqq");
 }
 
 }  // namespace qtl

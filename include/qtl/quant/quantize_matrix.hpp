@@ -48,11 +48,14 @@ struct QuantizeOptions {
   RowMatrixXf importance;      ///< empty, or one weight >= 0 per element (same shape as W)
 };
 
-/// Quantizes W [rows x cols] group by group: fit each group's parameters, then encode.
-template <ScalarQuantizer Q>
-[[nodiscard]] QuantizedMatrix<Q> quantize_matrix(const Q& q, const Granularity& granularity,
-                                                 MatrixRef w, const QuantizeOptions& opt = {}) {
-  constexpr std::string_view kWhere = "quantize_matrix";
+/// quantize_matrix with another fit of each group's parameters: `fit(values, importance)`
+/// returns the group's Params (importance empty when none was given). The rest (validation,
+/// layout, gathering, encoding) is quantize_matrix's.
+template <ScalarQuantizer Q, class Fit>
+[[nodiscard]] QuantizedMatrix<Q> quantize_matrix_with(const Q& q, const Granularity& granularity, MatrixRef w,
+                                                      const QuantizeOptions& opt, Fit&& fit,
+                                                      std::string_view where = "quantize_matrix") {
+  const std::string_view kWhere = where;
   require_nonempty(kWhere, "weights", w.rows(), w.cols());
   require_finite(kWhere, "weights", w);
   const ImportanceGiven given = require_importance(kWhere, opt, w.rows(), w.cols());
@@ -97,7 +100,7 @@ template <ScalarQuantizer Q>
 
   if (L.per_tensor) {
     gather(0, L.rows, 0, L.cols);
-    out.params[0] = q.fit(values, weights, opt.fit);
+    out.params[0] = fit(std::span<const float>(values), std::span<const float>(weights));
     encode_block(0, L.rows, 0, L.cols, out.params[0]);
     return out;
   }
@@ -106,11 +109,20 @@ template <ScalarQuantizer Q>
       const Index c0 = L.group_begin(g), c1 = c0 + L.group_width(g);
       gather(r, r + 1, c0, c1);
       auto& p = out.params[static_cast<std::size_t>(r * L.groups_per_row() + g)];
-      p = q.fit(values, weights, opt.fit);
+      p = fit(std::span<const float>(values), std::span<const float>(weights));
       encode_block(r, r + 1, c0, c1, p);
     }
   }
   return out;
+}
+
+/// Quantizes W [rows x cols] group by group: fit each group's parameters, then encode.
+template <ScalarQuantizer Q>
+[[nodiscard]] QuantizedMatrix<Q> quantize_matrix(const Q& q, const Granularity& granularity,
+                                                 MatrixRef w, const QuantizeOptions& opt = {}) {
+  return quantize_matrix_with(q, granularity, w, opt, [&](std::span<const float> v, std::span<const float> imp) {
+    return q.fit(v, imp, opt.fit);
+  });
 }
 
 /// The matrix the codes represent: W_hat(r, c) = decode(params(r, c), code(r, c)).
