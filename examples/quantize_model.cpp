@@ -85,6 +85,7 @@ int main(int argc, char** argv) {
   bool int8 = false;
   std::vector<double> budgets;
   int sensitivity_stories = 32;
+  bool linear_sensitivity = false;
   app.add_option("--model", model_path, "llama2.c checkpoint (default: bundled stories260K)");
   app.add_option("--tokenizer", tokenizer_path, "llama2.c tokenizer (default: bundled tok512.bin)");
   app.add_option("--text", text_path, "stories separated by <|endoftext|> lines (default: bundled dev text)");
@@ -105,6 +106,8 @@ int main(int argc, char** argv) {
   app.add_option("--sensitivity-stories", sensitivity_stories,
                  "with --bpw: calibration stories the sensitivities are scored on (the first N)")
       ->check(CLI::Range(1, 100000));
+  app.add_flag("--linear-sensitivity", linear_sensitivity,
+               "with --bpw: HIGGS's linear model (one noise probe per matrix) instead of measuring every candidate");
   app.add_option("--out", out, "also write the table to OUT.md and OUT.csv");
   CLI11_PARSE(app, argc, argv);
 
@@ -186,6 +189,7 @@ int main(int argc, char** argv) {
       };
       m::SensitivityOptions so;
       so.threads = threads;
+      so.linear_model = linear_sensitivity;
       so.progress = [](std::string_view line) { std::cerr << line << '\n'; };
       const std::size_t n_scoring = std::min<std::size_t>(static_cast<std::size_t>(sensitivity_stories), calibration.size());
       std::vector<std::vector<int>> scoring;
@@ -195,18 +199,19 @@ int main(int argc, char** argv) {
       const auto t0 = std::chrono::steady_clock::now();
       const auto table = m::measure_sensitivity(fp32, calibration, scoring, so, make);
       const double sens_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const std::string label = name + (linear_sensitivity ? "-mixed-linear" : "-mixed");
       for (double b : budgets) {
         const auto plan = m::allocate_bits(table, b);
-        const m::MixedPrecisionRecipe recipe(name + "-mixed", table, plan, make);
+        const m::MixedPrecisionRecipe recipe(label, table, plan, make);
         m::SequentialOptions seq;
         m::SequentialReport report;
         const m::Transformer q = m::quantize_sequential(fp32, calibration, recipe, seq, &report);
         const auto r = m::kl_divergence(fp32, q, tokenizer, eval_stories, eval_opt);
-        results.push_back({name + "-mixed", 0, report.bits_per_weight(), r.perplexity, r.mean_kl,
+        results.push_back({label, 0, report.bits_per_weight(), r.perplexity, r.mean_kl,
                            report.seconds + sens_seconds, tokens_per_second(q)});
         std::map<std::string, int> counts;
         for (std::size_t i = 0; i < plan.choice.size(); ++i) counts[m::to_string(table.candidates[plan.choice[i]])]++;
-        notes << "\n" << name << "-mixed at <= " << b << " bits/weight: " << report.bits_per_weight()
+        notes << "\n" << label << " at <= " << b << " bits/weight: " << report.bits_per_weight()
               << " bits/weight; predicted perplexity " << base.perplexity * std::exp(plan.predicted_delta_nll)
               << " (fp32 " << base.perplexity << " x exp(sum of the matrices' NLL changes on "
               << table.scored_tokens << " calibration tokens)), measured " << r.perplexity
@@ -218,7 +223,7 @@ int main(int argc, char** argv) {
           notes << " " << table.matrices[i].name.substr(7) << "=" << p.bits << (p.group == 0 ? "r" : "g");
         }
         notes << "\n";
-        std::cerr << name << "-mixed " << b << ": perplexity " << r.perplexity << ", " << report.bits_per_weight()
+        std::cerr << label << " " << b << ": perplexity " << r.perplexity << ", " << report.bits_per_weight()
                   << " bits/weight\n";
       }
     }

@@ -5,8 +5,10 @@
 #include <qtl/model/recipes.hpp>
 #include <qtl/model/sequential.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <numeric>
 #include <random>
 
 #include "model/real_model_fixture.hpp"
@@ -135,6 +137,55 @@ TEST(MixedPrecision, OnTheRealModelMeetsTheBudgetAndBeatsUniformBits) {
                                   << uniform_report.bits_per_weight() << " bits/weight";
   std::printf("[ real ] rtn 3-bit per row: KL %.4f at %.3f bits/weight; mixed: KL %.4f at %.3f\n", kl_uniform,
               uniform_report.bits_per_weight(), kl_mixed, plan.bits_per_weight);
+}
+
+// HIGGS's linear model (one noise probe per matrix) against the measured KL of every
+// candidate: the same ordering of (matrix, precision) pairs nearly everywhere, and the same size.
+TEST(MixedPrecision, LinearModelAgreesWithMeasuredSensitivities) {
+  const auto& f = qtl::test::fixture();
+  const auto calibration = f.calibration(0, 8);
+  const std::vector<std::vector<int>> scoring(calibration.begin(), calibration.begin() + 4);
+  const auto make = recipe_factory("rtn");
+  m::SensitivityOptions so;
+  so.candidates = {{2, 0}, {3, 0}, {4, 0}};
+  const auto measured = m::measure_sensitivity(f.fp32, calibration, scoring, so, make);
+  so.linear_model = true;
+  const auto linear = m::measure_sensitivity(f.fp32, calibration, scoring, so, make);
+  ASSERT_EQ(linear.matrices.size(), measured.matrices.size());
+  std::vector<double> a, b;
+  for (std::size_t i = 0; i < measured.matrices.size(); ++i) {
+    EXPECT_EQ(linear.matrices[i].bits_per_weight, measured.matrices[i].bits_per_weight);
+    for (std::size_t c = 0; c < so.candidates.size(); ++c) {
+      a.push_back(measured.matrices[i].kl[c]);
+      b.push_back(linear.matrices[i].kl[c]);
+      if (c > 0) {
+        EXPECT_LT(linear.matrices[i].kl[c], linear.matrices[i].kl[c - 1]) << measured.matrices[i].name;
+      }
+    }
+  }
+  // Spearman's rank correlation over every (matrix, candidate) pair.
+  auto ranks = [](const std::vector<double>& v) {
+    std::vector<std::size_t> idx(v.size());
+    std::iota(idx.begin(), idx.end(), 0);
+    std::sort(idx.begin(), idx.end(), [&](std::size_t x, std::size_t y) { return v[x] < v[y]; });
+    std::vector<double> r(v.size());
+    for (std::size_t k = 0; k < idx.size(); ++k) r[idx[k]] = static_cast<double>(k);
+    return r;
+  };
+  const auto ra = ranks(a), rb = ranks(b);
+  double d2 = 0;
+  for (std::size_t k = 0; k < ra.size(); ++k) d2 += (ra[k] - rb[k]) * (ra[k] - rb[k]);
+  const double n = static_cast<double>(ra.size());
+  const double spearman = 1.0 - 6.0 * d2 / (n * (n * n - 1.0));
+  std::vector<double> ratio;
+  for (std::size_t k = 0; k < a.size(); ++k) ratio.push_back(b[k] / a[k]);
+  std::nth_element(ratio.begin(), ratio.begin() + static_cast<std::ptrdiff_t>(ratio.size() / 2), ratio.end());
+  const double median_ratio = ratio[ratio.size() / 2];
+  std::printf("[ real ] linear model vs measured KL: Spearman %.4f over %zu pairs, median ratio %.3f\n", spearman,
+              ra.size(), median_ratio);
+  EXPECT_GT(spearman, 0.9);
+  EXPECT_GT(median_ratio, 0.5);
+  EXPECT_LT(median_ratio, 2.0);
 }
 
 TEST(MixedPrecision, RecipesThatFoldScalesAreRejected) {

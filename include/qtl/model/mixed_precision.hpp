@@ -31,6 +31,7 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <random>
 #include <span>
 #include <string>
 #include <string_view>
@@ -76,6 +77,15 @@ struct SensitivityTable {
 
 struct SensitivityOptions {
   std::vector<Precision> candidates{{2, 32}, {2, 0}, {3, 32}, {3, 0}, {4, 32}, {4, 0}, {8, 0}};
+  /// false: KL_i(c) measured for every matrix and candidate (one model evaluation each).
+  /// true: HIGGS's linear model (Malinovskii et al. 2024): per matrix, one evaluation with
+  /// Gaussian noise of known relative output error t0² gives α_i = KL / t0² (and the same for
+  /// ΔNLL); then KL_i(c) = α_i · t_i(c)², t_i(c)² = tr(ΔW H ΔWᵀ) / tr(W H Wᵀ) of the candidate's
+  /// quantized matrix on the calibration inputs. One evaluation per matrix instead of one per
+  /// candidate: what makes the allocation affordable for large models.
+  bool linear_model = false;
+  double noise_relative_error = 0.01;  ///< t0², the linear model's probe
+  unsigned seed = 0;                   ///< of the probe's noise
   int threads = 1;  ///< scoring sequences in parallel
   std::function<void(std::string_view)> progress;
 };
@@ -201,6 +211,32 @@ inline double score_against(const Transformer& model, std::span<const std::vecto
                                name.ends_with(".w1") || name.ends_with(".w3");
     // Alone in the fp32 model a matrix's inputs are the fp32 model's: the cross term is H itself.
     const Eigen::MatrixXd h_fp32 = calibrate ? stats.at(name).hessian() : Eigen::MatrixXd();
+    // The linear model's probe: W + noise with tr(N H Nᵀ) = t0² tr(W H Wᵀ) (H = I without
+    // calibration), one evaluation.
+    const RowMatrixXf& wt = dense.weight();
+    const Eigen::MatrixXd h_rel = calibrate ? h_fp32 : Eigen::MatrixXd::Identity(wt.cols(), wt.cols());
+    auto output_energy = [&](const Eigen::MatrixXd& d) { return (d * h_rel).cwiseProduct(d).sum(); };
+    const double energy = output_energy(wt.cast<double>());
+    double alpha_kl = 0.0, alpha_nll = 0.0;
+    if (options.linear_model) {
+      if (!(options.noise_relative_error > 0.0 && options.noise_relative_error < 1.0)) {
+        fail(kWhere, ": noise_relative_error must be in (0, 1), got ", options.noise_relative_error);
+      }
+      std::mt19937_64 rng(options.seed + 0x9e3779b97f4a7c15ULL * (li + 1));
+      std::normal_distribution<double> normal;
+      Eigen::MatrixXd noise(wt.rows(), wt.cols());
+      for (Index r = 0; r < noise.rows(); ++r) {
+        for (Index c = 0; c < noise.cols(); ++c) noise(r, c) = normal(rng);
+      }
+      noise *= std::sqrt(options.noise_relative_error * energy / std::max(output_energy(noise), 1e-300));
+      auto previous = trial.set_linear(name, std::make_unique<DenseLinear>(RowMatrixXf(wt + noise.cast<float>())));
+      double kl = 0.0;
+      const double nll = detail::score_against(trial, scoring, streams[static_cast<std::size_t>(block)], block, &ref,
+                                               options.threads, &kl);
+      trial.set_linear(name, std::move(previous));
+      alpha_kl = kl / options.noise_relative_error;
+      alpha_nll = (nll - table.fp32_nll) / options.noise_relative_error;
+    }
     for (std::size_t c = 0; c < recipes.size(); ++c) {
       const bool targets = calibrate && recipes[c]->wants_fp32_targets();
       const LayerCalibration lc{name,          0, &dense.weight(), &stats.at(name), &empty_sample, is_norm_input,
@@ -211,12 +247,20 @@ inline double score_against(const Transformer& model, std::span<const std::vecto
         fail(kWhere, ": recipe '", recipes[c]->name(), "' folds input scales into a norm shared by a group; "
              "per-matrix precisions need recipes that quantize each matrix on its own");
       }
+      m.bits_per_weight.push_back(out.front().bits_per_weight);
+      if (options.linear_model) {
+        // The layer's effective weights: its op applied to the identity gives Ŵᵀ.
+        const RowMatrixXf what_t = out.front().op->forward(RowMatrixXf::Identity(wt.cols(), wt.cols()));
+        const double t2 = output_energy(what_t.transpose().cast<double>() - wt.cast<double>()) / energy;
+        m.kl.push_back(alpha_kl * t2);
+        m.delta_nll.push_back(alpha_nll * t2);
+        continue;
+      }
       auto previous = trial.set_linear(name, std::move(out.front().op));
       double kl = 0.0;
       const double nll = detail::score_against(trial, scoring, streams[static_cast<std::size_t>(block)], block, &ref,
                                                options.threads, &kl);
       trial.set_linear(name, std::move(previous));
-      m.bits_per_weight.push_back(out.front().bits_per_weight);
       m.kl.push_back(kl);
       m.delta_nll.push_back(nll - table.fp32_nll);
     }
