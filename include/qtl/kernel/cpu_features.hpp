@@ -2,7 +2,7 @@
 //
 // The kernels are header-only and must run on whatever CPU executes the program, whatever flags
 // it was compiled with. So every SIMD kernel is an ordinary function carrying
-// __attribute__((target("..."))) (see qtl/kernel/uniform_avx2.hpp, uniform_avx512.hpp): one
+// __attribute__((target("..."))) (the attribute strings: qtl/kernel/target.hpp): one
 // translation unit holds every path, compiled without any -m flag, and the path is chosen at
 // run time, once, from cpuid. We do not use xsimd's dispatch here: it needs one translation unit
 // per architecture with its own -m flags, and identical inline symbols compiled with different
@@ -22,6 +22,8 @@
 // path for the whole process (read once, on first use); forcing a path this CPU cannot run is
 // an error.
 #pragma once
+
+#include "qtl/kernel/target.hpp"
 
 #include <cstdlib>
 #include <iterator>
@@ -104,7 +106,7 @@ struct CpuFeatures {
 
 /// Whether the compiled code of path `p` may run here (compiler and CPU both support it).
 [[nodiscard]] inline bool path_supported(KernelPath p) noexcept {
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#if defined(QTL_X86_64)
   const CpuFeatures& f = cpu_features();
   const bool avx2 = f.avx2 && f.fma && f.f16c;
   const bool avx512 = avx2 && f.avx512f && f.avx512bw && f.avx512vl;

@@ -8,7 +8,9 @@
 // Target attributes: see qtl/kernel/cpu_features.hpp. Call only when path_supported(Avx2).
 #pragma once
 
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#include "qtl/kernel/target.hpp"
+
+#if defined(QTL_X86_64)
 
 #include <immintrin.h>
 
@@ -18,18 +20,17 @@
 #include "qtl/kernel/layout_lut.hpp"
 #include "qtl/kernel/prefetch.hpp"
 
-#define QTL_TARGET_LUT_AVX2 __attribute__((target("avx2,fma,f16c")))
 
 namespace qtl::kernel {
 namespace detail_lut_avx2 {
 
-QTL_TARGET_LUT_AVX2 inline __attribute__((always_inline)) __m256i bcast_table(const std::uint8_t* p) noexcept {
+QTL_TARGET_AVX2 inline __attribute__((always_inline)) __m256i bcast_table(const std::uint8_t* p) noexcept {
   return _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
 
 /// One (tile, token): out[slot] for the tile's rows.
 template <LutWeights K>
-QTL_TARGET_LUT_AVX2 void tile_token(const LutKernelView& w, std::ptrdiff_t t, const std::uint8_t* tables,
+QTL_TARGET_AVX2 void tile_token(const LutKernelView& w, std::ptrdiff_t t, const std::uint8_t* tables,
                                     const float* d, const float* gs, float* out) noexcept {
   constexpr int kVecs = K == LutWeights::Ternary ? 2 : 4;
   constexpr int kTr = K == LutWeights::Ternary ? 32 : 64;
@@ -113,7 +114,7 @@ QTL_TARGET_LUT_AVX2 void tile_token(const LutKernelView& w, std::ptrdiff_t t, co
 }
 
 template <LutWeights K>
-QTL_TARGET_LUT_AVX2 void run_tiles(const LutKernelView& w, const LutActivationSet& a, float* y, std::ptrdiff_t ldy,
+QTL_TARGET_AVX2 void run_tiles(const LutKernelView& w, const LutActivationSet& a, float* y, std::ptrdiff_t ldy,
                                    std::ptrdiff_t t0, std::ptrdiff_t t1) noexcept {
   constexpr int kTr = K == LutWeights::Ternary ? 32 : 64;
   int slot_row[kTr];
@@ -137,7 +138,7 @@ QTL_TARGET_LUT_AVX2 void run_tiles(const LutKernelView& w, const LutActivationSe
 /// build_lut_group (qtl/kernel/layout_lut.hpp) with AVX2, bit-identical: the 16 entries as
 /// int16 lanes L_k = sum_i sign(a_i, s_i(k)); the little-endian bytes of L_k are exactly its low
 /// byte and its high byte (L_k >> 8), so one byte shuffle splits them into the two tables.
-QTL_TARGET_LUT_AVX2 inline void build_lut_group_avx2(const std::int8_t* a, std::uint8_t* out) noexcept {
+QTL_TARGET_AVX2 inline void build_lut_group_avx2(const std::int8_t* a, std::uint8_t* out) noexcept {
   std::int32_t a4;
   __builtin_memcpy(&a4, a, 4);
   const __m256i v = _mm256_cvtepi8_epi16(_mm_set1_epi32(a4));  // a0 a1 a2 a3 repeated, int16

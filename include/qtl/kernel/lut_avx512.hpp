@@ -17,7 +17,9 @@
 // when path_supported(KernelPath::Avx512) says so.
 #pragma once
 
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#include "qtl/kernel/target.hpp"
+
+#if defined(QTL_X86_64)
 #define QTL_HAVE_X86_LUT_KERNELS 1
 
 #include <immintrin.h>
@@ -28,18 +30,17 @@
 #include "qtl/kernel/layout_lut.hpp"
 #include "qtl/kernel/prefetch.hpp"
 
-#define QTL_TARGET_LUT_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq")))
 
 namespace qtl::kernel {
 namespace detail_lut_avx512 {
 
-QTL_TARGET_LUT_AVX512 inline __attribute__((always_inline)) __m512i bcast_table(const std::uint8_t* p) noexcept {
+QTL_TARGET_AVX512 inline __attribute__((always_inline)) __m512i bcast_table(const std::uint8_t* p) noexcept {
   return _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
 
 /// One (tile, token): out[slot] for the tile's rows (qtl/kernel/layout_lut.hpp slot order).
 template <LutWeights K>
-QTL_TARGET_LUT_AVX512 void tile_token(const LutKernelView& w, std::ptrdiff_t t, const std::uint8_t* tables,
+QTL_TARGET_AVX512 void tile_token(const LutKernelView& w, std::ptrdiff_t t, const std::uint8_t* tables,
                                       const float* d, const float* gs, float* out) noexcept {
   constexpr int kVecs = K == LutWeights::Ternary ? 2 : 4;  // 16-float result vectors per tile
   constexpr int kTr = K == LutWeights::Ternary ? 32 : 64;
@@ -111,7 +112,7 @@ QTL_TARGET_LUT_AVX512 void tile_token(const LutKernelView& w, std::ptrdiff_t t, 
 }
 
 template <LutWeights K>
-QTL_TARGET_LUT_AVX512 void run_tiles(const LutKernelView& w, const LutActivationSet& a, float* y,
+QTL_TARGET_AVX512 void run_tiles(const LutKernelView& w, const LutActivationSet& a, float* y,
                                      std::ptrdiff_t ldy, std::ptrdiff_t t0, std::ptrdiff_t t1) noexcept {
   constexpr int kTr = K == LutWeights::Ternary ? 32 : 64;
   int slot_row[kTr];

@@ -25,6 +25,8 @@
 // scratch; the Eigen overloads validate shapes, finiteness and threads and throw qtl::Error.
 #pragma once
 
+#include "qtl/kernel/target.hpp"
+
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -133,7 +135,7 @@ class PreparedLutActivations {
     // AVX2 quantization and tables are bit-identical to the scalar ones (tests check both).
     alignas(64) float xb[kLutBlockCols];
     alignas(64) std::int8_t q[kLutBlockCols];
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#if defined(QTL_X86_64)
     const bool simd = simd_allowed_ && __builtin_cpu_supports("avx2");
 #endif
     for (std::ptrdiff_t n = n0; n < n1; ++n) {
@@ -148,14 +150,14 @@ class PreparedLutActivations {
           const std::ptrdiff_t len = std::min<std::ptrdiff_t>(kLutBlockCols, c1 - cb);
           std::memcpy(xb, xn + cb, static_cast<std::size_t>(len) * sizeof(float));
           for (std::ptrdiff_t i = len; i < kLutBlockCols; ++i) xb[i] = 0.0f;
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#if defined(QTL_X86_64)
           const int sum = simd ? quantize_block_int8_avx2(xb, q, d + b) : quantize_block_int8(xb, q, d + b);
 #else
           const int sum = quantize_block_int8(xb, q, d + b);
 #endif
           s += static_cast<double>(d[b]) * static_cast<double>(sum);
           std::uint8_t* tb = tables + b * kLutBlockTableBytes;
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#if defined(QTL_X86_64)
           if (simd) {
             build_lut_groups_simd(q, tb, kLutGroupsPerBlock);
             continue;

@@ -14,6 +14,8 @@
 // activations and the paths differ only in how they add.
 #pragma once
 
+#include "qtl/kernel/target.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -21,7 +23,7 @@
 #include <cstring>
 #include <vector>
 
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#if defined(QTL_X86_64)
 #include <immintrin.h>
 #endif
 
@@ -122,7 +124,7 @@ inline int quantize_block_int8(const float* x, std::int8_t* q, float* d) noexcep
   return sum;
 }
 
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#if defined(QTL_X86_64)
 /// quantize_block_int8 with AVX2: the same operations in the same order (max of |x|, one IEEE
 /// product x * (127 / max), round half to even, clamp), so codes, scale and sum are bit-identical
 /// to the scalar function (a test checks it); only faster. (256-bit on purpose: GCC 12's masked
@@ -194,7 +196,7 @@ class PreparedActivations {
     std::vector<float> gs(static_cast<std::size_t>(w.groups));
     std::int8_t q[kBlockCols];
     const bool int8 = mode_ == ActivationMode::Int8;
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#if defined(QTL_X86_64)
     const bool simd = simd_allowed_ && __builtin_cpu_supports("avx2");
 #endif
     for (std::ptrdiff_t n = n_begin; n < n_end; ++n) {
@@ -214,7 +216,7 @@ class PreparedActivations {
         double s = 0.0;
         for (std::ptrdiff_t b = w.group_block_begin[g]; b < w.group_block_begin[g + 1]; ++b) {
           float d = 0.0f;
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#if defined(QTL_X86_64)
           const int sum = simd ? quantize_block_int8_avx2(xk.data() + b * kBlockCols, q, &d)
                                : quantize_block_int8(xk.data() + b * kBlockCols, q, &d);
 #else

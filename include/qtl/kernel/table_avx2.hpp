@@ -14,7 +14,9 @@
 // Functions carry target attributes; they must only run when path_supported(KernelPath::Avx2).
 #pragma once
 
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#include "qtl/kernel/target.hpp"
+
+#if defined(QTL_X86_64)
 
 #include <immintrin.h>
 
@@ -26,7 +28,6 @@
 #include "qtl/kernel/layout_table.hpp"
 #include "qtl/kernel/prefetch.hpp"
 
-#define QTL_TARGET_TABLE_AVX2 __attribute__((target("avx2,fma,f16c")))
 #ifndef QTL_TABLE_INLINE
 #define QTL_TABLE_INLINE inline __attribute__((always_inline))
 #endif
@@ -34,13 +35,13 @@
 namespace qtl::kernel {
 namespace detail_table_avx2 {
 
-QTL_TARGET_TABLE_AVX2 QTL_TABLE_INLINE __m256i counts8(int k) noexcept {
+QTL_TARGET_AVX2 QTL_TABLE_INLINE __m256i counts8(int k) noexcept {
   return _mm256_load_si256(reinterpret_cast<const __m256i*>(detail_table::kShiftCounts.v[k]));
 }
 
 /// The 16-entry kernel table of slot q as two ymm (entries 0..7, 8..15).
 template <int Bits, TableForm F>
-QTL_TARGET_TABLE_AVX2 QTL_TABLE_INLINE void table16(const TableKernelView& w, std::ptrdiff_t q, __m256& lo,
+QTL_TARGET_AVX2 QTL_TABLE_INLINE void table16(const TableKernelView& w, std::ptrdiff_t q, __m256& lo,
                                                     __m256& hi) noexcept {
   if constexpr (F == TableForm::ScaledShared) {
     const __m256 s = _mm256_set1_ps(w.scales[q]);
@@ -72,7 +73,7 @@ QTL_TARGET_TABLE_AVX2 QTL_TABLE_INLINE void table16(const TableKernelView& w, st
 
 /// Permute indices of half h of slice k of one row's chunk.
 template <int Bits>
-QTL_TARGET_TABLE_AVX2 QTL_TABLE_INLINE __m256i slice_index(const std::uint8_t* ch, int k, int h) noexcept {
+QTL_TARGET_AVX2 QTL_TABLE_INLINE __m256i slice_index(const std::uint8_t* ch, int k, int h) noexcept {
   if constexpr (Bits != 3) {
     return _mm256_srlv_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ch + 32 * h)), counts8(Bits * k));
   } else {
@@ -88,7 +89,7 @@ QTL_TARGET_TABLE_AVX2 QTL_TABLE_INLINE __m256i slice_index(const std::uint8_t* c
 
 /// Rows i0 .. i0 + R - 1 of tile t times NT tokens.
 template <int Bits, TableForm F, int NT, int R>
-QTL_TARGET_TABLE_AVX2 void rows_tile(const TableKernelView& w, std::ptrdiff_t t, int i0, const float* xk,
+QTL_TARGET_AVX2 void rows_tile(const TableKernelView& w, std::ptrdiff_t t, int i0, const float* xk,
                                      std::ptrdiff_t ldx, float* y, std::ptrdiff_t ldy) noexcept {
   constexpr int kSc = table_chunk_slices(Bits);
   constexpr std::ptrdiff_t kCb = table_chunk_bytes(Bits);
@@ -145,7 +146,7 @@ inline constexpr std::ptrdiff_t kGemmBlockTokens2 = 64;
 
 /// Decodes slices [ps, pe) of the 4 rows of tile t into wbuf[(i * kPanelSlices2 + s - ps) * 16].
 template <int Bits, TableForm F>
-QTL_TARGET_TABLE_AVX2 void decode_panel(const TableKernelView& w, std::ptrdiff_t t, std::ptrdiff_t ps,
+QTL_TARGET_AVX2 void decode_panel(const TableKernelView& w, std::ptrdiff_t t, std::ptrdiff_t ps,
                                         std::ptrdiff_t pe, std::ptrdiff_t& g, float* wbuf) noexcept {
   constexpr int R = kTableTileRows;
   constexpr int kSc = table_chunk_slices(Bits);
@@ -181,7 +182,7 @@ QTL_TARGET_TABLE_AVX2 void decode_panel(const TableKernelView& w, std::ptrdiff_t
 /// accbuf[(n * 4 + i) * 16 + 8 h ..] += the decoded panel rows i0, i0 + 1 (ns slices) times
 /// tokens n of xp (stride ldx): 2 rows x NT tokens x 2 halves of accumulators.
 template <int NT>
-QTL_TARGET_TABLE_AVX2 void panel_fma(const float* wbuf, int i0, std::ptrdiff_t ns, const float* xp,
+QTL_TARGET_AVX2 void panel_fma(const float* wbuf, int i0, std::ptrdiff_t ns, const float* xp,
                                      std::ptrdiff_t ldx, float* accbuf) noexcept {
   constexpr int R = 2;
   __m256 acc[R][NT][2];
@@ -209,7 +210,7 @@ QTL_TARGET_TABLE_AVX2 void panel_fma(const float* wbuf, int i0, std::ptrdiff_t n
 /// decoded once, then multiplied with every token; each (row, token) keeps the two chains of
 /// rows_tile(), in the same order: the same bits.
 template <int Bits, TableForm F>
-QTL_TARGET_TABLE_AVX2 void gemm_tile(const TableKernelView& w, std::ptrdiff_t t, const float* xk, std::ptrdiff_t ldx,
+QTL_TARGET_AVX2 void gemm_tile(const TableKernelView& w, std::ptrdiff_t t, const float* xk, std::ptrdiff_t ldx,
                                      std::ptrdiff_t m, float* y, std::ptrdiff_t ldy, float* wbuf,
                                      float* accbuf) noexcept {
   constexpr int R = kTableTileRows;
@@ -239,7 +240,7 @@ QTL_TARGET_TABLE_AVX2 void gemm_tile(const TableKernelView& w, std::ptrdiff_t t,
 }
 
 template <int Bits, TableForm F>
-QTL_TARGET_TABLE_AVX2 void tiles(const TableKernelView& w, const float* xk, std::ptrdiff_t ldx, std::ptrdiff_t m,
+QTL_TARGET_AVX2 void tiles(const TableKernelView& w, const float* xk, std::ptrdiff_t ldx, std::ptrdiff_t m,
                                  float* y, std::ptrdiff_t ldy, std::ptrdiff_t t0, std::ptrdiff_t t1) noexcept {
   if (m >= kGemmMinTokens2) {
     alignas(64) float wbuf[kTableTileRows * kPanelSlices2 * kTableSliceCols];
@@ -267,7 +268,7 @@ QTL_TARGET_TABLE_AVX2 void tiles(const TableKernelView& w, const float* xk, std:
 }
 
 template <int Bits>
-QTL_TARGET_TABLE_AVX2 void tiles_form(const TableKernelView& w, const float* xk, std::ptrdiff_t ldx, std::ptrdiff_t m,
+QTL_TARGET_AVX2 void tiles_form(const TableKernelView& w, const float* xk, std::ptrdiff_t ldx, std::ptrdiff_t m,
                                       float* y, std::ptrdiff_t ldy, std::ptrdiff_t t0, std::ptrdiff_t t1) noexcept {
   if (w.form == TableForm::ScaledShared) {
     tiles<Bits, TableForm::ScaledShared>(w, xk, ldx, m, y, ldy, t0, t1);

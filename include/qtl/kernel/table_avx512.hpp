@@ -20,7 +20,9 @@
 // translation unit and must only run when path_supported(KernelPath::Avx512) holds.
 #pragma once
 
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#include "qtl/kernel/target.hpp"
+
+#if defined(QTL_X86_64)
 
 #include <immintrin.h>
 
@@ -32,7 +34,6 @@
 #include "qtl/kernel/layout_table.hpp"
 #include "qtl/kernel/prefetch.hpp"
 
-#define QTL_TARGET_TABLE_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq")))
 #ifndef QTL_TABLE_INLINE
 #define QTL_TABLE_INLINE inline __attribute__((always_inline))
 #endif
@@ -42,7 +43,7 @@ namespace qtl::kernel {
 namespace detail_table_avx512 {
 
 template <int Bits, TableForm F>
-QTL_TARGET_TABLE_AVX512 QTL_TABLE_INLINE __m512 table16(const TableKernelView& w, __m512 shared,
+QTL_TARGET_AVX512 QTL_TABLE_INLINE __m512 table16(const TableKernelView& w, __m512 shared,
                                                         std::ptrdiff_t q) noexcept {
   if constexpr (F == TableForm::ScaledShared) {
     return _mm512_mul_ps(shared, _mm512_set1_ps(w.scales[q]));
@@ -66,14 +67,14 @@ QTL_TARGET_TABLE_AVX512 QTL_TABLE_INLINE __m512 table16(const TableKernelView& w
   }
 }
 
-QTL_TARGET_TABLE_AVX512 QTL_TABLE_INLINE __m512i counts(int k) noexcept {
+QTL_TARGET_AVX512 QTL_TABLE_INLINE __m512i counts(int k) noexcept {
   return _mm512_load_si512(detail_table::kShiftCounts.v[k]);
 }
 
 /// Permute indices of slice k of one row's chunk (low 4 bits valid, higher bits don't-care).
 /// `v` is the chunk's first 64 bytes, already loaded (the same for every slice of the chunk).
 template <int Bits>
-QTL_TARGET_TABLE_AVX512 QTL_TABLE_INLINE __m512i slice_index(__m512i v, const std::uint8_t* ch, int k) noexcept {
+QTL_TARGET_AVX512 QTL_TABLE_INLINE __m512i slice_index(__m512i v, const std::uint8_t* ch, int k) noexcept {
   if constexpr (Bits != 3) {
     (void)ch;
     return _mm512_srlv_epi32(v, counts(Bits * k));
@@ -85,7 +86,7 @@ QTL_TARGET_TABLE_AVX512 QTL_TABLE_INLINE __m512i slice_index(__m512i v, const st
 }
 
 /// Reduces a 16-lane accumulator pairwise (8 + 8, 4 + 4, 2 + 2, 1 + 1), as the portable path.
-QTL_TARGET_TABLE_AVX512 QTL_TABLE_INLINE float reduce16(__m512 v) noexcept {
+QTL_TARGET_AVX512 QTL_TABLE_INLINE float reduce16(__m512 v) noexcept {
   const __m256 a8 = _mm256_add_ps(_mm512_castps512_ps256(v),
                                   _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
   const __m128 a4 = _mm_add_ps(_mm256_castps256_ps128(a8), _mm256_extractf128_ps(a8, 1));
@@ -95,7 +96,7 @@ QTL_TARGET_TABLE_AVX512 QTL_TABLE_INLINE float reduce16(__m512 v) noexcept {
 
 /// Rows i0 .. i0 + R - 1 of tile t times NT tokens.
 template <int Bits, TableForm F, int NT, int R>
-QTL_TARGET_TABLE_AVX512 void tile(const TableKernelView& w, std::ptrdiff_t t, int i0, const float* xk,
+QTL_TARGET_AVX512 void tile(const TableKernelView& w, std::ptrdiff_t t, int i0, const float* xk,
                                   std::ptrdiff_t ldx, float* y, std::ptrdiff_t ldy) noexcept {
   constexpr int kSc = table_chunk_slices(Bits);
   constexpr std::ptrdiff_t kCb = table_chunk_bytes(Bits);
@@ -145,7 +146,7 @@ inline constexpr std::ptrdiff_t kGemmBlockTokens = 64;  ///< tokens per pass ove
 /// Decodes slices [ps, pe) of the 4 rows of tile t into wbuf[(i * kPanelSlices + s - ps) * 16].
 /// g: the group of slice ps (a cursor carried from panel to panel).
 template <int Bits, TableForm F>
-QTL_TARGET_TABLE_AVX512 void decode_panel(const TableKernelView& w, std::ptrdiff_t t, std::ptrdiff_t ps,
+QTL_TARGET_AVX512 void decode_panel(const TableKernelView& w, std::ptrdiff_t t, std::ptrdiff_t ps,
                                           std::ptrdiff_t pe, std::ptrdiff_t& g, float* wbuf) noexcept {
   constexpr int R = kTableTileRows;
   constexpr int kSc = table_chunk_slices(Bits);
@@ -174,7 +175,7 @@ QTL_TARGET_TABLE_AVX512 void decode_panel(const TableKernelView& w, std::ptrdiff
 
 /// accbuf[(n * 4 + i) * 16 ..] += the decoded panel (ns slices) times tokens n of xp (stride ldx).
 template <int NT>
-QTL_TARGET_TABLE_AVX512 void panel_fma(const float* wbuf, std::ptrdiff_t ns, const float* xp, std::ptrdiff_t ldx,
+QTL_TARGET_AVX512 void panel_fma(const float* wbuf, std::ptrdiff_t ns, const float* xp, std::ptrdiff_t ldx,
                                        float* accbuf) noexcept {
   constexpr int R = kTableTileRows;
   __m512 acc[R][NT];
@@ -196,7 +197,7 @@ QTL_TARGET_TABLE_AVX512 void panel_fma(const float* wbuf, std::ptrdiff_t ns, con
 /// into an L1 buffer, then multiplied with every token (4 rows x 6 tokens of accumulators). Each
 /// (row, token) is the same FMA chain over the same decoded weights as in tile(): the same bits.
 template <int Bits, TableForm F>
-QTL_TARGET_TABLE_AVX512 void gemm_tile(const TableKernelView& w, std::ptrdiff_t t, const float* xk,
+QTL_TARGET_AVX512 void gemm_tile(const TableKernelView& w, std::ptrdiff_t t, const float* xk,
                                        std::ptrdiff_t ldx, std::ptrdiff_t m, float* y, std::ptrdiff_t ldy,
                                        float* wbuf, float* accbuf) noexcept {
   constexpr int R = kTableTileRows;
@@ -220,7 +221,7 @@ QTL_TARGET_TABLE_AVX512 void gemm_tile(const TableKernelView& w, std::ptrdiff_t 
 }
 
 template <int Bits, TableForm F>
-QTL_TARGET_TABLE_AVX512 void tiles(const TableKernelView& w, const float* xk, std::ptrdiff_t ldx, std::ptrdiff_t m,
+QTL_TARGET_AVX512 void tiles(const TableKernelView& w, const float* xk, std::ptrdiff_t ldx, std::ptrdiff_t m,
                                    float* y, std::ptrdiff_t ldy, std::ptrdiff_t t0, std::ptrdiff_t t1) noexcept {
   if (m >= kGemmMinTokens) {
     // Scratch on the stack (24 KiB): the decoded panel and the accumulators of one tile for up
@@ -242,7 +243,7 @@ QTL_TARGET_TABLE_AVX512 void tiles(const TableKernelView& w, const float* xk, st
 }
 
 template <int Bits>
-QTL_TARGET_TABLE_AVX512 void tiles_form(const TableKernelView& w, const float* xk, std::ptrdiff_t ldx,
+QTL_TARGET_AVX512 void tiles_form(const TableKernelView& w, const float* xk, std::ptrdiff_t ldx,
                                         std::ptrdiff_t m, float* y, std::ptrdiff_t ldy, std::ptrdiff_t t0,
                                         std::ptrdiff_t t1) noexcept {
   if (w.form == TableForm::ScaledShared) {

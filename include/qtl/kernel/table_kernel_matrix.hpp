@@ -38,6 +38,8 @@
 // qtl::Error. Results are bit-identical for every thread count (qtl/kernel/threading.hpp).
 #pragma once
 
+#include "qtl/kernel/target.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -75,7 +77,7 @@ using TableTilesFn = void (*)(const TableKernelView&, const float*, std::ptrdiff
 #else
 /// The kernel function of `path` (the portable one where a path is not compiled in).
 [[nodiscard]] QTL_KERNEL_ENTRY TableTilesFn table_tiles_function(KernelPath path) noexcept {
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#if defined(QTL_X86_64)
   switch (path) {
     case KernelPath::Avx2:
     case KernelPath::AvxVnni: return &table_tiles_avx2;

@@ -14,7 +14,9 @@
 // (resp. AvxVnni).
 #pragma once
 
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#include "qtl/kernel/target.hpp"
+
+#if defined(QTL_X86_64)
 
 #include <immintrin.h>
 
@@ -27,8 +29,6 @@
 #include "qtl/kernel/prefetch.hpp"
 #include "qtl/kernel/quantize_activations.hpp"
 
-#define QTL_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
-#define QTL_TARGET_AVXVNNI __attribute__((target("avx2,fma,f16c,avxvnni")))
 #ifndef QTL_KERNEL_INLINE
 #define QTL_KERNEL_INLINE inline __attribute__((always_inline))
 #endif

@@ -26,7 +26,9 @@
 // compiler to auto-vectorize into one).
 #pragma once
 
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#include "qtl/kernel/target.hpp"
+
+#if defined(QTL_X86_64)
 #define QTL_HAVE_X86_KERNELS 1
 
 #include <immintrin.h>
@@ -39,14 +41,12 @@
 #include "qtl/kernel/prefetch.hpp"
 #include "qtl/kernel/quantize_activations.hpp"
 
-#define QTL_TARGET_AVX512 \
-  __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
 #define QTL_KERNEL_INLINE inline __attribute__((always_inline))
 
 namespace qtl::kernel {
 namespace detail_avx512 {
 
-QTL_TARGET_AVX512 QTL_KERNEL_INLINE __m512i bcast4(const std::int8_t* p) noexcept {
+QTL_TARGET_AVX512VNNI QTL_KERNEL_INLINE __m512i bcast4(const std::int8_t* p) noexcept {
   std::int32_t v;
   std::memcpy(&v, p, 4);
   return _mm512_set1_epi32(v);
@@ -61,7 +61,7 @@ struct RawBlock {
   __m512i v[Bits];
 };
 template <int Bits>
-QTL_TARGET_AVX512 QTL_KERNEL_INLINE RawBlock<Bits> load_block(const std::uint8_t* blk) noexcept {
+QTL_TARGET_AVX512VNNI QTL_KERNEL_INLINE RawBlock<Bits> load_block(const std::uint8_t* blk) noexcept {
   RawBlock<Bits> r;
 #pragma GCC unroll 8
   for (int i = 0; i < Bits; ++i) {
@@ -74,7 +74,7 @@ QTL_TARGET_AVX512 QTL_KERNEL_INLINE RawBlock<Bits> load_block(const std::uint8_t
 /// Codes of operand t of a tile block, one byte each (shifted left by slot_shift<Bits>(t)
 /// when kScaled).
 template <int Bits, bool kScaled>
-QTL_TARGET_AVX512 QTL_KERNEL_INLINE __m512i operand(const RawBlock<Bits>& raw, int t) noexcept {
+QTL_TARGET_AVX512VNNI QTL_KERNEL_INLINE __m512i operand(const RawBlock<Bits>& raw, int t) noexcept {
   if constexpr (Bits == 8) {
     return raw.v[t];
   } else if constexpr (Bits == 4) {
@@ -108,7 +108,7 @@ constexpr int slot_shift(int slot) noexcept {
 
 /// Operand t read through the layout's code map when kMap (then every byte may be up to 255).
 template <int Bits, bool kScaled, bool kMap>
-QTL_TARGET_AVX512 QTL_KERNEL_INLINE __m512i mapped_operand(const RawBlock<Bits>& raw, int t, __m512i map) noexcept {
+QTL_TARGET_AVX512VNNI QTL_KERNEL_INLINE __m512i mapped_operand(const RawBlock<Bits>& raw, int t, __m512i map) noexcept {
   const __m512i c = operand<Bits, kScaled>(raw, t);
   if constexpr (kMap) return _mm512_shuffle_epi8(map, c);
   (void)map;
@@ -116,14 +116,14 @@ QTL_TARGET_AVX512 QTL_KERNEL_INLINE __m512i mapped_operand(const RawBlock<Bits>&
 }
 
 /// The layout's code map in every 128-bit lane (zero when there is none).
-QTL_TARGET_AVX512 QTL_KERNEL_INLINE __m512i load_map(const UniformKernelView& w) noexcept {
+QTL_TARGET_AVX512VNNI QTL_KERNEL_INLINE __m512i load_map(const UniformKernelView& w) noexcept {
   if (w.code_map == nullptr) return _mm512_setzero_si512();
   return _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.code_map)));
 }
 
 /// Int8 activations, one kernel block b: gf[n] += d_b * (the block's integer dot products).
 template <int Bits, int NT, bool kVnni, bool kMap>
-QTL_TARGET_AVX512 QTL_KERNEL_INLINE void block_int8(const UniformKernelView& w, std::ptrdiff_t t, std::ptrdiff_t b,
+QTL_TARGET_AVX512VNNI QTL_KERNEL_INLINE void block_int8(const UniformKernelView& w, std::ptrdiff_t t, std::ptrdiff_t b,
                                                     const ActivationView& a, __m512i map, __m512* gf) noexcept {
   constexpr bool kScaled = kVnni && NT <= 2 && (Bits == 2 || Bits == 4) && !kMap;
   constexpr int kSlots = kScaled ? (Bits == 4 ? 2 : 4) : 1;
@@ -172,7 +172,7 @@ QTL_TARGET_AVX512 QTL_KERNEL_INLINE void block_int8(const UniformKernelView& w, 
 
 /// Int8 activations: ybuf[n][r] += the tile's rows for the NT tokens of chunk a.
 template <int Bits, int NT, bool kVnni, bool kMap>
-QTL_TARGET_AVX512 void tile_int8(const UniformKernelView& w, std::ptrdiff_t t,
+QTL_TARGET_AVX512VNNI void tile_int8(const UniformKernelView& w, std::ptrdiff_t t,
                                  const ActivationView& a, float* ybuf) noexcept {
   constexpr bool kSigned8 = !kVnni && (Bits == 8 || kMap);
   const __m512i map = load_map(w);
@@ -210,7 +210,7 @@ QTL_TARGET_AVX512 void tile_int8(const UniformKernelView& w, std::ptrdiff_t t,
 
 /// Fp32 activations: products in fp32 FMA, the 4 codes of a lane expanded one byte at a time.
 template <int Bits, int NT, bool kMap>
-QTL_TARGET_AVX512 void tile_fp32(const UniformKernelView& w, std::ptrdiff_t t,
+QTL_TARGET_AVX512VNNI void tile_fp32(const UniformKernelView& w, std::ptrdiff_t t,
                                  const ActivationView& a, float* ybuf) noexcept {
   constexpr int kChains = NT >= 8 ? 1 : 8 / NT;  // independent FMA chains per token
   const __m512i map = load_map(w);
@@ -255,7 +255,7 @@ QTL_TARGET_AVX512 void tile_fp32(const UniformKernelView& w, std::ptrdiff_t t,
 }
 
 template <int Bits, int NT, bool kVnni, bool kMap>
-QTL_TARGET_AVX512 void run_tile(const UniformKernelView& w, std::ptrdiff_t t, const ActivationSet& set,
+QTL_TARGET_AVX512VNNI void run_tile(const UniformKernelView& w, std::ptrdiff_t t, const ActivationSet& set,
                                 std::ptrdiff_t n0, float* y, std::ptrdiff_t ldy) noexcept {
   const ActivationView a = set.chunk(n0);
   alignas(64) float ybuf[NT * kTileRows];
@@ -272,7 +272,7 @@ QTL_TARGET_AVX512 void run_tile(const UniformKernelView& w, std::ptrdiff_t t, co
 }
 
 template <int Bits, bool kVnni, bool kMap = false>
-QTL_TARGET_AVX512 void run_tiles(const UniformKernelView& w, const ActivationSet& a,
+QTL_TARGET_AVX512VNNI void run_tiles(const UniformKernelView& w, const ActivationSet& a,
                                  float* y, std::ptrdiff_t ldy, std::ptrdiff_t t0, std::ptrdiff_t t1) noexcept {
   for (std::ptrdiff_t t = t0; t < t1; ++t) {
     for (std::ptrdiff_t n0 = 0; n0 < a.m;) {

@@ -9,7 +9,9 @@
 // translation unit and must only be called when path_supported(KernelPath::Avx2) says so.
 #pragma once
 
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#include "qtl/kernel/target.hpp"
+
+#if defined(QTL_X86_64)
 #define QTL_HAVE_X86_VQ_KERNELS 1
 
 #include <immintrin.h>
@@ -22,13 +24,12 @@
 
 #include "qtl/kernel/layout_vq.hpp"
 
-#define QTL_VQ_TARGET_AVX2 __attribute__((target("avx2,fma,f16c,popcnt")))
 
 namespace qtl::kernel {
 namespace detail_vq_avx2 {
 
 template <class I>
-QTL_VQ_TARGET_AVX2 inline __attribute__((always_inline)) __m256i load_idx(const I* p) noexcept {
+QTL_TARGET_AVX2_POPCNT inline __attribute__((always_inline)) __m256i load_idx(const I* p) noexcept {
   if constexpr (std::is_same_v<I, std::uint8_t>) {
     return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
   } else {
@@ -46,7 +47,7 @@ inline const I* indices(const VQKernelView& w) noexcept {
 }
 
 template <int NT>
-QTL_VQ_TARGET_AVX2 inline __attribute__((always_inline)) void finish(const VQChunkTask& k, std::ptrdiff_t t, int h,
+QTL_TARGET_AVX2_POPCNT inline __attribute__((always_inline)) void finish(const VQChunkTask& k, std::ptrdiff_t t, int h,
                                                                        const __m256* a0, const __m256* a1) noexcept {
   #pragma GCC unroll 16
   for (int n = 0; n < NT; ++n) {
@@ -58,7 +59,7 @@ QTL_VQ_TARGET_AVX2 inline __attribute__((always_inline)) void finish(const VQChu
 }
 
 template <int NT, class I>
-QTL_VQ_TARGET_AVX2 void tiles_table(const VQKernelView& w, const VQChunkTask& k, std::ptrdiff_t t0,
+QTL_TARGET_AVX2_POPCNT void tiles_table(const VQKernelView& w, const VQChunkTask& k, std::ptrdiff_t t0,
                                     std::ptrdiff_t t1) noexcept {
   const std::ptrdiff_t len = w.chunk_len(k.c), Kp = w.Kp;
   const I* idx = indices<I>(w) + w.chunk_offset(k.c);
@@ -97,7 +98,7 @@ QTL_VQ_TARGET_AVX2 void tiles_table(const VQKernelView& w, const VQChunkTask& k,
 }
 
 template <int NT, int D, int kShift, class I>
-QTL_VQ_TARGET_AVX2 inline __attribute__((always_inline)) void decode_step(const I* ip, std::ptrdiff_t jj, __m256i off,
+QTL_TARGET_AVX2_POPCNT inline __attribute__((always_inline)) void decode_step(const I* ip, std::ptrdiff_t jj, __m256i off,
                                                                             const float* cb, const float* const* xs,
                                                                             __m256* acc) noexcept {
   const __m256i v = _mm256_add_epi32(_mm256_slli_epi32(load_idx(ip + jj * kVQTileRows), kShift), off);
@@ -110,7 +111,7 @@ QTL_VQ_TARGET_AVX2 inline __attribute__((always_inline)) void decode_step(const 
 }
 
 template <int NT, int D, class I>
-QTL_VQ_TARGET_AVX2 void tiles_decode(const VQKernelView& w, const VQChunkTask& k, std::ptrdiff_t t0,
+QTL_TARGET_AVX2_POPCNT void tiles_decode(const VQKernelView& w, const VQChunkTask& k, std::ptrdiff_t t0,
                                      std::ptrdiff_t t1) noexcept {
   constexpr int kShift = D == 2 ? 1 : D == 4 ? 2 : 3;
   const std::ptrdiff_t len = w.chunk_len(k.c);
@@ -153,7 +154,7 @@ inline void with_tokens(int nt, F&& f) {
 }
 
 /// acc + (E8P codeword of index i, scaled) * x[0..8).
-QTL_VQ_TARGET_AVX2 inline __attribute__((always_inline)) __m256 e8p_step(const VQKernelView& w, const std::uint32_t* masks,
+QTL_TARGET_AVX2_POPCNT inline __attribute__((always_inline)) __m256 e8p_step(const VQKernelView& w, const std::uint32_t* masks,
                                                                            std::uint32_t i, __m256 scale, const float* x,
                                                                            __m256 acc) noexcept {
   const std::uint32_t g = i & 0xFFu, signs = (i >> 8) & 0x7Fu;
@@ -167,7 +168,7 @@ QTL_VQ_TARGET_AVX2 inline __attribute__((always_inline)) __m256 e8p_step(const V
 }  // namespace detail_vq_avx2
 
 /// Lookup tables of chunk k.c (see vq_build_table_portable), 8 entries per instruction.
-QTL_VQ_TARGET_AVX2 inline void vq_build_table_avx2(const VQKernelView& w, const VQChunkTask& k, float* table) noexcept {
+QTL_TARGET_AVX2_POPCNT inline void vq_build_table_avx2(const VQKernelView& w, const VQChunkTask& k, float* table) noexcept {
   const std::ptrdiff_t len = w.chunk_len(k.c), Kp = w.Kp, D = w.dim;
   for (int n = 0; n < k.nt; ++n) {
     for (std::ptrdiff_t s = 0; s < k.nsets; ++s) {
@@ -219,7 +220,7 @@ inline void vq_tiles_decode_avx2(const VQKernelView& w, const VQChunkTask& k, st
 /// grid row (1 load from an 8 KiB table), the 8 sign bits as a sign mask (1 load from an 8 KiB
 /// table of masks) and the shift, then scale * (+-g + shift) exactly as the reference rounds it,
 /// FMA with x. Used by the AVX2 and the AVX-512 paths (a codeword is 8 floats: one ymm).
-QTL_VQ_TARGET_AVX2 inline void vq_tiles_e8p_avx2(const VQKernelView& w, const VQChunkTask& k, std::ptrdiff_t t0,
+QTL_TARGET_AVX2_POPCNT inline void vq_tiles_e8p_avx2(const VQKernelView& w, const VQChunkTask& k, std::ptrdiff_t t0,
                                                  std::ptrdiff_t t1) noexcept {
   alignas(64) static const std::array<std::uint32_t, 256 * 8> masks = [] {
     std::array<std::uint32_t, 256 * 8> m{};

@@ -25,7 +25,9 @@
 // (and the VBMI functions only when vq_cpu_has_vbmi() too).
 #pragma once
 
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#include "qtl/kernel/target.hpp"
+
+#if defined(QTL_X86_64)
 #define QTL_HAVE_X86_VQ_KERNELS 1
 
 #include <immintrin.h>
@@ -39,13 +41,12 @@
 #include "qtl/quant/e8p.hpp"
 #include "qtl/kernel/prefetch.hpp"
 
-#define QTL_VQ_TARGET_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq")))
 
 namespace qtl::kernel {
 namespace detail_vq_avx512 {
 
 template <class I>
-QTL_VQ_TARGET_AVX512 inline __attribute__((always_inline)) __m512i load_idx(const I* p) noexcept {
+QTL_TARGET_AVX512 inline __attribute__((always_inline)) __m512i load_idx(const I* p) noexcept {
   if constexpr (std::is_same_v<I, std::uint8_t>) {
     return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
   } else {
@@ -63,7 +64,7 @@ inline const I* indices(const VQKernelView& w) noexcept {
 }
 
 template <int NT>
-QTL_VQ_TARGET_AVX512 inline __attribute__((always_inline)) void finish(const VQChunkTask& k, std::ptrdiff_t u,
+QTL_TARGET_AVX512 inline __attribute__((always_inline)) void finish(const VQChunkTask& k, std::ptrdiff_t u,
                                                                          const __m512* a0, const __m512* a1) noexcept {
   #pragma GCC unroll 16
   for (int n = 0; n < NT; ++n) {
@@ -79,7 +80,7 @@ QTL_VQ_TARGET_AVX512 inline __attribute__((always_inline)) void finish(const VQC
 /// index bits 5, 6, 7. Port-5 bound (~12 uops of p5 for 8 bits): several times the throughput of
 /// vgatherdps on CPUs whose gathers run under the GDS ("Downfall") microcode mitigation.
 template <int Bits>
-QTL_VQ_TARGET_AVX512 inline __attribute__((always_inline)) __m512 lookup(const float* L, __m512i v) noexcept {
+QTL_TARGET_AVX512 inline __attribute__((always_inline)) __m512 lookup(const float* L, __m512i v) noexcept {
   if constexpr (Bits <= 4) {
     return _mm512_permutexvar_ps(v, _mm512_loadu_ps(L));
   } else {
@@ -103,7 +104,7 @@ QTL_VQ_TARGET_AVX512 inline __attribute__((always_inline)) __m512 lookup(const f
 /// Table lookups with 8-bit or narrower indices: tiles whose 16 rows share one set use
 /// lookup<Bits> (one table row for all lanes), tiles straddling sets use the gathers.
 template <int NT, int Bits>
-QTL_VQ_TARGET_AVX512 void tiles_table_perm(const VQKernelView& w, const VQChunkTask& k, std::ptrdiff_t t0,
+QTL_TARGET_AVX512 void tiles_table_perm(const VQKernelView& w, const VQChunkTask& k, std::ptrdiff_t t0,
                                            std::ptrdiff_t t1) noexcept {
   const std::ptrdiff_t len = w.chunk_len(k.c), Kp = w.Kp;
   const std::uint8_t* idx = w.idx8 + w.chunk_offset(k.c);
@@ -161,7 +162,7 @@ QTL_VQ_TARGET_AVX512 void tiles_table_perm(const VQKernelView& w, const VQChunkT
 }
 
 template <int NT, class I>
-QTL_VQ_TARGET_AVX512 void tiles_table(const VQKernelView& w, const VQChunkTask& k, std::ptrdiff_t t0,
+QTL_TARGET_AVX512 void tiles_table(const VQKernelView& w, const VQChunkTask& k, std::ptrdiff_t t0,
                                       std::ptrdiff_t t1) noexcept {
   const std::ptrdiff_t len = w.chunk_len(k.c), Kp = w.Kp;
   const I* idx = indices<I>(w) + w.chunk_offset(k.c);
@@ -196,7 +197,7 @@ QTL_VQ_TARGET_AVX512 void tiles_table(const VQKernelView& w, const VQChunkTask& 
 }
 
 template <int NT, int D, int kShift, class I>
-QTL_VQ_TARGET_AVX512 inline __attribute__((always_inline)) void decode_step(const I* ip, std::ptrdiff_t jj, __m512i off,
+QTL_TARGET_AVX512 inline __attribute__((always_inline)) void decode_step(const I* ip, std::ptrdiff_t jj, __m512i off,
                                                                               const float* cb, const float* const* xs,
                                                                               __m512* acc) noexcept {
   const __m512i v = _mm512_add_epi32(_mm512_slli_epi32(load_idx(ip + jj * kVQTileRows), kShift), off);
@@ -209,7 +210,7 @@ QTL_VQ_TARGET_AVX512 inline __attribute__((always_inline)) void decode_step(cons
 }
 
 template <int NT, int D, class I>
-QTL_VQ_TARGET_AVX512 void tiles_decode(const VQKernelView& w, const VQChunkTask& k, std::ptrdiff_t t0,
+QTL_TARGET_AVX512 void tiles_decode(const VQKernelView& w, const VQChunkTask& k, std::ptrdiff_t t0,
                                        std::ptrdiff_t t1) noexcept {
   constexpr int kShift = D == 2 ? 1 : D == 4 ? 2 : 3;
   const std::ptrdiff_t len = w.chunk_len(k.c);
@@ -250,7 +251,7 @@ inline void with_tokens(int nt, F&& f) {
 }  // namespace detail_vq_avx512
 
 /// Lookup tables of chunk k.c (see vq_build_table_portable), 16 entries per instruction.
-QTL_VQ_TARGET_AVX512 inline void vq_build_table_avx512(const VQKernelView& w, const VQChunkTask& k, float* table) noexcept {
+QTL_TARGET_AVX512 inline void vq_build_table_avx512(const VQKernelView& w, const VQChunkTask& k, float* table) noexcept {
   const std::ptrdiff_t len = w.chunk_len(k.c), Kp = w.Kp, D = w.dim;
   for (int n = 0; n < k.nt; ++n) {
     for (std::ptrdiff_t s = 0; s < k.nsets; ++s) {
@@ -313,8 +314,6 @@ inline void vq_tiles_decode_avx512(const VQKernelView& w, const VQChunkTask& k, 
 // in that order and transposed (8 vshuff32x4) once per tile and token. Tables are built in this
 // plane format (vq_build_table_avx512vbmi).
 
-#define QTL_VQ_TARGET_AVX512VBMI \
-  __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi")))
 
 /// Whether the CPU has AVX512_VBMI (detected once).
 [[nodiscard]] inline bool vq_cpu_has_vbmi() noexcept {
@@ -328,7 +327,7 @@ inline void vq_tiles_decode_avx512(const VQKernelView& w, const VQChunkTask& k, 
 namespace detail_vq_avx512 {
 
 // Byte 16 b + i of the result = byte b of fp32 entry i (plane-major within the register).
-QTL_VQ_TARGET_AVX512VBMI inline __m512i plane_order() noexcept {
+QTL_TARGET_AVX512VBMI inline __m512i plane_order() noexcept {
   alignas(64) std::uint8_t o[64];
   #pragma GCC unroll 16
   for (int b = 0; b < 4; ++b) {
@@ -338,14 +337,14 @@ QTL_VQ_TARGET_AVX512VBMI inline __m512i plane_order() noexcept {
 }
 
 // Byte plane P (256 bytes) at the 64 indices v: two 128-entry vpermi2b, blended on bit 7.
-QTL_VQ_TARGET_AVX512VBMI inline __attribute__((always_inline)) __m512i plane(const std::uint8_t* P, __m512i v,
+QTL_TARGET_AVX512VBMI inline __attribute__((always_inline)) __m512i plane(const std::uint8_t* P, __m512i v,
                                                                            __mmask64 hi) noexcept {
   const __m512i lo = _mm512_permutex2var_epi8(_mm512_loadu_si512(P), v, _mm512_loadu_si512(P + 64));
   const __m512i up = _mm512_permutex2var_epi8(_mm512_loadu_si512(P + 128), v, _mm512_loadu_si512(P + 192));
   return _mm512_mask_blend_epi8(hi, lo, up);
 }
 
-QTL_VQ_TARGET_AVX512VBMI inline __attribute__((always_inline)) void lookup_bytes(const std::uint8_t* T, __m512i v,
+QTL_TARGET_AVX512VBMI inline __attribute__((always_inline)) void lookup_bytes(const std::uint8_t* T, __m512i v,
                                                                                  __mmask64 hi, __m512* acc) noexcept {
   const __m512i r0 = plane(T, v, hi), r1 = plane(T + 256, v, hi), r2 = plane(T + 512, v, hi), r3 = plane(T + 768, v, hi);
   const __m512i w01l = _mm512_unpacklo_epi8(r0, r1), w01h = _mm512_unpackhi_epi8(r0, r1);
@@ -356,7 +355,7 @@ QTL_VQ_TARGET_AVX512VBMI inline __attribute__((always_inline)) void lookup_bytes
   acc[3] = _mm512_add_ps(acc[3], _mm512_castsi512_ps(_mm512_unpackhi_epi16(w01h, w23h)));
 }
 
-QTL_VQ_TARGET_AVX512VBMI inline void tiles_table_bytes(const VQKernelView& w, const VQChunkTask& k, std::ptrdiff_t t0,
+QTL_TARGET_AVX512VBMI inline void tiles_table_bytes(const VQKernelView& w, const VQChunkTask& k, std::ptrdiff_t t0,
                                                        std::ptrdiff_t t1) noexcept {
   static_assert(kVQTileRows == 64, "the byte-plane lookups handle 64-row tiles");
   const std::ptrdiff_t len = w.chunk_len(k.c), Kp = w.Kp;
@@ -442,12 +441,12 @@ inline const E8PByteTables& e8p_byte_tables() {
 }
 
 template <int K>
-QTL_VQ_TARGET_AVX512VBMI inline __attribute__((always_inline)) __m512 e8p_quarter(__m512i q) noexcept {
+QTL_TARGET_AVX512VBMI inline __attribute__((always_inline)) __m512 e8p_quarter(__m512i q) noexcept {
   return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm512_extracti32x4_epi32(q, K)));
 }
 
 template <int NT, int K>
-QTL_VQ_TARGET_AVX512VBMI inline __attribute__((always_inline)) void e8p_fma(__m512i q, const float* const* xs,
+QTL_TARGET_AVX512VBMI inline __attribute__((always_inline)) void e8p_fma(__m512i q, const float* const* xs,
                                                                             std::ptrdiff_t e, __m512 (*acc)[4]) noexcept {
   const __m512 wf = e8p_quarter<K>(q);
   #pragma GCC unroll 4
@@ -455,7 +454,7 @@ QTL_VQ_TARGET_AVX512VBMI inline __attribute__((always_inline)) void e8p_fma(__m5
 }
 
 template <int NT>
-QTL_VQ_TARGET_AVX512VBMI void tiles_e8p_bytes(const VQKernelView& w, const VQChunkTask& k, std::ptrdiff_t t0,
+QTL_TARGET_AVX512VBMI void tiles_e8p_bytes(const VQKernelView& w, const VQChunkTask& k, std::ptrdiff_t t0,
                                               std::ptrdiff_t t1) noexcept {
   const E8PByteTables& T = e8p_byte_tables();
   const std::ptrdiff_t len = w.chunk_len(k.c);
@@ -523,7 +522,7 @@ inline void vq_tiles_e8p_avx512vbmi(const VQKernelView& w, const VQChunkTask& k,
 
 /// Tables as vq_build_table_avx512, but for 8-bit indices each table row (256 fp32 = 1 KiB) is
 /// stored as 4 byte planes of 256 bytes (see lookup_bytes).
-QTL_VQ_TARGET_AVX512VBMI inline void vq_build_table_avx512vbmi(const VQKernelView& w, const VQChunkTask& k, float* table) noexcept {
+QTL_TARGET_AVX512VBMI inline void vq_build_table_avx512vbmi(const VQKernelView& w, const VQChunkTask& k, float* table) noexcept {
   if (w.bits != 8) {
     vq_build_table_avx512(w, k, table);
     return;
