@@ -16,6 +16,8 @@
 // --sensitivity-stories calibration stories; then per budget the widths minimizing the summed KL
 // under B bits per weight are chosen, the model is quantized with them and evaluated like the
 // rest (row "RECIPE-mixed"). The choice and the predicted perplexity are printed below the table.
+// --candidates RECIPE:BITS[:GROUP],... adds candidates quantized by other recipes (e.g.
+// gptaq-e8p:2, E8P vector codes at 2.14-2.25 bits per weight) to the allocation's choices.
 #include "recipe_instances.hpp"  // first: the recipe classes are compiled in qtl_recipe_instances
 #include <CLI/CLI.hpp>
 #include "data_path.hpp"
@@ -33,6 +35,7 @@
 #include <iostream>
 #include <map>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -73,6 +76,30 @@ struct Result {
   double bpw = 0, ppl = 0, kl = 0, quant_seconds = 0, tokens_per_second = 0;
 };
 
+/// "RECIPE:BITS[:GROUP]" -> a candidate precision built by that recipe (group 0 = per row).
+qtl::model::Precision parse_candidate(const std::string& text) {
+  const auto a = text.find(':');
+  const auto b = a == std::string::npos ? a : text.find(':', a + 1);
+  qtl::model::Precision p;
+  try {
+    if (a == 0 || a == std::string::npos) throw std::invalid_argument("no recipe");
+    p.recipe = text.substr(0, a);
+    std::size_t used = 0;
+    const std::string bits = text.substr(a + 1, b == std::string::npos ? std::string::npos : b - a - 1);
+    p.bits = std::stoi(bits, &used);
+    if (used != bits.size()) throw std::invalid_argument("bits");
+    p.group = 0;
+    if (b != std::string::npos) {
+      const std::string group = text.substr(b + 1);
+      p.group = std::stoll(group, &used);
+      if (used != group.size() || p.group < 0) throw std::invalid_argument("group");
+    }
+  } catch (const std::logic_error&) {
+    qtl::fail("--candidates: '", text, "' is not RECIPE:BITS[:GROUP] (e.g. gptaq-e8p:2 or gptq-refine:3:32)");
+  }
+  return p;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -86,6 +113,7 @@ int main(int argc, char** argv) {
   std::vector<double> budgets;
   int sensitivity_stories = 32;
   bool linear_sensitivity = false;
+  std::vector<std::string> candidate_specs;
   app.add_option("--model", model_path, "llama2.c checkpoint (default: bundled stories260K)");
   app.add_option("--tokenizer", tokenizer_path, "llama2.c tokenizer (default: bundled tok512.bin)");
   app.add_option("--text", text_path, "stories separated by <|endoftext|> lines (default: bundled dev text)");
@@ -108,6 +136,9 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 100000));
   app.add_flag("--linear-sensitivity", linear_sensitivity,
                "with --bpw: HIGGS's linear model (one noise probe per matrix) instead of measuring every candidate");
+  app.add_option("--candidates", candidate_specs,
+                 "with --bpw: more candidates from other recipes, RECIPE:BITS[:GROUP], comma-separated (e.g. gptaq-e8p:2)")
+      ->delimiter(',');
   app.add_option("--out", out, "also write the table to OUT.md and OUT.csv");
   CLI11_PARSE(app, argc, argv);
 
@@ -123,6 +154,8 @@ int main(int argc, char** argv) {
     const m::Tokenizer tokenizer = m::Tokenizer::load(pick(tokenizer_path, "stories260K/tok512.bin"));
     tokenizer.require_vocab_size(fp32.config().vocab_size);
     const auto stories = m::load_stories(pick(text_path, "tinystories_val_dev.txt"));
+    std::vector<m::Precision> extra_candidates;
+    for (const auto& c : candidate_specs) extra_candidates.push_back(parse_candidate(c));
     const auto calib_stories = slice(stories, parse_range(calib, "--calib"), "--calib");
     const auto eval_stories = slice(stories, parse_range(eval, "--eval"), "--eval");
 
@@ -180,7 +213,7 @@ int main(int argc, char** argv) {
     for (const auto& name : budgets.empty() ? std::vector<std::string>{} : recipe_names) {
       auto make = [&](const m::Precision& p) {
         m::RecipeSpec spec;
-        spec.name = name;
+        spec.name = p.recipe.empty() ? name : p.recipe;
         spec.bits = p.bits;
         spec.group = p.group;
         spec.damp = damp;
@@ -190,6 +223,7 @@ int main(int argc, char** argv) {
       m::SensitivityOptions so;
       so.threads = threads;
       so.linear_model = linear_sensitivity;
+      for (const auto& c : extra_candidates) so.candidates.push_back(c);
       so.progress = [](std::string_view line) { std::cerr << line << '\n'; };
       const std::size_t n_scoring = std::min<std::size_t>(static_cast<std::size_t>(sensitivity_stories), calibration.size());
       std::vector<std::vector<int>> scoring;
@@ -220,7 +254,8 @@ int main(int argc, char** argv) {
         notes << "\n  per matrix:";
         for (std::size_t i = 0; i < plan.choice.size(); ++i) {
           const auto& p = table.candidates[plan.choice[i]];
-          notes << " " << table.matrices[i].name.substr(7) << "=" << p.bits << (p.group == 0 ? "r" : "g");
+          notes << " " << table.matrices[i].name.substr(7) << "=" << (p.recipe.empty() ? "" : p.recipe + ":") << p.bits
+                << (p.group == 0 ? "r" : "g");
         }
         notes << "\n";
         std::cerr << label << " " << b << ": perplexity " << r.perplexity << ", " << report.bits_per_weight()

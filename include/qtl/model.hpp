@@ -20,3 +20,4 @@
 #include "qtl/model/sequential.hpp"
 #include "qtl/model/tokenizer.hpp"
 #include "qtl/model/transformer.hpp"
+#include "qtl/model/vq_recipe.hpp"

@@ -22,7 +22,7 @@ namespace m = qtl::model;
 m::PrecisionRecipeFactory recipe_factory(std::string name) {
   return [name](const m::Precision& p) {
     m::RecipeSpec spec;
-    spec.name = name;
+    spec.name = p.recipe.empty() ? name : p.recipe;
     spec.bits = p.bits;
     spec.group = p.group;
     return m::make_recipe(spec);
@@ -186,6 +186,39 @@ TEST(MixedPrecision, LinearModelAgreesWithMeasuredSensitivities) {
   EXPECT_GT(spearman, 0.9);
   EXPECT_GT(median_ratio, 0.5);
   EXPECT_LT(median_ratio, 2.0);
+}
+
+// A candidate may name another recipe: E8P vector codes beside uniform widths, each matrix
+// quantized by the recipe its candidate names, its bits counted as that recipe counts them.
+TEST(MixedPrecision, CandidatesFromOtherRecipesAreQuantizedByThem) {
+  const auto& f = qtl::test::fixture();
+  m::SensitivityTable table;
+  table.candidates = {{2, 0}, {2, 0, "gptvq-e8p"}};
+  EXPECT_EQ(m::to_string(table.candidates[1]), "gptvq-e8p 2-bit per row");
+  m::BitAllocation plan;
+  for (const auto& name : f.fp32.linear_names()) {
+    m::MatrixSensitivity s;
+    s.name = name;
+    table.matrices.push_back(s);
+    plan.choice.push_back(name.ends_with(".w2") || name.ends_with(".wq") ? 1 : 0);
+  }
+  const m::MixedPrecisionRecipe mixed("mixed", table, plan, recipe_factory("rtn"));
+  m::SequentialReport report;
+  const auto q = m::quantize_sequential(f.fp32, f.calibration(0, 4), mixed, {}, &report);
+  ASSERT_EQ(report.layers.size(), plan.choice.size());
+  int e8p = 0;
+  for (const auto& l : report.layers) {  // in the driver's order, not linear_names()'
+    const std::string op = q.linear(l.name).describe();
+    if (l.name.ends_with(".w2") || l.name.ends_with(".wq")) {
+      ++e8p;
+      EXPECT_NE(op.find("e8p"), std::string::npos) << l.name << ": " << op;
+      // 16 bits per 8 weights (the last vector of a 172-wide row padded) + an fp16 scale per row
+      EXPECT_DOUBLE_EQ(l.bits_per_weight, l.name.ends_with(".w2") ? (22 * 16 + 16) / 172.0 : 2.25) << l.name;
+    } else {
+      EXPECT_NE(op.find("uniform2"), std::string::npos) << l.name << ": " << op;
+    }
+  }
+  EXPECT_EQ(e8p, 10);
 }
 
 TEST(MixedPrecision, RecipesThatFoldScalesAreRejected) {

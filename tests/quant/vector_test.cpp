@@ -1,4 +1,5 @@
 #include <gtest/gtest.h>
+#include <qtl/format/vq_packed.hpp>
 #include <qtl/quant/vector.hpp>
 
 #include <cmath>
@@ -98,6 +99,34 @@ TEST(ResidualVQ, SecondStageReducesTheError) {
   EXPECT_DOUBLE_EQ(qtl::bits_per_weight(m2), (32.0 * 16 * 10 + 16.0 * (64 * 4 + 16 * 4)) / (32.0 * 64));
   // the first stage of the residual index is the first quantizer's own choice
   for (std::size_t i = 0; i < m2.indices.size(); ++i) EXPECT_LT(m2.indices[i], 1u << 10);
+}
+
+// FixedParamsVQ: one codebook fitted on one matrix quantizes another with exactly that codebook
+// and the same weighted-nearest encoding, and packs to V's format.
+TEST(FixedParamsVQ, QuantizesWithTheGivenParametersAndPacksAsTheInner) {
+  const qtl::KMeansVQ<4, 4> v;
+  const auto fitted = qtl::quantize_vectors(v, {}, qtl::test::gaussian(16, 32, 3));
+  const qtl::FixedParamsVQ<qtl::KMeansVQ<4, 4>> fixed(v, fitted.params.front());
+  const qtl::RowMatrixXf w = qtl::test::gaussian(8, 30, 4);  // 30 columns: padded last vector
+  const auto m = qtl::quantize_vectors(fixed, {2}, w);
+  ASSERT_EQ(m.params.size(), 4u);
+  for (const auto& p : m.params) EXPECT_EQ(p, fitted.params.front());
+  float vec[4], wt[4];
+  for (qtl::Index r = 0; r < w.rows(); ++r) {
+    for (qtl::Index j = 0; j < m.layout.vectors_per_row(); ++j) {
+      for (int d = 0; d < 4; ++d) {
+        const bool real = j * 4 + d < w.cols();
+        vec[d] = real ? w(r, j * 4 + d) : 0.0f;
+        wt[d] = real ? 1.0f : 0.0f;
+      }
+      EXPECT_EQ(m.index(r, j), v.encode(fitted.params.front(), vec, wt));
+    }
+  }
+  const auto packed = qtl::pack_vq(m);
+  const auto back = qtl::unpack_vq(packed, v);  // the packed bytes are KMeansVQ<4, 4>'s
+  EXPECT_EQ(qtl::dequantize(back), qtl::dequantize(m));
+  EXPECT_EQ(fixed.name(), v.name());
+  EXPECT_EQ(fixed.param_bits(), v.param_bits());
 }
 
 TEST(VectorQuantization, BadInput) {

@@ -35,6 +35,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "qtl/calib/hessian.hpp"
@@ -46,15 +47,23 @@
 
 namespace qtl::model {
 
-/// One candidate precision: a bit width and a group size (0 = one group per row).
+/// One candidate precision: a bit width and a group size (0 = one group per row), and the
+/// recipe that quantizes at it: empty for the factory's own, or a name the factory builds
+/// instead (e.g. E8P vector codes, "gptaq-e8p", among uniform widths: HIGGS mixes grids the
+/// same way).
 struct Precision {
+  Precision() = default;
+  Precision(int bits_, Index group_, std::string recipe_ = {})
+      : bits(bits_), group(group_), recipe(std::move(recipe_)) {}
   int bits = 4;
   Index group = 32;
+  std::string recipe;
   friend auto operator<=>(const Precision&, const Precision&) = default;
 };
 
 [[nodiscard]] inline std::string to_string(const Precision& p) {
-  return str_cat(p.bits, "-bit ", p.group == 0 ? std::string("per row") : str_cat("g", p.group));
+  return str_cat(p.recipe.empty() ? std::string() : str_cat(p.recipe, " "), p.bits, "-bit ",
+                 p.group == 0 ? std::string("per row") : str_cat("g", p.group));
 }
 
 /// Builds the recipe that quantizes a matrix at one precision.

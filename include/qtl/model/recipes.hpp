@@ -20,7 +20,9 @@
 #include "qtl/model/calibrated_recipe.hpp"
 #include "qtl/model/partial_binary_linear.hpp"
 #include "qtl/model/sequential.hpp"
+#include "qtl/model/vq_recipe.hpp"
 #include "qtl/quant/codebook.hpp"
+#include "qtl/quant/e8p.hpp"
 #include "qtl/quant/log2.hpp"
 #include "qtl/quant/uniform.hpp"
 
@@ -136,6 +138,7 @@ class ResidualRotationRecipe final : public Recipe {
     return inner_->quantize(group);
   }
   [[nodiscard]] bool needs_calibration() const override { return inner_->needs_calibration(); }
+  [[nodiscard]] bool wants_fp32_targets() const override { return inner_->wants_fp32_targets(); }
 
  private:
   std::unique_ptr<Recipe> inner_;
@@ -207,6 +210,59 @@ std::unique_ptr<Recipe> partial_binary(const RecipeSpec& s, SalientStorage stora
   }
   if (!(s.damp >= 0.0 && s.damp <= 10.0)) fail("make_recipe: damp must be in [0, 10], got ", s.damp);
   return std::make_unique<PartialBinaryRecipe<Deferred>>(s.name, granularity_of(s), 0.1, storage, gptq, s.damp, s.kernel);
+}
+
+/// GPTVQ with one k-means codebook of D-vectors for the whole model, rows normalized by fp16
+/// RMS scales (qtl/model/vq_recipe.hpp). s.bits is the index bits per weight (B = bits * D);
+/// only codebooks of at most 256 entries are offered here: on this model a larger one costs more
+/// bits than it saves (4096 x 4 fp16 values = 1.2 bits per weight of stories260K).
+template <int D, class Deferred = void>
+std::unique_ptr<Recipe> gptvq_kmeans(const RecipeSpec& s) {
+  if (!(s.damp >= 0.0 && s.damp <= 10.0)) fail("make_recipe: damp must be in [0, 10], got ", s.damp);
+  VQLayerOptions o;
+  o.normalize_rows = true;
+  o.gptq.damp_fraction = s.damp;
+  auto make = [&](auto v) -> std::unique_ptr<Recipe> {
+    return std::make_unique<VQRecipe<decltype(v)>>(s.name, v, VQGranularity{0}, o, true, s.kernel.threads);
+  };
+  if constexpr (D == 2) {
+    switch (s.bits) {
+      case 2: return make(KMeansVQ<2, 4>{});
+      case 3: return make(KMeansVQ<2, 6>{});
+      case 4: return make(KMeansVQ<2, 8>{});
+      default: break;
+    }
+    fail("make_recipe: '", s.name, "' (2-vectors, 2^(2 bits) entries) runs at 2, 3 or 4 bits; got bits = ", s.bits);
+  } else if constexpr (D == 4) {
+    switch (s.bits) {
+      case 1: return make(KMeansVQ<4, 4>{});
+      case 2: return make(KMeansVQ<4, 8>{});
+      default: break;
+    }
+    fail("make_recipe: '", s.name, "' (4-vectors, 2^(4 bits) entries) runs at 1 or 2 bits; got bits = ", s.bits);
+  } else {
+    static_assert(D == 8, "gptvq_kmeans: D must be 2, 4 or 8");
+    if (s.bits == 1) return make(KMeansVQ<8, 8>{});
+    fail("make_recipe: '", s.name, "' (8-vectors, 2^(8 bits) entries) runs at 1 bit; got bits = ", s.bits,
+         " (2 bits over 8-vectors is E8P: gptvq-e8p, quip)");
+  }
+}
+
+/// E8P (QuIP#'s lattice codebook, 2 bits per weight) with one fp16 scale per row, GPTVQ over 8
+/// columns at a time; `rotate`: randomized Hadamard of the inputs, run online, and the residual
+/// stream rotated (QuaRot's fold) so that wo and w2 are rotated on both sides (QuIP#'s
+/// incoherence processing where the model allows it, without fine-tuning).
+template <class Deferred = void>
+std::unique_ptr<Recipe> e8p_recipe(const RecipeSpec& s, bool rotate, bool fp32_targets) {
+  if (s.bits != 2) fail("make_recipe: '", s.name, "' uses E8P, 2 bits per weight (16 bits per 8 weights); got bits = ", s.bits);
+  if (!(s.damp >= 0.0 && s.damp <= 10.0)) fail("make_recipe: damp must be in [0, 10], got ", s.damp);
+  VQLayerOptions o;
+  o.rotate = rotate;
+  o.fp32_targets = fp32_targets;
+  o.gptq.damp_fraction = s.damp;
+  auto inner = std::make_unique<VQRecipe<E8P>>(s.name, E8P{}, VQGranularity{1}, o, false, s.kernel.threads);
+  if (!rotate) return inner;
+  return std::make_unique<ResidualRotationRecipe<Deferred>>(std::move(inner), s.name);
 }
 
 inline calib::Recipe pipeline(bool rotate, bool awq, calib::Solver solver) {
@@ -321,6 +377,18 @@ template <class Deferred = void>
        [](const RecipeSpec& s) { return detail::table_rtn(s, "log2"); }},
       {"gptq-log2", "GPTQ with signed power-of-two levels (table kernels)",
        [](const RecipeSpec& s) { return detail::table_gptq(s, "log2"); }},
+      {"gptvq-kmeans2", "GPTVQ over 2-vectors, one k-means codebook (2^(2 bits) entries) for the whole model, fp16 row scales",
+       [](const RecipeSpec& s) { return detail::gptvq_kmeans<2, Deferred>(s); }},
+      {"gptvq-kmeans4", "GPTVQ over 4-vectors, one k-means codebook (2^(4 bits) entries) for the whole model, fp16 row scales",
+       [](const RecipeSpec& s) { return detail::gptvq_kmeans<4, Deferred>(s); }},
+      {"gptvq-kmeans8", "GPTVQ over 8-vectors, one k-means codebook (2^(8 bits) entries) for the whole model, fp16 row scales",
+       [](const RecipeSpec& s) { return detail::gptvq_kmeans<8, Deferred>(s); }},
+      {"gptvq-e8p", "GPTVQ over 8 columns with QuIP#'s E8P lattice codebook (--bits 2), an fp16 scale per row",
+       [](const RecipeSpec& s) { return detail::e8p_recipe<Deferred>(s, false, false); }},
+      {"gptaq-e8p", "gptvq-e8p toward the unquantized model's outputs (GPTAQ's asymmetric target, --bits 2)",
+       [](const RecipeSpec& s) { return detail::e8p_recipe<Deferred>(s, false, true); }},
+      {"quip", "QuIP# without fine-tuning: randomized Hadamard (inputs online, residual stream folded), E8P, BlockLDLQ over 8 columns (--bits 2)",
+       [](const RecipeSpec& s) { return detail::e8p_recipe<Deferred>(s, true, false); }},
       {"rtn-pb", "partial binarization (PB-LLM, --bits 1): 10% salient weights at 8 bits, the rest binary",
        [](const RecipeSpec& s) { return detail::partial_binary(s, SalientStorage::SparseList, false); }},
       {"gptq-pb", "partial binarization with GPTQ's error feedback over the binary part (PB-GPTQ, --bits 1)",

@@ -43,6 +43,7 @@
 #include <span>
 #include <string>
 #include <vector>
+#include <utility>
 
 #include "qtl/core/error.hpp"
 #include "qtl/core/types.hpp"
@@ -322,6 +323,42 @@ class ResidualVQ {
  private:
   V1 first_{};
   V2 second_{};
+};
+
+// ---- parameters fitted elsewhere -------------------------------------------------------------
+
+/// V with its parameters fixed in advance: fit() ignores the data and returns them, everything
+/// else is V's. A codebook fitted once on many matrices and shared by all of them (GPTVQ /
+/// VPTQ-style model-wide codebooks) quantizes each matrix through the same quantize_vectors,
+/// gptvq and pack_vq as a per-matrix one; the packed format is V's, and each packed matrix still
+/// carries its copy of the parameters (whoever shares them counts their bits once).
+template <VectorQuantizer V>
+class FixedParamsVQ {
+ public:
+  static constexpr int kDim = V::kDim;
+  static constexpr int kBits = V::kBits;
+  static constexpr std::size_t kParamWords = V::kParamWords;
+  using Params = typename V::Params;
+
+  FixedParamsVQ() = default;
+  FixedParamsVQ(V inner, Params params) : inner_(std::move(inner)), params_(std::move(params)) {}
+
+  [[nodiscard]] std::string name() const { return inner_.name(); }
+  [[nodiscard]] double param_bits() const { return inner_.param_bits(); }
+  [[nodiscard]] const V& inner() const noexcept { return inner_; }
+  [[nodiscard]] const Params& params() const noexcept { return params_; }
+
+  [[nodiscard]] Params fit(std::span<const float> /*x*/, std::span<const float> /*w*/) const { return params_; }
+  [[nodiscard]] std::uint32_t encode(const Params& p, const float* vec, const float* wt) const {
+    return inner_.encode(p, vec, wt);
+  }
+  void decode(const Params& p, std::uint32_t index, float* out) const { inner_.decode(p, index, out); }
+  void serialize(const Params& p, std::vector<std::uint16_t>& words) const { inner_.serialize(p, words); }
+  [[nodiscard]] Params deserialize(const std::uint16_t* in) const { return inner_.deserialize(in); }
+
+ private:
+  V inner_{};
+  Params params_{};
 };
 
 // ---- matrices --------------------------------------------------------------------------------
