@@ -233,7 +233,8 @@ int main(int argc, char** argv) {
       const auto t0 = std::chrono::steady_clock::now();
       const auto table = m::measure_sensitivity(fp32, calibration, scoring, so, make);
       const double sens_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      const std::string label = name + (linear_sensitivity ? "-mixed-linear" : "-mixed");
+      std::string label = name + (linear_sensitivity ? "-mixed-linear" : "-mixed");
+      for (const auto& c : extra_candidates) label += "+" + c.recipe;  // e.g. gptaq-refine-mixed+gptaq-e8p
       for (double b : budgets) {
         const auto plan = m::allocate_bits(table, b);
         const m::MixedPrecisionRecipe recipe(label, table, plan, make);
