@@ -221,6 +221,47 @@ TEST(MixedPrecision, CandidatesFromOtherRecipesAreQuantizedByThem) {
   EXPECT_EQ(e8p, 10);
 }
 
+// Bad input is named before anything is calibrated or scored.
+TEST(MixedPrecision, BadInputNamesTheValue) {
+  const auto& f = qtl::test::fixture();
+  const auto calibration = f.calibration(0, 2);
+  const auto make = recipe_factory("rtn");
+  auto error = [&](const m::SensitivityOptions& so, std::span<const std::vector<int>> scoring,
+                   const m::PrecisionRecipeFactory& factory) {
+    return qtl::test::error_of([&] { (void)m::measure_sensitivity(f.fp32, calibration, scoring, so, factory); });
+  };
+  m::SensitivityOptions so;
+  so.candidates = {};
+  EXPECT_NE(error(so, calibration, make).find("no candidate precisions"), std::string::npos);
+  so.candidates = {{4, 0}};
+  EXPECT_NE(error(so, {}, make).find("no scoring sequences"), std::string::npos);
+  const std::vector<std::vector<int>> short_seq = {calibration[0], {1}};
+  EXPECT_NE(error(so, short_seq, make).find("scoring sequence 1 has 1 tokens"), std::string::npos);
+  so.linear_model = true;
+  for (double t : {0.0, 1.5, std::numeric_limits<double>::quiet_NaN()}) {
+    so.noise_relative_error = t;
+    EXPECT_NE(error(so, calibration, make).find("noise_relative_error must be in (0, 1)"), std::string::npos) << t;
+  }
+  so.linear_model = false;
+  so.threads = 0;
+  EXPECT_NE(error(so, calibration, make).find("threads"), std::string::npos);
+  so.threads = 1;
+  EXPECT_NE(error(so, calibration, [](const m::Precision&) { return std::unique_ptr<m::Recipe>(); })
+                .find("returned nothing for 4-bit per row"),
+            std::string::npos);
+  EXPECT_NE(error(so, calibration, recipe_factory("no-such-recipe")).find("unknown recipe 'no-such-recipe'"),
+            std::string::npos);
+  // allocate_bits: the target and the table
+  const auto table = random_table(3, 1);
+  for (double b : {0.0, -1.0, std::numeric_limits<double>::infinity()}) {
+    EXPECT_NE(qtl::test::error_of([&] { (void)m::allocate_bits(table, b); }).find("must be finite and > 0"),
+              std::string::npos) << b;
+  }
+  EXPECT_NE(qtl::test::error_of([&] { (void)m::allocate_bits(table, 1.0); }).find("cheapest choice"), std::string::npos);
+  EXPECT_NE(qtl::test::error_of([&] { (void)m::allocate_bits(m::SensitivityTable{}, 3.0); }).find("empty"),
+            std::string::npos);
+}
+
 TEST(MixedPrecision, RecipesThatFoldScalesAreRejected) {
   const auto& f = qtl::test::fixture();
   const auto calibration = f.calibration(0, 2);

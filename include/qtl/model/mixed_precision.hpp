@@ -161,6 +161,9 @@ inline double score_against(const Transformer& model, std::span<const std::vecto
     if (scoring[i].size() < 2) fail(kWhere, ": scoring sequence ", i, " has ", scoring[i].size(), " tokens (need >= 2)");
   }
   require_range(kWhere, "options.threads", options.threads, 1, 1024);
+  if (options.linear_model && !(options.noise_relative_error > 0.0 && options.noise_relative_error < 1.0)) {
+    fail(kWhere, ": noise_relative_error must be in (0, 1), got ", options.noise_relative_error);
+  }
   std::vector<std::unique_ptr<Recipe>> recipes;
   bool calibrate = false;
   for (const auto& c : options.candidates) {
@@ -228,9 +231,6 @@ inline double score_against(const Transformer& model, std::span<const std::vecto
     const double energy = output_energy(wt.cast<double>());
     double alpha_kl = 0.0, alpha_nll = 0.0;
     if (options.linear_model) {
-      if (!(options.noise_relative_error > 0.0 && options.noise_relative_error < 1.0)) {
-        fail(kWhere, ": noise_relative_error must be in (0, 1), got ", options.noise_relative_error);
-      }
       std::mt19937_64 rng(options.seed + 0x9e3779b97f4a7c15ULL * (li + 1));
       std::normal_distribution<double> normal;
       Eigen::MatrixXd noise(wt.rows(), wt.cols());
