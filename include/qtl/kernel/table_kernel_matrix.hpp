@@ -13,9 +13,10 @@
 //   |y_r - y_ref_r| <= (chain + 5) 2^-24 sum_c |W_hat(r, c) x_c|  (+ 2^-24 |y_ref_r|, the
 //   reference's own rounding), chain = the kernel slices of a row (~ cols / 16): each of 16
 //   lanes is one FMA chain over the row's slices, then 4 pairwise additions.
-// Layout: qtl/kernel/layout_table.hpp. Paths: table_avx512.hpp (Avx512 and Avx512Vnni: one
-// vpermps per 16 codes), table_avx2.hpp (two vpermps + blend), table_portable.hpp. GEMMs of 8
-// or more tokens decode each 4-row x 512-column panel once and reuse it for every token.
+// Layout: qtl/kernel/layout_table.hpp (built by repack_table.hpp). Paths: table_avx512.hpp
+// (Avx512 and Avx512Vnni: one vpermps per 16 codes), table_avx2.hpp (two vpermps + blend),
+// table_portable.hpp. GEMMs of 8 or more tokens decode each 4-row x 512-column panel once and
+// reuse it for every token.
 //
 // Int8 mode (ScaledShared tables: log2 / power grid, NF4, FP4, binary, ternary). The shared
 // table T (16 floats, m = max |T|) is rounded once to int8, T8[k] = round(T[k] / e) with e = m / 127
@@ -55,6 +56,7 @@
 #include "qtl/kernel/checked_kernel.hpp"
 #include "qtl/kernel/cpu_features.hpp"
 #include "qtl/kernel/layout_table.hpp"
+#include "qtl/kernel/repack_table.hpp"
 #include "qtl/kernel/separate.hpp"
 #include "qtl/kernel/table_portable.hpp"
 #if !defined(QTL_KERNELS_DECLARE_ONLY_TABLE)

@@ -38,8 +38,8 @@
 #include <type_traits>
 
 #include "qtl/kernel/layout_vq.hpp"
-#include "qtl/quant/e8p.hpp"
 #include "qtl/kernel/prefetch.hpp"
+#include "qtl/quant/e8p_grid.hpp"
 
 
 namespace qtl::kernel {
@@ -426,8 +426,8 @@ struct E8PByteTables {
 inline const E8PByteTables& e8p_byte_tables() {
   static const E8PByteTables tables = [] {
     E8PByteTables t{};
-    const auto& grid = E8P::abs_grid();
-    const auto& parity = E8P::abs_parity();
+    const auto& grid = kE8PGrid.abs;
+    const auto& parity = kE8PGrid.parity;
     for (std::size_t g = 0; g < 256; ++g) {
       for (std::size_t d = 0; d < 8; ++d) {
         const auto m = static_cast<int>(4.0f * grid[g * 8 + d]);  // 2, 6 or 10, exact

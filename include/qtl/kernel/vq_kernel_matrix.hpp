@@ -62,6 +62,7 @@
 #include "qtl/kernel/checked_kernel.hpp"
 #include "qtl/kernel/cpu_features.hpp"
 #include "qtl/kernel/layout_vq.hpp"
+#include "qtl/kernel/repack_vq.hpp"
 #include "qtl/kernel/separate.hpp"
 #include "qtl/kernel/threading.hpp"
 #include "qtl/kernel/vq_portable.hpp"

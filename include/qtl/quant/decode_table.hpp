@@ -8,8 +8,8 @@
 // k >= 2^kBits are 0 (never produced by encode). A kernel loads T_p once per group and decodes
 // 16 codes with one permute (vpermps on AVX2/AVX-512; an int8 variant after scaling).
 //
-// The table is stored in one of two forms (TableForm), and the packed format
-// (qtl/format/table_packed.hpp) keeps exactly that form, so the bits per weight stay honest:
+// The table is stored in one of two forms (TableForm, qtl/quant/table_form.hpp), and the packed
+// format (qtl/format/table_packed.hpp) keeps exactly that form, so the bits per weight stay honest:
 //   ScaledShared  T_p[k] = s_p * L[k]: one fp16 scale s_p per group and one 16-entry float table
 //                 L shared by the whole matrix (it depends only on the quantizer: log2 levels,
 //                 power grid, NF4, FP4 E2M1, {-1, +1}, {-1, 0, +1}). The family's decode is written
@@ -29,10 +29,9 @@
 #include <cstdint>
 
 #include "qtl/quant/concepts.hpp"
+#include "qtl/quant/table_form.hpp"
 
 namespace qtl {
-
-enum class TableForm { ScaledShared, PerSet };
 
 inline constexpr int kDecodeTableSize = 16;
 using DecodeTable = std::array<float, kDecodeTableSize>;

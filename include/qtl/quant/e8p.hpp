@@ -7,7 +7,8 @@
 //   D8^ = D8 + 1/2: vectors of (Z + 1/2)^8 whose coordinates sum to an even integer.
 //   A = 256 "absolute" vectors with entries in {1/2, 3/2, 5/2}: the 227 absolute-value patterns
 //       of D8^ points with squared norm <= 10, then 29 patterns of norm 12 (five 3/2 and three
-//       1/2) chosen by QuIP# (with one repeated entry of its list replaced, see tables()).
+//       1/2) chosen by QuIP# (with one repeated entry of its list replaced); the table is
+//       qtl/quant/e8p_grid.hpp, which the kernels read as well.
 //   A codeword is  c = sigma o a + t,  a in A, sigma in {-1, +1}^8, t in {-1/4, +1/4}:
 //       sigma o a must lie in D8^, i.e. the number of negative signs has the parity of sum(a)
 //       (flipping a half-odd coordinate changes the sum by an odd integer), so 7 sign bits
@@ -46,6 +47,7 @@
 #include "qtl/core/error.hpp"
 #include "qtl/core/validate.hpp"
 #include "qtl/detail/fp16.hpp"
+#include "qtl/quant/e8p_grid.hpp"
 #include "qtl/quant/vector.hpp"
 
 namespace qtl {
@@ -55,7 +57,7 @@ class E8P {
   static constexpr int kDim = 8;
   static constexpr int kBits = 16;
   static constexpr std::size_t kParamWords = 1;
-  static constexpr int kAbsEntries = 256;
+  static constexpr int kAbsEntries = E8PGrid::kEntries;
 
   struct Params {
     float scale = 1.0f;  ///< fp16, > 0
@@ -63,16 +65,16 @@ class E8P {
   };
 
   /// The 256 absolute vectors, 8 floats each (entries 0.5, 1.5, 2.5).
-  [[nodiscard]] static const std::array<float, kAbsEntries * 8>& abs_grid() { return tables().abs; }
+  [[nodiscard]] static const std::array<float, kAbsEntries * 8>& abs_grid() noexcept { return kE8PGrid.abs; }
   /// sum(a) mod 2 for each absolute vector (1 = odd: an odd number of negative signs).
-  [[nodiscard]] static const std::array<std::uint8_t, kAbsEntries>& abs_parity() { return tables().parity; }
+  [[nodiscard]] static const std::array<std::uint8_t, kAbsEntries>& abs_parity() noexcept { return kE8PGrid.parity; }
 
   [[nodiscard]] std::string name() const { return "e8p"; }
   [[nodiscard]] static constexpr double param_bits() noexcept { return 16.0; }
 
   /// The unscaled codeword of an index.
   static void codeword(std::uint32_t index, float* out) noexcept {
-    const auto& T = tables();
+    const E8PGrid& T = kE8PGrid;
     const std::uint32_t a = index & 0xFFu, signs = (index >> 8) & 0x7Fu;
     const float shift = (index >> 15) & 1u ? 0.25f : -0.25f;
     const bool neg0 = ((std::popcount(signs) + T.parity[a]) & 1) != 0;
@@ -91,7 +93,7 @@ class E8P {
   /// Exact weighted-nearest codeword of vec / scale (wt == nullptr: unweighted). The inner loop
   /// runs in float; candidates are compared by sum w (y - c)^2 up to float rounding.
   [[nodiscard]] static std::uint32_t encode(const Params& p, const float* vec, const float* wt) noexcept {
-    const auto& T = tables();
+    const E8PGrid& T = kE8PGrid;
     float best = std::numeric_limits<float>::infinity();
     std::uint32_t best_index = 0;
     const float inv = 1.0f / p.scale;
@@ -196,11 +198,6 @@ class E8P {
   [[nodiscard]] static Params deserialize(const std::uint16_t* in) { return Params{detail::half_to_float(in[0])}; }
 
  private:
-  struct Tables {
-    std::array<float, kAbsEntries * 8> abs{};
-    std::array<std::uint8_t, kAbsEntries> parity{};
-  };
-
   static double error(const Params& p, std::span<const float> x, std::span<const float> w) {
     double e = 0.0;
     float dec[8];
@@ -213,53 +210,6 @@ class E8P {
       }
     }
     return e;
-  }
-
-  static const Tables& tables() {
-    static const Tables t = [] {
-      Tables out;
-      int n = 0;
-      // absolute values of D8^ with squared norm <= 10: entries e + 1/2 with e in {0, 1, 2}
-      // (7/2 alone squares to 12.25 > 10), enumerated with coordinate 0 most significant
-      for (int code = 0; code < 6561; ++code) {
-        int e[8], c = code;
-        for (int d = 7; d >= 0; --d) {
-          e[d] = c % 3;
-          c /= 3;
-        }
-        double norm = 0.0;
-        for (int d = 0; d < 8; ++d) norm += (e[d] + 0.5) * (e[d] + 0.5);
-        if (norm > 10.0) continue;
-        for (int d = 0; d < 8; ++d) out.abs[static_cast<std::size_t>(n * 8 + d)] = static_cast<float>(e[d]) + 0.5f;
-        ++n;
-      }
-      // QuIP#'s 29 norm-12 padding entries (2 x value: 3 = 3/2, 1 = 1/2). quip-sharp's list
-      // repeats {1,3,3,3,1,1,3,3} (its 22nd and 28th rows), which leaves 256 codewords duplicated;
-      // the 22nd row here is {3,1,3,3,1,1,3,3}, the entry its block of six (first four
-      // coordinates 3,1,3,3) is missing, so all 2^16 codewords are distinct.
-      static constexpr std::uint8_t kNorm12[29][8] = {
-          {3, 1, 1, 1, 3, 3, 3, 3}, {1, 3, 1, 1, 3, 3, 3, 3}, {1, 1, 3, 1, 3, 3, 3, 3},
-          {1, 1, 1, 3, 3, 3, 3, 3}, {3, 3, 3, 1, 3, 3, 1, 1}, {3, 3, 3, 1, 3, 1, 3, 1},
-          {3, 3, 3, 1, 1, 3, 3, 1}, {3, 3, 3, 1, 3, 1, 1, 3}, {3, 3, 3, 1, 1, 3, 1, 3},
-          {3, 3, 3, 1, 1, 1, 3, 3}, {3, 3, 1, 3, 3, 3, 1, 1}, {3, 3, 1, 3, 3, 1, 3, 1},
-          {3, 3, 1, 3, 1, 3, 3, 1}, {3, 3, 1, 3, 3, 1, 1, 3}, {3, 3, 1, 3, 1, 3, 1, 3},
-          {3, 3, 1, 3, 1, 1, 3, 3}, {3, 1, 3, 3, 3, 3, 1, 1}, {3, 1, 3, 3, 3, 1, 3, 1},
-          {3, 1, 3, 3, 1, 3, 3, 1}, {3, 1, 3, 3, 3, 1, 1, 3}, {3, 1, 3, 3, 1, 3, 1, 3},
-          {3, 1, 3, 3, 1, 1, 3, 3}, {1, 3, 3, 3, 3, 3, 1, 1}, {1, 3, 3, 3, 3, 1, 3, 1},
-          {1, 3, 3, 3, 1, 3, 3, 1}, {1, 3, 3, 3, 3, 1, 1, 3}, {1, 3, 3, 3, 1, 3, 1, 3},
-          {1, 3, 3, 3, 1, 1, 3, 3}, {3, 3, 1, 1, 3, 3, 3, 1}};
-      for (const auto& row : kNorm12) {
-        for (int d = 0; d < 8; ++d) out.abs[static_cast<std::size_t>(n * 8 + d)] = 0.5f * row[d];
-        ++n;
-      }
-      for (int a = 0; a < kAbsEntries; ++a) {
-        double s = 0.0;
-        for (int d = 0; d < 8; ++d) s += out.abs[static_cast<std::size_t>(a * 8 + d)];
-        out.parity[static_cast<std::size_t>(a)] = static_cast<std::uint8_t>(static_cast<long>(std::lround(s)) & 1);
-      }
-      return out;
-    }();
-    return t;
   }
 };
 
