@@ -236,21 +236,13 @@ class LutKernelMatrix : public CheckedKernel<LutKernelMatrix> {
   [[nodiscard]] Index rows() const noexcept { return layout_.view().rows; }
   [[nodiscard]] Index cols() const noexcept { return layout_.view().cols; }
   [[nodiscard]] LutWeights weights() const noexcept { return layout_.view().kind; }
-  [[nodiscard]] KernelPath path() const noexcept { return path_; }
   /// Bytes of the kernel layout (what one GEMV streams).
   [[nodiscard]] std::size_t bytes() const noexcept { return layout_.bytes(); }
   [[nodiscard]] LutKernelView view() const noexcept { return layout_.view(); }
 
-  /// The least work (tiles x blocks x tokens, ~1k lookups each) one thread is given; fewer
-  /// threads than asked run below it. Default 1024.
-  void set_min_work_per_thread(std::ptrdiff_t units) noexcept { min_work_per_thread_ = std::max<std::ptrdiff_t>(units, 1); }
-
-  /// Switches the ISA path (no repacking: every path reads the same layout).
-  void set_path(KernelPath path) {
-    require_path(path);
-    path_ = path;
-    fn_ = lut_tiles_function(path);
-  }
+  // Work units (set_min_work_per_thread): tiles x blocks x tokens, ~1k lookups each; default
+  // 1024 per thread.
+  static constexpr std::ptrdiff_t kDefaultMinWorkPerThread = 1024;
 
   /// y[0..rows) = W_hat x[0..cols). x must be finite. Unchecked.
   void gemv(const float* x, float* y, int threads = 1) const { gemm(x, cols(), 1, y, rows(), threads); }
@@ -260,7 +252,7 @@ class LutKernelMatrix : public CheckedKernel<LutKernelMatrix> {
     if (m <= 0) return;
     const LutKernelView w = layout_.view();
     const std::ptrdiff_t work = w.tiles * w.blocks * m;
-    threads = static_cast<int>(std::clamp<std::ptrdiff_t>(work / min_work_per_thread_, 1, std::max(threads, 1)));
+    threads = thread_count(work, threads, kDefaultMinWorkPerThread);
     PreparedLutActivations acts;
     acts.allocate(w, m);
     parallel_for(m, threads, [&](std::ptrdiff_t n0, std::ptrdiff_t n1) { acts.prepare(w, x, ldx, n0, n1); });
@@ -277,10 +269,11 @@ class LutKernelMatrix : public CheckedKernel<LutKernelMatrix> {
     layout_ = LutKernelLayout(kind, rows, cols, group_size, src);
   }
 
+  friend class CheckedKernel<LutKernelMatrix>;
+  void select_path(KernelPath path) noexcept { fn_ = lut_tiles_function(path); }
+
   LutKernelLayout layout_;
-  KernelPath path_ = KernelPath::Portable;
   LutTilesFn fn_ = &lut_tiles_portable;
-  std::ptrdiff_t min_work_per_thread_ = 1024;
 };
 
 }  // namespace qtl::kernel

@@ -200,7 +200,6 @@ class TableKernelMatrix : public CheckedKernel<TableKernelMatrix> {
   [[nodiscard]] int bits() const noexcept { return bits_; }
   [[nodiscard]] TableForm form() const noexcept { return form_; }
   [[nodiscard]] ActivationMode mode() const noexcept { return mode_; }
-  [[nodiscard]] KernelPath path() const noexcept { return path_; }
   /// Bytes of the kernel layout (what one GEMV streams).
   [[nodiscard]] std::size_t bytes() const noexcept {
     return mode_ == ActivationMode::Fp32 ? layout_.bytes() : int8_.bytes();
@@ -212,17 +211,11 @@ class TableKernelMatrix : public CheckedKernel<TableKernelMatrix> {
   /// Int8 mode's rounded table T8 and its step e (W8 = s_p * e * T8[code]).
   [[nodiscard]] const Int8Table& int8_table() const noexcept { return int8_table_; }
 
-  /// The least work one thread is given; fewer threads than asked run below it. Fp32 mode
-  /// counts 4-row tiles x 16-column slices x tokens (64 multiply-adds each, default 4096), int8
-  /// mode 16-row tiles x 32-column blocks x tokens (~0.5k each, default 2048).
-  void set_min_work_per_thread(std::ptrdiff_t units) noexcept { min_work_per_thread_ = std::max<std::ptrdiff_t>(units, 1); }
-  /// Switches the ISA path (no repacking: every path reads the same layout).
-  void set_path(KernelPath path) {
-    require_path(path);
-    path_ = path;
-    fn_ = table_tiles_function(path);
-    int8_fn_ = uniform_tiles_function(path);
-  }
+  // Work units (set_min_work_per_thread): fp32 mode counts 4-row tiles x 16-column slices x
+  // tokens (64 multiply-adds each, default 4096 per thread), int8 mode 16-row tiles x 32-column
+  // blocks x tokens (~0.5k each, default 2048).
+  static constexpr std::ptrdiff_t kDefaultMinWorkPerThread = 4096;
+  static constexpr std::ptrdiff_t kDefaultMinWorkPerThreadInt8 = 2048;
 
   /// y[0..rows) = W_hat x[0..cols). x must be finite. Unchecked.
   void gemv(const float* x, float* y, int threads = 1) const { gemm(x, cols(), 1, y, rows(), threads); }
@@ -235,9 +228,7 @@ class TableKernelMatrix : public CheckedKernel<TableKernelMatrix> {
       return;
     }
     const TableKernelView w = layout_.view();
-    const std::ptrdiff_t min_work = min_work_per_thread_ > 0 ? min_work_per_thread_ : 4096;
-    const std::ptrdiff_t work = w.tiles * w.slices * m;
-    threads = static_cast<int>(std::clamp<std::ptrdiff_t>(work / min_work, 1, std::max(threads, 1)));
+    threads = thread_count(w.tiles * w.slices * m, threads, kDefaultMinWorkPerThread);
     const std::ptrdiff_t kc = w.kernel_cols();
     detail::AlignedBuffer xk_buf(sizeof(float) * static_cast<std::size_t>(m * kc));
     float* xk = reinterpret_cast<float*>(xk_buf.data());
@@ -247,11 +238,15 @@ class TableKernelMatrix : public CheckedKernel<TableKernelMatrix> {
   }
 
  private:
+  friend class CheckedKernel<TableKernelMatrix>;
+  void select_path(KernelPath path) noexcept {
+    fn_ = table_tiles_function(path);
+    int8_fn_ = uniform_tiles_function(path);
+  }
+
   void gemm_int8(const float* x, Index ldx, Index m, float* y, Index ldy, int threads) const {
     const UniformKernelView w = int8_.view();
-    const std::ptrdiff_t min_work = min_work_per_thread_ > 0 ? min_work_per_thread_ : 2048;
-    const std::ptrdiff_t work = w.tiles * w.blocks * m;
-    threads = static_cast<int>(std::clamp<std::ptrdiff_t>(work / min_work, 1, std::max(threads, 1)));
+    threads = thread_count(w.tiles * w.blocks * m, threads, kDefaultMinWorkPerThreadInt8);
     PreparedActivations acts;
     acts.allocate(w, m, ActivationMode::Int8);
     parallel_for(m, threads, [&](std::ptrdiff_t n0, std::ptrdiff_t n1) { acts.prepare(w, x, ldx, n0, n1); });
@@ -275,10 +270,8 @@ class TableKernelMatrix : public CheckedKernel<TableKernelMatrix> {
   TableKernelLayout layout_;
   UniformKernelLayout int8_;
   Int8Table int8_table_;
-  KernelPath path_ = KernelPath::Portable;
   TableTilesFn fn_ = &table_tiles_portable;
   UniformTilesFn int8_fn_ = &uniform_tiles_portable;
-  std::ptrdiff_t min_work_per_thread_ = 0;  // 0: the mode's default
 };
 
 }  // namespace qtl::kernel

@@ -101,21 +101,14 @@ class UniformKernelMatrix : public CheckedKernel<UniformKernelMatrix> {
   [[nodiscard]] Index cols() const noexcept { return layout_.view().cols; }
   [[nodiscard]] int bits() const noexcept { return layout_.view().bits; }
   [[nodiscard]] ActivationMode mode() const noexcept { return mode_; }
-  [[nodiscard]] KernelPath path() const noexcept { return path_; }
   /// Bytes of the kernel layout (what one GEMV streams).
   [[nodiscard]] std::size_t bytes() const noexcept { return layout_.bytes(); }
   [[nodiscard]] UniformKernelView view() const noexcept { return layout_.view(); }
 
   void set_mode(ActivationMode mode) noexcept { mode_ = mode; }
-  /// The least work (16-row tiles x 32-column blocks x tokens, ~0.5k multiply-adds each) one
-  /// thread is given; fewer threads than asked run below it. Default 2048 (a few microseconds).
-  void set_min_work_per_thread(std::ptrdiff_t units) noexcept { min_work_per_thread_ = std::max<std::ptrdiff_t>(units, 1); }
-  /// Switches the ISA path (no repacking: every path reads the same layout).
-  void set_path(KernelPath path) {
-    require_path(path);
-    path_ = path;
-    fn_ = uniform_tiles_function(path);
-  }
+  // Work units (set_min_work_per_thread): 16-row tiles x 32-column blocks x tokens, ~0.5k
+  // multiply-adds each; default 2048 per thread (a few microseconds).
+  static constexpr std::ptrdiff_t kDefaultMinWorkPerThread = 2048;
 
   /// y[0..rows) = W_hat x[0..cols). x must be finite. Unchecked.
   void gemv(const float* x, float* y, int threads = 1) const { gemm(x, cols(), 1, y, rows(), threads); }
@@ -124,10 +117,10 @@ class UniformKernelMatrix : public CheckedKernel<UniformKernelMatrix> {
   void gemm(const float* x, Index ldx, Index m, float* y, Index ldy, int threads = 1) const {
     if (m <= 0) return;
     const UniformKernelView w = layout_.view();
-    // Below min_work_per_thread_ tile-blocks x tokens per thread (a few microseconds), starting
+    // Below the minimum work (tile-blocks x tokens) per thread (a few microseconds), starting
     // threads costs more than it saves; the result does not depend on the thread count anyway.
     const std::ptrdiff_t work = w.tiles * w.blocks * m;
-    threads = static_cast<int>(std::clamp<std::ptrdiff_t>(work / min_work_per_thread_, 1, std::max(threads, 1)));
+    threads = thread_count(work, threads, kDefaultMinWorkPerThread);
     PreparedActivations acts;
     acts.allocate(w, m, mode_);
     parallel_for(m, threads, [&](std::ptrdiff_t n0, std::ptrdiff_t n1) { acts.prepare(w, x, ldx, n0, n1); });
@@ -137,11 +130,12 @@ class UniformKernelMatrix : public CheckedKernel<UniformKernelMatrix> {
   }
 
  private:
+  friend class CheckedKernel<UniformKernelMatrix>;
+  void select_path(KernelPath path) noexcept { fn_ = uniform_tiles_function(path); }
+
   UniformKernelLayout layout_;
   ActivationMode mode_ = ActivationMode::Int8;
-  KernelPath path_ = KernelPath::Portable;
   UniformTilesFn fn_ = &uniform_tiles_portable;
-  std::ptrdiff_t min_work_per_thread_ = 2048;
 };
 
 }  // namespace qtl::kernel

@@ -166,7 +166,6 @@ class VQKernelMatrix : public CheckedKernel<VQKernelMatrix> {
   [[nodiscard]] Index cols() const noexcept { return layout_.view().cols; }
   [[nodiscard]] int dim() const noexcept { return layout_.view().dim; }
   [[nodiscard]] int bits() const noexcept { return layout_.view().bits; }
-  [[nodiscard]] KernelPath path() const noexcept { return path_; }
   [[nodiscard]] VQStrategy strategy() const noexcept { return strategy_; }
   /// Bytes of the kernel layout one GEMV streams (indices, fp32 codebooks, lane sets).
   [[nodiscard]] std::size_t bytes() const noexcept { return layout_.bytes(); }
@@ -175,14 +174,9 @@ class VQKernelMatrix : public CheckedKernel<VQKernelMatrix> {
   /// Overrides the cost model's choice (both strategies compute the same product; E8P matrices
   /// always decode).
   void set_strategy(VQStrategy s) noexcept { strategy_ = s; }
-  /// The least work (16-row groups x positions x tokens, one lookup each) one thread is given.
-  void set_min_work_per_thread(std::ptrdiff_t units) noexcept { min_work_per_thread_ = std::max<std::ptrdiff_t>(units, 1); }
-  /// Switches the ISA path (no repacking: every path reads the same layout).
-  void set_path(KernelPath path) {
-    require_path(path);
-    path_ = path;
-    fn_ = vq_kernel_functions(path);
-  }
+  // Work units (set_min_work_per_thread): 16-row groups x positions x tokens, one lookup each;
+  // default 8192 per thread.
+  static constexpr std::ptrdiff_t kDefaultMinWorkPerThread = 8192;
 
   /// y[0..rows) = W_hat x[0..cols). x must be finite. Unchecked.
   void gemv(const float* x, float* y, int threads = 1) const { gemm(x, cols(), 1, y, rows(), threads); }
@@ -193,8 +187,7 @@ class VQKernelMatrix : public CheckedKernel<VQKernelMatrix> {
     const VQKernelView& w = layout_.view();
     const bool table = strategy_ == VQStrategy::Table && !w.e8p;
     const std::ptrdiff_t work = w.tiles * (kVQTileRows / 16) * w.positions * m * (table ? 1 : w.dim);
-    const auto T = static_cast<std::ptrdiff_t>(
-        std::clamp<std::ptrdiff_t>(std::min<std::ptrdiff_t>(work / min_work_per_thread_, w.tiles), 1, std::max(threads, 1)));
+    const auto T = static_cast<std::ptrdiff_t>(thread_count(work, threads, kDefaultMinWorkPerThread, w.tiles));
     // activations padded to whole vectors (zeros past cols: padding coordinates add nothing)
     const std::ptrdiff_t ldxp = (w.positions * w.dim + 15) / 16 * 16;
     qtl::detail::AlignedBuffer xbuf(static_cast<std::size_t>(m * ldxp) * sizeof(float));
@@ -251,12 +244,13 @@ class VQKernelMatrix : public CheckedKernel<VQKernelMatrix> {
   }
 
  private:
+  friend class CheckedKernel<VQKernelMatrix>;
+  void select_path(KernelPath path) noexcept { fn_ = vq_kernel_functions(path); }
+
   VQKernelLayout layout_;
   VQStrategy strategy_ = VQStrategy::Table;
-  KernelPath path_ = KernelPath::Portable;
   VQKernelFunctions fn_{};
   std::ptrdiff_t max_sets_ = 2;
-  std::ptrdiff_t min_work_per_thread_ = 8192;
 };
 
 }  // namespace qtl::kernel
