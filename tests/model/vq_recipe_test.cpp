@@ -10,6 +10,7 @@
 
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -185,6 +186,24 @@ TEST(VQRecipes, BadInputIsRejectedAtTheDoor) {
   const qtl::RowMatrixXf& w = dynamic_cast<const m::DenseLinear&>(f.fp32.linear("layers.0.wq")).weight();
   m::LayerCalibration l{"layers.0.wq", 0, &w, &acc, &x};
   EXPECT_ERROR_HAS(r.quantize(std::span(&l, 1)), "prepare()");
+  // quantize_vq_layer: shapes and values named at the door
+  const qtl::calib::LayerStatistics st = acc.statistics();
+  qtl::calib::LayerStatistics wrong = st;
+  wrong.hessian = Eigen::MatrixXd::Identity(63, 63);
+  EXPECT_ERROR_HAS(m::quantize_vq_layer(qtl::E8P{}, {1}, w, wrong, {}), "hessian");
+  wrong = st;
+  wrong.hessian(3, 5) = std::numeric_limits<double>::quiet_NaN();
+  EXPECT_ERROR_HAS(m::quantize_vq_layer(qtl::E8P{}, {1}, w, wrong, {}), "hessian");
+  qtl::RowMatrixXf bad = w;
+  bad(2, 7) = std::numeric_limits<float>::infinity();
+  EXPECT_ERROR_HAS(m::quantize_vq_layer(qtl::E8P{}, {1}, bad, st, {}), "quantize_vq_layer");
+  m::VQLayerOptions toward;
+  toward.fp32_targets = true;
+  EXPECT_ERROR_HAS(m::quantize_vq_layer(qtl::E8P{}, {1}, w, st, toward), "stats.cross");
+  // a shared codebook of the wrong size
+  qtl::KMeansVQ<2, 4>::Params small;
+  small.codebook.assign(8, 0.5f);
+  EXPECT_ERROR_HAS((qtl::FixedParamsVQ<qtl::KMeansVQ<2, 4>>({}, small)), "8 words, expected 32");
   // row scales must match the kernel's rows
   const auto e = m::quantize_vq_layer(qtl::E8P{}, {1}, w, acc.statistics(), {});
   qtl::kernel::VQKernelMatrix k(qtl::pack_vq(e.matrix));

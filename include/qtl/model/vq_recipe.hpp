@@ -28,6 +28,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -36,6 +37,7 @@
 #include "qtl/calib/hessian.hpp"
 #include "qtl/calib/transform.hpp"
 #include "qtl/core/error.hpp"
+#include "qtl/core/validate.hpp"
 #include "qtl/detail/fp16.hpp"
 #include "qtl/format/vq_packed.hpp"
 #include "qtl/kernel/vq_kernel_matrix.hpp"
@@ -111,11 +113,15 @@ struct VQLayerResult {
 template <VectorQuantizer V>
 [[nodiscard]] VQLayerResult<V> quantize_vq_layer(const V& v, const VQGranularity& granularity, MatrixRef w,
                                                  const calib::LayerStatistics& stats, const VQLayerOptions& opt) {
-  require_shape("quantize_vq_layer", "hessian", stats.hessian.rows(), stats.hessian.cols(), w.cols(), w.cols());
+  constexpr std::string_view kWhere = "quantize_vq_layer";
+  require_nonempty(kWhere, "weights", w.rows(), w.cols());
+  require_finite(kWhere, "weights", w);
+  require_shape(kWhere, "hessian", stats.hessian.rows(), stats.hessian.cols(), w.cols(), w.cols());
+  require_finite(kWhere, "hessian", stats.hessian);
   VQLayerResult<V> out;
   RowMatrixXf target;
   if (opt.fp32_targets) {
-    if (stats.cross.size() == 0) fail("quantize_vq_layer: fp32_targets needs the cross statistics (stats.cross)");
+    if (stats.cross.size() == 0) fail(kWhere, ": fp32_targets needs the cross statistics (stats.cross)");
     target = calib::asymmetric_target(w, stats.hessian, stats.cross, opt.gptq.damp_fraction);
   } else {
     target = w;

@@ -341,7 +341,15 @@ class FixedParamsVQ {
   using Params = typename V::Params;
 
   FixedParamsVQ() = default;
-  FixedParamsVQ(V inner, Params params) : inner_(std::move(inner)), params_(std::move(params)) {}
+  /// Throws qtl::Error if `params` do not serialize to V's kParamWords words (e.g. a codebook
+  /// of another size).
+  FixedParamsVQ(V inner, Params params) : inner_(std::move(inner)), params_(std::move(params)) {
+    std::vector<std::uint16_t> words;
+    inner_.serialize(params_, words);
+    if (words.size() != kParamWords) {
+      fail("FixedParamsVQ: ", inner_.name(), " parameters serialize to ", words.size(), " words, expected ", kParamWords);
+    }
+  }
 
   [[nodiscard]] std::string name() const { return inner_.name(); }
   [[nodiscard]] double param_bits() const { return inner_.param_bits(); }
