@@ -120,13 +120,148 @@ template <ScalarQuantizer Q>
   return detail::layer_loss(e, hd);
 }
 
+namespace detail {
+
+/// SignRound's state for one matrix of uniform codes: a rounding offset v ∈ [−½, ½] per weight
+/// and clip factors α, β ∈ [min_clip, 1] per parameter set, over the min-max range of each set.
+/// forward() rounds W with them (the codes, Ŵ, and the straight-through derivatives of Ŵ with
+/// respect to v, α and β); step(G, lr) takes one signed-gradient step from G = ∂L/∂Ŵ (any
+/// positive multiple of it: only signs are used). The layer solver below feeds it the gradient
+/// of the layer objective; a block-wise solver (qtl/model/block_reconstruction.hpp) feeds it the
+/// gradient of the block's output error.
+template <int Bits, Mode M>
+class SignRoundState {
+ public:
+  using Q = Uniform<Bits, M>;
+  using Params = typename Q::Params;
+
+  /// W must be finite and nonempty (checked by the callers).
+  SignRoundState(const Q& q, const Granularity& granularity, MatrixRef w, std::string_view where) : w_(w) {
+    cur_.quantizer = q;
+    cur_.layout = make_group_layout(granularity, w.rows(), w.cols(), where);
+    const GroupLayout& L = cur_.layout;
+    const Index rows = L.rows, cols = L.cols, sets = L.num_param_sets();
+    cur_.codes.resize(static_cast<std::size_t>(rows * cols));
+    cur_.params.resize(static_cast<std::size_t>(sets));
+    // Each parameter set's min-max range (0 included for asymmetric codes, as params_for_range).
+    lo_.assign(static_cast<std::size_t>(sets), std::numeric_limits<float>::infinity());
+    hi_.assign(static_cast<std::size_t>(sets), -std::numeric_limits<float>::infinity());
+    for (Index r = 0; r < rows; ++r) {
+      for (Index c = 0; c < cols; ++c) {
+        const auto k = static_cast<std::size_t>(L.param_index(r, c));
+        lo_[k] = std::min(lo_[k], w(r, c));
+        hi_[k] = std::max(hi_[k], w(r, c));
+      }
+    }
+    alpha_.assign(static_cast<std::size_t>(sets), 1.0f);
+    beta_ = alpha_;
+    v_ = RowMatrixXf::Zero(rows, cols);
+    what_.resize(rows, cols);
+    dalpha_.resize(rows, cols);
+    dbeta_.resize(rows, cols);
+    inrange_.resize(rows, cols);
+    ga_.resize(static_cast<std::size_t>(sets));
+    gb_.resize(static_cast<std::size_t>(sets));
+  }
+
+  /// Params, codes and Ŵ for the current (α, β, v), and the STE derivatives.
+  void forward() {
+    const GroupLayout& L = cur_.layout;
+    const Index rows = L.rows, cols = L.cols, sets = L.num_param_sets();
+    for (Index k = 0; k < sets; ++k) cur_.params[static_cast<std::size_t>(k)] = params_of(static_cast<std::size_t>(k));
+    for (Index r = 0; r < rows; ++r) {
+      for (Index c = 0; c < cols; ++c) {
+        const auto k = static_cast<std::size_t>(L.param_index(r, c));
+        const Params& p = cur_.params[k];
+        const float u = w_(r, c) / p.scale + v_(r, c);
+        const float ru = std::nearbyint(u);
+        const float qc = ru + p.zero;
+        const float clamped = std::clamp(qc, 0.0f, static_cast<float>(Q::kMaxCode));
+        cur_.codes[static_cast<std::size_t>(r * cols + c)] = static_cast<std::uint8_t>(clamped);
+        what_(r, c) = Q::decode(p, static_cast<std::uint8_t>(clamped));
+        const bool in = (clamped == qc);
+        inrange_(r, c) = in ? p.scale : 0.0f;  // dŵ/dv
+        if constexpr (Q::kSymmetric) {
+          // ŵ = s (code − Z), s ∝ α: dŵ/dα = (ds/dα) · (round(u) − w/s) in range, (code − Z) clamped.
+          const float ds = p.scale / std::max(alpha_[k], 1e-6f);
+          dalpha_(r, c) = ds * (in ? (ru - w_(r, c) / p.scale) : (clamped - p.zero));
+          dbeta_(r, c) = 0.0f;
+        } else {
+          // s = (β hi − α lo) / M, z = −α lo / s: in range ŵ = s round(u), so dŵ/ds = round(u) − w/s;
+          // clamped at 0, ŵ = −s z = α lo; clamped at M, ŵ = s (M − z) = β hi.
+          const float m = static_cast<float>(Q::kMaxCode);
+          const float res = ru - w_(r, c) / p.scale;
+          if (in) {
+            dalpha_(r, c) = res * (-lo_[k] / m);
+            dbeta_(r, c) = res * (hi_[k] / m);
+          } else if (clamped == 0.0f) {
+            dalpha_(r, c) = lo_[k];
+            dbeta_(r, c) = 0.0f;
+          } else {
+            dalpha_(r, c) = 0.0f;
+            dbeta_(r, c) = hi_[k];
+          }
+        }
+      }
+    }
+  }
+
+  /// One signed step of size lr against G (rows x cols, a positive multiple of ∂L/∂Ŵ at the
+  /// last forward()); α and β move only with learn_clip, and stay in [min_clip, 1].
+  void step(const RowMatrixXf& g, float lr, bool learn_clip, float min_clip) {
+    const GroupLayout& L = cur_.layout;
+    std::fill(ga_.begin(), ga_.end(), 0.0);
+    std::fill(gb_.begin(), gb_.end(), 0.0);
+    for (Index r = 0; r < L.rows; ++r) {
+      for (Index c = 0; c < L.cols; ++c) {
+        const float gv = g(r, c) * inrange_(r, c);
+        if (gv > 0.0f) v_(r, c) = std::max(v_(r, c) - lr, -0.5f);
+        if (gv < 0.0f) v_(r, c) = std::min(v_(r, c) + lr, 0.5f);
+        const auto k = static_cast<std::size_t>(L.param_index(r, c));
+        ga_[k] += static_cast<double>(g(r, c)) * dalpha_(r, c);
+        gb_[k] += static_cast<double>(g(r, c)) * dbeta_(r, c);
+      }
+    }
+    if (learn_clip) {
+      for (std::size_t k = 0; k < ga_.size(); ++k) {
+        if (ga_[k] > 0.0) alpha_[k] = std::max(alpha_[k] - lr, min_clip);
+        if (ga_[k] < 0.0) alpha_[k] = std::min(alpha_[k] + lr, 1.0f);
+        if (gb_[k] > 0.0) beta_[k] = std::max(beta_[k] - lr, min_clip);
+        if (gb_[k] < 0.0) beta_[k] = std::min(beta_[k] + lr, 1.0f);
+      }
+    }
+  }
+
+  /// The codes and parameters of the last forward(), and their dequantized weights.
+  [[nodiscard]] const QuantizedMatrix<Q>& matrix() const { return cur_; }
+  [[nodiscard]] const RowMatrixXf& dequantized() const { return what_; }
+  [[nodiscard]] const RowMatrixXf& weights() const { return w_; }
+
+ private:
+  Params params_of(std::size_t k) const {
+    if constexpr (Q::kSymmetric) {
+      return Q::params_for_range(alpha_[k] * lo_[k], alpha_[k] * hi_[k]);
+    } else {
+      return Q::params_for_range(alpha_[k] * lo_[k], beta_[k] * hi_[k]);
+    }
+  }
+
+  RowMatrixXf w_;  // a copy: the state may outlive the caller's matrix
+  QuantizedMatrix<Q> cur_;
+  std::vector<float> lo_, hi_, alpha_, beta_;
+  RowMatrixXf v_, what_;
+  RowMatrixXf dalpha_, dbeta_, inrange_;  // the straight-through derivatives of ŵ, per weight
+  std::vector<double> ga_, gb_;
+};
+
+}  // namespace detail
+
 /// SignRound on the layer objective for uniform codes (see the header comment).
 template <int Bits, Mode M>
 [[nodiscard]] RoundingResult<Uniform<Bits, M>> signround(const Uniform<Bits, M>& q, const Granularity& granularity,
                                                          MatrixRef w, const Eigen::MatrixXd& h,
                                                          const SignRoundOptions& opt = {}) {
   using Q = Uniform<Bits, M>;
-  using Params = typename Q::Params;
   constexpr std::string_view kWhere = "signround";
   require_nonempty(kWhere, "weights", w.rows(), w.cols());
   require_finite(kWhere, "weights", w);
@@ -138,117 +273,27 @@ template <int Bits, Mode M>
   const Eigen::MatrixXd hd = detail::damped_objective_hessian(kWhere, h, w.cols(), opt.damp_fraction);
   const Eigen::MatrixXf hf = hd.cast<float>();
 
-  QuantizedMatrix<Q> cur;
-  cur.quantizer = q;
-  cur.layout = make_group_layout(granularity, w.rows(), w.cols(), kWhere);
-  const GroupLayout& L = cur.layout;
-  const Index rows = L.rows, cols = L.cols, sets = L.num_param_sets();
-  cur.codes.resize(static_cast<std::size_t>(rows * cols));
-  cur.params.resize(static_cast<std::size_t>(sets));
-
-  // Each parameter set's min-max range (0 included for asymmetric codes, as params_for_range).
-  std::vector<float> lo(static_cast<std::size_t>(sets), std::numeric_limits<float>::infinity());
-  std::vector<float> hi(static_cast<std::size_t>(sets), -std::numeric_limits<float>::infinity());
-  for (Index r = 0; r < rows; ++r) {
-    for (Index c = 0; c < cols; ++c) {
-      const auto k = static_cast<std::size_t>(L.param_index(r, c));
-      lo[k] = std::min(lo[k], w(r, c));
-      hi[k] = std::max(hi[k], w(r, c));
-    }
-  }
-  std::vector<float> alpha(static_cast<std::size_t>(sets), 1.0f), beta(alpha);
-  RowMatrixXf v = RowMatrixXf::Zero(rows, cols);
-  RowMatrixXf what(rows, cols);
-  // The straight-through derivatives of ŵ with respect to α and β, per weight.
-  RowMatrixXf dalpha(rows, cols), dbeta(rows, cols);
-  RowMatrixXf inrange(rows, cols);
-
-  auto params_of = [&](std::size_t k) -> Params {
-    if constexpr (Q::kSymmetric) {
-      return Q::params_for_range(alpha[k] * lo[k], alpha[k] * hi[k]);
-    } else {
-      return Q::params_for_range(alpha[k] * lo[k], beta[k] * hi[k]);
-    }
-  };
-  // Forward: params, codes and Ŵ for the current (α, β, v), and the STE derivatives.
-  auto forward = [&]() {
-    for (Index k = 0; k < sets; ++k) cur.params[static_cast<std::size_t>(k)] = params_of(static_cast<std::size_t>(k));
-    for (Index r = 0; r < rows; ++r) {
-      for (Index c = 0; c < cols; ++c) {
-        const auto k = static_cast<std::size_t>(L.param_index(r, c));
-        const Params& p = cur.params[k];
-        const float u = w(r, c) / p.scale + v(r, c);
-        const float ru = std::nearbyint(u);
-        const float qc = ru + p.zero;
-        const float clamped = std::clamp(qc, 0.0f, static_cast<float>(Q::kMaxCode));
-        cur.codes[static_cast<std::size_t>(r * cols + c)] = static_cast<std::uint8_t>(clamped);
-        what(r, c) = Q::decode(p, static_cast<std::uint8_t>(clamped));
-        const bool in = (clamped == qc);
-        inrange(r, c) = in ? p.scale : 0.0f;  // dŵ/dv
-        if constexpr (Q::kSymmetric) {
-          // ŵ = s (code − Z), s ∝ α: dŵ/dα = (ds/dα) · (round(u) − w/s) in range, (code − Z) clamped.
-          const float ds = p.scale / std::max(alpha[k], 1e-6f);
-          dalpha(r, c) = ds * (in ? (ru - w(r, c) / p.scale) : (clamped - p.zero));
-          dbeta(r, c) = 0.0f;
-        } else {
-          // s = (β hi − α lo) / M, z = −α lo / s: in range ŵ = s round(u), so dŵ/ds = round(u) − w/s;
-          // clamped at 0, ŵ = −s z = α lo; clamped at M, ŵ = s (M − z) = β hi.
-          const float m = static_cast<float>(Q::kMaxCode);
-          const float res = ru - w(r, c) / p.scale;
-          if (in) {
-            dalpha(r, c) = res * (-lo[k] / m);
-            dbeta(r, c) = res * (hi[k] / m);
-          } else if (clamped == 0.0f) {
-            dalpha(r, c) = lo[k];
-            dbeta(r, c) = 0.0f;
-          } else {
-            dalpha(r, c) = 0.0f;
-            dbeta(r, c) = hi[k];
-          }
-        }
-      }
-    }
-  };
-
+  detail::SignRoundState<Bits, M> state(q, granularity, w, kWhere);
+  const Index rows = w.rows(), cols = w.cols();
   RoundingResult<Q> best;
   double best_loss = std::numeric_limits<double>::infinity();
   const int iters = opt.iterations;
   const double lr0 = opt.learning_rate > 0.0 ? opt.learning_rate : (iters > 0 ? 1.0 / iters : 0.0);
   RowMatrixXf e(rows, cols), g(rows, cols);
-  std::vector<double> ga(static_cast<std::size_t>(sets)), gb(static_cast<std::size_t>(sets));
   for (int it = 0; it <= iters; ++it) {
-    forward();
-    e = what - w;
+    state.forward();
+    e = state.dequantized() - w;
     g.noalias() = e * hf;  // ½ ∂L/∂Ŵ
     const double loss = static_cast<double>(g.cwiseProduct(e).sum());
     if (it == 0) best.report.start_loss = loss;
     if (loss < best_loss) {
       best_loss = loss;
-      best.matrix = cur;
+      best.matrix = state.matrix();
       best.report.best_iteration = it;
     }
     if (it == iters) break;
     const auto lr = static_cast<float>(lr0 * (1.0 - static_cast<double>(it) / iters));
-    std::fill(ga.begin(), ga.end(), 0.0);
-    std::fill(gb.begin(), gb.end(), 0.0);
-    for (Index r = 0; r < rows; ++r) {
-      for (Index c = 0; c < cols; ++c) {
-        const float gv = g(r, c) * inrange(r, c);
-        if (gv > 0.0f) v(r, c) = std::max(v(r, c) - lr, -0.5f);
-        if (gv < 0.0f) v(r, c) = std::min(v(r, c) + lr, 0.5f);
-        const auto k = static_cast<std::size_t>(L.param_index(r, c));
-        ga[k] += static_cast<double>(g(r, c)) * dalpha(r, c);
-        gb[k] += static_cast<double>(g(r, c)) * dbeta(r, c);
-      }
-    }
-    if (opt.learn_clip) {
-      for (std::size_t k = 0; k < ga.size(); ++k) {
-        if (ga[k] > 0.0) alpha[k] = std::max(alpha[k] - lr, opt.min_clip);
-        if (ga[k] < 0.0) alpha[k] = std::min(alpha[k] + lr, 1.0f);
-        if (gb[k] > 0.0) beta[k] = std::max(beta[k] - lr, opt.min_clip);
-        if (gb[k] < 0.0) beta[k] = std::min(beta[k] + lr, 1.0f);
-      }
-    }
+    state.step(g, lr, opt.learn_clip, opt.min_clip);
   }
   // Report the kept matrix's loss in double, as rounding_loss computes it.
   const RowMatrixXd eb = dequantize(best.matrix).template cast<double>() - w.cast<double>();
