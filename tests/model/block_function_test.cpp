@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "model/eigen_single_thread.hpp"
 #include "model/real_model_fixture.hpp"
 #include "test_util.hpp"
 
@@ -20,6 +21,7 @@ using qtl::Index;
 using qtl::test::error_of;
 using qtl::test::fixture;
 using Md = m::BlockMatrix<double>;
+using BlockFunctionTest = qtl::test::EigenSingleThread;
 
 /// The residual stream entering block `layer` for the first `tokens` tokens of story `story`.
 qtl::RowMatrixXf stream_into(int layer, int story, std::size_t tokens) {
@@ -31,7 +33,7 @@ qtl::RowMatrixXf stream_into(int layer, int story, std::size_t tokens) {
   return h;
 }
 
-TEST(BlockFunction, ForwardIsTheModelsBlock) {
+TEST_F(BlockFunctionTest, ForwardIsTheModelsBlock) {
   const auto& f = fixture();
   const m::BlockFunction<float> block(f.fp32.config());
   for (int layer : {0, 2, 4}) {
@@ -48,7 +50,7 @@ TEST(BlockFunction, ForwardIsTheModelsBlock) {
 }
 
 /// L = Σ R ⊙ out(θ): the backward pass from D = R against central differences of L.
-TEST(BlockFunction, BackwardEqualsFiniteDifferencesOnARealBlock) {
+TEST_F(BlockFunctionTest, BackwardEqualsFiniteDifferencesOnARealBlock) {
   const auto& f = fixture();
   const int layer = 1;
   const m::BlockFunction<double> block(f.fp32.config());
@@ -110,7 +112,7 @@ TEST(BlockFunction, BackwardEqualsFiniteDifferencesOnARealBlock) {
   RecordProperty("worst_relative_error", std::to_string(worst));
 }
 
-TEST(BlockFunction, BadInputNamesTheValue) {
+TEST_F(BlockFunctionTest, BadInputNamesTheValue) {
   const auto& f = fixture();
   const m::BlockFunction<float> block(f.fp32.config());
   auto w = m::block_weights<float>(f.fp32, 0);

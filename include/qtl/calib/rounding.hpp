@@ -156,6 +156,44 @@ class SignRoundState {
     alpha_.assign(static_cast<std::size_t>(sets), 1.0f);
     beta_ = alpha_;
     v_ = RowMatrixXf::Zero(rows, cols);
+    v_lo_ = RowMatrixXf::Constant(rows, cols, -0.5f);
+    v_hi_ = RowMatrixXf::Constant(rows, cols, 0.5f);
+    allocate();
+  }
+
+  /// Starts from another solver's codes and parameters (e.g. GPTQ's) instead of min-max RTN:
+  /// each set's range is the one its parameters span (decode of codes 0 and 2^b − 1), the
+  /// offsets start where round(w / s + v) gives the start's codes, and move within ±½ of there.
+  /// forward() before any step() reproduces `start`. Throws qtl::Error if W's shape differs.
+  SignRoundState(const QuantizedMatrix<Q>& start, MatrixRef w, std::string_view where) : w_(w), cur_(start) {
+    const GroupLayout& L = cur_.layout;
+    require_shape(where, "weights", w.rows(), w.cols(), L.rows, L.cols);
+    const Index rows = L.rows, cols = L.cols, sets = L.num_param_sets();
+    lo_.resize(static_cast<std::size_t>(sets));
+    hi_.resize(static_cast<std::size_t>(sets));
+    for (Index k = 0; k < sets; ++k) {
+      const Params& p = cur_.params[static_cast<std::size_t>(k)];
+      lo_[static_cast<std::size_t>(k)] = Q::decode(p, 0);
+      hi_[static_cast<std::size_t>(k)] = Q::decode(p, static_cast<std::uint8_t>(Q::kMaxCode));
+    }
+    alpha_.assign(static_cast<std::size_t>(sets), 1.0f);
+    beta_ = alpha_;
+    v_.resize(rows, cols);
+    for (Index r = 0; r < rows; ++r) {
+      for (Index c = 0; c < cols; ++c) {
+        const Params& p = cur_.params[static_cast<std::size_t>(L.param_index(r, c))];
+        const float code = cur_.codes[static_cast<std::size_t>(r * cols + c)];
+        v_(r, c) = (code - p.zero) - w(r, c) / p.scale;
+      }
+    }
+    v_lo_ = v_.array() - 0.5f;
+    v_hi_ = v_.array() + 0.5f;
+    allocate();
+  }
+
+ private:
+  void allocate() {
+    const Index rows = cur_.layout.rows, cols = cur_.layout.cols, sets = cur_.layout.num_param_sets();
     what_.resize(rows, cols);
     dalpha_.resize(rows, cols);
     dbeta_.resize(rows, cols);
@@ -163,6 +201,8 @@ class SignRoundState {
     ga_.resize(static_cast<std::size_t>(sets));
     gb_.resize(static_cast<std::size_t>(sets));
   }
+
+ public:
 
   /// Params, codes and Ŵ for the current (α, β, v), and the STE derivatives.
   void forward() {
@@ -215,8 +255,8 @@ class SignRoundState {
     for (Index r = 0; r < L.rows; ++r) {
       for (Index c = 0; c < L.cols; ++c) {
         const float gv = g(r, c) * inrange_(r, c);
-        if (gv > 0.0f) v_(r, c) = std::max(v_(r, c) - lr, -0.5f);
-        if (gv < 0.0f) v_(r, c) = std::min(v_(r, c) + lr, 0.5f);
+        if (gv > 0.0f) v_(r, c) = std::max(v_(r, c) - lr, v_lo_(r, c));
+        if (gv < 0.0f) v_(r, c) = std::min(v_(r, c) + lr, v_hi_(r, c));
         const auto k = static_cast<std::size_t>(L.param_index(r, c));
         ga_[k] += static_cast<double>(g(r, c)) * dalpha_(r, c);
         gb_[k] += static_cast<double>(g(r, c)) * dbeta_(r, c);
@@ -249,7 +289,7 @@ class SignRoundState {
   RowMatrixXf w_;  // a copy: the state may outlive the caller's matrix
   QuantizedMatrix<Q> cur_;
   std::vector<float> lo_, hi_, alpha_, beta_;
-  RowMatrixXf v_, what_;
+  RowMatrixXf v_, v_lo_, v_hi_, what_;  // the offsets and their bounds
   RowMatrixXf dalpha_, dbeta_, inrange_;  // the straight-through derivatives of ŵ, per weight
   std::vector<double> ga_, gb_;
 };

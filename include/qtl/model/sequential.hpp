@@ -8,11 +8,15 @@
 //   2. hand the fp32 weights and those statistics to the recipe, which returns quantized ops;
 //   3. install them, so the next group (and block l+1) sees the outputs of quantized layers.
 // Memory: one block's residual streams for the calibration text, one group's statistics.
+// A block-wise recipe (Recipe::quantizes_blocks, e.g. qtl/model/block_reconstruction.hpp)
+// instead quantizes each block at once from the block's inputs in the quantized and in the
+// unquantized model (the driver then keeps both models' streams).
 //
 // A recipe is one interface: RTN with any scalar quantizer here; GPTQ, AWQ, rotations and their
 // compositions (qtl/calib) implement the same interface and plug into the same driver.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -58,6 +62,23 @@ struct QuantizedLayer {
   VectorXf input_scale;
 };
 
+/// What a block-wise recipe (Recipe::quantizes_blocks) sees of transformer block `layer`.
+struct BlockCalibration {
+  int layer = 0;
+  const Transformer* fp32 = nullptr;       ///< the unquantized model (after Recipe::prepare)
+  const Transformer* quantized = nullptr;  ///< the model as quantized so far (blocks < layer)
+  std::span<const RowMatrixXf> inputs;       ///< per sequence, the stream entering the block in `quantized`
+  std::span<const RowMatrixXf> fp32_inputs;  ///< the same sequences' stream entering it in `fp32`
+};
+
+/// A block-wise recipe's answer: the block's seven linears in linear_names() order (wq wk wv
+/// wo w1 w2 w3, none with an input_scale) and, when nonempty, new RMSNorm gains.
+struct QuantizedBlock {
+  std::vector<QuantizedLayer> layers;
+  VectorXf attention_norm;
+  VectorXf ffn_norm;
+};
+
 class Recipe {
  public:
   virtual ~Recipe() = default;
@@ -77,6 +98,14 @@ class Recipe {
   /// unquantized model over the calibration text, block by block beside the quantized one. The
   /// default is false.
   [[nodiscard]] virtual bool wants_fp32_targets() const { return false; }
+  /// Whether the recipe quantizes a whole transformer block at once (quantize_block, e.g. to
+  /// the error of the block's output) instead of group by group (quantize). The driver then
+  /// calls quantize_block once per block, with the block's inputs in the quantized and in the
+  /// unquantized model. The default is false.
+  [[nodiscard]] virtual bool quantizes_blocks() const { return false; }
+  [[nodiscard]] virtual QuantizedBlock quantize_block(const BlockCalibration& block) const {
+    fail("recipe '", name(), "' does not quantize whole blocks (block ", block.layer, ")");
+  }
 };
 
 /// Round-to-nearest with any scalar quantizer: no calibration (the statistics are unused),
@@ -188,6 +217,41 @@ inline const RowMatrixXf& dense_weight(const Transformer& model, std::string_vie
   return dense->weight();
 }
 
+/// Runs a block-wise recipe on one block and installs its answer in `model` (checked first, so
+/// that a wrong answer fails with the recipe's name before anything is replaced).
+inline void quantize_whole_block(const Recipe& recipe, const BlockCalibration& block, Transformer& model,
+                                 SequentialReport& report) {
+  constexpr std::string_view kWhere = "quantize_sequential";
+  QuantizedBlock b = recipe.quantize_block(block);
+  const int l = block.layer;
+  if (b.layers.size() != 7) {
+    fail(kWhere, ": recipe '", recipe.name(), "' returned ", b.layers.size(), " layers for block ", l, " (7 expected)");
+  }
+  const Index dim = model.config().dim;
+  for (const auto* gain : {&b.attention_norm, &b.ffn_norm}) {
+    if (gain->size() != 0 && (gain->size() != dim || !gain->allFinite())) {
+      fail(kWhere, ": recipe '", recipe.name(), "' returned a norm gain of ", gain->size(), " values for block ", l,
+           " (", dim, ", finite)");
+    }
+  }
+  static constexpr std::array<std::string_view, 7> kSlots = {"wq", "wk", "wv", "wo", "w1", "w2", "w3"};
+  for (std::size_t i = 0; i < 7; ++i) {
+    const std::string name = str_cat("layers.", l, ".", kSlots[i]);
+    if (!b.layers[i].op) fail(kWhere, ": recipe '", recipe.name(), "' returned no op for '", name, "'");
+    if (b.layers[i].input_scale.size() != 0) {
+      fail(kWhere, ": recipe '", recipe.name(), "' returned input scales for '", name, "' from a whole block");
+    }
+  }
+  for (std::size_t i = 0; i < 7; ++i) {
+    const std::string name = str_cat("layers.", l, ".", kSlots[i]);
+    const auto params = model.linear(name).in_features() * model.linear(name).out_features();
+    report.layers.push_back({name, static_cast<std::int64_t>(params), b.layers[i].bits_per_weight, b.layers[i].note});
+    model.set_linear(name, std::move(b.layers[i].op));
+  }
+  if (b.attention_norm.size() != 0) model.set_norm_gain(str_cat("layers.", l, ".attention_norm"), std::move(b.attention_norm));
+  if (b.ffn_norm.size() != 0) model.set_norm_gain(str_cat("layers.", l, ".ffn_norm"), std::move(b.ffn_norm));
+}
+
 }  // namespace detail
 
 /// Quantizes every linear layer of `fp32` with `recipe`, block by block, calibrating on
@@ -225,7 +289,9 @@ template <class Deferred = void>
     }
   }
   // The unquantized model's streams, for recipes that quantize toward its outputs.
-  const bool targets = calibrate && recipe.wants_fp32_targets();
+  const bool blocks = recipe.quantizes_blocks();
+  if (blocks && !calibrate) fail(kWhere, ": recipe '", recipe.name(), "' quantizes whole blocks, which needs calibration");
+  const bool targets = calibrate && (blocks || recipe.wants_fp32_targets());
   std::vector<RowMatrixXf> fp32_streams;
   if (targets) fp32_streams = streams;
   SequentialReport local;
@@ -234,7 +300,11 @@ template <class Deferred = void>
   const std::vector<std::vector<std::string>> groups = {{"wq", "wk", "wv"}, {"wo"}, {"w1", "w3"}, {"w2"}};
 
   for (int l = 0; l < cfg.n_layers; ++l) {
-    for (const auto& group : groups) {
+    if (blocks) {
+      detail::quantize_whole_block(recipe, BlockCalibration{l, &prepared, &model, streams, fp32_streams}, model, local);
+      if (options.progress) options.progress(str_cat(recipe.name(), ": block ", l, " quantized (", tokens, " calibration tokens)"));
+    }
+    for (const auto& group : blocks ? std::vector<std::vector<std::string>>{} : groups) {
       std::vector<std::string> names;
       for (const auto& g : group) names.push_back(str_cat("layers.", l, ".", g));
       const Index in = model.linear(names.front()).in_features();
