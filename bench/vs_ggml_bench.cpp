@@ -62,9 +62,9 @@
 
 #include <qtl/format/packed_matrix.hpp>
 #include <qtl/format/table_packed.hpp>
-#include <qtl/kernel/lut_kernel_matrix.hpp>
-#include <qtl/kernel/table_kernel_matrix.hpp>
-#include <qtl/kernel/uniform_kernel_matrix.hpp>
+#include <qtl/kernel/lut/kernel_matrix.hpp>
+#include <qtl/kernel/table/kernel_matrix.hpp>
+#include <qtl/kernel/uniform/kernel_matrix.hpp>
 #include <qtl/quant/codebook.hpp>
 #include <qtl/quant/ggml_blocks.hpp>
 #include <qtl/quant/quantize_matrix.hpp>

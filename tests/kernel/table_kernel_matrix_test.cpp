@@ -1,9 +1,9 @@
 // Every table-decode kernel path the CPU supports against the scalar reference
-// (qtl/kernel/reference_table.hpp), on real quantizers of 1..4 bits in both table forms.
+// (qtl/kernel/table/reference.hpp), on real quantizers of 1..4 bits in both table forms.
 #include <gtest/gtest.h>
-#include <qtl/kernel/layout_table.hpp>
-#include <qtl/kernel/reference_table.hpp>
-#include <qtl/kernel/table_kernel_matrix.hpp>
+#include <qtl/kernel/table/layout.hpp>
+#include <qtl/kernel/table/reference.hpp>
+#include <qtl/kernel/table/kernel_matrix.hpp>
 #include <qtl/model/quantized_linear.hpp>
 #include <qtl/quant/binary.hpp>
 #include <qtl/quant/codebook.hpp>

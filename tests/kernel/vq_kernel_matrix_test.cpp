@@ -1,9 +1,9 @@
 // Every vector-codebook kernel path the CPU supports against the scalar reference
-// (qtl/kernel/reference_vq.hpp), both strategies, adversarial shapes and sets.
+// (qtl/kernel/vq/reference.hpp), both strategies, adversarial shapes and sets.
 #include <gtest/gtest.h>
 #include <qtl/format/vq_packed.hpp>
-#include <qtl/kernel/reference_vq.hpp>
-#include <qtl/kernel/vq_kernel_matrix.hpp>
+#include <qtl/kernel/vq/reference.hpp>
+#include <qtl/kernel/vq/kernel_matrix.hpp>
 #include <qtl/quant/e8p.hpp>
 
 #include <cmath>
