@@ -23,7 +23,7 @@ trap 'rm -rf "$work"' EXIT
 if ((each)); then
   echo "| header | -fsyntax-only (s) |"
   echo "|---|---|"
-  (cd "$root/include" && ls qtl/*.hpp qtl/*/*.hpp) | while read -r h; do
+  (cd "$root/include" && ls qtl/*.hpp qtl/*/*.hpp qtl/*/*/*.hpp) | while read -r h; do
     printf '#include <%s>\n' "$h" > "$work/h.cpp"
     /usr/bin/time -f '%e' -o "$work/t" "$cxx" -std=c++20 -march=native -fopenmp -I"$root/include" \
       -isystem /usr/include/eigen3 -fsyntax-only "$work/h.cpp"

@@ -1,5 +1,5 @@
 // The lookup-table kernels (qtl/kernel/lut/kernel_matrix.hpp): every path the CPU supports
-// against the scalar references (qtl/kernel/table/reference.hpp, reference_ternary.hpp) within
+// against the scalar references (qtl/kernel/table/reference.hpp, lut/reference_ternary.hpp) within
 // the derived int8 bound, every SIMD path bit-identical to the portable one, both ternary formats,
 // thread-count independence and the error cases.
 #include <gtest/gtest.h>
@@ -8,8 +8,8 @@
 #include <qtl/format/ternary_packed.hpp>
 #include <qtl/kernel/lut/avx2.hpp>  // build_lut_group_avx2, tested directly
 #include <qtl/kernel/lut/kernel_matrix.hpp>
-#include <qtl/kernel/table/reference.hpp>
 #include <qtl/kernel/lut/reference_ternary.hpp>
+#include <qtl/kernel/table/reference.hpp>
 #include <qtl/quant/binary.hpp>
 #include <qtl/quant/codebook.hpp>
 #include <qtl/quant/log2.hpp>

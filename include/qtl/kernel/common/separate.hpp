@@ -1,5 +1,5 @@
-// qtl/kernel/common/separate.hpp — compiling the SIMD kernels once per program instead of once per
-// translation unit (an option; the default stays header-only).
+// qtl/kernel/common/separate.hpp — compiling the SIMD kernels once per program instead of once
+// per translation unit (an option; the default stays header-only).
 //
 // Every translation unit that includes a kernel family's matrix header (uniform, table, LUT,
 // VQ) normally compiles all of that family's SIMD paths: about 0.9 MB of machine code and most

@@ -27,8 +27,8 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "qtl/kernel/lut/layout.hpp"
 #include "qtl/kernel/common/prefetch.hpp"
+#include "qtl/kernel/lut/layout.hpp"
 
 
 namespace qtl::kernel {

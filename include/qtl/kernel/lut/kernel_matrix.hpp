@@ -13,8 +13,8 @@
 // Their tables are affine in one or two bit planes, so the decomposition is exact.
 //
 // Activations: per block of 32 kernel columns, int8 with d_b = max|x| / 127 (qtl/kernel/
-// quantize_activations.hpp), then per 4 activations the 16 sums sum_i +-a_i as exact int16 split
-// into two byte tables. All integer arithmetic is exact, so the only deviation from the exact
+// uniform/quantize_activations.hpp), then per 4 activations the 16 sums sum_i +-a_i as exact int16
+// split into two byte tables. All integer arithmetic is exact, so the only deviation from the exact
 // product is the activation rounding plus float rounding:
 //   |y_r - y_exact_r| <= sum_c |W_hat(r, c)| (d_b(c) / 2 + 2^-22 |x_c|)  + float rounding,
 // d_b(c) = max |x| over the 32-column kernel block of c (the same bound as UniformKernelMatrix's
@@ -41,15 +41,15 @@
 #include "qtl/format/ternary_packed.hpp"
 #include "qtl/kernel/common/checked_kernel.hpp"
 #include "qtl/kernel/common/cpu_features.hpp"
+#include "qtl/kernel/common/separate.hpp"
 #include "qtl/kernel/lut/layout.hpp"
 #include "qtl/kernel/lut/portable.hpp"
-#include "qtl/kernel/common/separate.hpp"
 #if !defined(QTL_KERNELS_DECLARE_ONLY_LUT)
 #include "qtl/kernel/lut/avx2.hpp"
 #include "qtl/kernel/lut/avx512.hpp"
 #endif
-#include "qtl/kernel/uniform/quantize_activations.hpp"
 #include "qtl/kernel/common/threading.hpp"
+#include "qtl/kernel/uniform/quantize_activations.hpp"
 
 namespace qtl::kernel {
 

@@ -25,8 +25,8 @@
 #include <cstdint>
 #include <cstring>
 
-#include "qtl/kernel/table/layout.hpp"
 #include "qtl/kernel/common/prefetch.hpp"
+#include "qtl/kernel/table/layout.hpp"
 
 #ifndef QTL_TABLE_INLINE
 #define QTL_TABLE_INLINE inline __attribute__((always_inline))

@@ -13,9 +13,9 @@
 //   |y_r - y_ref_r| <= (chain + 5) 2^-24 sum_c |W_hat(r, c) x_c|  (+ 2^-24 |y_ref_r|, the
 //   reference's own rounding), chain = the kernel slices of a row (~ cols / 16): each of 16
 //   lanes is one FMA chain over the row's slices, then 4 pairwise additions.
-// Layout: qtl/kernel/table/layout.hpp (built by repack_table.hpp). Paths: table_avx512.hpp
-// (Avx512 and Avx512Vnni: one vpermps per 16 codes), table_avx2.hpp (two vpermps + blend),
-// table_portable.hpp. GEMMs of 8 or more tokens decode each 4-row x 512-column panel once and
+// Layout: qtl/kernel/table/layout.hpp (built by table/repack.hpp). Paths: table/avx512.hpp
+// (Avx512 and Avx512Vnni: one vpermps per 16 codes), table/avx2.hpp (two vpermps + blend),
+// table/portable.hpp. GEMMs of 8 or more tokens decode each 4-row x 512-column panel once and
 // reuse it for every token.
 //
 // Int8 mode (ScaledShared tables: log2 / power grid, NF4, FP4, binary, ternary). The shared
@@ -27,10 +27,10 @@
 // (exact for binary, ternary and power grids of up to 7 octaves, whose tables are multiples of e). The uniform int8 kernels run
 // it unchanged but for one vpshufb per 64 codes (vpdpbusd with VNNI, the sign trick without);
 // the outputs are multiplied by e at the end. Activations are quantized per 32-column block as
-// in the uniform kernels, so (uniform_kernel_matrix.hpp's bound with W8, plus the table rounding)
+// in the uniform kernels, so (uniform/kernel_matrix.hpp's bound with W8, plus the table rounding)
 //   |y_r - y_ref_r| <= sum_c |W8(r, c)| (d_b(c) / 2 + 2^-22 |x_c|) + sum_c |s_p(r, c)| m |x_c| / 254
 //                      + float rounding.
-// 1-bit codes are stored as 2-bit tiles (the bit-plane LUT kernel, lut_kernel_matrix.hpp, is
+// 1-bit codes are stored as 2-bit tiles (the bit-plane LUT kernel, lut/kernel_matrix.hpp, is
 // the compact 1-bit int8 kernel). PerSet tables (k-means codebooks, residual binary) have a
 // table per row and group, which one byte shuffle per 16 rows cannot read: they run fp32 only,
 // and asking for Int8 is a qtl::Error.
@@ -55,10 +55,10 @@
 #include "qtl/format/table_packed.hpp"
 #include "qtl/kernel/common/checked_kernel.hpp"
 #include "qtl/kernel/common/cpu_features.hpp"
-#include "qtl/kernel/table/layout.hpp"
-#include "qtl/kernel/table/repack.hpp"
 #include "qtl/kernel/common/separate.hpp"
+#include "qtl/kernel/table/layout.hpp"
 #include "qtl/kernel/table/portable.hpp"
+#include "qtl/kernel/table/repack.hpp"
 #if !defined(QTL_KERNELS_DECLARE_ONLY_TABLE)
 #include "qtl/kernel/table/avx2.hpp"
 #include "qtl/kernel/table/avx512.hpp"
@@ -146,7 +146,7 @@ struct Int8Table {
 class TableKernelMatrix : public CheckedKernel<TableKernelMatrix> {
  public:
   static constexpr std::string_view kName = "TableKernelMatrix";
-  using CheckedKernel<TableKernelMatrix>::gemv;  // checked Eigen overloads (checked_kernel.hpp)
+  using CheckedKernel<TableKernelMatrix>::gemv;  // checked Eigen overloads (common/checked_kernel.hpp)
   using CheckedKernel<TableKernelMatrix>::gemm;
 
   TableKernelMatrix() = default;

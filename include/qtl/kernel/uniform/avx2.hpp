@@ -9,7 +9,7 @@
 // read through a layout's code map (one vpshufb per operand, values up to 255).
 // The AvxVnni path is the same code with S += vpdpbusd(codes_u8, acts_s8) (VEX-encoded
 // AVX-VNNI): exact for every code width, so neither the int16 stage nor the sign trick.
-// The kernels live in uniform_avx2_body.inc, compiled once per target (see there).
+// The kernels live in uniform/avx2_body.inc, compiled once per target (see there).
 // Target attributes: see qtl/kernel/common/cpu_features.hpp. Call only when path_supported(Avx2)
 // (resp. AvxVnni).
 #pragma once
@@ -25,8 +25,8 @@
 #include <cstring>
 #include <type_traits>
 
-#include "qtl/kernel/uniform/layout.hpp"
 #include "qtl/kernel/common/prefetch.hpp"
+#include "qtl/kernel/uniform/layout.hpp"
 #include "qtl/kernel/uniform/quantize_activations.hpp"
 
 #ifndef QTL_KERNEL_INLINE

@@ -12,7 +12,7 @@
 // zero point becomes z - 128.
 // GEMV is the 1-token case (NT = 1) of the same tile kernel; GEMM runs NT = 8 tokens per call
 // so one decoded operand feeds 8 dot products.
-// A layout with a code map (layout_uniform.hpp) adds one vpshufb per operand; its mapped codes
+// A layout with a code map (uniform/layout.hpp) adds one vpshufb per operand; its mapped codes
 // reach 255, so they take the 8-bit treatment (the sign trick without VNNI, no kScaled).
 // For NT <= 2 with VNNI, 4- and 2-bit codes are not shifted down: operand t keeps its bit
 // position (code << p), goes to its own accumulator, and the accumulator is shifted right by p
@@ -37,8 +37,8 @@
 #include <cstdint>
 #include <cstring>
 
-#include "qtl/kernel/uniform/layout.hpp"
 #include "qtl/kernel/common/prefetch.hpp"
+#include "qtl/kernel/uniform/layout.hpp"
 #include "qtl/kernel/uniform/quantize_activations.hpp"
 
 #define QTL_KERNEL_INLINE inline __attribute__((always_inline))

@@ -9,7 +9,7 @@
 //   Int8  activations quantized per block of 32 to int8 (scale max|x|/127) and multiplied with
 //         integer dot products; deviates from the exact product by at most
 //           |y_r - y_exact_r| <= sum_c |W_hat(r, c)| (d_b(c) / 2 + 2^-22 |x_c|)  + float rounding,
-//         d_b = max |x| over the 32-column block of c (see quantize_activations.hpp).
+//         d_b = max |x| over the 32-column block of c (see uniform/quantize_activations.hpp).
 // The raw-pointer gemv/gemm validate nothing and never throw except std::bad_alloc for their
 // scratch; the Eigen overloads validate shapes and finiteness first and throw qtl::Error.
 // Results are bit-identical for every thread count (qtl/kernel/common/threading.hpp) and, within one
@@ -26,11 +26,11 @@
 #include "qtl/format/packed_matrix.hpp"
 #include "qtl/kernel/common/checked_kernel.hpp"
 #include "qtl/kernel/common/cpu_features.hpp"
-#include "qtl/kernel/uniform/layout.hpp"
-#include "qtl/kernel/uniform/quantize_activations.hpp"
 #include "qtl/kernel/common/separate.hpp"
 #include "qtl/kernel/common/threading.hpp"
+#include "qtl/kernel/uniform/layout.hpp"
 #include "qtl/kernel/uniform/portable.hpp"
+#include "qtl/kernel/uniform/quantize_activations.hpp"
 #if !defined(QTL_KERNELS_DECLARE_ONLY_UNIFORM)
 #include "qtl/kernel/uniform/avx2.hpp"
 #include "qtl/kernel/uniform/avx512.hpp"

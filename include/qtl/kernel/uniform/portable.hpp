@@ -4,7 +4,7 @@
 //   Int8:  G_rg = sum_{b in g} d_b * float(S_rb),  S_rb = sum_c q_rc a_c exactly in int32,
 //          y_r += s_rg * (G_rg - z_rg * gsum_g)
 //   Fp32:  G_rg = sum_{c in g} float(q_rc) * x_c,   y_r += s_rg * (G_rg - z_rg * gsum_g)
-// With a code map (layout_uniform.hpp) q_rc is code_map[code]. It always exists, needs no CPU
+// With a code map (uniform/layout.hpp) q_rc is code_map[code]. It always exists, needs no CPU
 // feature, and passes every test the SIMD paths pass.
 #pragma once
 

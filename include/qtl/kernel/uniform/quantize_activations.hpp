@@ -1,7 +1,7 @@
 // qtl/kernel/uniform/quantize_activations.hpp — activations laid out for the uniform kernels.
 //
 // Both activation modes first gather x into the kernel's column order (qtl/kernel/
-// layout_uniform.hpp): kernel block b of group g holds columns cb[g] + 32 (b - gb[g]) + i, and
+// uniform/layout.hpp): kernel block b of group g holds columns cb[g] + 32 (b - gb[g]) + i, and
 // columns past the group's end are 0. Per token this gives `blocks * 32` values, plus one sum
 // per group for the zero-point term:
 //   Fp32: x_k = the gathered floats;   gsum[g] = sum_{c in g} x_c            (summed in double)

@@ -3,8 +3,8 @@
 //   y[r] = sum_c W(r, c) * x[c],   W(r, c) = s_p * (code(r, c) - z_p)
 // decoded on the fly, one weight at a time, accumulated in double. These are the oracles that
 // every SIMD kernel is tested against: simple and obviously right, not fast. Plain data only
-// (no Eigen); they validate nothing and never throw — see qtl/kernel/uniform/matmul.hpp for the checked
-// entry points.
+// (no Eigen); they validate nothing and never throw — see qtl/kernel/uniform/matmul.hpp for the
+// checked entry points.
 #pragma once
 
 #include <cstddef>

@@ -37,8 +37,8 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "qtl/kernel/vq/layout.hpp"
 #include "qtl/kernel/common/prefetch.hpp"
+#include "qtl/kernel/vq/layout.hpp"
 #include "qtl/quant/e8p_grid.hpp"
 
 
@@ -412,7 +412,7 @@ QTL_TARGET_AVX512VBMI inline void tiles_table_bytes(const VQKernelView& w, const
 // into plane 0) and gets the shift added; 16-row quarters are widened to fp32 and multiplied
 // with x[8 j + d] by FMA, one chain per (16 rows, token) as in the decode kernels. The row's
 // scale times 1/4 is applied once per chunk: s * (q / 4) is the weight the reference rounds,
-// so the result meets the Decode bound of vq_kernel_matrix.hpp (+1 rounding for the product,
+// so the result meets the Decode bound of vq/kernel_matrix.hpp (+1 rounding for the product,
 // inside the tests' margin). ~6 instructions per coordinate to decode 64 weights, against ~12
 // per 8 weights for the codeword-at-a-time decoder (vq_tiles_e8p_avx2).
 

@@ -61,11 +61,11 @@
 #include "qtl/format/vq_packed.hpp"
 #include "qtl/kernel/common/checked_kernel.hpp"
 #include "qtl/kernel/common/cpu_features.hpp"
-#include "qtl/kernel/vq/layout.hpp"
-#include "qtl/kernel/vq/repack.hpp"
 #include "qtl/kernel/common/separate.hpp"
 #include "qtl/kernel/common/threading.hpp"
+#include "qtl/kernel/vq/layout.hpp"
 #include "qtl/kernel/vq/portable.hpp"
+#include "qtl/kernel/vq/repack.hpp"
 #if !defined(QTL_KERNELS_DECLARE_ONLY_VQ)
 #include "qtl/kernel/vq/avx2.hpp"
 #include "qtl/kernel/vq/avx512.hpp"
@@ -84,7 +84,7 @@ struct VQKernelFunctions {
 
 /// The kernel functions of `path`. No integer dot products here, so Avx512Vnni is the Avx512 code
 /// plus, where the CPU has AVX512_VBMI (every VNNI CPU since Ice Lake; not Cascade Lake), the
-/// byte-plane table lookups for 8-bit indices (vq_avx512.hpp); Avx512 keeps the fp32 permutes,
+/// byte-plane table lookups for 8-bit indices (vq/avx512.hpp); Avx512 keeps the fp32 permutes,
 /// so both stay testable on one machine.
 #if defined(QTL_KERNELS_DECLARE_ONLY_VQ)
 [[nodiscard]] VQKernelFunctions vq_kernel_functions(KernelPath path) noexcept;
@@ -125,7 +125,7 @@ struct VQKernelFunctions {
 class VQKernelMatrix : public CheckedKernel<VQKernelMatrix> {
  public:
   static constexpr std::string_view kName = "VQKernelMatrix";
-  using CheckedKernel<VQKernelMatrix>::gemv;  // the checked Eigen overloads (checked_kernel.hpp)
+  using CheckedKernel<VQKernelMatrix>::gemv;  // the checked Eigen overloads (common/checked_kernel.hpp)
   using CheckedKernel<VQKernelMatrix>::gemm;
 
   VQKernelMatrix() = default;
