@@ -18,8 +18,8 @@
 #include <qtl/detail/fp16.hpp>
 #include <qtl/format/packed_matrix.hpp>
 #include <qtl/format/table_packed.hpp>
-#include <qtl/kernel/lut/kernel_matrix.hpp>
-#include <qtl/kernel/uniform/kernel_matrix.hpp>
+#include <qtl/kernel/lut.hpp>
+#include <qtl/kernel/uniform.hpp>
 #include <qtl/quant/binary.hpp>
 #include <qtl/quant/quantize_matrix.hpp>
 #include <qtl/quant/ternary.hpp>

@@ -21,8 +21,8 @@
 
 #include <qtl/format/packed_matrix.hpp>
 #include <qtl/format/table_packed.hpp>
-#include <qtl/kernel/table/kernel_matrix.hpp>
-#include <qtl/kernel/uniform/kernel_matrix.hpp>
+#include <qtl/kernel/table.hpp>
+#include <qtl/kernel/uniform.hpp>
 #include <qtl/quant/binary.hpp>
 #include <qtl/quant/codebook.hpp>
 #include <qtl/quant/log2.hpp>

@@ -24,8 +24,8 @@
 
 #include <qtl/format/packed_matrix.hpp>
 #include <qtl/format/vq_packed.hpp>
-#include <qtl/kernel/uniform/kernel_matrix.hpp>
-#include <qtl/kernel/vq/kernel_matrix.hpp>
+#include <qtl/kernel/uniform.hpp>
+#include <qtl/kernel/vq.hpp>
 #include <qtl/quant/e8p.hpp>
 #include <qtl/quant/uniform.hpp>
 

@@ -63,9 +63,9 @@
 
 #include <qtl/format/packed_matrix.hpp>
 #include <qtl/format/table_packed.hpp>
-#include <qtl/kernel/lut/kernel_matrix.hpp>
-#include <qtl/kernel/table/kernel_matrix.hpp>
-#include <qtl/kernel/uniform/kernel_matrix.hpp>
+#include <qtl/kernel/lut.hpp>
+#include <qtl/kernel/table.hpp>
+#include <qtl/kernel/uniform.hpp>
 #include <qtl/quant/codebook.hpp>
 #include <qtl/quant/ggml_blocks.hpp>
 #include <qtl/quant/quantize_matrix.hpp>

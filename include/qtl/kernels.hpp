@@ -6,8 +6,8 @@
 
 #include "qtl/quant.hpp"
 #include "qtl/kernel/common/cpu_features.hpp"
-#include "qtl/kernel/lut/kernel_matrix.hpp"
+#include "qtl/kernel/lut.hpp"
+#include "qtl/kernel/table.hpp"
+#include "qtl/kernel/uniform.hpp"
 #include "qtl/kernel/uniform/quantize_activations.hpp"
-#include "qtl/kernel/table/kernel_matrix.hpp"
-#include "qtl/kernel/uniform/kernel_matrix.hpp"
-#include "qtl/kernel/vq/kernel_matrix.hpp"
+#include "qtl/kernel/vq.hpp"

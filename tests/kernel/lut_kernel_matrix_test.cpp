@@ -6,8 +6,8 @@
 #include <qtl/model/quantized_linear.hpp>
 #include <qtl/format/table_packed.hpp>
 #include <qtl/format/ternary_packed.hpp>
+#include <qtl/kernel/lut.hpp>
 #include <qtl/kernel/lut/avx2.hpp>  // build_lut_group_avx2, tested directly
-#include <qtl/kernel/lut/kernel_matrix.hpp>
 #include <qtl/kernel/lut/reference_ternary.hpp>
 #include <qtl/kernel/table/reference.hpp>
 #include <qtl/quant/binary.hpp>

@@ -3,7 +3,7 @@
 // documented bound against the exact fp32 reference.
 #include <gtest/gtest.h>
 #include <qtl/detail/fp16.hpp>
-#include <qtl/kernel/table/kernel_matrix.hpp>
+#include <qtl/kernel/table.hpp>
 #include <qtl/kernel/table/reference.hpp>
 #include <qtl/model/quantized_linear.hpp>
 #include <qtl/quant/binary.hpp>

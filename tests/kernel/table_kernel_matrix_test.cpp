@@ -1,7 +1,7 @@
 // Every table-decode kernel path the CPU supports against the scalar reference
 // (qtl/kernel/table/reference.hpp), on real quantizers of 1..4 bits in both table forms.
 #include <gtest/gtest.h>
-#include <qtl/kernel/table/kernel_matrix.hpp>
+#include <qtl/kernel/table.hpp>
 #include <qtl/kernel/table/layout.hpp>
 #include <qtl/kernel/table/reference.hpp>
 #include <qtl/model/quantized_linear.hpp>

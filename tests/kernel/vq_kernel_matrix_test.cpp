@@ -2,7 +2,7 @@
 // (qtl/kernel/vq/reference.hpp), both strategies, adversarial shapes and sets.
 #include <gtest/gtest.h>
 #include <qtl/format/vq_packed.hpp>
-#include <qtl/kernel/vq/kernel_matrix.hpp>
+#include <qtl/kernel/vq.hpp>
 #include <qtl/kernel/vq/reference.hpp>
 #include <qtl/quant/e8p.hpp>
 

@@ -13,10 +13,10 @@
 
 #include "qtl/format/packed_matrix.hpp"
 #include "qtl/format/table_packed.hpp"
-#include "qtl/kernel/lut/kernel_matrix.hpp"
-#include "qtl/kernel/table/kernel_matrix.hpp"
+#include "qtl/kernel/lut.hpp"
+#include "qtl/kernel/table.hpp"
 #include "qtl/kernel/table/reference.hpp"
-#include "qtl/kernel/uniform/kernel_matrix.hpp"
+#include "qtl/kernel/uniform.hpp"
 #include "qtl/model/ggml_linear.hpp"
 #include "qtl/model/transformer.hpp"
 #include "qtl/quant/ggml_quantizers.hpp"

@@ -40,7 +40,7 @@
 #include "qtl/core/validate.hpp"
 #include "qtl/detail/fp16.hpp"
 #include "qtl/format/vq_packed.hpp"
-#include "qtl/kernel/vq/kernel_matrix.hpp"
+#include "qtl/kernel/vq.hpp"
 #include "qtl/model/calibrated_recipe.hpp"
 #include "qtl/model/quantized_linear.hpp"
 #include "qtl/model/sequential.hpp"

@@ -23,6 +23,8 @@
 // and thread counts.
 // The raw-pointer gemv/gemm validate nothing and never throw except std::bad_alloc for their
 // scratch; the Eigen overloads validate shapes, finiteness and threads and throw qtl::Error.
+// Users include the family's public header, qtl/kernel/lut.hpp (it lists the files of
+// qtl/kernel/lut/).
 #pragma once
 
 #include "qtl/kernel/common/target.hpp"

@@ -37,6 +37,8 @@
 // The raw-pointer gemv/gemm validate nothing and never throw except std::bad_alloc for their
 // activation scratch; the Eigen overloads validate shapes and finiteness first and throw
 // qtl::Error. Results are bit-identical for every thread count (qtl/kernel/common/threading.hpp).
+// Users include the family's public header, qtl/kernel/table.hpp (it lists the files of
+// qtl/kernel/table/).
 #pragma once
 
 #include "qtl/kernel/common/target.hpp"

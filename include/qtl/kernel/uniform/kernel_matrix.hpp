@@ -14,6 +14,8 @@
 // scratch; the Eigen overloads validate shapes and finiteness first and throw qtl::Error.
 // Results are bit-identical for every thread count (qtl/kernel/common/threading.hpp) and, within one
 // path, deterministic.
+// Users include the family's public header, qtl/kernel/uniform.hpp (it lists the files of
+// qtl/kernel/uniform/).
 #pragma once
 
 #include <algorithm>

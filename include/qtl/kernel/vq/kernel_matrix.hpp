@@ -46,6 +46,8 @@
 // row, a sign mask and the shift make the 8 weights, scale * (+-grid + shift) rounded exactly
 // as gemv_e8p_reference does, FMA with x (one ymm per codeword, qtl/kernel/vq/avx2.hpp).
 // Residual VQ is left to qtl/kernel/vq/reference.hpp.
+// Users include the family's public header, qtl/kernel/vq.hpp (it lists the files of
+// qtl/kernel/vq/).
 #pragma once
 
 #include <algorithm>
