@@ -16,8 +16,8 @@
 #include <benchmark/benchmark.h>
 
 #include <qtl/detail/aligned_buffer.hpp>
-#include <qtl/kernel/cpu_features.hpp>
-#include <qtl/kernel/threading.hpp>
+#include <qtl/kernel/common/cpu_features.hpp>
+#include <qtl/kernel/common/threading.hpp>
 
 #include <immintrin.h>
 #include <unistd.h>

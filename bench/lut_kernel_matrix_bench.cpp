@@ -1,4 +1,4 @@
-// GEMV of the lookup-table kernels (qtl/kernel/lut_kernel_matrix.hpp) against the machine's read
+// GEMV of the lookup-table kernels (qtl/kernel/lut/kernel_matrix.hpp) against the machine's read
 // bandwidth and against the 2-bit integer-affine kernel (UniformKernelMatrix, Int8 mode) on the
 // same shape, measured in the same process.
 //
@@ -18,8 +18,8 @@
 #include <qtl/detail/fp16.hpp>
 #include <qtl/format/packed_matrix.hpp>
 #include <qtl/format/table_packed.hpp>
-#include <qtl/kernel/lut_kernel_matrix.hpp>
-#include <qtl/kernel/uniform_kernel_matrix.hpp>
+#include <qtl/kernel/lut.hpp>
+#include <qtl/kernel/uniform.hpp>
 #include <qtl/quant/binary.hpp>
 #include <qtl/quant/quantize_matrix.hpp>
 #include <qtl/quant/ternary.hpp>

@@ -1,4 +1,4 @@
-// Benchmarks of the table-decode kernels (qtl/kernel/table_kernel_matrix.hpp) against limits
+// Benchmarks of the table-decode kernels (qtl/kernel/table/kernel_matrix.hpp) against limits
 // measured in the same run (bench_limits.hpp) and against the uniform kernels at equal bits.
 //
 // Lines run in fp32-activation mode (mode:0) or in the int8 mode (mode:1; shared tables only:
@@ -21,8 +21,8 @@
 
 #include <qtl/format/packed_matrix.hpp>
 #include <qtl/format/table_packed.hpp>
-#include <qtl/kernel/table_kernel_matrix.hpp>
-#include <qtl/kernel/uniform_kernel_matrix.hpp>
+#include <qtl/kernel/table.hpp>
+#include <qtl/kernel/uniform.hpp>
 #include <qtl/quant/binary.hpp>
 #include <qtl/quant/codebook.hpp>
 #include <qtl/quant/log2.hpp>

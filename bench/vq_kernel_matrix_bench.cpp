@@ -1,4 +1,4 @@
-// Benchmarks of the vector-codebook lookup kernels (qtl/kernel/vq_kernel_matrix.hpp) against
+// Benchmarks of the vector-codebook lookup kernels (qtl/kernel/vq/kernel_matrix.hpp) against
 // limits measured in the same run and against the uniform kernels of the same bits per weight.
 //
 // GEMV on 4096 x 4096, one codebook per matrix (VPTQ / AQLM style):
@@ -24,8 +24,8 @@
 
 #include <qtl/format/packed_matrix.hpp>
 #include <qtl/format/vq_packed.hpp>
-#include <qtl/kernel/uniform_kernel_matrix.hpp>
-#include <qtl/kernel/vq_kernel_matrix.hpp>
+#include <qtl/kernel/uniform.hpp>
+#include <qtl/kernel/vq.hpp>
 #include <qtl/quant/e8p.hpp>
 #include <qtl/quant/uniform.hpp>
 

@@ -33,7 +33,8 @@
 //   d_b = max |x| over the activation block of c (32 for qtl, Q8_0; 256 for Q8_K), f = 1/2 for
 //   qtl (fp32 scale), 0.57 for Q8_0 (its fp16 scale adds up to 127 * 2^-11 d), e = 2^-22 (int8),
 //   2^-11 (F16 activations), 2^-8 (BF16), extra = sum_c |s_p| |x_c| / 254 for qtl's NF4 int8
-//   table (table_kernel_matrix.hpp). All rows are checked for M <= 8, a sample of rows beyond.
+//   table (qtl/kernel/table/kernel_matrix.hpp). All rows are checked for M <= 8, a sample of rows
+//   beyond.
 //
 // Each line times qtl and ggml alternately (three rounds, best round each) and reports
 //   qtl_us, ggml_us        time per call
@@ -62,9 +63,9 @@
 
 #include <qtl/format/packed_matrix.hpp>
 #include <qtl/format/table_packed.hpp>
-#include <qtl/kernel/lut_kernel_matrix.hpp>
-#include <qtl/kernel/table_kernel_matrix.hpp>
-#include <qtl/kernel/uniform_kernel_matrix.hpp>
+#include <qtl/kernel/lut.hpp>
+#include <qtl/kernel/table.hpp>
+#include <qtl/kernel/uniform.hpp>
 #include <qtl/quant/codebook.hpp>
 #include <qtl/quant/ggml_blocks.hpp>
 #include <qtl/quant/quantize_matrix.hpp>

@@ -5,11 +5,14 @@
 #   core, detail   errors, matrix aliases, validation; fp16, aligned buffers (plain C++)
 #   quant          quantizer policies, ggml's type table and block codecs, quantize_matrix
 #   format         packed layouts of quantized matrices
-#   kernel         reference and SIMD GEMV/GEMM
+#   kernel         reference and SIMD GEMV/GEMM (kernel/common/ and the family folders
+#                  kernel/uniform/, table/, lut/, vq/ are all this layer)
 #   io             llama2.c and GGUF files
 #   calib          calibration (GPTQ, AWQ, rotations, ...)
 #   model          the transformer, the driver, recipes, quantized layers
 #   c              the C API
+# A header's layer is the first folder under qtl/, so subfolders (qtl/kernel/vq/...) belong to
+# their top folder's layer.
 # Usage: cmake -DQTL_INCLUDE_DIR=<include dir> -P check_layers.cmake (fails, listing every
 # include that runs back up, if there is one).
 if(NOT QTL_INCLUDE_DIR)

@@ -1,12 +1,13 @@
-# The per-ISA kernels see plain data only: every per-ISA kernel header (qtl/kernel/*_portable.hpp,
-# *_avx2.hpp, *_avx512.hpp; uniform_avx2_body.inc comes in through uniform_avx2.hpp) and every
-# kernel layout view they read (qtl/kernel/layout_*.hpp) compiles on its own without Eigen: not
-# included directly, nor through a qtl/quant or qtl/format header. What they include (target.hpp,
-# prefetch.hpp, qtl/quant/e8p_grid.hpp, qtl/format/blocks.hpp, ...) is checked with them. The
-# code that builds the views from the packed formats (qtl/kernel/repack_*.hpp, the *KernelMatrix
-# headers) may use anything below the kernel layer (cmake/check_layers.cmake).
+# The per-ISA kernels see plain data only: every per-ISA kernel header of every kernel family
+# (qtl/kernel/<family>/portable.hpp, avx2.hpp, avx512.hpp; uniform/avx2_body.inc comes in through
+# uniform/avx2.hpp) and every kernel layout view they read (qtl/kernel/<family>/layout.hpp)
+# compiles on its own without Eigen: not included directly, nor through a qtl/quant or qtl/format
+# header. What they include (common/target.hpp, common/prefetch.hpp, qtl/quant/e8p_grid.hpp,
+# qtl/format/blocks.hpp, ...) is checked with them. The code that builds the views from the packed
+# formats (qtl/kernel/<family>/repack.hpp, the kernel_matrix.hpp headers) may use anything below
+# the kernel layer (cmake/check_layers.cmake).
 # Each header is compiled syntax-only in a TU of its own, with Eigen on the include path:
-#   #include "qtl/kernel/<header>"
+#   #include "qtl/kernel/<family>/<header>"
 #   #if defined(EIGEN_WORLD_VERSION)   (set by every Eigen header)
 #   #error ...
 # Usage: cmake -DQTL_INCLUDE_DIR=<include dir> -DQTL_CXX=<C++ compiler>
@@ -20,13 +21,13 @@ foreach(var IN ITEMS QTL_INCLUDE_DIR QTL_CXX QTL_WORK_DIR)
 endforeach()
 
 file(GLOB headers RELATIVE ${QTL_INCLUDE_DIR}
-     ${QTL_INCLUDE_DIR}/qtl/kernel/*_portable.hpp
-     ${QTL_INCLUDE_DIR}/qtl/kernel/*_avx2.hpp
-     ${QTL_INCLUDE_DIR}/qtl/kernel/*_avx512.hpp
-     ${QTL_INCLUDE_DIR}/qtl/kernel/layout_*.hpp)
+     ${QTL_INCLUDE_DIR}/qtl/kernel/*/portable.hpp
+     ${QTL_INCLUDE_DIR}/qtl/kernel/*/avx2.hpp
+     ${QTL_INCLUDE_DIR}/qtl/kernel/*/avx512.hpp
+     ${QTL_INCLUDE_DIR}/qtl/kernel/*/layout.hpp)
 list(SORT headers)
 if(NOT headers)
-  message(FATAL_ERROR "check_plain_kernels: no per-ISA kernel header found under ${QTL_INCLUDE_DIR}/qtl/kernel")
+  message(FATAL_ERROR "check_plain_kernels: no per-ISA kernel header found under ${QTL_INCLUDE_DIR}/qtl/kernel/<family>/")
 endif()
 
 set(flags -std=c++20 -fsyntax-only -I${QTL_INCLUDE_DIR})

@@ -9,7 +9,7 @@
 # Each TU is `#include <qtl/X.hpp>` plus an empty main(), compiled like qtl's own code
 # (-std=c++20 -O2 -march=native -fopenmp, Eigen as a system header), in the default
 # header-only mode and with QTL_KERNELS_SEPARATE (the SIMD kernels compiled elsewhere, see
-# include/qtl/kernel/separate.hpp). Prints a Markdown table.
+# include/qtl/kernel/common/separate.hpp). Prints a Markdown table.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 each=0
@@ -23,7 +23,7 @@ trap 'rm -rf "$work"' EXIT
 if ((each)); then
   echo "| header | -fsyntax-only (s) |"
   echo "|---|---|"
-  (cd "$root/include" && ls qtl/*.hpp qtl/*/*.hpp) | while read -r h; do
+  (cd "$root/include" && ls qtl/*.hpp qtl/*/*.hpp qtl/*/*/*.hpp) | while read -r h; do
     printf '#include <%s>\n' "$h" > "$work/h.cpp"
     /usr/bin/time -f '%e' -o "$work/t" "$cxx" -std=c++20 -march=native -fopenmp -I"$root/include" \
       -isystem /usr/include/eigen3 -fsyntax-only "$work/h.cpp"

@@ -11,9 +11,9 @@
 #include <qtl/calib/pipeline.hpp>
 #include <qtl/format/packed_matrix.hpp>
 #include <qtl/format/table_packed.hpp>
-#include <qtl/kernel/lut_kernel_matrix.hpp>
-#include <qtl/kernel/table_kernel_matrix.hpp>
-#include <qtl/kernel/uniform_kernel_matrix.hpp>
+#include <qtl/kernel/lut.hpp>
+#include <qtl/kernel/table.hpp>
+#include <qtl/kernel/uniform.hpp>
 #include <qtl/model/ggml_linear.hpp>
 #include <qtl/model/quantize_file.hpp>
 #include <qtl/quant/codebook.hpp>

@@ -2,7 +2,7 @@
 #include <gtest/gtest.h>
 #include <qtl/calib/gptq.hpp>
 #include <qtl/calib/gptq_partial_binary.hpp>
-#include <qtl/kernel/reference_partial_binary.hpp>
+#include <qtl/kernel/table/reference_partial_binary.hpp>
 #include <qtl/quant/metrics.hpp>
 #include <qtl/quant/partial_binary.hpp>
 #include <qtl/quant/uniform.hpp>

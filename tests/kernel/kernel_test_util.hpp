@@ -3,7 +3,7 @@
 
 #include <qtl/core/error.hpp>
 #include <qtl/core/types.hpp>
-#include <qtl/kernel/layout_uniform.hpp>
+#include <qtl/kernel/uniform/layout.hpp>
 #include <qtl/quant/granularity.hpp>
 
 #include <gtest/gtest.h>

@@ -1,15 +1,15 @@
-// The lookup-table kernels (qtl/kernel/lut_kernel_matrix.hpp): every path the CPU supports
-// against the scalar references (qtl/kernel/reference_table.hpp, reference_ternary.hpp) within
+// The lookup-table kernels (qtl/kernel/lut/kernel_matrix.hpp): every path the CPU supports
+// against the scalar references (qtl/kernel/table/reference.hpp, lut/reference_ternary.hpp) within
 // the derived int8 bound, every SIMD path bit-identical to the portable one, both ternary formats,
 // thread-count independence and the error cases.
 #include <gtest/gtest.h>
 #include <qtl/model/quantized_linear.hpp>
 #include <qtl/format/table_packed.hpp>
 #include <qtl/format/ternary_packed.hpp>
-#include <qtl/kernel/lut_avx2.hpp>  // build_lut_group_avx2, tested directly
-#include <qtl/kernel/lut_kernel_matrix.hpp>
-#include <qtl/kernel/reference_table.hpp>
-#include <qtl/kernel/reference_ternary.hpp>
+#include <qtl/kernel/lut.hpp>
+#include <qtl/kernel/lut/avx2.hpp>  // build_lut_group_avx2, tested directly
+#include <qtl/kernel/lut/reference_ternary.hpp>
+#include <qtl/kernel/table/reference.hpp>
 #include <qtl/quant/binary.hpp>
 #include <qtl/quant/codebook.hpp>
 #include <qtl/quant/log2.hpp>
@@ -36,7 +36,7 @@ using qtl::kernel::LutWeights;
 
 
 /// What the kernels multiply with: x_c -> d_b a_c (int8 per 32-column kernel block), computed
-/// here from the documented rule (qtl/kernel/quantize_activations.hpp), with d_b per column.
+/// here from the documented rule (qtl/kernel/uniform/quantize_activations.hpp), with d_b per column.
 struct Effective {
   qtl::RowMatrixXd x;  // m x cols
   qtl::RowMatrixXd d;  // m x cols: the block scale of column c

@@ -1,5 +1,5 @@
 #include <gtest/gtest.h>
-#include <qtl/kernel/reference_table.hpp>
+#include <qtl/kernel/table/reference.hpp>
 #include <qtl/quant/binary.hpp>
 #include <qtl/quant/codebook.hpp>
 #include <qtl/quant/log2.hpp>

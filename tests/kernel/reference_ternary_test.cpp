@@ -1,5 +1,5 @@
 #include <gtest/gtest.h>
-#include <qtl/kernel/reference_ternary.hpp>
+#include <qtl/kernel/lut/reference_ternary.hpp>
 
 #include "test_util.hpp"
 

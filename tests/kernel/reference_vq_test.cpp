@@ -1,5 +1,5 @@
 #include <gtest/gtest.h>
-#include <qtl/kernel/reference_vq.hpp>
+#include <qtl/kernel/vq/reference.hpp>
 
 #include "test_util.hpp"
 

@@ -1,10 +1,10 @@
-// The table family's int8-activation mode (qtl/kernel/table_kernel_matrix.hpp): every path the
+// The table family's int8-activation mode (qtl/kernel/table/kernel_matrix.hpp): every path the
 // CPU supports against the rounded-table weights W8 on the same int8 activations, and the
 // documented bound against the exact fp32 reference.
 #include <gtest/gtest.h>
 #include <qtl/detail/fp16.hpp>
-#include <qtl/kernel/reference_table.hpp>
-#include <qtl/kernel/table_kernel_matrix.hpp>
+#include <qtl/kernel/table.hpp>
+#include <qtl/kernel/table/reference.hpp>
 #include <qtl/model/quantized_linear.hpp>
 #include <qtl/quant/binary.hpp>
 #include <qtl/quant/codebook.hpp>

@@ -1,9 +1,9 @@
 // Every table-decode kernel path the CPU supports against the scalar reference
-// (qtl/kernel/reference_table.hpp), on real quantizers of 1..4 bits in both table forms.
+// (qtl/kernel/table/reference.hpp), on real quantizers of 1..4 bits in both table forms.
 #include <gtest/gtest.h>
-#include <qtl/kernel/layout_table.hpp>
-#include <qtl/kernel/reference_table.hpp>
-#include <qtl/kernel/table_kernel_matrix.hpp>
+#include <qtl/kernel/table.hpp>
+#include <qtl/kernel/table/layout.hpp>
+#include <qtl/kernel/table/reference.hpp>
 #include <qtl/model/quantized_linear.hpp>
 #include <qtl/quant/binary.hpp>
 #include <qtl/quant/codebook.hpp>
@@ -32,9 +32,9 @@ std::vector<KernelPath> supported_paths() { return qtl::kernel::supported_kernel
 
 
 
-// Kernel vs reference for every supported path. Bound (table_kernel_matrix.hpp): each output is
-// 16 fp32 FMA chains of `slices` terms, then 4 pairwise additions, over exact weights; the
-// reference sums exactly in double and rounds once. So
+// Kernel vs reference for every supported path. Bound (qtl/kernel/table/kernel_matrix.hpp): each
+// output is 16 fp32 FMA chains of `slices` terms, then 4 pairwise additions, over exact weights;
+// the reference sums exactly in double and rounds once. So
 //   |y - ref| <= (slices + 5) u sum_c |w x| + u |ref|   (u = 2^-24);
 // the test allows twice the first term.
 template <class Q>

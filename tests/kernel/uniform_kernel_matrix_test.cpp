@@ -1,4 +1,4 @@
-// Every kernel path the CPU supports against the scalar reference (qtl/kernel/reference.hpp).
+// Every kernel path the CPU supports against the scalar reference (qtl/kernel/uniform/reference.hpp).
 #include <gtest/gtest.h>
 #include "data_path.hpp"
 #include <qtl/io/llama2c.hpp>

@@ -1,9 +1,9 @@
 // Every vector-codebook kernel path the CPU supports against the scalar reference
-// (qtl/kernel/reference_vq.hpp), both strategies, adversarial shapes and sets.
+// (qtl/kernel/vq/reference.hpp), both strategies, adversarial shapes and sets.
 #include <gtest/gtest.h>
 #include <qtl/format/vq_packed.hpp>
-#include <qtl/kernel/reference_vq.hpp>
-#include <qtl/kernel/vq_kernel_matrix.hpp>
+#include <qtl/kernel/vq.hpp>
+#include <qtl/kernel/vq/reference.hpp>
 #include <qtl/quant/e8p.hpp>
 
 #include <cmath>
@@ -52,7 +52,7 @@ TestMatrix random_vq(int dim, int bits, Index rows, Index cols, Index rows_per_s
 
 // Y (m x rows) of every token against the double-accumulating reference, within
 //   (n + 2) u sum_c |W_hat_rc x_c|,  n = D + P (Table) or D P (Decode, E8P):
-// gamma_n for the kernel's fp32 sums (vq_kernel_matrix.hpp), plus the reference's own final
+// gamma_n for the kernel's fp32 sums (qtl/kernel/vq/kernel_matrix.hpp), plus the reference's own final
 // rounding to float (<= u |y_r|) with margin.
 void expect_near_reference(const TestMatrix& t, const qtl::RowMatrixXf& x, const qtl::RowMatrixXf& y,
                            const std::string& what, VQStrategy s) {

@@ -1,6 +1,6 @@
 #include <gtest/gtest.h>
 #include <qtl/quant/partial_binary.hpp>
-#include <qtl/kernel/reference_partial_binary.hpp>
+#include <qtl/kernel/table/reference_partial_binary.hpp>
 
 #include <functional>
 #include <limits>

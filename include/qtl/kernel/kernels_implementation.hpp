@@ -1,7 +1,7 @@
 // qtl/kernel/kernels_implementation.hpp — the one translation unit that compiles every SIMD
-// kernel when the program defines QTL_KERNELS_SEPARATE (see qtl/kernel/separate.hpp). Include
-// it first and alone in that TU. Without QTL_KERNELS_SEPARATE it only includes the four kernel
-// families, as their headers would.
+// kernel when the program defines QTL_KERNELS_SEPARATE (see qtl/kernel/common/separate.hpp).
+// Include it first and alone in that TU. Without QTL_KERNELS_SEPARATE it only includes the four
+// kernel families' public headers (qtl/kernel/uniform.hpp, table.hpp, lut.hpp, vq.hpp).
 #pragma once
 
 #if defined(QTL_KERNELS_SEPARATE)
@@ -14,7 +14,7 @@
 #endif
 #endif
 
-#include "qtl/kernel/lut_kernel_matrix.hpp"
-#include "qtl/kernel/table_kernel_matrix.hpp"
-#include "qtl/kernel/uniform_kernel_matrix.hpp"
-#include "qtl/kernel/vq_kernel_matrix.hpp"
+#include "qtl/kernel/lut.hpp"
+#include "qtl/kernel/table.hpp"
+#include "qtl/kernel/uniform.hpp"
+#include "qtl/kernel/vq.hpp"

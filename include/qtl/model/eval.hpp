@@ -27,7 +27,7 @@
 #include <vector>
 
 #include "qtl/core/error.hpp"
-#include "qtl/kernel/threading.hpp"
+#include "qtl/kernel/common/threading.hpp"
 #include "qtl/model/tokenizer.hpp"
 #include "qtl/model/transformer.hpp"
 

@@ -40,7 +40,7 @@
 
 #include "qtl/calib/hessian.hpp"
 #include "qtl/core/error.hpp"
-#include "qtl/kernel/threading.hpp"
+#include "qtl/kernel/common/threading.hpp"
 #include "qtl/model/eval.hpp"
 #include "qtl/model/sequential.hpp"
 #include "qtl/model/transformer.hpp"

@@ -2,8 +2,8 @@
 //
 // A quantized model replaces each DenseLinear by a PackedLinear: the weights stay packed, and
 // every forward call runs a kernel on the packed codes (uniform formats: the SIMD kernels of
-// qtl/kernel/uniform_kernel_matrix.hpp; table formats: the table-decode kernels of
-// qtl/kernel/table_kernel_matrix.hpp, fp32 activations). Nothing here dequantizes a whole
+// qtl/kernel/uniform/kernel_matrix.hpp; table formats: the table-decode kernels of
+// qtl/kernel/table/kernel_matrix.hpp, fp32 activations). Nothing here dequantizes a whole
 // matrix to fp32.
 #pragma once
 
@@ -13,10 +13,10 @@
 
 #include "qtl/format/packed_matrix.hpp"
 #include "qtl/format/table_packed.hpp"
-#include "qtl/kernel/lut_kernel_matrix.hpp"
-#include "qtl/kernel/reference_table.hpp"
-#include "qtl/kernel/table_kernel_matrix.hpp"
-#include "qtl/kernel/uniform_kernel_matrix.hpp"
+#include "qtl/kernel/lut.hpp"
+#include "qtl/kernel/table.hpp"
+#include "qtl/kernel/table/reference.hpp"
+#include "qtl/kernel/uniform.hpp"
 #include "qtl/model/ggml_linear.hpp"
 #include "qtl/model/transformer.hpp"
 #include "qtl/quant/ggml_quantizers.hpp"

@@ -1,5 +1,5 @@
 // qtl/model/vq_recipe.hpp — vector-quantized layers in the model: GPTVQ with k-means codebooks
-// or QuIP#'s E8P lattice codebook, run on the VQ lookup kernels (qtl/kernel/vq_kernel_matrix.hpp).
+// or QuIP#'s E8P lattice codebook, run on the VQ lookup kernels (qtl/kernel/vq/kernel_matrix.hpp).
 //
 // Per linear layer (quantize_vq_layer), in order:
 //   1. optional target change (GPTAQ, calib::asymmetric_target): W ← W*;
@@ -40,7 +40,7 @@
 #include "qtl/core/validate.hpp"
 #include "qtl/detail/fp16.hpp"
 #include "qtl/format/vq_packed.hpp"
-#include "qtl/kernel/vq_kernel_matrix.hpp"
+#include "qtl/kernel/vq.hpp"
 #include "qtl/model/calibrated_recipe.hpp"
 #include "qtl/model/quantized_linear.hpp"
 #include "qtl/model/sequential.hpp"

@@ -2,7 +2,7 @@
 //
 // E8P (qtl/quant/e8p.hpp) decodes a 16-bit index through this table: bits 0..7 pick an absolute
 // vector a (entries 1/2, 3/2, 5/2), the sign and shift bits do the rest. The quantizer and the
-// kernels (qtl/kernel/vq_*.hpp, which decode E8P matrices) read the same table, so it lives here
+// kernels (qtl/kernel/vq/*.hpp, which decode E8P matrices) read the same table, so it lives here
 // on its own: plain data and plain C++, no Eigen (kernel code includes it).
 //
 // The table, in order:

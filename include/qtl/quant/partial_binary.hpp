@@ -19,7 +19,7 @@
 // the fp16 row scales d_r, and the sparse list (8 + 16 bits per entry + 32 per row offset) or
 // the mask (1 bit per column) with its 8-bit block.
 // The packed form is in qtl/format/partial_binary_packed.hpp, its reference GEMV in
-// qtl/kernel/reference_partial_binary.hpp.
+// qtl/kernel/table/reference_partial_binary.hpp.
 #pragma once
 
 #include <algorithm>

@@ -2,7 +2,7 @@
 //
 // qtl/quant/decode_table.hpp states the contract (ScaledShared: one fp16 scale per group times
 // a table shared by the matrix; PerSet: 2^bits fp16 entries per group). The enum lives here on
-// its own because the table kernels (qtl/kernel/table_*.hpp) branch on it: plain C++, no Eigen.
+// its own because the table kernels (qtl/kernel/table/*.hpp) branch on it: plain C++, no Eigen.
 #pragma once
 
 namespace qtl {

@@ -1,7 +1,7 @@
 // The C++ API's result for main.c's first check: RTN into 4-bit uniform codes, groups of 32,
 // packed and multiplied by the uniform kernel with fp32 activations.
 #include <qtl/format/packed_matrix.hpp>
-#include <qtl/kernel/uniform_kernel_matrix.hpp>
+#include <qtl/kernel/uniform.hpp>
 #include <qtl/quant/quantize_matrix.hpp>
 #include <qtl/quant/uniform.hpp>
 

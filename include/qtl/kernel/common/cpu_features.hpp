@@ -1,0 +1,165 @@
+// qtl/kernel/common/cpu_features.hpp — which SIMD paths this CPU can run, and which one qtl uses.
+//
+// The kernels are header-only and must run on whatever CPU executes the program, whatever flags
+// it was compiled with. So every SIMD kernel is an ordinary function carrying
+// __attribute__((target("..."))) (the attribute strings: qtl/kernel/common/target.hpp): one
+// translation unit holds every path, compiled without any -m flag, and the path is chosen at
+// run time, once, from cpuid. We do not use xsimd's dispatch here: it needs one translation unit
+// per architecture with its own -m flags, and identical inline symbols compiled with different
+// flags are merged by the linker (one of them may then run AVX-512 code on a CPU without it);
+// function-level target attributes give each path its own symbol and avoid both problems.
+//
+// Paths, best first:
+//   Avx512Vnni  zmm, int8 dot products with vpdpbusd (AVX-512F/BW/VL + AVX512_VNNI)
+//   Avx512      zmm, vpmaddubsw + vpmaddwd (AVX-512F/BW/VL), for AVX-512 CPUs without VNNI
+//   AvxVnni     ymm, int8 dot products with the VEX vpdpbusd (AVX2 + AVX-VNNI: Alder Lake and
+//               later client CPUs without AVX-512; Zen 5, Sapphire Rapids have it beside it)
+//   Avx2        ymm, vpmaddubsw + vpmaddwd (AVX2 + FMA + F16C)
+//   Portable    plain C++, always present
+// Only the uniform kernels (and the table family's int8 mode, which runs on them) use integer
+// dot products; the other families run their Avx2 code on the AvxVnni path.
+// The environment variable QTL_KERNEL_PATH=portable|avx2|avxvnni|avx512|avx512vnni forces a
+// path for the whole process (read once, on first use); forcing a path this CPU cannot run is
+// an error.
+#pragma once
+
+#include "qtl/kernel/common/target.hpp"
+
+#include <cstdlib>
+#include <iterator>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "qtl/core/error.hpp"
+
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+#include <cpuid.h>
+#endif
+
+namespace qtl::kernel {
+
+enum class KernelPath { Portable = 0, Avx2 = 1, Avx512 = 2, Avx512Vnni = 3, AvxVnni = 4 };
+
+/// Every path, worst to best (best_kernel_path() takes the last supported one).
+inline constexpr KernelPath kAllKernelPaths[] = {KernelPath::Portable, KernelPath::Avx2, KernelPath::AvxVnni,
+                                                 KernelPath::Avx512, KernelPath::Avx512Vnni};
+
+[[nodiscard]] constexpr std::string_view to_string(KernelPath p) noexcept {
+  switch (p) {
+    case KernelPath::Portable: return "portable";
+    case KernelPath::Avx2: return "avx2";
+    case KernelPath::AvxVnni: return "avxvnni";
+    case KernelPath::Avx512: return "avx512";
+    case KernelPath::Avx512Vnni: return "avx512vnni";
+  }
+  return "?";
+}
+
+/// Parses "portable", "avx2", "avxvnni", "avx512" or "avx512vnni"; throws qtl::Error naming
+/// the value.
+[[nodiscard]] inline KernelPath parse_kernel_path(std::string_view s) {
+  for (KernelPath p : kAllKernelPaths) {
+    if (s == to_string(p)) return p;
+  }
+  fail("parse_kernel_path: expected portable, avx2, avxvnni, avx512 or avx512vnni, got \"", s, "\"");
+}
+
+/// CPU features relevant to the kernels (cpuid leaf 7 / leaf 1 plus the OS's XSAVE state, as
+/// reported by the compiler's __builtin_cpu_supports, which checks both).
+struct CpuFeatures {
+  bool avx2 = false;
+  bool fma = false;
+  bool f16c = false;
+  bool avx512f = false;
+  bool avx512bw = false;
+  bool avx512vl = false;
+  bool avx512vnni = false;
+  bool avx_vnni = false;  ///< VEX-encoded VNNI (Alder Lake+, Zen 5): the AvxVnni path
+};
+
+[[nodiscard]] inline CpuFeatures detect_cpu_features() noexcept {
+  CpuFeatures f;
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+  __builtin_cpu_init();
+  f.avx2 = __builtin_cpu_supports("avx2");
+  f.fma = __builtin_cpu_supports("fma");
+  f.f16c = true;  // every AVX2 CPU shipped has F16C; __builtin_cpu_supports lacks "f16c" in GCC 12
+  f.avx512f = __builtin_cpu_supports("avx512f");
+  f.avx512bw = __builtin_cpu_supports("avx512bw");
+  f.avx512vl = __builtin_cpu_supports("avx512vl");
+  f.avx512vnni = __builtin_cpu_supports("avx512vnni");
+  // AVX-VNNI: CPUID leaf 7, sub-leaf 1, EAX bit 4 (read directly: older clang's
+  // __builtin_cpu_supports does not know "avxvnni"). Its VEX encoding needs the AVX state
+  // enabled, which avx2 above already implies.
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (__get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) != 0) f.avx_vnni = f.avx2 && ((eax >> 4) & 1u) != 0;
+#endif
+  return f;
+}
+
+/// The CPU's features, detected once per process.
+[[nodiscard]] inline const CpuFeatures& cpu_features() noexcept {
+  static const CpuFeatures f = detect_cpu_features();
+  return f;
+}
+
+/// Whether the compiled code of path `p` may run here (compiler and CPU both support it).
+[[nodiscard]] inline bool path_supported(KernelPath p) noexcept {
+#if defined(QTL_X86_64)
+  const CpuFeatures& f = cpu_features();
+  const bool avx2 = f.avx2 && f.fma && f.f16c;
+  const bool avx512 = avx2 && f.avx512f && f.avx512bw && f.avx512vl;
+  switch (p) {
+    case KernelPath::Portable: return true;
+    case KernelPath::Avx2: return avx2;
+    case KernelPath::AvxVnni: return avx2 && f.avx_vnni;
+    case KernelPath::Avx512: return avx512;
+    case KernelPath::Avx512Vnni: return avx512 && f.avx512vnni;
+  }
+  return false;
+#else
+  return p == KernelPath::Portable;
+#endif
+}
+
+/// Every path this CPU supports, portable first (what a test of "every path" loops over).
+[[nodiscard]] inline std::vector<KernelPath> supported_kernel_paths() {
+  std::vector<KernelPath> out;
+  for (KernelPath p : kAllKernelPaths) {
+    if (path_supported(p)) out.push_back(p);
+  }
+  return out;
+}
+
+/// The best path this CPU supports.
+[[nodiscard]] inline KernelPath best_kernel_path() noexcept {
+  for (auto i = std::size(kAllKernelPaths) - 1; i > 0; --i) {
+    if (path_supported(kAllKernelPaths[i])) return kAllKernelPaths[i];
+  }
+  return KernelPath::Portable;
+}
+
+/// The path for an optional QTL_KERNEL_PATH value: the best supported path when absent or
+/// empty, else the named path; throws qtl::Error if the value is unknown or not supported here.
+[[nodiscard]] inline KernelPath select_kernel_path(const char* env_value) {
+  if (env_value == nullptr || *env_value == '\0') return best_kernel_path();
+  const KernelPath p = parse_kernel_path(env_value);
+  if (!path_supported(p)) {
+    fail("QTL_KERNEL_PATH=", env_value, ": this CPU cannot run the ", to_string(p),
+         " kernels (best supported: ", to_string(best_kernel_path()), ")");
+  }
+  return p;
+}
+
+/// The process-wide default path: QTL_KERNEL_PATH if set, else the best supported. The variable
+/// is read once per process; a bad value throws qtl::Error (every time this is asked).
+[[nodiscard]] inline KernelPath default_kernel_path() {
+  static const std::string env = [] {
+    const char* v = std::getenv("QTL_KERNEL_PATH");
+    return std::string(v ? v : "");
+  }();
+  return select_kernel_path(env.c_str());
+}
+
+}  // namespace qtl::kernel

@@ -1,0 +1,91 @@
+// qtl/kernel/table/portable.hpp — the portable (plain C++) path of the table-decode kernels.
+//
+// Same layout and arithmetic as the SIMD paths (qtl/kernel/table/layout.hpp): 16 float lanes
+// per row and token (lane j adds the products of kernel columns 16 s + j, s = 0, 1, ...), the
+// weight of a lane is the group's 16-entry table at the code, and the lanes are added at the
+// end of the row. Runs on any CPU; the SIMD paths are tested against the scalar reference
+// (qtl/kernel/table/reference.hpp), and so is this one.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "qtl/detail/fp16.hpp"
+#include "qtl/kernel/table/layout.hpp"
+
+namespace qtl::kernel {
+
+/// The replicated 16-entry kernel table of parameter slot q: T16[i] = T[i mod 2^bits].
+inline void table_kernel_entries(const TableKernelView& w, std::ptrdiff_t q, float* t16) noexcept {
+  const int n = 1 << w.bits;
+  for (int k = 0; k < 16; ++k) {
+    t16[k] = w.form == TableForm::ScaledShared ? w.scales[q] * w.shared16[k]
+                                               : detail::half_to_float(w.tables[(q << w.bits) + k % n]);
+  }
+}
+
+namespace detail_table_portable {
+
+template <int Bits>
+inline void decode_slice(const std::uint8_t* ch, int k, int* codes) noexcept {
+  std::uint32_t lane[16];
+  if constexpr (Bits != 3) {
+    std::memcpy(lane, ch, 64);
+    for (int j = 0; j < 16; ++j) codes[j] = static_cast<int>((lane[j] >> (Bits * k)) & ((1u << Bits) - 1u));
+  } else {
+    std::uint32_t hi[16];
+    std::memcpy(lane, ch + 64 * (k / 16), 64);
+    std::memcpy(hi, ch + 128, 64);
+    for (int j = 0; j < 16; ++j) {
+      codes[j] = static_cast<int>(((lane[j] >> (2 * (k % 16))) & 3u) | ((hi[j] >> k) & 1u) << 2);
+    }
+  }
+}
+
+template <int Bits>
+inline void tiles(const TableKernelView& w, const float* xk, std::ptrdiff_t ldx, std::ptrdiff_t m, float* y,
+                  std::ptrdiff_t ldy, std::ptrdiff_t t0, std::ptrdiff_t t1) noexcept {
+  constexpr int kSc = table_chunk_slices(Bits);
+  for (std::ptrdiff_t t = t0; t < t1; ++t) {
+    for (int i = 0; i < kTableTileRows; ++i) {
+      const std::ptrdiff_t row = t * kTableTileRows + i;
+      if (row >= w.rows) break;
+      for (std::ptrdiff_t n = 0; n < m; ++n) {
+        const float* x = xk + n * ldx;
+        float acc[16] = {};
+        for (std::ptrdiff_t g = 0; g < w.groups; ++g) {
+          float t16[16];
+          table_kernel_entries(w, w.param_index(t, g, i), t16);
+          for (std::ptrdiff_t s = w.group_slice_begin[g]; s < w.group_slice_begin[g + 1]; ++s) {
+            int codes[16];
+            decode_slice<Bits>(w.chunk(t, s / kSc, i), static_cast<int>(s % kSc), codes);
+            for (int j = 0; j < 16; ++j) acc[j] += t16[codes[j]] * x[16 * s + j];
+          }
+        }
+        // Pairwise, as the SIMD reductions do (8 + 8, 4 + 4, 2 + 2, 1 + 1).
+        for (int h = 8; h >= 1; h /= 2) {
+          for (int j = 0; j < h; ++j) acc[j] += acc[j + h];
+        }
+        y[n * ldy + row] = acc[0];
+      }
+    }
+  }
+}
+
+}  // namespace detail_table_portable
+
+/// Y[n * ldy + row] for the rows of tiles [t0, t1) and tokens [0, m): portable C++.
+/// xk: the prepared activations (m rows of w.kernel_cols() floats, stride ldx).
+inline void table_tiles_portable(const TableKernelView& w, const float* xk, std::ptrdiff_t ldx, std::ptrdiff_t m,
+                                 float* y, std::ptrdiff_t ldy, std::ptrdiff_t t0, std::ptrdiff_t t1) noexcept {
+  switch (w.bits) {
+    case 1: detail_table_portable::tiles<1>(w, xk, ldx, m, y, ldy, t0, t1); break;
+    case 2: detail_table_portable::tiles<2>(w, xk, ldx, m, y, ldy, t0, t1); break;
+    case 3: detail_table_portable::tiles<3>(w, xk, ldx, m, y, ldy, t0, t1); break;
+    case 4: detail_table_portable::tiles<4>(w, xk, ldx, m, y, ldy, t0, t1); break;
+    default: break;
+  }
+}
+
+}  // namespace qtl::kernel

@@ -1,0 +1,143 @@
+// qtl/kernel/uniform/kernel_matrix.hpp — a uniform-quantized matrix ready for the fast kernels.
+//
+//   UniformKernelMatrix k(packed, ActivationMode::Int8);   // repacks once, picks the ISA path once
+//   k.gemv(x, y);                        // y = W_hat x              (x: cols, y: rows)
+//   k.gemm(X, ldx, m, Y, ldy, threads);  // Y = X W_hat^T, one token per row of X
+//
+// Activation modes (qtl/kernel/uniform/quantize_activations.hpp):
+//   Fp32  exact fp32 activations; equals the scalar reference up to float rounding.
+//   Int8  activations quantized per block of 32 to int8 (scale max|x|/127) and multiplied with
+//         integer dot products; deviates from the exact product by at most
+//           |y_r - y_exact_r| <= sum_c |W_hat(r, c)| (d_b(c) / 2 + 2^-22 |x_c|)  + float rounding,
+//         d_b = max |x| over the 32-column block of c (see uniform/quantize_activations.hpp).
+// The raw-pointer gemv/gemm validate nothing and never throw except std::bad_alloc for their
+// scratch; the Eigen overloads validate shapes and finiteness first and throw qtl::Error.
+// Results are bit-identical for every thread count (qtl/kernel/common/threading.hpp) and, within one
+// path, deterministic.
+// Users include the family's public header, qtl/kernel/uniform.hpp (it lists the files of
+// qtl/kernel/uniform/).
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <string_view>
+
+#include "qtl/core/error.hpp"
+#include "qtl/core/types.hpp"
+#include "qtl/core/validate.hpp"
+#include "qtl/format/packed_matrix.hpp"
+#include "qtl/kernel/common/checked_kernel.hpp"
+#include "qtl/kernel/common/cpu_features.hpp"
+#include "qtl/kernel/common/separate.hpp"
+#include "qtl/kernel/common/threading.hpp"
+#include "qtl/kernel/uniform/layout.hpp"
+#include "qtl/kernel/uniform/portable.hpp"
+#include "qtl/kernel/uniform/quantize_activations.hpp"
+#if !defined(QTL_KERNELS_DECLARE_ONLY_UNIFORM)
+#include "qtl/kernel/uniform/avx2.hpp"
+#include "qtl/kernel/uniform/avx512.hpp"
+#endif
+
+namespace qtl::kernel {
+
+/// Signature shared by every path: tiles [t0, t1) x all tokens of Y = X W^T.
+using UniformTilesFn = void (*)(const UniformKernelView&, const ActivationSet&, float*, std::ptrdiff_t,
+                                std::ptrdiff_t, std::ptrdiff_t) noexcept;
+
+#if defined(QTL_KERNELS_DECLARE_ONLY_UNIFORM)
+/// The kernel function of `path`; compiled in the program's kernels TU (qtl/kernel/common/separate.hpp).
+[[nodiscard]] UniformTilesFn uniform_tiles_function(KernelPath path) noexcept;
+#else
+namespace detail_dispatch {
+#if defined(QTL_HAVE_X86_KERNELS)
+inline void tiles_avx512bw(const UniformKernelView& w, const ActivationSet& a, float* y,
+                           std::ptrdiff_t ldy, std::ptrdiff_t t0, std::ptrdiff_t t1) noexcept {
+  uniform_tiles_avx512(w, a, y, ldy, t0, t1, false);
+}
+inline void tiles_avx512vnni(const UniformKernelView& w, const ActivationSet& a, float* y,
+                             std::ptrdiff_t ldy, std::ptrdiff_t t0, std::ptrdiff_t t1) noexcept {
+  uniform_tiles_avx512(w, a, y, ldy, t0, t1, true);
+}
+#endif
+}  // namespace detail_dispatch
+
+/// The kernel function of `path` (the portable one where a path is not compiled in).
+[[nodiscard]] QTL_KERNEL_ENTRY UniformTilesFn uniform_tiles_function(KernelPath path) noexcept {
+#if defined(QTL_HAVE_X86_KERNELS)
+  switch (path) {
+    case KernelPath::Avx2: return &uniform_tiles_avx2;
+    case KernelPath::AvxVnni: return &uniform_tiles_avxvnni;
+    case KernelPath::Avx512: return &detail_dispatch::tiles_avx512bw;
+    case KernelPath::Avx512Vnni: return &detail_dispatch::tiles_avx512vnni;
+    case KernelPath::Portable: break;
+  }
+#else
+  (void)path;
+#endif
+  return &uniform_tiles_portable;
+}
+#endif
+
+class UniformKernelMatrix : public CheckedKernel<UniformKernelMatrix> {
+ public:
+  static constexpr std::string_view kName = "UniformKernelMatrix";
+  using CheckedKernel<UniformKernelMatrix>::gemv;
+  using CheckedKernel<UniformKernelMatrix>::gemm;
+
+  UniformKernelMatrix() = default;
+
+  /// Repacks `w` into the kernel layout. Throws qtl::Error if w is empty or `path` cannot run
+  /// on this CPU (the default path is the best one, or QTL_KERNEL_PATH's).
+  explicit UniformKernelMatrix(const PackedMatrix& w, ActivationMode mode = ActivationMode::Int8,
+                               KernelPath path = default_kernel_path()) {
+    constexpr std::string_view kWhere = "UniformKernelMatrix";
+    require_nonempty(kWhere, "packed matrix", w.rows(), w.cols());
+    if (!is_packable_bits(w.bits())) fail(kWhere, ": bits must be 2, 3, 4 or 8, got ", w.bits());
+    if (w.cols() > (Index{1} << 30)) fail(kWhere, ": at most 2^30 columns, got ", w.cols());
+    layout_ = UniformKernelLayout(w.view());
+    mode_ = mode;
+    set_path(path);
+  }
+
+  [[nodiscard]] Index rows() const noexcept { return layout_.view().rows; }
+  [[nodiscard]] Index cols() const noexcept { return layout_.view().cols; }
+  [[nodiscard]] int bits() const noexcept { return layout_.view().bits; }
+  [[nodiscard]] ActivationMode mode() const noexcept { return mode_; }
+  /// Bytes of the kernel layout (what one GEMV streams).
+  [[nodiscard]] std::size_t bytes() const noexcept { return layout_.bytes(); }
+  [[nodiscard]] UniformKernelView view() const noexcept { return layout_.view(); }
+
+  void set_mode(ActivationMode mode) noexcept { mode_ = mode; }
+  // Work units (set_min_work_per_thread): 16-row tiles x 32-column blocks x tokens, ~0.5k
+  // multiply-adds each; default 2048 per thread (a few microseconds).
+  static constexpr std::ptrdiff_t kDefaultMinWorkPerThread = 2048;
+
+  /// y[0..rows) = W_hat x[0..cols). x must be finite. Unchecked.
+  void gemv(const float* x, float* y, int threads = 1) const { gemm(x, cols(), 1, y, rows(), threads); }
+
+  /// Y = X W_hat^T: X is m x cols (row stride ldx), Y is m x rows (row stride ldy). Unchecked.
+  void gemm(const float* x, Index ldx, Index m, float* y, Index ldy, int threads = 1) const {
+    if (m <= 0) return;
+    const UniformKernelView w = layout_.view();
+    // Below the minimum work (tile-blocks x tokens) per thread (a few microseconds), starting
+    // threads costs more than it saves; the result does not depend on the thread count anyway.
+    const std::ptrdiff_t work = w.tiles * w.blocks * m;
+    threads = thread_count(work, threads, kDefaultMinWorkPerThread);
+    PreparedActivations acts;
+    acts.allocate(w, m, mode_);
+    parallel_for(m, threads, [&](std::ptrdiff_t n0, std::ptrdiff_t n1) { acts.prepare(w, x, ldx, n0, n1); });
+    const ActivationSet a = acts.view();
+    const UniformTilesFn fn = fn_;
+    parallel_for(w.tiles, threads, [&](std::ptrdiff_t t0, std::ptrdiff_t t1) { fn(w, a, y, ldy, t0, t1); });
+  }
+
+ private:
+  friend class CheckedKernel<UniformKernelMatrix>;
+  void select_path(KernelPath path) noexcept { fn_ = uniform_tiles_function(path); }
+
+  UniformKernelLayout layout_;
+  ActivationMode mode_ = ActivationMode::Int8;
+  UniformTilesFn fn_ = &uniform_tiles_portable;
+};
+
+}  // namespace qtl::kernel
