@@ -41,7 +41,7 @@
 
 #include "qtl/calib/rounding.hpp"
 #include "qtl/core/error.hpp"
-#include "qtl/kernel/threading.hpp"
+#include "qtl/kernel/common/threading.hpp"
 #include "qtl/model/block_function.hpp"
 #include "qtl/model/quantized_linear.hpp"
 #include "qtl/model/sequential.hpp"
