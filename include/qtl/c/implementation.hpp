@@ -136,8 +136,9 @@ void quantize_scalar_into(const Q& q, const RowMatrixXf& w, const qtl_quantize_o
     auto layers = calib::calibrate_group(q, g, std::vector<RowMatrixXf>{w}, stats, r);
     calib::CalibratedLayer<Q>& layer = layers.front();
     for (const auto& step : layer.transform.steps()) {
-      const auto& cs = std::get<calib::ChannelScale>(step);  // AWQ's only step: a channel scaling
-      m.input_scale = m.input_scale.size() == 0 ? cs.scales : VectorXf(m.input_scale.cwiseProduct(cs.scales));
+      const auto* cs = std::get_if<calib::ChannelScale>(&step);  // AWQ's only step: a channel scaling
+      if (cs == nullptr) fail(kWhere, ": AWQ returned an input transform step that is not a channel scaling");
+      m.input_scale = m.input_scale.size() == 0 ? cs->scales : VectorXf(m.input_scale.cwiseProduct(cs->scales));
     }
     qm = std::move(layer.matrix);
     for (Index i = 0; i < m.input_scale.size(); ++i) {

@@ -27,6 +27,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <variant>
 #include <vector>
 
 #include "qtl/calib/awq.hpp"
@@ -38,6 +39,7 @@
 #include "qtl/calib/smoothquant.hpp"
 #include "qtl/calib/transform.hpp"
 #include "qtl/core/error.hpp"
+#include "qtl/core/overloaded.hpp"
 #include "qtl/core/types.hpp"
 #include "qtl/quant/concepts.hpp"
 #include "qtl/quant/granularity.hpp"
@@ -99,11 +101,11 @@ struct CalibratedLayer {
     if (low_rank) w += low_rank->dense();
     // W_eff = W' T: its rows are Tᵀ w'. Undo the weight map step by step, last step first.
     for (auto it = transform.steps().rbegin(); it != transform.steps().rend(); ++it) {
-      if (const auto* r = std::get_if<RandomizedHadamard>(&*it)) {
-        for (Index i = 0; i < w.rows(); ++i) r->apply_inverse(w.row(i).data());
-      } else {
-        w.array().rowwise() /= std::get<ChannelScale>(*it).scales.transpose().array();
-      }
+      std::visit(Overloaded{[&](const RandomizedHadamard& r) {
+                              for (Index i = 0; i < w.rows(); ++i) r.apply_inverse(w.row(i).data());
+                            },
+                            [&](const ChannelScale& cs) { w.array().rowwise() /= cs.scales.transpose().array(); }},
+                 *it);
     }
     return w;
   }

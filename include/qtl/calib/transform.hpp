@@ -25,6 +25,7 @@
 #include "qtl/calib/hadamard.hpp"
 #include "qtl/calib/hessian.hpp"
 #include "qtl/core/error.hpp"
+#include "qtl/core/overloaded.hpp"
 #include "qtl/core/types.hpp"
 #include "qtl/core/validate.hpp"
 
@@ -35,6 +36,8 @@ struct ChannelScale {
   VectorXf scales;
 };
 
+/// A step of an InputTransform. Code that acts on steps visits them (std::visit with
+/// qtl::Overloaded), so that a new step type is a compile error wherever it is not handled.
 using TransformStep = std::variant<RandomizedHadamard, ChannelScale>;
 
 class InputTransform {
@@ -48,14 +51,16 @@ class InputTransform {
     if (!steps_.empty() && n != size_) {
       fail("InputTransform::then: step of size ", n, " after steps of size ", size_);
     }
-    if (const auto* cs = std::get_if<ChannelScale>(&step)) {
-      for (Index i = 0; i < cs->scales.size(); ++i) {
-        const float s = cs->scales[i];
-        if (!(s > 0.0f) || !std::isfinite(s)) {
-          fail("InputTransform::then: channel scale ", i, " must be finite and > 0, got ", s);
-        }
-      }
-    }
+    std::visit(Overloaded{[](const RandomizedHadamard&) {},
+                          [](const ChannelScale& cs) {
+                            for (Index i = 0; i < cs.scales.size(); ++i) {
+                              const float s = cs.scales[i];
+                              if (!(s > 0.0f) || !std::isfinite(s)) {
+                                fail("InputTransform::then: channel scale ", i, " must be finite and > 0, got ", s);
+                              }
+                            }
+                          }},
+               step);
     size_ = n;
     steps_.push_back(std::move(step));
     return *this;
@@ -68,12 +73,11 @@ class InputTransform {
   /// One token in place: x ← T x. O(n log n) per rotation step, O(n) per scaling step.
   void apply(float* x) const noexcept {
     for (const auto& step : steps_) {
-      if (const auto* r = std::get_if<RandomizedHadamard>(&step)) {
-        r->apply(x);
-      } else {
-        const auto& s = std::get<ChannelScale>(step).scales;
-        for (Index i = 0; i < s.size(); ++i) x[i] /= s[i];
-      }
+      std::visit(Overloaded{[&](const RandomizedHadamard& r) { r.apply(x); },
+                            [&](const ChannelScale& cs) {
+                              for (Index i = 0; i < cs.scales.size(); ++i) x[i] /= cs.scales[i];
+                            }},
+                 step);
     }
   }
 
@@ -90,11 +94,11 @@ class InputTransform {
     require_width("InputTransform::apply_weights", w.cols());
     RowMatrixXf out = w;
     for (const auto& step : steps_) {
-      if (const auto* r = std::get_if<RandomizedHadamard>(&step)) {
-        for (Index i = 0; i < out.rows(); ++i) r->apply(out.row(i).data());
-      } else {
-        out.array().rowwise() *= std::get<ChannelScale>(step).scales.transpose().array();
-      }
+      std::visit(Overloaded{[&](const RandomizedHadamard& r) {
+                              for (Index i = 0; i < out.rows(); ++i) r.apply(out.row(i).data());
+                            },
+                            [&](const ChannelScale& cs) { out.array().rowwise() *= cs.scales.transpose().array(); }},
+                 step);
     }
     return out;
   }
@@ -103,26 +107,29 @@ class InputTransform {
   [[nodiscard]] LayerStatistics apply_statistics(LayerStatistics s) const {
     require_width("InputTransform::apply_statistics", s.in_features());
     for (const auto& step : steps_) {
-      if (const auto* r = std::get_if<RandomizedHadamard>(&step)) {
-        s.hessian = r->rotate_hessian(s.hessian);
-        s.mean_abs = (s.hessian.diagonal() / 2.0).cwiseMax(0.0).cwiseSqrt();
-        const float bound = s.abs_max.norm();
-        s.abs_max.setConstant(s.abs_max.size(), bound);
-        s.exact_channel_stats = false;
-      } else {
-        const VectorXd inv = std::get<ChannelScale>(step).scales.cast<double>().cwiseInverse();
-        s.hessian = inv.asDiagonal() * s.hessian * inv.asDiagonal();
-        s.mean_abs = s.mean_abs.cwiseProduct(inv);
-        s.abs_max = s.abs_max.cwiseProduct(inv.cast<float>());
-      }
+      std::visit(Overloaded{[&](const RandomizedHadamard& r) {
+                              s.hessian = r.rotate_hessian(s.hessian);
+                              s.mean_abs = (s.hessian.diagonal() / 2.0).cwiseMax(0.0).cwiseSqrt();
+                              const float bound = s.abs_max.norm();
+                              s.abs_max.setConstant(s.abs_max.size(), bound);
+                              s.exact_channel_stats = false;
+                            },
+                            [&](const ChannelScale& cs) {
+                              const VectorXd inv = cs.scales.cast<double>().cwiseInverse();
+                              s.hessian = inv.asDiagonal() * s.hessian * inv.asDiagonal();
+                              s.mean_abs = s.mean_abs.cwiseProduct(inv);
+                              s.abs_max = s.abs_max.cwiseProduct(inv.cast<float>());
+                            }},
+                 step);
     }
     return s;
   }
 
  private:
   static Index step_size(const TransformStep& step) {
-    if (const auto* r = std::get_if<RandomizedHadamard>(&step)) return r->size();
-    return std::get<ChannelScale>(step).scales.size();
+    return std::visit(Overloaded{[](const RandomizedHadamard& r) { return r.size(); },
+                                 [](const ChannelScale& cs) { return cs.scales.size(); }},
+                      step);
   }
   void require_width(std::string_view where, Index cols) const {
     if (!steps_.empty() && cols != size_) {
