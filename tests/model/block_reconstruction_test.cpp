@@ -175,6 +175,11 @@ TEST_F(BlockReconstructionTest, BadInputNamesTheValue) {
   auto shorter = in.fp32;
   shorter[1] = qtl::RowMatrixXf(shorter[1].topRows(5));
   EXPECT_ERROR_HAS(run(in.quantized, shorter, o), "sequence 1");
+  // A wrong width is named before the threads run (an exception must not escape them).
+  const std::vector<qtl::RowMatrixXf> narrow = {qtl::RowMatrixXf::Zero(8, 63), qtl::RowMatrixXf::Zero(8, 63)};
+  o.threads = 2;
+  EXPECT_ERROR_HAS(run(narrow, narrow, o), "8x63; the block takes 1..512 tokens of 64 channels");
+  o.threads = 0;
   auto nan = in.quantized;
   nan[0](1, 1) = std::nanf("");
   EXPECT_ERROR_HAS(run(nan, in.fp32, o), "NaN");

@@ -110,7 +110,14 @@ template <int Bits, Mode M>
   if (inputs.size() != fp32_inputs.size()) {
     fail(kWhere, ": ", inputs.size(), " quantized-model inputs but ", fp32_inputs.size(), " fp32 inputs");
   }
+  // Everything forward() would reject is checked here, before the threads run (an exception must
+  // not leave a parallel region).
+  const io::Llama2cConfig& cfg = block.config();
   for (std::size_t i = 0; i < inputs.size(); ++i) {
+    if (inputs[i].cols() != cfg.dim || inputs[i].rows() < 1 || inputs[i].rows() > cfg.seq_len) {
+      fail(kWhere, ": sequence ", i, " is ", inputs[i].rows(), "x", inputs[i].cols(), "; the block takes 1..",
+           cfg.seq_len, " tokens of ", cfg.dim, " channels");
+    }
     if (inputs[i].rows() != fp32_inputs[i].rows() || inputs[i].cols() != fp32_inputs[i].cols()) {
       fail(kWhere, ": sequence ", i, " is ", inputs[i].rows(), "x", inputs[i].cols(), " in the quantized model and ",
            fp32_inputs[i].rows(), "x", fp32_inputs[i].cols(), " in the fp32 one");
