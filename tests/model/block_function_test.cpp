@@ -119,6 +119,13 @@ TEST_F(BlockFunctionTest, BadInputNamesTheValue) {
   const qtl::RowMatrixXf h = stream_into(0, 0, 16);
   EXPECT_NE(error_of([&] { (void)block.forward(w, qtl::RowMatrixXf(h.leftCols(63))); }).find("h.cols()"), std::string::npos);
   EXPECT_NE(error_of([&] { (void)m::block_weights<float>(f.fp32, 5); }).find("layer"), std::string::npos);
+  auto bad = f.fp32.config();
+  bad.norm_eps = 0.0f;
+  EXPECT_NE(error_of([&] { (void)m::BlockFunction<float>(bad); }).find("norm_eps must be finite and > 0, got 0"),
+            std::string::npos);
+  bad = f.fp32.config();
+  bad.rope_base = std::nanf("");
+  EXPECT_NE(error_of([&] { (void)m::BlockFunction<double>(bad); }).find("rope_base"), std::string::npos);
   m::BlockTape<float> tape;
   (void)block.forward(w, h, &tape);
   EXPECT_NE(error_of([&] { (void)block.backward(w, tape, qtl::RowMatrixXf::Zero(h.rows() + 1, h.cols())); }).find("d_out"),

@@ -183,6 +183,11 @@ TEST_F(BlockReconstructionTest, BadInputNamesTheValue) {
   auto nan = in.quantized;
   nan[0](1, 1) = std::nanf("");
   EXPECT_ERROR_HAS(run(nan, in.fp32, o), "NaN");
+  // A start from another granularity is named, not silently kept.
+  std::array<qtl::QuantizedMatrix<U3>, 7> start64;
+  for (std::size_t j = 0; j < 7; ++j) start64[j] = qtl::quantize_matrix(U3{}, qtl::PerGroup{64}, w.linear[j]);
+  EXPECT_ERROR_HAS(m::reconstruct_block(U3{}, qtl::PerGroup{32}, block, w, in.quantized, in.fp32, o, &start64),
+                   "start matrix wq is 64x64 in groups of 64");
   o.batch_sequences = 0;
   EXPECT_ERROR_HAS(run(in.quantized, in.fp32, o), "batch_sequences");
   o = {};

@@ -105,6 +105,12 @@ class BlockFunction {
       fail("BlockFunction: inconsistent configuration: dim ", c_.dim, ", n_heads ", c_.n_heads, ", n_kv_heads ",
            c_.n_kv_heads, ", hidden_dim ", c_.hidden_dim, ", seq_len ", c_.seq_len);
     }
+    if (!(c_.norm_eps > 0.0f) || !std::isfinite(c_.norm_eps)) {
+      fail("BlockFunction: norm_eps must be finite and > 0, got ", c_.norm_eps);
+    }
+    if (!(c_.rope_base > 1.0f) || !std::isfinite(c_.rope_base)) {
+      fail("BlockFunction: rope_base must be finite and > 1, got ", c_.rope_base);
+    }
     const int half = c_.head_size() / 2;
     cos_.resize(c_.seq_len, half);
     sin_.resize(c_.seq_len, half);

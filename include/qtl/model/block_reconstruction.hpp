@@ -124,6 +124,17 @@ template <int Bits, Mode M>
     }
     if (!inputs[i].allFinite() || !fp32_inputs[i].allFinite()) fail(kWhere, ": sequence ", i, "'s input holds NaN or Inf");
   }
+  if (start != nullptr) {  // another solver's matrices must be this granularity's, of these weights
+    for (std::size_t j = 0; j < 7; ++j) {
+      const Index rows = fp32.linear[j].rows(), cols = fp32.linear[j].cols();
+      if ((*start)[j].layout != make_group_layout(granularity, rows, cols, kWhere)) {
+        const GroupLayout& L = (*start)[j].layout;
+        fail(kWhere, ": start matrix ", kBlockLinears[j], " is ", L.rows, "x", L.cols, " in groups of ",
+             L.per_tensor ? L.cols : L.group_size, "; the block's ", rows, "x", cols, " weights are quantized with ",
+             make_group_layout(granularity, rows, cols, kWhere).group_size, "-column groups");
+      }
+    }
+  }
   const std::size_t n = inputs.size();
   std::vector<RowMatrixXf> targets(n);
   const int threads = opt.threads > 0 ? opt.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
