@@ -51,7 +51,7 @@ template <class Q>
 Row evaluate(const Q& q, const qtl::Granularity& g, const qtl::RowMatrixXf& w, const qtl::RowMatrixXf& x,
              bool clip) {
   qtl::QuantizeOptions opt;
-  opt.fit.clip_search = clip;
+  if (clip) opt.fit = qtl::FitOptions::searched();
   const auto quantized = qtl::quantize_matrix(q, g, w, opt);
   const qtl::RowMatrixXf wq = qtl::dequantize(quantized);
   return {qtl::bits_per_weight(quantized), qtl::sqnr_db(w, wq), qtl::relative_output_error(w, wq, x),
@@ -65,10 +65,10 @@ Row evaluate(const Q& q, const qtl::Granularity& g, const qtl::RowMatrixXf& w, c
 using FamilyMethod = std::function<std::pair<double, qtl::RowMatrixXf>(const qtl::RowMatrixXf&)>;
 
 template <class Q>
-FamilyMethod scalar_family(Q q, qtl::Granularity g, bool clip = false) {
+FamilyMethod scalar_family(Q q, qtl::Granularity g, qtl::FitOptions fit = {}) {
   return [=](const qtl::RowMatrixXf& w) {
     qtl::QuantizeOptions opt;
-    opt.fit.clip_search = clip;
+    opt.fit = fit;
     const auto m = qtl::quantize_matrix(q, g, w, opt);
     return std::pair{qtl::bits_per_weight(m), qtl::RowMatrixXf(qtl::dequantize(m))};
   };
@@ -118,18 +118,19 @@ struct Family {
 
 std::vector<Family> families() {
   using qtl::PerGroup, qtl::PerRow, qtl::PerTensor;
+  constexpr qtl::FitOptions kRefit{.refine_iterations = 2};  // two least-squares refits of the plain fit
   return {
       {"uniform RTN (reference)", 2, "group 64", scalar_family(qtl::Uniform<2>{}, PerGroup{64})},
       {"uniform RTN (reference)", 3, "group 64", scalar_family(qtl::Uniform<3>{}, PerGroup{64})},
       {"uniform RTN (reference)", 4, "group 64", scalar_family(qtl::Uniform<4>{}, PerGroup{64})},
-      {"log2", 3, "group 64, scale search", scalar_family(qtl::Log2<3>{}, PerGroup{64}, true)},
-      {"log2", 4, "group 64, scale search", scalar_family(qtl::Log2<4>{}, PerGroup{64}, true)},
-      {"log-sqrt2", 3, "group 64, scale search", scalar_family(qtl::Log2<3, qtl::Log2Base::Sqrt2>{}, PerGroup{64}, true)},
-      {"log-sqrt2", 4, "group 64, scale search", scalar_family(qtl::Log2<4, qtl::Log2Base::Sqrt2>{}, PerGroup{64}, true)},
+      {"log2", 3, "group 64, scale search", scalar_family(qtl::Log2<3>{}, PerGroup{64}, qtl::FitOptions::searched())},
+      {"log2", 4, "group 64, scale search", scalar_family(qtl::Log2<4>{}, PerGroup{64}, qtl::FitOptions::searched())},
+      {"log-sqrt2", 3, "group 64, scale search", scalar_family(qtl::Log2<3, qtl::Log2Base::Sqrt2>{}, PerGroup{64}, qtl::FitOptions::searched())},
+      {"log-sqrt2", 4, "group 64, scale search", scalar_family(qtl::Log2<4, qtl::Log2Base::Sqrt2>{}, PerGroup{64}, qtl::FitOptions::searched())},
       {"power grid (gamma searched per matrix)", 3, "group 64", power_grid_family<3>(PerGroup{64})},
       {"power grid (gamma searched per matrix)", 4, "group 64", power_grid_family<4>(PerGroup{64})},
-      {"NF4", 4, "group 64", scalar_family(qtl::NF4{}, PerGroup{64})},
-      {"FP4 E2M1", 4, "group 64", scalar_family(qtl::FP4{}, PerGroup{64})},
+      {"NF4", 4, "group 64, LS scale", scalar_family(qtl::NF4{}, PerGroup{64}, kRefit)},
+      {"FP4 E2M1", 4, "group 64, LS scale", scalar_family(qtl::FP4{}, PerGroup{64}, kRefit)},
       {"k-means table", 2, "per tensor", scalar_family(qtl::KMeansCodebook<2>{}, PerTensor{})},
       {"k-means table", 3, "per tensor", scalar_family(qtl::KMeansCodebook<3>{}, PerTensor{})},
       {"k-means table", 4, "per tensor", scalar_family(qtl::KMeansCodebook<4>{}, PerTensor{})},
@@ -139,7 +140,7 @@ std::vector<Family> families() {
       {"k-means table x group scale", 4, "table/tensor, group 64", scaled_codebook_family<4>(PerGroup{64})},
       {"binary", 1, "group 64", scalar_family(qtl::Binary<>{}, PerGroup{64})},
       {"binary + mean shift", 1, "group 64", scalar_family(qtl::Binary<true>{}, PerGroup{64})},
-      {"residual binary (2 planes)", 2, "group 64", scalar_family(qtl::ResidualBinary{}, PerGroup{64})},
+      {"residual binary (2 planes)", 2, "group 64, LS refit", scalar_family(qtl::ResidualBinary{}, PerGroup{64}, kRefit)},
       {"partial binary, 5% weights 8-bit (list)", 1, "group 64", partial_binary_family(qtl::SalientStorage::SparseList, 0.05)},
       {"partial binary, 5% channels 8-bit (mask)", 1, "group 64", partial_binary_family(qtl::SalientStorage::ChannelMask, 0.05)},
       {"ternary absmean (BitNet b1.58)", 2, "group 64", scalar_family(qtl::Ternary{qtl::TernaryRule::AbsMean}, PerGroup{64})},

@@ -75,7 +75,7 @@ using GT2 = ggml::GgmlTQ2_0;
   template std::vector<qtl::calib::CalibratedLayer<qtl::recipe_instances::Q>>                      \
   qtl::calib::calibrate_group<qtl::recipe_instances::Q>(                                           \
       const qtl::recipe_instances::Q&, const qtl::Granularity&, const std::vector<qtl::RowMatrixXf>&, \
-      const qtl::calib::LayerStatistics&, const qtl::calib::Recipe&);
+      const qtl::calib::LayerStatistics&, const qtl::calib::Pipeline&);
 #define QTL_CALIBRATE_EXTERN(R, Q) extern QTL_CALIBRATE_GROUP(Q)
 #define QTL_CALIBRATE_DEFINE(R, Q) QTL_CALIBRATE_GROUP(Q)
 

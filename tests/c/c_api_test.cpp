@@ -95,13 +95,12 @@ qtl::QuantizedMatrix<Q> cpp_quantize(const Q& q, const qtl::Granularity& g, cons
                                      const RowMatrixXf& calib_x, qtl::VectorXf& input_scale) {
   if (method == QTL_METHOD_RTN || method == QTL_METHOD_CLIP_SEARCH) {
     qtl::QuantizeOptions qo;
-    qo.fit = qtl::FitOptions{.clip_search = method == QTL_METHOD_CLIP_SEARCH, .clip_steps = 20,
-                             .clip_min_ratio = 0.5f, .refine_iterations = method == QTL_METHOD_CLIP_SEARCH ? 2 : 0};
+    qo.fit = method == QTL_METHOD_CLIP_SEARCH ? qtl::FitOptions::searched() : qtl::FitOptions{};
     return qtl::quantize_matrix(q, g, w, qo);
   }
   calib::HessianAccumulator acc(w.cols());
   acc.add_batch(calib_x);
-  calib::Recipe r;
+  calib::Pipeline r;
   if (method == QTL_METHOD_GPTQ) {
     r.solver = calib::Solver::Gptq;
     r.gptq.damp_fraction = 0.01;
@@ -245,8 +244,7 @@ void check_k_quant(const char* name) {
       grid.column_importance = stats.hessian.diagonal().cast<float>().cwiseMax(0.0f);
       expected = qtl::ggml::to_blocks(calib::gptq_k(q, w, stats.hessian, grid, calib::GptqOptions{}).matrix);
     } else {
-      grid.fit = qtl::FitOptions{.clip_search = method == QTL_METHOD_CLIP_SEARCH, .clip_steps = 20,
-                                 .clip_min_ratio = 0.5f, .refine_iterations = method == QTL_METHOD_CLIP_SEARCH ? 2 : 0};
+      grid.fit = method == QTL_METHOD_CLIP_SEARCH ? qtl::FitOptions::searched() : qtl::FitOptions{};
       expected = qtl::ggml::to_blocks(qtl::ggml::quantize_k(q, w, grid));
     }
     Owned m;

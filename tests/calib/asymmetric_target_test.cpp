@@ -76,7 +76,7 @@ TEST(AsymmetricTarget, BadInputIsAnError) {
   EXPECT_NE(qtl::test::error_of([&] { (void)qtl::calib::asymmetric_target(w, p.h, p.c, 0.0); }).find("damp_fraction"),
             std::string::npos);
   // The pipeline asks for the cross term when its recipe quantizes toward fp32 outputs.
-  qtl::calib::Recipe r;
+  qtl::calib::Pipeline r;
   r.name = "gptaq";
   r.fp32_targets = true;
   const auto st = qtl::test::statistics_of(p.xq);
@@ -91,7 +91,7 @@ TEST(AsymmetricTarget, GptqTowardTheTargetBeatsGptqOnTheLayerAlone) {
   const RowMatrixXf w = qtl::test::gaussian(32, 64, 8);
   auto st = qtl::test::statistics_of(p.xq);
   st.cross = p.c;
-  qtl::calib::Recipe r;
+  qtl::calib::Pipeline r;
   const auto plain = qtl::calib::calibrate(qtl::Uniform<4>{}, qtl::PerGroup{32}, w, st, r);
   r.fp32_targets = true;
   const auto toward = qtl::calib::calibrate(qtl::Uniform<4>{}, qtl::PerGroup{32}, w, st, r);

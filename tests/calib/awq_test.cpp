@@ -22,9 +22,7 @@ using qtl::test::statistics_of;
 /// W_hat as the layer sees it: Q(W diag(s)) diag(1/s), from the AWQ result's weights.
 template <class Q>
 RowMatrixXf effective(const Q& q, const qtl::calib::AwqResult& r, std::size_t i) {
-  qtl::QuantizeOptions qo;
-  qo.fit.refine_iterations = 0;
-  RowMatrixXf back = qtl::dequantize(qtl::quantize_matrix(q, qtl::PerGroup{32}, r.weights[i], qo));
+  RowMatrixXf back = qtl::dequantize(qtl::quantize_matrix(q, qtl::PerGroup{32}, r.weights[i]));
   back.array().rowwise() /= r.scale.scales.transpose().array();
   return back;
 }

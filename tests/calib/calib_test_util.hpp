@@ -44,9 +44,7 @@ inline calib::LayerStatistics statistics_of(const RowMatrixXf& x) {
 /// min-max grid (no refinement: the grid GPTQ and AWQ start from).
 template <class Q>
 double rtn_output_error(const Q& q, const RowMatrixXf& w, const RowMatrixXf& x) {
-  QuantizeOptions opt;
-  opt.fit.refine_iterations = 0;
-  return relative_output_error(w, dequantize(quantize_matrix(q, PerGroup{32}, w, opt)), x);
+  return relative_output_error(w, dequantize(quantize_matrix(q, PerGroup{32}, w)), x);
 }
 
 /// A quantizer that loses nothing: a group's parameters are its own values (at most 256), and a

@@ -27,7 +27,7 @@ constexpr qtl::Index kGroup = 32;  // the reference protocol's group size
 /// Sum over layers of the squared held-out output error ||(W - Ŵ) Xᵀ||² / ||W Xᵀ||² for RTN and
 /// GPTQ; also checks every layer individually.
 template <class Q>
-void expect_gptq_beats_rtn(const Q& quant, bool act_order, qtl::FitOptions rtn_fit = {.refine_iterations = 0}) {
+void expect_gptq_beats_rtn(const Q& quant, bool act_order, qtl::FitOptions rtn_fit = {}) {
   const auto& model = qtl::test::real_model();
   double sum_rtn = 0, sum_gptq = 0;
   int layer_wins = 0;

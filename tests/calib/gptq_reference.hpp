@@ -34,8 +34,7 @@ ReferenceResult reference_gptq(const Q& quant, Index group, const qtl::RowMatrix
   const bool upfront = act_order || group >= cols;
   const Index gpr = (cols + group - 1) / group;
   std::vector<typename Q::Params> params(static_cast<std::size_t>(rows * gpr));
-  qtl::FitOptions fo;
-  fo.refine_iterations = 0;
+  const qtl::FitOptions fo;  // the plain min-max grid
   auto fit = [&](Index r, Index g, const qtl::RowMatrixXf& from) {
     const Index c0 = g * group, c1 = std::min(cols, c0 + group);
     std::vector<float> v(from.row(r).data() + c0, from.row(r).data() + c1);

@@ -22,9 +22,7 @@ Case make_case() {
   Case c;
   c.x = qtl::test::correlated_activations(400, 96, 1);
   c.w = qtl::test::gaussian(40, 96, 2);
-  qtl::QuantizeOptions qo;
-  qo.fit.refine_iterations = 0;
-  c.wq = qtl::dequantize(qtl::quantize_matrix(qtl::Uniform<2>{}, qtl::PerGroup{32}, c.w, qo));
+  c.wq = qtl::dequantize(qtl::quantize_matrix(qtl::Uniform<2>{}, qtl::PerGroup{32}, c.w));
   qtl::calib::HessianAccumulator acc(96);
   acc.add_batch(c.x);
   c.st = acc.statistics();

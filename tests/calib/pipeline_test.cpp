@@ -13,19 +13,19 @@ namespace {
 using qtl::Index;
 using qtl::RowMatrixXf;
 using qtl::calib::calibrate;
-using qtl::calib::Recipe;
+using qtl::calib::Pipeline;
 using qtl::calib::Solver;
 using qtl::test::statistics_of;
 
 
-std::vector<Recipe> every_composition() {
-  std::vector<Recipe> out;
+std::vector<Pipeline> every_composition() {
+  std::vector<Pipeline> out;
   for (int rotate = 0; rotate < 2; ++rotate)
     for (int smooth = 0; smooth < 2; ++smooth)
       for (int awq = 0; awq < 2; ++awq)
         for (Solver solver : {Solver::Rtn, Solver::Gptq})
           for (bool act : {false, true}) {
-            Recipe r;
+            Pipeline r;
             r.rotate = rotate;
             r.smoothquant = smooth;
             r.awq = awq;
@@ -46,7 +46,7 @@ TEST(Calibrate, WithAnExactQuantizerEveryCompositionLeavesTheLayerUnchanged) {
     const RowMatrixXf w = qtl::test::gaussian(24, n, 2);
     const auto st = statistics_of(x);
     const RowMatrixXf y = x * w.transpose();
-    for (const Recipe& r : every_composition()) {
+    for (const Pipeline& r : every_composition()) {
       // SmoothQuant and AWQ scales spread the weights' values, so the exact table needs groups of
       // at most 256 distinct values: groups of 32.
       const auto layer = calibrate(qtl::test::ExactTable{}, qtl::PerGroup{32}, w, st, r);
@@ -64,7 +64,7 @@ TEST(Calibrate, WithAnExactQuantizerEveryCompositionLeavesTheLayerUnchanged) {
 TEST(Calibrate, LowRankWithAnExactQuantizerIsZero) {
   const RowMatrixXf x = qtl::test::correlated_activations(200, 64, 3);
   const RowMatrixXf w = qtl::test::gaussian(16, 64, 4);
-  Recipe r;
+  Pipeline r;
   r.rotate = true;
   r.low_rank.rank = 4;
   const auto layer = calibrate(qtl::test::ExactTable{}, qtl::PerGroup{32}, w, statistics_of(x), r);
@@ -76,7 +76,7 @@ TEST(Calibrate, LowRankWithAnExactQuantizerIsZero) {
 TEST(Calibrate, ReportsWhatRan) {
   const RowMatrixXf x = qtl::test::correlated_activations(200, 64, 5);
   const RowMatrixXf w = qtl::test::gaussian(16, 64, 6);
-  Recipe r;
+  Pipeline r;
   r.rotate = true;
   r.awq = true;
   const auto layer = calibrate(qtl::Uniform<3>{}, qtl::PerGroup{32}, w, statistics_of(x), r);
@@ -98,13 +98,13 @@ TEST(Calibrate, ReportsWhatRan) {
 // wider on some layers. The number of layers where it loses is printed, not hidden.
 TEST(CalibrateRealModel, RecipesBeatRtn) {
   const auto& model = qtl::test::real_model();
-  auto total = [&](auto q, const Recipe& r, bool per_layer_check, double* rtn_out) {
+  auto total = [&](auto q, const Pipeline& r, bool per_layer_check, double* rtn_out) {
     double sum = 0, sum_rtn = 0;
     int losses = 0;
     for (const auto& l : model.layers) {
       const auto layer = calibrate(q, qtl::PerGroup{32}, l.weight, l.stats.statistics(), r);
       const double e = qtl::relative_output_error(l.weight, layer.effective_weight(), l.eval);
-      Recipe rtn;
+      Pipeline rtn;
       rtn.solver = Solver::Rtn;
       const auto base = calibrate(q, qtl::PerGroup{32}, l.weight, l.stats.statistics(), rtn);
       const double e_rtn = qtl::relative_output_error(l.weight, base.effective_weight(), l.eval);
@@ -121,21 +121,21 @@ TEST(CalibrateRealModel, RecipesBeatRtn) {
     return sum;
   };
   auto report = [&](auto q) {
-    Recipe rot;
+    Pipeline rot;
     rot.name = "rotate+rtn";
     rot.rotate = true;
     rot.solver = Solver::Rtn;
-    Recipe gptq;
-    Recipe rot_gptq = gptq;
+    Pipeline gptq;
+    Pipeline rot_gptq = gptq;
     rot_gptq.name = "rotate+gptq";
     rot_gptq.rotate = true;
-    Recipe rsq = rot_gptq;
+    Pipeline rsq = rot_gptq;
     rsq.name = "rotate+awq+gptq";
     rsq.awq = true;
-    Recipe lq = gptq;
+    Pipeline lq = gptq;
     lq.name = "gptq+lowrank4";
     lq.low_rank.rank = 4;
-    for (const Recipe* r : {&rot, &gptq, &rot_gptq, &rsq, &lq}) {
+    for (const Pipeline* r : {&rot, &gptq, &rot_gptq, &rsq, &lq}) {
       double rtn = 0;
       const double e = total(q, *r, /*per_layer_check=*/!r->rotate, &rtn);
       std::printf("[ real ] %-16s %-12s rtn %.5f  recipe %.5f\n", r->name.c_str(), q.name().c_str(), rtn, e);

@@ -199,7 +199,7 @@ TEST(RefineRounding, RejectsPerTensorAndBadShapes) {
 TEST(RoundingPipeline, SignRoundRejectsNonUniformCodesAndRefineComposes) {
   const RowMatrixXf w = qtl::test::gaussian(8, 64, 21);
   const auto st = qtl::test::statistics_of(qtl::test::correlated_activations(512, 64, 22));
-  qtl::calib::Recipe r;
+  qtl::calib::Pipeline r;
   r.name = "signround-nf4";
   r.solver = qtl::calib::Solver::SignRound;
   EXPECT_NE(qtl::test::error_of([&] { (void)qtl::calib::calibrate(qtl::NF4{}, qtl::PerGroup{kGroup}, w, st, r); })

@@ -362,7 +362,7 @@ TYPED_TEST(GgmlPolicyTest, ClipSearchWithImportanceAgainstLlamaQuantizeWithTheSa
   for (auto& v : imp) v = u(rng);
   qtl::QuantizeOptions opt;
   opt.column_importance = Eigen::Map<const qtl::VectorXf>(imp.data(), 64);
-  opt.fit.clip_search = true;
+  opt.fit = qtl::FitOptions::searched();
   const auto m = qtl::quantize_matrix(Q{}, qtl::PerGroup{32}, as_matrix(x, 64), opt);
   const auto ours = ggml_decode(Q::kType, g::to_blocks(m), x.size());
   const auto theirs = ggml_decode(Q::kType, ggml_quantize(Q::kType, x, 64, imp.data()), x.size());
@@ -446,7 +446,7 @@ TYPED_TEST(GgmlKPolicyTest, ClipSearchLowersTheWeightedErrorOfLlamaQuantizeImatr
   for (auto& v : imp) v = u(rng);
   qtl::QuantizeOptions opt;
   opt.column_importance = Eigen::Map<const qtl::VectorXf>(imp.data(), 256);
-  opt.fit.clip_search = true;
+  opt.fit = qtl::FitOptions::searched();
   const auto ours = ggml_decode(T, g::to_blocks(g::quantize_k(Q{}, as_matrix(x, 256), opt)), x.size());
   const auto theirs = ggml_decode(T, ggml_quantize(T, x, 256, imp.data()), x.size());
   const auto plain = ggml_decode(T, ggml_quantize(T, x, 256), x.size());

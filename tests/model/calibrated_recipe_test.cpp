@@ -188,7 +188,7 @@ TEST(CalibratedRecipes, AwqScalesFoldIntoTheRmsNormGains) {
   const auto calib = f.calibration(0, 4);
   auto make = [](bool fold) {
     return std::make_unique<m::CalibratedRecipe<qtl::Uniform<3>>>(
-        qtl::Uniform<3>{}, qtl::PerGroup{32}, m::detail::pipeline(false, true, qtl::calib::Solver::Rtn),
+        qtl::Uniform<3>{}, qtl::PerGroup{32}, qtl::calib::Pipeline{.awq = true, .solver = qtl::calib::Solver::Rtn},
         m::KernelOptions{}, fold);
   };
   const m::Transformer folded = m::quantize_sequential(f.fp32, calib, *make(true));

@@ -172,7 +172,7 @@ TEST(GgmlRecipe, QuantizedModelWritesAndReadsBackExactly) {
   const m::GgmlTypePlan plan = [](const std::string&, qtl::Index, qtl::Index cols) {
     return cols % 32 == 0 ? qtl::ggml::Type::Q4_0 : qtl::ggml::Type::F16;
   };
-  qtl::calib::Recipe gptq;
+  qtl::calib::Pipeline gptq;
   gptq.gptq.fit.clip_search = true;
   gptq.gptq.hessian_importance = true;
   const m::GgmlRecipe rtn("rtn", plan, m::GgmlSolver::Rtn), gq("gptq", plan, m::GgmlSolver::Pipeline, gptq);

@@ -71,7 +71,7 @@ TEST(ResidualBinary, TwoPlanesNearestAndBetterThanOne) {
     const auto g = qtl::test::gaussian(1, 128, seed, 0.05f);
     std::span<const float> x(g.data(), 128);
     const qtl::ResidualBinary q;
-    const auto p = q.fit(x, {});
+    const auto p = q.fit(x, {}, qtl::FitOptions{.refine_iterations = 2});
     qtl::test::expect_nearest_levels(q, p, x);
     // the levels are a two-plane decomposition: l[b1 | b2<<1] = mu + a1 s1 + a2 s2 (fp16-rounded)
     const double mu = 0.25 * (p.levels[0] + p.levels[1] + p.levels[2] + p.levels[3]);
@@ -82,9 +82,8 @@ TEST(ResidualBinary, TwoPlanesNearestAndBetterThanOne) {
     for (int c = 0; c < 4; ++c) {
       EXPECT_NEAR(p.levels[c], mu + ((c & 1) ? a1 : -a1) + ((c & 2) ? a2 : -a2), 1e-3 * a1);
     }
-    // greedy planes without refinement are never better than the refined fit
-    qtl::FitOptions greedy;
-    greedy.refine_iterations = 0;
+    // greedy planes (the plain fit) are never better than the refined fit
+    const qtl::FitOptions greedy;
     EXPECT_LE(qtl::detail::weighted_sse(q, p, x, {}),
               qtl::detail::weighted_sse(q, q.fit(x, {}, greedy), x, {}));
     const qtl::Binary<true> one;

@@ -16,8 +16,7 @@ TEST(FixedCodebook, NearestLevelAndTables) {
     const auto w = qtl::test::gaussian(1, 64, seed, 0.03f);
     std::span<const float> x(w.data(), 64);
     for (bool search : {false, true}) {
-      qtl::FitOptions opt;
-      opt.clip_search = search;
+      const qtl::FitOptions opt = search ? qtl::FitOptions::searched() : qtl::FitOptions{};
       const qtl::NF4 nf4;
       const auto p = nf4.fit(x, {}, opt);
       qtl::test::expect_nearest_levels(nf4, p, x);
@@ -35,8 +34,8 @@ TEST(FixedCodebook, NearestLevelAndTables) {
   }
   // absmax maps to the largest level: 1 for NF4, 6 for FP4
   const std::vector<float> v = {0.25f, -1.5f, 0.75f, 1.0f};
-  EXPECT_EQ(qtl::NF4{}.fit(v, {}, qtl::FitOptions{.refine_iterations = 0}).scale, 1.5f);
-  EXPECT_EQ(qtl::FP4{}.fit(v, {}, qtl::FitOptions{.refine_iterations = 0}).scale, 0.25f);
+  EXPECT_EQ(qtl::NF4{}.fit(v, {}, qtl::FitOptions{}).scale, 1.5f);
+  EXPECT_EQ(qtl::FP4{}.fit(v, {}, qtl::FitOptions{}).scale, 0.25f);
 }
 
 TEST(KMeans1d, ObjectiveNeverIncreasesAndIsReproducible) {

@@ -75,7 +75,7 @@ TYPED_TEST(GgmlQuantizerTest, DequantizeEqualsGgmlDecodeOfTheBlocksBitForBit) {
   const auto w = test_weights(12, 128, 7);
   for (bool clip : {false, true}) {
     qtl::QuantizeOptions opt;
-    opt.fit.clip_search = clip;
+    if (clip) opt.fit = qtl::FitOptions::searched();
     const auto m = qtl::quantize_matrix(Q{}, qtl::PerGroup{32}, w, opt);
     const auto bytes = g::to_blocks(m);
     ASSERT_EQ(bytes.size(), static_cast<std::size_t>(12 * 128 / 32 * g::type_info(Q::kType).type_size));
@@ -156,7 +156,7 @@ TYPED_TEST(GgmlQuantizerTest, ClipSearchNeverRaisesTheWeightedError) {
     qtl::QuantizeOptions base;
     if (with_imp) base.column_importance = imp;
     qtl::QuantizeOptions clip = base;
-    clip.fit.clip_search = true;
+    clip.fit = qtl::FitOptions::searched();
     const auto rtn = qtl::dequantize(qtl::quantize_matrix(Q{}, qtl::PerGroup{32}, w, base));
     const auto searched = qtl::dequantize(qtl::quantize_matrix(Q{}, qtl::PerGroup{32}, w, clip));
     const qtl::VectorXf none;
@@ -241,7 +241,7 @@ TYPED_TEST(GgmlKQuantizerTest, BlocksRoundTripAndDecodeAsDequantizeRow) {
   const auto w = test_weights(8, 512, 13);
   for (bool clip : {false, true}) {
     qtl::QuantizeOptions opt;
-    opt.fit.clip_search = clip;
+    if (clip) opt.fit = qtl::FitOptions::searched();
     const auto m = g::quantize_k(Q{}, w, opt);
     const auto bytes = g::to_blocks(m);
     std::vector<float> decoded(static_cast<std::size_t>(w.size()));
@@ -269,7 +269,7 @@ TYPED_TEST(GgmlKQuantizerTest, ClipSearchNeverRaisesTheWeightedError) {
   qtl::QuantizeOptions base;
   base.column_importance = qtl::test::uniform_random(1, 256, 4, 0.0f, 3.0f).row(0).transpose();
   qtl::QuantizeOptions clip = base;
-  clip.fit.clip_search = true;
+  clip.fit = qtl::FitOptions::searched();
   const auto rtn = g::dequantize(g::quantize_k(Q{}, w, base));
   const auto searched = g::dequantize(g::quantize_k(Q{}, w, clip));
   for (qtl::Index r = 0; r < w.rows(); ++r) {
@@ -317,7 +317,7 @@ TYPED_TEST(GgmlTernaryTest, BlocksRoundTripClipSearchAndGptq) {
   qtl::QuantizeOptions base;
   base.column_importance = qtl::test::uniform_random(1, 512, 6, 0.0f, 2.0f).row(0).transpose();
   qtl::QuantizeOptions clip = base;
-  clip.fit.clip_search = true;
+  clip.fit = qtl::FitOptions::searched();
   const auto rtn = qtl::quantize_matrix(Q{}, qtl::PerGroup{256}, w, base);
   const auto searched = qtl::quantize_matrix(Q{}, qtl::PerGroup{256}, w, clip);
   // Bits per weight as ggml counts them (tq1_0: 1.6875, tq2_0: 2.0625), and as the blocks take.

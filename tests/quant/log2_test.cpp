@@ -20,8 +20,7 @@ void nearest_on_random_groups(const Q& q) {
     const auto w = qtl::test::gaussian(1, 64, seed + 7, 0.05f);
     std::span<const float> x(w.data(), 64);
     for (bool search : {false, true}) {
-      qtl::FitOptions opt;
-      opt.clip_search = search;
+      const qtl::FitOptions opt = search ? qtl::FitOptions::searched() : qtl::FitOptions{};
       const auto p = q.fit(x, {}, opt);
       qtl::test::expect_nearest_levels(q, p, x);
       // values outside the fitted range and exactly on levels too
@@ -84,10 +83,8 @@ TEST(Log2, ScaleSearchNeverIncreasesTheError) {
     const auto w = qtl::test::gaussian(1, 128, seed, 0.02f);
     std::span<const float> x(w.data(), 128);
     const Log2<3> q;
-    qtl::FitOptions plain;
-    plain.refine_iterations = 0;
-    qtl::FitOptions search;
-    search.clip_search = true;
+    const qtl::FitOptions plain;
+    const qtl::FitOptions search = qtl::FitOptions::searched();
     const double e0 = qtl::detail::weighted_sse(q, q.fit(x, {}, plain), x, {});
     const double e1 = qtl::detail::weighted_sse(q, q.fit(x, {}, search), x, {});
     EXPECT_LE(e1, e0);

@@ -36,7 +36,7 @@ void check_all_matrices() {
     }
     // The clip search never increases the squared error of any group (importance: none).
     qtl::QuantizeOptions search;
-    search.fit.clip_search = true;
+    search.fit = qtl::FitOptions::searched();
     const auto s = qtl::quantize_matrix(Q{}, qtl::PerGroup{32}, w, search);
     const qtl::RowMatrixXf wq = qtl::dequantize(q), ws = qtl::dequantize(s);
     for (qtl::Index r = 0; r < w.rows(); ++r) {
@@ -65,7 +65,7 @@ TEST(UniformRealWeights, SqnrRisesWithBitsAndClipSearchHelpsAtLowBits) {
     for (const auto& name : stories_checkpoint().linear_names()) {
       const qtl::RowMatrixXf w = stories_checkpoint().tensor(name);
       qtl::QuantizeOptions clip;
-      clip.fit.clip_search = true;
+      clip.fit = qtl::FitOptions::searched();
       qtl::visit_uniform(bits, qtl::Mode::Asymmetric, [&](auto q) {
         noise += (w - qtl::dequantize(qtl::quantize_matrix(q, qtl::PerGroup{32}, w))).squaredNorm();
         noise_clip += (w - qtl::dequantize(qtl::quantize_matrix(q, qtl::PerGroup{32}, w, clip))).squaredNorm();

@@ -91,8 +91,7 @@ void clip_search_never_worse(unsigned seed0) {
   Q q;
   std::mt19937 rng(seed0);
   std::uniform_real_distribution<float> imp(0.0f, 4.0f);
-  qtl::FitOptions search;
-  search.clip_search = true;
+  const qtl::FitOptions search = qtl::FitOptions::searched();
   qtl::FitOptions plain;  // min-max RTN
   int strictly_better = 0;
   for (unsigned seed = 0; seed < 200; ++seed) {
@@ -125,10 +124,10 @@ TEST(Uniform, ImportanceShiftsErrorAwayFromImportantElements) {
   qtl::VectorXf imp = qtl::VectorXf::Ones(64);
   for (int c = 0; c < 64; c += 32) imp.segment(c, 8).setConstant(100.0f);
   qtl::QuantizeOptions with;
-  with.fit.clip_search = true;
+  with.fit = qtl::FitOptions::searched();
   with.column_importance = imp;
   qtl::QuantizeOptions without;
-  without.fit.clip_search = true;
+  without.fit = qtl::FitOptions::searched();
   const auto a = qtl::dequantize(qtl::quantize_matrix(qtl::Uniform<3>{}, qtl::PerGroup{32}, w, with));
   const auto b = qtl::dequantize(qtl::quantize_matrix(qtl::Uniform<3>{}, qtl::PerGroup{32}, w, without));
   auto err_on = [&](const qtl::RowMatrixXf& wh, bool important) {

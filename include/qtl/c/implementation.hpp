@@ -81,8 +81,7 @@ inline calib::LayerStatistics layer_statistics(std::string_view where, Index col
 
 /// The fit the CLIP_SEARCH method runs (RTN: plain min-max).
 inline FitOptions fit_of(const qtl_quantize_options& o) {
-  return FitOptions{.clip_search = o.method == QTL_METHOD_CLIP_SEARCH, .clip_steps = 20, .clip_min_ratio = 0.5f,
-                    .refine_iterations = o.method == QTL_METHOD_CLIP_SEARCH ? 2 : 0};
+  return o.method == QTL_METHOD_CLIP_SEARCH ? FitOptions::searched() : FitOptions{};
 }
 
 inline void require_no_statistics(std::string_view where, const qtl_quantize_options& o) {
@@ -123,7 +122,7 @@ void quantize_scalar_into(const Q& q, const RowMatrixXf& w, const qtl_quantize_o
     qm = quantize_matrix(q, g, w, qo);
   } else {
     const calib::LayerStatistics stats = layer_statistics(kWhere, w.cols(), o);
-    calib::Recipe r;
+    calib::Pipeline r;
     r.name = o.method == QTL_METHOD_GPTQ ? "gptq" : "awq";
     if (o.method == QTL_METHOD_GPTQ) {
       require_damp(kWhere, o.damp);

@@ -51,8 +51,7 @@ struct AwqOptions {
   int clip_grid = 20;
   float max_shrink = 0.5f;
   /// Fit options of the quantizer during the searches (default: the plain min-max grid).
-  FitOptions fit{.clip_search = false, .clip_steps = 20, .clip_min_ratio = 0.5f,
-                 .refine_iterations = 0};
+  FitOptions fit{};
 };
 
 struct AwqResult {

@@ -79,8 +79,7 @@ struct GptqOptions {
   bool act_order = false;        ///< visit columns in descending diag(H); implies static groups
   bool static_groups = false;    ///< fit every group on W up front
   /// How each group's parameters are fitted; the default is gptq.py's min-max grid.
-  FitOptions fit{.clip_search = false, .clip_steps = 20, .clip_min_ratio = 0.5f,
-                 .refine_iterations = 0};
+  FitOptions fit{};
   /// Weight each weight's error by diag(H) when fitting group parameters.
   bool hessian_importance = false;
   /// Reproduce gptq.py's group fit exactly: plain blocks, and a group that starts inside a block
@@ -463,6 +462,7 @@ template <ScalarQuantizer Q>
     require_range(kWhere, "options.fit.clip_min_ratio", opt.fit.clip_min_ratio, 0.01f, 1.0f);
     require_range(kWhere, "options.fit.clip_steps", opt.fit.clip_steps, 1, 1000);
   }
+  require_range(kWhere, "options.fit.refine_iterations", opt.fit.refine_iterations, 0, 1000);
   const bool keeping = !opt.keep.empty();
   if (keeping && static_cast<Index>(opt.keep.size()) != rows * cols) {
     fail(kWhere, ": options.keep has ", opt.keep.size(), " flags for a ", rows, "x", cols, " matrix (",

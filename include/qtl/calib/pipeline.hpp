@@ -1,18 +1,19 @@
-// qtl/calib/pipeline.hpp — a calibration recipe as a value: transforms, then a solver, then a
-// quantizer, then an optional low-rank correction.
+// qtl/calib/pipeline.hpp — one layer's calibration as a value, calib::Pipeline: transforms, then
+// a solver, then a quantizer, then an optional low-rank correction. (A model-level recipe,
+// qtl::model::Recipe, runs a Pipeline, or another solver, over every layer of a model.)
 //
-//   calibrate(q, granularity, W, statistics, recipe) -> CalibratedLayer<Q>
+//   calibrate(q, granularity, W, statistics, pipeline) -> CalibratedLayer<Q>
 // runs, in order:
-//   0. targets       (recipe.fp32_targets) W ← W* = the weights that best reproduce the unquantized
-//                    model's outputs from the layer's actual inputs (asymmetric_target)
-//   1. rotation      (recipe.rotate)       T ← R (randomized Hadamard; QuIP#, QuaRot)
-//   2. SmoothQuant   (recipe.smoothquant)  T ← diag(1/s) T, s from max|x'| and max|w'|
-//   3. AWQ           (recipe.awq)          T ← diag(1/s) T, s searched on the quantizer; clip search
+//   0. targets       (pipeline.fp32_targets) W ← W* = the weights that best reproduce the
+//                    unquantized model's outputs from the layer's actual inputs (asymmetric_target)
+//   1. rotation      (pipeline.rotate)      T ← R (randomized Hadamard; QuIP#, QuaRot)
+//   2. SmoothQuant   (pipeline.smoothquant) T ← diag(1/s) T, s from max|x'| and max|w'|
+//   3. AWQ           (pipeline.awq)         T ← diag(1/s) T, s searched on the quantizer; clip search
 //   4. solver        RTN (quantize_matrix), GPTQ, or SignRound (uniform codes), on W' = W T⁻¹
 //                    with the statistics of T x
-//   5. refine        (recipe.refine.sweeps > 0) coordinate descent on the codes and least-squares
+//   5. refine        (pipeline.refine.sweeps > 0) coordinate descent on the codes and least-squares
 //                    group parameters, on the layer objective (qtl/calib/rounding.hpp)
-//   6. low rank      (recipe.low_rank.rank > 0) A B ≈ W' − Ŵ', weighted by the inputs T x
+//   6. low rank      (pipeline.low_rank.rank > 0) A B ≈ W' − Ŵ', weighted by the inputs T x
 // so "rotate → AWQ → GPTQ" (RSQ), "rotate → GPTQ" (QuaRot / QuIP#-style), "AWQ + GPTQ" (QQQ's
 // weight side), "GPTQ + LQER" are all one struct literal. The result holds the quantized matrix
 // in the transformed input space and the InputTransform T; the layer computes
@@ -53,7 +54,7 @@ namespace qtl::calib {
 /// (uniform codes; reads no statistics).
 enum class Solver { Rtn, Gptq, SignRound, Hqq };
 
-struct Recipe {
+struct Pipeline {
   std::string name = "gptq";
   bool rotate = false;
   std::uint64_t rotation_seed = 0x51ed5eedULL;
@@ -64,8 +65,7 @@ struct Recipe {
   Solver solver = Solver::Gptq;
   GptqOptions gptq{};
   /// Fit options of the RTN solver (the same min-max grid as GPTQ by default).
-  FitOptions rtn_fit{.clip_search = false, .clip_steps = 20, .clip_min_ratio = 0.5f,
-                     .refine_iterations = 0};
+  FitOptions rtn_fit{};
   /// Options of the SignRound solver (uniform codes only).
   SignRoundOptions signround{};
   /// Options of the HQQ solver (uniform codes only).
@@ -121,30 +121,30 @@ template <ScalarQuantizer Q>
 [[nodiscard]] std::vector<CalibratedLayer<Q>> calibrate_group(const Q& q, const Granularity& granularity,
                                                               const std::vector<RowMatrixXf>& weights,
                                                               const LayerStatistics& stats,
-                                                              const Recipe& recipe) {
+                                                              const Pipeline& pipeline) {
   constexpr std::string_view kWhere = "calibrate";
   if (weights.empty()) fail(kWhere, ": no weight matrix given");
   if constexpr (!detail::kIsUniform<Q>) {
-    if (recipe.solver == Solver::SignRound || recipe.solver == Solver::Hqq) {
-      fail(kWhere, ": recipe '", recipe.name, "': the ", recipe.solver == Solver::Hqq ? "HQQ" : "SignRound",
+    if (pipeline.solver == Solver::SignRound || pipeline.solver == Solver::Hqq) {
+      fail(kWhere, ": recipe '", pipeline.name, "': the ", pipeline.solver == Solver::Hqq ? "HQQ" : "SignRound",
            " solver fits a uniform grid; ", q.name(), " is not uniform (use refine for other families)");
     }
   }
   const Index n = stats.in_features();
   for (const auto& w : weights) {
     if (w.cols() != n) {
-      fail(kWhere, ": recipe '", recipe.name, "': weights have ", w.cols(), " columns but the statistics have ",
+      fail(kWhere, ": recipe '", pipeline.name, "': weights have ", w.cols(), " columns but the statistics have ",
            n, " inputs");
     }
   }
   InputTransform t;
   std::vector<RowMatrixXf> ws = weights;
-  if (recipe.fp32_targets) {
+  if (pipeline.fp32_targets) {
     if (stats.cross.size() == 0) {
-      fail(kWhere, ": recipe '", recipe.name, "' quantizes toward the unquantized model's outputs, and the statistics "
+      fail(kWhere, ": recipe '", pipeline.name, "' quantizes toward the unquantized model's outputs, and the statistics "
            "carry no cross term (statistics.cross; the sequential driver fills it for such recipes)");
     }
-    for (auto& w : ws) w = asymmetric_target(w, stats.hessian, stats.cross, recipe.gptq.damp_fraction);
+    for (auto& w : ws) w = asymmetric_target(w, stats.hessian, stats.cross, pipeline.gptq.damp_fraction);
   }
   LayerStatistics st = stats;
   auto add_step = [&](TransformStep step) {
@@ -154,11 +154,11 @@ template <ScalarQuantizer Q>
     st = one.apply_statistics(std::move(st));
     t.then(std::move(step));
   };
-  if (recipe.rotate) add_step(RandomizedHadamard(n, recipe.rotation_seed));
-  if (recipe.smoothquant) add_step(smoothquant_scales(ws, st, recipe.smoothquant_options));
+  if (pipeline.rotate) add_step(RandomizedHadamard(n, pipeline.rotation_seed));
+  if (pipeline.smoothquant) add_step(smoothquant_scales(ws, st, pipeline.smoothquant_options));
   std::optional<AwqResult> awq_res;
-  if (recipe.awq) {
-    awq_res = awq(q, granularity, ws, st, recipe.awq_options);
+  if (pipeline.awq) {
+    awq_res = awq(q, granularity, ws, st, pipeline.awq_options);
     InputTransform one;
     one.then(awq_res->scale);
     st = one.apply_statistics(std::move(st));
@@ -171,32 +171,32 @@ template <ScalarQuantizer Q>
   for (const auto& w : ws) {
     CalibratedLayer<Q> layer;
     layer.transform = t;
-    if (recipe.solver == Solver::Gptq) {
-      auto res = gptq(q, granularity, w, st.hessian, recipe.gptq);
+    if (pipeline.solver == Solver::Gptq) {
+      auto res = gptq(q, granularity, w, st.hessian, pipeline.gptq);
       res.report.tokens = st.tokens;
       res.report.rank_deficient = st.tokens < n;
       layer.matrix = std::move(res.matrix);
       layer.gptq_report = std::move(res.report);
-    } else if (recipe.solver == Solver::SignRound) {
+    } else if (pipeline.solver == Solver::SignRound) {
       if constexpr (detail::kIsUniform<Q>) {
-        auto res = signround(q, granularity, w, st.hessian, recipe.signround);
+        auto res = signround(q, granularity, w, st.hessian, pipeline.signround);
         layer.matrix = std::move(res.matrix);
         layer.signround_report = res.report;
       }
-    } else if (recipe.solver == Solver::Hqq) {
-      if constexpr (detail::kIsUniform<Q>) layer.matrix = quantize_matrix_hqq(q, granularity, w, recipe.hqq);
+    } else if (pipeline.solver == Solver::Hqq) {
+      if constexpr (detail::kIsUniform<Q>) layer.matrix = quantize_matrix_hqq(q, granularity, w, pipeline.hqq);
     } else {
       QuantizeOptions qo;
-      qo.fit = recipe.rtn_fit;
+      qo.fit = pipeline.rtn_fit;
       layer.matrix = quantize_matrix(q, granularity, w, qo);
     }
-    if (recipe.refine.sweeps > 0) {
-      auto res = refine_rounding(std::move(layer.matrix), w, st.hessian, recipe.refine);
+    if (pipeline.refine.sweeps > 0) {
+      auto res = refine_rounding(std::move(layer.matrix), w, st.hessian, pipeline.refine);
       layer.matrix = std::move(res.matrix);
       layer.refine_report = res.report;
     }
-    if (recipe.low_rank.rank > 0) {
-      layer.low_rank = low_rank_correction(w, dequantize(layer.matrix), st, recipe.low_rank);
+    if (pipeline.low_rank.rank > 0) {
+      layer.low_rank = low_rank_correction(w, dequantize(layer.matrix), st, pipeline.low_rank);
     }
     layer.awq_report = awq_res;
     out.push_back(std::move(layer));
@@ -204,12 +204,12 @@ template <ScalarQuantizer Q>
   return out;
 }
 
-/// One layer: calibrate(layer W, statistics of its inputs, recipe) -> quantized layer + the
+/// One layer: calibrate(layer W, statistics of its inputs, pipeline) -> quantized layer + the
 /// transform to apply to its inputs.
 template <ScalarQuantizer Q>
 [[nodiscard]] CalibratedLayer<Q> calibrate(const Q& q, const Granularity& granularity, MatrixRef w,
-                                           const LayerStatistics& stats, const Recipe& recipe) {
-  auto layers = calibrate_group(q, granularity, std::vector<RowMatrixXf>{RowMatrixXf(w)}, stats, recipe);
+                                           const LayerStatistics& stats, const Pipeline& pipeline) {
+  auto layers = calibrate_group(q, granularity, std::vector<RowMatrixXf>{RowMatrixXf(w)}, stats, pipeline);
   return std::move(layers.front());
 }
 

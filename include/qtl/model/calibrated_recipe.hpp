@@ -59,7 +59,7 @@ template <ScalarQuantizer Q>
 class CalibratedRecipe final : public Recipe {
  public:
   /// fold_scales: fold pure channel scalings of an RMSNorm-fed group into the norm's gain.
-  CalibratedRecipe(Q quantizer, Granularity granularity, calib::Recipe recipe, KernelOptions kernel = {},
+  CalibratedRecipe(Q quantizer, Granularity granularity, calib::Pipeline recipe, KernelOptions kernel = {},
                    bool fold_scales = true)
       : q_(std::move(quantizer)),
         granularity_(granularity),
@@ -136,7 +136,7 @@ class CalibratedRecipe final : public Recipe {
 
   Q q_;
   Granularity granularity_;
-  calib::Recipe recipe_;
+  calib::Pipeline recipe_;
   KernelOptions kernel_;
   bool fold_scales_;
 };

@@ -5,14 +5,14 @@
 // (per tensor, as llama-quantize chooses them: qtl/model/ggml_presets.hpp); the solver is one of
 //   rtn            llama.cpp's reference quantizer (llama-quantize's bytes without an imatrix)
 //   rtn-imatrix    clip / scale search weighted by the inputs' mean x^2 (llama.cpp's imatrix)
-//   a calib::Recipe  GPTQ (act-order, static groups, clip search...), AWQ, ...: calibrate_group
+//   a calib::Pipeline  GPTQ (act-order, static groups, clip search...), AWQ, ...: calibrate_group
 // over the type's quantizer policy (qtl/quant/ggml_quantizers.hpp), so the solver's grid is the
 // grid ggml decodes. AWQ's scales are folded into the RMSNorm gains (wq/wk/wv, w1/w3); the
 // groups whose input is not a norm output (wo, w2) run the solver alone, since a GGUF file
 // cannot apply a scaling online. F32 / F16 layers (llama-quantize's fallback for rows no block
 // fits) stay dense (F16 rounded). The K-quants (q2_K ... q6_K), whose grid is fitted per
 // 256-value super-block: rtn is ggml's reference, rtn-imatrix ggml's importance path with the
-// inputs' mean x^2 (llama-quantize --imatrix's bytes), a calib::Recipe runs GPTQ on that grid
+// inputs' mean x^2 (llama-quantize --imatrix's bytes), a calib::Pipeline runs GPTQ on that grid
 // (calib::gptq_k; no input transforms).
 #pragma once
 
@@ -80,7 +80,7 @@ template <class Deferred = void>
 class BasicGgmlRecipe final : public Recipe {
  public:
   /// `pipeline` is used with GgmlSolver::Pipeline only.
-  BasicGgmlRecipe(std::string name, GgmlTypePlan plan, GgmlSolver solver, calib::Recipe pipeline = {})
+  BasicGgmlRecipe(std::string name, GgmlTypePlan plan, GgmlSolver solver, calib::Pipeline pipeline = {})
       : name_(std::move(name)), plan_(std::move(plan)), solver_(solver), pipeline_(std::move(pipeline)) {
     if (!plan_) fail("GgmlRecipe '", name_, "': no type plan");
   }
@@ -157,12 +157,12 @@ class BasicGgmlRecipe final : public Recipe {
         case GgmlSolver::Rtn: return RtnRecipe<Q>(q, g).quantize(layers);
         case GgmlSolver::RtnImatrix: {
           QuantizeOptions opt;
-          opt.fit.clip_search = true;
+          opt.fit = FitOptions::searched();
           return RtnRecipe<Q>(q, g, opt, {}, /*importance=*/true).quantize(layers);
         }
         case GgmlSolver::Pipeline: break;
       }
-      calib::Recipe r = pipeline_;
+      calib::Pipeline r = pipeline_;
       if (!scalings) {  // a GGUF file holds weights only: no online input transform
         r.awq = false;
         r.smoothquant = false;
@@ -219,7 +219,7 @@ class BasicGgmlRecipe final : public Recipe {
   std::string name_;
   GgmlTypePlan plan_;
   GgmlSolver solver_;
-  calib::Recipe pipeline_;
+  calib::Pipeline pipeline_;
 };
 
 using GgmlRecipe = BasicGgmlRecipe<>;

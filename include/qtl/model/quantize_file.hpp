@@ -41,7 +41,7 @@ inline constexpr std::string_view kGgmlRecipeNames =
 /// The ggml recipe called `name` over a type plan (names: kGgmlRecipeNames).
 template <class Deferred = void>
 [[nodiscard]] std::unique_ptr<Recipe> make_ggml_recipe(const std::string& name, GgmlTypePlan plan) {
-  calib::Recipe r;
+  calib::Pipeline r;
   r.name = name;
   r.solver = calib::Solver::Gptq;
   r.gptq.damp_fraction = 0.01;

@@ -3,7 +3,7 @@
 //   auto recipe = qtl::model::make_recipe({.name = "rtn", .bits = 4, .group = 32});
 //   Transformer q = quantize_sequential(fp32, calibration, *recipe);
 //
-// Names (recipe_names() lists them with a description): see the table in kRecipes below.
+// Names and descriptions: recipes() below (quantize_model --help lists them).
 #pragma once
 
 #include <cstdint>
@@ -73,18 +73,25 @@ std::unique_ptr<Recipe> visit_packed_uniform_block(const RecipeSpec& s, const Bl
   });
 }
 
+/// How an RTN recipe fits each group: FitOptions, and whether the inputs' mean x^2 weights the
+/// fit (llama.cpp's imatrix).
+struct RtnFit {
+  FitOptions fit{};
+  bool imatrix = false;
+};
+
 template <Mode M>
-std::unique_ptr<Recipe> uniform_rtn(const RecipeSpec& s, bool clip, bool importance) {
+std::unique_ptr<Recipe> uniform_rtn(const RecipeSpec& s, const RtnFit& how) {
   QuantizeOptions opt;
-  opt.fit.clip_search = clip;
+  opt.fit = how.fit;
   return visit_packed_uniform<M>(s, [&](auto q) -> std::unique_ptr<Recipe> {
-    return std::make_unique<RtnRecipe<decltype(q)>>(q, granularity_of(s), opt, s.kernel, importance, s.name);
+    return std::make_unique<RtnRecipe<decltype(q)>>(q, granularity_of(s), opt, s.kernel, how.imatrix, s.name);
   });
 }
 
 /// Uniform asymmetric codes (gptq.py's min-max grid) through a qtl::calib pipeline.
 template <class Deferred = void>
-std::unique_ptr<Recipe> uniform_calibrated(const RecipeSpec& s, calib::Recipe r) {
+std::unique_ptr<Recipe> uniform_calibrated(const RecipeSpec& s, calib::Pipeline r) {
   r.name = s.name;
   if (!(s.damp >= 0.0 && s.damp <= 10.0)) fail("make_recipe: damp must be in [0, 10], got ", s.damp);
   r.gptq.damp_fraction = s.damp;
@@ -93,11 +100,14 @@ std::unique_ptr<Recipe> uniform_calibrated(const RecipeSpec& s, calib::Recipe r)
   });
 }
 
+/// The level tables of the table-kernel recipes.
+enum class TableFamily { NF4, Log2 };
+
 /// Calls f with the table quantizer of `family` at s.bits: NF4 (4 bits only) or Log2<bits>
 /// (2..4 bits). These run on the table-decode kernels (int8 mode with --int8-activations).
 template <class F>
-std::unique_ptr<Recipe> visit_table(const RecipeSpec& s, std::string_view family, F&& f) {
-  if (family == "nf4") {
+std::unique_ptr<Recipe> visit_table(const RecipeSpec& s, TableFamily family, F&& f) {
+  if (family == TableFamily::NF4) {
     if (s.bits != 4) fail("make_recipe: '", s.name, "' uses NF4, which is 4-bit only; got bits = ", s.bits);
     return f(NF4{});
   }
@@ -110,17 +120,17 @@ std::unique_ptr<Recipe> visit_table(const RecipeSpec& s, std::string_view family
 }
 
 template <class Deferred = void>
-std::unique_ptr<Recipe> table_rtn(const RecipeSpec& s, std::string_view family) {
+std::unique_ptr<Recipe> table_rtn(const RecipeSpec& s, TableFamily family) {
   return visit_table(s, family, [&](auto q) -> std::unique_ptr<Recipe> {
     return std::make_unique<RtnRecipe<decltype(q)>>(q, granularity_of(s), QuantizeOptions{}, s.kernel, false, s.name);
   });
 }
 
 template <class Deferred = void>
-std::unique_ptr<Recipe> table_gptq(const RecipeSpec& s, std::string_view family) {
+std::unique_ptr<Recipe> table_gptq(const RecipeSpec& s, TableFamily family) {
   if (!(s.damp >= 0.0 && s.damp <= 10.0)) fail("make_recipe: damp must be in [0, 10], got ", s.damp);
   return visit_table(s, family, [&](auto q) -> std::unique_ptr<Recipe> {
-    calib::Recipe r;
+    calib::Pipeline r;
     r.name = s.name;
     r.solver = calib::Solver::Gptq;
     r.gptq.damp_fraction = s.damp;
@@ -162,14 +172,19 @@ template <class Deferred = void>
 class PartialBinaryRecipe final : public Recipe {
  public:
   PartialBinaryRecipe(std::string name, Granularity granularity, double salient_fraction, SalientStorage storage,
-                      bool gptq, double damp, KernelOptions kernel)
+                      calib::Solver solver, double damp, KernelOptions kernel)
       : name_(std::move(name)),
         granularity_(granularity),
         fraction_(salient_fraction),
         storage_(storage),
-        gptq_(gptq),
+        gptq_(solver == calib::Solver::Gptq),
         damp_(damp),
-        kernel_(kernel) {}
+        kernel_(kernel) {
+    if (solver != calib::Solver::Rtn && solver != calib::Solver::Gptq) {
+      fail("PartialBinaryRecipe '", name_, "': partial binarization runs round-to-nearest or GPTQ, not solver ",
+           static_cast<int>(solver));
+    }
+  }
   [[nodiscard]] std::string name() const override { return name_; }
   [[nodiscard]] std::vector<QuantizedLayer> quantize(std::span<const LayerCalibration> group) const override {
     const Eigen::MatrixXd h = group.front().stats->hessian();
@@ -211,13 +226,13 @@ class PartialBinaryRecipe final : public Recipe {
 /// 10% salient: weights (PB-LLM's unstructured list, 16-bit column + 8-bit value each) or input
 /// channels (a channel mask, 8 bits per salient weight).
 template <class Deferred = void>
-std::unique_ptr<Recipe> partial_binary(const RecipeSpec& s, SalientStorage storage, bool gptq) {
+std::unique_ptr<Recipe> partial_binary(const RecipeSpec& s, SalientStorage storage, calib::Solver solver) {
   if (s.bits != 1) {
     fail("make_recipe: '", s.name, "' binarizes (1 bit plus 10% salient weights at 8 bits); got bits = ", s.bits,
          " (use --bits 1)");
   }
   if (!(s.damp >= 0.0 && s.damp <= 10.0)) fail("make_recipe: damp must be in [0, 10], got ", s.damp);
-  return std::make_unique<PartialBinaryRecipe<Deferred>>(s.name, granularity_of(s), 0.1, storage, gptq, s.damp, s.kernel);
+  return std::make_unique<PartialBinaryRecipe<Deferred>>(s.name, granularity_of(s), 0.1, storage, solver, s.damp, s.kernel);
 }
 
 /// GPTVQ with one k-means codebook of D-vectors for the whole model, rows normalized by fp16
@@ -261,24 +276,13 @@ std::unique_ptr<Recipe> gptvq_kmeans(const RecipeSpec& s) {
 /// stream rotated (QuaRot's fold) so that wo and w2 are rotated on both sides (QuIP#'s
 /// incoherence processing where the model allows it, without fine-tuning).
 template <class Deferred = void>
-std::unique_ptr<Recipe> e8p_recipe(const RecipeSpec& s, bool rotate, bool fp32_targets) {
+std::unique_ptr<Recipe> e8p_recipe(const RecipeSpec& s, VQLayerOptions o) {
   if (s.bits != 2) fail("make_recipe: '", s.name, "' uses E8P, 2 bits per weight (16 bits per 8 weights); got bits = ", s.bits);
   if (!(s.damp >= 0.0 && s.damp <= 10.0)) fail("make_recipe: damp must be in [0, 10], got ", s.damp);
-  VQLayerOptions o;
-  o.rotate = rotate;
-  o.fp32_targets = fp32_targets;
   o.gptq.damp_fraction = s.damp;
   auto inner = std::make_unique<VQRecipe<E8P>>(s.name, E8P{}, VQGranularity{1}, o, false, s.kernel.threads);
-  if (!rotate) return inner;
+  if (!o.rotate) return inner;
   return std::make_unique<ResidualRotationRecipe<Deferred>>(std::move(inner), s.name);
-}
-
-inline calib::Recipe pipeline(bool rotate, bool awq, calib::Solver solver) {
-  calib::Recipe r;
-  r.rotate = rotate;
-  r.awq = awq;
-  r.solver = solver;
-  return r;
 }
 
 }  // namespace detail
@@ -288,37 +292,37 @@ template <class Deferred = void>
 [[nodiscard]] const std::vector<RecipeInfo>& recipes() {
   static const std::vector<RecipeInfo> list = {
       {"rtn", "uniform asymmetric round-to-nearest, min-max range (no calibration)",
-       [](const RecipeSpec& s) { return detail::uniform_rtn<Mode::Asymmetric>(s, false, false); }},
+       [](const RecipeSpec& s) { return detail::uniform_rtn<Mode::Asymmetric>(s, {}); }},
       {"rtn-sym", "uniform symmetric round-to-nearest (llama.cpp q4_0 rule)",
-       [](const RecipeSpec& s) { return detail::uniform_rtn<Mode::Symmetric>(s, false, false); }},
+       [](const RecipeSpec& s) { return detail::uniform_rtn<Mode::Symmetric>(s, {}); }},
       {"rtn-clip", "uniform asymmetric, per-group clip search + least-squares scale (no calibration)",
-       [](const RecipeSpec& s) { return detail::uniform_rtn<Mode::Asymmetric>(s, true, false); }},
+       [](const RecipeSpec& s) { return detail::uniform_rtn<Mode::Asymmetric>(s, {.fit = FitOptions::searched()}); }},
       {"rtn-imatrix", "uniform asymmetric, clip search weighted by the inputs' mean x^2 (llama.cpp imatrix)",
-       [](const RecipeSpec& s) { return detail::uniform_rtn<Mode::Asymmetric>(s, true, true); }},
+       [](const RecipeSpec& s) { return detail::uniform_rtn<Mode::Asymmetric>(s, {.fit = FitOptions::searched(), .imatrix = true}); }},
       {"gptq", "GPTQ: Hessian error feedback, lazy blocks of 128, 1% damping, min-max grid per group",
-       [](const RecipeSpec& s) { return detail::uniform_calibrated(s, detail::pipeline(false, false, calib::Solver::Gptq)); }},
+       [](const RecipeSpec& s) { return detail::uniform_calibrated(s, calib::Pipeline{.solver = calib::Solver::Gptq}); }},
       {"gptq-actorder", "GPTQ visiting columns by descending Hessian diagonal, static groups",
        [](const RecipeSpec& s) {
-         auto r = detail::pipeline(false, false, calib::Solver::Gptq);
+         auto r = calib::Pipeline{.solver = calib::Solver::Gptq};
          r.gptq.act_order = true;
          return detail::uniform_calibrated(s, r);
        }},
       {"gptq-clip", "GPTQ with a Hessian-weighted clip search for each group's range",
        [](const RecipeSpec& s) {
-         auto r = detail::pipeline(false, false, calib::Solver::Gptq);
+         auto r = calib::Pipeline{.solver = calib::Solver::Gptq};
          r.gptq.fit.clip_search = true;
          r.gptq.hessian_importance = true;
          return detail::uniform_calibrated(s, r);
        }},
       {"signround", "SignRound on the layer's Hessian objective: learned rounding offsets and clip, 200 signed-gradient steps",
        [](const RecipeSpec& s) {
-         auto r = detail::pipeline(false, false, calib::Solver::SignRound);
+         auto r = calib::Pipeline{.solver = calib::Solver::SignRound};
          r.signround.damp_fraction = s.damp;
          return detail::uniform_calibrated(s, r);
        }},
       {"signround-refine", "SignRound, then coordinate descent on the codes and least-squares group parameters",
        [](const RecipeSpec& s) {
-         auto r = detail::pipeline(false, false, calib::Solver::SignRound);
+         auto r = calib::Pipeline{.solver = calib::Solver::SignRound};
          r.signround.damp_fraction = s.damp;
          r.refine.sweeps = 8;
          r.refine.damp_fraction = s.damp;
@@ -326,7 +330,7 @@ template <class Deferred = void>
        }},
       {"gptq-refine", "gptq-clip, then coordinate descent on the codes and least-squares group parameters (QuantEase)",
        [](const RecipeSpec& s) {
-         auto r = detail::pipeline(false, false, calib::Solver::Gptq);
+         auto r = calib::Pipeline{.solver = calib::Solver::Gptq};
          r.gptq.fit.clip_search = true;
          r.gptq.hessian_importance = true;
          r.refine.sweeps = 8;
@@ -334,17 +338,17 @@ template <class Deferred = void>
          return detail::uniform_calibrated(s, r);
        }},
       {"hqq", "HQQ: calibration-free half-quadratic lp fit of each group's scale and zero (p = 0.7, 20 steps)",
-       [](const RecipeSpec& s) { return detail::uniform_calibrated(s, detail::pipeline(false, false, calib::Solver::Hqq)); }},
+       [](const RecipeSpec& s) { return detail::uniform_calibrated(s, calib::Pipeline{.solver = calib::Solver::Hqq}); }},
       {"hqq-refine", "HQQ's fit, then coordinate descent on the codes and group parameters on the layer's Hessian",
        [](const RecipeSpec& s) {
-         auto r = detail::pipeline(false, false, calib::Solver::Hqq);
+         auto r = calib::Pipeline{.solver = calib::Solver::Hqq};
          r.refine.sweeps = 8;
          r.refine.damp_fraction = s.damp;
          return detail::uniform_calibrated(s, r);
        }},
       {"gptaq-refine", "gptq-refine toward the unquantized model's outputs: ||X~ W^T - X W^T|| on the actual inputs (GPTAQ)",
        [](const RecipeSpec& s) {
-         auto r = detail::pipeline(false, false, calib::Solver::Gptq);
+         auto r = calib::Pipeline{.solver = calib::Solver::Gptq};
          r.fp32_targets = true;
          r.gptq.fit.clip_search = true;
          r.gptq.hessian_importance = true;
@@ -361,38 +365,38 @@ template <class Deferred = void>
          return detail::visit_packed_uniform_block<Mode::Asymmetric>(s, o);
        }},
       {"awq", "AWQ: activation-aware per-channel scales (grid over alpha) and clip search, then RTN",
-       [](const RecipeSpec& s) { return detail::uniform_calibrated(s, detail::pipeline(false, true, calib::Solver::Rtn)); }},
+       [](const RecipeSpec& s) { return detail::uniform_calibrated(s, calib::Pipeline{.awq = true, .solver = calib::Solver::Rtn}); }},
       {"awq-gptq", "AWQ scales and clipping, then GPTQ (QQQ's weight side)",
-       [](const RecipeSpec& s) { return detail::uniform_calibrated(s, detail::pipeline(false, true, calib::Solver::Gptq)); }},
+       [](const RecipeSpec& s) { return detail::uniform_calibrated(s, calib::Pipeline{.awq = true, .solver = calib::Solver::Gptq}); }},
       {"rotate-rtn", "randomized Hadamard rotation of the inputs (QuaRot / QuIP#), then RTN",
-       [](const RecipeSpec& s) { return detail::uniform_calibrated(s, detail::pipeline(true, false, calib::Solver::Rtn)); }},
+       [](const RecipeSpec& s) { return detail::uniform_calibrated(s, calib::Pipeline{.rotate = true, .solver = calib::Solver::Rtn}); }},
       {"rotate-gptq", "randomized Hadamard rotation, then GPTQ",
-       [](const RecipeSpec& s) { return detail::uniform_calibrated(s, detail::pipeline(true, false, calib::Solver::Gptq)); }},
+       [](const RecipeSpec& s) { return detail::uniform_calibrated(s, calib::Pipeline{.rotate = true, .solver = calib::Solver::Gptq}); }},
       {"rsq", "rotation, then AWQ scaling, then GPTQ (the RSQ composition)",
-       [](const RecipeSpec& s) { return detail::uniform_calibrated(s, detail::pipeline(true, true, calib::Solver::Gptq)); }},
+       [](const RecipeSpec& s) { return detail::uniform_calibrated(s, calib::Pipeline{.rotate = true, .awq = true, .solver = calib::Solver::Gptq}); }},
       {"gptq-lqer", "GPTQ plus a rank-4 correction of the activation-weighted error (LQER), its bits counted",
        [](const RecipeSpec& s) {
-         auto r = detail::pipeline(false, false, calib::Solver::Gptq);
+         auto r = calib::Pipeline{.solver = calib::Solver::Gptq};
          r.low_rank.rank = 4;
          return detail::uniform_calibrated(s, r);
        }},
       {"quarot-rtn", "residual stream rotated by a randomized Hadamard matrix, RMSNorm gains folded (QuaRot), then RTN",
        [](const RecipeSpec& s) {
-         return std::make_unique<detail::ResidualRotationRecipe<Deferred>>(detail::uniform_rtn<Mode::Asymmetric>(s, false, false), s.name);
+         return std::make_unique<detail::ResidualRotationRecipe<Deferred>>(detail::uniform_rtn<Mode::Asymmetric>(s, {}), s.name);
        }},
       {"quarot-gptq", "residual stream rotation (QuaRot), then GPTQ",
        [](const RecipeSpec& s) {
          return std::make_unique<detail::ResidualRotationRecipe<Deferred>>(
-             detail::uniform_calibrated(s, detail::pipeline(false, false, calib::Solver::Gptq)), s.name);
+             detail::uniform_calibrated(s, calib::Pipeline{.solver = calib::Solver::Gptq}), s.name);
        }},
       {"rtn-nf4", "NF4 levels (4-bit only) times an fp16 absmax scale per group, round-to-nearest (table kernels)",
-       [](const RecipeSpec& s) { return detail::table_rtn(s, "nf4"); }},
+       [](const RecipeSpec& s) { return detail::table_rtn(s, detail::TableFamily::NF4); }},
       {"gptq-nf4", "GPTQ with NF4 levels (4-bit only; table kernels)",
-       [](const RecipeSpec& s) { return detail::table_gptq(s, "nf4"); }},
+       [](const RecipeSpec& s) { return detail::table_gptq(s, detail::TableFamily::NF4); }},
       {"rtn-log2", "signed power-of-two levels times an fp16 scale per group, round-to-nearest (table kernels)",
-       [](const RecipeSpec& s) { return detail::table_rtn(s, "log2"); }},
+       [](const RecipeSpec& s) { return detail::table_rtn(s, detail::TableFamily::Log2); }},
       {"gptq-log2", "GPTQ with signed power-of-two levels (table kernels)",
-       [](const RecipeSpec& s) { return detail::table_gptq(s, "log2"); }},
+       [](const RecipeSpec& s) { return detail::table_gptq(s, detail::TableFamily::Log2); }},
       {"gptvq-kmeans2", "GPTVQ over 2-vectors, one k-means codebook (2^(2 bits) entries) for the whole model, fp16 row scales",
        [](const RecipeSpec& s) { return detail::gptvq_kmeans<2, Deferred>(s); }},
       {"gptvq-kmeans4", "GPTVQ over 4-vectors, one k-means codebook (2^(4 bits) entries) for the whole model, fp16 row scales",
@@ -400,19 +404,19 @@ template <class Deferred = void>
       {"gptvq-kmeans8", "GPTVQ over 8-vectors, one k-means codebook (2^(8 bits) entries) for the whole model, fp16 row scales",
        [](const RecipeSpec& s) { return detail::gptvq_kmeans<8, Deferred>(s); }},
       {"gptvq-e8p", "GPTVQ over 8 columns with QuIP#'s E8P lattice codebook (--bits 2), an fp16 scale per row",
-       [](const RecipeSpec& s) { return detail::e8p_recipe<Deferred>(s, false, false); }},
+       [](const RecipeSpec& s) { return detail::e8p_recipe<Deferred>(s, {}); }},
       {"gptaq-e8p", "gptvq-e8p toward the unquantized model's outputs (GPTAQ's asymmetric target, --bits 2)",
-       [](const RecipeSpec& s) { return detail::e8p_recipe<Deferred>(s, false, true); }},
+       [](const RecipeSpec& s) { return detail::e8p_recipe<Deferred>(s, {.fp32_targets = true}); }},
       {"quip", "QuIP# without fine-tuning: randomized Hadamard (inputs online, residual stream folded), E8P, BlockLDLQ over 8 columns (--bits 2)",
-       [](const RecipeSpec& s) { return detail::e8p_recipe<Deferred>(s, true, false); }},
+       [](const RecipeSpec& s) { return detail::e8p_recipe<Deferred>(s, {.rotate = true}); }},
       {"rtn-pb", "partial binarization (PB-LLM, --bits 1): 10% salient weights at 8 bits, the rest binary",
-       [](const RecipeSpec& s) { return detail::partial_binary(s, SalientStorage::SparseList, false); }},
+       [](const RecipeSpec& s) { return detail::partial_binary(s, SalientStorage::SparseList, calib::Solver::Rtn); }},
       {"gptq-pb", "partial binarization with GPTQ's error feedback over the binary part (PB-GPTQ, --bits 1)",
-       [](const RecipeSpec& s) { return detail::partial_binary(s, SalientStorage::SparseList, true); }},
+       [](const RecipeSpec& s) { return detail::partial_binary(s, SalientStorage::SparseList, calib::Solver::Gptq); }},
       {"rtn-pb-channel", "partial binarization with 10% salient input channels at 8 bits (a channel mask, --bits 1)",
-       [](const RecipeSpec& s) { return detail::partial_binary(s, SalientStorage::ChannelMask, false); }},
+       [](const RecipeSpec& s) { return detail::partial_binary(s, SalientStorage::ChannelMask, calib::Solver::Rtn); }},
       {"gptq-pb-channel", "salient input channels at 8 bits, GPTQ over the binary rest (--bits 1)",
-       [](const RecipeSpec& s) { return detail::partial_binary(s, SalientStorage::ChannelMask, true); }},
+       [](const RecipeSpec& s) { return detail::partial_binary(s, SalientStorage::ChannelMask, calib::Solver::Gptq); }},
   };
   return list;
 }

@@ -76,7 +76,7 @@ class RowScaledKernel {
 
 struct VQLayerOptions {
   bool rotate = false;  ///< randomized Hadamard on the inputs (online)
-  std::uint64_t rotation_seed = 0x51ed5eedULL;  ///< one rotation per input width, as calib::Recipe
+  std::uint64_t rotation_seed = 0x51ed5eedULL;  ///< one rotation per input width, as calib::Pipeline
   bool normalize_rows = false;  ///< fp16 per-row RMS scales (needed by a shared codebook)
   bool fp32_targets = false;    ///< GPTAQ: solve toward the unquantized model's outputs
   calib::GptqOptions gptq{};    ///< damping and block size of the GPTVQ sweep

@@ -12,8 +12,8 @@
 // ResidualBinary: two planes (BiLLM's residual approximation, DB-LLM's dual binarization):
 //   x - mu ~ alpha1 b1 + alpha2 b2,  b1 = sign(x - mu),  b2 = sign(x - mu - alpha1 b1)
 //   code = [b1 > 0] | [b2 > 0] << 1,  levels(code) = mu + alpha1 b1 + alpha2 b2.
-//   The greedy fit (alpha1 = mean |x - mu|, alpha2 = mean |residual|) is followed by
-//   refine_iterations rounds of: encode each value to its nearest level, then solve the 3x3
+//   The greedy fit (alpha1 = mean |x - mu|, alpha2 = mean |residual|) is the plain fit; it is
+//   followed by FitOptions::refine_iterations rounds of: encode each value to its nearest level, then solve the 3x3
 //   weighted least squares for (mu, alpha1, alpha2) given the planes; a round is kept only if
 //   the weighted error falls. The four levels are stored as fp16 (64 bits per group) and encode
 //   picks the nearest of them, so the planes stay a bit-plane decomposition when
@@ -24,6 +24,7 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <type_traits>
@@ -171,30 +172,25 @@ class ResidualBinary {
       sr += std::fabs(r);
     }
     const double a2 = sw > 0.0 ? swr / sw : sr / static_cast<double>(x.size());
-    Params best = make(mu, a1, a2);
-    double best_err = detail::weighted_sse(*this, best, x, importance);
-    for (int it = 0; it < opt.refine_iterations; ++it) {
-      // least squares for (mu, a1, a2) with the planes of the current codes
-      double A[3][3] = {}, b[3] = {};
-      for (std::size_t i = 0; i < x.size(); ++i) {
-        const auto c = encode(best, x[i]);
-        const double f[3] = {1.0, (c & 1) ? 1.0 : -1.0, (c & 2) ? 1.0 : -1.0};
-        const double w = detail::weight_at(importance, i);
-        for (int r = 0; r < 3; ++r) {
-          b[r] += w * f[r] * x[i];
-          for (int s = 0; s < 3; ++s) A[r][s] += w * f[r] * f[s];
-        }
-      }
-      double sol[3];
-      if (!solve3(A, b, sol)) break;
-      if (!(std::fabs(sol[2]) <= std::fabs(sol[1]))) break;  // keep plane 1 the coarse one
-      const Params p = make(sol[0], std::fabs(sol[1]), std::fabs(sol[2]));
-      const double err = detail::weighted_sse(*this, p, x, importance);
-      if (!(err < best_err)) break;
-      best_err = err;
-      best = p;
-    }
-    return best;
+    // refits: least squares for (mu, a1, a2) with the planes of the current codes
+    return detail::search_fit(
+        make(mu, a1, a2), opt, [&](const Params& p) { return detail::weighted_sse(*this, p, x, importance); },
+        detail::kNoGrid, [&](const Params& best) -> std::optional<Params> {
+          double A[3][3] = {}, b[3] = {};
+          for (std::size_t i = 0; i < x.size(); ++i) {
+            const auto c = encode(best, x[i]);
+            const double f[3] = {1.0, (c & 1) ? 1.0 : -1.0, (c & 2) ? 1.0 : -1.0};
+            const double w = detail::weight_at(importance, i);
+            for (int r = 0; r < 3; ++r) {
+              b[r] += w * f[r] * x[i];
+              for (int t = 0; t < 3; ++t) A[r][t] += w * f[r] * f[t];
+            }
+          }
+          double sol[3];
+          if (!solve3(A, b, sol)) return std::nullopt;
+          if (!(std::fabs(sol[2]) <= std::fabs(sol[1]))) return std::nullopt;  // keep plane 1 the coarse one
+          return make(sol[0], std::fabs(sol[1]), std::fabs(sol[2]));
+        });
   }
 
   [[nodiscard]] static DecodeTable table_levels(const Params& p) noexcept {

@@ -6,8 +6,8 @@
 //   FP4: the 16 values of E2M1 (code = sign:1 | exponent:2 | mantissa:1; exponent 0 is
 //        subnormal: 0 or 0.5; else (1 + m/2) * 2^(e-1)), so levels are +-{0, .5, 1, 1.5, 2, 3, 4, 6},
 //        s0 = absmax / 6. Codes 0 and 8 both decode to 0.
-//   With FitOptions::clip_search the scale is searched down to clip_min_ratio * s0, then refined
-//   by least squares (qtl/quant/scalar_fit.hpp).
+//   FitOptions::clip_search searches the scale down to clip_min_ratio * s0; refine_iterations
+//   refits it by least squares (qtl/quant/scalar_fit.hpp).
 //
 // Fitted tables (KMeansCodebook<Bits>): the 2^Bits levels minimize
 //   J = sum_i w_i (x_i - c_{a(i)})^2     (w_i = importance, e.g. the Hessian diagonal or the

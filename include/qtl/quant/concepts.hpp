@@ -18,17 +18,33 @@
 
 namespace qtl {
 
-/// Options every scalar `fit` understands.
+/// Options every scalar `fit` understands, with one meaning for every family. A fit runs the
+/// skeleton in qtl/quant/scalar_fit.hpp (detail::search_fit):
+///   1. the family's plain fit (min-max or absmax round-to-nearest, the TWN threshold search,
+///      ggml's reference bytes, ...): `FitOptions{}` returns it unchanged;
+///   2. with clip_search, the family's clip grid of shrunken ranges or scales, keeping any
+///      candidate with a lower importance-weighted squared error (the plain fit is the first
+///      candidate, so the search never increases the error);
+///   3. refine_iterations times: refit the group's parameters by weighted least squares for the
+///      codes the current best gives (a scale; scale and offset; or mean and plane scales), keep
+///      the refit only if the weighted error falls, else stop.
+/// Fits that are already least-squares optimal for their codes take neither option (Binary's
+/// mean |x|, the k-means tables, both ternary rules). ggml's k-quant
+/// super-blocks (q2_K..q6_K) store sub-block scales as integer codes of one super-block scale:
+/// their clip search refits each sub-block itself and refine_iterations is not used.
 struct FitOptions {
-  /// Search shrunken ranges r * [min, max] for r in a grid from 1 down to clip_min_ratio and
-  /// keep the one with the lowest importance-weighted squared error (llama.cpp's scale search,
-  /// AWQ's clip search). r = 1 is always tried, so the search never increases the error.
   bool clip_search = false;
   int clip_steps = 20;
   float clip_min_ratio = 0.5f;
-  /// With clip_search: after the grid, refit the scale for the chosen codes by weighted least
-  /// squares and re-encode, keeping each refit only if the weighted error falls.
-  int refine_iterations = 2;
+  int refine_iterations = 0;
+
+  /// The clip grid, then two least-squares refits (the "-clip" and "-imatrix" RTN recipes).
+  [[nodiscard]] static constexpr FitOptions searched() noexcept {
+    FitOptions o;
+    o.clip_search = true;
+    o.refine_iterations = 2;
+    return o;
+  }
 };
 
 template <class Q>

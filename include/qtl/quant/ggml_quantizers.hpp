@@ -140,65 +140,50 @@ class BlockQuantizer {
            x.size());
     }
     const Params reference = fit_reference(x, importance);
-    if (!opt.clip_search) return reference;
-    Params best = reference;
-    double best_err = qtl::detail::weighted_sse(*this, best, x, importance);
-    auto try_params = [&](const Params& p) {
-      const double err = qtl::detail::weighted_sse(*this, p, x, importance);
-      if (err < best_err) {
-        best_err = err;
-        best = p;
-      }
-    };
-    // a candidate, and the least-squares refit for the codes it gives
-    auto consider = [&](const std::optional<Params>& p) {
-      if (!p) return;
-      try_params(*p);
-      if (const auto refit = least_squares(*p, x, importance)) try_params(*refit);
-    };
-    const int steps = std::max(opt.clip_steps, 1);
-    auto ratio = [&](int i) {
-      return 1.0f - (1.0f - opt.clip_min_ratio) * static_cast<float>(i) / static_cast<float>(steps);
-    };
-    if constexpr (kAffine) {
-      float lo = x[0], hi = x[0];
-      for (float v : x) {
-        lo = std::min(lo, v);
-        hi = std::max(hi, v);
-      }
-      const float range = hi - lo;
-      if (range > 0.0f) {
-        const auto levels = static_cast<float>(kMaxCode);
-        // make_qkx3_quants' grid: steps of range / (nmax - 0.9 + 0.05 k) from the minimum
-        for (int k = 0; k <= 36; ++k) consider(affine_params(lo, range / (levels - 0.9f + 0.05f * static_cast<float>(k))));
-        for (int i = 1; i <= steps; ++i) {
-          const float cut = (1.0f - ratio(i)) * range;  // trimmed from the top, the bottom, or half each
-          for (const auto& [a, b] : {std::array<float, 2>{0.0f, cut}, std::array<float, 2>{cut, 0.0f},
-                                     std::array<float, 2>{0.5f * cut, 0.5f * cut}}) {
-            consider(affine_params(lo + a, (hi - b - (lo + a)) / levels));
+    const auto error = [&](const Params& p) { return qtl::detail::weighted_sse(*this, p, x, importance); };
+    // the clip grid: each candidate, and the least-squares refit for the codes it gives
+    const auto grid = [&](auto&& consider) {
+      auto candidate = [&](const std::optional<Params>& p) {
+        if (!p) return;
+        consider(*p);
+        if (const auto refit = least_squares(*p, x, importance)) consider(*refit);
+      };
+      const int steps = std::max(opt.clip_steps, 1);
+      auto ratio = [&](int i) {
+        return 1.0f - (1.0f - opt.clip_min_ratio) * static_cast<float>(i) / static_cast<float>(steps);
+      };
+      if constexpr (kAffine) {
+        float lo = x[0], hi = x[0];
+        for (float v : x) {
+          lo = std::min(lo, v);
+          hi = std::max(hi, v);
+        }
+        const float range = hi - lo;
+        if (range > 0.0f) {
+          const auto levels = static_cast<float>(kMaxCode);
+          // make_qkx3_quants' grid: steps of range / (nmax - 0.9 + 0.05 k) from the minimum
+          for (int k = 0; k <= 36; ++k) candidate(affine_params(lo, range / (levels - 0.9f + 0.05f * static_cast<float>(k))));
+          for (int i = 1; i <= steps; ++i) {
+            const float cut = (1.0f - ratio(i)) * range;  // trimmed from the top, the bottom, or half each
+            for (const auto& [a, b] : {std::array<float, 2>{0.0f, cut}, std::array<float, 2>{cut, 0.0f},
+                                       std::array<float, 2>{0.5f * cut, 0.5f * cut}}) {
+              candidate(affine_params(lo + a, (hi - b - (lo + a)) / levels));
+            }
+          }
+        }
+      } else {
+        const float d0 = reference.d;
+        if (d0 != 0.0f) {
+          candidate(reference);
+          for (int i = 1; i <= steps; ++i) candidate(scale_params(d0 * ratio(i)));
+          for (int k = 1; k <= 9; ++k) {  // up to 11% wider, as far as make_qx_quants looks for q4_0
+            candidate(scale_params(d0 * (1.0f + static_cast<float>(k) / 80.0f)));
           }
         }
       }
-    } else {
-      const float d0 = reference.d;
-      if (d0 != 0.0f) {
-        consider(reference);
-        for (int i = 1; i <= steps; ++i) consider(scale_params(d0 * ratio(i)));
-        for (int k = 1; k <= 9; ++k) {  // up to 11% wider, as far as make_qx_quants looks for q4_0
-          consider(scale_params(d0 * (1.0f + static_cast<float>(k) / 80.0f)));
-        }
-      }
-    }
-    // least-squares refits for the chosen codes
-    for (int it = 0; it < opt.refine_iterations; ++it) {
-      const auto p = least_squares(best, x, importance);
-      if (!p) break;
-      const double err = qtl::detail::weighted_sse(*this, *p, x, importance);
-      if (!(err < best_err)) break;
-      best_err = err;
-      best = *p;
-    }
-    return best;
+    };
+    return qtl::detail::search_fit(reference, opt, error, grid,
+                                   [&](const Params& best) { return least_squares(best, x, importance); });
   }
 
  private:
@@ -392,17 +377,11 @@ class TernaryQuantizer {
     best.d = qtl::detail::round_to_half(amax);
     if (!std::isfinite(best.d)) fail(where, ": the block's scale ", amax, " is too large for fp16 (max 65504)");
     best.id = amax != 0.0f ? 1.0f / amax : 0.0f;
-    if (!opt.clip_search || amax == 0.0f) return best;
-    double best_err = qtl::detail::weighted_sse(*this, best, x, importance);
-    auto try_scale = [&](double s) {
+    if (amax == 0.0f) return best;
+    auto scaled = [](double s) -> std::optional<Params> {  // a positive fp16 scale, encoded by 1/fp16(s)
       const float h = qtl::detail::round_to_half(static_cast<float>(s));
-      if (!(h > 0.0f) || !std::isfinite(h)) return false;
-      const Params p{h, 1.0f / h};
-      const double err = qtl::detail::weighted_sse(*this, p, x, importance);
-      if (!(err < best_err)) return false;
-      best_err = err;
-      best = p;
-      return true;
+      if (!(h > 0.0f) || !std::isfinite(h)) return std::nullopt;
+      return Params{h, 1.0f / h};
     };
     auto refit = [&](const Params& p) {  // s* = sum w x l / sum w l^2 for the codes p gives
       double num = 0.0, den = 0.0;
@@ -412,22 +391,23 @@ class TernaryQuantizer {
         num += w * x[i] * l;
         den += w * l * l;
       }
-      return den > 0.0 ? num / den : 0.0;
+      return scaled(den > 0.0 ? num / den : 0.0);
     };
-    const int steps = std::max(opt.clip_steps, 1);
-    // ternary weights want scales far below absmax: the grid goes down to clip_min_ratio^2
-    const float lowest = opt.clip_min_ratio * opt.clip_min_ratio;
-    for (int i = 1; i <= 2 * steps; ++i) {
-      const float r = 1.0f - (1.0f - lowest) * static_cast<float>(i) / static_cast<float>(2 * steps);
-      const Params p{qtl::detail::round_to_half(amax * r), 0.0f};
-      if (!(p.d > 0.0f)) continue;
-      try_scale(p.d);
-      try_scale(refit(Params{p.d, 1.0f / p.d}));
-    }
-    for (int it = 0; it < opt.refine_iterations; ++it) {
-      if (!try_scale(refit(best))) break;
-    }
-    return best;
+    return qtl::detail::search_fit(
+        best, opt, [&](const Params& p) { return qtl::detail::weighted_sse(*this, p, x, importance); },
+        [&](auto&& consider) {
+          const int steps = std::max(opt.clip_steps, 1);
+          // ternary weights want scales far below absmax: the grid goes down to clip_min_ratio^2
+          const float lowest = opt.clip_min_ratio * opt.clip_min_ratio;
+          for (int i = 1; i <= 2 * steps; ++i) {
+            const float r = 1.0f - (1.0f - lowest) * static_cast<float>(i) / static_cast<float>(2 * steps);
+            const auto p = scaled(amax * r);
+            if (!p) continue;
+            consider(*p);
+            if (const auto q = refit(*p)) consider(*q);
+          }
+        },
+        refit);
   }
 };
 

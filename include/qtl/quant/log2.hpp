@@ -109,8 +109,8 @@ class Log2 {
     return best;
   }
 
-  /// s0 = absmax; the optional search tries s in (absmax / base, absmax] (the log grid repeats
-  /// beyond that), then least-squares refinement (qtl/quant/scalar_fit.hpp).
+  /// s0 = absmax; clip_search tries s in (absmax / base, absmax] (the log grid repeats beyond
+  /// that), refine_iterations refits s by least squares (qtl/quant/scalar_fit.hpp).
   [[nodiscard]] Params fit(std::span<const float> x, std::span<const float> importance,
                            const FitOptions& opt = {}) const {
     detail::check_group(name(), x, importance);

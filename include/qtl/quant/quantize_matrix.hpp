@@ -64,6 +64,7 @@ template <ScalarQuantizer Q, class Fit>
     require_range(kWhere, "fit.clip_min_ratio", opt.fit.clip_min_ratio, 0.01f, 1.0f);
     require_range(kWhere, "fit.clip_steps", opt.fit.clip_steps, 1, 1000);
   }
+  require_range(kWhere, "fit.refine_iterations", opt.fit.refine_iterations, 0, 1000);
 
   QuantizedMatrix<Q> out;
   out.quantizer = q;

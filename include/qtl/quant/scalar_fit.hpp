@@ -1,11 +1,11 @@
-// qtl/quant/scalar_fit.hpp — what the non-uniform scalar families (log2, codebooks, binary,
-// ternary) share: input checks of fit(), weighted error, and the fit of one scale over a fixed
-// level table.
+// qtl/quant/scalar_fit.hpp — what the scalar families share: the fit skeleton that gives
+// FitOptions its one meaning (search_fit), input checks of fit(), weighted error, and the fit of
+// one scale over a fixed level table.
 //
 // A "scaled-table" quantizer decodes  x_hat = s * level[code]  with s an fp16 value and a level
 // table that is fixed for the quantizer (log2 levels, NF4, FP4 E2M1, power grid, {-1,0,1}). For
 // such a quantizer the only fitted parameter is s:
-//   1. s0 = the quantizer's starting scale (absmax / largest level), rounded to fp16;
+//   1. s0 = the quantizer's starting scale (absmax / largest level), rounded to fp16 (the plain fit);
 //   2. with FitOptions::clip_search, try s = s0 * r for r on a grid from 1 down to the ratio the
 //      family asks for (clip_min_ratio, or 1/base for the log grids, whose levels repeat under a
 //      change of scale by the base), keeping the lowest weighted squared error (r = 1 is tried,
@@ -19,6 +19,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <span>
 #include <string_view>
 
@@ -27,6 +28,37 @@
 #include "qtl/quant/concepts.hpp"
 
 namespace qtl::detail {
+
+/// The skeleton of every scalar fit (FitOptions' meaning, qtl/quant/concepts.hpp):
+///   start                 the family's plain fit, returned as is without clip_search and refits;
+///   grid(consider)        with clip_search, calls consider(p) for each clip-grid candidate;
+///                         consider keeps p when error(p) is lower and returns whether it did;
+///   refit(best)           std::optional<Params>: the least-squares parameters for the codes
+///                         `best` gives (nullopt when there are none), tried refine_iterations
+///                         times, stopping at the first that does not lower the error.
+template <class Params, class Error, class Grid, class Refit>
+[[nodiscard]] Params search_fit(const Params& start, const FitOptions& opt, Error&& error, Grid&& grid,
+                                Refit&& refit) {
+  if (!opt.clip_search && opt.refine_iterations <= 0) return start;
+  Params best = start;
+  double best_err = error(start);
+  auto consider = [&](const Params& p) {
+    const double err = error(p);
+    if (!(err < best_err)) return false;
+    best_err = err;
+    best = p;
+    return true;
+  };
+  if (opt.clip_search) grid(consider);
+  for (int it = 0; it < opt.refine_iterations; ++it) {
+    const std::optional<Params> p = refit(best);
+    if (!p || !consider(*p)) break;
+  }
+  return best;
+}
+
+/// A grid for search_fit that proposes nothing (families without a clip grid).
+inline constexpr auto kNoGrid = [](auto&&) {};
 
 /// Checks a group handed to fit(): non-empty, finite values, importance empty or one finite
 /// weight >= 0 per value.
@@ -96,45 +128,40 @@ template <class Q>
                                                  std::span<const float> importance,
                                                  const FitOptions& opt, float s0,
                                                  float min_ratio) {
+  using Params = typename Q::Params;
   constexpr std::string_view kWhere = "fit";
-  typename Q::Params best{};
-  best.scale = fp16_scale(kWhere, s0);
-  if (!(s0 > 0.0f)) return best;
-  if (!opt.clip_search && opt.refine_iterations <= 0) return best;
-  double best_err = weighted_sse(q, best, x, importance);
-  if (opt.clip_search) {
-    const int steps = std::max(opt.clip_steps, 1);
-    for (int i = 1; i <= steps; ++i) {
-      const float r = 1.0f - (1.0f - min_ratio) * static_cast<float>(i) / static_cast<float>(steps);
-      typename Q::Params p{};
-      p.scale = fp16_scale(kWhere, s0 * r);
-      const double err = weighted_sse(q, p, x, importance);
-      if (err < best_err) {
-        best_err = err;
-        best = p;
-      }
-    }
-  }
-  for (int it = 0; it < opt.refine_iterations; ++it) {
-    double num = 0.0, den = 0.0;
-    for (std::size_t i = 0; i < x.size(); ++i) {
-      const double l = q.level(q.encode(best, x[i]));
-      const double w = weight_at(importance, i);
-      num += w * x[i] * l;
-      den += w * l * l;
-    }
-    if (!(den > 0.0)) break;
-    const double s = num / den;
-    if (!(s > 0.0) || !std::isfinite(s)) break;
-    typename Q::Params p{};
-    p.scale = round_to_half(static_cast<float>(s));
-    if (!(p.scale > 0.0f) || !std::isfinite(p.scale)) break;
-    const double err = weighted_sse(q, p, x, importance);
-    if (!(err < best_err)) break;
-    best_err = err;
-    best = p;
-  }
-  return best;
+  Params start{};
+  start.scale = fp16_scale(kWhere, s0);
+  if (!(s0 > 0.0f)) return start;
+  auto scaled = [](float s) {
+    Params p{};
+    p.scale = s;
+    return p;
+  };
+  return search_fit(
+      start, opt, [&](const Params& p) { return weighted_sse(q, p, x, importance); },
+      [&](auto&& consider) {
+        const int steps = std::max(opt.clip_steps, 1);
+        for (int i = 1; i <= steps; ++i) {
+          const float r = 1.0f - (1.0f - min_ratio) * static_cast<float>(i) / static_cast<float>(steps);
+          consider(scaled(fp16_scale(kWhere, s0 * r)));
+        }
+      },
+      [&](const Params& best) -> std::optional<Params> {
+        double num = 0.0, den = 0.0;
+        for (std::size_t i = 0; i < x.size(); ++i) {
+          const double l = q.level(q.encode(best, x[i]));
+          const double w = weight_at(importance, i);
+          num += w * x[i] * l;
+          den += w * l * l;
+        }
+        if (!(den > 0.0)) return std::nullopt;
+        const double s = num / den;
+        if (!(s > 0.0) || !std::isfinite(s)) return std::nullopt;
+        const float h = round_to_half(static_cast<float>(s));
+        if (!(h > 0.0f) || !std::isfinite(h)) return std::nullopt;
+        return scaled(h);
+      });
 }
 
 /// max_i |x_i|.

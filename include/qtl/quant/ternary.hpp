@@ -12,10 +12,9 @@
 //               the best support of each size is the |x|-largest values, so sorting by |x| and
 //               scanning every prefix finds the optimal (threshold, alpha) pair exactly (TWN's
 //               threshold search, solved exactly rather than with its 0.7 mean |x| rule).
-//               Then refine_iterations rounds of re-encoding to the nearest level and refitting
-//               alpha on the support. The absmean solution is evaluated too and the better of
-//               the two (after fp16 rounding) is returned, so this rule is never worse than
-//               AbsMean on the same group.
+//               The absmean solution is evaluated too and the better of the two (after fp16
+//               rounding) is returned, so this rule is never worse than AbsMean on the same group.
+// Both fits are least-squares optimal for their rule, so FitOptions do not apply to them.
 #pragma once
 
 #include <algorithm>
@@ -66,11 +65,11 @@ class Ternary {
   }
 
   [[nodiscard]] Params fit(std::span<const float> x, std::span<const float> importance,
-                           const FitOptions& opt = {}) const {
+                           const FitOptions& = {}) const {
     detail::check_group(name(), x, importance);
     const Params absmean = fit_absmean(x, importance);
     if (rule_ == TernaryRule::AbsMean) return absmean;
-    return fit_mse(x, importance, opt, absmean);
+    return fit_mse(x, importance, absmean);
   }
 
   [[nodiscard]] static DecodeTable shared_table() noexcept { return DecodeTable{-1.0f, 0.0f, 1.0f, 0.0f}; }
@@ -91,8 +90,7 @@ class Ternary {
     return to_params(sw > 0.0 ? swa / sw : sa / static_cast<double>(x.size()));
   }
 
-  [[nodiscard]] Params fit_mse(std::span<const float> x, std::span<const float> w,
-                               const FitOptions& opt, const Params& absmean) const {
+  [[nodiscard]] Params fit_mse(std::span<const float> x, std::span<const float> w, const Params& absmean) const {
     std::vector<std::size_t> order(x.size());
     std::iota(order.begin(), order.end(), std::size_t{0});
     std::sort(order.begin(), order.end(),
@@ -109,23 +107,8 @@ class Ternary {
         best_alpha = A / B;
       }
     }
-    Params best = to_params(best_alpha);
-    double best_err = detail::weighted_sse(*this, best, x, w);
-    for (int it = 0; it < opt.refine_iterations; ++it) {
-      double a = 0.0, b = 0.0;
-      for (std::size_t i = 0; i < x.size(); ++i) {
-        if (encode(best, x[i]) == 1) continue;
-        a += detail::weight_at(w, i) * std::fabs(x[i]);
-        b += detail::weight_at(w, i);
-      }
-      if (!(b > 0.0)) break;
-      const Params p = to_params(a / b);
-      const double err = detail::weighted_sse(*this, p, x, w);
-      if (!(err < best_err)) break;
-      best_err = err;
-      best = p;
-    }
-    if (detail::weighted_sse(*this, absmean, x, w) <= best_err) return absmean;
+    const Params best = to_params(best_alpha);
+    if (detail::weighted_sse(*this, absmean, x, w) <= detail::weighted_sse(*this, best, x, w)) return absmean;
     return best;
   }
 

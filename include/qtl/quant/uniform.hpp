@@ -17,12 +17,14 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <span>
 #include <string>
 
 #include "qtl/core/error.hpp"
 #include "qtl/detail/fp16.hpp"
 #include "qtl/quant/concepts.hpp"
+#include "qtl/quant/scalar_fit.hpp"
 
 namespace qtl {
 
@@ -80,7 +82,7 @@ class Uniform {
   }
 
   /// Fits one group. `importance` is empty (all ones) or one non-negative weight per value.
-  /// Without options this is plain min-max RTN.
+  /// Without options this is plain min-max RTN; FitOptions as in qtl/quant/concepts.hpp.
   [[nodiscard]] Params fit(std::span<const float> x, std::span<const float> importance,
                            const FitOptions& opt = {}) const {
     if (x.empty()) fail(name(), ": cannot fit an empty group");
@@ -92,43 +94,34 @@ class Uniform {
       lo = std::min(lo, v);
       hi = std::max(hi, v);
     }
-    Params best = params_for_range(lo, hi);
-    if (!opt.clip_search) return best;
-    double best_err = weighted_error(best, x, importance);
-    {
-      const int steps = std::max(opt.clip_steps, 1);
-      for (int i = 1; i <= steps; ++i) {
-        const float r = 1.0f - (1.0f - opt.clip_min_ratio) * static_cast<float>(i) /
-                                   static_cast<float>(steps);
-        const Params p = params_for_range(r * lo, r * hi);
-        const double err = weighted_error(p, x, importance);
-        if (err < best_err) {
-          best_err = err;
-          best = p;
-        }
-      }
-    }
-    // Least-squares scale for fixed codes: s* = sum w x (q - z) / sum w (q - z)^2.
-    for (int it = 0; it < opt.refine_iterations; ++it) {
-      double num = 0.0, den = 0.0;
-      for (std::size_t i = 0; i < x.size(); ++i) {
-        const double w = importance.empty() ? 1.0 : importance[i];
-        const double d = static_cast<double>(encode(best, x[i])) - best.zero;
-        num += w * x[i] * d;
-        den += w * d * d;
-      }
-      if (den <= 0.0) break;
-      Params p = best;
-      const auto s = static_cast<float>(num / den);
-      if (!(std::fabs(s) > 0.0f) || !std::isfinite(s)) break;
-      p.scale = detail::round_to_half(s);
-      if (p.scale == 0.0f || !std::isfinite(p.scale)) break;
-      const double err = weighted_error(p, x, importance);
-      if (!(err < best_err)) break;
-      best_err = err;
-      best = p;
-    }
-    return best;
+    // qtl/quant/scalar_fit.hpp's skeleton: min-max, the clip grid r * [lo, hi], then the
+    // least-squares scale for fixed codes, s* = sum w x (q - z) / sum w (q - z)^2.
+    return detail::search_fit(
+        params_for_range(lo, hi), opt, [&](const Params& p) { return weighted_error(p, x, importance); },
+        [&](auto&& consider) {
+          const int steps = std::max(opt.clip_steps, 1);
+          for (int i = 1; i <= steps; ++i) {
+            const float r = 1.0f - (1.0f - opt.clip_min_ratio) * static_cast<float>(i) /
+                                       static_cast<float>(steps);
+            consider(params_for_range(r * lo, r * hi));
+          }
+        },
+        [&](const Params& best) -> std::optional<Params> {
+          double num = 0.0, den = 0.0;
+          for (std::size_t i = 0; i < x.size(); ++i) {
+            const double w = importance.empty() ? 1.0 : importance[i];
+            const double d = static_cast<double>(encode(best, x[i])) - best.zero;
+            num += w * x[i] * d;
+            den += w * d * d;
+          }
+          if (den <= 0.0) return std::nullopt;
+          Params p = best;
+          const auto s = static_cast<float>(num / den);
+          if (!(std::fabs(s) > 0.0f) || !std::isfinite(s)) return std::nullopt;
+          p.scale = detail::round_to_half(s);
+          if (p.scale == 0.0f || !std::isfinite(p.scale)) return std::nullopt;
+          return p;
+        });
   }
 
   /// sum_i w_i (x_i - decode(encode(x_i)))^2 with w = 1 when importance is empty.

@@ -13,7 +13,6 @@ extern "C" int reference_rtn_uniform4_gemv(const float* w, std::size_t rows, std
   try {
     const auto wm = Eigen::Map<const qtl::RowMatrixXf>(w, static_cast<qtl::Index>(rows), static_cast<qtl::Index>(cols));
     qtl::QuantizeOptions qo;
-    qo.fit = qtl::FitOptions{.clip_search = false, .clip_steps = 20, .clip_min_ratio = 0.5f, .refine_iterations = 0};
     const auto q = qtl::quantize_matrix(qtl::Uniform<4>{}, qtl::PerGroup{32}, wm, qo);
     const qtl::kernel::UniformKernelMatrix k(qtl::pack(q), qtl::kernel::ActivationMode::Fp32);
     k.gemv(x, y, 1);
