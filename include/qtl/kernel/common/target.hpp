@@ -13,6 +13,10 @@
 //   QTL_TARGET_AVX512        AVX-512 F/BW/VL/DQ (Skylake-SP and later, Zen 4)
 //   QTL_TARGET_AVX512VNNI    the same with VNNI (vpdpbusd)
 //   QTL_TARGET_AVX512VBMI    the same with VBMI (vpermb)
+//
+// QTL_KERNEL_INLINE marks the small helpers of the kernels (loads, lookups, one step of a
+// loop): they must be inlined into their target-attributed caller, whose target must include
+// theirs (GCC and Clang refuse to inline a function with more ISA features than its caller).
 #pragma once
 
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
@@ -25,4 +29,7 @@
   __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
 #define QTL_TARGET_AVX512VBMI \
   __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi")))
+#ifndef QTL_KERNEL_INLINE
+#define QTL_KERNEL_INLINE inline __attribute__((always_inline))
+#endif
 #endif

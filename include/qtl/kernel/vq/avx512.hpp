@@ -20,6 +20,10 @@
 // byte planes so that the result stays exact. For GEMM one loaded index vector feeds the
 // lookups of up to 4 tokens.
 //
+// The gathers, the Decode strategy and the table building are the loops of
+// qtl/kernel/vq/simd_body.inc, which the AVX2 path compiles for ymm; the in-register lookups,
+// the byte planes and the E8P byte decoder are this path's own.
+//
 // The functions carry target attributes (see qtl/kernel/common/cpu_features.hpp): they compile in any
 // translation unit and must only be called when path_supported(KernelPath::Avx512) says so
 // (and the VBMI functions only when vq_cpu_has_vbmi() too).
@@ -45,35 +49,8 @@
 namespace qtl::kernel {
 namespace detail_vq_avx512 {
 
-template <class I>
-QTL_TARGET_AVX512 inline __attribute__((always_inline)) __m512i load_idx(const I* p) noexcept {
-  if constexpr (std::is_same_v<I, std::uint8_t>) {
-    return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  } else {
-    return _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-  }
-}
-
-template <class I>
-inline const I* indices(const VQKernelView& w) noexcept {
-  if constexpr (std::is_same_v<I, std::uint8_t>) {
-    return w.idx8;
-  } else {
-    return w.idx16;
-  }
-}
-
-template <int NT>
-QTL_TARGET_AVX512 inline __attribute__((always_inline)) void finish(const VQChunkTask& k, std::ptrdiff_t u,
-                                                                         const __m512* a0, const __m512* a1) noexcept {
-  #pragma GCC unroll 16
-  for (int n = 0; n < NT; ++n) {
-    float* p = k.acc + (u / 4 * kVQMaxTokens + n) * kVQTileRows + u % 4 * 16;
-    __m512 s = _mm512_add_ps(a0[n], a1[n]);
-    if (!k.first) s = _mm512_add_ps(_mm512_loadu_ps(p), s);
-    _mm512_storeu_ps(p, s);
-  }
-}
+#define QTL_VQ_WIDTH 512
+#include "qtl/kernel/vq/simd_body.inc"  // undefines QTL_VQ_WIDTH
 
 /// Entry v of the table row L (Kp = max(2^Bits, 16) floats) in every lane, from registers:
 /// one vpermps (Bits <= 4) or 2^(Bits-5) vpermi2ps over 32-entry slices, then a blend tree on
@@ -101,150 +78,48 @@ QTL_TARGET_AVX512 inline __attribute__((always_inline)) __m512 lookup(const floa
   }
 }
 
-/// Table lookups with 8-bit or narrower indices: tiles whose 16 rows share one set use
-/// lookup<Bits> (one table row for all lanes), tiles straddling sets use the gathers.
+/// Table lookups with 8-bit or narrower indices: row groups whose 16 rows share one set use
+/// lookup<Bits> (one table row for all lanes), groups straddling sets use the gathers.
 template <int NT, int Bits>
 QTL_TARGET_AVX512 void tiles_table_perm(const VQKernelView& w, const VQChunkTask& k, std::ptrdiff_t t0,
-                                           std::ptrdiff_t t1) noexcept {
+                                        std::ptrdiff_t t1) noexcept {
   const std::ptrdiff_t len = w.chunk_len(k.c), Kp = w.Kp;
   const std::uint8_t* idx = w.idx8 + w.chunk_offset(k.c);
-  const __m512i set_stride = _mm512_set1_epi32(static_cast<int>(len * Kp));
-  const __m512i s0 = _mm512_set1_epi32(static_cast<int>(k.s0));
-  for (std::ptrdiff_t u = t0 * 4; u < t1 * 4; ++u) {
-    const std::uint8_t* ip = idx + u / 4 * len * kVQTileRows + u % 4 * 16;
-    const std::int32_t* ls = w.lane_set + u * 16;
-    __m512 a0[NT], a1[NT];
-    #pragma GCC unroll 16
-    for (int n = 0; n < NT; ++n) a0[n] = a1[n] = _mm512_setzero_ps();
-    if (ls[0] == ls[15]) {
+  for (std::ptrdiff_t t = t0; t < t1; ++t) {
+    for (int h = 0; h < kGroups; ++h) {
+      const std::uint8_t* ip = idx + t * len * kVQTileRows + kLanes * h;
+      const std::int32_t* ls = w.lane_set + t * kVQTileRows + kLanes * h;
+      __m512 a0[NT], a1[NT];
+      #pragma GCC unroll 16
+      for (int n = 0; n < NT; ++n) a0[n] = a1[n] = _mm512_setzero_ps();
       const float* tab[NT];
-      #pragma GCC unroll 16
-      for (int n = 0; n < NT; ++n) tab[n] = k.table + (n * k.nsets + ls[0] - k.s0) * len * Kp;
-      std::ptrdiff_t jj = 0;
-      for (; jj + 1 < len; jj += 2) {
-        if (u % 4 == 0) prefetch_stream<2>(ip + jj * kVQTileRows);
-        const __m512i v0 = load_idx(ip + jj * kVQTileRows);
-        const __m512i v1 = load_idx(ip + (jj + 1) * kVQTileRows);
+      if (ls[0] == ls[kLanes - 1]) {
         #pragma GCC unroll 16
-        for (int n = 0; n < NT; ++n) {
-          a0[n] = _mm512_add_ps(a0[n], lookup<Bits>(tab[n] + jj * Kp, v0));
-          a1[n] = _mm512_add_ps(a1[n], lookup<Bits>(tab[n] + (jj + 1) * Kp, v1));
+        for (int n = 0; n < NT; ++n) tab[n] = k.table + (n * k.nsets + ls[0] - k.s0) * len * Kp;
+        std::ptrdiff_t jj = 0;
+        for (; jj + 1 < len; jj += 2) {
+          if (h == 0) prefetch_stream<2>(ip + jj * kVQTileRows);
+          const __m512i v0 = load_idx(ip + jj * kVQTileRows);
+          const __m512i v1 = load_idx(ip + (jj + 1) * kVQTileRows);
+          #pragma GCC unroll 16
+          for (int n = 0; n < NT; ++n) {
+            a0[n] = _mm512_add_ps(a0[n], lookup<Bits>(tab[n] + jj * Kp, v0));
+            a1[n] = _mm512_add_ps(a1[n], lookup<Bits>(tab[n] + (jj + 1) * Kp, v1));
+          }
         }
-      }
-      if (jj < len) {
-        const __m512i v0 = load_idx(ip + jj * kVQTileRows);
-        #pragma GCC unroll 16
-        for (int n = 0; n < NT; ++n) a0[n] = _mm512_add_ps(a0[n], lookup<Bits>(tab[n] + jj * Kp, v0));
-      }
-    } else {
-      const float* tab[NT];
-      #pragma GCC unroll 16
-      for (int n = 0; n < NT; ++n) tab[n] = k.table + n * k.nsets * len * Kp;
-      const __m512i off = _mm512_mullo_epi32(_mm512_sub_epi32(_mm512_loadu_si512(ls), s0), set_stride);
-      std::ptrdiff_t jj = 0;
-      for (; jj + 1 < len; jj += 2) {
-        const __m512i v0 = _mm512_add_epi32(load_idx(ip + jj * kVQTileRows), off);
-        const __m512i v1 = _mm512_add_epi32(load_idx(ip + (jj + 1) * kVQTileRows), off);
-        #pragma GCC unroll 16
-        for (int n = 0; n < NT; ++n) {
-          a0[n] = _mm512_add_ps(a0[n], _mm512_i32gather_ps(v0, tab[n] + jj * Kp, 4));
-          a1[n] = _mm512_add_ps(a1[n], _mm512_i32gather_ps(v1, tab[n] + (jj + 1) * Kp, 4));
+        if (jj < len) {
+          const __m512i v0 = load_idx(ip + jj * kVQTileRows);
+          #pragma GCC unroll 16
+          for (int n = 0; n < NT; ++n) a0[n] = _mm512_add_ps(a0[n], lookup<Bits>(tab[n] + jj * Kp, v0));
         }
-      }
-      if (jj < len) {
-        const __m512i v0 = _mm512_add_epi32(load_idx(ip + jj * kVQTileRows), off);
+      } else {
         #pragma GCC unroll 16
-        for (int n = 0; n < NT; ++n) a0[n] = _mm512_add_ps(a0[n], _mm512_i32gather_ps(v0, tab[n] + jj * Kp, 4));
+        for (int n = 0; n < NT; ++n) tab[n] = k.table + n * k.nsets * len * Kp;
+        gather_lookups<NT>(ip, len, Kp, set_offsets(ls, static_cast<std::int32_t>(k.s0), static_cast<int>(len * Kp)),
+                           tab, a0, a1);
       }
+      finish<NT>(k, t, h, a0, a1);
     }
-    finish<NT>(k, u, a0, a1);
-  }
-}
-
-template <int NT, class I>
-QTL_TARGET_AVX512 void tiles_table(const VQKernelView& w, const VQChunkTask& k, std::ptrdiff_t t0,
-                                      std::ptrdiff_t t1) noexcept {
-  const std::ptrdiff_t len = w.chunk_len(k.c), Kp = w.Kp;
-  const I* idx = indices<I>(w) + w.chunk_offset(k.c);
-  const __m512i set_stride = _mm512_set1_epi32(static_cast<int>(len * Kp));
-  const __m512i s0 = _mm512_set1_epi32(static_cast<int>(k.s0));
-  const float* tab[NT];
-  #pragma GCC unroll 16
-  for (int n = 0; n < NT; ++n) tab[n] = k.table + n * k.nsets * len * Kp;
-  for (std::ptrdiff_t u = t0 * 4; u < t1 * 4; ++u) {
-    const I* ip = idx + u / 4 * len * kVQTileRows + u % 4 * 16;
-    const __m512i off = _mm512_mullo_epi32(_mm512_sub_epi32(_mm512_loadu_si512(w.lane_set + u * 16), s0), set_stride);
-    __m512 a0[NT], a1[NT];
-    #pragma GCC unroll 16
-    for (int n = 0; n < NT; ++n) a0[n] = a1[n] = _mm512_setzero_ps();
-    std::ptrdiff_t jj = 0;
-    for (; jj + 1 < len; jj += 2) {
-      const __m512i v0 = _mm512_add_epi32(load_idx(ip + jj * kVQTileRows), off);
-      const __m512i v1 = _mm512_add_epi32(load_idx(ip + (jj + 1) * kVQTileRows), off);
-      #pragma GCC unroll 16
-      for (int n = 0; n < NT; ++n) {
-        a0[n] = _mm512_add_ps(a0[n], _mm512_i32gather_ps(v0, tab[n] + jj * Kp, 4));
-        a1[n] = _mm512_add_ps(a1[n], _mm512_i32gather_ps(v1, tab[n] + (jj + 1) * Kp, 4));
-      }
-    }
-    if (jj < len) {
-      const __m512i v0 = _mm512_add_epi32(load_idx(ip + jj * kVQTileRows), off);
-      #pragma GCC unroll 16
-      for (int n = 0; n < NT; ++n) a0[n] = _mm512_add_ps(a0[n], _mm512_i32gather_ps(v0, tab[n] + jj * Kp, 4));
-    }
-    finish<NT>(k, u, a0, a1);
-  }
-}
-
-template <int NT, int D, int kShift, class I>
-QTL_TARGET_AVX512 inline __attribute__((always_inline)) void decode_step(const I* ip, std::ptrdiff_t jj, __m512i off,
-                                                                              const float* cb, const float* const* xs,
-                                                                              __m512* acc) noexcept {
-  const __m512i v = _mm512_add_epi32(_mm512_slli_epi32(load_idx(ip + jj * kVQTileRows), kShift), off);
-  #pragma GCC unroll 16
-  for (int d = 0; d < D; ++d) {
-    const __m512 c = _mm512_i32gather_ps(v, cb + d, 4);
-    #pragma GCC unroll 16
-    for (int n = 0; n < NT; ++n) acc[n] = _mm512_fmadd_ps(c, _mm512_set1_ps(xs[n][jj * D + d]), acc[n]);
-  }
-}
-
-template <int NT, int D, class I>
-QTL_TARGET_AVX512 void tiles_decode(const VQKernelView& w, const VQChunkTask& k, std::ptrdiff_t t0,
-                                       std::ptrdiff_t t1) noexcept {
-  constexpr int kShift = D == 2 ? 1 : D == 4 ? 2 : 3;
-  const std::ptrdiff_t len = w.chunk_len(k.c);
-  const I* idx = indices<I>(w) + w.chunk_offset(k.c);
-  const __m512i set_stride = _mm512_set1_epi32(static_cast<int>(w.K * D));
-  const float* xs[NT];
-  #pragma GCC unroll 16
-  for (int n = 0; n < NT; ++n) xs[n] = k.x + n * k.ldx + k.c * w.chunk * D;
-  for (std::ptrdiff_t u = t0 * 4; u < t1 * 4; ++u) {
-    const I* ip = idx + u / 4 * len * kVQTileRows + u % 4 * 16;
-    const std::int32_t set0 = w.lane_set[u * 16];
-    const __m512i off = _mm512_mullo_epi32(
-        _mm512_sub_epi32(_mm512_loadu_si512(w.lane_set + u * 16), _mm512_set1_epi32(set0)), set_stride);
-    const float* cb = w.cb + set0 * w.K * D;
-    __m512 a0[NT], a1[NT];
-    #pragma GCC unroll 16
-    for (int n = 0; n < NT; ++n) a0[n] = a1[n] = _mm512_setzero_ps();
-    std::ptrdiff_t jj = 0;
-    for (; jj + 1 < len; jj += 2) {
-      decode_step<NT, D, kShift>(ip, jj, off, cb, xs, a0);
-      decode_step<NT, D, kShift>(ip, jj + 1, off, cb, xs, a1);
-    }
-    if (jj < len) decode_step<NT, D, kShift>(ip, jj, off, cb, xs, a0);
-    finish<NT>(k, u, a0, a1);
-  }
-}
-
-template <class F>
-inline void with_tokens(int nt, F&& f) {
-  switch (nt) {
-    case 1: f(std::integral_constant<int, 1>{}); break;
-    case 2: f(std::integral_constant<int, 2>{}); break;
-    case 3: f(std::integral_constant<int, 3>{}); break;
-    default: f(std::integral_constant<int, 4>{}); break;
   }
 }
 
@@ -252,21 +127,7 @@ inline void with_tokens(int nt, F&& f) {
 
 /// Lookup tables of chunk k.c (see vq_build_table_portable), 16 entries per instruction.
 QTL_TARGET_AVX512 inline void vq_build_table_avx512(const VQKernelView& w, const VQChunkTask& k, float* table) noexcept {
-  const std::ptrdiff_t len = w.chunk_len(k.c), Kp = w.Kp, D = w.dim;
-  for (int n = 0; n < k.nt; ++n) {
-    for (std::ptrdiff_t s = 0; s < k.nsets; ++s) {
-      const float* cbt = w.cbt + (k.s0 + s) * D * Kp;
-      for (std::ptrdiff_t jj = 0; jj < len; ++jj) {
-        const float* xs = k.x + n * k.ldx + (k.c * w.chunk + jj) * D;
-        float* out = table + ((n * k.nsets + s) * len + jj) * Kp;
-        for (std::ptrdiff_t e = 0; e < Kp; e += 16) {
-          __m512 v = _mm512_mul_ps(_mm512_loadu_ps(cbt + e), _mm512_set1_ps(xs[0]));
-          for (std::ptrdiff_t d = 1; d < D; ++d) v = _mm512_fmadd_ps(_mm512_loadu_ps(cbt + d * Kp + e), _mm512_set1_ps(xs[d]), v);
-          _mm512_storeu_ps(out + e, v);
-        }
-      }
-    }
-  }
+  detail_vq_avx512::build_table(w, k, table);
 }
 
 inline void vq_tiles_table_avx512(const VQKernelView& w, const VQChunkTask& k, std::ptrdiff_t t0, std::ptrdiff_t t1) noexcept {
@@ -284,23 +145,9 @@ inline void vq_tiles_table_avx512(const VQKernelView& w, const VQChunkTask& k, s
   });
 }
 
+/// Decode strategy (see vq_tiles_decode_portable).
 inline void vq_tiles_decode_avx512(const VQKernelView& w, const VQChunkTask& k, std::ptrdiff_t t0, std::ptrdiff_t t1) noexcept {
-  using namespace detail_vq_avx512;
-  with_tokens(k.nt, [&](auto nt) {
-    constexpr int NT = decltype(nt)::value;
-    auto run = [&]<class I>() {
-      switch (w.dim) {
-        case 2: tiles_decode<NT, 2, I>(w, k, t0, t1); break;
-        case 4: tiles_decode<NT, 4, I>(w, k, t0, t1); break;
-        default: tiles_decode<NT, 8, I>(w, k, t0, t1); break;
-      }
-    };
-    if (w.idx8) {
-      run.template operator()<std::uint8_t>();
-    } else {
-      run.template operator()<std::uint16_t>();
-    }
-  });
+  detail_vq_avx512::tiles_decode_any(w, k, t0, t1);
 }
 
 // ---- byte-plane lookups for 8-bit indices (AVX512_VBMI) -------------------------------------
