@@ -12,6 +12,8 @@
 // shared and drifts); the fraction uses the larger of that and the start-up measurement.
 // GEMV weights are cycled over copies totalling more than 4 x L3, so every call streams from DRAM.
 //
+// The portable lines compare the xsimd portable kernels with the scalar ones
+// (--benchmark_filter=portable runs only them).
 // Run (default set, a few minutes):
 //   build/bench/uniform_kernel_matrix_bench --benchmark_format=json --benchmark_out=kernels.json
 //   python3 bench/plot_roofline kernels.json roofline.png      (or: bench/plot_roofline ...)
@@ -137,6 +139,41 @@ void BM_gemm(benchmark::State& state) {
   state.counters["peak_frac"] = limit > 0 ? gops / limit : 0.0;
 }
 
+// The portable kernels (xsimd batches of the arch this file is compiled for: AVX-512 under
+// -march=native here, SSE2 for a plain x86-64 build, NEON on AArch64) against the same tiles
+// computed one value at a time (uniform_tiles_scalar), one thread, kernel only (the activations
+// are prepared once, outside the loop). args: bits, rows, cols, m, mode (0 fp32, 1 int8),
+// impl (0 scalar, 1 xsimd). The counter speedup (xsimd lines) is scalar time / xsimd time.
+void BM_portable(benchmark::State& state) {
+  const int bits = static_cast<int>(state.range(0));
+  const Index rows = state.range(1), cols = state.range(2), m = state.range(3);
+  const ActivationMode mode = state.range(4) ? ActivationMode::Int8 : ActivationMode::Fp32;
+  const bool xsimd_path = state.range(5) != 0;
+  const UniformKernelMatrix& k = matrix_set(bits, rows, cols, false).copies[0];
+  const auto w = k.view();
+  const auto x = random_vector(static_cast<std::size_t>(m * cols), 7);
+  qtl::kernel::PreparedActivations acts;
+  acts.allocate(w, m, mode);
+  acts.prepare(w, x.data(), cols, 0, m);
+  const auto a = acts.view();
+  std::vector<float> y(static_cast<std::size_t>(m * rows));
+  const auto fn = xsimd_path ? &qtl::kernel::uniform_tiles_portable : &qtl::kernel::uniform_tiles_scalar;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+    fn(w, a, y.data(), rows, 0, w.tiles);
+    benchmark::DoNotOptimize(y.data());
+  }
+  const double secs = seconds_since(t0);
+  const double us = 1e6 * secs / static_cast<double>(state.iterations());
+  static std::map<std::vector<std::int64_t>, double> scalar_us;  // keyed by the args but impl
+  const std::vector<std::int64_t> key = {state.range(0), rows, cols, m, state.range(4)};
+  if (!xsimd_path) scalar_us[key] = us;
+  state.counters["us"] = us;
+  state.counters["GOPs"] = 2.0 * static_cast<double>(m * rows * cols) / us / 1e3;
+  state.counters["speedup"] = xsimd_path && scalar_us.count(key) ? scalar_us[key] / us : 1.0;
+  state.SetLabel(std::string(xsimd_path ? "xsimd " : "scalar ") + qtl::kernel::PortableArch::name());
+}
+
 // Eigen fp32 GEMM on the same shape: Y = X W^T.
 void BM_eigen_gemm(benchmark::State& state) {
   const Index rows = state.range(0), cols = state.range(1), m = state.range(2);
@@ -201,6 +238,21 @@ void register_benchmarks() {
         ->ArgNames({"rows", "cols", "m", "threads"})
         ->UseRealTime()
         ->MinTime(0.2);
+  }
+  // The portable path, xsimd against scalar (each scalar line right before its xsimd line).
+  for (Index m : {1, 8}) {
+    for (int bits : {2, 3, 4, 8}) {
+      for (int mode : {1, 0}) {
+        if (mode == 0 && bits != 4) continue;
+        for (int impl : {0, 1}) {
+          benchmark::RegisterBenchmark("portable", BM_portable)
+              ->Args({bits, 4096, 4096, m, mode, impl})
+              ->ArgNames({"bits", "rows", "cols", "m", "int8", "xsimd"})
+              ->UseRealTime()
+              ->MinTime(0.2);
+        }
+      }
+    }
   }
   benchmark::RegisterBenchmark("gemm", BM_gemm)
       ->Args({4, 4096, 14336, 512, 1, 1})

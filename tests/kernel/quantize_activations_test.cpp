@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <qtl/kernels.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -59,6 +60,31 @@ TEST(QuantizeActivations, ZeroBlockAndHalfEvenRounding) {
   EXPECT_EQ(q[2], 4);
   EXPECT_EQ(q[3], 0);
   EXPECT_EQ(q[4], -2);
+}
+
+TEST(QuantizeActivations, PortableBlockQuantizerIsBitIdenticalToScalar) {
+  // The xsimd version (what prepare() uses without AVX2: older x86, AArch64) on random blocks,
+  // exact ties (max 127: step 1), zeros, and magnitudes from 1e-30 to 1e30.
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (int trial = 0; trial < 500; ++trial) {
+    float x[kBlockCols];
+    const float scale = std::exp(normal(rng) * 15.0f);
+    for (float& v : x) v = normal(rng) * scale;
+    if (trial % 5 == 0) {
+      x[0] = 127.0f;
+      for (int i = 1; i < kBlockCols; ++i) x[i] = 0.5f * static_cast<float>(static_cast<int>(rng() % 255) - 127);
+    }
+    if (trial % 11 == 0) std::fill(x, x + kBlockCols, 0.0f);
+    if (trial % 13 == 0) x[trial % kBlockCols] = -0.0f;
+    std::int8_t qs[kBlockCols], qp[kBlockCols];
+    float ds = -1.0f, dp = -2.0f;
+    const int ss = qtl::kernel::quantize_block_int8(x, qs, &ds);
+    const int sp = qtl::kernel::quantize_block_int8_portable(x, qp, &dp);
+    ASSERT_EQ(ss, sp) << trial;
+    ASSERT_EQ(std::memcmp(&ds, &dp, sizeof(float)), 0) << trial;
+    ASSERT_EQ(std::memcmp(qs, qp, kBlockCols), 0) << trial;
+  }
 }
 
 TEST(QuantizeActivations, SimdPreparationIsBitIdenticalToScalar) {

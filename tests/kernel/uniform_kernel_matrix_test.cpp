@@ -1,4 +1,5 @@
-// Every kernel path the CPU supports against the scalar reference (qtl/kernel/uniform/reference.hpp).
+// Every kernel path the CPU supports against the scalar reference (qtl/kernel/uniform/reference.hpp),
+// and the portable (xsimd) tiles also against the scalar tiles (uniform_tiles_scalar).
 #include <gtest/gtest.h>
 #include "data_path.hpp"
 #include <qtl/io/llama2c.hpp>
@@ -58,21 +59,29 @@ void check_all_paths(const Case& cs, const qtl::RowMatrixXf& w, const qtl::RowMa
       const UniformKernelMatrix k(packed, mode, path);
       qtl::RowMatrixXf y(m, cs.rows);
       k.gemm(x.data(), x.outerStride(), m, y.data(), y.outerStride(), 1);
+      qtl::kernel::PreparedActivations acts;
+      const auto kv = k.view();
+      acts.allocate(kv, m, mode);
+      acts.prepare(kv, x.data(), x.outerStride(), 0, m);
+      // The portable (xsimd) path also against the scalar tiles on the same activations: both
+      // lie within the tolerance below of the reference, so within twice it of each other.
+      const bool portable = path == KernelPath::Portable;
+      qtl::RowMatrixXf ys(m, cs.rows);
+      if (portable) qtl::kernel::uniform_tiles_scalar(kv, acts.view(), ys.data(), ys.outerStride(), 0, kv.tiles);
       if (mode == ActivationMode::Fp32) {
         for (Index n = 0; n < m; ++n) {
           for (Index r = 0; r < cs.rows; ++r) {
             const double tol = 2.0 * chain * kUnit * mag_exact(n, r) + 1e-30;
             ASSERT_LE(std::abs(double(y(n, r)) - double(ref(n, r))), tol) << "token " << n << " row " << r;
+            if (portable) {
+              ASSERT_LE(std::abs(double(y(n, r)) - double(ys(n, r))), 2.0 * tol) << "scalar, token " << n << " row " << r;
+            }
           }
         }
         continue;
       }
       // Int8: (1) equals the reference evaluated on the same int8 activations, to float rounding;
       // (2) stays within the documented bound of the exact reference.
-      qtl::kernel::PreparedActivations acts;
-      const auto kv = k.view();
-      acts.allocate(kv, m, ActivationMode::Int8);
-      acts.prepare(kv, x.data(), x.outerStride(), 0, m);
       const auto kcol = qtl::test::kernel_columns(kv);
       for (Index n = 0; n < m; ++n) {
         for (Index r = 0; r < cs.rows; ++r) {
@@ -87,6 +96,9 @@ void check_all_paths(const Case& cs, const qtl::RowMatrixXf& w, const qtl::RowMa
           }
           const double tol_q = 2.0 * chain * kUnit * mag_q + 1e-30;
           ASSERT_LE(std::abs(double(y(n, r)) - yq), tol_q) << "token " << n << " row " << r;
+          if (portable) {
+            ASSERT_LE(std::abs(double(y(n, r)) - double(ys(n, r))), 2.0 * tol_q) << "scalar, token " << n << " row " << r;
+          }
           const double tol_exact = bound + tol_q + 2.0 * chain * kUnit * mag_exact(n, r);
           ASSERT_LE(std::abs(double(y(n, r)) - double(ref(n, r))), tol_exact) << "token " << n << " row " << r;
         }

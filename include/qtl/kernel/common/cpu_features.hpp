@@ -15,7 +15,8 @@
 //   AvxVnni     ymm, int8 dot products with the VEX vpdpbusd (AVX2 + AVX-VNNI: Alder Lake and
 //               later client CPUs without AVX-512; Zen 5, Sapphire Rapids have it beside it)
 //   Avx2        ymm, vpmaddubsw + vpmaddwd (AVX2 + FMA + F16C)
-//   Portable    plain C++, always present
+//   Portable    xsimd batches of the compile-time arch (qtl/kernel/common/portable_simd.hpp:
+//               SSE2 on plain x86-64, NEON on AArch64), always present
 // Only the uniform kernels (and the table family's int8 mode, which runs on them) use integer
 // dot products; the other families run their Avx2 code on the AvxVnni path.
 // The environment variable QTL_KERNEL_PATH=portable|avx2|avxvnni|avx512|avx512vnni forces a

@@ -153,9 +153,11 @@ class PreparedLutActivations {
           std::memcpy(xb, xn + cb, static_cast<std::size_t>(len) * sizeof(float));
           for (std::ptrdiff_t i = len; i < kLutBlockCols; ++i) xb[i] = 0.0f;
 #if defined(QTL_X86_64)
-          const int sum = simd ? quantize_block_int8_avx2(xb, q, d + b) : quantize_block_int8(xb, q, d + b);
+          const int sum = simd ? quantize_block_int8_avx2(xb, q, d + b)
+                          : simd_allowed_ ? quantize_block_int8_portable(xb, q, d + b)
+                                          : quantize_block_int8(xb, q, d + b);
 #else
-          const int sum = quantize_block_int8(xb, q, d + b);
+          const int sum = simd_allowed_ ? quantize_block_int8_portable(xb, q, d + b) : quantize_block_int8(xb, q, d + b);
 #endif
           s += static_cast<double>(d[b]) * static_cast<double>(sum);
           std::uint8_t* tb = tables + b * kLutBlockTableBytes;

@@ -10,8 +10,9 @@
 //         product, |e_c| <= d_b/2 + 2^-22 |x_c|); a block of zeros has d_b = 0 and a = 0.
 //         gsum[g] = sum_{b in g} d_b A_b with A_b = sum_{c in b} a_c       (summed in double)
 // The int8 code range is symmetric (-127..127, as ggml's Q8_0) so activations need no zero point.
-// Everything here is plain C++, the same for every kernel path, so every path sees the same int8
-// activations and the paths differ only in how they add.
+// Every kernel path sees the same int8 activations (the paths differ only in how they add): the
+// block quantizer has a scalar reference (quantize_block_int8) and two vector versions, one over
+// xsimd batches (any CPU) and one for AVX2, which give the same bits.
 #pragma once
 
 #include "qtl/kernel/common/target.hpp"
@@ -27,6 +28,7 @@
 #include <immintrin.h>
 #endif
 
+#include "qtl/kernel/common/portable_simd.hpp"
 #include "qtl/kernel/uniform/layout.hpp"
 
 namespace qtl::kernel {
@@ -124,6 +126,46 @@ inline int quantize_block_int8(const float* x, std::int8_t* q, float* d) noexcep
   return sum;
 }
 
+/// quantize_block_int8 over xsimd batches (qtl/kernel/common/portable_simd.hpp): the same
+/// operations (max of |x|, one IEEE product x * (127 / max), round half to even, clamp), so the
+/// same bits (a test checks it).
+inline int quantize_block_int8_portable(const float* x, std::int8_t* q, float* d) noexcept {
+  using F32 = PortableBatch<float>;
+  using I32 = PortableBatch<std::int32_t>;
+  constexpr int kLanes = static_cast<int>(F32::size);
+  static_assert(kBlockCols % kLanes == 0);
+  constexpr int kVecs = kBlockCols / kLanes;
+  F32 v[kVecs];
+  F32 m(0.0f);
+  for (int i = 0; i < kVecs; ++i) {
+    v[i] = F32::load_unaligned(x + kLanes * i);
+    m = xsimd::max(m, xsimd::abs(v[i]));
+  }
+  alignas(64) float lanes[kLanes];
+  m.store_aligned(lanes);
+  float amax = 0.0f;
+  for (float l : lanes) amax = std::max(amax, l);
+  if (amax == 0.0f) {
+    std::memset(q, 0, kBlockCols);
+    *d = 0.0f;
+    return 0;
+  }
+  const F32 inv(127.0f / amax);
+  // Rounding to int32 (ties to even) then clamping equals rounding and clamping in float: the
+  // rounded values are integers far inside int32.
+  const I32 lo(-127), hi(127);
+  I32 sum(0);
+  alignas(64) std::int32_t r[kBlockCols];
+  for (int i = 0; i < kVecs; ++i) {
+    const I32 t = xsimd::min(xsimd::max(xsimd::nearbyint_as_int(v[i] * inv), lo), hi);
+    sum += t;
+    t.store_aligned(r + kLanes * i);
+  }
+  for (int k = 0; k < kBlockCols; ++k) q[k] = static_cast<std::int8_t>(r[k]);
+  *d = amax / 127.0f;
+  return xsimd::hadd(sum);
+}
+
 #if defined(QTL_X86_64)
 /// quantize_block_int8 with AVX2: the same operations in the same order (max of |x|, one IEEE
 /// product x * (127 / max), round half to even, clamp), so codes, scale and sum are bit-identical
@@ -197,7 +239,7 @@ class PreparedActivations {
     std::int8_t q[kBlockCols];
     const bool int8 = mode_ == ActivationMode::Int8;
 #if defined(QTL_X86_64)
-    const bool simd = simd_allowed_ && __builtin_cpu_supports("avx2");
+    const bool avx2 = simd_allowed_ && __builtin_cpu_supports("avx2");
 #endif
     for (std::ptrdiff_t n = n_begin; n < n_end; ++n) {
       const TokenChunk ch = token_chunk(m_, n);
@@ -216,11 +258,13 @@ class PreparedActivations {
         double s = 0.0;
         for (std::ptrdiff_t b = w.group_block_begin[g]; b < w.group_block_begin[g + 1]; ++b) {
           float d = 0.0f;
+          const float* xb = xk.data() + b * kBlockCols;
 #if defined(QTL_X86_64)
-          const int sum = simd ? quantize_block_int8_avx2(xk.data() + b * kBlockCols, q, &d)
-                               : quantize_block_int8(xk.data() + b * kBlockCols, q, &d);
+          const int sum = avx2 ? quantize_block_int8_avx2(xb, q, &d)
+                          : simd_allowed_ ? quantize_block_int8_portable(xb, q, &d)
+                                          : quantize_block_int8(xb, q, &d);
 #else
-          const int sum = quantize_block_int8(xk.data() + b * kBlockCols, q, &d);
+          const int sum = simd_allowed_ ? quantize_block_int8_portable(xb, q, &d) : quantize_block_int8(xb, q, &d);
 #endif
           s += static_cast<double>(d) * static_cast<double>(sum);
           ddst[b * W + j] = d;
@@ -254,8 +298,8 @@ class PreparedActivations {
 
   [[nodiscard]] std::ptrdiff_t tokens() const noexcept { return m_; }
 
-  /// Tests only: false makes prepare() use the scalar quantize_block_int8 even where AVX2
-  /// is available (both give identical bits).
+  /// Tests only: false makes prepare() use the scalar quantize_block_int8 instead of a vector
+  /// version (all give identical bits).
   void allow_simd(bool on) noexcept { simd_allowed_ = on; }
 
   /// The value the kernels multiply with for token n, kernel column k (tests use this):
