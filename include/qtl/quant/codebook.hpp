@@ -354,8 +354,9 @@ struct ScaledCodebookFit {
 ///   E = sum_(r,c) imp(r,c) (W(r,c) - s_g L[code(r,c)])^2 :
 /// with the scales fixed, the table is the weighted 1-D k-means of u = W / s_g with weights
 /// imp * s_g^2 (then E = sum imp s_g^2 (u - L)^2 exactly); with the table fixed, quantize_matrix
-/// refits every group's scale. Starts from s_g = the group's absmax; `rounds` alternations, the
-/// best (lowest E) result is kept.
+/// refits every group's scale (opt.fit with at least two least-squares refits: the alternation
+/// needs them). Starts from s_g = the group's absmax; `rounds` alternations, the best (lowest E)
+/// result is kept.
 template <int Bits>
 [[nodiscard]] ScaledCodebookFit<Bits> fit_scaled_codebook(const Granularity& granularity, MatrixRef w,
                                                           const QuantizeOptions& opt = {},
@@ -365,6 +366,8 @@ template <int Bits>
   require_finite(kWhere, "weights", w);
   require_range(kWhere, "rounds", rounds, 1, 100);
   const GroupLayout L = make_group_layout(granularity, w.rows(), w.cols(), kWhere);
+  QuantizeOptions scale_step = opt;
+  scale_step.fit.refine_iterations = std::max(opt.fit.refine_iterations, 2);
   auto importance = [&](Index r, Index c) {
     double v = 1.0;
     if (opt.column_importance.size() > 0) v *= opt.column_importance[c];
@@ -399,7 +402,7 @@ template <int Bits>
     DecodeTable t{};
     for (int k = 0; k < (1 << Bits); ++k) t[static_cast<std::size_t>(k)] = static_cast<float>(km.centroids[static_cast<std::size_t>(k)]);
     ScaledCodebook<Bits> q(t);
-    auto m = quantize_matrix(q, granularity, w, opt);
+    auto m = quantize_matrix(q, granularity, w, scale_step);
     double err = 0.0;
     for (Index r = 0; r < L.rows; ++r) {
       for (Index c = 0; c < L.cols; ++c) {
