@@ -168,8 +168,16 @@ void BM_portable(benchmark::State& state) {
   static std::map<std::vector<std::int64_t>, double> scalar_us;  // keyed by the args but impl
   const std::vector<std::int64_t> key = {state.range(0), rows, cols, m, state.range(4)};
   if (!xsimd_path) scalar_us[key] = us;
+  const double gops = 2.0 * static_cast<double>(m * rows * cols) / us / 1e3;
+  const double gbps = static_cast<double>(k.bytes()) / us / 1e3;
+  const double op_limit = mode == ActivationMode::Int8 ? g_limits.dot_gops[1] : g_limits.fma_gflops[1];
   state.counters["us"] = us;
-  state.counters["GOPs"] = 2.0 * static_cast<double>(m * rows * cols) / us / 1e3;
+  state.counters["GOPs"] = gops;
+  state.counters["GBps"] = gbps;
+  // fractions of the one-thread limits measured at start-up (the weights are cache-resident here,
+  // so bw_frac is a floor; peak_frac is the int8 dot or fp32 FMA peak)
+  state.counters["bw_frac"] = g_limits.read_gbps[1] > 0 ? gbps / g_limits.read_gbps[1] : 0.0;
+  state.counters["peak_frac"] = op_limit > 0 ? gops / op_limit : 0.0;
   state.counters["speedup"] = xsimd_path && scalar_us.count(key) ? scalar_us[key] / us : 1.0;
   state.SetLabel(std::string(xsimd_path ? "xsimd " : "scalar ") + qtl::kernel::PortableArch::name());
 }
