@@ -62,6 +62,45 @@ TEST(QuantizeActivations, ZeroBlockAndHalfEvenRounding) {
   EXPECT_EQ(q[4], -2);
 }
 
+TEST(QuantizeActivations, TinyBlocksKeepTheBoundAndExactZeros) {
+  // A max below 127 / FLT_MAX (~7.5e-37) made 127 / max infinite and 0 * inf NaN: the zeros of
+  // such a block came out as garbage (and differently in the vector versions). Every path now
+  // scales the block by 2^64 first; the bound holds relative to the block's own max.
+  for (const float mag : {1e-20f, 3e-37f, 1e-38f, 1e-42f, 1.4e-45f}) {
+    float x[kBlockCols] = {};
+    for (int i = 0; i < kBlockCols; i += 3) x[i] = mag * static_cast<float>((i % 7) - 3) / 3.0f;
+    x[1] = mag;
+    std::int8_t qs[kBlockCols], qp[kBlockCols];
+    float ds = -1.0f, dp = -2.0f;
+    const int ss = qtl::kernel::quantize_block_int8(x, qs, &ds);
+    const int sp = qtl::kernel::quantize_block_int8_portable(x, qp, &dp);
+    ASSERT_EQ(qs[1], 127) << mag;
+    int expected_sum = 0;
+    for (int i = 0; i < kBlockCols; ++i) {
+      if (x[i] == 0.0f) {
+        ASSERT_EQ(qs[i], 0) << mag << " " << i;
+      }
+      // The bound of the header, plus what a subnormal d loses (it is rounded to 2^-149).
+      ASSERT_LE(std::abs(double(x[i]) - double(ds) * qs[i]), 0.5 * ds + 0x1p-22 * std::abs(x[i]) + 127 * 0x1p-149)
+          << mag << " " << i;
+      expected_sum += qs[i];
+    }
+    ASSERT_EQ(ss, expected_sum) << mag;
+    ASSERT_EQ(ss, sp) << mag;
+    ASSERT_EQ(std::memcmp(&ds, &dp, sizeof(float)), 0) << mag;
+    ASSERT_EQ(std::memcmp(qs, qp, kBlockCols), 0) << mag;
+#if defined(QTL_X86_64)
+    if (__builtin_cpu_supports("avx2")) {
+      std::int8_t qa[kBlockCols];
+      float da = -3.0f;
+      ASSERT_EQ(qtl::kernel::quantize_block_int8_avx2(x, qa, &da), ss) << mag;
+      ASSERT_EQ(std::memcmp(&ds, &da, sizeof(float)), 0) << mag;
+      ASSERT_EQ(std::memcmp(qs, qa, kBlockCols), 0) << mag;
+    }
+#endif
+  }
+}
+
 TEST(QuantizeActivations, PortableBlockQuantizerIsBitIdenticalToScalar) {
   // The xsimd version (what prepare() uses without AVX2: older x86, AArch64) on random blocks,
   // exact ties (max 127: step 1), zeros, and magnitudes from 1e-30 to 1e30.
@@ -96,6 +135,7 @@ TEST(QuantizeActivations, SimdPreparationIsBitIdenticalToScalar) {
   x.block(2, 0, 1, 64).setZero();
   x(5, 7) = 1e30f;
   x(6, 8) = -1e-30f;
+  x.block(7, 64, 1, 64) *= 1e-39f;  // blocks below 127 / FLT_MAX
   qtl::kernel::PreparedActivations simd, scalar;
   simd.allocate(view, 13, qtl::kernel::ActivationMode::Int8);
   scalar.allocate(view, 13, qtl::kernel::ActivationMode::Int8);

@@ -25,6 +25,18 @@ using PortableArch = xsimd::default_arch;
 template <class T>
 using PortableBatch = xsimd::batch<T, PortableArch>;
 
+/// The batch types every portable kernel uses, and one load they share; a kernel's detail
+/// namespace takes them with `using namespace portable_batches;`.
+namespace portable_batches {
+using U8 = PortableBatch<std::uint8_t>;
+using U32 = PortableBatch<std::uint32_t>;
+using I16 = PortableBatch<std::int16_t>;
+using I32 = PortableBatch<std::int32_t>;
+using F32 = PortableBatch<float>;
+/// 4 * U32::size bytes at p (any alignment) as U32 lanes, byte 0 lowest.
+inline U32 load_u32(const std::uint8_t* p) noexcept { return xsimd::bitwise_cast<U32>(U8::load_unaligned(p)); }
+}  // namespace portable_batches
+
 namespace detail_simd {
 
 using xsimd::kernel::requires_arch;

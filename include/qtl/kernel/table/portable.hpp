@@ -31,14 +31,10 @@ inline void table_kernel_entries(const TableKernelView& w, std::ptrdiff_t q, flo
 
 namespace detail_table_portable {
 
-using U8 = PortableBatch<std::uint8_t>;
-using U32 = PortableBatch<std::uint32_t>;
-using F32 = PortableBatch<float>;
+using namespace portable_batches;
 inline constexpr int kLanes = static_cast<int>(U32::size);
 inline constexpr int kVecs = kTableSliceCols / kLanes;
 static_assert(kTableSliceCols % kLanes == 0, "a batch must hold a divisor of the 16 slice lanes");
-
-inline U32 load_u32(const std::uint8_t* p) noexcept { return xsimd::bitwise_cast<U32>(U8::load_unaligned(p)); }
 
 /// Row i of tile t, token x (kernel order), as 16 lanes of kVecs batches, reduced pairwise.
 template <int Bits>

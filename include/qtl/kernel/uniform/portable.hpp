@@ -32,18 +32,12 @@ namespace qtl::kernel {
 
 namespace detail_portable {
 
-using U8 = PortableBatch<std::uint8_t>;
-using U32 = PortableBatch<std::uint32_t>;
-using I16 = PortableBatch<std::int16_t>;
-using I32 = PortableBatch<std::int32_t>;
-using F32 = PortableBatch<float>;
+using namespace portable_batches;
 
 /// Rows per batch (int32 lanes) and batches per 16-row operand.
 inline constexpr int kLanes = static_cast<int>(U32::size);
 inline constexpr int kVecs = kTileRows / kLanes;
 static_assert(kTileRows % kLanes == 0, "a batch must hold a divisor of the 16 tile rows");
-
-inline U32 load_u32(const std::uint8_t* p) noexcept { return xsimd::bitwise_cast<U32>(U8::load_unaligned(p)); }
 
 /// The codes of operand t (columns 4t..4t+3) of the rows of `rows` (the block + 4 * kLanes * v),
 /// one byte each, as in layout.hpp's bit order; through the code map when kMap.

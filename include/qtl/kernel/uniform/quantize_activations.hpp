@@ -9,6 +9,9 @@
 //         -127, 127), so x_c = d_b a_c + e_c with |e_c| <= d_b / 2 (plus float rounding of the
 //         product, |e_c| <= d_b/2 + 2^-22 |x_c|); a block of zeros has d_b = 0 and a = 0.
 //         gsum[g] = sum_{b in g} d_b A_b with A_b = sum_{c in b} a_c       (summed in double)
+//         A block whose max|x| is below 2^-64 is first multiplied by 2^64 (exact: a power of two,
+//         far from overflow) and d_b by 2^-64 after: 127 / max|x| overflows to infinity below
+//         127 / FLT_MAX (~7.5e-37) and 0 * inf is NaN. Above 2^-64 nothing changes.
 // The int8 code range is symmetric (-127..127, as ggml's Q8_0) so activations need no zero point.
 // Every kernel path sees the same int8 activations (the paths differ only in how they add): the
 // block quantizer has a scalar reference (quantize_block_int8) and two vector versions, one over
@@ -105,6 +108,9 @@ inline void gather_activations(const UniformKernelView& w, const float* x, float
   }
 }
 
+/// Blocks with max|x| below kTinyBlockMax are scaled by kTinyBlockUp first (see the header).
+inline constexpr float kTinyBlockMax = 0x1p-64f, kTinyBlockUp = 0x1p64f, kTinyBlockDown = 0x1p-64f;
+
 /// Quantizes 32 floats to int8 with one scale (see the header comment); returns sum of codes.
 inline int quantize_block_int8(const float* x, std::int8_t* q, float* d) noexcept {
   float amax = 0.0f;
@@ -114,15 +120,18 @@ inline int quantize_block_int8(const float* x, std::int8_t* q, float* d) noexcep
     *d = 0.0f;
     return 0;
   }
+  const bool tiny = amax < kTinyBlockMax;
+  const float up = tiny ? kTinyBlockUp : 1.0f;
+  if (tiny) amax *= up;
   const float inv = 127.0f / amax;
   int sum = 0;
   for (int i = 0; i < kBlockCols; ++i) {
     // nearbyint rounds half to even in the default rounding mode.
-    const float v = std::clamp(std::nearbyint(x[i] * inv), -127.0f, 127.0f);
+    const float v = std::clamp(std::nearbyint((tiny ? x[i] * up : x[i]) * inv), -127.0f, 127.0f);
     q[i] = static_cast<std::int8_t>(v);
     sum += static_cast<int>(v);
   }
-  *d = amax / 127.0f;
+  *d = tiny ? amax / 127.0f * kTinyBlockDown : amax / 127.0f;
   return sum;
 }
 
@@ -150,6 +159,11 @@ inline int quantize_block_int8_portable(const float* x, std::int8_t* q, float* d
     *d = 0.0f;
     return 0;
   }
+  const bool tiny = amax < kTinyBlockMax;
+  if (tiny) {
+    amax *= kTinyBlockUp;
+    for (int i = 0; i < kVecs; ++i) v[i] = v[i] * F32(kTinyBlockUp);
+  }
   const F32 inv(127.0f / amax);
   // Rounding to int32 (ties to even) then clamping equals rounding and clamping in float: the
   // rounded values are integers far inside int32.
@@ -162,7 +176,7 @@ inline int quantize_block_int8_portable(const float* x, std::int8_t* q, float* d
     t.store_aligned(r + kLanes * i);
   }
   for (int k = 0; k < kBlockCols; ++k) q[k] = static_cast<std::int8_t>(r[k]);
-  *d = amax / 127.0f;
+  *d = tiny ? amax / 127.0f * kTinyBlockDown : amax / 127.0f;
   return xsimd::hadd(sum);
 }
 
@@ -183,11 +197,16 @@ __attribute__((target("avx2"))) inline int quantize_block_int8_avx2(const float*
   m = _mm256_max_ps(m, _mm256_permute2f128_ps(m, m, 1));
   m = _mm256_max_ps(m, _mm256_permute_ps(m, 0x4E));
   m = _mm256_max_ps(m, _mm256_permute_ps(m, 0xB1));
-  const float amax = _mm256_cvtss_f32(m);
+  float amax = _mm256_cvtss_f32(m);
   if (amax == 0.0f) {
     std::memset(q, 0, kBlockCols);
     *d = 0.0f;
     return 0;
+  }
+  const bool tiny = amax < kTinyBlockMax;
+  if (tiny) {
+    amax *= kTinyBlockUp;
+    for (__m256& vi : v) vi = _mm256_mul_ps(vi, _mm256_set1_ps(kTinyBlockUp));
   }
   const __m256 inv = _mm256_set1_ps(127.0f / amax);
   const __m256 lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
@@ -205,7 +224,7 @@ __attribute__((target("avx2"))) inline int quantize_block_int8_avx2(const float*
                      _mm256_add_epi32(_mm256_add_epi32(r[0], r[1]), _mm256_add_epi32(r[2], r[3])));
   int sum = 0;
   for (std::int32_t l : lanes) sum += l;
-  *d = amax / 127.0f;
+  *d = tiny ? amax / 127.0f * kTinyBlockDown : amax / 127.0f;
   return sum;
 }
 #endif
