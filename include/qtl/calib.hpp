@@ -15,4 +15,5 @@
 #include "qtl/calib/pipeline.hpp"
 #include "qtl/calib/rounding.hpp"
 #include "qtl/calib/smoothquant.hpp"
+#include "qtl/calib/solver.hpp"
 #include "qtl/calib/transform.hpp"

@@ -102,11 +102,10 @@ qtl::QuantizedMatrix<Q> cpp_quantize(const Q& q, const qtl::Granularity& g, cons
   acc.add_batch(calib_x);
   calib::Pipeline r;
   if (method == QTL_METHOD_GPTQ) {
-    r.solver = calib::Solver::Gptq;
-    r.gptq.damp_fraction = 0.01;
+    r.solver = calib::GptqOptions{.damp_fraction = 0.01};
   } else {
     r.awq = true;
-    r.solver = calib::Solver::Rtn;
+    r.solver = calib::RtnOptions{};
   }
   auto layers = calib::calibrate_group(q, g, std::vector<RowMatrixXf>{w}, acc.statistics(), r);
   for (const auto& step : layers.front().transform.steps()) {

@@ -14,7 +14,6 @@ using qtl::Index;
 using qtl::RowMatrixXf;
 using qtl::calib::calibrate;
 using qtl::calib::Pipeline;
-using qtl::calib::Solver;
 using qtl::test::statistics_of;
 
 
@@ -23,20 +22,21 @@ std::vector<Pipeline> every_composition() {
   for (int rotate = 0; rotate < 2; ++rotate)
     for (int smooth = 0; smooth < 2; ++smooth)
       for (int awq = 0; awq < 2; ++awq)
-        for (Solver solver : {Solver::Rtn, Solver::Gptq})
-          for (bool act : {false, true}) {
-            Pipeline r;
-            r.rotate = rotate;
-            r.smoothquant = smooth;
-            r.awq = awq;
-            r.awq_options.clip_search = false;  // clipping is a quantization step, not a transform
-            r.solver = solver;
-            r.gptq.act_order = act;
-            r.name = qtl::str_cat(rotate ? "rot+" : "", smooth ? "smooth+" : "", awq ? "awq+" : "",
-                                  solver == Solver::Gptq ? (act ? "gptq-act" : "gptq") : "rtn");
-            if (solver == Solver::Rtn && act) continue;
-            out.push_back(r);
+        for (int solver = 0; solver < 3; ++solver) {  // RTN, GPTQ, GPTQ with act-order
+          Pipeline r;
+          r.rotate = rotate;
+          r.smoothquant = smooth;
+          r.awq = awq;
+          r.awq_options.clip_search = false;  // clipping is a quantization step, not a transform
+          if (solver == 0) {
+            r.solver = qtl::calib::RtnOptions{};
+          } else {
+            r.solver = qtl::calib::GptqOptions{.act_order = solver == 2};
           }
+          r.name = qtl::str_cat(rotate ? "rot+" : "", smooth ? "smooth+" : "", awq ? "awq+" : "",
+                                solver == 0 ? "rtn" : solver == 2 ? "gptq-act" : "gptq");
+          out.push_back(r);
+        }
   return out;
 }
 
@@ -96,6 +96,41 @@ TEST(Calibrate, ReportsWhatRan) {
 // groups of 32, its weights have few outlier inputs for the rotation to spread, and the
 // rotation mixes the two groups of a 64-wide row, so per-group ranges that were tight become
 // wider on some layers. The number of layers where it loses is printed, not hidden.
+TEST(Calibrate, TheSolverIsOneOfItsOptionTypes) {
+  namespace c = qtl::calib;
+  // Names, what reads statistics, and the damping each solver applies (set where it has one).
+  EXPECT_EQ(c::solver_name(c::Solver{c::RtnOptions{}}), "RTN");
+  EXPECT_EQ(c::solver_name(c::Solver{c::GptqOptions{}}), "GPTQ");
+  EXPECT_EQ(c::solver_name(c::Solver{c::SignRoundOptions{}}), "SignRound");
+  EXPECT_EQ(c::solver_name(c::Solver{c::HqqOptions{}}), "HQQ");
+  EXPECT_FALSE(c::reads_statistics(c::RtnOptions{}));
+  EXPECT_TRUE(c::reads_statistics(c::RtnOptions{.imatrix = true}));
+  EXPECT_FALSE(c::reads_statistics(c::HqqOptions{}));
+  EXPECT_TRUE(c::reads_statistics(c::GptqOptions{}));
+  EXPECT_EQ(std::get<c::GptqOptions>(c::with_damp(c::Solver{c::GptqOptions{}}, 0.25)).damp_fraction, 0.25);
+  EXPECT_EQ(c::damp_fraction(c::with_damp(c::Solver{c::SignRoundOptions{}}, 0.5)), 0.5);
+  EXPECT_EQ(c::damp_fraction(c::with_damp(c::Solver{c::RtnOptions{}}, 0.5)), c::GptqOptions{}.damp_fraction);
+
+  // RTN's imatrix weighs each input's error by the (transformed) inputs' mean x², as
+  // quantize_matrix's column importance does: a pipeline with it gives that matrix, and a
+  // different one from plain RTN with the same fit when the inputs' scales differ.
+  const Index n = 96;
+  RowMatrixXf x = qtl::test::correlated_activations(400, n, 3);
+  for (Index j = 0; j < n; ++j) x.col(j) *= 0.1f + static_cast<float>(j % 7);
+  const auto st = statistics_of(x);
+  const RowMatrixXf w = qtl::test::gaussian(16, n, 4, 0.1f);
+  const qtl::Uniform<3> q;
+  const auto rtn = calibrate(q, qtl::PerGroup{32}, w, st, Pipeline{.solver = c::RtnOptions{.fit = qtl::FitOptions::searched()}});
+  const auto imx = calibrate(q, qtl::PerGroup{32}, w, st,
+                             Pipeline{.solver = c::RtnOptions{.fit = qtl::FitOptions::searched(), .imatrix = true}});
+  qtl::QuantizeOptions qo;
+  qo.fit = qtl::FitOptions::searched();
+  qo.column_importance = st.hessian.diagonal().cast<float>();
+  const auto direct = qtl::quantize_matrix(q, qtl::PerGroup{32}, w, qo);
+  EXPECT_TRUE(qtl::dequantize(imx.matrix) == qtl::dequantize(direct));
+  EXPECT_FALSE(qtl::dequantize(imx.matrix) == qtl::dequantize(rtn.matrix));
+}
+
 TEST(CalibrateRealModel, RecipesBeatRtn) {
   const auto& model = qtl::test::real_model();
   auto total = [&](auto q, const Pipeline& r, bool per_layer_check, double* rtn_out) {
@@ -105,7 +140,7 @@ TEST(CalibrateRealModel, RecipesBeatRtn) {
       const auto layer = calibrate(q, qtl::PerGroup{32}, l.weight, l.stats.statistics(), r);
       const double e = qtl::relative_output_error(l.weight, layer.effective_weight(), l.eval);
       Pipeline rtn;
-      rtn.solver = Solver::Rtn;
+      rtn.solver = qtl::calib::RtnOptions{};
       const auto base = calibrate(q, qtl::PerGroup{32}, l.weight, l.stats.statistics(), rtn);
       const double e_rtn = qtl::relative_output_error(l.weight, base.effective_weight(), l.eval);
       if (per_layer_check) {
@@ -124,7 +159,7 @@ TEST(CalibrateRealModel, RecipesBeatRtn) {
     Pipeline rot;
     rot.name = "rotate+rtn";
     rot.rotate = true;
-    rot.solver = Solver::Rtn;
+    rot.solver = qtl::calib::RtnOptions{};
     Pipeline gptq;
     Pipeline rot_gptq = gptq;
     rot_gptq.name = "rotate+gptq";

@@ -201,22 +201,22 @@ TEST(RoundingPipeline, SignRoundRejectsNonUniformCodesAndRefineComposes) {
   const auto st = qtl::test::statistics_of(qtl::test::correlated_activations(512, 64, 22));
   qtl::calib::Pipeline r;
   r.name = "signround-nf4";
-  r.solver = qtl::calib::Solver::SignRound;
+  r.solver = qtl::calib::SignRoundOptions{};
   EXPECT_NE(qtl::test::error_of([&] { (void)qtl::calib::calibrate(qtl::NF4{}, qtl::PerGroup{kGroup}, w, st, r); })
                 .find("not uniform"),
             std::string::npos);
-  r.solver = qtl::calib::Solver::Hqq;
+  r.solver = qtl::calib::HqqOptions{};
   EXPECT_NE(qtl::test::error_of([&] { (void)qtl::calib::calibrate(qtl::NF4{}, qtl::PerGroup{kGroup}, w, st, r); })
                 .find("HQQ solver fits a uniform grid"),
             std::string::npos);
-  r.solver = qtl::calib::Solver::Gptq;
+  r.solver = qtl::calib::GptqOptions{};
   const auto plain = qtl::calib::calibrate(qtl::Uniform<3>{}, qtl::PerGroup{kGroup}, w, st, r);
   r.refine.sweeps = 4;
   const auto refined = qtl::calib::calibrate(qtl::Uniform<3>{}, qtl::PerGroup{kGroup}, w, st, r);
   ASSERT_TRUE(refined.refine_report.has_value());
   EXPECT_FALSE(plain.refine_report.has_value());
   EXPECT_LE(rounding_loss(refined.matrix, w, st.hessian), rounding_loss(plain.matrix, w, st.hessian));
-  r.solver = qtl::calib::Solver::SignRound;
+  r.solver = qtl::calib::SignRoundOptions{};
   const auto sr = qtl::calib::calibrate(qtl::Uniform<3>{}, qtl::PerGroup{kGroup}, w, st, r);
   ASSERT_TRUE(sr.signround_report.has_value());
   EXPECT_LE(sr.refine_report->final_loss, sr.signround_report->final_loss * (1 + 1e-9));

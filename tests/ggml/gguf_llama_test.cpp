@@ -82,7 +82,7 @@ TEST(GgufInLlamaCpp, GptqIntoQ4_0RunsAsQtlComputedIt) {
   const m::GgmlTypePlan plan = [](const std::string&, qtl::Index, qtl::Index cols) {
     return cols % 32 == 0 ? qtl::ggml::Type::Q4_0 : qtl::ggml::Type::F16;
   };
-  const m::GgmlRecipe gptq("gptq", plan, m::GgmlSolver::Pipeline, qtl::calib::Pipeline{});
+  const m::GgmlRecipe gptq("gptq", plan, qtl::calib::Pipeline{});
   const m::Transformer q = m::quantize_sequential(f.fp32, f.calibration(0, 4), gptq);
   TempDir dir;
   m::write_gguf_model(dir.file("q4.gguf"), q, f.tokenizer);

@@ -7,11 +7,13 @@
 #include <qtl/model/recipes.hpp>
 
 #include "model/real_model_fixture.hpp"
+#include "test_util.hpp"
 
 #include <cmath>
 #include <cstdio>
 #include <limits>
 #include <string>
+#include <type_traits>
 
 namespace {
 
@@ -135,6 +137,14 @@ TEST(CalibratedRecipes, PartialBinaryRecipesGptqBeatsRtn) {
               gptq);
   expect_recipe_error("gptq-pb", 3, "bits = 3");
   expect_recipe_error("rtn-pb-channel", 2, "bits = 2");
+  // Its solvers: RTN (closed-form alpha: no fit options to take) or GPTQ; no other converts.
+  static_assert(!std::is_constructible_v<m::detail::PartialBinarySolver, qtl::calib::SignRoundOptions>);
+  static_assert(!std::is_constructible_v<m::detail::PartialBinarySolver, qtl::calib::HqqOptions>);
+  const std::string msg = qtl::test::error_of([] {
+    (void)m::detail::PartialBinaryRecipe<>("pb", qtl::PerGroup{32}, 0.1, qtl::SalientStorage::SparseList,
+                                           qtl::calib::RtnOptions{.fit = qtl::FitOptions::searched()}, {});
+  });
+  EXPECT_NE(msg.find("takes no clip_search"), std::string::npos) << msg;
 }
 
 // A residual-stream rotation (gains folded, Q on every side of the stream) leaves the model's
@@ -188,7 +198,7 @@ TEST(CalibratedRecipes, AwqScalesFoldIntoTheRmsNormGains) {
   const auto calib = f.calibration(0, 4);
   auto make = [](bool fold) {
     return std::make_unique<m::CalibratedRecipe<qtl::Uniform<3>>>(
-        qtl::Uniform<3>{}, qtl::PerGroup{32}, qtl::calib::Pipeline{.awq = true, .solver = qtl::calib::Solver::Rtn},
+        qtl::Uniform<3>{}, qtl::PerGroup{32}, qtl::calib::Pipeline{.awq = true, .solver = qtl::calib::RtnOptions{}},
         m::KernelOptions{}, fold);
   };
   const m::Transformer folded = m::quantize_sequential(f.fp32, calib, *make(true));

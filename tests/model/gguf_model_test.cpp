@@ -172,10 +172,8 @@ TEST(GgmlRecipe, QuantizedModelWritesAndReadsBackExactly) {
   const m::GgmlTypePlan plan = [](const std::string&, qtl::Index, qtl::Index cols) {
     return cols % 32 == 0 ? qtl::ggml::Type::Q4_0 : qtl::ggml::Type::F16;
   };
-  qtl::calib::Pipeline gptq;
-  gptq.gptq.fit.clip_search = true;
-  gptq.gptq.hessian_importance = true;
-  const m::GgmlRecipe rtn("rtn", plan, m::GgmlSolver::Rtn), gq("gptq", plan, m::GgmlSolver::Pipeline, gptq);
+  const m::GgmlRecipe rtn("rtn", plan, qtl::calib::RtnOptions{}),
+      gq("gptq", plan, qtl::calib::Pipeline{.solver = qtl::calib::gptq_clip_options()});
   EXPECT_FALSE(rtn.needs_calibration());
   const auto calib = f.calibration(0, 8);
   const auto eval = f.eval_slice(250, 8);
@@ -223,7 +221,7 @@ TEST(GgmlRecipe, RowsTheTypeCannotHoldAreAnErrorNamingTheLayer) {
   // A plan that gives q4_0 (blocks of 32) to the 172-wide w2 rows instead of a fallback type.
   const auto& f = fixture();
   const m::GgmlTypePlan plan = [](const std::string&, qtl::Index, qtl::Index) { return qtl::ggml::Type::Q4_0; };
-  const m::GgmlRecipe rtn("rtn", plan, m::GgmlSolver::Rtn);
+  const m::GgmlRecipe rtn("rtn", plan, qtl::calib::RtnOptions{});
   try {
     (void)m::quantize_sequential(f.fp32, f.calibration(0, 1), rtn);
     ADD_FAILURE() << "no error";
@@ -233,6 +231,31 @@ TEST(GgmlRecipe, RowsTheTypeCannotHoldAreAnErrorNamingTheLayer) {
     EXPECT_NE(msg.find("172"), std::string::npos) << msg;
     EXPECT_NE(msg.find("fallback"), std::string::npos) << msg;
   }
+}
+
+TEST(GgmlRecipe, KQuantsTakeRtnOrGptqAndSaySoForOtherSolvers) {
+  // A k-quant's codes come from its super-block grid search, then GPTQ on that grid; a pipeline
+  // whose solver is SignRound (or HQQ) has no k-quant form and is named, not silently replaced.
+  // (stories260K has no 256-wide rows: one synthetic layer.)
+  const m::GgmlTypePlan plan = [](const std::string&, qtl::Index, qtl::Index) { return qtl::ggml::Type::Q4_K; };
+  const qtl::RowMatrixXf w = qtl::test::gaussian(8, 256, 41, 0.05f);
+  const qtl::RowMatrixXf x = qtl::test::gaussian(300, 256, 42);
+  qtl::calib::HessianAccumulator acc(256);
+  acc.add_batch(x);
+  const m::LayerCalibration layer{.name = "layers.0.w1", .weight = &w, .stats = &acc, .input_sample = &x};
+  const m::GgmlRecipe sr("signround", plan, qtl::calib::Pipeline{.solver = qtl::calib::SignRoundOptions{}});
+  EXPECT_TRUE(sr.needs_calibration());
+  const std::string msg = qtl::test::error_of([&] { (void)sr.quantize(std::span(&layer, 1)); });
+  EXPECT_NE(msg.find("q4_K (a k-quant)"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("not by SignRound"), std::string::npos) << msg;
+  // GPTQ on the imatrix grid, the grid alone (RTN with imatrix) and plain RTN all run.
+  const m::GgmlRecipe gq("gptq", plan, qtl::calib::Pipeline{}), im("i", plan, qtl::calib::RtnOptions{.imatrix = true}),
+      rtn("r", plan, qtl::calib::RtnOptions{});
+  EXPECT_NE(gq.quantize(std::span(&layer, 1)).front().note.find("gptq on the imatrix grid"), std::string::npos);
+  EXPECT_EQ(im.quantize(std::span(&layer, 1)).front().note, "imatrix grid");
+  EXPECT_TRUE(im.needs_calibration());
+  EXPECT_FALSE(rtn.needs_calibration());
+  EXPECT_EQ(rtn.quantize(std::span(&layer, 1)).size(), 1u);
 }
 
 }  // namespace

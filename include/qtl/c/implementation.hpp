@@ -126,11 +126,10 @@ void quantize_scalar_into(const Q& q, const RowMatrixXf& w, const qtl_quantize_o
     r.name = o.method == QTL_METHOD_GPTQ ? "gptq" : "awq";
     if (o.method == QTL_METHOD_GPTQ) {
       require_damp(kWhere, o.damp);
-      r.solver = calib::Solver::Gptq;
-      r.gptq.damp_fraction = o.damp;
+      r.solver = calib::GptqOptions{.damp_fraction = o.damp};
     } else {
       r.awq = true;
-      r.solver = calib::Solver::Rtn;
+      r.solver = calib::RtnOptions{};
     }
     auto layers = calib::calibrate_group(q, g, std::vector<RowMatrixXf>{w}, stats, r);
     calib::CalibratedLayer<Q>& layer = layers.front();

@@ -93,7 +93,7 @@ struct GptqOptions {
   /// group's parameter fit (left out of it; with parameters fitted up front, importance 0 and
   /// its value replaced by another weight of the set). Its code is still the quantizer's
   /// encoding of it.
-  std::span<const std::uint8_t> keep;
+  std::span<const std::uint8_t> keep{};
 };
 
 struct GptqReport {

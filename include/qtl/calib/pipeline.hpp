@@ -9,8 +9,9 @@
 //   1. rotation      (pipeline.rotate)      T ← R (randomized Hadamard; QuIP#, QuaRot)
 //   2. SmoothQuant   (pipeline.smoothquant) T ← diag(1/s) T, s from max|x'| and max|w'|
 //   3. AWQ           (pipeline.awq)         T ← diag(1/s) T, s searched on the quantizer; clip search
-//   4. solver        RTN (quantize_matrix), GPTQ, or SignRound (uniform codes), on W' = W T⁻¹
-//                    with the statistics of T x
+//   4. solver        pipeline.solver, one of the calib::Solver alternatives (qtl/calib/solver.hpp):
+//                    RtnOptions (quantize_matrix), GptqOptions, SignRoundOptions or HqqOptions
+//                    (uniform codes only), on W' = W T⁻¹ with the statistics of T x
 //   5. refine        (pipeline.refine.sweeps > 0) coordinate descent on the codes and least-squares
 //                    group parameters, on the layer objective (qtl/calib/rounding.hpp)
 //   6. low rank      (pipeline.low_rank.rank > 0) A B ≈ W' − Ŵ', weighted by the inputs T x
@@ -38,6 +39,7 @@
 #include "qtl/calib/lowrank.hpp"
 #include "qtl/calib/rounding.hpp"
 #include "qtl/calib/smoothquant.hpp"
+#include "qtl/calib/solver.hpp"
 #include "qtl/calib/transform.hpp"
 #include "qtl/core/error.hpp"
 #include "qtl/core/overloaded.hpp"
@@ -49,11 +51,6 @@
 
 namespace qtl::calib {
 
-/// Rtn: quantize_matrix with rtn_fit. Gptq: Hessian error feedback. SignRound: learned rounding
-/// on the layer objective (uniform codes). Hqq: HQQ's calibration-free lp fit of each group
-/// (uniform codes; reads no statistics).
-enum class Solver { Rtn, Gptq, SignRound, Hqq };
-
 struct Pipeline {
   std::string name = "gptq";
   bool rotate = false;
@@ -62,14 +59,8 @@ struct Pipeline {
   SmoothQuantOptions smoothquant_options{};
   bool awq = false;
   AwqOptions awq_options{};
-  Solver solver = Solver::Gptq;
-  GptqOptions gptq{};
-  /// Fit options of the RTN solver (the same min-max grid as GPTQ by default).
-  FitOptions rtn_fit{};
-  /// Options of the SignRound solver (uniform codes only).
-  SignRoundOptions signround{};
-  /// Options of the HQQ solver (uniform codes only).
-  HqqOptions hqq{};
+  /// The solver and its options (qtl/calib/solver.hpp); GPTQ with gptq.py's defaults unless set.
+  Solver solver = GptqOptions{};
   /// Coordinate-descent refinement of whatever the solver produced (sweeps = 0: off).
   RefineOptions refine{};
   LowRankOptions low_rank{.rank = 0, .scaling = LowRankOptions::Scaling::Hessian};
@@ -125,9 +116,9 @@ template <ScalarQuantizer Q>
   constexpr std::string_view kWhere = "calibrate";
   if (weights.empty()) fail(kWhere, ": no weight matrix given");
   if constexpr (!detail::kIsUniform<Q>) {
-    if (pipeline.solver == Solver::SignRound || pipeline.solver == Solver::Hqq) {
-      fail(kWhere, ": recipe '", pipeline.name, "': the ", pipeline.solver == Solver::Hqq ? "HQQ" : "SignRound",
-           " solver fits a uniform grid; ", q.name(), " is not uniform (use refine for other families)");
+    if (std::holds_alternative<SignRoundOptions>(pipeline.solver) || std::holds_alternative<HqqOptions>(pipeline.solver)) {
+      fail(kWhere, ": recipe '", pipeline.name, "': the ", solver_name(pipeline.solver), " solver fits a uniform grid; ",
+           q.name(), " is not uniform (use refine for other families)");
     }
   }
   const Index n = stats.in_features();
@@ -144,7 +135,7 @@ template <ScalarQuantizer Q>
       fail(kWhere, ": recipe '", pipeline.name, "' quantizes toward the unquantized model's outputs, and the statistics "
            "carry no cross term (statistics.cross; the sequential driver fills it for such recipes)");
     }
-    for (auto& w : ws) w = asymmetric_target(w, stats.hessian, stats.cross, pipeline.gptq.damp_fraction);
+    for (auto& w : ws) w = asymmetric_target(w, stats.hessian, stats.cross, damp_fraction(pipeline.solver));
   }
   LayerStatistics st = stats;
   auto add_step = [&](TransformStep step) {
@@ -171,25 +162,31 @@ template <ScalarQuantizer Q>
   for (const auto& w : ws) {
     CalibratedLayer<Q> layer;
     layer.transform = t;
-    if (pipeline.solver == Solver::Gptq) {
-      auto res = gptq(q, granularity, w, st.hessian, pipeline.gptq);
-      res.report.tokens = st.tokens;
-      res.report.rank_deficient = st.tokens < n;
-      layer.matrix = std::move(res.matrix);
-      layer.gptq_report = std::move(res.report);
-    } else if (pipeline.solver == Solver::SignRound) {
-      if constexpr (detail::kIsUniform<Q>) {
-        auto res = signround(q, granularity, w, st.hessian, pipeline.signround);
-        layer.matrix = std::move(res.matrix);
-        layer.signround_report = res.report;
-      }
-    } else if (pipeline.solver == Solver::Hqq) {
-      if constexpr (detail::kIsUniform<Q>) layer.matrix = quantize_matrix_hqq(q, granularity, w, pipeline.hqq);
-    } else {
-      QuantizeOptions qo;
-      qo.fit = pipeline.rtn_fit;
-      layer.matrix = quantize_matrix(q, granularity, w, qo);
-    }
+    std::visit(Overloaded{[&](const GptqOptions& o) {
+                            auto res = gptq(q, granularity, w, st.hessian, o);
+                            res.report.tokens = st.tokens;
+                            res.report.rank_deficient = st.tokens < n;
+                            layer.matrix = std::move(res.matrix);
+                            layer.gptq_report = std::move(res.report);
+                          },
+                          [&](const SignRoundOptions& o) {
+                            if constexpr (detail::kIsUniform<Q>) {  // else rejected above
+                              auto res = signround(q, granularity, w, st.hessian, o);
+                              layer.matrix = std::move(res.matrix);
+                              layer.signround_report = res.report;
+                            }
+                          },
+                          [&](const HqqOptions& o) {
+                            if constexpr (detail::kIsUniform<Q>) layer.matrix = quantize_matrix_hqq(q, granularity, w, o);
+                          },
+                          [&](const RtnOptions& o) {
+                            QuantizeOptions qo;
+                            qo.fit = o.fit;
+                            // mean x² per input, up to a common factor (which no fit depends on).
+                            if (o.imatrix) qo.column_importance = st.hessian.diagonal().cast<float>().cwiseMax(0.0f);
+                            layer.matrix = quantize_matrix(q, granularity, w, qo);
+                          }},
+               pipeline.solver);
     if (pipeline.refine.sweeps > 0) {
       auto res = refine_rounding(std::move(layer.matrix), w, st.hessian, pipeline.refine);
       layer.matrix = std::move(res.matrix);

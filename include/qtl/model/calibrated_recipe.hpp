@@ -69,11 +69,12 @@ class CalibratedRecipe final : public Recipe {
 
   [[nodiscard]] std::string name() const override { return recipe_.name; }
   [[nodiscard]] bool wants_fp32_targets() const override { return recipe_.fp32_targets; }
-  /// HQQ alone reads no statistics: the driver then runs no calibration pass.
+  /// Whether any step reads the layer's input statistics: not the rotation (a fixed seed), not
+  /// HQQ, not RTN without imatrix. If none does, the driver runs no calibration pass.
   [[nodiscard]] bool needs_calibration() const override {
     const auto& r = recipe_;
-    return !(r.solver == calib::Solver::Hqq && r.refine.sweeps == 0 && !r.rotate && !r.smoothquant && !r.awq &&
-             r.low_rank.rank == 0);
+    return calib::reads_statistics(r.solver) || r.refine.sweeps > 0 || r.smoothquant || r.awq ||
+           r.low_rank.rank > 0 || r.fp32_targets;
   }
 
   [[nodiscard]] std::vector<QuantizedLayer> quantize(std::span<const LayerCalibration> group) const override {

@@ -21,11 +21,13 @@
 #include <span>
 #include <string>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "qtl/calib/gptq_ggml.hpp"
 #include "qtl/calib/pipeline.hpp"
 #include "qtl/core/error.hpp"
+#include "qtl/core/overloaded.hpp"
 #include "qtl/detail/fp16.hpp"
 #include "qtl/quant/ggml_types.hpp"
 #include "qtl/model/calibrated_recipe.hpp"
@@ -71,7 +73,10 @@ decltype(auto) visit_ggml_quantizer(ggml::Type t, F&& f) {
 /// Which ggml type a linear layer gets: (qtl name "layers.3.w2", rows, cols) -> type.
 using GgmlTypePlan = std::function<ggml::Type(const std::string& name, Index rows, Index cols)>;
 
-enum class GgmlSolver { Rtn, RtnImatrix, Pipeline };
+/// How a GgmlRecipe solves each layer: round to nearest (calib::RtnOptions; with imatrix, the
+/// inputs' mean x² weights the fit, llama-quantize --imatrix), or a calibration pipeline
+/// (calib::Pipeline: its solver, and its input scalings where the file can hold them).
+using GgmlSolver = std::variant<calib::RtnOptions, calib::Pipeline>;
 
 /// GgmlRecipe (below): a class template only so that its solvers are instantiated where a
 /// GgmlRecipe is built, not in every translation unit that includes this header
@@ -79,14 +84,16 @@ enum class GgmlSolver { Rtn, RtnImatrix, Pipeline };
 template <class Deferred = void>
 class BasicGgmlRecipe final : public Recipe {
  public:
-  /// `pipeline` is used with GgmlSolver::Pipeline only.
-  BasicGgmlRecipe(std::string name, GgmlTypePlan plan, GgmlSolver solver, calib::Pipeline pipeline = {})
-      : name_(std::move(name)), plan_(std::move(plan)), solver_(solver), pipeline_(std::move(pipeline)) {
+  BasicGgmlRecipe(std::string name, GgmlTypePlan plan, GgmlSolver solver)
+      : name_(std::move(name)), plan_(std::move(plan)), solver_(std::move(solver)) {
     if (!plan_) fail("GgmlRecipe '", name_, "': no type plan");
   }
 
   [[nodiscard]] std::string name() const override { return name_; }
-  [[nodiscard]] bool needs_calibration() const override { return solver_ != GgmlSolver::Rtn; }
+  [[nodiscard]] bool needs_calibration() const override {
+    const auto* rtn = std::get_if<calib::RtnOptions>(&solver_);
+    return rtn == nullptr || rtn->imatrix;
+  }
 
   [[nodiscard]] std::vector<QuantizedLayer> quantize(std::span<const LayerCalibration> group) const override {
     std::vector<ggml::Type> types;
@@ -138,7 +145,7 @@ class BasicGgmlRecipe final : public Recipe {
       }
       return out;
     }
-    if (solver_ != GgmlSolver::Rtn && is_k_quant(type)) return quantize_k_type(type, layers);
+    if (needs_calibration() && is_k_quant(type)) return quantize_k_type(type, layers);
     if (!has_ggml_quantizer(type)) {  // llama.cpp's reference quantizer
       for (const auto& l : layers) {
         QuantizedLayer q;
@@ -153,22 +160,16 @@ class BasicGgmlRecipe final : public Recipe {
     return visit_ggml_quantizer(type, [&](auto q) -> std::vector<QuantizedLayer> {
       using Q = decltype(q);
       const Granularity g = PerGroup{info.block_size};
-      switch (solver_) {
-        case GgmlSolver::Rtn: return RtnRecipe<Q>(q, g).quantize(layers);
-        case GgmlSolver::RtnImatrix: {
-          QuantizeOptions opt;
-          opt.fit = FitOptions::searched();
-          return RtnRecipe<Q>(q, g, opt, {}, /*importance=*/true).quantize(layers);
-        }
-        case GgmlSolver::Pipeline: break;
-      }
-      calib::Pipeline r = pipeline_;
-      if (!scalings) {  // a GGUF file holds weights only: no online input transform
-        r.awq = false;
-        r.smoothquant = false;
-        r.rotate = false;
-      }
-      return CalibratedRecipe<Q>(q, g, r, {}, /*fold_scales=*/true).quantize(layers);
+      return std::visit(Overloaded{[&](const calib::RtnOptions& o) { return RtnRecipe<Q>(q, g, o).quantize(layers); },
+                                   [&](calib::Pipeline r) {
+                                     if (!scalings) {  // a GGUF file holds weights only: no online input transform
+                                       r.awq = false;
+                                       r.smoothquant = false;
+                                       r.rotate = false;
+                                     }
+                                     return CalibratedRecipe<Q>(q, g, r, {}, /*fold_scales=*/true).quantize(layers);
+                                   }},
+                        solver_);
     });
   }
 
@@ -178,20 +179,28 @@ class BasicGgmlRecipe final : public Recipe {
   }
 
   /// K-quants with calibration: the super-block grid fitted with the inputs' mean x^2 as the
-  /// importance (llama-quantize --imatrix's grid), then, for the pipeline solver, the codes by
-  /// GPTQ on that grid (calib::gptq_k; input transforms do not apply: a GGUF holds weights only).
+  /// importance (llama-quantize --imatrix's grid), then, for a pipeline whose solver is GPTQ, the
+  /// codes by GPTQ on that grid (calib::gptq_k; input transforms do not apply: a GGUF holds
+  /// weights only). A pipeline with RTN keeps the grid's own codes; other solvers do not apply.
   std::vector<QuantizedLayer> quantize_k_type(ggml::Type type, std::span<const LayerCalibration> layers) const {
     const Eigen::MatrixXd h = layers.front().stats->hessian();
     QuantizeOptions grid;
     grid.column_importance = h.diagonal().cast<float>().cwiseMax(0.0f);  // ∝ mean x^2 per input
-    calib::GptqOptions gopt = pipeline_.gptq;
+    const calib::GptqOptions* gopt = nullptr;
+    if (const auto* p = std::get_if<calib::Pipeline>(&solver_)) {
+      gopt = std::get_if<calib::GptqOptions>(&p->solver);
+      if (gopt == nullptr && !std::holds_alternative<calib::RtnOptions>(p->solver)) {
+        fail("GgmlRecipe '", name_, "': ", ggml::type_info(type).name, " (a k-quant) is solved by RTN or GPTQ on its ",
+             "super-block grid, not by ", calib::solver_name(p->solver));
+      }
+    }
     std::vector<QuantizedLayer> out;
     for (const auto& l : layers) {
       std::vector<std::byte> bytes;
       std::string note;
       const auto run = [&](auto kq) {
-        if (solver_ == GgmlSolver::Pipeline) {
-          auto r = calib::gptq_k(kq, *l.weight, h, grid, gopt);
+        if (gopt != nullptr) {
+          auto r = calib::gptq_k(kq, *l.weight, h, grid, *gopt);
           note = str_cat("gptq on the imatrix grid, damp ", r.report.damp_fraction, ", proxy loss ",
                          r.report.total_proxy_loss);
           bytes = ggml::to_blocks(r.matrix);
@@ -219,7 +228,6 @@ class BasicGgmlRecipe final : public Recipe {
   std::string name_;
   GgmlTypePlan plan_;
   GgmlSolver solver_;
-  calib::Pipeline pipeline_;
 };
 
 using GgmlRecipe = BasicGgmlRecipe<>;

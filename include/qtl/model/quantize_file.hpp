@@ -41,29 +41,25 @@ inline constexpr std::string_view kGgmlRecipeNames =
 /// The ggml recipe called `name` over a type plan (names: kGgmlRecipeNames).
 template <class Deferred = void>
 [[nodiscard]] std::unique_ptr<Recipe> make_ggml_recipe(const std::string& name, GgmlTypePlan plan) {
-  calib::Pipeline r;
-  r.name = name;
-  r.solver = calib::Solver::Gptq;
-  r.gptq.damp_fraction = 0.01;
-  if (name == "rtn") return std::make_unique<GgmlRecipe>(name, std::move(plan), GgmlSolver::Rtn);
-  if (name == "rtn-imatrix") return std::make_unique<GgmlRecipe>(name, std::move(plan), GgmlSolver::RtnImatrix);
-  if (name == "gptq") return std::make_unique<GgmlRecipe>(name, std::move(plan), GgmlSolver::Pipeline, r);
-  r.gptq.fit.clip_search = true;
-  r.gptq.hessian_importance = true;
-  if (name == "gptq-clip") return std::make_unique<GgmlRecipe>(name, std::move(plan), GgmlSolver::Pipeline, r);
+  auto make = [&](GgmlSolver solver) { return std::make_unique<GgmlRecipe>(name, std::move(plan), std::move(solver)); };
+  if (name == "rtn") return make(calib::RtnOptions{});
+  if (name == "rtn-imatrix") return make(calib::RtnOptions{.fit = FitOptions::searched(), .imatrix = true});
+  if (name == "gptq") return make(calib::Pipeline{.name = name, .solver = calib::GptqOptions{}});
+  // The others search each group's clip range on the Hessian-weighted error.
+  calib::Pipeline r{.name = name, .solver = calib::gptq_clip_options()};
+  if (name == "gptq-clip") return make(r);
   if (name == "gptq-actorder") {
-    r.gptq.act_order = true;
-    return std::make_unique<GgmlRecipe>(name, std::move(plan), GgmlSolver::Pipeline, r);
+    std::get<calib::GptqOptions>(r.solver).act_order = true;
+    return make(r);
   }
   if (name == "awq-gptq") {
     r.awq = true;
-    return std::make_unique<GgmlRecipe>(name, std::move(plan), GgmlSolver::Pipeline, r);
+    return make(r);
   }
   if (name == "quarot-gptq") {
     // The rotation folds fully into the weights (Transformer::rotate_residual), so the GGUF
     // holds a plain llama model that llama.cpp runs as it is.
-    return std::make_unique<detail::ResidualRotationRecipe<>>(
-        std::make_unique<GgmlRecipe>(name, std::move(plan), GgmlSolver::Pipeline, r), name);
+    return std::make_unique<detail::ResidualRotationRecipe<>>(make(r), name);
   }
   fail("unknown recipe '", name, "'; known: ", kGgmlRecipeNames);
 }

@@ -73,19 +73,10 @@ std::unique_ptr<Recipe> visit_packed_uniform_block(const RecipeSpec& s, const Bl
   });
 }
 
-/// How an RTN recipe fits each group: FitOptions, and whether the inputs' mean x^2 weights the
-/// fit (llama.cpp's imatrix).
-struct RtnFit {
-  FitOptions fit{};
-  bool imatrix = false;
-};
-
 template <Mode M>
-std::unique_ptr<Recipe> uniform_rtn(const RecipeSpec& s, const RtnFit& how) {
-  QuantizeOptions opt;
-  opt.fit = how.fit;
+std::unique_ptr<Recipe> uniform_rtn(const RecipeSpec& s, const calib::RtnOptions& how) {
   return visit_packed_uniform<M>(s, [&](auto q) -> std::unique_ptr<Recipe> {
-    return std::make_unique<RtnRecipe<decltype(q)>>(q, granularity_of(s), opt, s.kernel, how.imatrix, s.name);
+    return std::make_unique<RtnRecipe<decltype(q)>>(q, granularity_of(s), how, s.kernel, s.name);
   });
 }
 
@@ -94,7 +85,8 @@ template <class Deferred = void>
 std::unique_ptr<Recipe> uniform_calibrated(const RecipeSpec& s, calib::Pipeline r) {
   r.name = s.name;
   if (!(s.damp >= 0.0 && s.damp <= 10.0)) fail("make_recipe: damp must be in [0, 10], got ", s.damp);
-  r.gptq.damp_fraction = s.damp;
+  r.solver = calib::with_damp(std::move(r.solver), s.damp);
+  if (r.refine.sweeps > 0) r.refine.damp_fraction = s.damp;
   return visit_packed_uniform<Mode::Asymmetric>(s, [&](auto q) -> std::unique_ptr<Recipe> {
     return std::make_unique<CalibratedRecipe<decltype(q)>>(q, granularity_of(s), r, s.kernel);
   });
@@ -122,7 +114,7 @@ std::unique_ptr<Recipe> visit_table(const RecipeSpec& s, TableFamily family, F&&
 template <class Deferred = void>
 std::unique_ptr<Recipe> table_rtn(const RecipeSpec& s, TableFamily family) {
   return visit_table(s, family, [&](auto q) -> std::unique_ptr<Recipe> {
-    return std::make_unique<RtnRecipe<decltype(q)>>(q, granularity_of(s), QuantizeOptions{}, s.kernel, false, s.name);
+    return std::make_unique<RtnRecipe<decltype(q)>>(q, granularity_of(s), calib::RtnOptions{}, s.kernel, s.name);
   });
 }
 
@@ -130,10 +122,7 @@ template <class Deferred = void>
 std::unique_ptr<Recipe> table_gptq(const RecipeSpec& s, TableFamily family) {
   if (!(s.damp >= 0.0 && s.damp <= 10.0)) fail("make_recipe: damp must be in [0, 10], got ", s.damp);
   return visit_table(s, family, [&](auto q) -> std::unique_ptr<Recipe> {
-    calib::Pipeline r;
-    r.name = s.name;
-    r.solver = calib::Solver::Gptq;
-    r.gptq.damp_fraction = s.damp;
+    const calib::Pipeline r{.name = s.name, .solver = calib::GptqOptions{.damp_fraction = s.damp}};
     return std::make_unique<CalibratedRecipe<decltype(q)>>(q, granularity_of(s), r, s.kernel);
   });
 }
@@ -164,6 +153,11 @@ class ResidualRotationRecipe final : public Recipe {
   std::uint64_t seed_;
 };
 
+/// The solvers partial binarization runs: round to nearest (its alpha is the least-squares
+/// optimum, so RtnOptions' fit and imatrix have nothing to act on and must stay unset) or GPTQ's
+/// error feedback over the binary part. Any other calib solver does not convert: a compile error.
+using PartialBinarySolver = std::variant<calib::RtnOptions, calib::GptqOptions>;
+
 /// Partial binarization (PB-LLM): the most salient weights (by |w|² · diag H, the Hessian
 /// diagonal of the layer's inputs) kept at 8 bits, the rest binary with an alpha per group;
 /// round-to-nearest, or GPTQ's error feedback over the binary part (PB-GPTQ). Runs as
@@ -172,17 +166,18 @@ template <class Deferred = void>
 class PartialBinaryRecipe final : public Recipe {
  public:
   PartialBinaryRecipe(std::string name, Granularity granularity, double salient_fraction, SalientStorage storage,
-                      calib::Solver solver, double damp, KernelOptions kernel)
+                      PartialBinarySolver solver, KernelOptions kernel)
       : name_(std::move(name)),
         granularity_(granularity),
         fraction_(salient_fraction),
         storage_(storage),
-        gptq_(solver == calib::Solver::Gptq),
-        damp_(damp),
+        solver_(std::move(solver)),
         kernel_(kernel) {
-    if (solver != calib::Solver::Rtn && solver != calib::Solver::Gptq) {
-      fail("PartialBinaryRecipe '", name_, "': partial binarization runs round-to-nearest or GPTQ, not solver ",
-           static_cast<int>(solver));
+    if (const auto* rtn = std::get_if<calib::RtnOptions>(&solver_)) {
+      if (rtn->imatrix || rtn->fit.clip_search || rtn->fit.refine_iterations != 0) {
+        fail("PartialBinaryRecipe '", name_, "': partial binarization's RTN fit is closed-form; it takes no ",
+             rtn->imatrix ? "imatrix" : rtn->fit.clip_search ? "clip_search" : "refine_iterations");
+      }
     }
   }
   [[nodiscard]] std::string name() const override { return name_; }
@@ -196,10 +191,8 @@ class PartialBinaryRecipe final : public Recipe {
     for (const auto& l : group) {
       QuantizedLayer q;
       PartialBinaryMatrix m;
-      if (gptq_) {
-        calib::GptqOptions opt;
-        opt.damp_fraction = damp_;
-        auto r = calib::gptq_partial_binary(granularity_, *l.weight, h, pb, opt);
+      if (const auto* opt = std::get_if<calib::GptqOptions>(&solver_)) {
+        auto r = calib::gptq_partial_binary(granularity_, *l.weight, h, pb, *opt);
         q.note = str_cat("damp ", r.report.damp_fraction, ", proxy loss ", r.report.total_proxy_loss);
         m = std::move(r.matrix);
       } else {
@@ -218,21 +211,21 @@ class PartialBinaryRecipe final : public Recipe {
   Granularity granularity_;
   double fraction_;
   SalientStorage storage_;
-  bool gptq_;
-  double damp_;
+  PartialBinarySolver solver_;
   KernelOptions kernel_;
 };
 
 /// 10% salient: weights (PB-LLM's unstructured list, 16-bit column + 8-bit value each) or input
 /// channels (a channel mask, 8 bits per salient weight).
 template <class Deferred = void>
-std::unique_ptr<Recipe> partial_binary(const RecipeSpec& s, SalientStorage storage, calib::Solver solver) {
+std::unique_ptr<Recipe> partial_binary(const RecipeSpec& s, SalientStorage storage, PartialBinarySolver solver) {
   if (s.bits != 1) {
     fail("make_recipe: '", s.name, "' binarizes (1 bit plus 10% salient weights at 8 bits); got bits = ", s.bits,
          " (use --bits 1)");
   }
   if (!(s.damp >= 0.0 && s.damp <= 10.0)) fail("make_recipe: damp must be in [0, 10], got ", s.damp);
-  return std::make_unique<PartialBinaryRecipe<Deferred>>(s.name, granularity_of(s), 0.1, storage, solver, s.damp, s.kernel);
+  return std::make_unique<PartialBinaryRecipe<Deferred>>(s.name, granularity_of(s), 0.1, storage,
+                                                         calib::with_damp(std::move(solver), s.damp), s.kernel);
 }
 
 /// GPTVQ with one k-means codebook of D-vectors for the whole model, rows normalized by fp16
@@ -300,61 +293,37 @@ template <class Deferred = void>
       {"rtn-imatrix", "uniform asymmetric, clip search weighted by the inputs' mean x^2 (llama.cpp imatrix)",
        [](const RecipeSpec& s) { return detail::uniform_rtn<Mode::Asymmetric>(s, {.fit = FitOptions::searched(), .imatrix = true}); }},
       {"gptq", "GPTQ: Hessian error feedback, lazy blocks of 128, 1% damping, min-max grid per group",
-       [](const RecipeSpec& s) { return detail::uniform_calibrated(s, calib::Pipeline{.solver = calib::Solver::Gptq}); }},
+       [](const RecipeSpec& s) { return detail::uniform_calibrated(s, calib::Pipeline{.solver = calib::GptqOptions{}}); }},
       {"gptq-actorder", "GPTQ visiting columns by descending Hessian diagonal, static groups",
        [](const RecipeSpec& s) {
-         auto r = calib::Pipeline{.solver = calib::Solver::Gptq};
-         r.gptq.act_order = true;
-         return detail::uniform_calibrated(s, r);
+         return detail::uniform_calibrated(s, calib::Pipeline{.solver = calib::GptqOptions{.act_order = true}});
        }},
       {"gptq-clip", "GPTQ with a Hessian-weighted clip search for each group's range",
        [](const RecipeSpec& s) {
-         auto r = calib::Pipeline{.solver = calib::Solver::Gptq};
-         r.gptq.fit.clip_search = true;
-         r.gptq.hessian_importance = true;
-         return detail::uniform_calibrated(s, r);
+         return detail::uniform_calibrated(s, calib::Pipeline{.solver = calib::gptq_clip_options()});
        }},
       {"signround", "SignRound on the layer's Hessian objective: learned rounding offsets and clip, 200 signed-gradient steps",
        [](const RecipeSpec& s) {
-         auto r = calib::Pipeline{.solver = calib::Solver::SignRound};
-         r.signround.damp_fraction = s.damp;
-         return detail::uniform_calibrated(s, r);
+         return detail::uniform_calibrated(s, calib::Pipeline{.solver = calib::SignRoundOptions{}});
        }},
       {"signround-refine", "SignRound, then coordinate descent on the codes and least-squares group parameters",
        [](const RecipeSpec& s) {
-         auto r = calib::Pipeline{.solver = calib::Solver::SignRound};
-         r.signround.damp_fraction = s.damp;
-         r.refine.sweeps = 8;
-         r.refine.damp_fraction = s.damp;
-         return detail::uniform_calibrated(s, r);
+         return detail::uniform_calibrated(s, calib::Pipeline{.solver = calib::SignRoundOptions{}, .refine = {.sweeps = 8}});
        }},
       {"gptq-refine", "gptq-clip, then coordinate descent on the codes and least-squares group parameters (QuantEase)",
        [](const RecipeSpec& s) {
-         auto r = calib::Pipeline{.solver = calib::Solver::Gptq};
-         r.gptq.fit.clip_search = true;
-         r.gptq.hessian_importance = true;
-         r.refine.sweeps = 8;
-         r.refine.damp_fraction = s.damp;
-         return detail::uniform_calibrated(s, r);
+         return detail::uniform_calibrated(s, calib::Pipeline{.solver = calib::gptq_clip_options(), .refine = {.sweeps = 8}});
        }},
       {"hqq", "HQQ: calibration-free half-quadratic lp fit of each group's scale and zero (p = 0.7, 20 steps)",
-       [](const RecipeSpec& s) { return detail::uniform_calibrated(s, calib::Pipeline{.solver = calib::Solver::Hqq}); }},
+       [](const RecipeSpec& s) { return detail::uniform_calibrated(s, calib::Pipeline{.solver = calib::HqqOptions{}}); }},
       {"hqq-refine", "HQQ's fit, then coordinate descent on the codes and group parameters on the layer's Hessian",
        [](const RecipeSpec& s) {
-         auto r = calib::Pipeline{.solver = calib::Solver::Hqq};
-         r.refine.sweeps = 8;
-         r.refine.damp_fraction = s.damp;
-         return detail::uniform_calibrated(s, r);
+         return detail::uniform_calibrated(s, calib::Pipeline{.solver = calib::HqqOptions{}, .refine = {.sweeps = 8}});
        }},
       {"gptaq-refine", "gptq-refine toward the unquantized model's outputs: ||X~ W^T - X W^T|| on the actual inputs (GPTAQ)",
        [](const RecipeSpec& s) {
-         auto r = calib::Pipeline{.solver = calib::Solver::Gptq};
-         r.fp32_targets = true;
-         r.gptq.fit.clip_search = true;
-         r.gptq.hessian_importance = true;
-         r.refine.sweeps = 8;
-         r.refine.damp_fraction = s.damp;
-         return detail::uniform_calibrated(s, r);
+         return detail::uniform_calibrated(
+             s, calib::Pipeline{.solver = calib::gptq_clip_options(), .refine = {.sweeps = 8}, .fp32_targets = true});
        }},
       {"autoround", "block-wise SignRound (AutoRound): rounding, clip and RMSNorm gains tuned to each block's output error, 500 steps",
        [](const RecipeSpec& s) {
@@ -365,18 +334,18 @@ template <class Deferred = void>
          return detail::visit_packed_uniform_block<Mode::Asymmetric>(s, o);
        }},
       {"awq", "AWQ: activation-aware per-channel scales (grid over alpha) and clip search, then RTN",
-       [](const RecipeSpec& s) { return detail::uniform_calibrated(s, calib::Pipeline{.awq = true, .solver = calib::Solver::Rtn}); }},
+       [](const RecipeSpec& s) { return detail::uniform_calibrated(s, calib::Pipeline{.awq = true, .solver = calib::RtnOptions{}}); }},
       {"awq-gptq", "AWQ scales and clipping, then GPTQ (QQQ's weight side)",
-       [](const RecipeSpec& s) { return detail::uniform_calibrated(s, calib::Pipeline{.awq = true, .solver = calib::Solver::Gptq}); }},
+       [](const RecipeSpec& s) { return detail::uniform_calibrated(s, calib::Pipeline{.awq = true, .solver = calib::GptqOptions{}}); }},
       {"rotate-rtn", "randomized Hadamard rotation of the inputs (QuaRot / QuIP#), then RTN",
-       [](const RecipeSpec& s) { return detail::uniform_calibrated(s, calib::Pipeline{.rotate = true, .solver = calib::Solver::Rtn}); }},
+       [](const RecipeSpec& s) { return detail::uniform_calibrated(s, calib::Pipeline{.rotate = true, .solver = calib::RtnOptions{}}); }},
       {"rotate-gptq", "randomized Hadamard rotation, then GPTQ",
-       [](const RecipeSpec& s) { return detail::uniform_calibrated(s, calib::Pipeline{.rotate = true, .solver = calib::Solver::Gptq}); }},
+       [](const RecipeSpec& s) { return detail::uniform_calibrated(s, calib::Pipeline{.rotate = true, .solver = calib::GptqOptions{}}); }},
       {"rsq", "rotation, then AWQ scaling, then GPTQ (the RSQ composition)",
-       [](const RecipeSpec& s) { return detail::uniform_calibrated(s, calib::Pipeline{.rotate = true, .awq = true, .solver = calib::Solver::Gptq}); }},
+       [](const RecipeSpec& s) { return detail::uniform_calibrated(s, calib::Pipeline{.rotate = true, .awq = true, .solver = calib::GptqOptions{}}); }},
       {"gptq-lqer", "GPTQ plus a rank-4 correction of the activation-weighted error (LQER), its bits counted",
        [](const RecipeSpec& s) {
-         auto r = calib::Pipeline{.solver = calib::Solver::Gptq};
+         auto r = calib::Pipeline{.solver = calib::GptqOptions{}};
          r.low_rank.rank = 4;
          return detail::uniform_calibrated(s, r);
        }},
@@ -387,7 +356,7 @@ template <class Deferred = void>
       {"quarot-gptq", "residual stream rotation (QuaRot), then GPTQ",
        [](const RecipeSpec& s) {
          return std::make_unique<detail::ResidualRotationRecipe<Deferred>>(
-             detail::uniform_calibrated(s, calib::Pipeline{.solver = calib::Solver::Gptq}), s.name);
+             detail::uniform_calibrated(s, calib::Pipeline{.solver = calib::GptqOptions{}}), s.name);
        }},
       {"rtn-nf4", "NF4 levels (4-bit only) times an fp16 absmax scale per group, round-to-nearest (table kernels)",
        [](const RecipeSpec& s) { return detail::table_rtn(s, detail::TableFamily::NF4); }},
@@ -410,13 +379,13 @@ template <class Deferred = void>
       {"quip", "QuIP# without fine-tuning: randomized Hadamard (inputs online, residual stream folded), E8P, BlockLDLQ over 8 columns (--bits 2)",
        [](const RecipeSpec& s) { return detail::e8p_recipe<Deferred>(s, {.rotate = true}); }},
       {"rtn-pb", "partial binarization (PB-LLM, --bits 1): 10% salient weights at 8 bits, the rest binary",
-       [](const RecipeSpec& s) { return detail::partial_binary(s, SalientStorage::SparseList, calib::Solver::Rtn); }},
+       [](const RecipeSpec& s) { return detail::partial_binary(s, SalientStorage::SparseList, calib::RtnOptions{}); }},
       {"gptq-pb", "partial binarization with GPTQ's error feedback over the binary part (PB-GPTQ, --bits 1)",
-       [](const RecipeSpec& s) { return detail::partial_binary(s, SalientStorage::SparseList, calib::Solver::Gptq); }},
+       [](const RecipeSpec& s) { return detail::partial_binary(s, SalientStorage::SparseList, calib::GptqOptions{}); }},
       {"rtn-pb-channel", "partial binarization with 10% salient input channels at 8 bits (a channel mask, --bits 1)",
-       [](const RecipeSpec& s) { return detail::partial_binary(s, SalientStorage::ChannelMask, calib::Solver::Rtn); }},
+       [](const RecipeSpec& s) { return detail::partial_binary(s, SalientStorage::ChannelMask, calib::RtnOptions{}); }},
       {"gptq-pb-channel", "salient input channels at 8 bits, GPTQ over the binary rest (--bits 1)",
-       [](const RecipeSpec& s) { return detail::partial_binary(s, SalientStorage::ChannelMask, calib::Solver::Gptq); }},
+       [](const RecipeSpec& s) { return detail::partial_binary(s, SalientStorage::ChannelMask, calib::GptqOptions{}); }},
   };
   return list;
 }

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "qtl/calib/hessian.hpp"
+#include "qtl/calib/solver.hpp"
 #include "qtl/core/error.hpp"
 #include "qtl/model/quantized_linear.hpp"
 #include "qtl/model/transformer.hpp"
@@ -108,30 +109,29 @@ class Recipe {
   }
 };
 
-/// Round-to-nearest with any scalar quantizer: no calibration (the statistics are unused),
-/// unless `importance` asks for the inputs' mean x² as per-column importance (llama.cpp's
-/// imatrix weighting), which only matters together with fit.clip_search.
+/// Round-to-nearest with any scalar quantizer (calib::RtnOptions, qtl/calib/solver.hpp): no
+/// calibration (the statistics are unused), unless options.imatrix asks for the inputs' mean x²
+/// as per-column importance (llama.cpp's imatrix weighting; it matters with fit.clip_search).
 template <ScalarQuantizer Q>
 class RtnRecipe final : public Recipe {
  public:
-  RtnRecipe(Q quantizer, Granularity granularity, QuantizeOptions options = {}, KernelOptions kernel = {},
-            bool importance = false, std::string name = "rtn")
+  RtnRecipe(Q quantizer, Granularity granularity, calib::RtnOptions options = {}, KernelOptions kernel = {},
+            std::string name = "rtn")
       : q_(std::move(quantizer)),
         granularity_(granularity),
-        options_(std::move(options)),
+        options_(options),
         kernel_(kernel),
-        importance_(importance),
         name_(std::move(name)) {}
 
   [[nodiscard]] std::string name() const override { return name_; }
-  /// Only the imatrix-style importance reads the inputs.
-  [[nodiscard]] bool needs_calibration() const override { return importance_; }
+  [[nodiscard]] bool needs_calibration() const override { return options_.imatrix; }
 
   [[nodiscard]] std::vector<QuantizedLayer> quantize(std::span<const LayerCalibration> group) const override {
     std::vector<QuantizedLayer> out;
     for (const auto& layer : group) {
-      QuantizeOptions opt = options_;
-      if (importance_) opt.column_importance = layer.stats->mean_square().cast<float>();
+      QuantizeOptions opt;
+      opt.fit = options_.fit;
+      if (options_.imatrix) opt.column_importance = layer.stats->mean_square().cast<float>();
       const auto q = quantize_matrix(q_, granularity_, *layer.weight, opt);
       QuantizedLayer r;
       r.bits_per_weight = bits_per_weight(q);
@@ -144,9 +144,8 @@ class RtnRecipe final : public Recipe {
  private:
   Q q_;
   Granularity granularity_;
-  QuantizeOptions options_;
+  calib::RtnOptions options_;
   KernelOptions kernel_;
-  bool importance_;
   std::string name_;
 };
 

@@ -79,7 +79,9 @@ struct VQLayerOptions {
   std::uint64_t rotation_seed = 0x51ed5eedULL;  ///< one rotation per input width, as calib::Pipeline
   bool normalize_rows = false;  ///< fp16 per-row RMS scales (needed by a shared codebook)
   bool fp32_targets = false;    ///< GPTAQ: solve toward the unquantized model's outputs
-  calib::GptqOptions gptq{};    ///< damping and block size of the GPTVQ sweep
+  /// The solver: GPTVQ, whose options are calib::GptqOptions (damping, block size), the type a
+  /// calib::Pipeline takes for GPTQ (qtl/calib/solver.hpp).
+  calib::GptqOptions gptq{};
 };
 
 template <VectorQuantizer V>
