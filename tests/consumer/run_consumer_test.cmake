@@ -3,7 +3,7 @@
 #   -DQTL_BUILD_DIR= -DQTL_CONSUMER_SOURCE= -DQTL_WORK_DIR= -DCMAKE_CXX_COMPILER=
 #   optional: -DQTL_CONSUMER_EXE= (default consumer) -DCMAKE_C_COMPILER= -DQTL_CONSUMER_FLAGS=
 #   (added to the consumer's C and C++ flags, e.g. the sanitizers of the build under test)
-#   -DQTL_CONSUMER_BUILD_TYPE= (default Release)
+#   -DQTL_CONSUMER_BUILD_TYPE= (default Release) -DQTL_CONSUMER_KERNELS= (passed on to the project)
 if(NOT QTL_CONSUMER_EXE)
   set(QTL_CONSUMER_EXE consumer)
 endif()
@@ -19,6 +19,9 @@ if(NOT QTL_CONSUMER_BUILD_TYPE)
 endif()
 set(args -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_CXX_COMPILER=${CMAKE_CXX_COMPILER}
          -DCMAKE_BUILD_TYPE=${QTL_CONSUMER_BUILD_TYPE})
+if(QTL_CONSUMER_KERNELS)
+  list(APPEND args -DQTL_CONSUMER_KERNELS=${QTL_CONSUMER_KERNELS})
+endif()
 if(CMAKE_C_COMPILER)
   list(APPEND args -DCMAKE_C_COMPILER=${CMAKE_C_COMPILER})
 endif()
