@@ -140,6 +140,7 @@ using namespace portable_batches;
 inline constexpr int kLanes = static_cast<int>(F32::size);  ///< rows per batch
 inline constexpr int kGroups = kVQTileRows / kLanes;         ///< row groups (batches) per tile
 static_assert(kVQTileRows % kLanes == 0, "a batch must hold a divisor of the 64 tile rows");
+static_assert(kLanes == 4 || kLanes == 8 || kLanes == 16, "E8P handles batches of 4, 8 or 16 floats");
 
 /// Row group h of tile t, token n: its partial sums (+)= a0 + a1.
 inline void finish(const VQChunkTask& k, std::ptrdiff_t t, int n, int h, const F32& a0, const F32& a1) noexcept {
@@ -227,8 +228,7 @@ inline F32 pair_batch(const float* a8, const float* b8, int b) noexcept {
   if constexpr (kLanes <= 8) {
     const int lo = kLanes * b;
     return F32::load_unaligned(lo < 8 ? a8 + lo : b8 + (lo - 8));
-  } else {
-    static_assert(kLanes == 16, "batches of 4, 8 or 16 floats");
+  } else {  // 16 lanes: the pair is one batch
     (void)b;
     return load_halves(a8, b8);
   }
