@@ -18,12 +18,14 @@
 //   acc_r = fma(c_rg, F_r, acc_r);  BinaryShift: acc_r = fma(m_rg, gsum_g, acc_r)
 //   c = alpha (Binary), alpha * 0.5f (Ternary), (hi - lo) * 0.5f (BinaryShift); m = (hi + lo) * 0.5f
 // so every path agrees to the bit. lut_tiles_scalar is the same computation one byte at a time
-// in plain C++ (std::fma): the reference the tests and the benchmark compare the xsimd code with.
+// in plain C++ (std::fma): the reference the tests and the benchmark compare the xsimd code with,
+// and what lut_tiles_portable runs on archs without a byte shuffle or FMA (kLutPortableVector).
 #pragma once
 
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "qtl/detail/fp16.hpp"
 #include "qtl/kernel/common/portable_simd.hpp"
@@ -198,13 +200,28 @@ inline void run_tiles(const LutKernelView& w, const LutActivationSet& a, float* 
 
 }  // namespace detail_lut_portable
 
-/// Y[n * ldy + row] for the rows of tiles [t0, t1) and tokens [0, a.m), over xsimd batches.
+/// Whether the portable arch has the byte shuffle (lookup16) and the FMA (fma_exact) the xsimd
+/// code needs in hardware: SSSE3 + FMA3, AVX2 + FMA3, AVX-512BW, NEON64. Without them each is
+/// emulated lane by lane and the xsimd code is slower than the scalar one (SSE2, 4096 x 4096,
+/// one token: 0.42-0.47x; bench/lut_kernel_matrix_bench.cpp), so lut_tiles_portable runs
+/// lut_tiles_scalar there.
+inline constexpr bool kLutPortableVector = std::is_base_of_v<xsimd::fma3<xsimd::sse4_2>, PortableArch> ||
+                                           std::is_base_of_v<xsimd::fma3<xsimd::avx2>, PortableArch> ||
+                                           std::is_base_of_v<xsimd::avx512bw, PortableArch> ||
+                                           std::is_base_of_v<xsimd::neon64, PortableArch>;
+
+/// Y[n * ldy + row] for the rows of tiles [t0, t1) and tokens [0, a.m), over xsimd batches
+/// (lut_tiles_scalar where !kLutPortableVector).
 inline void lut_tiles_portable(const LutKernelView& w, const LutActivationSet& a, float* y, std::ptrdiff_t ldy,
                                std::ptrdiff_t t0, std::ptrdiff_t t1) noexcept {
-  switch (w.kind) {
-    case LutWeights::Binary: detail_lut_portable::run_tiles<LutWeights::Binary>(w, a, y, ldy, t0, t1); break;
-    case LutWeights::BinaryShift: detail_lut_portable::run_tiles<LutWeights::BinaryShift>(w, a, y, ldy, t0, t1); break;
-    case LutWeights::Ternary: detail_lut_portable::run_tiles<LutWeights::Ternary>(w, a, y, ldy, t0, t1); break;
+  if constexpr (!kLutPortableVector) {
+    lut_tiles_scalar(w, a, y, ldy, t0, t1);
+  } else {
+    switch (w.kind) {
+      case LutWeights::Binary: detail_lut_portable::run_tiles<LutWeights::Binary>(w, a, y, ldy, t0, t1); break;
+      case LutWeights::BinaryShift: detail_lut_portable::run_tiles<LutWeights::BinaryShift>(w, a, y, ldy, t0, t1); break;
+      case LutWeights::Ternary: detail_lut_portable::run_tiles<LutWeights::Ternary>(w, a, y, ldy, t0, t1); break;
+    }
   }
 }
 
