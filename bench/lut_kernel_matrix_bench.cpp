@@ -11,8 +11,14 @@
 //                   count, measured right after the LUT kernel in the same line
 //   ratio_vs_uniform2   us / uniform2_us (target: <= 1.3 for ternary, the same 2 bits/weight)
 //   prep_us         activation quantization + table construction alone (included in us)
+// The portable lines compare the xsimd portable kernel (lut_tiles_portable, batches of the arch
+// this file is compiled for: AVX-512 under -march=native, SSE2 on plain x86-64, NEON on AArch64)
+// with the same tiles one byte at a time (lut_tiles_scalar): one thread, kernel only (the
+// activations prepared once, outside the loop), one matrix (cache-resident where it fits, so
+// bw_frac = GBps / the one-thread read bandwidth of start-up is a floor); speedup = scalar time /
+// xsimd time, each scalar line right before its xsimd line.
 //
-// Run: build/bench/lut_kernel_matrix_bench --benchmark_filter=gemv
+// Run: build/bench/lut_kernel_matrix_bench --benchmark_filter=gemv     (or =portable)
 #include <benchmark/benchmark.h>
 
 #include <qtl/detail/fp16.hpp>
@@ -31,6 +37,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <random>
 #include <string>
@@ -153,6 +160,51 @@ void BM_gemv(benchmark::State& state) {
   state.counters["threads"] = threads;
 }
 
+// args: kind (as BM_gemv), rows, cols, m, impl (0 scalar, 1 xsimd)
+void BM_portable(benchmark::State& state) {
+  const int kind = static_cast<int>(state.range(0));
+  const Index rows = state.range(1), cols = state.range(2), m = state.range(3);
+  const bool xsimd_path = state.range(4) != 0;
+  const unsigned seed = 99u + static_cast<unsigned>(kind);
+  qtl::TablePackedMatrix packed;
+  if (kind == 2) {
+    qtl::QuantizedMatrix<qtl::Binary<true>> q;
+    q.layout = qtl::make_group_layout(qtl::PerGroup{kGroup}, rows, cols);
+    std::mt19937 rng(seed);
+    q.codes.resize(static_cast<std::size_t>(rows * cols));
+    for (auto& c : q.codes) c = static_cast<std::uint8_t>(rng() & 1u);
+    q.params.resize(static_cast<std::size_t>(q.layout.num_param_sets()));
+    for (auto& p : q.params) p = {-fp16_scale(rng), fp16_scale(rng)};
+    packed = qtl::pack_table(q);
+  } else {
+    packed = kind == 0 ? random_table<qtl::Ternary>(rows, cols, 3, seed) : random_table<qtl::Binary<false>>(rows, cols, 2, seed);
+  }
+  const LutKernelMatrix k(packed, qtl::kernel::KernelPath::Portable);
+  const auto w = k.view();
+  const auto x = random_vector(static_cast<std::size_t>(m * cols), 5);
+  qtl::kernel::PreparedLutActivations acts;
+  acts.allocate(w, m);
+  acts.prepare(w, x.data(), cols, 0, m);
+  const auto a = acts.view();
+  std::vector<float> y(static_cast<std::size_t>(m * rows));
+  const auto fn = xsimd_path ? &qtl::kernel::lut_tiles_portable : &qtl::kernel::lut_tiles_scalar;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+    fn(w, a, y.data(), rows, 0, w.tiles);
+    benchmark::DoNotOptimize(y.data());
+  }
+  const double us = 1e6 * seconds_since(t0) / static_cast<double>(state.iterations());
+  static std::map<std::vector<std::int64_t>, double> scalar_us;  // keyed by the args but impl
+  const std::vector<std::int64_t> key = {kind, rows, cols, m};
+  if (!xsimd_path) scalar_us[key] = us;
+  const double gbps = static_cast<double>(k.bytes()) / us / 1e3;
+  state.counters["us"] = us;
+  state.counters["GBps"] = gbps;
+  state.counters["bw_frac"] = g_limits.read_gbps[1] > 0 ? gbps / g_limits.read_gbps[1] : 0.0;
+  state.counters["speedup"] = xsimd_path && scalar_us.count(key) ? scalar_us[key] / us : 1.0;
+  state.SetLabel(std::string(xsimd_path ? "xsimd " : "scalar ") + qtl::kernel::PortableArch::name());
+}
+
 void register_benchmarks() {
   bench_limits::register_limit_lines();
   for (auto [rows, cols] : std::vector<std::pair<Index, Index>>{{4096, 4096}, {4096, 14336}}) {
@@ -164,6 +216,18 @@ void register_benchmarks() {
             ->ArgNames({"kind", "rows", "cols", "threads"})
             ->UseRealTime()
             ->MinTime(0.3);
+      }
+    }
+  }
+  for (Index m : {1, 8}) {
+    for (int kind : {0, 1, 2}) {
+      for (int impl : {0, 1}) {
+        benchmark::RegisterBenchmark(kind == 0 ? "portable/ternary" : kind == 1 ? "portable/binary" : "portable/binary_shift",
+                                     BM_portable)
+            ->Args({kind, 4096, 4096, m, impl})
+            ->ArgNames({"kind", "rows", "cols", "m", "xsimd"})
+            ->UseRealTime()
+            ->MinTime(0.2);
       }
     }
   }

@@ -14,9 +14,16 @@
 //                         (mode:1, PERF target for W4A8: >= 0.5); eigen_GOPs, vs_eigen = Eigen's
 //                         fp32 GEMM on the same shape timed in the same line
 // GEMV weights are cycled over copies totalling more than 4 x L3, so every call streams from DRAM.
+// The portable lines compare the xsimd portable kernel (table_tiles_portable, batches of the
+// arch this file is compiled for: AVX-512 under -march=native, SSE2 on plain x86-64, NEON on
+// AArch64) with the same tiles one lane at a time (table_tiles_scalar): fp32 mode, one thread,
+// kernel only (activations prepared once, outside the loop), one matrix (cache-resident where it
+// fits, so bw_frac = GBps / the one-thread read bandwidth of start-up is a floor); speedup =
+// scalar time / xsimd time, each scalar line right before its xsimd line.
 //
 //   build/bench/table_kernel_matrix_bench --benchmark_filter='gemv.*kind:0'
 //   build/bench/table_kernel_matrix_bench --benchmark_filter='mode:1'
+//   build/bench/table_kernel_matrix_bench --benchmark_filter=portable
 #include <benchmark/benchmark.h>
 
 #include <qtl/format/packed_matrix.hpp>
@@ -37,6 +44,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <random>
 #include <string>
@@ -232,6 +240,41 @@ void BM_gemm(benchmark::State& state) {
   state.counters["vs_eigen"] = gops / eigen_gops;
 }
 
+// args: kind, rows, cols, m, impl (0 scalar, 1 xsimd)
+void BM_portable(benchmark::State& state) {
+  const int kind = static_cast<int>(state.range(0));
+  const Index rows = state.range(1), cols = state.range(2), m = state.range(3);
+  const bool xsimd_path = state.range(4) != 0;
+  const TableKernelMatrix k(random_kind(kind, rows, cols, 1234u + static_cast<unsigned>(kind)), ActivationMode::Fp32,
+                            qtl::kernel::KernelPath::Portable);
+  const auto w = k.view();
+  const Index kc = w.kernel_cols();
+  const auto x = random_vector(static_cast<std::size_t>(m * cols), 7);
+  std::vector<float> xk(static_cast<std::size_t>(m * kc), 0.0f);
+  qtl::kernel::prepare_table_activations(w, x.data(), cols, 0, m, xk.data());
+  std::vector<float> y(static_cast<std::size_t>(m * rows));
+  const auto fn = xsimd_path ? &qtl::kernel::table_tiles_portable : &qtl::kernel::table_tiles_scalar;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+    fn(w, xk.data(), kc, m, y.data(), rows, 0, w.tiles);
+    benchmark::DoNotOptimize(y.data());
+  }
+  const double us = 1e6 * seconds_since(t0) / static_cast<double>(state.iterations());
+  static std::map<std::vector<std::int64_t>, double> scalar_us;  // keyed by the args but impl
+  const std::vector<std::int64_t> key = {kind, rows, cols, m};
+  if (!xsimd_path) scalar_us[key] = us;
+  const double gbps = static_cast<double>(k.bytes()) / us / 1e3;
+  const double gflops = 2.0 * static_cast<double>(m * rows * cols) / us / 1e3;
+  state.counters["us"] = us;
+  state.counters["GBps"] = gbps;
+  state.counters["bw_frac"] = g_limits.read_gbps[1] > 0 ? gbps / g_limits.read_gbps[1] : 0.0;
+  state.counters["GOPs"] = gflops;
+  state.counters["peak_frac"] = g_limits.fma_gflops[1] > 0 ? gflops / g_limits.fma_gflops[1] : 0.0;
+  state.counters["speedup"] = xsimd_path && scalar_us.count(key) ? scalar_us[key] / us : 1.0;
+  state.SetLabel(std::string(xsimd_path ? "xsimd " : "scalar ") + kKinds[kind].name + " " +
+                 qtl::kernel::PortableArch::name());
+}
+
 void register_benchmarks() {
   bench_limits::register_limit_lines();
   for (auto [rows, cols] : std::vector<std::pair<Index, Index>>{{4096, 4096}, {4096, 14336}, {14336, 4096}}) {
@@ -262,6 +305,18 @@ void register_benchmarks() {
           ->ArgNames({"kind", "rows", "cols", "m", "threads", "mode"})
           ->UseRealTime()
           ->MinTime(0.5);
+    }
+  }
+  // The portable path (fp32 mode), xsimd against scalar (each scalar line right before its xsimd line).
+  for (Index m : {1, 8}) {
+    for (int kind : {0, 2, 3}) {
+      for (int impl : {0, 1}) {
+        benchmark::RegisterBenchmark("portable", BM_portable)
+            ->Args({kind, 4096, 4096, m, impl})
+            ->ArgNames({"kind", "rows", "cols", "m", "xsimd"})
+            ->UseRealTime()
+            ->MinTime(0.2);
+      }
     }
   }
 }

@@ -19,7 +19,16 @@
 // fp32 vpermi2ps trees, 3 avx512vnni = byte-plane vpermi2b lookups where the CPU has VBMI),
 // strategy (0 table, 1 decode = codebook gathers + FMA).
 //
+// The portable lines compare the portable path's xsimd kernels (vq_kernel_functions(Portable):
+// batches of the arch this file is compiled for, AVX-512 under -march=native, SSE2 on plain
+// x86-64, NEON on AArch64) with the plain C++ ones (vq_scalar_functions), through
+// VQKernelMatrix::gemm_using: one thread, one matrix (cache-resident, so bw_frac = GBps / the
+// one-thread read bandwidth of start-up is a floor), the Table lines including their table
+// building; speedup = scalar time / xsimd time, each scalar line right before its xsimd line.
+// Args: dim (8 = E8P), decode, m, xsimd.
+//
 // Run:  build/bench/vq_kernel_matrix_bench --benchmark_filter='vq_gemv/dim:2/threads:1/path:2'
+//       build/bench/vq_kernel_matrix_bench --benchmark_filter=portable
 #include <benchmark/benchmark.h>
 
 #include <qtl/format/packed_matrix.hpp>
@@ -36,6 +45,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <map>
 #include <memory>
 #include <random>
 #include <string>
@@ -168,6 +178,34 @@ void BM_vq_gemv(benchmark::State& state) {
   state.counters["dim"] = dim;
 }
 
+void BM_portable(benchmark::State& state) {
+  const int dim = static_cast<int>(state.range(0));
+  const VQStrategy strategy = state.range(1) == 0 ? VQStrategy::Table : VQStrategy::Decode;
+  const Index m = state.range(2);
+  const bool xsimd_path = state.range(3) != 0;
+  VQKernelMatrix k(dim == 2 ? random_vq<2>(11) : dim == 4 ? random_vq<4>(12) : random_e8p(15), KernelPath::Portable);
+  k.set_strategy(strategy);
+  const auto fn = xsimd_path ? qtl::kernel::vq_kernel_functions(KernelPath::Portable) : qtl::kernel::vq_scalar_functions();
+  const auto x = random_vector(static_cast<std::size_t>(m * kCols), 5);
+  std::vector<float> y(static_cast<std::size_t>(m * kRows));
+  k.gemm_using(fn, x.data(), kCols, m, y.data(), kRows, 1);  // warm-up
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+    k.gemm_using(fn, x.data(), kCols, m, y.data(), kRows, 1);
+    benchmark::DoNotOptimize(y.data());
+  }
+  const double us = 1e6 * seconds_since(t0) / static_cast<double>(state.iterations());
+  static std::map<std::vector<std::int64_t>, double> scalar_us;  // keyed by the args but impl
+  const std::vector<std::int64_t> key = {dim, state.range(1), m};
+  if (!xsimd_path) scalar_us[key] = us;
+  const double gbps = static_cast<double>(k.bytes()) / us / 1e3;
+  state.counters["us"] = us;
+  state.counters["GBps"] = gbps;
+  state.counters["bw_frac"] = g_limits.read_gbps[1] > 0 ? gbps / g_limits.read_gbps[1] : 0.0;
+  state.counters["speedup"] = xsimd_path && scalar_us.count(key) ? scalar_us[key] / us : 1.0;
+  state.SetLabel(std::string(xsimd_path ? "xsimd " : "scalar ") + qtl::kernel::PortableArch::name());
+}
+
 void register_benchmarks() {
   bench_limits::register_limit_lines();
   for (int threads : {1, 2}) {  // E8P (dim 8): the decode path on the best SIMD path
@@ -188,6 +226,21 @@ void register_benchmarks() {
               ->ArgNames({"dim", "threads", "path", "decode"})
               ->UseRealTime()
               ->MinTime(0.3);
+        }
+      }
+    }
+  }
+  // The portable path, xsimd against scalar (E8P decodes only).
+  for (Index m : {1, 4}) {
+    for (int dim : {2, 4, 8}) {
+      for (int strategy : {0, 1}) {
+        if (dim == 8 && strategy == 0) continue;
+        for (int impl : {0, 1}) {
+          benchmark::RegisterBenchmark("portable", BM_portable)
+              ->Args({dim, strategy, m, impl})
+              ->ArgNames({"dim", "decode", "m", "xsimd"})
+              ->UseRealTime()
+              ->MinTime(0.2);
         }
       }
     }

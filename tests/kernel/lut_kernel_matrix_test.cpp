@@ -1,6 +1,7 @@
 // The lookup-table kernels (qtl/kernel/lut/kernel_matrix.hpp): every path the CPU supports
 // against the scalar references (qtl/kernel/table/reference.hpp, lut/reference_ternary.hpp) within
-// the derived int8 bound, every SIMD path bit-identical to the portable one, both ternary formats,
+// the derived int8 bound, every SIMD path bit-identical to the portable (xsimd) one and that one to
+// the plain C++ tiles (lut_tiles_scalar), both ternary formats,
 // thread-count independence and the error cases.
 #include <gtest/gtest.h>
 #include <qtl/model/quantized_linear.hpp>
@@ -97,6 +98,15 @@ void check_lut_paths(const Packed& packed, const qtl::RowMatrixXf& w_hat, const 
     }
     if (path == KernelPath::Portable) {
       y_portable = y;
+      // The plain C++ tiles (lut_tiles_scalar) on the same prepared activations: the same bits.
+      const auto kv = k.view();
+      qtl::kernel::PreparedLutActivations acts;
+      acts.allocate(kv, m);
+      acts.prepare(kv, x.data(), x.outerStride(), 0, m);
+      qtl::RowMatrixXf ys(m, rows);
+      qtl::kernel::lut_tiles_scalar(kv, acts.view(), ys.data(), ys.outerStride(), 0, kv.tiles);
+      ASSERT_EQ(std::memcmp(ys.data(), y.data(), sizeof(float) * std::size_t(y.size())), 0)
+          << "the scalar tiles differ from the portable (xsimd) ones";
     } else {
       ASSERT_EQ(std::memcmp(y.data(), y_portable.data(), sizeof(float) * std::size_t(y.size())), 0)
           << "differs from the portable path";

@@ -1,5 +1,6 @@
 // Every table-decode kernel path the CPU supports against the scalar reference
-// (qtl/kernel/table/reference.hpp), on real quantizers of 1..4 bits in both table forms.
+// (qtl/kernel/table/reference.hpp), and the portable path's plain C++ twin (table_tiles_scalar)
+// too, on real quantizers of 1..4 bits in both table forms.
 #include <gtest/gtest.h>
 #include <qtl/kernel/table.hpp>
 #include <qtl/kernel/table/layout.hpp>
@@ -67,6 +68,20 @@ void check_table_paths(const Q& quantizer, const Case& cs, const qtl::RowMatrixX
       for (Index r = 0; r < cs.rows; ++r) {
         const double tol = 2.0 * chain * kUnit * mag(n, r) + kUnit * std::abs(double(ref(n, r))) + 1e-30;
         ASSERT_LE(std::abs(double(y(n, r)) - double(ref(n, r))), tol) << "token " << n << " row " << r;
+      }
+    }
+    if (path == KernelPath::Portable) {
+      // The portable path is xsimd code; its plain C++ twin (table_tiles_scalar) meets the same bound.
+      const auto kv = k.view();
+      std::vector<float> xk(static_cast<std::size_t>(m * kv.kernel_cols()), 0.0f);
+      qtl::kernel::prepare_table_activations(kv, x.data(), x.outerStride(), 0, m, xk.data());
+      qtl::RowMatrixXf ys(m, cs.rows);
+      qtl::kernel::table_tiles_scalar(kv, xk.data(), kv.kernel_cols(), m, ys.data(), ys.outerStride(), 0, kv.tiles);
+      for (Index n = 0; n < m; ++n) {
+        for (Index r = 0; r < cs.rows; ++r) {
+          const double tol = 2.0 * chain * kUnit * mag(n, r) + kUnit * std::abs(double(ref(n, r))) + 1e-30;
+          ASSERT_LE(std::abs(double(ys(n, r)) - double(ref(n, r))), tol) << "scalar tiles, token " << n << " row " << r;
+        }
       }
     }
     // Token tiling does not change a result: each token alone (the GEMV path) gives the same bits.

@@ -1,5 +1,6 @@
 // Every vector-codebook kernel path the CPU supports against the scalar reference
-// (qtl/kernel/vq/reference.hpp), both strategies, adversarial shapes and sets.
+// (qtl/kernel/vq/reference.hpp), and the plain C++ kernels (vq_scalar_functions) next to the
+// portable xsimd ones, both strategies, adversarial shapes and sets.
 #include <gtest/gtest.h>
 #include <qtl/format/vq_packed.hpp>
 #include <qtl/kernel/vq.hpp>
@@ -10,6 +11,7 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <type_traits>
 #include <vector>
 
 #include "kernel_test_util.hpp"
@@ -78,18 +80,39 @@ void expect_near_reference(const TestMatrix& t, const qtl::RowMatrixXf& x, const
   }
 }
 
+// Whether the portable path's mul_add is fused (qtl/kernel/common/portable_simd.hpp): then its
+// Table, Decode and E8P sums are rounded as the Avx2 and Avx512 paths' (vq/portable.hpp).
+constexpr bool kPortableFused =
+    std::is_base_of_v<xsimd::avx512f, qtl::kernel::PortableArch> ||
+    std::is_base_of_v<xsimd::fma3<xsimd::avx2>, qtl::kernel::PortableArch> ||
+    std::is_base_of_v<xsimd::fma3<xsimd::sse4_2>, qtl::kernel::PortableArch> ||
+    std::is_base_of_v<xsimd::neon64, qtl::kernel::PortableArch>;
+
 void check_all(const TestMatrix& t, Index m, unsigned seed, const std::string& what) {
   const qtl::RowMatrixXf x = qtl::test::gaussian(m, t.packed.cols(), seed);
+  qtl::RowMatrixXf y_portable[2];
   for (KernelPath p : qtl::kernel::supported_kernel_paths()) {
     VQKernelMatrix k(t.packed, p);
     ASSERT_EQ(k.path(), p);
     for (VQStrategy s : {VQStrategy::Table, VQStrategy::Decode}) {
       k.set_strategy(s);
       const std::string tag = what + " path " + std::string(qtl::kernel::to_string(p)) + " " + qtl::kernel::to_string(s);
-      expect_near_reference(t, x, k.gemm(x), tag + " gemm", s);
+      const qtl::RowMatrixXf y = k.gemm(x);
+      expect_near_reference(t, x, y, tag + " gemm", s);
       if (m == 1) {
-        const qtl::VectorXf y = k.gemv(qtl::VectorXf(x.row(0).transpose()));
-        expect_near_reference(t, x, qtl::RowMatrixXf(y.transpose()), tag + " gemv", s);
+        const qtl::VectorXf yv = k.gemv(qtl::VectorXf(x.row(0).transpose()));
+        expect_near_reference(t, x, qtl::RowMatrixXf(yv.transpose()), tag + " gemv", s);
+      }
+      const int si = s == VQStrategy::Table ? 0 : 1;
+      if (p == KernelPath::Portable) {
+        // the portable path is xsimd code; its plain C++ twin (vq_scalar_functions) as well
+        y_portable[si] = y;
+        qtl::RowMatrixXf ys(m, t.packed.rows());
+        k.gemm_using(qtl::kernel::vq_scalar_functions(), x.data(), x.outerStride(), m, ys.data(), ys.outerStride(), 1);
+        expect_near_reference(t, x, ys, tag + " scalar gemm", s);
+      } else if (kPortableFused && (p == KernelPath::Avx2 || p == KernelPath::Avx512)) {
+        ASSERT_EQ(std::memcmp(y.data(), y_portable[si].data(), sizeof(float) * std::size_t(y.size())), 0)
+            << tag << ": differs from the portable (xsimd, fused) path";
       }
     }
   }

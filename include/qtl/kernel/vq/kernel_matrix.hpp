@@ -76,13 +76,19 @@
 
 namespace qtl::kernel {
 
-/// The per-path kernel functions.
+/// The per-path kernel functions (by default the portable path's, qtl/kernel/vq/portable.hpp).
 struct VQKernelFunctions {
   void (*build_table)(const VQKernelView&, const VQChunkTask&, float*) noexcept = &vq_build_table_portable;
   void (*tiles_table)(const VQKernelView&, const VQChunkTask&, std::ptrdiff_t, std::ptrdiff_t) noexcept = &vq_tiles_table_portable;
   void (*tiles_decode)(const VQKernelView&, const VQChunkTask&, std::ptrdiff_t, std::ptrdiff_t) noexcept = &vq_tiles_decode_portable;
   void (*tiles_e8p)(const VQKernelView&, const VQChunkTask&, std::ptrdiff_t, std::ptrdiff_t) noexcept = &vq_tiles_e8p_portable;
 };
+
+/// The plain C++ kernels (the *_scalar functions of qtl/kernel/vq/portable.hpp): what tests and
+/// benchmarks compare the xsimd portable path with, through VQKernelMatrix::gemm_using.
+[[nodiscard]] inline VQKernelFunctions vq_scalar_functions() noexcept {
+  return {&vq_build_table_scalar, &vq_tiles_table_scalar, &vq_tiles_decode_scalar, &vq_tiles_e8p_scalar};
+}
 
 /// The kernel functions of `path`. No integer dot products here, so Avx512Vnni is the Avx512 code
 /// plus, where the CPU has AVX512_VBMI (every VNNI CPU since Ice Lake; not Cascade Lake), the
@@ -185,6 +191,13 @@ class VQKernelMatrix : public CheckedKernel<VQKernelMatrix> {
 
   /// Y = X W_hat^T: X is m x cols (row stride ldx), Y is m x rows (row stride ldy). Unchecked.
   void gemm(const float* x, Index ldx, Index m, float* y, Index ldy, int threads = 1) const {
+    gemm_using(fn_, x, ldx, m, y, ldy, threads);
+  }
+
+  /// gemm with the kernel functions `fn` instead of the path's (tests and benchmarks: e.g.
+  /// vq_scalar_functions() against the portable path). fn must be able to run on this CPU.
+  void gemm_using(const VQKernelFunctions& fn, const float* x, Index ldx, Index m, float* y, Index ldy,
+                  int threads = 1) const {
     if (m <= 0 || rows() == 0) return;
     const VQKernelView& w = layout_.view();
     const bool table = strategy_ == VQStrategy::Table && !w.e8p;
@@ -200,7 +213,6 @@ class VQKernelMatrix : public CheckedKernel<VQKernelMatrix> {
     const std::ptrdiff_t table_floats = table ? kVQMaxTokens * max_sets_ * w.chunk * w.Kp : 0;
     qtl::detail::AlignedBuffer tbuf(static_cast<std::size_t>(T * table_floats) * sizeof(float));
     auto* tables = reinterpret_cast<float*>(tbuf.data());
-    const VQKernelFunctions fn = fn_;
     const std::ptrdiff_t max_sets = max_sets_;
     parallel_for(w.tiles, static_cast<int>(T), [&](std::ptrdiff_t t0, std::ptrdiff_t t1) {
       std::ptrdiff_t i = 0;  // this chunk's number in parallel_for's split, for its table scratch
