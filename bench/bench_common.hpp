@@ -7,10 +7,14 @@
 
 #include <qtl/detail/fp16.hpp>
 #include <qtl/format/packed_matrix.hpp>
+#include <qtl/kernel/common/portable_simd.hpp>
 #include <qtl/quant/quantize_matrix.hpp>
 #include <qtl/quant/uniform.hpp>
 
 #include <algorithm>
+#include <chrono>
+#include <map>
+#include <string>
 #include <cstddef>
 #include <cstdint>
 #include <random>
@@ -64,6 +68,36 @@ inline std::vector<float> random_vector(std::size_t n, unsigned seed) {
   std::vector<float> v(n);
   for (auto& x : v) x = d(rng);
   return v;
+}
+
+/// The portable lines of a kernel benchmark (the xsimd kernel against its plain C++ twin, in
+/// the same run): times call() over the state's iterations and reports us, GBps and bw_frac for
+/// `bytes` read per call, GOPs and peak_frac when `ops` and `op_limit` are given, and on the
+/// xsimd line the speedup over the scalar line of the same `key` (registered before it).
+/// Returns the time per call in microseconds.
+template <class F>
+double time_portable(benchmark::State& state, const std::vector<std::int64_t>& key, bool xsimd_path, double bytes,
+                     const std::string& what, F&& call, double ops = 0.0, double op_limit = 0.0) {
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : state) call();
+  const double us = 1e6 * bench_limits::seconds_since(t0) / static_cast<double>(state.iterations());
+  static std::map<std::vector<std::int64_t>, double> scalar_us;
+  if (!xsimd_path) scalar_us[key] = us;
+  const double gbps = bytes / us / 1e3;
+  const auto& limits = bench_limits::g_limits;
+  state.counters["us"] = us;
+  state.counters["GBps"] = gbps;
+  // Fractions of the one-thread limits measured at start-up (the weights are cache-resident in
+  // these lines, so bw_frac is a floor).
+  state.counters["bw_frac"] = limits.read_gbps[1] > 0 ? gbps / limits.read_gbps[1] : 0.0;
+  if (ops > 0.0) {
+    const double gops = ops / us / 1e3;
+    state.counters["GOPs"] = gops;
+    state.counters["peak_frac"] = op_limit > 0 ? gops / op_limit : 0.0;
+  }
+  state.counters["speedup"] = xsimd_path && scalar_us.count(key) ? scalar_us[key] / us : 1.0;
+  state.SetLabel(std::string(xsimd_path ? "xsimd " : "scalar ") + what + qtl::kernel::PortableArch::name());
+  return us;
 }
 
 /// main() of a kernel benchmark: measure the limits, register, run.

@@ -188,21 +188,10 @@ void BM_portable(benchmark::State& state) {
   const auto a = acts.view();
   std::vector<float> y(static_cast<std::size_t>(m * rows));
   const auto fn = xsimd_path ? &qtl::kernel::lut_tiles_portable : &qtl::kernel::lut_tiles_scalar;
-  const auto t0 = std::chrono::steady_clock::now();
-  for (auto _ : state) {
+  bench_common::time_portable(state, {kind, rows, cols, m}, xsimd_path, static_cast<double>(k.bytes()), "", [&] {
     fn(w, a, y.data(), rows, 0, w.tiles);
     benchmark::DoNotOptimize(y.data());
-  }
-  const double us = 1e6 * seconds_since(t0) / static_cast<double>(state.iterations());
-  static std::map<std::vector<std::int64_t>, double> scalar_us;  // keyed by the args but impl
-  const std::vector<std::int64_t> key = {kind, rows, cols, m};
-  if (!xsimd_path) scalar_us[key] = us;
-  const double gbps = static_cast<double>(k.bytes()) / us / 1e3;
-  state.counters["us"] = us;
-  state.counters["GBps"] = gbps;
-  state.counters["bw_frac"] = g_limits.read_gbps[1] > 0 ? gbps / g_limits.read_gbps[1] : 0.0;
-  state.counters["speedup"] = xsimd_path && scalar_us.count(key) ? scalar_us[key] / us : 1.0;
-  state.SetLabel(std::string(xsimd_path ? "xsimd " : "scalar ") + qtl::kernel::PortableArch::name());
+  });
 }
 
 void register_benchmarks() {

@@ -254,25 +254,13 @@ void BM_portable(benchmark::State& state) {
   qtl::kernel::prepare_table_activations(w, x.data(), cols, 0, m, xk.data());
   std::vector<float> y(static_cast<std::size_t>(m * rows));
   const auto fn = xsimd_path ? &qtl::kernel::table_tiles_portable : &qtl::kernel::table_tiles_scalar;
-  const auto t0 = std::chrono::steady_clock::now();
-  for (auto _ : state) {
-    fn(w, xk.data(), kc, m, y.data(), rows, 0, w.tiles);
-    benchmark::DoNotOptimize(y.data());
-  }
-  const double us = 1e6 * seconds_since(t0) / static_cast<double>(state.iterations());
-  static std::map<std::vector<std::int64_t>, double> scalar_us;  // keyed by the args but impl
-  const std::vector<std::int64_t> key = {kind, rows, cols, m};
-  if (!xsimd_path) scalar_us[key] = us;
-  const double gbps = static_cast<double>(k.bytes()) / us / 1e3;
-  const double gflops = 2.0 * static_cast<double>(m * rows * cols) / us / 1e3;
-  state.counters["us"] = us;
-  state.counters["GBps"] = gbps;
-  state.counters["bw_frac"] = g_limits.read_gbps[1] > 0 ? gbps / g_limits.read_gbps[1] : 0.0;
-  state.counters["GOPs"] = gflops;
-  state.counters["peak_frac"] = g_limits.fma_gflops[1] > 0 ? gflops / g_limits.fma_gflops[1] : 0.0;
-  state.counters["speedup"] = xsimd_path && scalar_us.count(key) ? scalar_us[key] / us : 1.0;
-  state.SetLabel(std::string(xsimd_path ? "xsimd " : "scalar ") + kKinds[kind].name + " " +
-                 qtl::kernel::PortableArch::name());
+  bench_common::time_portable(
+      state, {kind, rows, cols, m}, xsimd_path, static_cast<double>(k.bytes()), std::string(kKinds[kind].name) + " ",
+      [&] {
+        fn(w, xk.data(), kc, m, y.data(), rows, 0, w.tiles);
+        benchmark::DoNotOptimize(y.data());
+      },
+      2.0 * static_cast<double>(m * rows * cols), g_limits.fma_gflops[1]);
 }
 
 void register_benchmarks() {

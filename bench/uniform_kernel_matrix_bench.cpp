@@ -158,28 +158,15 @@ void BM_portable(benchmark::State& state) {
   const auto a = acts.view();
   std::vector<float> y(static_cast<std::size_t>(m * rows));
   const auto fn = xsimd_path ? &qtl::kernel::uniform_tiles_portable : &qtl::kernel::uniform_tiles_scalar;
-  const auto t0 = std::chrono::steady_clock::now();
-  for (auto _ : state) {
-    fn(w, a, y.data(), rows, 0, w.tiles);
-    benchmark::DoNotOptimize(y.data());
-  }
-  const double secs = seconds_since(t0);
-  const double us = 1e6 * secs / static_cast<double>(state.iterations());
-  static std::map<std::vector<std::int64_t>, double> scalar_us;  // keyed by the args but impl
-  const std::vector<std::int64_t> key = {state.range(0), rows, cols, m, state.range(4)};
-  if (!xsimd_path) scalar_us[key] = us;
-  const double gops = 2.0 * static_cast<double>(m * rows * cols) / us / 1e3;
-  const double gbps = static_cast<double>(k.bytes()) / us / 1e3;
-  const double op_limit = mode == ActivationMode::Int8 ? g_limits.dot_gops[1] : g_limits.fma_gflops[1];
-  state.counters["us"] = us;
-  state.counters["GOPs"] = gops;
-  state.counters["GBps"] = gbps;
-  // fractions of the one-thread limits measured at start-up (the weights are cache-resident here,
-  // so bw_frac is a floor; peak_frac is the int8 dot or fp32 FMA peak)
-  state.counters["bw_frac"] = g_limits.read_gbps[1] > 0 ? gbps / g_limits.read_gbps[1] : 0.0;
-  state.counters["peak_frac"] = op_limit > 0 ? gops / op_limit : 0.0;
-  state.counters["speedup"] = xsimd_path && scalar_us.count(key) ? scalar_us[key] / us : 1.0;
-  state.SetLabel(std::string(xsimd_path ? "xsimd " : "scalar ") + qtl::kernel::PortableArch::name());
+  // peak_frac: of the int8 dot or the fp32 FMA peak.
+  bench_common::time_portable(
+      state, {state.range(0), rows, cols, m, state.range(4)}, xsimd_path, static_cast<double>(k.bytes()), "",
+      [&] {
+        fn(w, a, y.data(), rows, 0, w.tiles);
+        benchmark::DoNotOptimize(y.data());
+      },
+      2.0 * static_cast<double>(m * rows * cols),
+      mode == ActivationMode::Int8 ? g_limits.dot_gops[1] : g_limits.fma_gflops[1]);
 }
 
 // Eigen fp32 GEMM on the same shape: Y = X W^T.

@@ -189,21 +189,10 @@ void BM_portable(benchmark::State& state) {
   const auto x = random_vector(static_cast<std::size_t>(m * kCols), 5);
   std::vector<float> y(static_cast<std::size_t>(m * kRows));
   k.gemm_using(fn, x.data(), kCols, m, y.data(), kRows, 1);  // warm-up
-  const auto t0 = std::chrono::steady_clock::now();
-  for (auto _ : state) {
+  bench_common::time_portable(state, {dim, state.range(1), m}, xsimd_path, static_cast<double>(k.bytes()), "", [&] {
     k.gemm_using(fn, x.data(), kCols, m, y.data(), kRows, 1);
     benchmark::DoNotOptimize(y.data());
-  }
-  const double us = 1e6 * seconds_since(t0) / static_cast<double>(state.iterations());
-  static std::map<std::vector<std::int64_t>, double> scalar_us;  // keyed by the args but impl
-  const std::vector<std::int64_t> key = {dim, state.range(1), m};
-  if (!xsimd_path) scalar_us[key] = us;
-  const double gbps = static_cast<double>(k.bytes()) / us / 1e3;
-  state.counters["us"] = us;
-  state.counters["GBps"] = gbps;
-  state.counters["bw_frac"] = g_limits.read_gbps[1] > 0 ? gbps / g_limits.read_gbps[1] : 0.0;
-  state.counters["speedup"] = xsimd_path && scalar_us.count(key) ? scalar_us[key] / us : 1.0;
-  state.SetLabel(std::string(xsimd_path ? "xsimd " : "scalar ") + qtl::kernel::PortableArch::name());
+  });
 }
 
 void register_benchmarks() {
