@@ -92,28 +92,31 @@ double time_per_call(std::size_t n, double min_secs, F&& f) {
   return secs / static_cast<double>(calls);
 }
 
+/// Random binary codes with a mean shift (levels lo < 0 < hi per group, fp16).
+qtl::TablePackedMatrix random_binary_shift(Index rows, Index cols, unsigned seed) {
+  qtl::QuantizedMatrix<qtl::Binary<true>> q;
+  q.layout = qtl::make_group_layout(qtl::PerGroup{kGroup}, rows, cols);
+  std::mt19937 rng(seed);
+  q.codes.resize(static_cast<std::size_t>(rows * cols));
+  for (auto& c : q.codes) c = static_cast<std::uint8_t>(rng() & 1u);
+  q.params.resize(static_cast<std::size_t>(q.layout.num_param_sets()));
+  for (auto& p : q.params) p = {-fp16_scale(rng), fp16_scale(rng)};
+  return qtl::pack_table(q);
+}
+
+/// Weights of a benchmark kind: 0 ternary, 1 binary, 2 binary with a mean shift.
+qtl::TablePackedMatrix random_kind(int kind, Index rows, Index cols, unsigned seed) {
+  if (kind == 2) return random_binary_shift(rows, cols, seed);
+  return kind == 0 ? random_table<qtl::Ternary>(rows, cols, 3, seed) : random_table<qtl::Binary<false>>(rows, cols, 2, seed);
+}
+
 // args: kind (0 ternary, 1 binary, 2 binary with mean shift), rows, cols, threads
 void BM_gemv(benchmark::State& state) {
   const int kind = static_cast<int>(state.range(0));
   const Index rows = state.range(1), cols = state.range(2);
   const int threads = static_cast<int>(state.range(3));
   const unsigned seed = 99u + static_cast<unsigned>(kind);
-  const qtl::TablePackedMatrix packed = kind == 0   ? random_table<qtl::Ternary>(rows, cols, 3, seed)
-                                        : kind == 1 ? random_table<qtl::Binary<false>>(rows, cols, 2, seed)
-                                                    : qtl::TablePackedMatrix{};
-  std::vector<LutKernelMatrix> ks;
-  if (kind == 2) {
-    qtl::QuantizedMatrix<qtl::Binary<true>> q;
-    q.layout = qtl::make_group_layout(qtl::PerGroup{kGroup}, rows, cols);
-    std::mt19937 rng(seed);
-    q.codes.resize(static_cast<std::size_t>(rows * cols));
-    for (auto& c : q.codes) c = static_cast<std::uint8_t>(rng() & 1u);
-    q.params.resize(static_cast<std::size_t>(q.layout.num_param_sets()));
-    for (auto& p : q.params) p = {-fp16_scale(rng), fp16_scale(rng)};
-    ks = copies_beyond_l3(LutKernelMatrix(qtl::pack_table(q)));
-  } else {
-    ks = copies_beyond_l3(LutKernelMatrix(packed));
-  }
+  std::vector<LutKernelMatrix> ks = copies_beyond_l3(LutKernelMatrix(random_kind(kind, rows, cols, seed)));
   const auto x = random_vector(static_cast<std::size_t>(cols), 5);
   std::vector<float> y(static_cast<std::size_t>(rows));
   const double local_limit = bench_limits::g_stream ? bench_limits::read_gbps(threads, 2) : 0.0;
@@ -166,19 +169,7 @@ void BM_portable(benchmark::State& state) {
   const Index rows = state.range(1), cols = state.range(2), m = state.range(3);
   const bool xsimd_path = state.range(4) != 0;
   const unsigned seed = 99u + static_cast<unsigned>(kind);
-  qtl::TablePackedMatrix packed;
-  if (kind == 2) {
-    qtl::QuantizedMatrix<qtl::Binary<true>> q;
-    q.layout = qtl::make_group_layout(qtl::PerGroup{kGroup}, rows, cols);
-    std::mt19937 rng(seed);
-    q.codes.resize(static_cast<std::size_t>(rows * cols));
-    for (auto& c : q.codes) c = static_cast<std::uint8_t>(rng() & 1u);
-    q.params.resize(static_cast<std::size_t>(q.layout.num_param_sets()));
-    for (auto& p : q.params) p = {-fp16_scale(rng), fp16_scale(rng)};
-    packed = qtl::pack_table(q);
-  } else {
-    packed = kind == 0 ? random_table<qtl::Ternary>(rows, cols, 3, seed) : random_table<qtl::Binary<false>>(rows, cols, 2, seed);
-  }
+  const qtl::TablePackedMatrix packed = random_kind(kind, rows, cols, seed);
   const LutKernelMatrix k(packed, qtl::kernel::KernelPath::Portable);
   const auto w = k.view();
   const auto x = random_vector(static_cast<std::size_t>(m * cols), 5);
