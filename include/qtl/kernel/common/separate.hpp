@@ -6,7 +6,10 @@
 // of the TU's compile time, repeated in every TU. A program that defines QTL_KERNELS_SEPARATE
 // everywhere (e.g. -DQTL_KERNELS_SEPARATE) sees only declarations of the four path-selection
 // functions (uniform_tiles_function, table_tiles_function, lut_tiles_function,
-// vq_kernel_functions, plus the LUT activation-table builder), and exactly one TU of it
+// vq_kernel_functions, plus the LUT activation-table builder) and of the portable xsimd kernels
+// (uniform_tiles_portable, ...: the kernel-matrix classes name them as their fallback, so a TU
+// that only declared the x86 paths still compiled every portable instantiation, ~15 s of a
+// sanitizer build per TU), and exactly one TU of it
 // compiles their definitions by including qtl/kernel/kernels_implementation.hpp first:
 //
 //   // qtl_kernels.cpp, compiled with the same -DQTL_KERNELS_SEPARATE as the rest

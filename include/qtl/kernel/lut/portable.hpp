@@ -29,6 +29,7 @@
 
 #include "qtl/detail/fp16.hpp"
 #include "qtl/kernel/common/portable_simd.hpp"
+#include "qtl/kernel/common/separate.hpp"
 #include "qtl/kernel/lut/layout.hpp"
 
 namespace qtl::kernel {
@@ -212,8 +213,13 @@ inline constexpr bool kLutPortableVector = std::is_base_of_v<xsimd::fma3<xsimd::
 
 /// Y[n * ldy + row] for the rows of tiles [t0, t1) and tokens [0, a.m), over xsimd batches
 /// (lut_tiles_scalar where !kLutPortableVector).
-inline void lut_tiles_portable(const LutKernelView& w, const LutActivationSet& a, float* y, std::ptrdiff_t ldy,
-                               std::ptrdiff_t t0, std::ptrdiff_t t1) noexcept {
+#if defined(QTL_KERNELS_DECLARE_ONLY_LUT)
+// Compiled in the program's kernels TU (qtl/kernel/common/separate.hpp).
+void lut_tiles_portable(const LutKernelView& w, const LutActivationSet& a, float* y, std::ptrdiff_t ldy,
+                        std::ptrdiff_t t0, std::ptrdiff_t t1) noexcept;
+#else
+QTL_KERNEL_ENTRY void lut_tiles_portable(const LutKernelView& w, const LutActivationSet& a, float* y, std::ptrdiff_t ldy,
+                                         std::ptrdiff_t t0, std::ptrdiff_t t1) noexcept {
   if constexpr (!kLutPortableVector) {
     lut_tiles_scalar(w, a, y, ldy, t0, t1);
   } else {
@@ -224,5 +230,6 @@ inline void lut_tiles_portable(const LutKernelView& w, const LutActivationSet& a
     }
   }
 }
+#endif
 
 }  // namespace qtl::kernel

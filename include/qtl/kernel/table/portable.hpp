@@ -16,6 +16,7 @@
 
 #include "qtl/detail/fp16.hpp"
 #include "qtl/kernel/common/portable_simd.hpp"
+#include "qtl/kernel/common/separate.hpp"
 #include "qtl/kernel/table/layout.hpp"
 
 namespace qtl::kernel {
@@ -147,8 +148,13 @@ inline void tiles(const TableKernelView& w, const float* xk, std::ptrdiff_t ldx,
 
 /// Y[n * ldy + row] for the rows of tiles [t0, t1) and tokens [0, m), over xsimd batches.
 /// xk: the prepared activations (m rows of w.kernel_cols() floats, stride ldx).
-inline void table_tiles_portable(const TableKernelView& w, const float* xk, std::ptrdiff_t ldx, std::ptrdiff_t m,
-                                 float* y, std::ptrdiff_t ldy, std::ptrdiff_t t0, std::ptrdiff_t t1) noexcept {
+#if defined(QTL_KERNELS_DECLARE_ONLY_TABLE)
+// Compiled in the program's kernels TU (qtl/kernel/common/separate.hpp).
+void table_tiles_portable(const TableKernelView& w, const float* xk, std::ptrdiff_t ldx, std::ptrdiff_t m,
+                          float* y, std::ptrdiff_t ldy, std::ptrdiff_t t0, std::ptrdiff_t t1) noexcept;
+#else
+QTL_KERNEL_ENTRY void table_tiles_portable(const TableKernelView& w, const float* xk, std::ptrdiff_t ldx, std::ptrdiff_t m,
+                                           float* y, std::ptrdiff_t ldy, std::ptrdiff_t t0, std::ptrdiff_t t1) noexcept {
   switch (w.bits) {
     case 1: detail_table_portable::tiles_xsimd<1>(w, xk, ldx, m, y, ldy, t0, t1); break;
     case 2: detail_table_portable::tiles_xsimd<2>(w, xk, ldx, m, y, ldy, t0, t1); break;
@@ -157,6 +163,7 @@ inline void table_tiles_portable(const TableKernelView& w, const float* xk, std:
     default: break;
   }
 }
+#endif
 
 /// The same one lane at a time, in plain C++ (the baseline table_tiles_portable is compared with).
 inline void table_tiles_scalar(const TableKernelView& w, const float* xk, std::ptrdiff_t ldx, std::ptrdiff_t m,

@@ -25,6 +25,7 @@
 #include "qtl/detail/fp16.hpp"
 #include "qtl/kernel/common/portable_simd.hpp"
 #include "qtl/kernel/common/prefetch.hpp"
+#include "qtl/kernel/common/separate.hpp"
 #include "qtl/kernel/uniform/layout.hpp"
 #include "qtl/kernel/uniform/quantize_activations.hpp"
 
@@ -208,9 +209,15 @@ inline void decode_tile_block(int bits, const std::uint8_t* block, const std::ui
 }  // namespace detail_portable
 
 /// Y[n * ldy + row] for the rows of tiles [tile_begin, tile_end) and every token of `set`.
-inline void uniform_tiles_portable(const UniformKernelView& w, const ActivationSet& set, float* y,
-                                   std::ptrdiff_t ldy, std::ptrdiff_t tile_begin,
-                                   std::ptrdiff_t tile_end) noexcept {
+#if defined(QTL_KERNELS_DECLARE_ONLY_UNIFORM)
+// Compiled in the program's kernels TU (qtl/kernel/common/separate.hpp).
+void uniform_tiles_portable(const UniformKernelView& w, const ActivationSet& set, float* y,
+                            std::ptrdiff_t ldy, std::ptrdiff_t tile_begin,
+                            std::ptrdiff_t tile_end) noexcept;
+#else
+QTL_KERNEL_ENTRY void uniform_tiles_portable(const UniformKernelView& w, const ActivationSet& set, float* y,
+                                             std::ptrdiff_t ldy, std::ptrdiff_t tile_begin,
+                                             std::ptrdiff_t tile_end) noexcept {
   using std::integral_constant;
   auto run = [&](auto bits, auto map) {
     detail_portable::run_tiles<decltype(bits)::value, decltype(map)::value>(w, set, y, ldy, tile_begin, tile_end);
@@ -232,6 +239,7 @@ inline void uniform_tiles_portable(const UniformKernelView& w, const ActivationS
     default: break;
   }
 }
+#endif
 
 /// The same one value at a time, in plain C++: the baseline uniform_tiles_portable is measured
 /// against (bench/uniform_kernel_matrix_bench.cpp) and tested with.

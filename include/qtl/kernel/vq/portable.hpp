@@ -26,6 +26,7 @@
 #include <type_traits>
 
 #include "qtl/kernel/common/portable_simd.hpp"
+#include "qtl/kernel/common/separate.hpp"
 #include "qtl/kernel/vq/layout.hpp"
 
 namespace qtl::kernel {
@@ -244,7 +245,11 @@ struct E8PWord {
 }  // namespace detail_vq_portable
 
 /// Lookup tables of chunk k.c (see vq_build_table_scalar), a batch of entries per mul_add.
-inline void vq_build_table_portable(const VQKernelView& w, const VQChunkTask& k, float* table) noexcept {
+#if defined(QTL_KERNELS_DECLARE_ONLY_VQ)
+// Compiled in the program's kernels TU (qtl/kernel/common/separate.hpp).
+void vq_build_table_portable(const VQKernelView& w, const VQChunkTask& k, float* table) noexcept;
+#else
+QTL_KERNEL_ENTRY void vq_build_table_portable(const VQKernelView& w, const VQChunkTask& k, float* table) noexcept {
   using detail_vq_portable::F32;
   const std::ptrdiff_t len = w.chunk_len(k.c), Kp = w.Kp, D = w.dim;
   for (int n = 0; n < k.nt; ++n) {
@@ -262,20 +267,32 @@ inline void vq_build_table_portable(const VQKernelView& w, const VQChunkTask& k,
     }
   }
 }
+#endif
 
 /// Table strategy over xsimd batches (see vq_tiles_table_scalar).
-inline void vq_tiles_table_portable(const VQKernelView& w, const VQChunkTask& k, std::ptrdiff_t t0,
-                                    std::ptrdiff_t t1) noexcept {
+#if defined(QTL_KERNELS_DECLARE_ONLY_VQ)
+// Compiled in the program's kernels TU (qtl/kernel/common/separate.hpp).
+void vq_tiles_table_portable(const VQKernelView& w, const VQChunkTask& k, std::ptrdiff_t t0,
+                             std::ptrdiff_t t1) noexcept;
+#else
+QTL_KERNEL_ENTRY void vq_tiles_table_portable(const VQKernelView& w, const VQChunkTask& k, std::ptrdiff_t t0,
+                                              std::ptrdiff_t t1) noexcept {
   if (w.idx8) {
     detail_vq_portable::tiles_table(w, k, w.idx8, t0, t1);
   } else {
     detail_vq_portable::tiles_table(w, k, w.idx16, t0, t1);
   }
 }
+#endif
 
 /// Decode strategy over xsimd batches (see vq_tiles_decode_scalar).
-inline void vq_tiles_decode_portable(const VQKernelView& w, const VQChunkTask& k, std::ptrdiff_t t0,
-                                     std::ptrdiff_t t1) noexcept {
+#if defined(QTL_KERNELS_DECLARE_ONLY_VQ)
+// Compiled in the program's kernels TU (qtl/kernel/common/separate.hpp).
+void vq_tiles_decode_portable(const VQKernelView& w, const VQChunkTask& k, std::ptrdiff_t t0,
+                              std::ptrdiff_t t1) noexcept;
+#else
+QTL_KERNEL_ENTRY void vq_tiles_decode_portable(const VQKernelView& w, const VQChunkTask& k, std::ptrdiff_t t0,
+                                               std::ptrdiff_t t1) noexcept {
   auto run = [&](const auto* idx) {
     switch (w.dim) {
       case 2: detail_vq_portable::tiles_decode<2>(w, k, idx, t0, t1); break;
@@ -289,13 +306,19 @@ inline void vq_tiles_decode_portable(const VQKernelView& w, const VQChunkTask& k
     run(w.idx16);
   }
 }
+#endif
 
 /// E8P over xsimd batches, one row at a time as vq_tiles_e8p_avx2: per position the row's
 /// codeword scale * (grid row ^ sign mask + shift) (8 floats) mul_add x[8 j .. 8 j + 8), even
 /// positions in lanes 0..7 of a 16-float pair, odd ones in 8..15 (the two accumulators), then
 /// the 16 lanes added as the AVX2 path adds its two ymm: 8 + 8, 4 + 4, 2 + 2, 1 + 1.
-inline void vq_tiles_e8p_portable(const VQKernelView& w, const VQChunkTask& k, std::ptrdiff_t t0,
-                                  std::ptrdiff_t t1) noexcept {
+#if defined(QTL_KERNELS_DECLARE_ONLY_VQ)
+// Compiled in the program's kernels TU (qtl/kernel/common/separate.hpp).
+void vq_tiles_e8p_portable(const VQKernelView& w, const VQChunkTask& k, std::ptrdiff_t t0,
+                           std::ptrdiff_t t1) noexcept;
+#else
+QTL_KERNEL_ENTRY void vq_tiles_e8p_portable(const VQKernelView& w, const VQChunkTask& k, std::ptrdiff_t t0,
+                                            std::ptrdiff_t t1) noexcept {
   using namespace detail_vq_portable;
   constexpr int kPair = 16 / kLanes;  // batches per pair of codewords
   alignas(64) static const std::array<float, 256 * 8> signs = [] {
@@ -348,5 +371,6 @@ inline void vq_tiles_e8p_portable(const VQKernelView& w, const VQChunkTask& k, s
     }
   }
 }
+#endif
 
 }  // namespace qtl::kernel
