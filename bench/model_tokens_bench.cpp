@@ -45,7 +45,7 @@
 // Last, where qtl's time goes: its fastest engine once more with every linear layer timed, and the
 // classifier timed alone; the rest is attention, norms, RoPE and copies.
 //
-// Not part of ctest: run by hand (README, "Tokens per second: qtl against llama.cpp").
+// Not part of ctest: run by hand (README, "Whole model: tokens/s in qtl and llama.cpp").
 #include "recipe_instances.hpp"  // first: the recipe classes come compiled from the instance libraries
 
 #include "data_path.hpp"
