@@ -197,6 +197,14 @@ TEST_F(ModelTransformer, KvCacheStepsEqualBatchedForward) {
   chunked.middleRows(50, 7) = model.forward(all.subspan(50, 7), cache);
   for (int t = 57; t < 80; ++t) chunked.row(t) = model.step(tokens[t], cache).transpose();
   EXPECT_LT(max_abs_diff(batched, chunked), 1e-4);
+
+  // forward_last: the last row of the same pass, and the same cache afterwards.
+  KvCache last_cache(model.config());
+  const qtl::VectorXf last = model.forward_last(all.subspan(0, 50), last_cache);
+  EXPECT_EQ(last_cache.size(), 50);
+  ASSERT_EQ(last.size(), 512);
+  EXPECT_LT(max_abs_diff(batched.row(49), last.transpose()), 1e-4);
+  EXPECT_LT(max_abs_diff(batched.row(50), model.step(tokens[50], last_cache).transpose()), 1e-4);
 }
 
 TEST_F(ModelTransformer, CausalPrefixIsUnchangedByLaterTokens) {
