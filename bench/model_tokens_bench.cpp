@@ -49,6 +49,7 @@
 #include "recipe_instances.hpp"  // first: the recipe classes come compiled from the instance libraries
 
 #include "data_path.hpp"
+#include "ggml_cpu_variant.hpp"
 
 #include <qtl/core/error.hpp>
 #include <qtl/io/gguf.hpp>
@@ -268,17 +269,7 @@ class TimedLinear final : public qm::LinearOp {
 };
 
 // ---------------------------------------------------------------- llama.cpp
-std::string loaded_cpu_variant_path() {
-  std::string found;
-  dl_iterate_phdr(
-      [](dl_phdr_info* info, std::size_t, void* out) {
-        const char* name = info->dlpi_name;
-        if (name != nullptr && std::strstr(name, "libggml-cpu") != nullptr) *static_cast<std::string*>(out) = name;
-        return 0;
-      },
-      &found);
-  return found;
-}
+using bench_ggml::loaded_cpu_variant_path;
 
 std::string loaded_cpu_variant() {
   const std::string path = loaded_cpu_variant_path();

@@ -73,6 +73,7 @@
 #include <qtl/quant/uniform.hpp>
 
 #include "bench_common.hpp"
+#include "ggml_cpu_variant.hpp"
 #include "bench_limits.hpp"
 
 #include <algorithm>
@@ -135,14 +136,7 @@ constexpr Pair kPairs[] = {
 // ---------------------------------------------------------------- ggml: backend, threads
 // What names the loaded CPU variant: the path of the libggml-cpu-*.so in this process.
 std::string loaded_cpu_variant() {
-  std::string found;
-  dl_iterate_phdr(
-      [](dl_phdr_info* info, std::size_t, void* out) {
-        const char* name = info->dlpi_name;
-        if (name != nullptr && std::strstr(name, "libggml-cpu") != nullptr) *static_cast<std::string*>(out) = name;
-        return 0;
-      },
-      &found);
+  const std::string found = bench_ggml::loaded_cpu_variant_path();
   return found.empty() ? "(none: ggml-cpu linked statically?)" : found;
 }
 
