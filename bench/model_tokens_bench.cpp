@@ -14,14 +14,18 @@
 //      ggml_backend_load_all_from_path, weights repacked for its GEMMs as llama.cpp does by
 //      default) and so does qtl (load_gguf_model, which decodes every tensor to fp32: qtl runs the
 //      file's weights as Eigen fp32 products);
-//   3. qtl also runs the file's Q4_0 tensors on its own 4-bit kernel: the blocks' 4-bit codes and
-//      fp16 scales become a uniform symmetric group-32 matrix (q4_0's rule is qtl's symmetric rule,
-//      d = max / -8) on UniformKernelMatrix with int8 activations, the same weights as llama.cpp;
+//   3. qtl also runs the file's Q4_0 tensors on its own 4-bit kernel (load_gguf_model with
+//      qtl_kernels: the blocks' 4-bit codes and fp16 scales become a uniform symmetric group-32
+//      matrix, q4_0's rule being qtl's symmetric rule, d = max / -8) on UniformKernelMatrix with
+//      int8 activations, the same weights as llama.cpp;
 //   4. and qtl's own pipeline: the fp32 weights quantized by RtnRecipe (4-bit symmetric, group 32,
 //      the "rtn-sym" recipe) into the same packed kernel.
-// The non-Q4_0 tensors of the file (output.weight is Q6_K by llama-quantize's rules; stories260K's
-// 172-wide ffn_down is F16) and the classifier stay fp32 in qtl (Transformer has no quantized
-// classifier); the embedding is a row lookup in both engines.
+// The other tensors of the file stay fp32 in qtl (stories260K's 172-wide ffn_down is F16), except
+// the classifier: output.weight is Q6_K by llama-quantize's rules, a 6-bit code qtl's packed format
+// does not have, so qtl's two kernel engines run it (Transformer::set_classifier_op) on the 8-bit
+// kernel, group 32, int8 activations: the Q6_K weights rounded once more to 8 bits (the file
+// engine) or the fp32 ones (rtn-sym); 8.5 bits per weight read against Q6_K's 6.56
+// (--fp32-classifier keeps it fp32). The embedding is a row lookup in both engines.
 //
 // Before anything is timed, both engines must compute the same function: the logits of the first
 // --check prompt positions from llama.cpp (F32 KV cache, no flash attention: plain fp32 attention
@@ -105,6 +109,7 @@ using qtl::RowMatrixXf;
 using qtl::VectorXf;
 using Clock = std::chrono::steady_clock;
 using U4s = qtl::Uniform<4, qtl::Mode::Symmetric>;
+using U8s = qtl::Uniform<8, qtl::Mode::Symmetric>;
 using Ukm = qtl::kernel::UniformKernelMatrix;
 
 [[noreturn]] void die(const std::string& message) {
@@ -208,41 +213,29 @@ void write_q4_0_file(const std::filesystem::path& path, const qm::Transformer& f
   qm::write_gguf_model(path, q4, tokenizer, wo);
 }
 
-/// The file's Q4_0 tensors on qtl's 4-bit kernel: each block's codes and fp16 scale d become a
-/// uniform symmetric group of 32 (w = d (code - 8), q4_0's decode), int8 activations.
-void run_q4_0_tensors_on_qtl_kernel(qm::Transformer& model, const qtl::gguf::File& file) {
-  int replaced = 0;
-  for (const std::string& name : model.linear_names()) {
-    const qtl::gguf::TensorView t = file.tensor(qm::gguf_tensor_name(name));
-    if (t.type != qtl::ggml::Type::Q4_0) continue;
-    const Index cols = t.shape[0], rows = t.shape[1];
-    qtl::QuantizedMatrix<U4s> q;
-    q.layout = qtl::make_group_layout(qtl::PerGroup{32}, rows, cols);
-    q.codes.resize(static_cast<std::size_t>(rows * cols));
-    q.params.resize(static_cast<std::size_t>(q.layout.num_param_sets()));
-    std::uint8_t codes[32];
-    for (Index b = 0; b < rows * cols / 32; ++b) {
-      float d = 0, m = 0;
-      qtl::ggml::unpack_block32(qtl::ggml::Type::Q4_0, t.bytes.subspan(static_cast<std::size_t>(b) * 18, 18), d, m, codes);
-      q.params[static_cast<std::size_t>(b)] = {d, 8.0f};
-      std::copy(codes, codes + 32, q.codes.begin() + b * 32);
-    }
-    model.set_linear(name, qm::make_packed_linear(q, {.activations = qtl::kernel::ActivationMode::Int8}));
-    ++replaced;
-  }
-  if (replaced == 0) die("the Q4_0 file holds no Q4_0 linear layer");
+/// The classifier of `model` (fp32, or the file's Q6_K decoded) rounded to qtl's 8-bit symmetric
+/// group-32 code on the uniform kernel with int8 activations: qtl's packed format holds no 6-bit
+/// code, so its nearest classifier to llama.cpp's Q6_K reads 8.5 bits per weight (plus the
+/// kernel layout's zero points) where Q6_K reads 6.56.
+void classifier_on_8bit_kernel(qm::Transformer& model) {
+  const auto q = qtl::quantize_matrix(U8s{}, qtl::PerGroup{32}, model.classifier());
+  model.set_classifier_op(qm::make_packed_linear(q, {.activations = qtl::kernel::ActivationMode::Int8}));
 }
 
 /// qtl's thread count: Eigen's products (OpenMP) and every packed kernel's (a PackedLinear keeps
 /// its count, so each is rebuilt around its kernel).
 void use_qtl_threads(qm::Transformer& model, int threads) {
   Eigen::setNbThreads(threads);
-  for (const std::string& name : model.linear_names()) {
-    if (const auto* p = dynamic_cast<const qm::PackedLinear<Ukm>*>(&model.linear(name))) {
-      model.set_linear(name, std::make_unique<qm::PackedLinear<Ukm>>(p->kernel(), p->bits_per_weight(), p->describe(),
-                                                                     threads));
+  auto rebuilt = [threads](const qm::LinearOp* op) -> std::unique_ptr<qm::LinearOp> {
+    if (const auto* p = dynamic_cast<const qm::PackedLinear<Ukm>*>(op)) {
+      return std::make_unique<qm::PackedLinear<Ukm>>(p->kernel(), p->bits_per_weight(), p->describe(), threads);
     }
+    return nullptr;
+  };
+  for (const std::string& name : model.linear_names()) {
+    if (auto op = rebuilt(&model.linear(name))) model.set_linear(name, std::move(op));
   }
+  if (auto op = rebuilt(model.classifier_op())) model.set_classifier_op(std::move(op));
 }
 
 /// A linear layer that adds its forward time to a counter (the breakdown of qtl's time).
@@ -473,6 +466,7 @@ struct Options {
   std::vector<int> threads = {1, 2};
   std::uint64_t seed = 1;
   std::string dir;
+  bool classifier8 = true;  // qtl's kernel engines run the classifier on the 8-bit kernel
 };
 
 /// Everything for one model; appends its table rows.
@@ -507,13 +501,18 @@ void bench_model(const std::string& label, std::unique_ptr<qm::Transformer> fp32
   if (lm.vocab() != c.vocab_size) die("llama.cpp sees another vocabulary size");
   const RowMatrixXf ref_llama = lm.logits(check);
   auto decoded = std::make_shared<qm::Transformer>(qm::load_gguf_model(file).model);
-  auto on_kernel = std::make_shared<qm::Transformer>(qm::load_gguf_model(file).model);
-  {
-    const qtl::gguf::File f = qtl::gguf::File::open(file);
-    run_q4_0_tensors_on_qtl_kernel(*on_kernel, f);
+  auto on_kernel = std::make_shared<qm::Transformer>(qm::load_gguf_model(file, {.qtl_kernels = true}).model);
+  if (dynamic_cast<const qm::PackedLinear<Ukm>*>(&on_kernel->linear("layers.0.wq")) == nullptr) {
+    die("load_gguf_model(qtl_kernels) left layers.0.wq off qtl's kernel");
   }
-  std::fprintf(stderr, "qtl loads %s: layers.0.wq is '%s' (decoded), '%s' (the file's codes)\n", file.filename().c_str(),
-               decoded->linear("layers.0.wq").describe().c_str(), on_kernel->linear("layers.0.wq").describe().c_str());
+  if (o.classifier8) {
+    classifier_on_8bit_kernel(*on_kernel);
+    classifier_on_8bit_kernel(*own);
+  }
+  std::fprintf(stderr, "qtl loads %s: layers.0.wq is '%s' (decoded), '%s' (the file's codes); classifier: %s\n",
+               file.filename().c_str(), decoded->linear("layers.0.wq").describe().c_str(),
+               on_kernel->linear("layers.0.wq").describe().c_str(),
+               on_kernel->classifier_op() != nullptr ? on_kernel->classifier_op()->describe().c_str() : "fp32");
 
   // The check (see the top of the file).
   const RowMatrixXf q_decoded = decoded->forward(check);
@@ -588,10 +587,11 @@ void bench_model(const std::string& label, std::unique_ptr<qm::Transformer> fp32
   std::fprintf(stderr,
                "qtl (the file's codes on qtl's kernel), 1 thread, where the time goes:\n"
                "  prompt: %.1f ms = linears %.1f ms (%.0f%%) + classifier ~%.2f ms + attention/norms/RoPE %.1f ms\n"
-               "  gen:    %.3f ms/token = linears %.3f (%.0f%%) + classifier (fp32, %dx%d) %.3f (%.0f%%) + rest %.3f\n",
+               "  gen:    %.3f ms/token = linears %.3f (%.0f%%) + classifier (%s, %dx%d) %.3f (%.0f%%) + rest %.3f\n",
                prompt_s * 1e3, prompt_lin * 1e3, 100 * prompt_lin / prompt_s, cls / o.gen * 1e3,
                (prompt_s - prompt_lin - cls / o.gen) * 1e3, gen_s / o.gen * 1e3, gen_lin / o.gen * 1e3,
-               100 * gen_lin / gen_s, c.vocab_size, c.dim, cls / o.gen * 1e3, 100 * cls / gen_s,
+               100 * gen_lin / gen_s, on_kernel->classifier_op() != nullptr ? "8-bit kernel" : "fp32",
+               c.vocab_size, c.dim, cls / o.gen * 1e3, 100 * cls / gen_s,
                (gen_s - gen_lin - cls) / o.gen * 1e3);
 }
 
@@ -615,6 +615,8 @@ int main(int argc, char** argv) {
   app.add_option("--vocab", o.shape.vocab, "synthetic model: vocabulary")->check(CLI::Range(259, 1 << 20))
       ->capture_default_str();
   app.add_option("--seed", o.seed, "weights and token ids")->capture_default_str();
+  app.add_flag("!--fp32-classifier", o.classifier8,
+               "keep the classifier of qtl's kernel engines fp32 (default: 8-bit group-32 kernel)");
   app.add_option("--dir", o.dir, "where the GGUF files go (default: a temporary folder)");
   CLI11_PARSE(app, argc, argv);
   for (int t : o.threads) {

@@ -9,6 +9,7 @@
 #include <qtl/model/gguf_model.hpp>
 #include <qtl/quant/uniform.hpp>
 
+#include <algorithm>
 #include <fstream>
 #include <iterator>
 #include <string>
@@ -194,6 +195,83 @@ TEST(GgmlRecipe, QuantizedModelWritesAndReadsBackExactly) {
   EXPECT_LT(ppl[1], ppl[0]);  // GPTQ into the same blocks beats round-to-nearest
   const double fp32 = m::perplexity(f.fp32, f.tokenizer, eval).perplexity;
   EXPECT_GT(ppl[0], fp32);
+}
+
+TEST(GgufModel, Q4_0AndQ8_0GoOntoQtlKernelsWithTheSameWeights) {
+  // ggml_linear_on_kernel re-encodes the blocks exactly: multiplying the identity with fp32
+  // activations (s (c - z) per weight, nothing rounded) returns ggml's decode bit for bit.
+  const qtl::RowMatrixXf w = qtl::RowMatrixXf::Random(40, 96);
+  const qtl::RowMatrixXf eye = qtl::RowMatrixXf::Identity(96, 96);
+  for (const qtl::ggml::Type type : {qtl::ggml::Type::Q4_0, qtl::ggml::Type::Q8_0}) {
+    const m::GgmlLinear g(type, 40, 96, m::ggml_quantize_reference(type, w));
+    const auto op = m::ggml_linear_on_kernel(g);
+    ASSERT_NE(op, nullptr) << qtl::ggml::type_name(type);
+    EXPECT_NE(dynamic_cast<const m::PackedLinear<qtl::kernel::UniformKernelMatrix>*>(op.get()), nullptr);
+    EXPECT_EQ(op->forward(eye), g.weight().transpose()) << qtl::ggml::type_name(type);
+  }
+  // Types whose layout the packed format cannot hold exactly stay as they are.
+  EXPECT_EQ(m::ggml_linear_on_kernel(m::GgmlLinear(qtl::ggml::Type::Q4_1, 40, 96,
+                                                   m::ggml_quantize_reference(qtl::ggml::Type::Q4_1, w))),
+            nullptr);
+
+  // A file of Q4_0 linears (F16 where 172-wide rows fit no block) and a Q8_0 token embedding,
+  // which the classifier shares: loaded onto the kernels, the model runs the file's weights.
+  const auto& f = fixture();
+  const m::GgmlTypePlan plan = [](const std::string&, qtl::Index, qtl::Index cols) {
+    return cols % 32 == 0 ? qtl::ggml::Type::Q4_0 : qtl::ggml::Type::F16;
+  };
+  const m::Transformer q = m::quantize_sequential(f.fp32, {}, m::GgmlRecipe("rtn", plan, qtl::calib::RtnOptions{}));
+  TempDir dir;
+  m::GgufWriteOptions wo;
+  wo.dense_type = [](std::string_view name, qtl::Index, qtl::Index) {
+    return name == "token_embd.weight" ? qtl::ggml::Type::Q8_0 : qtl::ggml::Type::F16;
+  };
+  m::write_gguf_model(dir.file("q.gguf"), q, f.tokenizer, wo);
+  const m::Transformer decoded = m::load_gguf_model(dir.file("q.gguf")).model;
+  EXPECT_EQ(decoded.classifier_op(), nullptr);
+  const auto ids = m::encode_story(f.tokenizer, f.stories[260], 64).ids;
+  const qtl::RowMatrixXf ref = decoded.forward(ids);
+  const double scale = ref.cwiseAbs().maxCoeff();
+  for (const auto act : {qtl::kernel::ActivationMode::Fp32, qtl::kernel::ActivationMode::Int8}) {
+    const m::Transformer k =
+        m::load_gguf_model(dir.file("q.gguf"), {.qtl_kernels = true, .kernel = {.activations = act}}).model;
+    EXPECT_NE(dynamic_cast<const m::PackedLinear<qtl::kernel::UniformKernelMatrix>*>(&k.linear("layers.1.wk")), nullptr);
+    EXPECT_NE(dynamic_cast<const m::DenseLinear*>(&k.linear("layers.1.w2")), nullptr);  // F16 stays fp32
+    ASSERT_NE(k.classifier_op(), nullptr);
+    EXPECT_NE(k.classifier_op()->describe().find("512x64"), std::string::npos) << k.classifier_op()->describe();
+    const double d = (k.forward(ids) - ref).cwiseAbs().maxCoeff() / scale;
+    // Same weights: fp32 activations differ by summation order only; int8 activations by their
+    // rounding (2^-8 of each block's largest value), far less than Q4_0's own change.
+    EXPECT_LT(d, act == qtl::kernel::ActivationMode::Fp32 ? 1e-5 : 2e-2);
+    if (act == qtl::kernel::ActivationMode::Int8) {
+      EXPECT_GT(d, 1e-6);  // the activations were rounded
+    }
+  }
+}
+
+TEST(GgufModel, AClassifierOpIsWhatTheFileHolds) {
+  // A ggml-block classifier op is written as its bytes (untying the shared classifier), so the
+  // file computes what the model computed; an op a GGUF cannot hold is refused by name.
+  const auto& f = fixture();
+  m::Transformer model = f.fp32;
+  ASSERT_TRUE(model.config().shared_classifier);
+  auto bytes = m::ggml_quantize_reference(qtl::ggml::Type::Q8_0, model.classifier());
+  model.set_classifier_op(std::make_unique<m::GgmlLinear>(qtl::ggml::Type::Q8_0, 512, 64, bytes));
+  TempDir dir;
+  m::write_gguf_model(dir.file("c.gguf"), model, f.tokenizer);
+  const qtl::gguf::File file = qtl::gguf::File::open(dir.file("c.gguf"));
+  const qtl::gguf::TensorView out = file.tensor("output.weight");
+  EXPECT_EQ(out.type, qtl::ggml::Type::Q8_0);
+  EXPECT_TRUE(std::equal(out.bytes.begin(), out.bytes.end(), bytes.begin(), bytes.end()));
+  const m::GgufModel back = m::load_gguf_model(dir.file("c.gguf"));
+  EXPECT_FALSE(back.model.config().shared_classifier);
+  const auto ids = m::encode_story(f.tokenizer, f.stories[261], 32).ids;
+  EXPECT_EQ(back.model.forward(ids), model.forward(ids));
+
+  model.set_classifier_op(m::make_packed_linear(qtl::quantize_matrix(qtl::Uniform<4>{}, qtl::PerGroup{32}, model.classifier())));
+  const std::string msg = error_of([&] { m::write_gguf_model(dir.file("d.gguf"), model, f.tokenizer); });
+  EXPECT_NE(msg.find("'classifier'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("cannot hold"), std::string::npos) << msg;
 }
 
 TEST(GgufModel, LayersAGgufCannotHoldAreRefusedAndNothingIsWritten) {

@@ -292,13 +292,17 @@ TEST_F(ModelTransformer, SetLinearRejectsBadOps) {
 /// A broken LinearOp that drops the last output row.
 class ShortLinear final : public LinearOp {
  public:
-  Index in_features() const override { return 64; }
-  Index out_features() const override { return 64; }
+  explicit ShortLinear(Index out = 64, Index in = 64) : out_(out), in_(in) {}
+  Index in_features() const override { return in_; }
+  Index out_features() const override { return out_; }
   RowMatrixXf forward(qtl::MatrixRef x) const override {
-    return RowMatrixXf::Zero(x.rows() - 1, 64);
+    return RowMatrixXf::Zero(x.rows() - 1, out_);
   }
-  std::unique_ptr<LinearOp> clone() const override { return std::make_unique<ShortLinear>(); }
+  std::unique_ptr<LinearOp> clone() const override { return std::make_unique<ShortLinear>(*this); }
   std::string describe() const override { return "short"; }
+
+ private:
+  Index out_, in_;
 };
 
 TEST_F(ModelTransformer, WrongOutputShapeOfAnOpIsAnError) {
@@ -312,6 +316,47 @@ TEST_F(ModelTransformer, WrongOutputShapeOfAnOpIsAnError) {
   KvCache cache(model.config());
   EXPECT_THROW((void)model.step(1, cache), qtl::Error);
   EXPECT_EQ(cache.size(), 0);
+}
+
+TEST_F(ModelTransformer, ClassifierOpRunsTheLogitsProduct) {
+  Transformer model(checkpoint());
+  const auto tokens = story_tokens(12);
+  const RowMatrixXf before = model.forward(tokens);
+  KvCache cache(model.config());
+  const qtl::VectorXf last_before = model.forward_last(tokens, cache);
+  EXPECT_EQ(model.classifier_op(), nullptr);
+  const RowMatrixXf c = model.classifier();  // stories260K ties it to the embedding
+  // Doubling every weight doubles every logit exactly: the op, not classifier(), is multiplied.
+  auto calls = std::make_shared<int>(0);
+  EXPECT_EQ(model.set_classifier_op(std::make_unique<CountingLinear>(std::make_unique<DenseLinear>(2.0f * c), calls)),
+            nullptr);
+  const RowMatrixXf doubled = model.forward(tokens);
+  EXPECT_EQ(*calls, 1);
+  EXPECT_EQ(doubled, (2.0f * before).eval());
+  EXPECT_EQ(model.classifier(), c);  // the fp32 weights stay what calibration reads
+  cache.clear();
+  EXPECT_EQ(model.forward_last(tokens, cache), (2.0f * last_before).eval());
+
+  // A copy clones it; null restores the fp32 product.
+  const Transformer copy = model;
+  ASSERT_NE(copy.classifier_op(), nullptr);
+  EXPECT_NE(copy.classifier_op(), model.classifier_op());
+  EXPECT_EQ(copy.forward(tokens), doubled);
+  auto old = model.set_classifier_op(nullptr);
+  ASSERT_NE(old, nullptr);
+  EXPECT_EQ(old->describe(), "counting dense fp32 512x64");
+  EXPECT_EQ(model.forward(tokens), before);
+
+  // Shapes are checked where the op is set and where it runs; rotating needs the fp32 classifier.
+  std::string msg = error_of([&] { model.set_classifier_op(std::make_unique<DenseLinear>(RowMatrixXf::Ones(64, 64))); });
+  EXPECT_NE(msg.find("the classifier is 512x64 (vocab x dim) but the op (dense fp32 64x64) is 64x64"), std::string::npos)
+      << msg;
+  EXPECT_EQ(model.classifier_op(), nullptr);
+  model.set_classifier_op(std::make_unique<ShortLinear>(512, 64));
+  msg = error_of([&] { (void)model.forward(tokens); });
+  EXPECT_NE(msg.find("the classifier op (short) returned 11x512 for an input of 12x64"), std::string::npos) << msg;
+  msg = error_of([&] { model.rotate_residual(RowMatrixXf::Identity(64, 64)); });
+  EXPECT_NE(msg.find("rotate before quantizing it"), std::string::npos) << msg;
 }
 
 TEST_F(ModelTransformer, ObserverSeesEveryLinearInputInOrder) {

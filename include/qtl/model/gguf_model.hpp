@@ -1,6 +1,7 @@
 // qtl/model/gguf_model.hpp — LLaMA-architecture models in and out of GGUF, llama.cpp's format.
 //
 //   auto [model, tokenizer] = qtl::model::load_gguf_model("model.gguf");   // F32/F16/BF16/quantized
+//   auto fast = qtl::model::load_gguf_model("q4_0.gguf", {.qtl_kernels = true}); // Q4_0/Q8_0 on qtl's kernels
 //   qtl::model::write_gguf_model("out.gguf", model, tokenizer, {});       // what llama.cpp loads
 //
 // Names, shapes and metadata are llama.cpp's for general.architecture = "llama" (as its
@@ -18,8 +19,8 @@
 // sees plain spaces).
 // An absent output.weight means the classifier is the token embedding.
 //
-// Writing: each linear that is a GgmlLinear (a solver's ggml blocks) is written as its bytes;
-// every other weight (dense linears, embedding, classifier) is written in the type
+// Writing: each linear (and a classifier op) that is a GgmlLinear (a solver's ggml blocks) is
+// written as its bytes; every other weight (dense linears, embedding, classifier) is written in the type
 // GgufWriteOptions::dense_type picks (F32 by default; a quantized type goes through llama.cpp's
 // reference quantizer, as llama-quantize does without an imatrix); norms stay F32. Tensors are
 // written one at a time (at most one tensor's bytes are held besides the model) to a temporary
@@ -46,6 +47,7 @@
 #include "qtl/quant/ggml_types.hpp"
 #include "qtl/io/gguf.hpp"
 #include "qtl/model/ggml_linear.hpp"
+#include "qtl/model/quantized_linear.hpp"
 #include "qtl/model/tokenizer.hpp"
 #include "qtl/model/transformer.hpp"
 
@@ -231,13 +233,57 @@ inline int gguf_dim(const gguf::File& f, std::string_view key, std::int64_t lo, 
   return Transformer(c, std::move(w));
 }
 
+struct GgufLoadOptions {
+  /// > 0 replaces llama.context_length (see transformer_from_gguf).
+  int context = 0;
+  /// Run every linear, and the classifier, whose tensor qtl's packed kernels hold exactly
+  /// (Q4_0, Q8_0: ggml_linear_on_kernel) on those kernels instead of an fp32 product of the
+  /// decoded weights. The model computes with the same weights either way; with int8
+  /// activations it rounds activations as llama.cpp does for these types (per 32 values).
+  bool qtl_kernels = false;
+  /// The kernels' activations and threads, when qtl_kernels is set.
+  KernelOptions kernel = {.activations = kernel::ActivationMode::Int8, .threads = 1};
+};
+
+/// Moves the linears and the classifier of `model` (read from `f`) whose tensors are Q4_0 or
+/// Q8_0 onto qtl's kernels (ggml_linear_on_kernel); returns how many it moved. A classifier
+/// shared with a quantized token embedding moves too (classifier op over token_embd's blocks).
+inline int use_qtl_kernels(Transformer& model, const gguf::File& f, const KernelOptions& options) {
+  auto on_kernel = [&](std::string_view gguf_name, Index rows, Index cols) -> std::unique_ptr<LinearOp> {
+    const gguf::TensorView t = f.tensor(gguf_name);
+    if (t.type != ggml::Type::Q4_0 && t.type != ggml::Type::Q8_0) return nullptr;
+    const GgmlLinear g(t.type, rows, cols, std::vector<std::byte>(t.bytes.begin(), t.bytes.end()));
+    return ggml_linear_on_kernel(g, options);
+  };
+  const auto& c = model.config();
+  int moved = 0;
+  for (const std::string& name : model.linear_names()) {
+    const LinearOp& old = model.linear(name);
+    if (auto op = on_kernel(gguf_tensor_name(name), old.out_features(), old.in_features())) {
+      model.set_linear(name, std::move(op));
+      ++moved;
+    }
+  }
+  if (auto op = on_kernel(c.shared_classifier ? "token_embd.weight" : "output.weight", c.vocab_size, c.dim)) {
+    model.set_classifier_op(std::move(op));
+    ++moved;
+  }
+  return moved;
+}
+
 /// Reads a llama-architecture GGUF model and its tokenizer (memory-mapped while reading).
-[[nodiscard]] inline GgufModel load_gguf_model(const std::filesystem::path& path, int context = 0) {
+[[nodiscard]] inline GgufModel load_gguf_model(const std::filesystem::path& path, const GgufLoadOptions& options) {
   const gguf::File f = gguf::File::open(path);
-  Transformer model = transformer_from_gguf(f, context);
+  Transformer model = transformer_from_gguf(f, options.context);
+  if (options.qtl_kernels) (void)use_qtl_kernels(model, f, options.kernel);
   Tokenizer tokenizer = tokenizer_from_gguf(f, path.string());
   tokenizer.require_vocab_size(model.config().vocab_size);
   return {std::move(model), std::move(tokenizer)};
+}
+
+/// load_gguf_model with every weight decoded to fp32 (`context` as in GgufLoadOptions).
+[[nodiscard]] inline GgufModel load_gguf_model(const std::filesystem::path& path, int context = 0) {
+  return load_gguf_model(path, GgufLoadOptions{.context = context});
 }
 
 /// True when `path` starts with GGUF's magic (else: a llama2.c checkpoint, for the tools).
@@ -308,25 +354,33 @@ inline void write_gguf_model(const std::filesystem::path& path, const Transforme
                        }});
   };
 
+  auto add_op = [&](const std::string& gname, std::string_view qname, const LinearOp& op) {
+    if (const auto* g = dynamic_cast<const GgmlLinear*>(&op)) {
+      entries.push_back({gname, g->type(), g->out_features(), g->in_features(),
+                         [g](gguf::Writer& w, const std::string& n, ggml::Type) { w.write_tensor(n, g->bytes()); }});
+    } else if (const auto* d = dynamic_cast<const DenseLinear*>(&op)) {
+      add_matrix(gname, d->weight());
+    } else {
+      fail(kWhere, ": layer '", qname, "' is ", op.describe(), ", which a GGUF file cannot hold (only dense "
+           "weights and ggml block types; recipes that transform a layer's input online cannot be exported)");
+    }
+  };
+
   add_matrix("token_embd.weight", model.embedding());
   add_vector("output_norm.weight", model.norm_gain("norm"));
-  if (!c.shared_classifier) add_matrix("output.weight", model.classifier());
+  // A classifier op is what the model computes with, so it is what the file holds (an op over a
+  // shared classifier unties it: output.weight is written).
+  if (const LinearOp* op = model.classifier_op()) {
+    add_op("output.weight", "classifier", *op);
+  } else if (!c.shared_classifier) {
+    add_matrix("output.weight", model.classifier());
+  }
   for (int l = 0; l < c.n_layers; ++l) {
     add_vector(gguf_tensor_name(str_cat("layers.", l, ".attention_norm")), model.norm_gain(str_cat("layers.", l, ".attention_norm")));
     add_vector(gguf_tensor_name(str_cat("layers.", l, ".ffn_norm")), model.norm_gain(str_cat("layers.", l, ".ffn_norm")));
     for (const char* kind : {"wq", "wk", "wv", "wo", "w1", "w2", "w3"}) {
       const std::string qname = str_cat("layers.", l, ".", kind);
-      const std::string gname = gguf_tensor_name(qname);
-      const LinearOp& op = model.linear(qname);
-      if (const auto* g = dynamic_cast<const GgmlLinear*>(&op)) {
-        entries.push_back({gname, g->type(), g->out_features(), g->in_features(),
-                           [g](gguf::Writer& w, const std::string& n, ggml::Type) { w.write_tensor(n, g->bytes()); }});
-      } else if (const auto* d = dynamic_cast<const DenseLinear*>(&op)) {
-        add_matrix(gname, d->weight());
-      } else {
-        fail(kWhere, ": layer '", qname, "' is ", op.describe(), ", which a GGUF file cannot hold (only dense "
-             "weights and ggml block types; recipes that transform a layer's input online cannot be exported)");
-      }
+      add_op(gguf_tensor_name(qname), qname, model.linear(qname));
     }
   }
 

@@ -124,4 +124,42 @@ template <ScalarQuantizer Q>
   }
 }
 
+namespace detail {
+template <int Bits>
+[[nodiscard]] std::unique_ptr<LinearOp> ggml_blocks_on_kernel(const GgmlLinear& g, const KernelOptions& options) {
+  using U = Uniform<Bits, Mode::Symmetric>;
+  const Index rows = g.out_features(), cols = g.in_features();
+  const auto block_bytes = static_cast<std::size_t>(ggml::type_info(g.type()).type_size);
+  QuantizedMatrix<U> q;
+  q.layout = make_group_layout(PerGroup{32}, rows, cols, "ggml_linear_on_kernel");
+  q.codes.resize(static_cast<std::size_t>(rows * cols));
+  q.params.resize(static_cast<std::size_t>(q.layout.num_param_sets()));
+  const std::span<const std::byte> bytes(g.bytes());
+  std::uint8_t codes[32];
+  for (std::size_t b = 0; b < q.params.size(); ++b) {  // row-major blocks, as GroupLayout's sets
+    float d = 0.0f, m = 0.0f;
+    ggml::unpack_block32(g.type(), bytes.subspan(b * block_bytes, block_bytes), d, m, codes);
+    q.params[b].scale = d;
+    q.params[b].zero = static_cast<float>(U::kSymmetricZero);
+    std::copy(codes, codes + 32, q.codes.begin() + static_cast<std::ptrdiff_t>(b * 32));
+  }
+  return make_packed_linear(q, options);
+}
+}  // namespace detail
+
+/// llama.cpp's Q4_0 and Q8_0 tensors on qtl's uniform kernels, re-encoded exactly: each block's
+/// fp16 scale d and 32 codes become one symmetric group of 32 (q4_0: w = d (code - 8); q8_0:
+/// w = d q = d ((q + 128) - 128)), so the packed weights decode to ggml's to_float bit for bit
+/// and the product runs on the W4/W8 kernels (with int8 activations, as llama.cpp rounds
+/// activations to q8_0 for these types). Returns null for every other type: their layouts
+/// (k-quants' sub-block scales and minimums, q4_1/q5's offsets and 5-bit codes) have no exact
+/// form in qtl's packed format, and they keep GgmlLinear's product.
+[[nodiscard]] inline std::unique_ptr<LinearOp> ggml_linear_on_kernel(const GgmlLinear& g, const KernelOptions& options = {}) {
+  switch (g.type()) {
+    case ggml::Type::Q4_0: return detail::ggml_blocks_on_kernel<4>(g, options);
+    case ggml::Type::Q8_0: return detail::ggml_blocks_on_kernel<8>(g, options);
+    default: return nullptr;
+  }
+}
+
 }  // namespace qtl::model

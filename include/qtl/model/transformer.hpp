@@ -183,10 +183,11 @@ class Transformer {
   /// the model computes the same function; but the weights the quantizer sees are rotated, and
   /// the channel outliers of the stream are spread over all channels. Throws qtl::Error if Q is
   /// not dim x dim, not orthogonal (max |Q^T Q - I| > 1e-4) or not finite, or if a linear is not
-  /// a DenseLinear (rotate before quantizing).
+  /// a DenseLinear or a classifier op is set (rotate before quantizing).
   void rotate_residual(const RowMatrixXf& q) {
     constexpr std::string_view kWhere = "Transformer::rotate_residual";
     const Index dim = config_.dim;
+    if (classifier_op_) fail(kWhere, ": the classifier runs through an op (", classifier_op_->describe(), "); rotate before quantizing it");
     if (q.rows() != dim || q.cols() != dim) fail(kWhere, ": Q is ", q.rows(), "x", q.cols(), ", the stream has ", dim, " channels");
     require_finite(kWhere, "Q", q);
     const double dev = ((q.transpose() * q).cast<double>() - Eigen::MatrixXd::Identity(dim, dim)).cwiseAbs().maxCoeff();
@@ -237,6 +238,24 @@ class Transformer {
            op->in_features());
     }
     return std::exchange(linears_[i], std::move(op));
+  }
+
+  /// The op that runs the classifier product, or null when logits() multiplies by the fp32
+  /// classifier() itself (the default).
+  [[nodiscard]] const LinearOp* classifier_op() const { return classifier_op_.get(); }
+
+  /// Runs the classifier product through `op` (e.g. a PackedLinear of the quantized
+  /// classifier(): with a large vocabulary the fp32 product streams vocab x dim x 4 bytes per
+  /// generated token, more than all the quantized layers together); null restores the fp32
+  /// product. classifier() keeps returning the fp32 weights, which calibration and the file
+  /// writers read; the observer does not see the classifier's input. Returns the previous op.
+  /// Throws qtl::Error for an op whose shape is not vocab x dim (out x in).
+  std::unique_ptr<LinearOp> set_classifier_op(std::unique_ptr<LinearOp> op) {
+    if (op && (op->out_features() != config_.vocab_size || op->in_features() != config_.dim)) {
+      fail("Transformer::set_classifier_op: the classifier is ", config_.vocab_size, "x", config_.dim,
+           " (vocab x dim) but the op (", op->describe(), ") is ", op->out_features(), "x", op->in_features());
+    }
+    return std::exchange(classifier_op_, std::move(op));
   }
 
   /// Installs (or, with an empty function, removes) the observer of linear-layer inputs.
@@ -302,10 +321,20 @@ class Transformer {
     layer_forward(layer, h, nullptr, 0);
   }
 
-  /// Final RMSNorm and classifier: logits [T x vocab] from the residual stream h [T x dim].
+  /// Final RMSNorm and classifier (classifier_op() when one is set): logits [T x vocab] from
+  /// the residual stream h [T x dim].
   [[nodiscard]] RowMatrixXf logits(const RowMatrixXf& h) const {
     require_size("Transformer::logits", "h.cols()", h.cols(), config_.dim);
     const RowMatrixXf x = rmsnorm(h, final_norm_);
+    if (classifier_op_) {
+      RowMatrixXf y = classifier_op_->forward(x);
+      if (y.rows() != x.rows() || y.cols() != config_.vocab_size) {
+        fail("Transformer: the classifier op (", classifier_op_->describe(), ") returned ", y.rows(), "x",
+             y.cols(), " for an input of ", x.rows(), "x", x.cols(), "; expected ", x.rows(), "x",
+             config_.vocab_size);
+      }
+      return y;
+    }
     return x * (config_.shared_classifier ? embedding_ : classifier_).transpose();
   }
 
@@ -467,6 +496,7 @@ class Transformer {
   VectorXf final_norm_;
   std::vector<std::string> linear_names_;
   std::vector<std::unique_ptr<LinearOp>> linears_;  // 7 per layer, linear_names_ order
+  std::unique_ptr<LinearOp> classifier_op_;         // null: the fp32 product with classifier()
   RowMatrixXf rope_cos_;  // [seq_len x hs/2]: cos(p · 10000^(−2i/hs))
   RowMatrixXf rope_sin_;
   LinearObserver observer_;
@@ -570,6 +600,7 @@ inline Transformer::Transformer(const Transformer& other)
       rope_sin_(other.rope_sin_) {
   linears_.reserve(other.linears_.size());
   for (const auto& op : other.linears_) linears_.push_back(op->clone());
+  if (other.classifier_op_) classifier_op_ = other.classifier_op_->clone();
 }
 
 }  // namespace qtl::model
