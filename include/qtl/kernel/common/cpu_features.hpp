@@ -77,6 +77,7 @@ struct CpuFeatures {
   bool avx512vl = false;
   bool avx512vnni = false;
   bool avx_vnni = false;  ///< VEX-encoded VNNI (Alder Lake+, Zen 5): the AvxVnni path
+  bool intel = false;     ///< vendor "GenuineIntel" (the weight-stream prefetch distance depends on it)
 };
 
 [[nodiscard]] inline CpuFeatures detect_cpu_features() noexcept {
@@ -95,6 +96,8 @@ struct CpuFeatures {
   // enabled, which avx2 above already implies.
   unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
   if (__get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) != 0) f.avx_vnni = f.avx2 && ((eax >> 4) & 1u) != 0;
+  // Leaf 0: the vendor string in EBX, EDX, ECX ("Genu" "ineI" "ntel").
+  if (__get_cpuid(0, &eax, &ebx, &ecx, &edx) != 0) f.intel = ebx == 0x756e6547u && edx == 0x49656e69u && ecx == 0x6c65746eu;
 #endif
   return f;
 }

@@ -12,11 +12,18 @@
 // GB/s (2-bit), 28.1 to 31.3 (4-bit), 23.8 to 28.5 (3-bit), and the 2-thread ones up too;
 // 32 KiB measured the same as 16, 64 KiB lower. 8-bit codes (8 lines per block, the most
 // bytes per instruction) measured 4 KiB best there (32.4 GB/s, 30.5 at 16 KiB), and on the
-// Ice Lake machine 2-8 KiB measured the same. Prefetches never fault, so running past the end
-// of the buffer is harmless. QTL_PREFETCH_BYTES overrides the distance for every stream.
+// Ice Lake machine 2-8 KiB measured the same. On a 2-core Intel Xeon VM (llama.cpp picks its
+// Sapphire Rapids build there; 15.8 / 30 GB/s from 1 / 2 cores), medians of 3, twice, 4096 x
+// 14336: 4 KiB against 16 KiB took the 2-thread 4-bit GEMV from 1.46 to 1.34 ms and the 2-bit
+// one from 0.79 to 0.76 ms (1 thread: 2-3% and even), 32 KiB was slower than both. So the
+// uniform kernels choose at run time (uniform_prefetch_bytes): 4 KiB on Intel CPUs and for 8-bit
+// codes, 16 KiB otherwise. Prefetches never fault, so running past the end of the buffer is
+// harmless. QTL_PREFETCH_BYTES overrides the distance for every stream.
 #pragma once
 
 #include <cstddef>
+
+#include "qtl/kernel/common/cpu_features.hpp"
 
 namespace qtl::kernel {
 
@@ -35,6 +42,23 @@ template <int Lines>
 inline __attribute__((always_inline)) void prefetch_stream(const void* p) noexcept {
   const char* c = static_cast<const char*>(p) + kPrefetchBytes<Lines>;
   for (int l = 0; l < Lines; ++l) __builtin_prefetch(c + 64 * l, 0, 3);
+}
+
+/// prefetch_stream with a distance chosen at run time.
+template <int Lines>
+inline __attribute__((always_inline)) void prefetch_stream_at(const void* p, std::ptrdiff_t distance) noexcept {
+  const char* c = static_cast<const char*>(p) + distance;
+  for (int l = 0; l < Lines; ++l) __builtin_prefetch(c + 64 * l, 0, 3);
+}
+
+/// The uniform kernels' prefetch distance for `bits`-bit codes on this CPU (see the top).
+[[nodiscard]] inline std::ptrdiff_t uniform_prefetch_bytes(int bits) noexcept {
+#ifdef QTL_PREFETCH_BYTES
+  (void)bits;
+  return QTL_PREFETCH_BYTES;
+#else
+  return bits >= 8 || cpu_features().intel ? 4096 : 16384;
+#endif
 }
 
 }  // namespace qtl::kernel
