@@ -105,6 +105,29 @@ TEST(GgufInLlamaCpp, GptqIntoQ4_0RunsAsQtlComputedIt) {
   EXPECT_GE(agree, static_cast<int>(0.9 * static_cast<double>(ours.rows())));
 }
 
+TEST(GgufInLlamaCpp, AClassifierOpIsTheClassifierLlamaCppRuns) {
+  // The bundled model ties its classifier to the embedding; a Q8_0 classifier op of half the
+  // weights goes into the file as output.weight, so llama.cpp must compute the halved logits
+  // qtl computes, not the tied model's.
+  const auto& f = fixture();
+  m::Transformer model = f.fp32;
+  const qtl::RowMatrixXf half = 0.5f * model.classifier();
+  model.set_classifier_op(std::make_unique<m::GgmlLinear>(qtl::ggml::Type::Q8_0, half.rows(), half.cols(),
+                                                          m::ggml_quantize_reference(qtl::ggml::Type::Q8_0, half)));
+  TempDir dir;
+  m::write_gguf_model(dir.file("c.gguf"), model, f.tokenizer);
+  auto ids = m::encode_story(f.tokenizer, f.stories[252], 512).ids;
+  ids.resize(std::min<std::size_t>(ids.size(), 128));
+  const qtl::RowMatrixXf ours = model.forward(ids), tied = f.fp32.forward(ids);
+  const qtl::RowMatrixXf theirs = llama_logits(dir, dir.file("c.gguf"), ids, model.config().vocab_size);
+  ASSERT_EQ(theirs.rows(), ours.rows());
+  // llama.cpp rounds the classifier's input to q8_0 blocks: a small difference, against the
+  // large one a tied (unhalved) classifier would make.
+  const double engine = (ours - theirs).cwiseAbs().mean(), other = (ours - tied).cwiseAbs().mean();
+  std::printf("Q8_0 classifier op: mean |qtl - llama.cpp| %.4f, mean |halved - tied| %.4f\n", engine, other);
+  EXPECT_LT(engine, 0.02 * other);
+}
+
 TEST(GgufInLlamaCpp, LlamaQuantizeFilesDecodeInQtlAsInGgml) {
   // llama-quantize (llama.cpp's own tool, built from the same release) makes each file from
   // qtl's F32 GGUF of the bundled model; its rows are 64 and 172 wide, so the 256-wide types
@@ -127,8 +150,18 @@ TEST(GgufInLlamaCpp, LlamaQuantizeFilesDecodeInQtlAsInGgml) {
       FAIL() << "llama-quantize failed: " << std::string(std::istreambuf_iterator<char>(log), {});
     }
     const qtl::gguf::File file = qtl::gguf::File::open(out);
-    // And qtl loads it as a model (every weight decoded).
-    EXPECT_NO_THROW((void)m::load_gguf_model(out));
+    // And qtl loads it as a model (every weight decoded), and onto its kernels, where the Q4_0
+    // and Q8_0 tensors run as the same weights (fp32 activations: only the summation order).
+    const m::Transformer decoded = m::load_gguf_model(out).model;
+    const m::Transformer kernels =
+        m::load_gguf_model(out, {.qtl_kernels = true, .kernel = {.activations = qtl::kernel::ActivationMode::Fp32}}).model;
+    const auto ids = m::encode_story(f.tokenizer, f.stories[253], 48).ids;
+    const qtl::RowMatrixXf a = decoded.forward(ids), b = kernels.forward(ids);
+    EXPECT_LT((a - b).cwiseAbs().maxCoeff(), 1e-5 * a.cwiseAbs().maxCoeff());
+    if (std::string_view(ftype) == "Q4_0" || std::string_view(ftype) == "Q8_0") {
+      EXPECT_NE(dynamic_cast<const m::PackedLinear<qtl::kernel::UniformKernelMatrix>*>(&kernels.linear("layers.0.wq")),
+                nullptr);
+    }
     for (const auto& info : file.tensors()) {
       const qtl::gguf::TensorView t = file.tensor(info.name);
       const auto n = static_cast<std::size_t>(t.n_elements);

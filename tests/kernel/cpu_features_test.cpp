@@ -2,7 +2,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <fstream>
 #include <qtl/kernels.hpp>
+#include <string>
 
 namespace {
 
@@ -55,6 +57,27 @@ TEST(CpuFeatures, DetectedFeaturesAreConsistent) {
   if (qtl::kernel::path_supported(KernelPath::Avx512Vnni)) {
     EXPECT_TRUE(f.avx512vnni && f.avx512bw);
   }
+}
+
+TEST(CpuFeatures, VendorAndPrefetchDistanceFollowTheCpu) {
+  // The vendor string as the kernel reports it (x86 Linux), against cpuid leaf 0's decoding.
+  bool intel = false;
+  std::ifstream info("/proc/cpuinfo");
+  for (std::string line; std::getline(info, line);) {
+    if (line.rfind("vendor_id", 0) == 0) {
+      intel = line.find("GenuineIntel") != std::string::npos;
+      break;
+    }
+  }
+#if defined(__x86_64__) && defined(__linux__)
+  EXPECT_EQ(qtl::kernel::cpu_features().intel, intel);
+#else
+  EXPECT_FALSE(qtl::kernel::cpu_features().intel);
+#endif
+#ifndef QTL_PREFETCH_BYTES
+  EXPECT_EQ(qtl::kernel::uniform_prefetch_bytes(8), 4096);
+  EXPECT_EQ(qtl::kernel::uniform_prefetch_bytes(4), qtl::kernel::cpu_features().intel ? 4096 : 16384);
+#endif
 }
 
 TEST(CpuFeatures, SupportedPathsStartPortableAndEndWithTheBest) {

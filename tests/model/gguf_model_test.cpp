@@ -247,6 +247,10 @@ TEST(GgufModel, Q4_0AndQ8_0GoOntoQtlKernelsWithTheSameWeights) {
       EXPECT_GT(d, 1e-6);  // the activations were rounded
     }
   }
+  const std::string msg = error_of([&] {
+    (void)m::load_gguf_model(dir.file("q.gguf"), {.qtl_kernels = true, .kernel = {.threads = 0}});
+  });
+  EXPECT_NE(msg.find("threads must be >= 1, got 0"), std::string::npos) << msg;
 }
 
 TEST(GgufModel, AClassifierOpIsWhatTheFileHolds) {

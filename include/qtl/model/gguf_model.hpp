@@ -248,7 +248,10 @@ struct GgufLoadOptions {
 /// Moves the linears and the classifier of `model` (read from `f`) whose tensors are Q4_0 or
 /// Q8_0 onto qtl's kernels (ggml_linear_on_kernel); returns how many it moved. A classifier
 /// shared with a quantized token embedding moves too (classifier op over token_embd's blocks).
+/// Throws qtl::Error for options.threads < 1, or a tensor missing from `f` or of another shape
+/// than the model's layer.
 inline int use_qtl_kernels(Transformer& model, const gguf::File& f, const KernelOptions& options) {
+  if (options.threads < 1) fail("use_qtl_kernels: threads must be >= 1, got ", options.threads);
   auto on_kernel = [&](std::string_view gguf_name, Index rows, Index cols) -> std::unique_ptr<LinearOp> {
     const gguf::TensorView t = f.tensor(gguf_name);
     if (t.type != ggml::Type::Q4_0 && t.type != ggml::Type::Q8_0) return nullptr;
