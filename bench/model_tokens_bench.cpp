@@ -24,7 +24,8 @@
 // the classifier: output.weight is Q6_K by llama-quantize's rules, a 6-bit code qtl's packed format
 // does not have, so qtl's two kernel engines run it (Transformer::set_classifier_op) on the 8-bit
 // kernel, group 32, int8 activations: the Q6_K weights rounded once more to 8 bits (the file
-// engine) or the fp32 ones (rtn-sym); 8.5 bits per weight read against Q6_K's 6.56
+// engine) or the fp32 ones (rtn-sym); 8.75 bits per weight read (codes, fp16 scales and the kernel
+// layout's zero points) against Q6_K's 6.56
 // (--fp32-classifier keeps it fp32). The embedding is a row lookup in both engines.
 //
 // Before anything is timed, both engines must compute the same function: the logits of the first
@@ -215,8 +216,8 @@ void write_q4_0_file(const std::filesystem::path& path, const qm::Transformer& f
 
 /// The classifier of `model` (fp32, or the file's Q6_K decoded) rounded to qtl's 8-bit symmetric
 /// group-32 code on the uniform kernel with int8 activations: qtl's packed format holds no 6-bit
-/// code, so its nearest classifier to llama.cpp's Q6_K reads 8.5 bits per weight (plus the
-/// kernel layout's zero points) where Q6_K reads 6.56.
+/// code, so its nearest classifier to llama.cpp's Q6_K reads 8.75 bits per weight (8.5 of codes
+/// and scales, and the kernel layout's zero points) where Q6_K reads 6.56.
 void classifier_on_8bit_kernel(qm::Transformer& model) {
   const auto q = qtl::quantize_matrix(U8s{}, qtl::PerGroup{32}, model.classifier());
   model.set_classifier_op(qm::make_packed_linear(q, {.activations = qtl::kernel::ActivationMode::Int8}));

@@ -14,11 +14,12 @@
 // bytes per instruction) measured 4 KiB best there (32.4 GB/s, 30.5 at 16 KiB), and on the
 // Ice Lake machine 2-8 KiB measured the same. On a 2-core Intel Xeon VM (llama.cpp picks its
 // Sapphire Rapids build there; 15.8 / 30 GB/s from 1 / 2 cores), medians of 3, twice, 4096 x
-// 14336: 4 KiB against 16 KiB took the 2-thread 4-bit GEMV from 1.46 to 1.34 ms and the 2-bit
-// one from 0.79 to 0.76 ms (1 thread: 2-3% and even), 32 KiB was slower than both. So the
-// uniform kernels choose at run time (uniform_prefetch_bytes): 4 KiB on Intel CPUs and for 8-bit
-// codes, 16 KiB otherwise. Prefetches never fault, so running past the end of the buffer is
-// harmless. QTL_PREFETCH_BYTES overrides the distance for every stream.
+// 14336: 4 KiB against 16 KiB took the 2-bit GEMV from 1.46-1.52 to 1.34-1.38 ms with 1 thread
+// and from 0.79-0.82 to 0.71-0.75 ms with 2; 4-bit moved by 0-7% (noise-level with 2 threads);
+// 32 KiB was slower than both. So the uniform kernels choose at run time
+// (uniform_prefetch_bytes): 4 KiB on Intel CPUs and for 8-bit codes, 16 KiB otherwise.
+// Prefetches never fault, so running past the end of the buffer is harmless.
+// QTL_PREFETCH_BYTES overrides the distance for every stream.
 #pragma once
 
 #include <cstddef>
