@@ -5,10 +5,13 @@
 #include <gtest/gtest.h>
 #include <qtl/model/block_reconstruction.hpp>
 #include <qtl/model/eval.hpp>
+#include <qtl/model/mixed_precision.hpp>
 #include <qtl/model/recipes.hpp>
 #include <qtl/model/sequential.hpp>
 
 #include <algorithm>
+#include <array>
+#include <memory>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -158,6 +161,112 @@ TEST_F(BlockReconstructionTest, ThroughTheDriverBeatsRtnAtEqualBits) {
   EXPECT_LT(ppl, 0.97 * ppl_rtn) << "block-wise " << ppl << " vs rtn " << ppl_rtn;
   // Through make_recipe, by name.
   EXPECT_EQ(m::make_recipe({.name = "autoround", .bits = 2})->name(), "autoround");
+}
+
+/// Every linear of the model at one precision, or `override_` where named.
+m::MixedBlockReconstructionRecipe<qtl::Mode::Asymmetric>::Precisions all_at(const m::Transformer& model, m::Precision p) {
+  m::MixedBlockReconstructionRecipe<qtl::Mode::Asymmetric>::Precisions out;
+  for (const auto& n : model.linear_names()) out.emplace(n, p);
+  return out;
+}
+
+TEST_F(BlockReconstructionTest, MixedWidthsTuneEachMatrixAtItsOwn) {
+  const auto& f = fixture();
+  auto calibration = f.calibration(0, 4);
+  for (auto& ids : calibration) ids.resize(std::min<std::size_t>(ids.size(), 64));
+  m::BlockReconstructionOptions opt;
+  opt.iterations = 8;
+  opt.eval_sequences = 4;
+  opt.eval_every = 2;
+  opt.threads = 1;
+  // One precision everywhere: the same model as the single-width recipe, bit for bit.
+  const m::MixedBlockReconstructionRecipe<qtl::Mode::Asymmetric> same(all_at(f.fp32, {3, 32}), opt);
+  const m::BlockReconstructionRecipe<3, qtl::Mode::Asymmetric> single(U3{}, qtl::PerGroup{32}, opt);
+  const m::Transformer a = m::quantize_sequential(f.fp32, calibration, same);
+  const m::Transformer b = m::quantize_sequential(f.fp32, calibration, single);
+  const std::vector<int> probe(calibration[1].begin(), calibration[1].begin() + 32);
+  EXPECT_EQ(a.forward(probe), b.forward(probe));
+  EXPECT_EQ(a.norm_gain("layers.2.attention_norm"), b.norm_gain("layers.2.attention_norm"));
+
+  // Mixed: each matrix at its own width and group size, as the layer reports say.
+  auto precisions = all_at(f.fp32, {4, 0});
+  for (int l = 0; l < 5; ++l) {
+    precisions[qtl::str_cat("layers.", l, ".wk")] = {8, 0};
+    precisions[qtl::str_cat("layers.", l, ".w2")] = {2, 32};
+    precisions[qtl::str_cat("layers.", l, ".w3")] = {3, 32};
+  }
+  const m::MixedBlockReconstructionRecipe<qtl::Mode::Asymmetric> mixed(precisions, opt);
+  m::SequentialReport report;
+  const m::Transformer q = m::quantize_sequential(f.fp32, calibration, mixed, {}, &report);
+  ASSERT_EQ(report.layers.size(), 35u);
+  auto rtn_bits = [](int bits, const qtl::Granularity& g, const qtl::RowMatrixXf& w) {
+    using qtl::Mode;
+    switch (bits) {
+      case 2: return qtl::bits_per_weight(qtl::quantize_matrix(qtl::Uniform<2, Mode::Asymmetric>{}, g, w));
+      case 3: return qtl::bits_per_weight(qtl::quantize_matrix(qtl::Uniform<3, Mode::Asymmetric>{}, g, w));
+      case 4: return qtl::bits_per_weight(qtl::quantize_matrix(qtl::Uniform<4, Mode::Asymmetric>{}, g, w));
+      default: return qtl::bits_per_weight(qtl::quantize_matrix(qtl::Uniform<8, Mode::Asymmetric>{}, g, w));
+    }
+  };
+  for (const auto& layer : report.layers) {
+    const m::Precision& p = precisions.at(layer.name);
+    const auto& w = dynamic_cast<const m::DenseLinear&>(f.fp32.linear(layer.name)).weight();
+    const qtl::Granularity g = p.group == 0 ? qtl::Granularity{qtl::PerRow{}} : qtl::Granularity{qtl::PerGroup{p.group}};
+    EXPECT_DOUBLE_EQ(layer.bits_per_weight, rtn_bits(p.bits, g, w)) << layer.name;
+    EXPECT_NE(q.linear(layer.name).describe().find(qtl::str_cat("uniform", p.bits)), std::string::npos)
+        << layer.name << ": " << q.linear(layer.name).describe();
+    EXPECT_NE(layer.note.find(m::to_string(p)), std::string::npos) << layer.note;
+  }
+
+  // One block by hand: iteration 0 is RTN at each matrix's precision, and the kept state is
+  // never worse than it on the evaluation subset.
+  const int layer = 1;
+  const BlockInputs in = block_inputs(layer, 0, 8, 48);
+  const m::BlockFunction<float> block(f.fp32.config());
+  const auto w = m::block_weights<float>(f.fp32, layer);
+  std::array<std::unique_ptr<m::detail::BlockLinearTuner>, 7> tuners;
+  m::BlockWeights<float> rtn = w;
+  for (std::size_t j = 0; j < 7; ++j) {
+    const m::Precision& p = precisions.at(qtl::str_cat("layers.", layer, ".", m::kBlockLinears[j]));
+    const qtl::Granularity g = p.group == 0 ? qtl::Granularity{qtl::PerRow{}} : qtl::Granularity{qtl::PerGroup{p.group}};
+    tuners[j] = m::detail::make_uniform_tuner<qtl::Mode::Asymmetric>(p.bits, g, w.linear[j], "test");
+    tuners[j]->forward();
+    rtn.linear[j] = tuners[j]->dequantized();
+  }
+  EXPECT_EQ(rtn.linear[1], qtl::dequantize(qtl::quantize_matrix(qtl::Uniform<8, qtl::Mode::Asymmetric>{}, qtl::PerRow{}, w.linear[1])));
+  m::BlockReconstructionOptions o = opt;
+  o.iterations = 20;
+  const auto t = m::detail::tune_block(tuners, block, w, in.quantized, in.fp32, o);
+  std::vector<std::size_t> eval;
+  for (std::size_t e = 0; e < 4; ++e) eval.push_back(e * 8 / 4);
+  EXPECT_NEAR(t.start_loss, block_error(block, rtn, w, in, eval), 1e-4 * t.start_loss);
+  EXPECT_LT(t.final_loss, t.start_loss);
+  m::BlockWeights<float> kept = w;
+  for (std::size_t j = 0; j < 7; ++j) {
+    const auto l = tuners[j]->kept_layer({});
+    kept.linear[j] = l.op->forward(qtl::RowMatrixXf::Identity(w.linear[j].cols(), w.linear[j].cols())).transpose();
+  }
+  kept.attention_norm = t.attention_norm;
+  kept.ffn_norm = t.ffn_norm;
+  EXPECT_NEAR(t.final_loss, block_error(block, kept, w, in, eval), 1e-3 * t.final_loss);
+
+  // Through make_recipe, and what it refuses, by name.
+  m::RecipeSpec spec{.name = "autoround"};
+  spec.precisions = precisions;
+  const auto made = m::make_recipe(spec);
+  EXPECT_EQ(made->name(), "autoround-mixed");
+  EXPECT_TRUE(made->quantizes_blocks());
+  spec.name = "gptq";
+  EXPECT_ERROR_HAS(m::make_recipe(spec), "per-matrix precisions");
+  auto wrong = precisions;
+  wrong["layers.3.w1"] = {5, 32};
+  EXPECT_ERROR_HAS((m::MixedBlockReconstructionRecipe<qtl::Mode::Asymmetric>(wrong, opt)), "'layers.3.w1' is allocated 5 bits");
+  wrong["layers.3.w1"] = {2, 0, "gptaq-e8p"};
+  EXPECT_ERROR_HAS((m::MixedBlockReconstructionRecipe<qtl::Mode::Asymmetric>(wrong, opt)), "tunes uniform codes only");
+  wrong = precisions;
+  wrong.erase("layers.4.wo");
+  const m::MixedBlockReconstructionRecipe<qtl::Mode::Asymmetric> missing(wrong, opt);
+  EXPECT_ERROR_HAS(m::quantize_sequential(f.fp32, calibration, missing), "no precision for 'layers.4.wo'");
 }
 
 TEST_F(BlockReconstructionTest, BadInputNamesTheValue) {

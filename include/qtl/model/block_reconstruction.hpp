@@ -31,6 +31,7 @@
 #include <array>
 #include <cstdint>
 #include <limits>
+#include <map>
 #include <memory>
 #include <random>
 #include <span>
@@ -43,6 +44,7 @@
 #include "qtl/core/error.hpp"
 #include "qtl/kernel/common/threading.hpp"
 #include "qtl/model/block_function.hpp"
+#include "qtl/model/mixed_precision.hpp"
 #include "qtl/model/quantized_linear.hpp"
 #include "qtl/model/sequential.hpp"
 
@@ -87,54 +89,103 @@ inline void check_block_options(std::string_view where, const BlockReconstructio
   if (!(o.min_clip >= 0.05f && o.min_clip <= 1.0f)) fail(where, ": min_clip must be in [0.05, 1], got ", o.min_clip);
 }
 
-}  // namespace detail
+/// One linear of a block under reconstruction, whatever its code: the block solver sees its
+/// dequantized weights and hands it ∂L/∂Ŵ; it remembers the state worth keeping.
+class BlockLinearTuner {
+ public:
+  virtual ~BlockLinearTuner() = default;
+  /// Rounds with the current parameters: dequantized() is then Ŵ.
+  virtual void forward() = 0;
+  [[nodiscard]] virtual const RowMatrixXf& dequantized() const = 0;
+  /// One signed step of size lr against G = ∂L/∂Ŵ at the last forward().
+  virtual void step(const RowMatrixXf& g, float lr, bool learn_clip, float min_clip) = 0;
+  /// Keeps the codes of the last forward() as the result.
+  virtual void keep() = 0;
+  /// The kept codes as a layer on the packed kernels, with its bits per weight.
+  [[nodiscard]] virtual QuantizedLayer kept_layer(const KernelOptions& kernel) const = 0;
+};
 
-/// Tunes the quantization of one block (weights `fp32`, the unquantized block's parameters) to
-/// the block's output error. `inputs[i]` is sequence i's stream entering the block in the model
-/// as quantized so far, `fp32_inputs[i]` in the unquantized model (each T_i x dim, the pairs of
-/// equal shape). With `start` (another solver's matrices, e.g. GPTQ's, in kBlockLinears order)
-/// the search starts from them instead of min-max RTN. Throws qtl::Error for mismatched or
-/// empty inputs, bad options or weights.
+/// Uniform codes of any packed width: SignRound's offsets and clip factors (SignRoundState).
 template <int Bits, Mode M>
-[[nodiscard]] BlockReconstruction<Bits, M> reconstruct_block(const Uniform<Bits, M>& q, const Granularity& granularity,
-                                                             const BlockFunction<float>& block,
-                                                             const BlockWeights<float>& fp32,
-                                                             std::span<const RowMatrixXf> inputs,
-                                                             std::span<const RowMatrixXf> fp32_inputs,
-                                                             const BlockReconstructionOptions& opt = {},
-                                                             const std::array<QuantizedMatrix<Uniform<Bits, M>>, 7>* start = nullptr) {
-  constexpr std::string_view kWhere = "reconstruct_block";
-  detail::check_block_options(kWhere, opt);
-  block.check(fp32);
-  if (inputs.empty()) fail(kWhere, ": no calibration sequences");
-  if (inputs.size() != fp32_inputs.size()) {
-    fail(kWhere, ": ", inputs.size(), " quantized-model inputs but ", fp32_inputs.size(), " fp32 inputs");
+class UniformBlockTuner final : public BlockLinearTuner {
+ public:
+  /// From min-max RTN of W at `granularity`.
+  UniformBlockTuner(const Uniform<Bits, M>& q, const Granularity& granularity, MatrixRef w, std::string_view where)
+      : state_(q, granularity, w, where) {}
+  /// From another solver's codes (SignRoundState's second constructor).
+  UniformBlockTuner(const QuantizedMatrix<Uniform<Bits, M>>& start, MatrixRef w, std::string_view where)
+      : state_(start, w, where) {}
+  void forward() override { state_.forward(); }
+  [[nodiscard]] const RowMatrixXf& dequantized() const override { return state_.dequantized(); }
+  void step(const RowMatrixXf& g, float lr, bool learn_clip, float min_clip) override {
+    state_.step(g, lr, learn_clip, min_clip);
   }
-  // Everything forward() would reject is checked here, before the threads run (an exception must
-  // not leave a parallel region).
-  const io::Llama2cConfig& cfg = block.config();
+  void keep() override { kept_ = state_.matrix(); }
+  [[nodiscard]] QuantizedLayer kept_layer(const KernelOptions& kernel) const override {
+    QuantizedLayer l;
+    l.bits_per_weight = bits_per_weight(kept_);
+    l.op = make_packed_linear(kept_, kernel);
+    return l;
+  }
+  [[nodiscard]] const QuantizedMatrix<Uniform<Bits, M>>& kept() const { return kept_; }
+
+ private:
+  calib::detail::SignRoundState<Bits, M> state_;
+  QuantizedMatrix<Uniform<Bits, M>> kept_;
+};
+
+/// A tuner for uniform codes at a width known at run time: the packed kernels' 2, 3, 4 or 8
+/// bits (any other width is named in the error).
+template <Mode M>
+[[nodiscard]] std::unique_ptr<BlockLinearTuner> make_uniform_tuner(int bits, const Granularity& granularity, MatrixRef w,
+                                                                   std::string_view where) {
+  switch (bits) {
+    case 2: return std::make_unique<UniformBlockTuner<2, M>>(Uniform<2, M>{}, granularity, w, where);
+    case 3: return std::make_unique<UniformBlockTuner<3, M>>(Uniform<3, M>{}, granularity, w, where);
+    case 4: return std::make_unique<UniformBlockTuner<4, M>>(Uniform<4, M>{}, granularity, w, where);
+    case 8: return std::make_unique<UniformBlockTuner<8, M>>(Uniform<8, M>{}, granularity, w, where);
+    default: fail(where, ": uniform codes run on the packed kernels at 2, 3, 4 or 8 bits; got ", bits);
+  }
+}
+
+/// What tune_block found besides the tuners' kept codes.
+struct BlockTuning {
+  VectorXf attention_norm;
+  VectorXf ffn_norm;
+  double start_loss = 0.0;
+  double final_loss = 0.0;
+  int best_iteration = 0;
+};
+
+/// Checks what forward() would reject, before any thread runs (an exception must not leave a
+/// parallel region).
+inline void check_block_inputs(std::string_view where, const io::Llama2cConfig& cfg,
+                               std::span<const RowMatrixXf> inputs, std::span<const RowMatrixXf> fp32_inputs) {
+  if (inputs.empty()) fail(where, ": no calibration sequences");
+  if (inputs.size() != fp32_inputs.size()) {
+    fail(where, ": ", inputs.size(), " quantized-model inputs but ", fp32_inputs.size(), " fp32 inputs");
+  }
   for (std::size_t i = 0; i < inputs.size(); ++i) {
     if (inputs[i].cols() != cfg.dim || inputs[i].rows() < 1 || inputs[i].rows() > cfg.seq_len) {
-      fail(kWhere, ": sequence ", i, " is ", inputs[i].rows(), "x", inputs[i].cols(), "; the block takes 1..",
+      fail(where, ": sequence ", i, " is ", inputs[i].rows(), "x", inputs[i].cols(), "; the block takes 1..",
            cfg.seq_len, " tokens of ", cfg.dim, " channels");
     }
     if (inputs[i].rows() != fp32_inputs[i].rows() || inputs[i].cols() != fp32_inputs[i].cols()) {
-      fail(kWhere, ": sequence ", i, " is ", inputs[i].rows(), "x", inputs[i].cols(), " in the quantized model and ",
+      fail(where, ": sequence ", i, " is ", inputs[i].rows(), "x", inputs[i].cols(), " in the quantized model and ",
            fp32_inputs[i].rows(), "x", fp32_inputs[i].cols(), " in the fp32 one");
     }
-    if (!inputs[i].allFinite() || !fp32_inputs[i].allFinite()) fail(kWhere, ": sequence ", i, "'s input holds NaN or Inf");
+    if (!inputs[i].allFinite() || !fp32_inputs[i].allFinite()) fail(where, ": sequence ", i, "'s input holds NaN or Inf");
   }
-  if (start != nullptr) {  // another solver's matrices must be this granularity's, of these weights
-    for (std::size_t j = 0; j < 7; ++j) {
-      const Index rows = fp32.linear[j].rows(), cols = fp32.linear[j].cols();
-      if ((*start)[j].layout != make_group_layout(granularity, rows, cols, kWhere)) {
-        const GroupLayout& L = (*start)[j].layout;
-        fail(kWhere, ": start matrix ", kBlockLinears[j], " is ", L.rows, "x", L.cols, " in groups of ",
-             L.per_tensor ? L.cols : L.group_size, "; the block's ", rows, "x", cols, " weights are quantized with ",
-             make_group_layout(granularity, rows, cols, kWhere).group_size, "-column groups");
-      }
-    }
-  }
+}
+
+/// The block solver of the header comment over any seven tuners (kBlockLinears order), each
+/// built on the block's fp32 weights; inputs checked by the caller (check_block_inputs). On
+/// return every tuner has kept its best state.
+template <class Deferred = void>
+[[nodiscard]] BlockTuning tune_block(std::span<const std::unique_ptr<BlockLinearTuner>, 7> tuners,
+                                     const BlockFunction<float>& block, const BlockWeights<float>& fp32,
+                                     std::span<const RowMatrixXf> inputs, std::span<const RowMatrixXf> fp32_inputs,
+                                     const BlockReconstructionOptions& opt) {
   const std::size_t n = inputs.size();
   std::vector<RowMatrixXf> targets(n);
   const int threads = opt.threads > 0 ? opt.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -142,18 +193,12 @@ template <int Bits, Mode M>
     for (auto i = static_cast<std::size_t>(b); i < static_cast<std::size_t>(e); ++i) targets[i] = block.forward(fp32, fp32_inputs[i]);
   });
 
-  using State = calib::detail::SignRoundState<Bits, M>;
-  std::vector<std::unique_ptr<State>> states;
-  for (std::size_t j = 0; j < 7; ++j) {
-    states.push_back(start != nullptr ? std::make_unique<State>((*start)[j], fp32.linear[j], kWhere)
-                                      : std::make_unique<State>(q, granularity, fp32.linear[j], kWhere));
-  }
   BlockWeights<float> cur = fp32;
   VectorXf m_att = VectorXf::Ones(fp32.attention_norm.size()), m_ffn = VectorXf::Ones(fp32.ffn_norm.size());
   auto refresh = [&] {
     for (std::size_t j = 0; j < 7; ++j) {
-      states[j]->forward();
-      cur.linear[j] = states[j]->dequantized();
+      tuners[j]->forward();
+      cur.linear[j] = tuners[j]->dequantized();
     }
     cur.attention_norm = fp32.attention_norm.cwiseProduct(m_att);
     cur.ffn_norm = fp32.ffn_norm.cwiseProduct(m_ffn);
@@ -179,14 +224,14 @@ template <int Bits, Mode M>
     return sum / static_cast<double>(tokens);
   };
 
-  BlockReconstruction<Bits, M> best;
+  BlockTuning best;
   double best_loss = std::numeric_limits<double>::infinity();
   auto keep_if_better = [&](int it) {
     const double loss = eval_loss();
     if (it == 0) best.start_loss = loss;
     if (loss < best_loss) {
       best_loss = loss;
-      for (std::size_t j = 0; j < 7; ++j) best.linear[j] = states[j]->matrix();
+      for (std::size_t j = 0; j < 7; ++j) tuners[j]->keep();
       best.attention_norm = cur.attention_norm;
       best.ffn_norm = cur.ffn_norm;
       best.best_iteration = it;
@@ -227,7 +272,7 @@ template <int Bits, Mode M>
       g_ffn += g.ffn_norm;
     }
     const auto lr = static_cast<float>(lr0 * (1.0 - static_cast<double>(it) / iters));
-    for (std::size_t j = 0; j < 7; ++j) states[j]->step(grad[j], lr, opt.learn_clip, opt.min_clip);
+    for (std::size_t j = 0; j < 7; ++j) tuners[j]->step(grad[j], lr, opt.learn_clip, opt.min_clip);
     if (opt.tune_norms) {
       // ∂L/∂m = ∂L/∂g ⊙ g₀; one signed step per channel, m kept in [½, 3/2].
       for (Index c = 0; c < m_att.size(); ++c) {
@@ -239,6 +284,54 @@ template <int Bits, Mode M>
   }
   best.final_loss = best_loss;
   return best;
+}
+
+}  // namespace detail
+
+/// Tunes the quantization of one block (weights `fp32`, the unquantized block's parameters) to
+/// the block's output error. `inputs[i]` is sequence i's stream entering the block in the model
+/// as quantized so far, `fp32_inputs[i]` in the unquantized model (each T_i x dim, the pairs of
+/// equal shape). With `start` (another solver's matrices, e.g. GPTQ's, in kBlockLinears order)
+/// the search starts from them instead of min-max RTN. Throws qtl::Error for mismatched or
+/// empty inputs, bad options or weights.
+template <int Bits, Mode M>
+[[nodiscard]] BlockReconstruction<Bits, M> reconstruct_block(const Uniform<Bits, M>& q, const Granularity& granularity,
+                                                             const BlockFunction<float>& block,
+                                                             const BlockWeights<float>& fp32,
+                                                             std::span<const RowMatrixXf> inputs,
+                                                             std::span<const RowMatrixXf> fp32_inputs,
+                                                             const BlockReconstructionOptions& opt = {},
+                                                             const std::array<QuantizedMatrix<Uniform<Bits, M>>, 7>* start = nullptr) {
+  constexpr std::string_view kWhere = "reconstruct_block";
+  detail::check_block_options(kWhere, opt);
+  block.check(fp32);
+  detail::check_block_inputs(kWhere, block.config(), inputs, fp32_inputs);
+  if (start != nullptr) {  // another solver's matrices must be this granularity's, of these weights
+    for (std::size_t j = 0; j < 7; ++j) {
+      const Index rows = fp32.linear[j].rows(), cols = fp32.linear[j].cols();
+      if ((*start)[j].layout != make_group_layout(granularity, rows, cols, kWhere)) {
+        const GroupLayout& L = (*start)[j].layout;
+        fail(kWhere, ": start matrix ", kBlockLinears[j], " is ", L.rows, "x", L.cols, " in groups of ",
+             L.per_tensor ? L.cols : L.group_size, "; the block's ", rows, "x", cols, " weights are quantized with ",
+             make_group_layout(granularity, rows, cols, kWhere).group_size, "-column groups");
+      }
+    }
+  }
+  using Tuner = detail::UniformBlockTuner<Bits, M>;
+  std::array<std::unique_ptr<detail::BlockLinearTuner>, 7> tuners;
+  for (std::size_t j = 0; j < 7; ++j) {
+    tuners[j] = start != nullptr ? std::make_unique<Tuner>((*start)[j], fp32.linear[j], kWhere)
+                                 : std::make_unique<Tuner>(q, granularity, fp32.linear[j], kWhere);
+  }
+  detail::BlockTuning t = detail::tune_block(tuners, block, fp32, inputs, fp32_inputs, opt);
+  BlockReconstruction<Bits, M> r;
+  for (std::size_t j = 0; j < 7; ++j) r.linear[j] = static_cast<const Tuner&>(*tuners[j]).kept();
+  r.attention_norm = std::move(t.attention_norm);
+  r.ffn_norm = std::move(t.ffn_norm);
+  r.start_loss = t.start_loss;
+  r.final_loss = t.final_loss;
+  r.best_iteration = t.best_iteration;
+  return r;
 }
 
 /// The block-wise recipe for the sequential driver: reconstruct_block on every block, its
@@ -281,6 +374,77 @@ class BlockReconstructionRecipe final : public Recipe {
  private:
   Uniform<Bits, M> q_;
   Granularity granularity_;
+  BlockReconstructionOptions options_;
+  KernelOptions kernel_;
+  std::string name_;
+};
+
+/// Block-wise reconstruction with a precision per matrix: each linear's uniform width and group
+/// size come from `precisions` (by name, "layers.3.w2"; e.g. allocate_bits' choice, see
+/// precisions_of in qtl/model/mixed_precision.hpp), and every block is tuned to its output error
+/// as BlockReconstructionRecipe does at one width. A matrix whose precision names another recipe
+/// (E8P vector codes) is refused: only uniform codes are tuned here.
+template <Mode M>
+class MixedBlockReconstructionRecipe final : public Recipe {
+ public:
+  using Precisions = std::map<std::string, Precision, std::less<>>;
+  MixedBlockReconstructionRecipe(Precisions precisions, BlockReconstructionOptions options, KernelOptions kernel = {},
+                                 std::string name = "autoround-mixed")
+      : precisions_(std::move(precisions)), options_(options), kernel_(kernel), name_(std::move(name)) {
+    constexpr std::string_view kWhere = "MixedBlockReconstructionRecipe";
+    detail::check_block_options(kWhere, options_);
+    if (precisions_.empty()) fail(kWhere, ": no precisions");
+    for (const auto& [matrix, p] : precisions_) {
+      if (!p.recipe.empty()) {
+        fail(kWhere, ": '", matrix, "' is allocated ", to_string(p), "; block-wise reconstruction tunes uniform codes only");
+      }
+      if (p.bits != 2 && p.bits != 3 && p.bits != 4 && p.bits != 8) {
+        fail(kWhere, ": '", matrix, "' is allocated ", p.bits, " bits; uniform codes run on the packed kernels at 2, 3, 4 or 8");
+      }
+      if (p.group < 0) fail(kWhere, ": '", matrix, "' has group ", p.group, " (0 = per row)");
+    }
+  }
+  [[nodiscard]] std::string name() const override { return name_; }
+  [[nodiscard]] bool quantizes_blocks() const override { return true; }
+  [[nodiscard]] std::vector<QuantizedLayer> quantize(std::span<const LayerCalibration> group) const override {
+    fail("recipe '", name_, "' quantizes whole blocks, not the group of '", group.empty() ? std::string() : group.front().name,
+         "' alone (it cannot be a per-matrix candidate)");
+  }
+  [[nodiscard]] QuantizedBlock quantize_block(const BlockCalibration& b) const override {
+    constexpr std::string_view kWhere = "MixedBlockReconstructionRecipe";
+    const BlockFunction<float> f(b.fp32->config());
+    const BlockWeights<float> w = block_weights<float>(*b.fp32, b.layer);
+    f.check(w);
+    detail::check_block_inputs(kWhere, f.config(), b.inputs, b.fp32_inputs);
+    std::array<std::unique_ptr<detail::BlockLinearTuner>, 7> tuners;
+    std::array<std::string, 7> labels;
+    for (std::size_t j = 0; j < 7; ++j) {
+      const std::string matrix = str_cat("layers.", b.layer, ".", kBlockLinears[j]);
+      const auto it = precisions_.find(matrix);
+      if (it == precisions_.end()) fail(kWhere, ": no precision for '", matrix, "'");
+      const Precision& p = it->second;
+      const Granularity g = p.group == 0 ? Granularity{PerRow{}} : Granularity{PerGroup{p.group}};
+      tuners[j] = detail::make_uniform_tuner<M>(p.bits, g, w.linear[j], kWhere);
+      labels[j] = to_string(p);
+    }
+    BlockReconstructionOptions opt = options_;
+    opt.seed = options_.seed + static_cast<unsigned>(b.layer);
+    const detail::BlockTuning t = detail::tune_block(tuners, f, w, b.inputs, b.fp32_inputs, opt);
+    QuantizedBlock out;
+    for (std::size_t j = 0; j < 7; ++j) {
+      QuantizedLayer l = tuners[j]->kept_layer(kernel_);
+      l.note = str_cat(labels[j], "; block loss ", t.start_loss, " -> ", t.final_loss, " (step ", t.best_iteration, ")");
+      out.layers.push_back(std::move(l));
+    }
+    if (options_.tune_norms) {
+      out.attention_norm = t.attention_norm;
+      out.ffn_norm = t.ffn_norm;
+    }
+    return out;
+  }
+
+ private:
+  Precisions precisions_;
   BlockReconstructionOptions options_;
   KernelOptions kernel_;
   std::string name_;

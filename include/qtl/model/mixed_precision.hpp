@@ -370,6 +370,18 @@ struct BitAllocation {
   return a;
 }
 
+/// The allocation as a precision per matrix name, for recipes that take one (e.g.
+/// MixedBlockReconstructionRecipe, qtl/model/block_reconstruction.hpp).
+[[nodiscard]] inline std::map<std::string, Precision, std::less<>> precisions_of(const SensitivityTable& table,
+                                                                                  const BitAllocation& plan) {
+  if (plan.choice.size() != table.matrices.size()) {
+    fail("precisions_of: the plan has ", plan.choice.size(), " choices for ", table.matrices.size(), " matrices");
+  }
+  std::map<std::string, Precision, std::less<>> out;
+  for (std::size_t i = 0; i < plan.choice.size(); ++i) out.emplace(table.matrices[i].name, table.candidates.at(plan.choice[i]));
+  return out;
+}
+
 /// Step 3: each matrix quantized at its allocated precision by the recipe make() builds for it.
 class MixedPrecisionRecipe final : public Recipe {
  public:

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -19,6 +20,7 @@
 #include "qtl/calib/pipeline.hpp"
 #include "qtl/model/block_reconstruction.hpp"
 #include "qtl/model/calibrated_recipe.hpp"
+#include "qtl/model/mixed_precision.hpp"
 #include "qtl/model/partial_binary_linear.hpp"
 #include "qtl/model/sequential.hpp"
 #include "qtl/model/vq_recipe.hpp"
@@ -36,6 +38,10 @@ struct RecipeSpec {
   KernelOptions kernel{};
   /// GPTQ's damping, a fraction of mean(diag H) (gptq.py --percdamp); used by the GPTQ solvers.
   double damp = 0.01;
+  /// For block-wise recipes (autoround): a precision per matrix name, overriding bits and
+  /// group (e.g. precisions_of an allocation, qtl/model/mixed_precision.hpp). Other recipes
+  /// refuse it.
+  std::map<std::string, Precision, std::less<>> precisions{};
 };
 
 struct RecipeInfo {
@@ -326,11 +332,15 @@ template <class Deferred = void>
              s, calib::Pipeline{.solver = calib::gptq_clip_options(), .refine = {.sweeps = 8}, .fp32_targets = true});
        }},
       {"autoround", "block-wise SignRound (AutoRound): rounding, clip and RMSNorm gains tuned to each block's output error, 500 steps",
-       [](const RecipeSpec& s) {
+       [](const RecipeSpec& s) -> std::unique_ptr<Recipe> {
          // 500 steps, not AutoRound's 200: chosen on a calibration split (stories 0-199 / 200-249),
          // where 2-bit perplexity went 11.62 -> 11.27 and 3-bit 5.029 -> 4.985.
          BlockReconstructionOptions o;
          o.iterations = 500;
+         if (!s.precisions.empty()) {
+           return std::make_unique<MixedBlockReconstructionRecipe<Mode::Asymmetric>>(s.precisions, o, s.kernel,
+                                                                                      s.name + "-mixed");
+         }
          return detail::visit_packed_uniform_block<Mode::Asymmetric>(s, o);
        }},
       {"awq", "AWQ: activation-aware per-channel scales (grid over alpha) and clip search, then RTN",
@@ -394,7 +404,13 @@ template <class Deferred = void>
 template <class Deferred = void>
 [[nodiscard]] std::unique_ptr<Recipe> make_recipe(const RecipeSpec& spec) {
   for (const auto& r : recipes<Deferred>()) {
-    if (r.name == spec.name) return r.make(spec);
+    if (r.name != spec.name) continue;
+    auto made = r.make(spec);
+    if (!spec.precisions.empty() && !made->quantizes_blocks()) {
+      fail("make_recipe: '", spec.name, "' quantizes layer by layer at one precision; per-matrix precisions "
+           "go through MixedPrecisionRecipe (qtl/model/mixed_precision.hpp)");
+    }
+    return made;
   }
   std::string known;
   for (const auto& r : recipes<Deferred>()) known += str_cat(known.empty() ? "" : ", ", r.name);
