@@ -16,12 +16,19 @@
 // --sensitivity-stories calibration stories; then per budget the widths minimizing the summed KL
 // under B bits per weight are chosen, the model is quantized with them and evaluated like the
 // rest (row "RECIPE-mixed"). The choice and the predicted perplexity are printed below the table.
+// A block-wise recipe (autoround) has no per-matrix quantization to measure: its sensitivities
+// come from --sensitivity-recipe (default gptq-refine), and the block-wise recipe then tunes
+// each block with the allocated widths (qtl::model::MixedBlockReconstructionRecipe).
+// --finetune-norms: after each quantization, the model's RMSNorm gains are tuned end to end to
+// the fp32 model's output distribution on the calibration stories (qtl::model::finetune_norms,
+// --finetune-steps Adam steps); each such model is its own row, "RECIPE+norms".
 // --candidates RECIPE:BITS[:GROUP],... adds candidates quantized by other recipes (e.g.
 // gptaq-e8p:2, E8P vector codes at 2.14-2.25 bits per weight) to the allocation's choices.
 #include "recipe_instances.hpp"  // first: the recipe classes are compiled in qtl_recipe_instances
 #include <CLI/CLI.hpp>
 #include "data_path.hpp"
 #include <qtl/model/eval.hpp>
+#include <qtl/model/finetune.hpp>
 #include <qtl/model/mixed_precision.hpp>
 #include <qtl/model/recipes.hpp>
 #include <qtl/model/sequential.hpp>
@@ -114,6 +121,10 @@ int main(int argc, char** argv) {
   int sensitivity_stories = 32;
   bool linear_sensitivity = false;
   std::vector<std::string> candidate_specs;
+  std::string sensitivity_recipe;
+  bool finetune = false;
+  int finetune_steps = 100;
+  double finetune_lr = 1e-3;
   app.add_option("--model", model_path, "llama2.c checkpoint (default: bundled stories260K)");
   app.add_option("--tokenizer", tokenizer_path, "llama2.c tokenizer (default: bundled tok512.bin)");
   app.add_option("--text", text_path, "stories separated by <|endoftext|> lines (default: bundled dev text)");
@@ -139,6 +150,14 @@ int main(int argc, char** argv) {
   app.add_option("--candidates", candidate_specs,
                  "with --bpw: more candidates from other recipes, RECIPE:BITS[:GROUP], comma-separated (e.g. gptaq-e8p:2)")
       ->delimiter(',');
+  app.add_option("--sensitivity-recipe", sensitivity_recipe,
+                 "with --bpw: the recipe that quantizes each matrix alone for its sensitivity (default: the recipe "
+                 "itself; gptq-refine for block-wise recipes such as autoround)");
+  app.add_flag("--finetune-norms", finetune,
+               "also tune each quantized model's RMSNorm gains end to end to the fp32 model's outputs (row RECIPE+norms)");
+  app.add_option("--finetune-steps", finetune_steps, "with --finetune-norms: Adam steps")->check(CLI::Range(0, 1000000));
+  app.add_option("--finetune-lr", finetune_lr, "with --finetune-norms: Adam's step size on the gain multipliers")
+      ->check(CLI::Range(1e-6, 1.0));
   app.add_option("--out", out, "also write the table to OUT.md and OUT.csv");
   CLI11_PARSE(app, argc, argv);
 
@@ -187,6 +206,22 @@ int main(int argc, char** argv) {
 
     std::vector<Result> results;
     results.push_back({"fp32", 32, 32.0, base.perplexity, 0.0, 0.0, tokens_per_second(fp32)});
+    // With --finetune-norms: the same model with its gains tuned end to end, as a row of its own.
+    auto add_finetuned = [&](const m::Transformer& q, const std::string& label, int b, double bpw, double seconds) {
+      if (!finetune) return;
+      m::Transformer tuned = q;
+      m::FinetuneOptions fo;
+      fo.iterations = finetune_steps;
+      fo.learning_rate = finetune_lr;
+      fo.threads = threads;
+      const auto t0 = std::chrono::steady_clock::now();
+      const auto rep = m::finetune_norms(fp32, tuned, calibration, fo);
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const auto r = m::kl_divergence(fp32, tuned, tokenizer, eval_stories, eval_opt);
+      results.push_back({label + "+norms", b, bpw, r.perplexity, r.mean_kl, seconds + s, tokens_per_second(tuned)});
+      std::cerr << label << "+norms: calibration KL " << rep.start_kl << " -> " << rep.final_kl << " (step "
+                << rep.best_iteration << "), perplexity " << r.perplexity << "\n";
+    };
     for (const auto& name : recipe_names) {
       for (int b : bits) {
         m::RecipeSpec spec;
@@ -206,14 +241,17 @@ int main(int argc, char** argv) {
                            tokens_per_second(q)});
         std::cerr << name << " " << b << "-bit: perplexity " << r.perplexity << " (fp32 " << base.perplexity
                   << "), KL " << r.mean_kl << ", " << report.bits_per_weight() << " bits/weight\n";
+        add_finetuned(q, name, b, report.bits_per_weight(), report.seconds);
       }
     }
 
     std::ostringstream notes;
     for (const auto& name : budgets.empty() ? std::vector<std::string>{} : recipe_names) {
+      const bool block_wise = m::make_recipe({.name = name})->quantizes_blocks();
+      const std::string sens_name = !sensitivity_recipe.empty() ? sensitivity_recipe : block_wise ? "gptq-refine" : name;
       auto make = [&](const m::Precision& p) {
         m::RecipeSpec spec;
-        spec.name = p.recipe.empty() ? name : p.recipe;
+        spec.name = p.recipe.empty() ? sens_name : p.recipe;
         spec.bits = p.bits;
         spec.group = p.group;
         spec.damp = damp;
@@ -237,20 +275,42 @@ int main(int argc, char** argv) {
       for (const auto& c : extra_candidates) label += "+" + c.recipe;  // e.g. gptaq-refine-mixed+gptaq-e8p
       for (double b : budgets) {
         const auto plan = m::allocate_bits(table, b);
-        const m::MixedPrecisionRecipe recipe(label, table, plan, make);
+        // Layer by layer, each matrix by `name` at its precision; or one block-wise recipe over
+        // the allocated precisions.
+        auto make_quantizer = [&](const m::Precision& p) {
+          m::RecipeSpec spec;
+          spec.name = p.recipe.empty() ? name : p.recipe;
+          spec.bits = p.bits;
+          spec.group = p.group;
+          spec.damp = damp;
+          spec.kernel.activations = int8 ? qtl::kernel::ActivationMode::Int8 : qtl::kernel::ActivationMode::Fp32;
+          return m::make_recipe(spec);
+        };
+        std::unique_ptr<m::Recipe> recipe;
+        if (block_wise) {
+          m::RecipeSpec spec;
+          spec.name = name;
+          spec.kernel.activations = int8 ? qtl::kernel::ActivationMode::Int8 : qtl::kernel::ActivationMode::Fp32;
+          spec.precisions = m::precisions_of(table, plan);
+          recipe = m::make_recipe(spec);
+        } else {
+          recipe = std::make_unique<m::MixedPrecisionRecipe>(label, table, plan, make_quantizer);
+        }
         m::SequentialOptions seq;
+        seq.progress = [](std::string_view line) { std::cerr << line << '\n'; };
         m::SequentialReport report;
-        const m::Transformer q = m::quantize_sequential(fp32, calibration, recipe, seq, &report);
+        const m::Transformer q = m::quantize_sequential(fp32, calibration, *recipe, seq, &report);
         const auto r = m::kl_divergence(fp32, q, tokenizer, eval_stories, eval_opt);
         results.push_back({label, 0, report.bits_per_weight(), r.perplexity, r.mean_kl,
                            report.seconds + sens_seconds, tokens_per_second(q)});
+        add_finetuned(q, label, 0, report.bits_per_weight(), report.seconds + sens_seconds);
         std::map<std::string, int> counts;
         for (std::size_t i = 0; i < plan.choice.size(); ++i) counts[m::to_string(table.candidates[plan.choice[i]])]++;
         notes << "\n" << label << " at <= " << b << " bits/weight: " << report.bits_per_weight()
               << " bits/weight; predicted perplexity " << base.perplexity * std::exp(plan.predicted_delta_nll)
               << " (fp32 " << base.perplexity << " x exp(sum of the matrices' NLL changes on "
               << table.scored_tokens << " calibration tokens)), measured " << r.perplexity
-              << "; sensitivity pass " << sens_seconds << " s\n  matrices:";
+              << "; sensitivity pass (" << sens_name << ") " << sens_seconds << " s\n  matrices:";
         for (const auto& [label, n] : counts) notes << " " << n << " at " << label << ";";
         notes << "\n  per matrix:";
         for (std::size_t i = 0; i < plan.choice.size(); ++i) {

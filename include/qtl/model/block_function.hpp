@@ -243,7 +243,7 @@ class BlockFunction {
     return g;
   }
 
- private:
+  // RMSNorm's arithmetic, public for the model's final norm (qtl/model/finetune.hpp).
   /// n = x_t · r_t per row, r_t = 1 / sqrt(mean(x_t²) + ε) (the arithmetic of Transformer's).
   void rms(const BlockMatrix<S>& x, BlockVector<S>& r, BlockMatrix<S>& n) const {
     r.resize(x.rows());
@@ -267,6 +267,7 @@ class BlockFunction {
     return dx;
   }
 
+ private:
   /// RoPE on m [T x heads·hs] at positions 0..T-1 (inverse = its backward: rotation by −θ).
   void rope(BlockMatrix<S>& m, bool inverse) const {
     const int hs = c_.head_size();

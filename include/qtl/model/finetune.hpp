@@ -1,0 +1,315 @@
+// qtl/model/finetune.hpp — end-to-end tuning of a quantized model's RMSNorm gains.
+//
+// Layer-wise and block-wise solvers each match a part of the model; what is measured is the
+// whole model's output distribution. Once every linear is quantized, the parameters left in
+// fp32 (the RMSNorm gains: two per block and the final one, free in bits) can be tuned to
+//   L = 1/N Σ_t KL(p_t ‖ q_t),
+// p_t the unquantized model's next-token distribution at calibration position t, q_t the
+// quantized model's. QuIP# and AQLM end with the same kind of step (fine-tuning the parameters
+// that stay in high precision, end to end against the unquantized model's outputs), and
+// AutoRound tunes the gains of one block at a time (qtl/model/block_reconstruction.hpp).
+//
+// The gradient runs through every block: ∂L/∂z_t = (q_t − p_t)/N at the logits, back through
+// the classifier and the final RMSNorm, then block by block (BlockFunction::backward, the
+// block's written-out backward pass) on the quantized model's effective weights (each linear
+// applied to the identity, so any op, uniform, table, vector or ggml, takes part). Gains are
+// g = g₀ ⊙ m with m ∈ [½, 3/2] per channel, m moved by Adam on random mini-batches of calibration
+// sequences (deterministic for a seed; a batch's sequences run in parallel and their gradients
+// are summed in batch order, so the result does not depend on the thread count). The real model
+// (its own kernels) is evaluated on a fixed subset of the calibration sequences every
+// eval_every steps and the best gains are kept: never worse than the start on that subset.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <limits>
+#include <random>
+#include <span>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "qtl/core/error.hpp"
+#include "qtl/kernel/common/threading.hpp"
+#include "qtl/model/block_function.hpp"
+#include "qtl/model/transformer.hpp"
+
+namespace qtl::model {
+
+struct FinetuneOptions {
+  int iterations = 100;          ///< Adam steps; 0 = evaluate only
+  int batch_sequences = 4;       ///< calibration sequences per step
+  double learning_rate = 1e-3;   ///< Adam's step size on the multipliers m (g = g₀ ⊙ m)
+  int eval_sequences = 16;       ///< the fixed subset the best state is chosen on
+  int eval_every = 10;           ///< steps between evaluations of that subset
+  unsigned seed = 0;
+  /// Threads over the sequences of a batch or of the evaluation subset; 0 = hardware_concurrency().
+  int threads = 0;
+};
+
+struct FinetuneReport {
+  double start_kl = 0.0;  ///< mean KL(fp32 ‖ quantized) per token on the evaluation subset, before
+  double final_kl = 0.0;  ///< the same for the kept gains; never above start_kl
+  int best_iteration = 0;
+};
+
+/// A whole model's parameters as the gradient sees them.
+template <class S>
+struct ModelWeights {
+  std::vector<BlockWeights<S>> blocks;
+  BlockVector<S> final_norm;
+  BlockMatrix<S> classifier;  ///< [vocab x dim]
+};
+
+/// ∂(Σ_t KL) with respect to every RMSNorm gain, for one sequence.
+template <class S>
+struct GainGradient {
+  double kl = 0.0;  ///< Σ_t KL(p_t ‖ q_t) over the sequence's positions (nats)
+  std::vector<BlockVector<S>> attention_norm, ffn_norm;
+  BlockVector<S> final_norm;
+};
+
+/// The weights `model` computes with: each linear's effective weights (the op applied to the
+/// identity: exact for every op linear in its input; with int8 activations, the weights the
+/// kernel decodes), its gains, and its classifier (the classifier op's effective weights when one
+/// is set).
+template <class S>
+[[nodiscard]] ModelWeights<S> model_weights(const Transformer& model) {
+  const auto effective = [](const LinearOp& op) -> BlockMatrix<S> {
+    const RowMatrixXf eye = RowMatrixXf::Identity(op.in_features(), op.in_features());
+    return op.forward(eye).transpose().template cast<S>();
+  };
+  const int layers = model.config().n_layers;
+  ModelWeights<S> w;
+  w.blocks.resize(static_cast<std::size_t>(layers));
+  for (int l = 0; l < layers; ++l) {
+    auto& b = w.blocks[static_cast<std::size_t>(l)];
+    for (std::size_t j = 0; j < kBlockLinears.size(); ++j) {
+      const LinearOp& op = model.linear(str_cat("layers.", l, ".", kBlockLinears[j]));
+      const auto* dense = dynamic_cast<const DenseLinear*>(&op);
+      b.linear[j] = dense != nullptr ? dense->weight().template cast<S>() : effective(op);
+    }
+    b.attention_norm = model.norm_gain(str_cat("layers.", l, ".attention_norm")).template cast<S>();
+    b.ffn_norm = model.norm_gain(str_cat("layers.", l, ".ffn_norm")).template cast<S>();
+  }
+  w.final_norm = model.norm_gain("norm").template cast<S>();
+  w.classifier = model.classifier_op() != nullptr ? effective(*model.classifier_op())
+                                                  : model.classifier().template cast<S>();
+  return w;
+}
+
+/// One sequence: the model's logits z from the embedded tokens h0 [T x dim], Σ_t KL(p_t ‖
+/// softmax(z_t)) with p_t = exp(target_log_probs row t) [T x vocab], and (with `gradient`) its
+/// gradient with respect to every gain. Shapes are the caller's to check.
+template <class S>
+[[nodiscard]] GainGradient<S> kl_gain_gradient(const BlockFunction<S>& f, const ModelWeights<S>& w,
+                                               const BlockMatrix<S>& h0, const BlockMatrix<S>& target_log_probs,
+                                               bool gradient = true) {
+  const std::size_t layers = w.blocks.size();
+  std::vector<BlockTape<S>> tapes(layers);
+  BlockMatrix<S> h = h0;
+  for (std::size_t l = 0; l < layers; ++l) h = f.forward(w.blocks[l], h, gradient ? &tapes[l] : nullptr);
+  BlockVector<S> r;
+  BlockMatrix<S> n;
+  f.rms(h, r, n);
+  const BlockMatrix<S> z = (n * w.final_norm.asDiagonal()) * w.classifier.transpose();
+  GainGradient<S> g;
+  BlockMatrix<S> dz(z.rows(), z.cols());
+  for (Index t = 0; t < z.rows(); ++t) {
+    const S zmax = z.row(t).maxCoeff();
+    const S lse = zmax + std::log((z.row(t).array() - zmax).exp().sum());
+    double kl = 0.0;
+    for (Index v = 0; v < z.cols(); ++v) {
+      const S lp = target_log_probs(t, v);
+      const S lq = z(t, v) - lse;
+      const S p = std::exp(lp);
+      kl += static_cast<double>(p * (lp - lq));
+      dz(t, v) = std::exp(lq) - p;
+    }
+    g.kl += kl;
+  }
+  if (!gradient) return g;
+  const BlockMatrix<S> dx = dz * w.classifier;  // ∂/∂(n ⊙ g_final)
+  g.final_norm = dx.cwiseProduct(n).colwise().sum().transpose();
+  BlockMatrix<S> dh = BlockFunction<S>::rms_backward(n, r, dx * w.final_norm.asDiagonal());
+  g.attention_norm.resize(layers);
+  g.ffn_norm.resize(layers);
+  for (std::size_t l = layers; l-- > 0;) {
+    BlockGradient<S> b = f.backward(w.blocks[l], tapes[l], dh);
+    g.attention_norm[l] = std::move(b.attention_norm);
+    g.ffn_norm[l] = std::move(b.ffn_norm);
+    dh = std::move(b.input);
+  }
+  return g;
+}
+
+namespace detail {
+
+inline void check_finetune_options(std::string_view where, const FinetuneOptions& o) {
+  require_range(where, "iterations", o.iterations, 0, 1000000);
+  require_range(where, "batch_sequences", o.batch_sequences, 1, 1 << 20);
+  require_range(where, "eval_sequences", o.eval_sequences, 1, 1 << 20);
+  require_range(where, "eval_every", o.eval_every, 1, 1000000);
+  require_range(where, "threads", o.threads, 0, 4096);
+  if (!(o.learning_rate > 0.0 && o.learning_rate <= 1.0)) {
+    fail(where, ": learning_rate must be in (0, 1], got ", o.learning_rate);
+  }
+}
+
+/// log softmax of each row.
+inline RowMatrixXf log_softmax_rows(RowMatrixXf z) {
+  for (Index t = 0; t < z.rows(); ++t) {
+    const float zmax = z.row(t).maxCoeff();
+    const float lse = zmax + std::log((z.row(t).array() - zmax).exp().sum());
+    z.row(t).array() -= lse;
+  }
+  return z;
+}
+
+}  // namespace detail
+
+/// Tunes `quantized`'s RMSNorm gains to the unquantized model `fp32`'s output distribution on
+/// `calibration` (token sequences, cut to seq_len) and installs the best gains found (see the
+/// header comment). The two models must have the same configuration. Throws qtl::Error for
+/// mismatched models, empty or invalid sequences and bad options, before anything changes.
+template <class Deferred = void>
+FinetuneReport finetune_norms(const Transformer& fp32, Transformer& quantized,
+                              std::span<const std::vector<int>> calibration, const FinetuneOptions& opt = {}) {
+  constexpr std::string_view kWhere = "finetune_norms";
+  detail::check_finetune_options(kWhere, opt);
+  const io::Llama2cConfig& c = quantized.config();
+  const io::Llama2cConfig& c0 = fp32.config();
+  if (c.dim != c0.dim || c.n_layers != c0.n_layers || c.vocab_size != c0.vocab_size || c.seq_len != c0.seq_len ||
+      c.hidden_dim != c0.hidden_dim || c.n_heads != c0.n_heads || c.n_kv_heads != c0.n_kv_heads) {
+    fail(kWhere, ": the quantized model (dim ", c.dim, ", ", c.n_layers, " layers, vocab ", c.vocab_size,
+         ") is not the unquantized model's shape (dim ", c0.dim, ", ", c0.n_layers, " layers, vocab ", c0.vocab_size, ")");
+  }
+  if (calibration.empty()) fail(kWhere, ": no calibration sequences");
+  std::vector<std::span<const int>> seqs;
+  std::vector<RowMatrixXf> h0;
+  for (std::size_t i = 0; i < calibration.size(); ++i) {
+    if (calibration[i].empty()) fail(kWhere, ": calibration sequence ", i, " is empty");
+    seqs.emplace_back(calibration[i].data(), std::min<std::size_t>(calibration[i].size(), static_cast<std::size_t>(c.seq_len)));
+    h0.push_back(quantized.embed(seqs.back()));  // checks every token id
+  }
+  const std::size_t n = seqs.size();
+  const int threads = opt.threads > 0 ? opt.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const BlockFunction<float> f(c);
+  ModelWeights<float> w = model_weights<float>(quantized);
+  for (const auto& b : w.blocks) f.check(b);
+  if (!w.classifier.allFinite()) fail(kWhere, ": the quantized model's classifier holds NaN or Inf");
+
+  // The evaluation subset (evenly spaced) and its targets, computed once.
+  std::vector<std::size_t> eval;
+  const std::size_t ne = std::min<std::size_t>(n, static_cast<std::size_t>(opt.eval_sequences));
+  for (std::size_t e = 0; e < ne; ++e) eval.push_back(e * n / ne);
+  std::vector<RowMatrixXf> eval_targets(ne);
+  std::vector<double> eval_kl(ne);
+  Index eval_tokens = 0;
+  for (std::size_t e = 0; e < ne; ++e) eval_tokens += static_cast<Index>(seqs[eval[e]].size());
+
+  // Gains as g₀ ⊙ m; Adam's moments per multiplier.
+  const std::size_t L = w.blocks.size();
+  std::vector<VectorXf> g0, m, mom1, mom2;
+  for (std::size_t l = 0; l < L; ++l) {
+    g0.push_back(w.blocks[l].attention_norm);
+    g0.push_back(w.blocks[l].ffn_norm);
+  }
+  g0.push_back(w.final_norm);
+  for (const auto& g : g0) {
+    m.push_back(VectorXf::Ones(g.size()));
+    mom1.push_back(VectorXf::Zero(g.size()));
+    mom2.push_back(VectorXf::Zero(g.size()));
+  }
+  auto gain = [&](std::size_t k) -> VectorXf { return g0[k].cwiseProduct(m[k]); };
+  auto install = [&](Transformer& model) {
+    for (std::size_t l = 0; l < L; ++l) {
+      model.set_norm_gain(str_cat("layers.", l, ".attention_norm"), gain(2 * l));
+      model.set_norm_gain(str_cat("layers.", l, ".ffn_norm"), gain(2 * l + 1));
+    }
+    model.set_norm_gain("norm", gain(2 * L));
+  };
+  kernel::parallel_for(static_cast<std::ptrdiff_t>(ne), threads, [&](std::ptrdiff_t b, std::ptrdiff_t e) {
+    for (auto i = static_cast<std::size_t>(b); i < static_cast<std::size_t>(e); ++i) {
+      eval_targets[i] = detail::log_softmax_rows(fp32.forward(seqs[eval[i]]));
+    }
+  });
+  // KL of the real model (its own kernels) with the current gains, on the evaluation subset.
+  auto evaluate = [&] {
+    install(quantized);
+    kernel::parallel_for(static_cast<std::ptrdiff_t>(ne), threads, [&](std::ptrdiff_t b, std::ptrdiff_t e) {
+      for (auto i = static_cast<std::size_t>(b); i < static_cast<std::size_t>(e); ++i) {
+        const RowMatrixXf lq = detail::log_softmax_rows(quantized.forward(seqs[eval[i]]));
+        const RowMatrixXf& lp = eval_targets[i];
+        eval_kl[i] = static_cast<double>((lp.array().exp() * (lp - lq).array()).sum());
+      }
+    });
+    double sum = 0.0;
+    for (double k : eval_kl) sum += k;
+    return sum / static_cast<double>(eval_tokens);
+  };
+
+  FinetuneReport report;
+  std::vector<VectorXf> best_m = m;
+  double best_kl = std::numeric_limits<double>::infinity();
+  auto keep_if_better = [&](int it) {
+    const double kl = evaluate();
+    if (it == 0) report.start_kl = kl;
+    if (kl < best_kl) {
+      best_kl = kl;
+      best_m = m;
+      report.best_iteration = it;
+    }
+  };
+
+  std::mt19937_64 rng(opt.seed);
+  std::uniform_int_distribution<std::size_t> pick(0, n - 1);
+  std::vector<GainGradient<float>> per_sequence(static_cast<std::size_t>(opt.batch_sequences));
+  constexpr double kBeta1 = 0.9, kBeta2 = 0.999, kEps = 1e-8;
+  for (int it = 0; it <= opt.iterations; ++it) {
+    if (it % opt.eval_every == 0 || it == opt.iterations) keep_if_better(it);
+    if (it == opt.iterations) break;
+    std::vector<std::size_t> batch(static_cast<std::size_t>(opt.batch_sequences));
+    Index tokens = 0;
+    for (auto& b : batch) {
+      b = pick(rng);
+      tokens += static_cast<Index>(seqs[b].size());
+    }
+    for (std::size_t l = 0; l < L; ++l) {
+      w.blocks[l].attention_norm = gain(2 * l);
+      w.blocks[l].ffn_norm = gain(2 * l + 1);
+    }
+    w.final_norm = gain(2 * L);
+    kernel::parallel_for(static_cast<std::ptrdiff_t>(batch.size()), threads, [&](std::ptrdiff_t b, std::ptrdiff_t e) {
+      for (auto i = static_cast<std::size_t>(b); i < static_cast<std::size_t>(e); ++i) {
+        const RowMatrixXf target = detail::log_softmax_rows(fp32.forward(seqs[batch[i]]));
+        per_sequence[i] = kl_gain_gradient(f, w, h0[batch[i]], target);
+      }
+    });
+    const double t = it + 1;
+    for (std::size_t k = 0; k < g0.size(); ++k) {
+      VectorXf grad = VectorXf::Zero(g0[k].size());
+      for (const auto& s : per_sequence) {
+        grad += k == 2 * L ? s.final_norm : (k % 2 == 0 ? s.attention_norm[k / 2] : s.ffn_norm[k / 2]);
+      }
+      grad = grad.cwiseProduct(g0[k]) / static_cast<float>(tokens);  // ∂L/∂m
+      for (Index ch = 0; ch < grad.size(); ++ch) {
+        const double gm = grad(ch);
+        mom1[k](ch) = static_cast<float>(kBeta1 * mom1[k](ch) + (1.0 - kBeta1) * gm);
+        mom2[k](ch) = static_cast<float>(kBeta2 * mom2[k](ch) + (1.0 - kBeta2) * gm * gm);
+        const double mh = mom1[k](ch) / (1.0 - std::pow(kBeta1, t));
+        const double vh = mom2[k](ch) / (1.0 - std::pow(kBeta2, t));
+        const double step = opt.learning_rate * mh / (std::sqrt(vh) + kEps);
+        m[k](ch) = std::clamp(static_cast<float>(m[k](ch) - step), 0.5f, 1.5f);
+      }
+    }
+  }
+  m = best_m;
+  install(quantized);
+  report.final_kl = best_kl;
+  return report;
+}
+
+}  // namespace qtl::model

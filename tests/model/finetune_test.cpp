@@ -1,0 +1,187 @@
+// End-to-end tuning of a quantized model's RMSNorm gains (qtl/model/finetune.hpp) on the real
+// model: the gradient through every block equals central finite differences in double, the
+// tuned gains lower the KL to the fp32 model (on the subset they were chosen on, and on stories
+// they never saw), the result does not depend on the thread count, and bad input is named.
+#include <gtest/gtest.h>
+#include <qtl/model/eval.hpp>
+#include <qtl/model/finetune.hpp>
+#include <qtl/model/recipes.hpp>
+#include <qtl/model/sequential.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "model/eigen_single_thread.hpp"
+#include "model/real_model_fixture.hpp"
+#include "test_util.hpp"
+
+namespace {
+
+namespace m = qtl::model;
+using qtl::Index;
+using qtl::test::error_of;
+using qtl::test::fixture;
+using FinetuneTest = qtl::test::EigenSingleThread;
+
+#define EXPECT_ERROR_HAS(expr, text) EXPECT_NE(error_of([&] { (void)(expr); }).find(text), std::string::npos) << error_of([&] { (void)(expr); })
+
+const m::Transformer& rtn3() {
+  static const m::Transformer q = [] {
+    const auto rtn = m::make_recipe({.name = "rtn", .bits = 3, .group = 32});
+    return m::quantize_sequential(fixture().fp32, {}, *rtn);
+  }();
+  return q;
+}
+
+template <class S>
+m::BlockMatrix<S> log_softmax(const m::BlockMatrix<S>& z) {
+  m::BlockMatrix<S> out = z;
+  for (Index t = 0; t < z.rows(); ++t) {
+    const S zmax = z.row(t).maxCoeff();
+    out.row(t).array() -= zmax + std::log((z.row(t).array() - zmax).exp().sum());
+  }
+  return out;
+}
+
+/// Mean KL(fp32 ‖ model) per token over the sequences.
+double mean_kl(const m::Transformer& model, const std::vector<std::vector<int>>& seqs) {
+  double sum = 0.0;
+  Index tokens = 0;
+  for (const auto& s : seqs) {
+    const qtl::RowMatrixXf lp = log_softmax<float>(fixture().fp32.forward(s));
+    const qtl::RowMatrixXf lq = log_softmax<float>(model.forward(s));
+    sum += static_cast<double>((lp.array().exp() * (lp - lq).array()).sum());
+    tokens += lp.rows();
+  }
+  return sum / static_cast<double>(tokens);
+}
+
+TEST_F(FinetuneTest, GainGradientEqualsFiniteDifferences) {
+  const auto& f = fixture();
+  const m::Transformer& q = rtn3();
+  auto ids = f.calibration(3, 1).front();
+  ids.resize(12);
+  const m::BlockFunction<double> block(q.config());
+  m::ModelWeights<double> w = m::model_weights<double>(q);
+  const m::BlockMatrix<double> h0 = q.embed(ids).cast<double>();
+  const m::BlockMatrix<double> target = log_softmax<double>(f.fp32.forward(ids).cast<double>());
+  const auto g = m::kl_gain_gradient(block, w, h0, target);
+
+  // The KL is the real model's (float kernels, so within float rounding).
+  const m::BlockMatrix<double> lq = log_softmax<double>(q.forward(ids).cast<double>());
+  const double kl_real = (target.array().exp() * (target - lq).array()).sum();
+  EXPECT_NEAR(g.kl, kl_real, 1e-3 * kl_real);
+  ASSERT_EQ(g.attention_norm.size(), 5u);
+
+  auto check = [&](auto&& slot, const m::BlockVector<double>& analytic, const char* what) {
+    for (Index c : {Index{0}, Index{17}, Index{63}}) {
+      const double keep = slot()(c), h = 1e-6;
+      slot()(c) = keep + h;
+      const double up = m::kl_gain_gradient(block, w, h0, target, false).kl;
+      slot()(c) = keep - h;
+      const double down = m::kl_gain_gradient(block, w, h0, target, false).kl;
+      slot()(c) = keep;
+      const double numeric = (up - down) / (2 * h);
+      EXPECT_NEAR(analytic(c), numeric, 1e-5 * std::abs(numeric) + 1e-8) << what << " channel " << c;
+    }
+  };
+  check([&]() -> m::BlockVector<double>& { return w.final_norm; }, g.final_norm, "final norm");
+  check([&]() -> m::BlockVector<double>& { return w.blocks[1].attention_norm; }, g.attention_norm[1], "block 1 attention norm");
+  check([&]() -> m::BlockVector<double>& { return w.blocks[3].ffn_norm; }, g.ffn_norm[3], "block 3 ffn norm");
+  check([&]() -> m::BlockVector<double>& { return w.blocks[0].ffn_norm; }, g.ffn_norm[0], "block 0 ffn norm");
+  // The gradient is not trivially zero.
+  EXPECT_GT(g.final_norm.cwiseAbs().maxCoeff(), 1e-4);
+  EXPECT_GT(g.attention_norm[0].cwiseAbs().maxCoeff(), 1e-4);
+}
+
+TEST_F(FinetuneTest, LowersTheKlOnStoriesItNeverSawAndIgnoresTheThreadCount) {
+  const auto& f = fixture();
+  auto calibration = f.calibration(0, 12);
+  for (auto& ids : calibration) ids.resize(std::min<std::size_t>(ids.size(), 96));
+  auto held_out = f.calibration(300, 8);
+  for (auto& ids : held_out) ids.resize(std::min<std::size_t>(ids.size(), 128));
+  m::FinetuneOptions opt;
+  opt.iterations = 30;
+  opt.learning_rate = 3e-3;
+  opt.eval_sequences = 6;
+  opt.eval_every = 5;
+  opt.threads = 1;
+  m::Transformer tuned = rtn3();
+  const auto r = m::finetune_norms(f.fp32, tuned, calibration, opt);
+  EXPECT_LE(r.final_kl, r.start_kl);
+  EXPECT_LT(r.final_kl, 0.95 * r.start_kl) << "start " << r.start_kl << " final " << r.final_kl;
+  EXPECT_GT(r.best_iteration, 0);
+  // The report is the installed model's KL on the evaluation subset (evenly spaced sequences).
+  std::vector<std::vector<int>> subset;
+  for (std::size_t e = 0; e < 6; ++e) subset.push_back(calibration[e * 12 / 6]);
+  EXPECT_NEAR(mean_kl(tuned, subset), r.final_kl, 1e-6 * r.final_kl);
+  EXPECT_NEAR(mean_kl(rtn3(), subset), r.start_kl, 1e-6 * r.start_kl);
+  // Only gains moved, each within [½, 3/2] of where it started; linears are the same ops.
+  const auto& g0 = rtn3().norm_gain("layers.2.ffn_norm");
+  const auto& g1 = tuned.norm_gain("layers.2.ffn_norm");
+  EXPECT_NE(g0, g1);
+  EXPECT_TRUE(((g1.array() / g0.array()) >= 0.5f - 1e-6f).all() && ((g1.array() / g0.array()) <= 1.5f + 1e-6f).all());
+  EXPECT_NE(tuned.norm_gain("norm"), rtn3().norm_gain("norm"));
+  EXPECT_EQ(tuned.linear("layers.1.w2").describe(), rtn3().linear("layers.1.w2").describe());
+  // On stories it never saw.
+  EXPECT_LT(mean_kl(tuned, held_out), mean_kl(rtn3(), held_out));
+
+  // The same gains on two threads; none moved with zero steps.
+  m::FinetuneOptions brief = opt;
+  brief.iterations = 4;
+  brief.eval_every = 2;
+  m::Transformer one = rtn3(), two = rtn3();
+  (void)m::finetune_norms(f.fp32, one, calibration, brief);
+  brief.threads = 2;
+  (void)m::finetune_norms(f.fp32, two, calibration, brief);
+  for (const char* name : {"layers.0.attention_norm", "layers.4.ffn_norm", "norm"}) {
+    EXPECT_EQ(one.norm_gain(name), two.norm_gain(name)) << name;
+  }
+  brief.iterations = 0;
+  m::Transformer none = rtn3();
+  const auto r0 = m::finetune_norms(f.fp32, none, calibration, brief);
+  EXPECT_EQ(r0.start_kl, r0.final_kl);
+  EXPECT_EQ(none.norm_gain("layers.3.attention_norm"), rtn3().norm_gain("layers.3.attention_norm"));
+}
+
+TEST_F(FinetuneTest, BadInputNamesTheValue) {
+  const auto& f = fixture();
+  const auto calibration = f.calibration(0, 2);
+  m::Transformer q = rtn3();
+  m::FinetuneOptions o;
+  o.iterations = 1;
+  EXPECT_ERROR_HAS(m::finetune_norms(f.fp32, q, {}, o), "no calibration sequences");
+  const std::vector<std::vector<int>> with_empty = {calibration[0], {}};
+  EXPECT_ERROR_HAS(m::finetune_norms(f.fp32, q, with_empty, o), "calibration sequence 1 is empty");
+  const std::vector<std::vector<int>> bad_token = {{1, 2, 9999}};
+  EXPECT_ERROR_HAS(m::finetune_norms(f.fp32, q, bad_token, o), "token 9999");
+  o.learning_rate = 0.0;
+  EXPECT_ERROR_HAS(m::finetune_norms(f.fp32, q, calibration, o), "learning_rate");
+  o = {};
+  o.batch_sequences = 0;
+  EXPECT_ERROR_HAS(m::finetune_norms(f.fp32, q, calibration, o), "batch_sequences");
+  // A model of another shape: the fp32 model's first four blocks.
+  const auto& c = f.fp32.config();
+  qtl::io::Llama2cConfig small = c;
+  small.n_layers = 4;
+  m::TransformerWeights w;
+  w.embedding = f.fp32.embedding();
+  w.classifier = f.fp32.classifier();
+  w.final_norm = f.fp32.norm_gain("norm");
+  for (int l = 0; l < 4; ++l) {
+    w.attention_norm.push_back(f.fp32.norm_gain(qtl::str_cat("layers.", l, ".attention_norm")));
+    w.ffn_norm.push_back(f.fp32.norm_gain(qtl::str_cat("layers.", l, ".ffn_norm")));
+    for (const char* s : {"wq", "wk", "wv", "wo", "w1", "w2", "w3"}) {
+      w.linears.push_back(dynamic_cast<const m::DenseLinear&>(f.fp32.linear(qtl::str_cat("layers.", l, ".", s))).weight());
+    }
+  }
+  m::Transformer four(small, std::move(w));
+  o = {};
+  EXPECT_ERROR_HAS(m::finetune_norms(f.fp32, four, calibration, o), "4 layers");
+  // Nothing changed in q through all of this.
+  EXPECT_EQ(q.norm_gain("norm"), rtn3().norm_gain("norm"));
+}
+
+}  // namespace
