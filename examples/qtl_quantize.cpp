@@ -21,7 +21,9 @@
 // The default is the best recipe measured for the type (see README). --calib is a text of
 // stories separated by <|endoftext|> lines (default: the bundled TinyStories dev text), of
 // which --calib-stories are used. Progress goes to stderr; a summary at the end gives bits per
-// weight, file size, time and peak memory. --eval-stories also prints qtl's perplexity of the
+// weight, file size, time and peak memory. --finetune-norms then tunes the written model's
+// RMSNorm gains end to end to the input model's outputs on the calibration stories (the file's
+// size and every other tensor unchanged; qtl::model::finetune_norms). --eval-stories also prints qtl's perplexity of the
 // written model (its own forward pass on the exact decoded weights) on those stories.
 #include "recipe_instances.hpp"  // first: the recipe classes are compiled in qtl_recipe_instances
 #include <CLI/CLI.hpp>
@@ -77,7 +79,8 @@ std::vector<std::string> slice(const std::vector<std::string>& stories, Range r,
 int main(int argc, char** argv) {
   CLI::App app{"Calibrate a llama model with a qtl recipe and write a GGUF file for llama.cpp"};
   std::string input, output, type_name, recipe_name, calib_path, tokenizer_path, calib_range = "0-249", eval_range;
-  int threads = 2, context = 0;
+  int threads = 2, context = 0, finetune_steps = 300;
+  bool finetune = false;
   app.add_option("INPUT", input, "GGUF model or llama2.c checkpoint")->required();
   app.add_option("OUTPUT", output, "GGUF file to write")->required();
   app.add_option("TYPE", type_name, "F32, F16, BF16, Q8_0, Q5_1, Q5_0, Q4_1, Q4_0, IQ4_NL, TQ2_0, TQ1_0, Q6_K, Q5_K_M, "
@@ -90,6 +93,9 @@ int main(int argc, char** argv) {
   app.add_option("--ctx", context, "context length for calibration and evaluation, replacing the file's "
                                    "(llama.cpp's llama2.c converter writes 128 for a 512-token model); written out too")
       ->check(CLI::Range(1, 1 << 20));
+  app.add_flag("--finetune-norms", finetune,
+               "tune the written model's RMSNorm gains end to end to the input model's outputs (calibration stories)");
+  app.add_option("--finetune-steps", finetune_steps, "with --finetune-norms: Adam steps")->check(CLI::Range(0, 1000000));
   app.add_option("--eval-stories", eval_range, "also print qtl's perplexity of the result on these stories of --calib's text");
   CLI11_PARSE(app, argc, argv);
 
@@ -108,11 +114,14 @@ int main(int argc, char** argv) {
     const bool calibrates = m::make_ggml_recipe(recipe_used, [](const std::string&, qtl::Index, qtl::Index) {
                               return qtl::ggml::Type::F32;
                             })->needs_calibration();
+    o.finetune_norms = finetune;
+    o.finetune.iterations = finetune_steps;
+    o.finetune.threads = threads;
     std::filesystem::path text;
-    if (calibrates || !eval_range.empty()) {
+    if (calibrates || finetune || !eval_range.empty()) {
       text = calib_path.empty() ? qtl::io::require_data_file("tinystories_val_dev.txt") : std::filesystem::path(calib_path);
     }
-    if (calibrates) {
+    if (calibrates || finetune) {
       const Range r = parse_range(calib_range, "--calib-stories");
       o.calibration_text = text;
       o.calib_first = r.begin;
@@ -135,6 +144,11 @@ int main(int argc, char** argv) {
                 static_cast<unsigned long long>(result.tensor_bytes),
                 static_cast<unsigned long long>(std::filesystem::file_size(output)), seconds,
                 static_cast<double>(ru.ru_maxrss) / 1024.0);
+    if (result.finetune) {
+      std::printf("RMSNorm gains tuned end to end: KL to the input model on %d calibration stories %.5f -> %.5f (step %d)\n",
+                  std::min(o.finetune.eval_sequences, static_cast<int>(result.calibration_stories)), result.finetune->start_kl,
+                  result.finetune->final_kl, result.finetune->best_iteration);
+    }
     if (!eval_range.empty()) {
       const auto eval = slice(m::load_stories(text), parse_range(eval_range, "--eval-stories"), "--eval-stories");
       const auto reread = m::load_gguf_model(output, context);

@@ -123,7 +123,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> candidate_specs;
   std::string sensitivity_recipe;
   bool finetune = false;
-  int finetune_steps = 100;
+  int finetune_steps = 300;
   double finetune_lr = 1e-3;
   app.add_option("--model", model_path, "llama2.c checkpoint (default: bundled stories260K)");
   app.add_option("--tokenizer", tokenizer_path, "llama2.c tokenizer (default: bundled tok512.bin)");
@@ -249,15 +249,19 @@ int main(int argc, char** argv) {
     for (const auto& name : budgets.empty() ? std::vector<std::string>{} : recipe_names) {
       const bool block_wise = m::make_recipe({.name = name})->quantizes_blocks();
       const std::string sens_name = !sensitivity_recipe.empty() ? sensitivity_recipe : block_wise ? "gptq-refine" : name;
-      auto make = [&](const m::Precision& p) {
-        m::RecipeSpec spec;
-        spec.name = p.recipe.empty() ? sens_name : p.recipe;
-        spec.bits = p.bits;
-        spec.group = p.group;
-        spec.damp = damp;
-        spec.kernel.activations = int8 ? qtl::kernel::ActivationMode::Int8 : qtl::kernel::ActivationMode::Fp32;
-        return m::make_recipe(spec);
+      // The recipe that quantizes one matrix at precision p: `own` unless p names another.
+      auto factory = [&](const std::string& own) {
+        return [&, own](const m::Precision& p) {
+          m::RecipeSpec spec;
+          spec.name = p.recipe.empty() ? own : p.recipe;
+          spec.bits = p.bits;
+          spec.group = p.group;
+          spec.damp = damp;
+          spec.kernel.activations = int8 ? qtl::kernel::ActivationMode::Int8 : qtl::kernel::ActivationMode::Fp32;
+          return m::make_recipe(spec);
+        };
       };
+      const auto make = factory(sens_name);
       m::SensitivityOptions so;
       so.threads = threads;
       so.linear_model = linear_sensitivity;
@@ -277,15 +281,6 @@ int main(int argc, char** argv) {
         const auto plan = m::allocate_bits(table, b);
         // Layer by layer, each matrix by `name` at its precision; or one block-wise recipe over
         // the allocated precisions.
-        auto make_quantizer = [&](const m::Precision& p) {
-          m::RecipeSpec spec;
-          spec.name = p.recipe.empty() ? name : p.recipe;
-          spec.bits = p.bits;
-          spec.group = p.group;
-          spec.damp = damp;
-          spec.kernel.activations = int8 ? qtl::kernel::ActivationMode::Int8 : qtl::kernel::ActivationMode::Fp32;
-          return m::make_recipe(spec);
-        };
         std::unique_ptr<m::Recipe> recipe;
         if (block_wise) {
           m::RecipeSpec spec;
@@ -294,7 +289,7 @@ int main(int argc, char** argv) {
           spec.precisions = m::precisions_of(table, plan);
           recipe = m::make_recipe(spec);
         } else {
-          recipe = std::make_unique<m::MixedPrecisionRecipe>(label, table, plan, make_quantizer);
+          recipe = std::make_unique<m::MixedPrecisionRecipe>(label, table, plan, factory(name));
         }
         m::SequentialOptions seq;
         seq.progress = [](std::string_view line) { std::cerr << line << '\n'; };

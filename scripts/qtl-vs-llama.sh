@@ -11,7 +11,8 @@
 # calib.txt) in sequences of up to 512 tokens, then
 # llama-perplexity -c 512 -b 512 --chunks $CHUNKS (60) on eval.txt. Prints a Markdown table:
 # type, recipe, tensor bytes, perplexity, and llama-quantize's (without / with imatrix) from the
-# baseline's results.md.
+# baseline's results.md. $QTL_FLAGS adds flags to every qtl-quantize call (e.g.
+# QTL_FLAGS=--finetune-norms); they are part of the recipe column and of the file names.
 set -euo pipefail
 qq=$(realpath "$1")
 bin=$(realpath "$2")
@@ -22,6 +23,8 @@ recipes=${RECIPES:-"rtn gptq-clip"}
 chunks=${CHUNKS:-60}
 threads=${THREADS:-2}
 ctx=${CTX:-512}  # the converter writes 128 for this 512-token model: calibrate on 512
+flags=${QTL_FLAGS:-}
+tag=$(echo "$flags" | tr -c 'A-Za-z0-9\n' '_')  # for file names
 mkdir -p "$out"
 ppl() {  # ppl FILE.gguf -> the final perplexity estimate
   "$bin/llama-perplexity" -m "$1" -f "$base/eval.txt" -c 512 -b 512 --chunks "$chunks" -t "$threads" \
@@ -32,10 +35,11 @@ echo "| type | recipe | tensor bytes | llama-perplexity |"
 echo "|---|---|---|---|"
 for t in $types; do
   for r in $recipes; do
-    f="$out/$t-$r.gguf"
-    "$qq" --recipe "$r" --ctx "$ctx" "$base/f32.gguf" "$f" "$t" > "$f.log" 2> "$f.err" ||
+    f="$out/$t-$r$tag.gguf"
+    # shellcheck disable=SC2086  # $flags is a list of flags
+    "$qq" --recipe "$r" --ctx "$ctx" $flags "$base/f32.gguf" "$f" "$t" > "$f.log" 2> "$f.err" ||
       { echo "qtl-vs-llama: qtl-quantize failed for $t $r:" >&2; tail -5 "$f.err" >&2; exit 1; }
     bytes=$(grep -o 'tensor data [0-9]* bytes' "$f.log" | awk '{print $3}')
-    echo "| $t | $r | $bytes | $(ppl "$f") |"
+    echo "| $t | $r${flags:+ $flags} | $bytes | $(ppl "$f") |"
   done
 done

@@ -9,6 +9,7 @@
 #include "qtl/io/llama2c.hpp"
 #include "qtl/model/calibrated_recipe.hpp"
 #include "qtl/model/eval.hpp"
+#include "qtl/model/finetune.hpp"
 #include "qtl/model/ggml_linear.hpp"
 #include "qtl/model/ggml_presets.hpp"
 #include "qtl/model/ggml_recipe.hpp"

@@ -7,9 +7,12 @@
 #include <qtl/model/ggml_presets.hpp>
 #include <qtl/model/ggml_recipe.hpp>
 #include <qtl/model/gguf_model.hpp>
+#include <qtl/model/quantize_file.hpp>
 #include <qtl/quant/uniform.hpp>
 
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <fstream>
 #include <iterator>
 #include <string>
@@ -276,6 +279,82 @@ TEST(GgufModel, AClassifierOpIsWhatTheFileHolds) {
   const std::string msg = error_of([&] { m::write_gguf_model(dir.file("d.gguf"), model, f.tokenizer); });
   EXPECT_NE(msg.find("'classifier'"), std::string::npos) << msg;
   EXPECT_NE(msg.find("cannot hold"), std::string::npos) << msg;
+}
+
+/// Mean KL(fp32 ‖ model) per token over the sequences.
+double mean_kl_to_fp32(const m::Transformer& model, const std::vector<std::vector<int>>& seqs) {
+  auto log_softmax = [](qtl::RowMatrixXf z) {
+    for (qtl::Index t = 0; t < z.rows(); ++t) {
+      const float zmax = z.row(t).maxCoeff();
+      z.row(t).array() -= zmax + std::log((z.row(t).array() - zmax).exp().sum());
+    }
+    return z;
+  };
+  double sum = 0.0;
+  qtl::Index tokens = 0;
+  for (const auto& s : seqs) {
+    const qtl::RowMatrixXf lp = log_softmax(fixture().fp32.forward(s)), lq = log_softmax(model.forward(s));
+    sum += static_cast<double>((lp.array().exp() * (lp - lq).array()).sum());
+    tokens += lp.rows();
+  }
+  return sum / static_cast<double>(tokens);
+}
+
+TEST(GgufModel, QuantizeFileWithTunedNormsChangesOnlyTheGains) {
+  TempDir dir;
+  m::QuantizeFileOptions o;
+  o.input = qtl::io::require_data_file("stories260K/stories260K.bin");
+  o.type = "Q4_0";
+  o.recipe = "rtn";
+  o.calibration_text = qtl::io::require_data_file("tinystories_val_dev.txt");
+  o.calib_first = 0;
+  o.calib_last = 3;
+  o.output = dir.file("plain.gguf");
+  const auto plain = m::quantize_model_file(o);
+  EXPECT_FALSE(plain.finetune.has_value());
+  o.output = dir.file("tuned.gguf");
+  o.finetune_norms = true;
+  o.finetune.iterations = 12;
+  o.finetune.batch_sequences = 2;
+  o.finetune.learning_rate = 3e-3;
+  o.finetune.eval_sequences = 2;
+  o.finetune.eval_every = 4;
+  o.finetune.threads = 1;
+  const auto tuned = m::quantize_model_file(o);
+  ASSERT_TRUE(tuned.finetune.has_value());
+  EXPECT_LT(tuned.finetune->final_kl, tuned.finetune->start_kl);
+  EXPECT_EQ(tuned.tensor_bytes, plain.tensor_bytes);
+  EXPECT_EQ(std::filesystem::file_size(dir.file("tuned.gguf")), std::filesystem::file_size(dir.file("plain.gguf")));
+  // Only the norm tensors differ, every one of them stays F32; nothing is left beside the file.
+  const auto a = qtl::gguf::File::open(dir.file("plain.gguf")), b = qtl::gguf::File::open(dir.file("tuned.gguf"));
+  ASSERT_EQ(a.tensors().size(), b.tensors().size());
+  int changed = 0;
+  for (const auto& t : a.tensors()) {
+    const auto va = a.view(t), vb = b.tensor(t.name);
+    ASSERT_EQ(va.bytes.size(), vb.bytes.size()) << t.name;
+    const bool same = std::memcmp(va.bytes.data(), vb.bytes.data(), va.bytes.size()) == 0;
+    const bool norm = t.name.find("norm") != std::string::npos;
+    if (norm) {
+      EXPECT_EQ(t.type, qtl::ggml::Type::F32) << t.name;
+    } else {
+      EXPECT_TRUE(same) << t.name;
+    }
+    changed += same ? 0 : 1;
+  }
+  EXPECT_GE(changed, 6);
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir.file("")), std::filesystem::directory_iterator()), 2);
+  // The tuned file is closer to the fp32 model on stories it never saw.
+  auto held_out = fixture().calibration(300, 4);
+  for (auto& ids : held_out) ids.resize(std::min<std::size_t>(ids.size(), 128));
+  const double kl_plain = mean_kl_to_fp32(m::load_gguf_model(dir.file("plain.gguf")).model, held_out);
+  const double kl_tuned = mean_kl_to_fp32(m::load_gguf_model(dir.file("tuned.gguf")).model, held_out);
+  EXPECT_LT(kl_tuned, kl_plain);
+  // Tuning needs text even for a recipe that does not calibrate.
+  o.calibration_text.clear();
+  o.output = dir.file("none.gguf");
+  EXPECT_NE(error_of([&] { (void)m::quantize_model_file(o); }).find("tuning the norm gains calibrates on text"),
+            std::string::npos);
+  EXPECT_FALSE(std::filesystem::exists(dir.file("none.gguf")));
 }
 
 TEST(GgufModel, LayersAGgufCannotHoldAreRefusedAndNothingIsWritten) {

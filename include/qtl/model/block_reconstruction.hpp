@@ -334,6 +334,35 @@ template <int Bits, Mode M>
   return r;
 }
 
+namespace detail {
+
+/// A block-wise recipe's answer for block b.layer: tune_block over `tuners` (built on the
+/// block's fp32 weights w; the seed offset by the layer), the kept codes on the packed kernels
+/// with their notes prefixed by `labels` (when nonempty), and the tuned gains.
+template <class Deferred = void>
+[[nodiscard]] QuantizedBlock quantize_block_with(std::span<const std::unique_ptr<BlockLinearTuner>, 7> tuners,
+                                                 const BlockFunction<float>& f, const BlockWeights<float>& w,
+                                                 const BlockCalibration& b, const BlockReconstructionOptions& options,
+                                                 const KernelOptions& kernel, std::span<const std::string> labels = {}) {
+  BlockReconstructionOptions opt = options;
+  opt.seed = options.seed + static_cast<unsigned>(b.layer);
+  const BlockTuning t = tune_block(tuners, f, w, b.inputs, b.fp32_inputs, opt);
+  QuantizedBlock out;
+  for (std::size_t j = 0; j < 7; ++j) {
+    QuantizedLayer l = tuners[j]->kept_layer(kernel);
+    l.note = str_cat(labels.empty() ? std::string() : str_cat(labels[j], "; "), "block loss ", t.start_loss, " -> ",
+                     t.final_loss, " (step ", t.best_iteration, ")");
+    out.layers.push_back(std::move(l));
+  }
+  if (options.tune_norms) {
+    out.attention_norm = t.attention_norm;
+    out.ffn_norm = t.ffn_norm;
+  }
+  return out;
+}
+
+}  // namespace detail
+
 /// The block-wise recipe for the sequential driver: reconstruct_block on every block, its
 /// linears packed on the uniform kernels, the tuned gains installed in the model.
 template <int Bits, Mode M>
@@ -351,24 +380,16 @@ class BlockReconstructionRecipe final : public Recipe {
          "' alone (it cannot be a per-matrix candidate)");
   }
   [[nodiscard]] QuantizedBlock quantize_block(const BlockCalibration& b) const override {
+    constexpr std::string_view kWhere = "BlockReconstructionRecipe";
     const BlockFunction<float> f(b.fp32->config());
-    BlockReconstructionOptions opt = options_;
-    opt.seed = options_.seed + static_cast<unsigned>(b.layer);
-    const auto r = reconstruct_block(q_, granularity_, f, block_weights<float>(*b.fp32, b.layer), b.inputs,
-                                     b.fp32_inputs, opt);
-    QuantizedBlock out;
+    const BlockWeights<float> w = block_weights<float>(*b.fp32, b.layer);
+    f.check(w);
+    detail::check_block_inputs(kWhere, f.config(), b.inputs, b.fp32_inputs);
+    std::array<std::unique_ptr<detail::BlockLinearTuner>, 7> tuners;
     for (std::size_t j = 0; j < 7; ++j) {
-      QuantizedLayer l;
-      l.bits_per_weight = bits_per_weight(r.linear[j]);
-      l.op = make_packed_linear(r.linear[j], kernel_);
-      l.note = str_cat("block loss ", r.start_loss, " -> ", r.final_loss, " (step ", r.best_iteration, ")");
-      out.layers.push_back(std::move(l));
+      tuners[j] = std::make_unique<detail::UniformBlockTuner<Bits, M>>(q_, granularity_, w.linear[j], kWhere);
     }
-    if (options_.tune_norms) {
-      out.attention_norm = r.attention_norm;
-      out.ffn_norm = r.ffn_norm;
-    }
-    return out;
+    return detail::quantize_block_with(tuners, f, w, b, options_, kernel_);
   }
 
  private:
@@ -427,20 +448,7 @@ class MixedBlockReconstructionRecipe final : public Recipe {
       tuners[j] = detail::make_uniform_tuner<M>(p.bits, g, w.linear[j], kWhere);
       labels[j] = to_string(p);
     }
-    BlockReconstructionOptions opt = options_;
-    opt.seed = options_.seed + static_cast<unsigned>(b.layer);
-    const detail::BlockTuning t = detail::tune_block(tuners, f, w, b.inputs, b.fp32_inputs, opt);
-    QuantizedBlock out;
-    for (std::size_t j = 0; j < 7; ++j) {
-      QuantizedLayer l = tuners[j]->kept_layer(kernel_);
-      l.note = str_cat(labels[j], "; block loss ", t.start_loss, " -> ", t.final_loss, " (step ", t.best_iteration, ")");
-      out.layers.push_back(std::move(l));
-    }
-    if (options_.tune_norms) {
-      out.attention_norm = t.attention_norm;
-      out.ffn_norm = t.ffn_norm;
-    }
-    return out;
+    return detail::quantize_block_with(tuners, f, w, b, options_, kernel_, labels);
   }
 
  private:

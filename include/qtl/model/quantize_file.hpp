@@ -9,12 +9,17 @@
 // The input is a GGUF model or a llama2.c checkpoint (with its tokenizer); each tensor gets the
 // type llama-quantize's rules give it for the file type (qtl/model/ggml_presets.hpp), and the
 // layers are calibrated one block after another (qtl/model/sequential.hpp) with a recipe of
-// qtl/model/ggml_recipe.hpp. The file is written to a temporary name and renamed.
+// qtl/model/ggml_recipe.hpp. With finetune_norms, the written file is then decoded exactly as
+// llama.cpp decodes it, its RMSNorm gains are tuned end to end to the input model's outputs
+// (qtl/model/finetune.hpp), and the file is written again with only those F32 tensors changed.
+// The file is written to a temporary name and renamed.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -26,6 +31,7 @@
 #include "qtl/core/error.hpp"
 #include "qtl/io/gguf.hpp"
 #include "qtl/model/eval.hpp"
+#include "qtl/model/finetune.hpp"
 #include "qtl/model/ggml_presets.hpp"
 #include "qtl/model/ggml_recipe.hpp"
 #include "qtl/model/gguf_model.hpp"
@@ -84,6 +90,11 @@ struct QuantizeFileOptions {
   int calib_first = 0, calib_last = 249;
   std::filesystem::path tokenizer;  ///< a llama2.c input's tokenizer (empty: tok512.bin beside it)
   int context = 0;                  ///< > 0: a GGUF input's context length, replacing the file's
+  /// Tune the RMSNorm gains of the written model end to end (finetune_norms, on the calibration
+  /// stories; needs calibration text with any recipe). The file's size and every other tensor
+  /// stay as they are.
+  bool finetune_norms = false;
+  FinetuneOptions finetune{};
   /// Called with the fraction of the work done (0..1) and a line of progress.
   std::function<void(double, std::string_view)> progress;
 };
@@ -93,7 +104,60 @@ struct QuantizeFileResult {
   double bits_per_weight = 0.0;   ///< over the 2-D tensors of the written file
   std::uint64_t tensor_bytes = 0; ///< every tensor's data
   std::int64_t calibration_stories = 0;
+  std::optional<FinetuneReport> finetune;  ///< with finetune_norms
 };
+
+namespace detail {
+
+/// Copies the GGUF file `src` to `dst` (through a temporary name, renamed) with its RMSNorm
+/// gain tensors replaced by `model`'s; every other byte is kept. Throws qtl::Error if a gain
+/// tensor is missing or not F32 of the model's width.
+inline void copy_gguf_with_norm_gains(const std::filesystem::path& src, const std::filesystem::path& dst,
+                                      const Transformer& model) {
+  constexpr std::string_view kWhere = "quantize_model_file";
+  const gguf::File f = gguf::File::open(src);
+  std::vector<char> bytes(f.size());
+  {
+    std::ifstream in(src, std::ios::binary);
+    if (!in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()))) fail(kWhere, ": cannot read '", src.string(), "'");
+  }
+  std::vector<std::string> names = {"norm"};
+  for (int l = 0; l < model.config().n_layers; ++l) {
+    names.push_back(str_cat("layers.", l, ".attention_norm"));
+    names.push_back(str_cat("layers.", l, ".ffn_norm"));
+  }
+  for (const auto& name : names) {
+    const std::string g = gguf_tensor_name(name);
+    const VectorXf& gain = model.norm_gain(name);
+    const auto it = std::find_if(f.tensors().begin(), f.tensors().end(), [&](const gguf::TensorInfo& t) { return t.name == g; });
+    if (it == f.tensors().end() || it->type != ggml::Type::F32 || it->n_elements != gain.size()) {
+      fail(kWhere, ": '", g, "' of '", src.string(), "' is not an F32 tensor of ", gain.size(), " values");
+    }
+    std::memcpy(bytes.data() + f.data_offset() + it->offset, gain.data(), static_cast<std::size_t>(gain.size()) * sizeof(float));
+  }
+  const std::filesystem::path tmp = dst.string() + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    if (!out.flush()) {
+      std::error_code ec;
+      std::filesystem::remove(tmp, ec);
+      fail(kWhere, ": cannot write '", tmp.string(), "'");
+    }
+  }
+  std::filesystem::rename(tmp, dst);
+}
+
+/// Removes a file when it goes out of scope (an intermediate file on every path out).
+struct RemoveOnExit {
+  std::filesystem::path path;
+  ~RemoveOnExit() {
+    std::error_code ec;
+    std::filesystem::remove(path, ec);
+  }
+};
+
+}  // namespace detail
 
 /// Quantizes options.input into options.output (see the top of this file). Throws qtl::Error
 /// naming the bad value (unknown type or recipe, missing file, bad story range, ...); the output
@@ -143,9 +207,10 @@ QuantizeFileResult quantize_model_file(const QuantizeFileOptions& o) {
   });
 
   std::vector<std::vector<int>> calibration;
-  if (recipe->needs_calibration()) {
+  if (recipe->needs_calibration() || o.finetune_norms) {
     if (o.calibration_text.empty()) {
-      fail(kWhere, ": recipe '", result.recipe, "' calibrates on text, and no calibration text was given");
+      fail(kWhere, ": ", o.finetune_norms ? std::string("tuning the norm gains") : str_cat("recipe '", result.recipe, "'"),
+           " calibrates on text, and no calibration text was given");
     }
     const std::vector<std::string> stories = load_stories(o.calibration_text);
     if (o.calib_first < 0 || o.calib_last < o.calib_first) {
@@ -182,7 +247,18 @@ QuantizeFileResult quantize_model_file(const QuantizeFileOptions& o) {
   wo.dense_type = [&](std::string_view gguf_name, Index rows, Index cols) {
     return type_of(std::string(gguf_name), rows, cols);
   };
-  write_gguf_model(o.output, q, tokenizer, wo);
+  if (!o.finetune_norms) {
+    write_gguf_model(o.output, q, tokenizer, wo);
+  } else {
+    // Tune on exactly what the file holds (every tensor decoded as llama.cpp decodes it, the
+    // quantized embedding and classifier included), then copy it with the new gains.
+    const detail::RemoveOnExit untuned{o.output.string() + ".untuned.tmp"};
+    write_gguf_model(untuned.path, q, tokenizer, wo);
+    report(0.99, "tuning the RMSNorm gains end to end");
+    GgufModel decoded = load_gguf_model(untuned.path, o.context);
+    result.finetune = finetune_norms(fp32, decoded.model, calibration, o.finetune);
+    detail::copy_gguf_with_norm_gains(untuned.path, o.output, decoded.model);
+  }
 
   const gguf::File written = gguf::File::open(o.output);
   std::int64_t weights = 0;
