@@ -15,7 +15,9 @@
 #include "calib_instances.hpp"  // first: the calibration steps every recipe shares
 
 #include <qtl/model/calibrated_recipe.hpp>
+#include <qtl/model/finetune.hpp>
 #include <qtl/model/ggml_recipe.hpp>
+#include <qtl/model/quantize_file.hpp>
 #include <qtl/model/recipes.hpp>
 #include <qtl/model/sequential.hpp>
 #include <qtl/quant/codebook.hpp>
@@ -92,6 +94,26 @@ extern template qtl::model::Transformer qtl::model::quantize_sequential<void>(
 template qtl::model::Transformer qtl::model::quantize_sequential<void>(
     const qtl::model::Transformer&, std::span<const std::vector<int>>, const qtl::model::Recipe&,
     const qtl::model::SequentialOptions&, qtl::model::SequentialReport*);
+#endif
+
+// End-to-end gain tuning (part 1) and the whole-file quantizer (part 2): every block's forward
+// and backward pass, and the GGUF pipeline, compiled once instead of in every program and test
+// that calls them.
+#if !defined(QTL_RECIPE_INSTANCES_PART) || QTL_RECIPE_INSTANCES_PART != 1
+extern template qtl::model::FinetuneReport qtl::model::finetune_norms<void>(
+    const qtl::model::Transformer&, qtl::model::Transformer&, std::span<const std::vector<int>>,
+    const qtl::model::FinetuneOptions&);
+#else
+template qtl::model::FinetuneReport qtl::model::finetune_norms<void>(
+    const qtl::model::Transformer&, qtl::model::Transformer&, std::span<const std::vector<int>>,
+    const qtl::model::FinetuneOptions&);
+#endif
+#if !defined(QTL_RECIPE_INSTANCES_PART) || QTL_RECIPE_INSTANCES_PART != 2
+extern template qtl::model::QuantizeFileResult qtl::model::quantize_model_file<void>(
+    const qtl::model::QuantizeFileOptions&);
+#else
+template qtl::model::QuantizeFileResult qtl::model::quantize_model_file<void>(
+    const qtl::model::QuantizeFileOptions&);
 #endif
 
 // The recipe table and the classes only it builds (part 1), and GgmlRecipe with its K-quant
