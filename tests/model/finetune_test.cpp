@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -182,6 +183,48 @@ TEST_F(FinetuneTest, BadInputNamesTheValue) {
   EXPECT_ERROR_HAS(m::finetune_norms(f.fp32, four, calibration, o), "4 layers");
   // Nothing changed in q through all of this.
   EXPECT_EQ(q.norm_gain("norm"), rtn3().norm_gain("norm"));
+}
+
+TEST_F(FinetuneTest, GainGradientNamesWhatDoesNotFit) {
+  const auto& f = fixture();
+  auto ids = f.calibration(3, 1).front();
+  ids.resize(8);
+  const m::BlockFunction<float> block(rtn3().config());
+  const m::ModelWeights<float> w = m::model_weights<float>(rtn3());
+  const m::BlockMatrix<float> h0 = rtn3().embed(ids);
+  const m::BlockMatrix<float> target = log_softmax<float>(f.fp32.forward(ids));
+  ASSERT_GT(m::kl_gain_gradient(block, w, h0, target, false).kl, 0.0);  // the unchanged inputs are fine
+
+  const std::string dim = std::to_string(rtn3().config().dim), vocab = std::to_string(rtn3().config().vocab_size);
+  EXPECT_ERROR_HAS(m::kl_gain_gradient(block, w, m::BlockMatrix<float>(h0.leftCols(10)), target), "h0.cols()");
+  EXPECT_ERROR_HAS(m::kl_gain_gradient(block, w, m::BlockMatrix<float>(0, h0.cols()), m::BlockMatrix<float>(0, target.cols())),
+                   "h0.rows()");
+  EXPECT_ERROR_HAS(m::kl_gain_gradient(block, w, h0, m::BlockMatrix<float>(target.topRows(5))), "target_log_probs");
+  EXPECT_ERROR_HAS(m::kl_gain_gradient(block, w, h0, m::BlockMatrix<float>(target.leftCols(100))), vocab);
+  m::BlockMatrix<float> bad = target;
+  bad(2, 7) = -std::numeric_limits<float>::infinity();
+  EXPECT_ERROR_HAS(m::kl_gain_gradient(block, w, h0, bad), "target_log_probs holds NaN or Inf");
+  bad = h0;
+  bad(1, 1) = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_ERROR_HAS(m::kl_gain_gradient(block, w, bad, target), "h0 holds NaN or Inf");
+
+  m::ModelWeights<float> v = w;
+  v.blocks.pop_back();
+  EXPECT_ERROR_HAS(m::kl_gain_gradient(block, v, h0, target), "blocks");
+  v = w;
+  v.blocks[2].linear[4].resize(3, 3);
+  EXPECT_ERROR_HAS(m::kl_gain_gradient(block, v, h0, target), "w1");
+  v = w;
+  v.classifier.conservativeResize(v.classifier.rows() - 1, Eigen::NoChange);
+  EXPECT_ERROR_HAS(m::kl_gain_gradient(block, v, h0, target), "classifier");
+  v = w;
+  v.classifier(0, 0) = std::numeric_limits<float>::infinity();
+  EXPECT_ERROR_HAS(m::kl_gain_gradient(block, v, h0, target), "classifier holds NaN or Inf");
+  v = w;
+  v.final_norm.conservativeResize(v.final_norm.size() + 1);
+  v.final_norm(v.final_norm.size() - 1) = 1.0f;
+  EXPECT_ERROR_HAS(m::kl_gain_gradient(block, v, h0, target), "final_norm");
+  EXPECT_NE(error_of([&] { (void)m::kl_gain_gradient(block, v, h0, target); }).find(dim), std::string::npos);
 }
 
 }  // namespace

@@ -92,6 +92,25 @@ TEST(AllocateBits, MoreBudgetNeverPredictsWorse) {
   }
 }
 
+// precisions_of: each matrix by name at its chosen candidate; a plan of another table is named.
+TEST(AllocateBits, PrecisionsOfNamesEachMatrixAndRejectsAForeignPlan) {
+  const auto t = random_table(5, 11);
+  const auto a = m::allocate_bits(t, 3.3);
+  const auto p = m::precisions_of(t, a);
+  ASSERT_EQ(p.size(), 5u);
+  for (std::size_t i = 0; i < 5; ++i) {
+    EXPECT_EQ(p.at(t.matrices[i].name).bits, t.candidates[a.choice[i]].bits) << t.matrices[i].name;
+  }
+  m::BitAllocation shorter = a;
+  shorter.choice.pop_back();
+  EXPECT_NE(qtl::test::error_of([&] { (void)m::precisions_of(t, shorter); }).find("4 choices for 5 matrices"),
+            std::string::npos);
+  m::BitAllocation beyond = a;
+  beyond.choice[2] = 3;
+  EXPECT_NE(qtl::test::error_of([&] { (void)m::precisions_of(t, beyond); }).find("m2 has choice 3 of 3 candidates"),
+            std::string::npos);
+}
+
 TEST(AllocateBits, BadBudgetsAreErrorsNamingTheValue) {
   const auto t = random_table(4, 3);
   EXPECT_NE(qtl::test::error_of([&] { (void)m::allocate_bits(t, 2.5); }).find("above the target 2.5"),

@@ -336,43 +336,14 @@ template <int Bits, Mode M>
 
 namespace detail {
 
-/// A block-wise recipe's answer for block b.layer: tune_block over `tuners` (built on the
-/// block's fp32 weights w; the seed offset by the layer), the kept codes on the packed kernels
-/// with their notes prefixed by `labels` (when nonempty), and the tuned gains.
+/// What the block-wise recipes share: quantize_block checks the block's fp32 weights and
+/// calibration inputs, asks the subclass for each linear's tuner (make_tuner), runs tune_block
+/// over them (the seed offset by the layer), and returns the kept codes on the packed kernels,
+/// their notes prefixed by the tuner's label (when nonempty), and the tuned gains. (A template
+/// only so that its members compile where a recipe is made, not in every includer.)
 template <class Deferred = void>
-[[nodiscard]] QuantizedBlock quantize_block_with(std::span<const std::unique_ptr<BlockLinearTuner>, 7> tuners,
-                                                 const BlockFunction<float>& f, const BlockWeights<float>& w,
-                                                 const BlockCalibration& b, const BlockReconstructionOptions& options,
-                                                 const KernelOptions& kernel, std::span<const std::string> labels = {}) {
-  BlockReconstructionOptions opt = options;
-  opt.seed = options.seed + static_cast<unsigned>(b.layer);
-  const BlockTuning t = tune_block(tuners, f, w, b.inputs, b.fp32_inputs, opt);
-  QuantizedBlock out;
-  for (std::size_t j = 0; j < 7; ++j) {
-    QuantizedLayer l = tuners[j]->kept_layer(kernel);
-    l.note = str_cat(labels.empty() ? std::string() : str_cat(labels[j], "; "), "block loss ", t.start_loss, " -> ",
-                     t.final_loss, " (step ", t.best_iteration, ")");
-    out.layers.push_back(std::move(l));
-  }
-  if (options.tune_norms) {
-    out.attention_norm = t.attention_norm;
-    out.ffn_norm = t.ffn_norm;
-  }
-  return out;
-}
-
-}  // namespace detail
-
-/// The block-wise recipe for the sequential driver: reconstruct_block on every block, its
-/// linears packed on the uniform kernels, the tuned gains installed in the model.
-template <int Bits, Mode M>
-class BlockReconstructionRecipe final : public Recipe {
+class BlockReconstructionBase : public Recipe {
  public:
-  BlockReconstructionRecipe(Uniform<Bits, M> q, Granularity granularity, BlockReconstructionOptions options,
-                            KernelOptions kernel = {}, std::string name = "autoround")
-      : q_(q), granularity_(granularity), options_(options), kernel_(kernel), name_(std::move(name)) {
-    detail::check_block_options("BlockReconstructionRecipe", options_);
-  }
   [[nodiscard]] std::string name() const override { return name_; }
   [[nodiscard]] bool quantizes_blocks() const override { return true; }
   [[nodiscard]] std::vector<QuantizedLayer> quantize(std::span<const LayerCalibration> group) const override {
@@ -380,24 +351,70 @@ class BlockReconstructionRecipe final : public Recipe {
          "' alone (it cannot be a per-matrix candidate)");
   }
   [[nodiscard]] QuantizedBlock quantize_block(const BlockCalibration& b) const override {
-    constexpr std::string_view kWhere = "BlockReconstructionRecipe";
     const BlockFunction<float> f(b.fp32->config());
     const BlockWeights<float> w = block_weights<float>(*b.fp32, b.layer);
     f.check(w);
-    detail::check_block_inputs(kWhere, f.config(), b.inputs, b.fp32_inputs);
-    std::array<std::unique_ptr<detail::BlockLinearTuner>, 7> tuners;
+    check_block_inputs(where_, f.config(), b.inputs, b.fp32_inputs);
+    std::array<std::unique_ptr<BlockLinearTuner>, 7> tuners;
+    std::array<std::string, 7> labels;
+    for (std::size_t j = 0; j < 7; ++j) tuners[j] = make_tuner(b.layer, j, w.linear[j], labels[j]);
+    BlockReconstructionOptions opt = options_;
+    opt.seed = options_.seed + static_cast<unsigned>(b.layer);
+    const BlockTuning t = tune_block(tuners, f, w, b.inputs, b.fp32_inputs, opt);
+    QuantizedBlock out;
     for (std::size_t j = 0; j < 7; ++j) {
-      tuners[j] = std::make_unique<detail::UniformBlockTuner<Bits, M>>(q_, granularity_, w.linear[j], kWhere);
+      QuantizedLayer l = tuners[j]->kept_layer(kernel_);
+      l.note = str_cat(labels[j].empty() ? std::string() : str_cat(labels[j], "; "), "block loss ", t.start_loss, " -> ",
+                       t.final_loss, " (step ", t.best_iteration, ")");
+      out.layers.push_back(std::move(l));
     }
-    return detail::quantize_block_with(tuners, f, w, b, options_, kernel_);
+    if (options_.tune_norms) {
+      out.attention_norm = t.attention_norm;
+      out.ffn_norm = t.ffn_norm;
+    }
+    return out;
   }
 
+ protected:
+  BlockReconstructionBase(std::string_view where, BlockReconstructionOptions options, KernelOptions kernel, std::string name)
+      : where_(where), options_(options), kernel_(kernel), name_(std::move(name)) {
+    check_block_options(where_, options_);
+  }
+  /// The tuner of linear j (kBlockLinears order) of block `layer`, on its fp32 weights w; sets
+  /// `label` to what the notes should say about its precision (or leaves it empty).
+  [[nodiscard]] virtual std::unique_ptr<BlockLinearTuner> make_tuner(int layer, std::size_t j, const BlockMatrix<float>& w,
+                                                                     std::string& label) const = 0;
+  [[nodiscard]] std::string_view where() const { return where_; }
+
  private:
-  Uniform<Bits, M> q_;
-  Granularity granularity_;
+  std::string_view where_;  // a string literal of the subclass
   BlockReconstructionOptions options_;
   KernelOptions kernel_;
   std::string name_;
+};
+
+}  // namespace detail
+
+/// The block-wise recipe for the sequential driver: reconstruct_block on every block, its
+/// linears packed on the uniform kernels, the tuned gains installed in the model.
+template <int Bits, Mode M>
+class BlockReconstructionRecipe final : public detail::BlockReconstructionBase<> {
+ public:
+  BlockReconstructionRecipe(Uniform<Bits, M> q, Granularity granularity, BlockReconstructionOptions options,
+                            KernelOptions kernel = {}, std::string name = "autoround")
+      : BlockReconstructionBase("BlockReconstructionRecipe", options, kernel, std::move(name)),
+        q_(q),
+        granularity_(granularity) {}
+
+ private:
+  [[nodiscard]] std::unique_ptr<detail::BlockLinearTuner> make_tuner(int /*layer*/, std::size_t /*j*/,
+                                                                     const BlockMatrix<float>& w,
+                                                                     std::string& /*label*/) const override {
+    return std::make_unique<detail::UniformBlockTuner<Bits, M>>(q_, granularity_, w, where());
+  }
+
+  Uniform<Bits, M> q_;
+  Granularity granularity_;
 };
 
 /// Block-wise reconstruction with a precision per matrix: each linear's uniform width and group
@@ -406,56 +423,38 @@ class BlockReconstructionRecipe final : public Recipe {
 /// as BlockReconstructionRecipe does at one width. A matrix whose precision names another recipe
 /// (E8P vector codes) is refused: only uniform codes are tuned here.
 template <Mode M>
-class MixedBlockReconstructionRecipe final : public Recipe {
+class MixedBlockReconstructionRecipe final : public detail::BlockReconstructionBase<> {
  public:
   using Precisions = std::map<std::string, Precision, std::less<>>;
   MixedBlockReconstructionRecipe(Precisions precisions, BlockReconstructionOptions options, KernelOptions kernel = {},
                                  std::string name = "autoround-mixed")
-      : precisions_(std::move(precisions)), options_(options), kernel_(kernel), name_(std::move(name)) {
-    constexpr std::string_view kWhere = "MixedBlockReconstructionRecipe";
-    detail::check_block_options(kWhere, options_);
-    if (precisions_.empty()) fail(kWhere, ": no precisions");
+      : BlockReconstructionBase("MixedBlockReconstructionRecipe", options, kernel, std::move(name)),
+        precisions_(std::move(precisions)) {
+    if (precisions_.empty()) fail(where(), ": no precisions");
     for (const auto& [matrix, p] : precisions_) {
       if (!p.recipe.empty()) {
-        fail(kWhere, ": '", matrix, "' is allocated ", to_string(p), "; block-wise reconstruction tunes uniform codes only");
+        fail(where(), ": '", matrix, "' is allocated ", to_string(p), "; block-wise reconstruction tunes uniform codes only");
       }
       if (p.bits != 2 && p.bits != 3 && p.bits != 4 && p.bits != 8) {
-        fail(kWhere, ": '", matrix, "' is allocated ", p.bits, " bits; uniform codes run on the packed kernels at 2, 3, 4 or 8");
+        fail(where(), ": '", matrix, "' is allocated ", p.bits, " bits; uniform codes run on the packed kernels at 2, 3, 4 or 8");
       }
-      if (p.group < 0) fail(kWhere, ": '", matrix, "' has group ", p.group, " (0 = per row)");
+      if (p.group < 0) fail(where(), ": '", matrix, "' has group ", p.group, " (0 = per row)");
     }
-  }
-  [[nodiscard]] std::string name() const override { return name_; }
-  [[nodiscard]] bool quantizes_blocks() const override { return true; }
-  [[nodiscard]] std::vector<QuantizedLayer> quantize(std::span<const LayerCalibration> group) const override {
-    fail("recipe '", name_, "' quantizes whole blocks, not the group of '", group.empty() ? std::string() : group.front().name,
-         "' alone (it cannot be a per-matrix candidate)");
-  }
-  [[nodiscard]] QuantizedBlock quantize_block(const BlockCalibration& b) const override {
-    constexpr std::string_view kWhere = "MixedBlockReconstructionRecipe";
-    const BlockFunction<float> f(b.fp32->config());
-    const BlockWeights<float> w = block_weights<float>(*b.fp32, b.layer);
-    f.check(w);
-    detail::check_block_inputs(kWhere, f.config(), b.inputs, b.fp32_inputs);
-    std::array<std::unique_ptr<detail::BlockLinearTuner>, 7> tuners;
-    std::array<std::string, 7> labels;
-    for (std::size_t j = 0; j < 7; ++j) {
-      const std::string matrix = str_cat("layers.", b.layer, ".", kBlockLinears[j]);
-      const auto it = precisions_.find(matrix);
-      if (it == precisions_.end()) fail(kWhere, ": no precision for '", matrix, "'");
-      const Precision& p = it->second;
-      const Granularity g = p.group == 0 ? Granularity{PerRow{}} : Granularity{PerGroup{p.group}};
-      tuners[j] = detail::make_uniform_tuner<M>(p.bits, g, w.linear[j], kWhere);
-      labels[j] = to_string(p);
-    }
-    return detail::quantize_block_with(tuners, f, w, b, options_, kernel_, labels);
   }
 
  private:
+  [[nodiscard]] std::unique_ptr<detail::BlockLinearTuner> make_tuner(int layer, std::size_t j, const BlockMatrix<float>& w,
+                                                                     std::string& label) const override {
+    const std::string matrix = str_cat("layers.", layer, ".", kBlockLinears[j]);
+    const auto it = precisions_.find(matrix);
+    if (it == precisions_.end()) fail(where(), ": no precision for '", matrix, "'");
+    const Precision& p = it->second;
+    const Granularity g = p.group == 0 ? Granularity{PerRow{}} : Granularity{PerGroup{p.group}};
+    label = to_string(p);
+    return detail::make_uniform_tuner<M>(p.bits, g, w, where());
+  }
+
   Precisions precisions_;
-  BlockReconstructionOptions options_;
-  KernelOptions kernel_;
-  std::string name_;
 };
 
 }  // namespace qtl::model

@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "qtl/core/error.hpp"
+#include "qtl/core/validate.hpp"
 #include "qtl/kernel/common/threading.hpp"
 #include "qtl/model/block_function.hpp"
 #include "qtl/model/transformer.hpp"
@@ -103,13 +104,36 @@ template <class S>
   return w;
 }
 
+/// Throws qtl::Error naming the part of `w` that does not fit f's configuration (layer count,
+/// any block's weights, the final gain, the classifier) or holds NaN/Inf.
+template <class S>
+void check_model_weights(const BlockFunction<S>& f, const ModelWeights<S>& w, std::string_view where) {
+  const io::Llama2cConfig& c = f.config();
+  require_size(where, "blocks", static_cast<Index>(w.blocks.size()), c.n_layers);
+  for (const auto& b : w.blocks) f.check(b);
+  require_size(where, "final_norm", w.final_norm.size(), c.dim);
+  require_shape(where, "classifier", w.classifier.rows(), w.classifier.cols(), c.vocab_size, c.dim);
+  if (!w.final_norm.allFinite()) fail(where, ": the final norm gain holds NaN or Inf");
+  if (!w.classifier.allFinite()) fail(where, ": the classifier holds NaN or Inf");
+}
+
 /// One sequence: the model's logits z from the embedded tokens h0 [T x dim], Σ_t KL(p_t ‖
 /// softmax(z_t)) with p_t = exp(target_log_probs row t) [T x vocab], and (with `gradient`) its
-/// gradient with respect to every gain. Shapes are the caller's to check.
+/// gradient with respect to every gain. Throws qtl::Error for weights that do not fit f
+/// (check_model_weights), T outside [1, seq_len], a target of another shape than [T x vocab],
+/// and NaN/Inf in h0 or the target.
 template <class S>
 [[nodiscard]] GainGradient<S> kl_gain_gradient(const BlockFunction<S>& f, const ModelWeights<S>& w,
                                                const BlockMatrix<S>& h0, const BlockMatrix<S>& target_log_probs,
                                                bool gradient = true) {
+  constexpr std::string_view kWhere = "kl_gain_gradient";
+  const io::Llama2cConfig& c = f.config();
+  check_model_weights(f, w, kWhere);
+  require_size(kWhere, "h0.cols()", h0.cols(), c.dim);
+  require_range<Index>(kWhere, "h0.rows()", h0.rows(), 1, c.seq_len);
+  require_shape(kWhere, "target_log_probs", target_log_probs.rows(), target_log_probs.cols(), h0.rows(), c.vocab_size);
+  if (!h0.allFinite()) fail(kWhere, ": h0 holds NaN or Inf");
+  if (!target_log_probs.allFinite()) fail(kWhere, ": target_log_probs holds NaN or Inf");
   const std::size_t layers = w.blocks.size();
   std::vector<BlockTape<S>> tapes(layers);
   BlockMatrix<S> h = h0;
@@ -201,8 +225,7 @@ FinetuneReport finetune_norms(const Transformer& fp32, Transformer& quantized,
   const int threads = opt.threads > 0 ? opt.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   const BlockFunction<float> f(c);
   ModelWeights<float> w = model_weights<float>(quantized);
-  for (const auto& b : w.blocks) f.check(b);
-  if (!w.classifier.allFinite()) fail(kWhere, ": the quantized model's classifier holds NaN or Inf");
+  check_model_weights(f, w, "finetune_norms: the quantized model");
 
   // The evaluation subset (evenly spaced) and its targets, computed once.
   std::vector<std::size_t> eval;

@@ -378,7 +378,13 @@ struct BitAllocation {
     fail("precisions_of: the plan has ", plan.choice.size(), " choices for ", table.matrices.size(), " matrices");
   }
   std::map<std::string, Precision, std::less<>> out;
-  for (std::size_t i = 0; i < plan.choice.size(); ++i) out.emplace(table.matrices[i].name, table.candidates.at(plan.choice[i]));
+  for (std::size_t i = 0; i < plan.choice.size(); ++i) {
+    if (plan.choice[i] >= table.candidates.size()) {
+      fail("precisions_of: ", table.matrices[i].name, " has choice ", plan.choice[i], " of ", table.candidates.size(),
+           " candidates");
+    }
+    out.emplace(table.matrices[i].name, table.candidates[plan.choice[i]]);
+  }
   return out;
 }
 
