@@ -10,6 +10,7 @@
 #include <qtl/quant/ggml_blocks.hpp>
 #include <qtl/io/gguf.hpp>
 #include <qtl/model/gguf_model.hpp>
+#include <qtl/model/quantize_file.hpp>
 
 #include <algorithm>
 #include <cstdio>
@@ -20,6 +21,7 @@
 #include <vector>
 
 #include "model/real_model_fixture.hpp"
+#include "model/tuned_file_options.hpp"
 #include "temp_dir.hpp"
 
 namespace {
@@ -50,18 +52,46 @@ qtl::RowMatrixXf llama_logits(const TempDir& dir, const std::filesystem::path& g
   return out;
 }
 
+/// The first 128 tokens of story `story` (within the files' context length).
+std::vector<int> story_tokens(const m::Tokenizer& tok, int story) {
+  auto ids = m::encode_story(tok, fixture().stories[static_cast<std::size_t>(story)], 512).ids;
+  ids.resize(std::min<std::size_t>(ids.size(), 128));
+  return ids;
+}
+
+/// qtl's logits of `model` and llama.cpp's of the file `gguf` (the same model written) on
+/// story_tokens(story).
+struct BothEngines {
+  qtl::RowMatrixXf ours, theirs;
+};
+BothEngines logits_in_both(const m::Transformer& model, const m::Tokenizer& tok, const std::filesystem::path& gguf,
+                           int story, const TempDir& dir) {
+  const std::vector<int> ids = story_tokens(tok, story);
+  BothEngines out{model.forward(ids), llama_logits(dir, gguf, ids, model.config().vocab_size)};
+  EXPECT_EQ(out.theirs.rows(), out.ours.rows()) << "story " << story;
+  return out;
+}
+
+/// How many positions' argmax agree.
+int same_argmax(const qtl::RowMatrixXf& a, const qtl::RowMatrixXf& b) {
+  int agree = 0;
+  for (qtl::Index t = 0; t < std::min(a.rows(), b.rows()); ++t) {
+    qtl::Index i = 0, j = 0;
+    a.row(t).maxCoeff(&i);
+    b.row(t).maxCoeff(&j);
+    agree += i == j;
+  }
+  return agree;
+}
+
 void expect_same_logits(const m::Transformer& model, const m::Tokenizer& tok, const std::filesystem::path& gguf,
                         const TempDir& dir) {
-  const auto& f = fixture();
   for (int story : {250, 333}) {
-    auto ids = m::encode_story(tok, f.stories[static_cast<std::size_t>(story)], 512).ids;
-    ids.resize(std::min<std::size_t>(ids.size(), 128));  // within the file's context length
-    const qtl::RowMatrixXf ours = model.forward(ids);
-    const qtl::RowMatrixXf theirs = llama_logits(dir, gguf, ids, model.config().vocab_size);
-    ASSERT_EQ(theirs.rows(), ours.rows());
-    const float diff = (ours - theirs).cwiseAbs().maxCoeff();
+    const BothEngines e = logits_in_both(model, tok, gguf, story, dir);
+    ASSERT_EQ(e.theirs.rows(), e.ours.rows());
+    const float diff = (e.ours - e.theirs).cwiseAbs().maxCoeff();
     EXPECT_LE(diff, 1e-3f) << "story " << story << ": max |qtl - llama.cpp| = " << diff;
-    EXPECT_GT(ours.cwiseAbs().maxCoeff(), 1.0f);  // real logits, not zeros
+    EXPECT_GT(e.ours.cwiseAbs().maxCoeff(), 1.0f);  // real logits, not zeros
   }
 }
 
@@ -86,23 +116,15 @@ TEST(GgufInLlamaCpp, GptqIntoQ4_0RunsAsQtlComputedIt) {
   const m::Transformer q = m::quantize_sequential(f.fp32, f.calibration(0, 4), gptq);
   TempDir dir;
   m::write_gguf_model(dir.file("q4.gguf"), q, f.tokenizer);
-  auto ids = m::encode_story(f.tokenizer, f.stories[251], 512).ids;
-  ids.resize(std::min<std::size_t>(ids.size(), 128));
-  const qtl::RowMatrixXf ours = q.forward(ids), fp32 = f.fp32.forward(ids);
-  const qtl::RowMatrixXf theirs = llama_logits(dir, dir.file("q4.gguf"), ids, q.config().vocab_size);
-  ASSERT_EQ(theirs.rows(), ours.rows());
-  const double engine = (ours - theirs).cwiseAbs().mean(), quant = (ours - fp32).cwiseAbs().mean();
-  int agree = 0;
-  for (qtl::Index t = 0; t < ours.rows(); ++t) {
-    qtl::Index a = 0, b = 0;
-    ours.row(t).maxCoeff(&a);
-    theirs.row(t).maxCoeff(&b);
-    agree += a == b;
-  }
+  const BothEngines e = logits_in_both(q, f.tokenizer, dir.file("q4.gguf"), 251, dir);
+  ASSERT_EQ(e.theirs.rows(), e.ours.rows());
+  const qtl::RowMatrixXf fp32 = f.fp32.forward(story_tokens(f.tokenizer, 251));
+  const double engine = (e.ours - e.theirs).cwiseAbs().mean(), quant = (e.ours - fp32).cwiseAbs().mean();
+  const int agree = same_argmax(e.ours, e.theirs);
   std::printf("q4_0 GGUF: mean |qtl - llama.cpp| %.4f, mean |q4_0 - fp32| %.4f, same argmax at %d of %lld positions\n",
-              engine, quant, agree, static_cast<long long>(ours.rows()));
+              engine, quant, agree, static_cast<long long>(e.ours.rows()));
   EXPECT_LT(engine, 0.25 * quant);
-  EXPECT_GE(agree, static_cast<int>(0.9 * static_cast<double>(ours.rows())));
+  EXPECT_GE(agree, static_cast<int>(0.9 * static_cast<double>(e.ours.rows())));
 }
 
 TEST(GgufInLlamaCpp, AClassifierOpIsTheClassifierLlamaCppRuns) {
@@ -116,16 +138,34 @@ TEST(GgufInLlamaCpp, AClassifierOpIsTheClassifierLlamaCppRuns) {
                                                           m::ggml_quantize_reference(qtl::ggml::Type::Q8_0, half)));
   TempDir dir;
   m::write_gguf_model(dir.file("c.gguf"), model, f.tokenizer);
-  auto ids = m::encode_story(f.tokenizer, f.stories[252], 512).ids;
-  ids.resize(std::min<std::size_t>(ids.size(), 128));
-  const qtl::RowMatrixXf ours = model.forward(ids), tied = f.fp32.forward(ids);
-  const qtl::RowMatrixXf theirs = llama_logits(dir, dir.file("c.gguf"), ids, model.config().vocab_size);
-  ASSERT_EQ(theirs.rows(), ours.rows());
+  const BothEngines e = logits_in_both(model, f.tokenizer, dir.file("c.gguf"), 252, dir);
+  ASSERT_EQ(e.theirs.rows(), e.ours.rows());
+  const qtl::RowMatrixXf tied = f.fp32.forward(story_tokens(f.tokenizer, 252));
   // llama.cpp rounds the classifier's input to q8_0 blocks: a small difference, against the
   // large one a tied (unhalved) classifier would make.
-  const double engine = (ours - theirs).cwiseAbs().mean(), other = (ours - tied).cwiseAbs().mean();
+  const double engine = (e.ours - e.theirs).cwiseAbs().mean(), other = (e.ours - tied).cwiseAbs().mean();
   std::printf("Q8_0 classifier op: mean |qtl - llama.cpp| %.4f, mean |halved - tied| %.4f\n", engine, other);
   EXPECT_LT(engine, 0.02 * other);
+}
+
+TEST(GgufInLlamaCpp, TunedNormGainsAreTheGainsLlamaCppRuns) {
+  // qtl-quantize --finetune-norms rewrites only the F32 norm tensors of the file it wrote:
+  // llama.cpp must run the tuned gains, i.e. its logits on the tuned file sit close to qtl's
+  // decode of that file and clearly apart from qtl's decode of the untuned one.
+  TempDir dir;
+  m::QuantizeFileOptions o = qtl::test::q4_0_file_options(dir.file("plain.gguf"));
+  (void)m::quantize_model_file(o);
+  o.output = dir.file("tuned.gguf");
+  qtl::test::brief_finetune(o);
+  (void)m::quantize_model_file(o);
+  const m::GgufModel plain = m::load_gguf_model(dir.file("plain.gguf")), tuned = m::load_gguf_model(dir.file("tuned.gguf"));
+  const BothEngines e = logits_in_both(tuned.model, tuned.tokenizer, dir.file("tuned.gguf"), 254, dir);
+  ASSERT_EQ(e.theirs.rows(), e.ours.rows());
+  const qtl::RowMatrixXf untuned = plain.model.forward(story_tokens(plain.tokenizer, 254));
+  const double engine = (e.ours - e.theirs).cwiseAbs().mean(), gains = (e.theirs - untuned).cwiseAbs().mean();
+  std::printf("tuned gains, Q4_0: mean |qtl - llama.cpp| %.4f, mean |llama.cpp - qtl untuned| %.4f\n", engine, gains);
+  EXPECT_LT(engine, 0.5 * gains);
+  EXPECT_GE(same_argmax(e.ours, e.theirs), static_cast<int>(0.9 * static_cast<double>(e.ours.rows())));
 }
 
 TEST(GgufInLlamaCpp, LlamaQuantizeFilesDecodeInQtlAsInGgml) {

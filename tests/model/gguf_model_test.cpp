@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "model/real_model_fixture.hpp"
+#include "model/tuned_file_options.hpp"
 #include "temp_dir.hpp"
 #include "test_util.hpp"
 
@@ -302,24 +303,11 @@ double mean_kl_to_fp32(const m::Transformer& model, const std::vector<std::vecto
 
 TEST(GgufModel, QuantizeFileWithTunedNormsChangesOnlyTheGains) {
   TempDir dir;
-  m::QuantizeFileOptions o;
-  o.input = qtl::io::require_data_file("stories260K/stories260K.bin");
-  o.type = "Q4_0";
-  o.recipe = "rtn";
-  o.calibration_text = qtl::io::require_data_file("tinystories_val_dev.txt");
-  o.calib_first = 0;
-  o.calib_last = 3;
-  o.output = dir.file("plain.gguf");
+  m::QuantizeFileOptions o = qtl::test::q4_0_file_options(dir.file("plain.gguf"));
   const auto plain = m::quantize_model_file(o);
   EXPECT_FALSE(plain.finetune.has_value());
   o.output = dir.file("tuned.gguf");
-  o.finetune_norms = true;
-  o.finetune.iterations = 12;
-  o.finetune.batch_sequences = 2;
-  o.finetune.learning_rate = 3e-3;
-  o.finetune.eval_sequences = 2;
-  o.finetune.eval_every = 4;
-  o.finetune.threads = 1;
+  qtl::test::brief_finetune(o);
   const auto tuned = m::quantize_model_file(o);
   ASSERT_TRUE(tuned.finetune.has_value());
   EXPECT_LT(tuned.finetune->final_kl, tuned.finetune->start_kl);
