@@ -5,9 +5,10 @@ set -euo pipefail
 packages=(cmake g++ make libeigen3-dev libxsimd-dev xtl-dev libgtest-dev libgmock-dev
           libbenchmark-dev nlohmann-json3-dev libcli11-dev)
 # --tests: also clang with its sanitizer runtimes and OpenMP, for scripts/test.sh's sanitizer
-# and fuzz build.
+# and fuzz build, and Ninja, whose target graph lets a test's files compile while the libraries
+# it links are still building (Make's waits left a core idle for minutes of the 2-core CI).
 if [[ ${1:-} == --tests ]]; then
-  packages+=(clang libclang-rt-14-dev libomp-14-dev)
+  packages+=(clang libclang-rt-14-dev libomp-14-dev ninja-build)
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -16,6 +16,8 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh --tests
 scripts/install-llama-cpp.sh   # node-llama-cpp 3.21.1 into .deps/llama.cpp (GGUF engine tests)
 jobs=${QTL_JOBS:-$(nproc)}
+generator=()
+command -v ninja >/dev/null && generator=(-G Ninja)  # installed by install-deps.sh --tests
 split=()
 stage() {  # stage NAME COMMAND...: runs it and records its wall time
   local name=$1 t0=$SECONDS
@@ -24,13 +26,13 @@ stage() {  # stage NAME COMMAND...: runs it and records its wall time
   split+=("$name $((SECONDS - t0)) s")
 }
 
-stage "configure" cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DQTL_WARNINGS_AS_ERRORS=ON \
+stage "configure" cmake -S . -B build "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DQTL_WARNINGS_AS_ERRORS=ON \
       -DQTL_BUILD_EXAMPLES=OFF -DQTL_BUILD_C_API=OFF -DQTL_TEST_FOLDERS="core;io;format;kernel"
 stage "build" cmake --build build -j"$jobs"
 stage "Release tests" ctest --test-dir build -j"$jobs" --output-on-failure
 
 # -O1 without debug info: sanitizer builds of Eigen-heavy tests cost 2-3 min per file at -O2 -g.
-stage "sanitizer configure" env CC=clang CXX=clang++ cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_FLAGS="-O1" \
+stage "sanitizer configure" env CC=clang CXX=clang++ cmake -S . -B build-asan "${generator[@]}" -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_FLAGS="-O1" \
       -DQTL_WARNINGS_AS_ERRORS=ON -DQTL_SANITIZE=address,undefined -DQTL_BUILD_BENCHMARKS=OFF \
       -DQTL_TEST_FOLDERS=""
 stage "sanitizer build" cmake --build build-asan -j"$jobs"
