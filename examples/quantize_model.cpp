@@ -21,7 +21,9 @@
 // each block with the allocated widths (qtl::model::MixedBlockReconstructionRecipe).
 // --finetune-norms: after each quantization, the model's RMSNorm gains are tuned end to end to
 // the fp32 model's output distribution on the calibration stories (qtl::model::finetune_norms,
-// --finetune-steps Adam steps); each such model is its own row, "RECIPE+norms".
+// --finetune-steps Adam steps); each such model is its own row, "RECIPE+norms". --finetune-scales
+// tunes the gains and the group scales of the uniform codes (finetune_model with scales; the
+// size in bits is unchanged), row "RECIPE+scales".
 // --candidates RECIPE:BITS[:GROUP],... adds candidates quantized by other recipes (e.g.
 // gptaq-e8p:2, E8P vector codes at 2.14-2.25 bits per weight) to the allocation's choices.
 #include "recipe_instances.hpp"  // first: the recipe classes are compiled in qtl_recipe_instances
@@ -123,8 +125,10 @@ int main(int argc, char** argv) {
   std::vector<std::string> candidate_specs;
   std::string sensitivity_recipe;
   bool finetune = false;
+  bool finetune_scales = false;
   int finetune_steps = 300;
   double finetune_lr = 1e-3;
+  double finetune_scale_lr = 1e-3;
   app.add_option("--model", model_path, "llama2.c checkpoint (default: bundled stories260K)");
   app.add_option("--tokenizer", tokenizer_path, "llama2.c tokenizer (default: bundled tok512.bin)");
   app.add_option("--text", text_path, "stories separated by <|endoftext|> lines (default: bundled dev text)");
@@ -157,6 +161,11 @@ int main(int argc, char** argv) {
                "also tune each quantized model's RMSNorm gains end to end to the fp32 model's outputs (row RECIPE+norms)");
   app.add_option("--finetune-steps", finetune_steps, "with --finetune-norms: Adam steps")->check(CLI::Range(0, 1000000));
   app.add_option("--finetune-lr", finetune_lr, "with --finetune-norms: Adam's step size on the gain multipliers")
+      ->check(CLI::Range(1e-6, 1.0));
+  app.add_flag("--finetune-scales", finetune_scales,
+               "also tune the gains and the group scales of the uniform codes end to end (row RECIPE+scales)");
+  app.add_option("--finetune-scale-lr", finetune_scale_lr,
+                 "with --finetune-scales: Adam's step size on the scale multipliers")
       ->check(CLI::Range(1e-6, 1.0));
   app.add_option("--out", out, "also write the table to OUT.md and OUT.csv");
   CLI11_PARSE(app, argc, argv);
@@ -207,20 +216,26 @@ int main(int argc, char** argv) {
     std::vector<Result> results;
     results.push_back({"fp32", 32, 32.0, base.perplexity, 0.0, 0.0, tokens_per_second(fp32)});
     // With --finetune-norms: the same model with its gains tuned end to end, as a row of its own.
+    // With --finetune-scales: gains and the uniform codes' group scales, another row.
     auto add_finetuned = [&](const m::Transformer& q, const std::string& label, int b, double bpw, double seconds) {
-      if (!finetune) return;
-      m::Transformer tuned = q;
-      m::FinetuneOptions fo;
-      fo.iterations = finetune_steps;
-      fo.learning_rate = finetune_lr;
-      fo.threads = threads;
-      const auto t0 = std::chrono::steady_clock::now();
-      const auto rep = m::finetune_norms(fp32, tuned, calibration, fo);
-      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      const auto r = m::kl_divergence(fp32, tuned, tokenizer, eval_stories, eval_opt);
-      results.push_back({label + "+norms", b, bpw, r.perplexity, r.mean_kl, seconds + s, tokens_per_second(tuned)});
-      std::cerr << label << "+norms: calibration KL " << rep.start_kl << " -> " << rep.final_kl << " (step "
-                << rep.best_iteration << "), perplexity " << r.perplexity << "\n";
+      for (const bool scales : {false, true}) {
+        if (!(scales ? finetune_scales : finetune)) continue;
+        m::Transformer tuned = q;
+        m::FinetuneOptions fo;
+        fo.iterations = finetune_steps;
+        fo.learning_rate = finetune_lr;
+        fo.threads = threads;
+        fo.scales = scales;
+        fo.scale_learning_rate = finetune_scale_lr;
+        const auto t0 = std::chrono::steady_clock::now();
+        const auto rep = m::finetune_model(fp32, tuned, calibration, fo);
+        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        const auto r = m::kl_divergence(fp32, tuned, tokenizer, eval_stories, eval_opt);
+        const std::string row = label + (scales ? "+scales" : "+norms");
+        results.push_back({row, b, bpw, r.perplexity, r.mean_kl, seconds + s, tokens_per_second(tuned)});
+        std::cerr << row << ": calibration KL " << rep.start_kl << " -> " << rep.final_kl << " (step "
+                  << rep.best_iteration << "), perplexity " << r.perplexity << "\n";
+      }
     };
     for (const auto& name : recipe_names) {
       for (int b : bits) {

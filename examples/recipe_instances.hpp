@@ -96,14 +96,20 @@ template qtl::model::Transformer qtl::model::quantize_sequential<void>(
     const qtl::model::SequentialOptions&, qtl::model::SequentialReport*);
 #endif
 
-// End-to-end gain tuning (part 1) and the whole-file quantizer (part 2): every block's forward
+// End-to-end gain and scale tuning (part 1) and the whole-file quantizer (part 2): every block's forward
 // and backward pass, and the GGUF pipeline, compiled once instead of in every program and test
 // that calls them.
 #if !defined(QTL_RECIPE_INSTANCES_PART) || QTL_RECIPE_INSTANCES_PART != 1
+extern template qtl::model::FinetuneReport qtl::model::finetune_model<void>(
+    const qtl::model::Transformer&, qtl::model::Transformer&, std::span<const std::vector<int>>,
+    const qtl::model::FinetuneOptions&);
 extern template qtl::model::FinetuneReport qtl::model::finetune_norms<void>(
     const qtl::model::Transformer&, qtl::model::Transformer&, std::span<const std::vector<int>>,
     const qtl::model::FinetuneOptions&);
 #else
+template qtl::model::FinetuneReport qtl::model::finetune_model<void>(
+    const qtl::model::Transformer&, qtl::model::Transformer&, std::span<const std::vector<int>>,
+    const qtl::model::FinetuneOptions&);
 template qtl::model::FinetuneReport qtl::model::finetune_norms<void>(
     const qtl::model::Transformer&, qtl::model::Transformer&, std::span<const std::vector<int>>,
     const qtl::model::FinetuneOptions&);

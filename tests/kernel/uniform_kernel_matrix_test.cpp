@@ -196,6 +196,76 @@ TEST(UniformKernelMatrix, RealModelWeightsMatchReference) {
   }
 }
 
+// multiply_group_scales(m) leaves the kernel exactly as if the matrix had been quantized with
+// each group's fp16 scale times m, rounded to fp16: same outputs, bit for bit, on every path.
+template <int B, qtl::Mode M>
+void check_scaled_groups(const Case& cs, unsigned seed) {
+  const auto w = qtl::test::gaussian(cs.rows, cs.cols, seed, 0.05f);
+  const auto x = qtl::test::gaussian(5, cs.cols, seed + 1);
+  auto q = qtl::quantize_matrix(qtl::Uniform<B, M>{}, cs.g, w);
+  const Index groups = q.layout.groups_per_row();
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> factor(0.7f, 1.3f);
+  std::vector<float> m(static_cast<std::size_t>(cs.rows * groups));
+  for (auto& f : m) f = factor(rng);
+  for (Index r = 0; r < cs.rows; ++r) {
+    for (Index g = 0; g < groups; ++g) {
+      auto& p = q.params[static_cast<std::size_t>(r * groups + g)];
+      p.scale = qtl::detail::half_to_float(qtl::detail::float_to_half(p.scale * m[static_cast<std::size_t>(r * groups + g)]));
+    }
+  }
+  const auto original = qtl::pack(qtl::quantize_matrix(qtl::Uniform<B, M>{}, cs.g, w));
+  const auto rescaled = qtl::pack(q);
+  for (KernelPath path : qtl::kernel::supported_kernel_paths()) {
+    for (ActivationMode mode : {ActivationMode::Fp32, ActivationMode::Int8}) {
+      SCOPED_TRACE(testing::Message() << B << "-bit " << cs.rows << "x" << cs.cols << " " << qtl::to_string(cs.g)
+                                      << " path=" << qtl::kernel::to_string(path));
+      UniformKernelMatrix k(original, mode, path);
+      const auto bounds = k.scale_group_bounds();
+      ASSERT_EQ(static_cast<Index>(bounds.size()), groups + 1);
+      EXPECT_EQ(bounds.front(), 0);
+      EXPECT_EQ(bounds.back(), cs.cols);
+      k.multiply_group_scales(m);
+      const UniformKernelMatrix expected(rescaled, mode, path);
+      ASSERT_EQ(k.bytes(), expected.bytes());
+      EXPECT_EQ(std::memcmp(k.view().data, expected.view().data, k.bytes()), 0);
+      qtl::RowMatrixXf y(x.rows(), cs.rows), ye(x.rows(), cs.rows);
+      k.gemm(x.data(), x.outerStride(), x.rows(), y.data(), y.outerStride(), 1);
+      expected.gemm(x.data(), x.outerStride(), x.rows(), ye.data(), ye.outerStride(), 1);
+      EXPECT_EQ(y, ye);
+    }
+  }
+}
+
+TEST(UniformKernelMatrix, MultipliedGroupScalesAreTheScalesOfAnotherQuantization) {
+  check_scaled_groups<4, qtl::Mode::Asymmetric>({13, 172, qtl::PerGroup{32}}, 51);
+  check_scaled_groups<2, qtl::Mode::Asymmetric>({31, 100, qtl::PerGroup{48}}, 52);
+  check_scaled_groups<3, qtl::Mode::Symmetric>({17, 64, qtl::PerRow{}}, 53);
+  check_scaled_groups<8, qtl::Mode::Symmetric>({20, 96, qtl::PerGroup{7}}, 54);
+}
+
+TEST(UniformKernelMatrix, MultiplyGroupScalesRejectsBadFactorsAndChangesNothing) {
+  const auto w = qtl::test::gaussian(16, 64, 61, 0.05f);
+  UniformKernelMatrix k(qtl::pack(qtl::quantize_matrix(qtl::Uniform<4>{}, qtl::PerGroup{32}, w)));
+  const std::vector<std::uint8_t> before(k.view().data, k.view().data + k.bytes());
+  std::vector<float> m(16 * 2, 1.0f);
+  auto error = [&](std::vector<float> f) { return qtl::test::error_of([&] { k.multiply_group_scales(f); }); };
+  EXPECT_NE(error(std::vector<float>(31, 1.0f)).find("m must have size 32, got 31"), std::string::npos);
+  m[5] = 0.0f;
+  EXPECT_NE(error(m).find("factor (2, 1) must be finite and > 0, got 0"), std::string::npos) << error(m);
+  m[5] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_NE(error(m).find("factor (2, 1)"), std::string::npos);
+  m[5] = 1e30f;
+  EXPECT_NE(error(m).find("leaves fp16's range"), std::string::npos) << error(m);
+  EXPECT_EQ(std::memcmp(before.data(), k.view().data, k.bytes()), 0);
+  // One scale for the whole matrix: no per-row scales to change.
+  UniformKernelMatrix t(qtl::pack(qtl::quantize_matrix(qtl::Uniform<4>{}, qtl::PerTensor{}, w)));
+  EXPECT_TRUE(t.scale_group_bounds().empty());
+  EXPECT_NE(qtl::test::error_of([&] { t.multiply_group_scales(std::vector<float>(16, 1.0f)); })
+                .find("one scale serves the whole 16x64 matrix"),
+            std::string::npos);
+}
+
 TEST(UniformKernelMatrix, CheckedEntryPointsRejectBadInput) {
   const auto w = qtl::test::gaussian(8, 40, 41, 0.1f);
   const auto packed = qtl::pack(qtl::quantize_matrix(qtl::Uniform<4>{}, qtl::PerGroup{16}, w));

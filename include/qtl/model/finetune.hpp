@@ -1,4 +1,4 @@
-// qtl/model/finetune.hpp — end-to-end tuning of a quantized model's RMSNorm gains.
+// qtl/model/finetune.hpp — end-to-end tuning of a quantized model's RMSNorm gains and group scales.
 //
 // Layer-wise and block-wise solvers each match a part of the model; what is measured is the
 // whole model's output distribution. Once every linear is quantized, the parameters left in
@@ -18,12 +18,23 @@
 // are summed in batch order, so the result does not depend on the thread count). The real model
 // (its own kernels) is evaluated on a fixed subset of the calibration sequences every
 // eval_every steps and the best gains are kept: never worse than the start on that subset.
+//
+// finetune_model with opt.scales also tunes the scales of the block linears' codes, where the
+// op has a scale per row and column group it can multiply in place (uniform codes on the packed
+// kernels, LinearOp::scale_group_bounds): W = m(r, g) ⊙ W₀ with W₀ the weights as quantized,
+// ∂L/∂m(r, g) = Σ_{c ∈ g} ∂L/∂W(r, c) W₀(r, c) from the same backward pass, and m folded into
+// the stored fp16 scales, so the model's size does not change. This is EfficientQAT's end-to-end
+// step-size training (E2E-QP: codes fixed, quantization scales trained on the model's loss),
+// here on the KL to the unquantized model; ops without such scales (vector codes, ggml blocks)
+// stay as they are.
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstddef>
 #include <limits>
+#include <memory>
 #include <random>
 #include <span>
 #include <string>
@@ -51,6 +62,13 @@ struct FinetuneOptions {
   unsigned seed = 0;
   /// Threads over the sequences of a batch or of the evaluation subset; 0 = hardware_concurrency().
   int threads = 0;
+  /// finetune_model only: also tune the group scales of every block linear that has them
+  /// (LinearOp::scale_group_bounds: uniform codes on the packed kernels), as multipliers in
+  /// [1 - scale_range, 1 + scale_range] per row and group, folded into the stored fp16 scales
+  /// (the model's size in bits does not change).
+  bool scales = false;
+  double scale_learning_rate = 1e-3;  ///< Adam's step size on the scale multipliers
+  double scale_range = 0.25;
 };
 
 struct FinetuneReport {
@@ -67,12 +85,13 @@ struct ModelWeights {
   BlockMatrix<S> classifier;  ///< [vocab x dim]
 };
 
-/// ∂(Σ_t KL) with respect to every RMSNorm gain, for one sequence.
+/// ∂(Σ_t KL) with respect to every RMSNorm gain and every block linear's weights, for one sequence.
 template <class S>
 struct GainGradient {
   double kl = 0.0;  ///< Σ_t KL(p_t ‖ q_t) over the sequence's positions (nats)
   std::vector<BlockVector<S>> attention_norm, ffn_norm;
   BlockVector<S> final_norm;
+  std::vector<std::array<BlockMatrix<S>, 7>> linear;  ///< per block, kBlockLinears order
 };
 
 /// The weights `model` computes with: each linear's effective weights (the op applied to the
@@ -163,10 +182,12 @@ template <class S>
   BlockMatrix<S> dh = BlockFunction<S>::rms_backward(n, r, dx * w.final_norm.asDiagonal());
   g.attention_norm.resize(layers);
   g.ffn_norm.resize(layers);
+  g.linear.resize(layers);
   for (std::size_t l = layers; l-- > 0;) {
     BlockGradient<S> b = f.backward(w.blocks[l], tapes[l], dh);
     g.attention_norm[l] = std::move(b.attention_norm);
     g.ffn_norm[l] = std::move(b.ffn_norm);
+    g.linear[l] = std::move(b.linear);
     dh = std::move(b.input);
   }
   return g;
@@ -183,7 +204,56 @@ inline void check_finetune_options(std::string_view where, const FinetuneOptions
   if (!(o.learning_rate > 0.0 && o.learning_rate <= 1.0)) {
     fail(where, ": learning_rate must be in (0, 1], got ", o.learning_rate);
   }
+  if (!(o.scale_learning_rate > 0.0 && o.scale_learning_rate <= 1.0)) {
+    fail(where, ": scale_learning_rate must be in (0, 1], got ", o.scale_learning_rate);
+  }
+  if (!(o.scale_range > 0.0 && o.scale_range < 1.0)) fail(where, ": scale_range must be in (0, 1), got ", o.scale_range);
 }
+
+/// One Adam step on the multipliers x (clamped to [lo, hi]) with gradient g at step t (from 1).
+inline void adam_step(VectorXf& x, VectorXf& mom1, VectorXf& mom2, const VectorXf& g, double t, double lr, float lo,
+                      float hi) {
+  constexpr double kBeta1 = 0.9, kBeta2 = 0.999, kEps = 1e-8;
+  for (Index i = 0; i < x.size(); ++i) {
+    const double gi = g(i);
+    mom1(i) = static_cast<float>(kBeta1 * mom1(i) + (1.0 - kBeta1) * gi);
+    mom2(i) = static_cast<float>(kBeta2 * mom2(i) + (1.0 - kBeta2) * gi * gi);
+    const double mh = mom1(i) / (1.0 - std::pow(kBeta1, t));
+    const double vh = mom2(i) / (1.0 - std::pow(kBeta2, t));
+    x(i) = std::clamp(static_cast<float>(x(i) - lr * mh / (std::sqrt(vh) + kEps)), lo, hi);
+  }
+}
+
+/// A block linear whose group scales finetune_model tunes: W = m(r, g) ⊙ W0 per row and group.
+struct ScaledLinear {
+  std::string name;
+  std::size_t layer = 0, slot = 0;      // block and kBlockLinears index
+  std::unique_ptr<LinearOp> pristine;   // the op as quantized
+  std::vector<Index> bounds;            // its groups' column bounds
+  RowMatrixXf w0;                       // its effective weights as quantized
+  VectorXf m, mom1, mom2, best;         // rows x groups multipliers, row-major
+
+  [[nodiscard]] Index groups() const { return static_cast<Index>(bounds.size()) - 1; }
+  /// m ⊙ W0 (per row and group).
+  [[nodiscard]] RowMatrixXf weights() const {
+    RowMatrixXf w = w0;
+    for (Index r = 0; r < w.rows(); ++r) {
+      for (Index g = 0; g < groups(); ++g) w.row(r).segment(bounds[g], bounds[g + 1] - bounds[g]) *= m(r * groups() + g);
+    }
+    return w;
+  }
+  /// ∂L/∂m from ∂L/∂W: Σ over each group's columns of ∂L/∂W ⊙ W0.
+  [[nodiscard]] VectorXf gradient(const RowMatrixXf& dw) const {
+    VectorXf out(m.size());
+    for (Index r = 0; r < w0.rows(); ++r) {
+      for (Index g = 0; g < groups(); ++g) {
+        const Index c0 = bounds[g], n = bounds[g + 1] - c0;
+        out(r * groups() + g) = dw.row(r).segment(c0, n).dot(w0.row(r).segment(c0, n));
+      }
+    }
+    return out;
+  }
+};
 
 /// log softmax of each row.
 inline RowMatrixXf log_softmax_rows(RowMatrixXf z) {
@@ -197,14 +267,15 @@ inline RowMatrixXf log_softmax_rows(RowMatrixXf z) {
 
 }  // namespace detail
 
-/// Tunes `quantized`'s RMSNorm gains to the unquantized model `fp32`'s output distribution on
-/// `calibration` (token sequences, cut to seq_len) and installs the best gains found (see the
-/// header comment). The two models must have the same configuration. Throws qtl::Error for
-/// mismatched models, empty or invalid sequences and bad options, before anything changes.
+/// Tunes `quantized`'s RMSNorm gains (and with opt.scales its block linears' group scales) to
+/// the unquantized model `fp32`'s output distribution on `calibration` (token sequences, cut to
+/// seq_len) and installs the best state found (see the header comment). The two models must
+/// have the same configuration. Throws qtl::Error for mismatched models, empty or invalid
+/// sequences and bad options, before anything changes.
 template <class Deferred = void>
-FinetuneReport finetune_norms(const Transformer& fp32, Transformer& quantized,
+FinetuneReport finetune_model(const Transformer& fp32, Transformer& quantized,
                               std::span<const std::vector<int>> calibration, const FinetuneOptions& opt = {}) {
-  constexpr std::string_view kWhere = "finetune_norms";
+  constexpr std::string_view kWhere = "finetune_model";
   detail::check_finetune_options(kWhere, opt);
   const io::Llama2cConfig& c = quantized.config();
   const io::Llama2cConfig& c0 = fp32.config();
@@ -225,7 +296,7 @@ FinetuneReport finetune_norms(const Transformer& fp32, Transformer& quantized,
   const int threads = opt.threads > 0 ? opt.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   const BlockFunction<float> f(c);
   ModelWeights<float> w = model_weights<float>(quantized);
-  check_model_weights(f, w, "finetune_norms: the quantized model");
+  check_model_weights(f, w, "finetune_model: the quantized model");
 
   // The evaluation subset (evenly spaced) and its targets, computed once.
   std::vector<std::size_t> eval;
@@ -249,6 +320,30 @@ FinetuneReport finetune_norms(const Transformer& fp32, Transformer& quantized,
     mom1.push_back(VectorXf::Zero(g.size()));
     mom2.push_back(VectorXf::Zero(g.size()));
   }
+  // The linears whose group scales are tuned, as multipliers of their quantized weights.
+  std::vector<detail::ScaledLinear> scaled;
+  if (opt.scales) {
+    for (std::size_t l = 0; l < L; ++l) {
+      for (std::size_t j = 0; j < kBlockLinears.size(); ++j) {
+        const std::string name = str_cat("layers.", l, ".", kBlockLinears[j]);
+        const LinearOp& op = quantized.linear(name);
+        std::vector<Index> bounds = op.scale_group_bounds();
+        if (bounds.size() < 2) continue;
+        detail::ScaledLinear x;
+        x.name = name;
+        x.layer = l;
+        x.slot = j;
+        x.pristine = op.clone();
+        x.bounds = std::move(bounds);
+        x.w0 = w.blocks[l].linear[j];
+        const Index n = x.w0.rows() * x.groups();
+        x.m = VectorXf::Ones(n);
+        x.mom1 = VectorXf::Zero(n);
+        x.mom2 = VectorXf::Zero(n);
+        scaled.push_back(std::move(x));
+      }
+    }
+  }
   auto gain = [&](std::size_t k) -> VectorXf { return g0[k].cwiseProduct(m[k]); };
   auto install = [&](Transformer& model) {
     for (std::size_t l = 0; l < L; ++l) {
@@ -256,6 +351,11 @@ FinetuneReport finetune_norms(const Transformer& fp32, Transformer& quantized,
       model.set_norm_gain(str_cat("layers.", l, ".ffn_norm"), gain(2 * l + 1));
     }
     model.set_norm_gain("norm", gain(2 * L));
+    for (const auto& x : scaled) {
+      std::unique_ptr<LinearOp> op = x.pristine->clone();
+      op->multiply_group_scales(std::span<const float>(x.m.data(), static_cast<std::size_t>(x.m.size())));
+      (void)model.set_linear(x.name, std::move(op));
+    }
   };
   kernel::parallel_for(static_cast<std::ptrdiff_t>(ne), threads, [&](std::ptrdiff_t b, std::ptrdiff_t e) {
     for (auto i = static_cast<std::size_t>(b); i < static_cast<std::size_t>(e); ++i) {
@@ -286,6 +386,7 @@ FinetuneReport finetune_norms(const Transformer& fp32, Transformer& quantized,
     if (kl < best_kl) {
       best_kl = kl;
       best_m = m;
+      for (auto& x : scaled) x.best = x.m;
       report.best_iteration = it;
     }
   };
@@ -293,7 +394,6 @@ FinetuneReport finetune_norms(const Transformer& fp32, Transformer& quantized,
   std::mt19937_64 rng(opt.seed);
   std::uniform_int_distribution<std::size_t> pick(0, n - 1);
   std::vector<GainGradient<float>> per_sequence(static_cast<std::size_t>(opt.batch_sequences));
-  constexpr double kBeta1 = 0.9, kBeta2 = 0.999, kEps = 1e-8;
   for (int it = 0; it <= opt.iterations; ++it) {
     if (it % opt.eval_every == 0 || it == opt.iterations) keep_if_better(it);
     if (it == opt.iterations) break;
@@ -308,6 +408,7 @@ FinetuneReport finetune_norms(const Transformer& fp32, Transformer& quantized,
       w.blocks[l].ffn_norm = gain(2 * l + 1);
     }
     w.final_norm = gain(2 * L);
+    for (const auto& x : scaled) w.blocks[x.layer].linear[x.slot] = x.weights();
     kernel::parallel_for(static_cast<std::ptrdiff_t>(batch.size()), threads, [&](std::ptrdiff_t b, std::ptrdiff_t e) {
       for (auto i = static_cast<std::size_t>(b); i < static_cast<std::size_t>(e); ++i) {
         const RowMatrixXf target = detail::log_softmax_rows(fp32.forward(seqs[batch[i]]));
@@ -321,21 +422,30 @@ FinetuneReport finetune_norms(const Transformer& fp32, Transformer& quantized,
         grad += k == 2 * L ? s.final_norm : (k % 2 == 0 ? s.attention_norm[k / 2] : s.ffn_norm[k / 2]);
       }
       grad = grad.cwiseProduct(g0[k]) / static_cast<float>(tokens);  // ∂L/∂m
-      for (Index ch = 0; ch < grad.size(); ++ch) {
-        const double gm = grad(ch);
-        mom1[k](ch) = static_cast<float>(kBeta1 * mom1[k](ch) + (1.0 - kBeta1) * gm);
-        mom2[k](ch) = static_cast<float>(kBeta2 * mom2[k](ch) + (1.0 - kBeta2) * gm * gm);
-        const double mh = mom1[k](ch) / (1.0 - std::pow(kBeta1, t));
-        const double vh = mom2[k](ch) / (1.0 - std::pow(kBeta2, t));
-        const double step = opt.learning_rate * mh / (std::sqrt(vh) + kEps);
-        m[k](ch) = std::clamp(static_cast<float>(m[k](ch) - step), 0.5f, 1.5f);
-      }
+      detail::adam_step(m[k], mom1[k], mom2[k], grad, t, opt.learning_rate, 0.5f, 1.5f);
+    }
+    const auto lo = static_cast<float>(1.0 - opt.scale_range), hi = static_cast<float>(1.0 + opt.scale_range);
+    for (auto& x : scaled) {
+      RowMatrixXf dw = RowMatrixXf::Zero(x.w0.rows(), x.w0.cols());
+      for (const auto& s : per_sequence) dw += s.linear[x.layer][x.slot];
+      const VectorXf grad = x.gradient(dw) / static_cast<float>(tokens);
+      detail::adam_step(x.m, x.mom1, x.mom2, grad, t, opt.scale_learning_rate, lo, hi);
     }
   }
   m = best_m;
+  for (auto& x : scaled) x.m = x.best;
   install(quantized);
   report.final_kl = best_kl;
   return report;
+}
+
+/// finetune_model with the gains alone (opt.scales must be off): what a GGUF file can carry
+/// (quantize_model_file rewrites only its norm tensors).
+template <class Deferred = void>
+FinetuneReport finetune_norms(const Transformer& fp32, Transformer& quantized,
+                              std::span<const std::vector<int>> calibration, const FinetuneOptions& opt = {}) {
+  if (opt.scales) fail("finetune_norms: tunes the gains only; finetune_model tunes the scales too (opt.scales)");
+  return finetune_model<Deferred>(fp32, quantized, calibration, opt);
 }
 
 }  // namespace qtl::model

@@ -8,8 +8,10 @@
 #pragma once
 
 #include <memory>
+#include <span>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "qtl/format/packed_matrix.hpp"
 #include "qtl/format/table_packed.hpp"
@@ -65,6 +67,20 @@ class PackedLinear final : public LinearOp {
     return std::make_unique<PackedLinear>(*this);
   }
   [[nodiscard]] std::string describe() const override { return description_; }
+  [[nodiscard]] std::vector<Index> scale_group_bounds() const override {
+    if constexpr (requires { kernel_.scale_group_bounds(); }) {
+      return kernel_.scale_group_bounds();
+    } else {
+      return {};
+    }
+  }
+  void multiply_group_scales(std::span<const float> m) override {
+    if constexpr (requires { kernel_.multiply_group_scales(m); }) {
+      kernel_.multiply_group_scales(m);
+    } else {
+      LinearOp::multiply_group_scales(m);
+    }
+  }
 
   /// Bits per weight of the stored form (codes + scales + zeros + tables + extras).
   [[nodiscard]] double bits_per_weight() const { return bits_per_weight_; }

@@ -51,6 +51,16 @@ class LinearOp {
   [[nodiscard]] virtual std::unique_ptr<LinearOp> clone() const = 0;
   /// A short description for reports, e.g. "dense fp32 64x172".
   [[nodiscard]] virtual std::string describe() const = 0;
+  /// For ops whose weights carry a scale per row and column group that can be multiplied in
+  /// place at no cost in bits (uniform codes on the packed kernels: W(r, c) = s(r, g) (q - z)):
+  /// the groups' column bounds, groups + 1 entries (group g = columns [b[g], b[g+1])), the
+  /// same for every row. Empty (the default): the op has no such scales.
+  [[nodiscard]] virtual std::vector<Index> scale_group_bounds() const { return {}; }
+  /// Multiplies the scale of row r's group g by m[r * groups + g] (see scale_group_bounds).
+  /// Throws qtl::Error for an op without such scales, and as the op's kernel does for bad factors.
+  virtual void multiply_group_scales(std::span<const float> /*m*/) {
+    fail("LinearOp: '", describe(), "' has no group scales to multiply");
+  }
 
  protected:
   LinearOp() = default;

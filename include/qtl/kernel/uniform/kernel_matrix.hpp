@@ -19,8 +19,11 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
+#include <span>
 #include <string_view>
+#include <vector>
 
 #include "qtl/core/error.hpp"
 #include "qtl/core/types.hpp"
@@ -108,6 +111,38 @@ class UniformKernelMatrix : public CheckedKernel<UniformKernelMatrix> {
   [[nodiscard]] UniformKernelView view() const noexcept { return layout_.view(); }
 
   void set_mode(ActivationMode mode) noexcept { mode_ = mode; }
+
+  /// Column bounds of the scale groups of every row: groups + 1 entries, group g = columns
+  /// [b[g], b[g+1]). Empty when one scale serves the whole matrix (per-tensor codes): that
+  /// scale cannot change per row.
+  [[nodiscard]] std::vector<Index> scale_group_bounds() const {
+    if (layout_.shared_params()) return {};
+    const UniformKernelView v = layout_.view();
+    return std::vector<Index>(v.group_col_begin, v.group_col_begin + v.groups + 1);
+  }
+
+  /// Multiplies the scale of row r's group g by m[r * groups + g] in place, rounded to fp16
+  /// (the stored form, so the matrix's size in bits does not change): W(r, c) becomes
+  /// m[r, g(c)] W(r, c) up to that rounding. Throws qtl::Error, changing nothing, for a size
+  /// other than rows x groups, a factor that is not finite and > 0, a scale that would leave
+  /// fp16's range, or a per-tensor matrix.
+  void multiply_group_scales(std::span<const float> m) {
+    constexpr std::string_view kWhere = "UniformKernelMatrix::multiply_group_scales";
+    if (layout_.shared_params()) fail(kWhere, ": one scale serves the whole ", rows(), "x", cols(), " matrix");
+    const UniformKernelView v = layout_.view();
+    require_size(kWhere, "m", static_cast<Index>(m.size()), v.rows * v.groups);
+    for (std::ptrdiff_t row = 0; row < v.rows; ++row) {
+      for (std::ptrdiff_t g = 0; g < v.groups; ++g) {
+        const float f = m[static_cast<std::size_t>(row * v.groups + g)];
+        if (!(std::isfinite(f) && f > 0.0f)) fail(kWhere, ": factor (", row, ", ", g, ") must be finite and > 0, got ", f);
+        const float s = qtl::detail::half_to_float(v.params(row / kTileRows)[g].scale[row % kTileRows]) * f;
+        if (!std::isfinite(qtl::detail::half_to_float(qtl::detail::float_to_half(s)))) {
+          fail(kWhere, ": the scale of (", row, ", ", g, ") times ", f, " leaves fp16's range");
+        }
+      }
+    }
+    layout_.multiply_scales(m.data());
+  }
   // Work units (set_min_work_per_thread): 16-row tiles x 32-column blocks x tokens, ~0.5k
   // multiply-adds each; default 2048 per thread (a few microseconds).
   static constexpr std::ptrdiff_t kDefaultMinWorkPerThread = 2048;

@@ -54,6 +54,7 @@
 #include <vector>
 
 #include "qtl/detail/aligned_buffer.hpp"
+#include "qtl/detail/fp16.hpp"
 #include "qtl/format/blocks.hpp"
 #include "qtl/kernel/common/group_blocks.hpp"
 #include "qtl/kernel/common/prefetch.hpp"
@@ -207,6 +208,26 @@ class UniformKernelLayout {
   /// Bytes a GEMV reads from this layout (every tile, padding included).
   [[nodiscard]] std::size_t bytes() const noexcept { return buffer_.size(); }
 
+  /// True when one parameter set serves every row (a per-tensor source): its copies in the
+  /// tiles must stay equal.
+  [[nodiscard]] bool shared_params() const noexcept { return shared_params_; }
+
+  /// Multiplies the scale of row r's group g by m[r * groups + g] and rounds it to fp16 again
+  /// (the stored form). Unchecked: m holds rows x groups finite factors, the caller checks the
+  /// products stay finite.
+  void multiply_scales(const float* m) noexcept {
+    const std::ptrdiff_t groups = geo_.groups;
+    for (std::ptrdiff_t t = 0; t < tiles_; ++t) {
+      auto* params = reinterpret_cast<TileGroupParams*>(buffer_.data() + t * tile_bytes_);
+      for (int r = 0; r < kTileRows && t * kTileRows + r < rows_; ++r) {
+        const float* f = m + (t * kTileRows + r) * groups;
+        for (std::ptrdiff_t g = 0; g < groups; ++g) {
+          params[g].scale[r] = qtl::detail::float_to_half(qtl::detail::half_to_float(params[g].scale[r]) * f[g]);
+        }
+      }
+    }
+  }
+
  private:
   struct ParamPair {
     std::uint16_t scale;
@@ -220,6 +241,7 @@ class UniformKernelLayout {
     bits_ = bits;
     rows_ = rows;
     cols_ = cols;
+    shared_params_ = groups_per_row == 0;
     geo_ = GroupBlocks(cols, groups_per_row <= 1 ? 1 : groups_per_row, group_size, kBlockCols);
     const std::ptrdiff_t groups = geo_.groups, nb = geo_.blocks;
     tiles_ = (rows + kTileRows - 1) / kTileRows;
@@ -255,6 +277,7 @@ class UniformKernelLayout {
   detail::AlignedBuffer buffer_;
   alignas(16) std::uint8_t code_map_[16] = {};
   bool has_code_map_ = false;
+  bool shared_params_ = false;
 };
 
 }  // namespace qtl::kernel
