@@ -138,7 +138,7 @@ void check_model_weights(const BlockFunction<S>& f, const ModelWeights<S>& w, st
 
 /// One sequence: the model's logits z from the embedded tokens h0 [T x dim], Σ_t KL(p_t ‖
 /// softmax(z_t)) with p_t = exp(target_log_probs row t) [T x vocab], and (with `gradient`) its
-/// gradient with respect to every gain. Throws qtl::Error for weights that do not fit f
+/// gradient with respect to every gain and every block linear's weights. Throws qtl::Error for weights that do not fit f
 /// (check_model_weights), T outside [1, seq_len], a target of another shape than [T x vocab],
 /// and NaN/Inf in h0 or the target.
 template <class S>
