@@ -48,6 +48,13 @@ m::BlockMatrix<S> log_softmax(const m::BlockMatrix<S>& z) {
   return out;
 }
 
+/// n stories from `first` on, each cut to at most `tokens` tokens (the tuning tests' short sets).
+std::vector<std::vector<int>> stories(std::size_t first, std::size_t n, std::size_t tokens) {
+  auto out = fixture().calibration(first, n);
+  for (auto& ids : out) ids.resize(std::min(ids.size(), tokens));
+  return out;
+}
+
 /// Mean KL(fp32 ‖ model) per token over the sequences.
 double mean_kl(const m::Transformer& model, const std::vector<std::vector<int>>& seqs) {
   double sum = 0.0;
@@ -115,10 +122,8 @@ TEST_F(FinetuneTest, GainGradientEqualsFiniteDifferences) {
 
 TEST_F(FinetuneTest, LowersTheKlOnStoriesItNeverSawAndIgnoresTheThreadCount) {
   const auto& f = fixture();
-  auto calibration = f.calibration(0, 12);
-  for (auto& ids : calibration) ids.resize(std::min<std::size_t>(ids.size(), 96));
-  auto held_out = f.calibration(300, 8);
-  for (auto& ids : held_out) ids.resize(std::min<std::size_t>(ids.size(), 128));
+  const auto calibration = stories(0, 12, 96);
+  const auto held_out = stories(300, 8, 128);
   m::FinetuneOptions opt;
   opt.iterations = 30;
   opt.learning_rate = 3e-3;
@@ -168,10 +173,8 @@ TEST_F(FinetuneTest, LowersTheKlOnStoriesItNeverSawAndIgnoresTheThreadCount) {
 // size and its codes (each weight moves by one factor per row and group within the range).
 TEST_F(FinetuneTest, ScalesLowerTheKlBeyondTheGainsAtTheSameSize) {
   const auto& f = fixture();
-  auto calibration = f.calibration(0, 12);
-  for (auto& ids : calibration) ids.resize(std::min<std::size_t>(ids.size(), 96));
-  auto held_out = f.calibration(300, 8);
-  for (auto& ids : held_out) ids.resize(std::min<std::size_t>(ids.size(), 128));
+  const auto calibration = stories(0, 12, 96);
+  const auto held_out = stories(300, 8, 128);
   m::FinetuneOptions opt;
   opt.iterations = 20;
   opt.learning_rate = 3e-3;
@@ -212,6 +215,16 @@ TEST_F(FinetuneTest, ScalesLowerTheKlBeyondTheGainsAtTheSameSize) {
   EXPECT_ERROR_HAS(m::finetune_norms(f.fp32, q, calibration, norms_only), "finetune_model tunes the scales too");
   norms_only.scale_range = 1.0;
   EXPECT_ERROR_HAS(m::finetune_model(f.fp32, q, calibration, norms_only), "scale_range must be in (0, 1), got 1");
+  norms_only.scale_range = 0.2;
+  norms_only.scale_learning_rate = 0.0;
+  EXPECT_ERROR_HAS(m::finetune_model(f.fp32, q, calibration, norms_only), "scale_learning_rate must be in (0, 1], got 0");
+  norms_only.scale_learning_rate = 2.0;
+  EXPECT_ERROR_HAS(m::finetune_model(f.fp32, q, calibration, norms_only), "scale_learning_rate must be in (0, 1], got 2");
+  // An op without group scales (the fp32 model's dense weights) has none to offer or multiply.
+  const auto dense = f.fp32.linear("layers.0.wq").clone();
+  EXPECT_TRUE(dense->scale_group_bounds().empty());
+  const std::vector<float> ones(64, 1.0f);
+  EXPECT_ERROR_HAS(dense->multiply_group_scales(ones), "has no group scales to multiply");
 }
 
 TEST_F(FinetuneTest, BadInputNamesTheValue) {
