@@ -44,12 +44,14 @@ qtl::PackedMatrix random_uniform_packed(Index rows, Index cols, Index group, uns
   return qtl::pack(q);
 }
 
-/// The same for a run-time bit width (2, 3, 4 or 8).
+/// The same for a run-time bit width (2, 3, 4, 5, 6 or 8).
 inline qtl::PackedMatrix random_uniform_packed(int bits, Index rows, Index cols, Index group, unsigned seed) {
   switch (bits) {
     case 2: return random_uniform_packed<2>(rows, cols, group, seed);
     case 3: return random_uniform_packed<3>(rows, cols, group, seed);
     case 4: return random_uniform_packed<4>(rows, cols, group, seed);
+    case 5: return random_uniform_packed<5>(rows, cols, group, seed);
+    case 6: return random_uniform_packed<6>(rows, cols, group, seed);
     default: return random_uniform_packed<8>(rows, cols, group, seed);
   }
 }

@@ -201,7 +201,7 @@ void register_benchmarks() {
   const std::vector<std::pair<Index, Index>> shapes = {
       {4096, 4096}, {14336, 4096}, {4096, 14336}, {64, 64}, {172, 64}, {64, 172}, {512, 64}};
   for (auto [rows, cols] : shapes) {
-    for (int bits : {2, 3, 4, 8}) {
+    for (int bits : {2, 3, 4, 5, 6, 8}) {
       for (int threads : {1, 2}) {
         for (int mode : {1, 0}) {
           if (mode == 0 && bits != 4 && bits != 2) continue;  // fp32 activations: 2 and 4 bits

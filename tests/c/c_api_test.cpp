@@ -197,6 +197,8 @@ TEST(CApi, EveryFormatAndMethodMatchesTheCppApiBitForBit) {
   check_against_cpp(qtl::Uniform<3>{}, {"uniform3", 16, true});
   check_against_cpp(qtl::Uniform<4>{}, {"uniform4", 32, true});
   check_against_cpp(qtl::Uniform<4>{}, {"uniform4", 0, false});
+  check_against_cpp(qtl::Uniform<5>{}, {"uniform5", 32, true});
+  check_against_cpp(qtl::Uniform<6>{}, {"uniform6", 0, false});
   check_against_cpp(qtl::Uniform<8>{}, {"uniform8", 64, true});
   check_against_cpp(qtl::NF4{}, {"nf4", 32, false});
   check_against_cpp(qtl::NF4{}, {"nf4", 32, true});
@@ -389,9 +391,9 @@ TEST(CApiErrors, BadArgumentsAreStatusesWithMessagesNamingTheValue) {
   EXPECT_NE(last().find("out is NULL"), std::string::npos) << last();
   EXPECT_EQ(qtl_quantize(w.data(), 0, 64, &o, &m), QTL_ERROR_INVALID_ARGUMENT);
   EXPECT_NE(last().find("0x64"), std::string::npos) << last();
-  o.format = "uniform5";
+  o.format = "uniform7";
   EXPECT_EQ(qtl_quantize(w.data(), 8, 64, &o, &m), QTL_ERROR_INVALID_ARGUMENT);
-  EXPECT_NE(last().find("unknown format 'uniform5'"), std::string::npos) << last();
+  EXPECT_NE(last().find("unknown format 'uniform7'"), std::string::npos) << last();
   o.format = "q4_0";
   o.group_size = 64;
   EXPECT_EQ(qtl_quantize(w.data(), 8, 64, &o, &m), QTL_ERROR_INVALID_ARGUMENT);

@@ -9,7 +9,7 @@
 namespace {
 
 TEST(CodeBlocks, EveryCodeInEveryPositionRoundTrips) {
-  for (int bits : {2, 3, 4, 8}) {
+  for (int bits : {2, 3, 4, 5, 6, 8}) {
     std::mt19937 rng(static_cast<unsigned>(bits));
     for (int trial = 0; trial < 200; ++trial) {
       std::uint8_t codes[32], block[32] = {};
@@ -34,6 +34,14 @@ TEST(CodeBlocks, DocumentedBitOrder) {
   codes[20] = 0xA;  // 4-bit: high nibble of byte 4
   qtl::pack_code_block(4, codes, block);
   EXPECT_EQ(block[4], 0xA0);
+  codes[20] = 0x1A;  // 5-bit: low nibble as 4-bit; bit 4 at qh[20 % 4 = 0] bit 20/4 = 5
+  qtl::pack_code_block(5, codes, block);
+  EXPECT_EQ(block[4], 0xA0);
+  EXPECT_EQ(block[16 + 0], 0b00100000);
+  codes[20] = 0x2A;  // 6-bit: bits 4..5 (10) as the 2-bit code 20 of a BlockQ2 at byte 16
+  qtl::pack_code_block(6, codes, block);
+  EXPECT_EQ(block[4], 0xA0);
+  EXPECT_EQ(block[16 + 20 % 8], 0b00100000);  // byte 4 of the plane, bits 2*(20/8) = 4..5
 }
 
 template <int B, qtl::Mode M>
@@ -75,10 +83,14 @@ TEST(PackedMatrix, RoundTripsBitExactlyForEveryWidthAndShape) {
   round_trips_for_bits<2, qtl::Mode::Asymmetric>();
   round_trips_for_bits<3, qtl::Mode::Asymmetric>();
   round_trips_for_bits<4, qtl::Mode::Asymmetric>();
+  round_trips_for_bits<5, qtl::Mode::Asymmetric>();
+  round_trips_for_bits<6, qtl::Mode::Asymmetric>();
   round_trips_for_bits<8, qtl::Mode::Asymmetric>();
   round_trips_for_bits<2, qtl::Mode::Symmetric>();
   round_trips_for_bits<3, qtl::Mode::Symmetric>();
   round_trips_for_bits<4, qtl::Mode::Symmetric>();
+  round_trips_for_bits<5, qtl::Mode::Symmetric>();
+  round_trips_for_bits<6, qtl::Mode::Symmetric>();
   round_trips_for_bits<8, qtl::Mode::Symmetric>();
 }
 

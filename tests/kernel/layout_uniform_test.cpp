@@ -60,6 +60,8 @@ TEST(LayoutUniform, CodesAndParamsLandWhereTheCommentSays) {
       check_layout<2, qtl::Mode::Asymmetric>(rows, cols, g, ++seed);
       check_layout<3, qtl::Mode::Asymmetric>(rows, cols, g, ++seed);
       check_layout<4, qtl::Mode::Symmetric>(rows, cols, g, ++seed);
+      check_layout<5, qtl::Mode::Asymmetric>(rows, cols, g, ++seed);
+      check_layout<6, qtl::Mode::Symmetric>(rows, cols, g, ++seed);
       check_layout<8, qtl::Mode::Asymmetric>(rows, cols, g, ++seed);
     }
   }
@@ -67,7 +69,7 @@ TEST(LayoutUniform, CodesAndParamsLandWhereTheCommentSays) {
 
 TEST(LayoutUniform, TileCodeInvertsSetTileCodeForEveryPosition) {
   std::mt19937 rng(5);
-  for (int bits : {2, 3, 4, 8}) {
+  for (int bits : {2, 3, 4, 5, 6, 8}) {
     std::uint8_t block[512] = {};
     int codes[16][32];
     for (int r = 0; r < 16; ++r) {
@@ -85,6 +87,12 @@ TEST(LayoutUniform, TileCodeInvertsSetTileCodeForEveryPosition) {
     }
     if (bits == 2) {
       ASSERT_EQ((block[64 * 1 + 4 * 3 + 1] >> 4) & 3, codes[3][21]);  // t = 5: vector 1, bits 4..5
+    }
+    if (bits == 5) {  // low nibble as 4-bit; bit 4 is bit t = 5 of the plane at byte 256
+      ASSERT_EQ(((block[64 * 1 + 4 * 3 + 1] >> 4) & 15) | ((block[256 + 4 * 3 + 1] >> 5) & 1) << 4, codes[3][21]);
+    }
+    if (bits == 6) {  // bits 4..5 as a 2-bit operand t = 5 of the planes at byte 256
+      ASSERT_EQ(((block[64 * 1 + 4 * 3 + 1] >> 4) & 15) | ((block[256 + 64 * 1 + 4 * 3 + 1] >> 4) & 3) << 4, codes[3][21]);
     }
   }
 }

@@ -117,6 +117,8 @@ void check_every_format(const Case& cs, const qtl::RowMatrixXf& w, const qtl::Ro
   check_bits<2>(cs, w, x, what);
   check_bits<3>(cs, w, x, what);
   check_bits<4>(cs, w, x, what);
+  check_bits<5>(cs, w, x, what);
+  check_bits<6>(cs, w, x, what);
   check_bits<8>(cs, w, x, what);
 }
 
@@ -193,6 +195,7 @@ TEST(UniformKernelMatrix, RealModelWeightsMatchReference) {
     const auto x = qtl::test::gaussian(9, w.cols(), 31);
     check_bits<4>(cs, w, x, name);
     check_bits<2>(cs, w, x, name);
+    check_bits<5>(cs, w, x, name);
   }
 }
 
@@ -242,6 +245,7 @@ TEST(UniformKernelMatrix, MultipliedGroupScalesAreTheScalesOfAnotherQuantization
   check_scaled_groups<2, qtl::Mode::Asymmetric>({31, 100, qtl::PerGroup{48}}, 52);
   check_scaled_groups<3, qtl::Mode::Symmetric>({17, 64, qtl::PerRow{}}, 53);
   check_scaled_groups<8, qtl::Mode::Symmetric>({20, 96, qtl::PerGroup{7}}, 54);
+  check_scaled_groups<6, qtl::Mode::Asymmetric>({19, 172, qtl::PerGroup{32}}, 55);
 }
 
 TEST(UniformKernelMatrix, MultiplyGroupScalesRejectsBadFactorsAndChangesNothing) {

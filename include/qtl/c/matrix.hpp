@@ -41,7 +41,7 @@ namespace qtl::c_api {
 
 /// Serialized format ids (part of the layout: never renumber).
 enum class FormatId : std::uint32_t {
-  Uniform2 = 1, Uniform3 = 2, Uniform4 = 3, Uniform8 = 4,
+  Uniform2 = 1, Uniform3 = 2, Uniform4 = 3, Uniform8 = 4, Uniform5 = 5, Uniform6 = 6,
   NF4 = 16, Log2_2 = 17, Log2_3 = 18, Log2_4 = 19, Ternary = 20,
   Q4_0 = 64, Q4_1 = 65, Q5_0 = 66, Q5_1 = 67, Q8_0 = 68, IQ4_NL = 69, TQ1_0 = 70, TQ2_0 = 71,
   Q2_K = 72, Q3_K = 73, Q4_K = 74, Q5_K = 75, Q6_K = 76,
@@ -53,7 +53,8 @@ struct FormatName {
 };
 inline constexpr FormatName kFormats[] = {
     {"uniform2", FormatId::Uniform2}, {"uniform3", FormatId::Uniform3}, {"uniform4", FormatId::Uniform4},
-    {"uniform8", FormatId::Uniform8}, {"nf4", FormatId::NF4},           {"log2-2", FormatId::Log2_2},
+    {"uniform5", FormatId::Uniform5}, {"uniform6", FormatId::Uniform6}, {"uniform8", FormatId::Uniform8},
+    {"nf4", FormatId::NF4},           {"log2-2", FormatId::Log2_2},
     {"log2-3", FormatId::Log2_3},     {"log2-4", FormatId::Log2_4},     {"ternary", FormatId::Ternary},
     {"q4_0", FormatId::Q4_0},         {"q4_1", FormatId::Q4_1},         {"q5_0", FormatId::Q5_0},
     {"q5_1", FormatId::Q5_1},         {"q8_0", FormatId::Q8_0},         {"iq4_nl", FormatId::IQ4_NL},
@@ -88,6 +89,8 @@ decltype(auto) with_quantizer(FormatId id, F&& f) {
     case FormatId::Uniform2: return f(Uniform<2>{});
     case FormatId::Uniform3: return f(Uniform<3>{});
     case FormatId::Uniform4: return f(Uniform<4>{});
+    case FormatId::Uniform5: return f(Uniform<5>{});
+    case FormatId::Uniform6: return f(Uniform<6>{});
     case FormatId::Uniform8: return f(Uniform<8>{});
     case FormatId::NF4: return f(NF4{});
     case FormatId::Log2_2: return f(Log2<2>{});

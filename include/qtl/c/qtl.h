@@ -24,7 +24,7 @@
  * Serialized layout (version 1; all integers little-endian):
  *   0   char[4]  "QTLM"
  *   4   u32      layout version (1)
- *   8   u32      format id: uniform2..8 1-4 (uniform8 = 4), nf4 16, log2-2..4 17-19, ternary 20,
+ *   8   u32      format id: uniform2..4 1-3, uniform8 4, uniform5 5, uniform6 6, nf4 16, log2-2..4 17-19, ternary 20,
  *                q4_0 64, q4_1 65, q5_0 66, q5_1 67, q8_0 68, iq4_nl 69, tq1_0 70, tq2_0 71,
  *                q2_K..q6_K 72-76
  *   12  u32      flags: bit 0 = int8 activations, bit 1 = input scales present
@@ -82,7 +82,8 @@ typedef enum qtl_activations {
 } qtl_activations;
 
 /* Formats by name (qtl_quantize_options.format):
- *   "uniform2" "uniform3" "uniform4" "uniform8"  asymmetric uniform codes, fp16 scale + zero per group
+ *   "uniform2" "uniform3" "uniform4"             asymmetric uniform codes, fp16 scale + zero per group
+ *   "uniform5" "uniform6" "uniform8"             (the same at 5, 6 and 8 bits)
  *   "nf4"                                        NF4 levels, fp16 scale per group
  *   "log2-2" "log2-3" "log2-4"                   signed powers of two, fp16 scale per group
  *   "ternary"                                    {-a, 0, a}, a = mean|w| of the group

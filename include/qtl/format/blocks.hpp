@@ -1,4 +1,4 @@
-// qtl/format/blocks.hpp — bit-packed code blocks of 32 codes, for 2, 3, 4 and 8 bits.
+// qtl/format/blocks.hpp — bit-packed code blocks of 32 codes, for 2, 3, 4, 5, 6 and 8 bits.
 //
 // A block holds the codes of 32 consecutive weights of one row (weights i = 0..31). The layouts
 // put codes that SIMD code wants side by side into the same bit positions of consecutive bytes,
@@ -10,7 +10,13 @@
 //                      high bit of code i in qh[i % 4], bit i/4
 //   BlockQ4 (16 bytes) code i < 16 in the low nibble of qs[i], code i >= 16 in the high nibble
 //                      of qs[i - 16]
+//   BlockQ5 (20 bytes) low 4 bits of code i as in BlockQ4, in ql[16];
+//                      bit 4 of code i in qh[i % 4], bit i/4 (as BlockQ3's high bit)
+//   BlockQ6 (24 bytes) low 4 bits of code i as in BlockQ4, in ql[16];
+//                      bits 4..5 of code i in qh[8] as BlockQ2 stores a 2-bit code
 //   BlockQ8 (32 bytes) code i is qs[i]
+// 5 and 6 bits are the 4-bit block plus high-bit planes (ggml's q5_0 and q6_K split their codes
+// the same way), so one 4-bit unpack and one plane unpack give a vector of codes.
 //
 // Everything here is plain data and plain C++: kernel code includes it, so no Eigen.
 #pragma once
@@ -33,12 +39,22 @@ struct BlockQ3 {
 struct BlockQ4 {
   std::uint8_t qs[16];
 };
+struct BlockQ5 {
+  std::uint8_t ql[16];
+  std::uint8_t qh[4];
+};
+struct BlockQ6 {
+  std::uint8_t ql[16];
+  std::uint8_t qh[8];
+};
 struct BlockQ8 {
   std::uint8_t qs[32];
 };
 static_assert(sizeof(BlockQ2) == 8 && std::is_trivially_copyable_v<BlockQ2>);
 static_assert(sizeof(BlockQ3) == 12 && std::is_trivially_copyable_v<BlockQ3>);
 static_assert(sizeof(BlockQ4) == 16 && std::is_trivially_copyable_v<BlockQ4>);
+static_assert(sizeof(BlockQ5) == 20 && std::is_trivially_copyable_v<BlockQ5>);
+static_assert(sizeof(BlockQ6) == 24 && std::is_trivially_copyable_v<BlockQ6>);
 static_assert(sizeof(BlockQ8) == 32 && std::is_trivially_copyable_v<BlockQ8>);
 
 /// Bytes of one 32-code block of `bits`-bit codes (0 for an unsupported width).
@@ -47,6 +63,8 @@ static_assert(sizeof(BlockQ8) == 32 && std::is_trivially_copyable_v<BlockQ8>);
     case 2: return sizeof(BlockQ2);
     case 3: return sizeof(BlockQ3);
     case 4: return sizeof(BlockQ4);
+    case 5: return sizeof(BlockQ5);
+    case 6: return sizeof(BlockQ6);
     case 8: return sizeof(BlockQ8);
     default: return 0;
   }
@@ -81,6 +99,24 @@ inline void pack_code_block(int bits, const std::uint8_t* codes, std::uint8_t* d
         dst[j] = static_cast<std::uint8_t>((codes[j] & 15) | (codes[j + 16] & 15) << 4);
       }
       break;
+    case 5:
+    case 6: {
+      for (int j = 0; j < 16; ++j) {
+        dst[j] = static_cast<std::uint8_t>((codes[j] & 15) | (codes[j + 16] & 15) << 4);
+      }
+      if (bits == 5) {  // bit 4 of code j + 4k is bit k of qh[j]
+        for (int j = 0; j < 4; ++j) {
+          std::uint8_t h = 0;
+          for (int k = 0; k < 8; ++k) h = static_cast<std::uint8_t>(h | ((codes[j + 4 * k] >> 4) & 1) << k);
+          dst[16 + j] = h;
+        }
+      } else {  // bits 4..5 as a BlockQ2
+        std::uint8_t high[32];
+        for (int i = 0; i < 32; ++i) high[i] = static_cast<std::uint8_t>(codes[i] >> 4);
+        pack_code_block(2, high, dst + 16);
+      }
+      break;
+    }
     case 8:
       for (int j = 0; j < 32; ++j) dst[j] = codes[j];
       break;
@@ -97,6 +133,8 @@ inline void pack_code_block(int bits, const std::uint8_t* codes, std::uint8_t* d
       return static_cast<std::uint8_t>(((src[i % 8] >> (2 * (i / 8))) & 3) |
                                        ((src[8 + i % 4] >> (i / 4)) & 1) << 2);
     case 4: return static_cast<std::uint8_t>(i < 16 ? (src[i] & 15) : (src[i - 16] >> 4));
+    case 5: return static_cast<std::uint8_t>(code_in_block(4, src, i) | ((src[16 + i % 4] >> (i / 4)) & 1) << 4);
+    case 6: return static_cast<std::uint8_t>(code_in_block(4, src, i) | code_in_block(2, src + 16, i) << 4);
     case 8: return src[i];
     default: return 0;
   }

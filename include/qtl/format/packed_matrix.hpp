@@ -85,7 +85,7 @@ class PackedMatrix {
                                                const std::uint8_t* codes, std::size_t code_bytes,
                                                std::vector<std::uint16_t> scales, std::vector<std::uint8_t> zeros) {
     constexpr std::string_view kWhere = "PackedMatrix::from_parts";
-    if (!is_packable_bits(bits)) fail(kWhere, ": bits must be 2, 3, 4 or 8, got ", bits);
+    if (!is_packable_bits(bits)) fail(kWhere, ": bits must be 2, 3, 4, 5, 6 or 8, got ", bits);
     PackedMatrix out;
     out.bits_ = bits;
     out.symmetric_ = symmetric;
@@ -124,7 +124,7 @@ class PackedMatrix {
   std::vector<std::uint8_t> zeros_;
 };
 
-/// Packs a uniform QuantizedMatrix. Bit widths 2, 3, 4 and 8 have block layouts.
+/// Packs a uniform QuantizedMatrix. Bit widths 2, 3, 4, 5, 6 and 8 have block layouts.
 /// (A constraint, not a static_assert, so generic code can ask `requires { pack(q); }`.)
 template <int B, Mode M>
   requires(is_packable_bits(B))

@@ -68,6 +68,8 @@ inline void dispatch_bits(const UniformKernelView& w, Tiles&& tiles) noexcept {
     case 2: tiles(std::integral_constant<int, 2>{}, std::false_type{}); break;
     case 3: tiles(std::integral_constant<int, 3>{}, std::false_type{}); break;
     case 4: tiles(std::integral_constant<int, 4>{}, std::false_type{}); break;
+    case 5: tiles(std::integral_constant<int, 5>{}, std::false_type{}); break;
+    case 6: tiles(std::integral_constant<int, 6>{}, std::false_type{}); break;
     case 8: tiles(std::integral_constant<int, 8>{}, std::false_type{}); break;
     default: break;
   }

@@ -7,7 +7,7 @@
 //   Avx512      S += vpmaddwd(vpmaddubsw(codes_u8, acts_s8), 1)  (ggml's AVX2 recipe, on zmm)
 // vpmaddubsw adds pairs of u8 x s8 products into int16 with saturation; codes < 16 keep every
 // pair below 2 * 15 * 127 = 3810, so the 8 operands of a block are summed in int16 (<= 30480)
-// before one vpmaddwd. 8-bit codes would overflow it, so that case uses the signed form
+// before one vpmaddwd. Codes of 5, 6 and 8 bits would overflow it, so they use the signed form
 // (q - 128) and the sign trick |w| * (a * sign(w)) (each pair <= 2 * 128 * 127 = 32512), and the
 // zero point becomes z - 128.
 // GEMV is the 1-token case (NT = 1) of the same tile kernel; GEMM runs NT = 8 tokens per call
@@ -52,7 +52,8 @@ QTL_TARGET_AVX512VNNI QTL_KERNEL_INLINE __m512i bcast4(const std::int8_t* p) noe
   return _mm512_set1_epi32(v);
 }
 
-/// The raw 64-byte vectors of a tile block (Bits of them: Q2 2, Q3 3, Q4 4, Q8 8), loaded once.
+/// The raw 64-byte vectors of a tile block (Bits of them: Q2 2, Q3 3, Q4 4, Q5 5, Q6 6, Q8 8),
+/// loaded once.
 /// The empty asm keeps each in a register: otherwise GCC folds the load into every vpandd that
 /// reads it (4 loads of the same vector per 2-bit block). Measured together with the two FMA
 /// chains of tile_int8: in-cache 2-bit GEMV 122 -> 141 G weights/s on Zen 5.
@@ -87,6 +88,17 @@ QTL_TARGET_AVX512VNNI QTL_KERNEL_INLINE __m512i operand(const RawBlock<Bits>& ra
     const int s = 2 * (t / 2);
     if constexpr (kScaled) return _mm512_and_si512(v, _mm512_set1_epi8(static_cast<char>(3 << s)));
     return _mm512_and_si512(_mm512_srl_epi16(v, _mm_cvtsi32_si128(s)), _mm512_set1_epi8(3));
+  } else if constexpr (Bits == 5 || Bits == 6) {
+    const __m512i v = raw.v[t % 4];
+    const __m512i lo = _mm512_and_si512(t < 4 ? v : _mm512_srli_epi16(v, 4), _mm512_set1_epi8(0x0F));
+    if constexpr (Bits == 5) {
+      const __mmask64 hi = _mm512_test_epi8_mask(raw.v[4], _mm512_set1_epi8(static_cast<char>(1 << t)));
+      return _mm512_mask_add_epi8(lo, hi, lo, _mm512_set1_epi8(16));
+    } else {
+      const __m512i hi = _mm512_and_si512(_mm512_srl_epi16(raw.v[4 + t % 2], _mm_cvtsi32_si128(2 * (t / 2))),
+                                          _mm512_set1_epi8(3));
+      return _mm512_or_si512(lo, _mm512_slli_epi16(hi, 4));  // hi <= 3: no carry across bytes
+    }
   } else {
     static_assert(Bits == 3);
     const __m512i v = raw.v[t % 2];
@@ -127,7 +139,9 @@ QTL_TARGET_AVX512VNNI QTL_KERNEL_INLINE void block_int8(const UniformKernelView&
                                                     const ActivationView& a, __m512i map, __m512* gf) noexcept {
   constexpr bool kScaled = kVnni && NT <= 2 && (Bits == 2 || Bits == 4) && !kMap;
   constexpr int kSlots = kScaled ? (Bits == 4 ? 2 : 4) : 1;
-  constexpr bool kSigned8 = !kVnni && (Bits == 8 || kMap);  // sign trick: codes as q - 128
+  // Sign trick (codes as q - 128) where int16 sums of 8 operands could overflow: codes of 5 bits
+  // and more, and mapped codes.
+  constexpr bool kSigned8 = !kVnni && (Bits >= 5 || kMap);
   const std::int8_t* const q = a.q;  // chunk layout: see ActivationView
   const std::uint8_t* blk = w.block(t, b);
   prefetch_stream_at<Bits>(blk, w.prefetch_bytes);
@@ -174,7 +188,7 @@ QTL_TARGET_AVX512VNNI QTL_KERNEL_INLINE void block_int8(const UniformKernelView&
 template <int Bits, int NT, bool kVnni, bool kMap>
 QTL_TARGET_AVX512VNNI void tile_int8(const UniformKernelView& w, std::ptrdiff_t t,
                                  const ActivationView& a, float* ybuf) noexcept {
-  constexpr bool kSigned8 = !kVnni && (Bits == 8 || kMap);
+  constexpr bool kSigned8 = !kVnni && (Bits >= 5 || kMap);
   const __m512i map = load_map(w);
   const TileGroupParams* params = w.params(t);
   const float* const gs = a.gsum;
@@ -315,6 +329,10 @@ inline void uniform_tiles_avx512(const UniformKernelView& w, const ActivationSet
     case 7: run_tiles<3, true>(w, a, y, ldy, t0, t1); break;
     case 8: run_tiles<4, false>(w, a, y, ldy, t0, t1); break;
     case 9: run_tiles<4, true>(w, a, y, ldy, t0, t1); break;
+    case 10: run_tiles<5, false>(w, a, y, ldy, t0, t1); break;
+    case 11: run_tiles<5, true>(w, a, y, ldy, t0, t1); break;
+    case 12: run_tiles<6, false>(w, a, y, ldy, t0, t1); break;
+    case 13: run_tiles<6, true>(w, a, y, ldy, t0, t1); break;
     case 16: run_tiles<8, false>(w, a, y, ldy, t0, t1); break;
     case 17: run_tiles<8, true>(w, a, y, ldy, t0, t1); break;
     default: break;

@@ -95,7 +95,7 @@ class UniformKernelMatrix : public CheckedKernel<UniformKernelMatrix> {
                                KernelPath path = default_kernel_path()) {
     constexpr std::string_view kWhere = "UniformKernelMatrix";
     require_nonempty(kWhere, "packed matrix", w.rows(), w.cols());
-    if (!is_packable_bits(w.bits())) fail(kWhere, ": bits must be 2, 3, 4 or 8, got ", w.bits());
+    if (!is_packable_bits(w.bits())) fail(kWhere, ": bits must be 2, 3, 4, 5, 6 or 8, got ", w.bits());
     if (w.cols() > (Index{1} << 30)) fail(kWhere, ": at most 2^30 columns, got ", w.cols());
     layout_ = UniformKernelLayout(w.view());
     mode_ = mode;

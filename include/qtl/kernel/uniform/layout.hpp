@@ -29,6 +29,8 @@
 //   Q4  qs[j][4r+i]: low nibble = operand t = j, high nibble = operand t = j + 4   (4 x 64)
 //   Q2  qs[j][4r+i]: bits 2s..2s+1 = operand t = j + 2s, j = 0..1, s = 0..3       (2 x 64)
 //   Q3  ql as Q2 for the low 2 bits; qh[4r+i] bit t = bit 2 of operand t's code   (3 x 64)
+//   Q5  ql as Q4 for the low 4 bits; qh[4r+i] bit t = bit 4 of operand t's code   (5 x 64)
+//   Q6  ql as Q4 for the low 4 bits; qh[2][64] as Q2 for bits 4..5                (6 x 64)
 // Bytes 0..31 of every 64-byte vector are rows 0..7, bytes 32..63 rows 8..15, so a 256-bit path
 // reads each half as its own 8-row tile.
 //
@@ -86,11 +88,22 @@ struct TileBlockQ<4> {
   std::uint8_t qs[4][64];
 };
 template <>
+struct TileBlockQ<5> {
+  std::uint8_t ql[4][64];
+  std::uint8_t qh[64];
+};
+template <>
+struct TileBlockQ<6> {
+  std::uint8_t ql[4][64];
+  std::uint8_t qh[2][64];
+};
+template <>
 struct TileBlockQ<8> {
   std::uint8_t qs[8][64];
 };
 static_assert(sizeof(TileBlockQ<2>) == 128 && sizeof(TileBlockQ<3>) == 192 &&
-              sizeof(TileBlockQ<4>) == 256 && sizeof(TileBlockQ<8>) == 512);
+              sizeof(TileBlockQ<4>) == 256 && sizeof(TileBlockQ<5>) == 320 &&
+              sizeof(TileBlockQ<6>) == 384 && sizeof(TileBlockQ<8>) == 512);
 
 [[nodiscard]] constexpr std::ptrdiff_t tile_block_bytes(int bits) noexcept { return 64 * bits; }
 
@@ -105,6 +118,8 @@ static_assert(sizeof(TileBlockQ<2>) == 128 && sizeof(TileBlockQ<3>) == 192 &&
     case 3:
       return ((block[64 * (t % 2) + byte] >> (2 * (t / 2))) & 3) |
              (((block[128 + byte] >> t) & 1) << 2);
+    case 5: return tile_code(4, block, r, k) | (((block[256 + byte] >> t) & 1) << 4);
+    case 6: return tile_code(4, block, r, k) | (tile_code(2, block + 256, r, k) << 4);
     default: return 0;
   }
 }
@@ -122,6 +137,14 @@ inline void set_tile_code(int bits, std::uint8_t* block, int r, int k, int code)
     case 3:
       orb(block[64 * (t % 2) + byte], (u & 3u) << (2 * (t / 2)));
       orb(block[128 + byte], ((u >> 2) & 1u) << t);
+      break;
+    case 5:
+      set_tile_code(4, block, r, k, static_cast<int>(u & 15u));
+      orb(block[256 + byte], ((u >> 4) & 1u) << t);
+      break;
+    case 6:
+      set_tile_code(4, block, r, k, static_cast<int>(u & 15u));
+      set_tile_code(2, block + 256, r, k, static_cast<int>((u >> 4) & 3u));
       break;
     default: break;
   }
@@ -160,7 +183,7 @@ class UniformKernelLayout {
  public:
   UniformKernelLayout() = default;
 
-  /// Repacks a packed uniform matrix (bits 2, 3, 4 or 8; the caller has validated it).
+  /// Repacks a packed uniform matrix (bits 2, 3, 4, 5, 6 or 8; the caller has validated it).
   explicit UniformKernelLayout(const PackedUniformView& w) {
     const std::ptrdiff_t block_bytes = static_cast<std::ptrdiff_t>(code_block_bytes(w.bits));
     build(w.bits, w.rows, w.cols, w.group_size, w.groups_per_row,

@@ -50,6 +50,12 @@ inline U32 operand(const std::uint8_t* rows, int t, const U8& map) noexcept {
   } else if constexpr (Bits == 4) {
     const U32 v = load_u32(rows + 64 * (t % 4));
     c = (t < 4 ? v : v >> 4) & U32(0x0F0F0F0Fu);
+  } else if constexpr (Bits == 5 || Bits == 6) {
+    const U32 v = load_u32(rows + 64 * (t % 4));
+    const U32 lo = (t < 4 ? v : v >> 4) & U32(0x0F0F0F0Fu);
+    const U32 hi = Bits == 5 ? (load_u32(rows + 256) >> t) & U32(0x01010101u)
+                             : (load_u32(rows + 256 + 64 * (t % 2)) >> (2 * (t / 2))) & U32(0x03030303u);
+    c = lo | (hi << 4);  // hi <= 3 per byte: no carry across bytes
   } else if constexpr (Bits == 2) {
     c = (load_u32(rows + 64 * (t % 2)) >> (2 * (t / 2))) & U32(0x03030303u);
   } else {
@@ -235,6 +241,8 @@ QTL_KERNEL_ENTRY void uniform_tiles_portable(const UniformKernelView& w, const A
     case 2: run(integral_constant<int, 2>{}, std::false_type{}); break;
     case 3: run(integral_constant<int, 3>{}, std::false_type{}); break;
     case 4: run(integral_constant<int, 4>{}, std::false_type{}); break;
+    case 5: run(integral_constant<int, 5>{}, std::false_type{}); break;
+    case 6: run(integral_constant<int, 6>{}, std::false_type{}); break;
     case 8: run(integral_constant<int, 8>{}, std::false_type{}); break;
     default: break;
   }
