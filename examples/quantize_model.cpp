@@ -24,8 +24,10 @@
 // --finetune-steps Adam steps); each such model is its own row, "RECIPE+norms". --finetune-scales
 // tunes the gains and the group scales of the uniform codes (finetune_model with scales; the
 // size in bits is unchanged), row "RECIPE+scales".
-// --candidates RECIPE:BITS[:GROUP],... adds candidates quantized by other recipes (e.g.
-// gptaq-e8p:2, E8P vector codes at 2.14-2.25 bits per weight) to the allocation's choices.
+// --candidates [RECIPE:]BITS[:GROUP],... adds candidates to the allocation's choices: quantized
+// by other recipes (e.g. gptaq-e8p:2, E8P vector codes at 2.14-2.25 bits per weight), or by the
+// row's own recipe at widths the default set (2, 3, 4 bits per row and group 32, 8 per row)
+// leaves out (e.g. 5,6,5:32,6:32).
 #include "recipe_instances.hpp"  // first: the recipe classes are compiled in qtl_recipe_instances
 #include <CLI/CLI.hpp>
 #include "data_path.hpp"
@@ -37,6 +39,8 @@
 #include <qtl/model/tokenizer.hpp>
 #include <qtl/model/transformer.hpp>
 
+#include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -85,16 +89,20 @@ struct Result {
   double bpw = 0, ppl = 0, kl = 0, quant_seconds = 0, tokens_per_second = 0;
 };
 
-/// "RECIPE:BITS[:GROUP]" -> a candidate precision built by that recipe (group 0 = per row).
+/// "RECIPE:BITS[:GROUP]" -> a candidate precision built by that recipe (group 0 = per row);
+/// "BITS[:GROUP]" -> one built by the row's own recipe (e.g. 5 or 6:32, widths beyond the default
+/// candidates).
 qtl::model::Precision parse_candidate(const std::string& text) {
-  const auto a = text.find(':');
-  const auto b = a == std::string::npos ? a : text.find(':', a + 1);
+  const bool own = !text.empty() && std::isdigit(static_cast<unsigned char>(text[0]));
+  const auto a = own ? std::string::size_type{0} : text.find(':');
+  const auto b = own ? text.find(':') : a == std::string::npos ? a : text.find(':', a + 1);
   qtl::model::Precision p;
   try {
-    if (a == 0 || a == std::string::npos) throw std::invalid_argument("no recipe");
-    p.recipe = text.substr(0, a);
+    if (!own && (a == 0 || a == std::string::npos)) throw std::invalid_argument("no recipe");
+    if (!own) p.recipe = text.substr(0, a);
     std::size_t used = 0;
-    const std::string bits = text.substr(a + 1, b == std::string::npos ? std::string::npos : b - a - 1);
+    const auto bits_begin = own ? 0 : a + 1;
+    const std::string bits = text.substr(bits_begin, b == std::string::npos ? std::string::npos : b - bits_begin);
     p.bits = std::stoi(bits, &used);
     if (used != bits.size()) throw std::invalid_argument("bits");
     p.group = 0;
@@ -104,7 +112,7 @@ qtl::model::Precision parse_candidate(const std::string& text) {
       if (used != group.size() || p.group < 0) throw std::invalid_argument("group");
     }
   } catch (const std::logic_error&) {
-    qtl::fail("--candidates: '", text, "' is not RECIPE:BITS[:GROUP] (e.g. gptaq-e8p:2 or gptq-refine:3:32)");
+    qtl::fail("--candidates: '", text, "' is not [RECIPE:]BITS[:GROUP] (e.g. gptaq-e8p:2, gptq-refine:3:32 or 5:32)");
   }
   return p;
 }
@@ -152,7 +160,8 @@ int main(int argc, char** argv) {
   app.add_flag("--linear-sensitivity", linear_sensitivity,
                "with --bpw: HIGGS's linear model (one noise probe per matrix) instead of measuring every candidate");
   app.add_option("--candidates", candidate_specs,
-                 "with --bpw: more candidates from other recipes, RECIPE:BITS[:GROUP], comma-separated (e.g. gptaq-e8p:2)")
+                 "with --bpw: more candidates, [RECIPE:]BITS[:GROUP], comma-separated (e.g. gptaq-e8p:2, or 5,6 for "
+                 "the recipe's own 5- and 6-bit codes per row)")
       ->delimiter(',');
   app.add_option("--sensitivity-recipe", sensitivity_recipe,
                  "with --bpw: the recipe that quantizes each matrix alone for its sensitivity (default: the recipe "
@@ -291,7 +300,13 @@ int main(int argc, char** argv) {
       const auto table = m::measure_sensitivity(fp32, calibration, scoring, so, make);
       const double sens_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       std::string label = name + (linear_sensitivity ? "-mixed-linear" : "-mixed");
-      for (const auto& c : extra_candidates) label += "+" + c.recipe;  // e.g. gptaq-refine-mixed+gptaq-e8p
+      // e.g. gptaq-refine-mixed+5bit+6bit+gptaq-e8p: each extra width and other recipe once
+      std::vector<std::string> tags;
+      for (const auto& c : extra_candidates) {
+        const std::string tag = c.recipe.empty() ? std::to_string(c.bits) + "bit" : c.recipe;
+        if (std::find(tags.begin(), tags.end(), tag) == tags.end()) tags.push_back(tag);
+      }
+      for (const auto& tag : tags) label += "+" + tag;
       for (double b : budgets) {
         const auto plan = m::allocate_bits(table, b);
         // Layer by layer, each matrix by `name` at its precision; or one block-wise recipe over

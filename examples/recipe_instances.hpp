@@ -29,10 +29,14 @@ namespace qtl::recipe_instances {
 using U2a = Uniform<2, Mode::Asymmetric>;
 using U3a = Uniform<3, Mode::Asymmetric>;
 using U4a = Uniform<4, Mode::Asymmetric>;
+using U5a = Uniform<5, Mode::Asymmetric>;
+using U6a = Uniform<6, Mode::Asymmetric>;
 using U8a = Uniform<8, Mode::Asymmetric>;
 using U2s = Uniform<2, Mode::Symmetric>;
 using U3s = Uniform<3, Mode::Symmetric>;
 using U4s = Uniform<4, Mode::Symmetric>;
+using U5s = Uniform<5, Mode::Symmetric>;
+using U6s = Uniform<6, Mode::Symmetric>;
 using U8s = Uniform<8, Mode::Symmetric>;
 using L2 = Log2<2>;
 using L3 = Log2<3>;
@@ -48,19 +52,20 @@ using GT2 = ggml::GgmlTQ2_0;
 }  // namespace qtl::recipe_instances
 
 // Every (recipe class, quantizer) pair recipes() reaches (uniform codes at the packed widths 2,
-// 3, 4 and 8; NF4 and log2 tables), and GgmlRecipe's (qtl/model/ggml_recipe.hpp): every solver
+// 3, 4, 5, 6 and 8; NF4 and log2 tables), and GgmlRecipe's (qtl/model/ggml_recipe.hpp): every solver
 // over every ggml policy. Two TUs, one per library: most of a TU's compile time is the Eigen
 // code (products, factorizations, SVD) that calibration instantiates once per TU whatever the
 // number of quantizers (clang, ASan, -O1: 90 s for a TU of two quantizers, 103 s for eight),
 // so a TU per few quantizers paid it eight times over.
 #define QTL_RECIPE_MODEL(X)                                                                        \
-  X(RtnRecipe, U2a) X(RtnRecipe, U3a) X(RtnRecipe, U4a) X(RtnRecipe, U8a) X(RtnRecipe, U2s)        \
-  X(RtnRecipe, U3s) X(RtnRecipe, U4s) X(RtnRecipe, U8s) X(RtnRecipe, NF4) X(RtnRecipe, L2)         \
-  X(RtnRecipe, L3) X(RtnRecipe, L4)
+  X(RtnRecipe, U2a) X(RtnRecipe, U3a) X(RtnRecipe, U4a) X(RtnRecipe, U5a) X(RtnRecipe, U6a)        \
+  X(RtnRecipe, U8a) X(RtnRecipe, U2s) X(RtnRecipe, U3s) X(RtnRecipe, U4s) X(RtnRecipe, U5s)        \
+  X(RtnRecipe, U6s) X(RtnRecipe, U8s) X(RtnRecipe, NF4) X(RtnRecipe, L2) X(RtnRecipe, L3)          \
+  X(RtnRecipe, L4)
 #define QTL_RECIPE_MODEL_CALIBRATED(X)                                                             \
   X(CalibratedRecipe, U2a) X(CalibratedRecipe, U3a) X(CalibratedRecipe, U4a)                       \
-  X(CalibratedRecipe, U8a) X(CalibratedRecipe, NF4) X(CalibratedRecipe, L2)                        \
-  X(CalibratedRecipe, L3) X(CalibratedRecipe, L4)
+  X(CalibratedRecipe, U5a) X(CalibratedRecipe, U6a) X(CalibratedRecipe, U8a)                       \
+  X(CalibratedRecipe, NF4) X(CalibratedRecipe, L2) X(CalibratedRecipe, L3) X(CalibratedRecipe, L4)
 #define QTL_RECIPE_GGML(X)                                                                         \
   X(RtnRecipe, G4_0) X(RtnRecipe, G4_1) X(RtnRecipe, G5_0) X(RtnRecipe, G5_1) X(RtnRecipe, G8_0)   \
   X(RtnRecipe, GIQ4) X(RtnRecipe, GT1) X(RtnRecipe, GT2)

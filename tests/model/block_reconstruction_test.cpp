@@ -259,8 +259,8 @@ TEST_F(BlockReconstructionTest, MixedWidthsTuneEachMatrixAtItsOwn) {
   spec.name = "gptq";
   EXPECT_ERROR_HAS(m::make_recipe(spec), "per-matrix precisions");
   auto wrong = precisions;
-  wrong["layers.3.w1"] = {5, 32};
-  EXPECT_ERROR_HAS((m::MixedBlockReconstructionRecipe<qtl::Mode::Asymmetric>(wrong, opt)), "'layers.3.w1' is allocated 5 bits");
+  wrong["layers.3.w1"] = {7, 32};
+  EXPECT_ERROR_HAS((m::MixedBlockReconstructionRecipe<qtl::Mode::Asymmetric>(wrong, opt)), "'layers.3.w1' is allocated 7 bits");
   wrong["layers.3.w1"] = {2, 0, "gptaq-e8p"};
   EXPECT_ERROR_HAS((m::MixedBlockReconstructionRecipe<qtl::Mode::Asymmetric>(wrong, opt)), "tunes uniform codes only");
   wrong = precisions;
@@ -305,7 +305,7 @@ TEST_F(BlockReconstructionTest, BadInputNamesTheValue) {
   o = {};
   o.iterations = -1;
   EXPECT_ERROR_HAS((m::BlockReconstructionRecipe<3, qtl::Mode::Asymmetric>(U3{}, qtl::PerGroup{32}, o)), "iterations");
-  EXPECT_ERROR_HAS(m::make_recipe({.name = "autoround", .bits = 5}), "bits = 5");
+  EXPECT_ERROR_HAS(m::make_recipe({.name = "autoround", .bits = 7}), "bits = 7");
   // A block-wise recipe is not a per-group one, and says so.
   m::BlockReconstructionRecipe<3, qtl::Mode::Asymmetric> recipe(U3{}, qtl::PerGroup{32}, {});
   EXPECT_ERROR_HAS(recipe.quantize({}), "quantizes whole blocks");

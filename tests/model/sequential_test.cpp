@@ -8,6 +8,7 @@
 #include <qtl/model/tokenizer.hpp>
 
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <memory>
 #include <string>
@@ -39,6 +40,8 @@ TEST(QuantizedModel, ForwardOnPackedWeightsEqualsFp32ForwardOfDequantizedWeights
   EXPECT_GT((c - b).cwiseAbs().maxCoeff(), 100 * 2e-4f * scale);
 }
 
+// Every width the packed kernels run, 5 and 6 bits included: the KL rises at each step down,
+// the perplexity from 4 bits down (above 4 bits its changes are within the evaluation's noise).
 TEST(SequentialDriver, RtnPerplexityRisesAsBitsFallAndEightBitIsNearFp32) {
   const auto& f = fixture();
   const auto calib = f.calibration(0, 16);
@@ -46,8 +49,8 @@ TEST(SequentialDriver, RtnPerplexityRisesAsBitsFallAndEightBitIsNearFp32) {
   m::EvalOptions opt;
   opt.threads = 2;
   const double base = m::perplexity(f.fp32, f.tokenizer, eval, opt).perplexity;
-  double prev = base;
-  for (int bits : {8, 4, 3, 2}) {
+  double prev = base, prev_kl = 0.0;
+  for (int bits : {8, 6, 5, 4, 3, 2}) {
     m::RecipeSpec spec;
     spec.name = "rtn";
     spec.bits = bits;
@@ -60,9 +63,13 @@ TEST(SequentialDriver, RtnPerplexityRisesAsBitsFallAndEightBitIsNearFp32) {
     if (bits == 8) {
       EXPECT_LT(std::fabs(r.perplexity / base - 1.0), 0.005) << r.perplexity << " vs " << base;
     }
-    EXPECT_GT(r.perplexity, prev) << bits << " bits";
-    EXPECT_GT(r.mean_kl, 0.0);
+    if (bits <= 4) {
+      EXPECT_GT(r.perplexity, prev) << bits << " bits";
+    }
+    EXPECT_GT(r.mean_kl, 1.5 * prev_kl) << bits << " bits";
+    std::printf("[ real ] rtn %d-bit g32: perplexity %.4f, KL %.6f\n", bits, r.perplexity, r.mean_kl);
     prev = r.perplexity;
+    prev_kl = r.mean_kl;
   }
 }
 
@@ -171,7 +178,7 @@ TEST(SequentialDriver, BadInputIsAnError) {
   spec.name = "rtn";
   spec.bits = 9;
   EXPECT_THROW((void)m::make_recipe(spec), qtl::Error);
-  spec.bits = 5;  // a valid quantizer without a packed kernel format: refused at the door
+  spec.bits = 7;  // a valid quantizer without a packed kernel format: refused at the door
   EXPECT_THROW((void)m::make_recipe(spec), qtl::Error);
   spec.name = "gptq";
   EXPECT_THROW((void)m::make_recipe(spec), qtl::Error);

@@ -134,7 +134,7 @@ class UniformBlockTuner final : public BlockLinearTuner {
   QuantizedMatrix<Uniform<Bits, M>> kept_;
 };
 
-/// A tuner for uniform codes at a width known at run time: the packed kernels' 2, 3, 4 or 8
+/// A tuner for uniform codes at a width known at run time: the packed kernels' 2, 3, 4, 5, 6 or 8
 /// bits (any other width is named in the error).
 template <Mode M>
 [[nodiscard]] std::unique_ptr<BlockLinearTuner> make_uniform_tuner(int bits, const Granularity& granularity, MatrixRef w,
@@ -143,8 +143,10 @@ template <Mode M>
     case 2: return std::make_unique<UniformBlockTuner<2, M>>(Uniform<2, M>{}, granularity, w, where);
     case 3: return std::make_unique<UniformBlockTuner<3, M>>(Uniform<3, M>{}, granularity, w, where);
     case 4: return std::make_unique<UniformBlockTuner<4, M>>(Uniform<4, M>{}, granularity, w, where);
+    case 5: return std::make_unique<UniformBlockTuner<5, M>>(Uniform<5, M>{}, granularity, w, where);
+    case 6: return std::make_unique<UniformBlockTuner<6, M>>(Uniform<6, M>{}, granularity, w, where);
     case 8: return std::make_unique<UniformBlockTuner<8, M>>(Uniform<8, M>{}, granularity, w, where);
-    default: fail(where, ": uniform codes run on the packed kernels at 2, 3, 4 or 8 bits; got ", bits);
+    default: fail(where, ": uniform codes run on the packed kernels at 2, 3, 4, 5, 6 or 8 bits; got ", bits);
   }
 }
 
@@ -435,8 +437,8 @@ class MixedBlockReconstructionRecipe final : public detail::BlockReconstructionB
       if (!p.recipe.empty()) {
         fail(where(), ": '", matrix, "' is allocated ", to_string(p), "; block-wise reconstruction tunes uniform codes only");
       }
-      if (p.bits != 2 && p.bits != 3 && p.bits != 4 && p.bits != 8) {
-        fail(where(), ": '", matrix, "' is allocated ", p.bits, " bits; uniform codes run on the packed kernels at 2, 3, 4 or 8");
+      if (!is_packable_bits(p.bits)) {
+        fail(where(), ": '", matrix, "' is allocated ", p.bits, " bits; uniform codes run on the packed kernels at 2, 3, 4, 5, 6 or 8");
       }
       if (p.group < 0) fail(where(), ": '", matrix, "' has group ", p.group, " (0 = per row)");
     }

@@ -85,6 +85,10 @@ struct SensitivityTable {
 };
 
 struct SensitivityOptions {
+  /// The default: the uniform widths of 2-4 bits with group 32 and per row, and 8 bits per row.
+  /// The packed kernels also run 5 and 6 bits: add {5, 0}, {6, 0} (and group 32) where budgets
+  /// between 4 and 8 bits per weight should have steps between them (each candidate costs one
+  /// model evaluation per matrix).
   std::vector<Precision> candidates{{2, 32}, {2, 0}, {3, 32}, {3, 0}, {4, 32}, {4, 0}, {8, 0}};
   /// false: KL_i(c) measured for every matrix and candidate (one model evaluation each).
   /// true: HIGGS's linear model (Malinovskii et al. 2024): per matrix, one evaluation with

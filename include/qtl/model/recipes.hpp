@@ -57,7 +57,7 @@ inline Granularity granularity_of(const RecipeSpec& s) {
   return s.group == 0 ? Granularity{PerRow{}} : Granularity{PerGroup{s.group}};
 }
 
-/// Calls f(Uniform<B, M>{}) for the bit widths the packed uniform kernels run (2, 3, 4, 8);
+/// Calls f(Uniform<B, M>{}) for the bit widths the packed uniform kernels run (2, 3, 4, 5, 6, 8);
 /// any other width is rejected here, before anything is calibrated, instead of after.
 template <Mode M, class F>
 std::unique_ptr<Recipe> visit_packed_uniform(const RecipeSpec& s, F&& f) {
@@ -65,9 +65,11 @@ std::unique_ptr<Recipe> visit_packed_uniform(const RecipeSpec& s, F&& f) {
     case 2: return f(Uniform<2, M>{});
     case 3: return f(Uniform<3, M>{});
     case 4: return f(Uniform<4, M>{});
+    case 5: return f(Uniform<5, M>{});
+    case 6: return f(Uniform<6, M>{});
     case 8: return f(Uniform<8, M>{});
     default:
-      fail("make_recipe: '", s.name, "' writes uniform codes, which the packed kernels run at 2, 3, 4 or 8 bits; "
+      fail("make_recipe: '", s.name, "' writes uniform codes, which the packed kernels run at 2, 3, 4, 5, 6 or 8 bits; "
            "got bits = ", s.bits);
   }
 }
