@@ -91,13 +91,19 @@ QTL_TARGET_AVX512VNNI QTL_KERNEL_INLINE __m512i operand(const RawBlock<Bits>& ra
   } else if constexpr (Bits == 5 || Bits == 6) {
     const __m512i v = raw.v[t % 4];
     const __m512i lo = _mm512_and_si512(t < 4 ? v : _mm512_srli_epi16(v, 4), _mm512_set1_epi8(0x0F));
-    if constexpr (Bits == 5) {
-      const __mmask64 hi = _mm512_test_epi8_mask(raw.v[4], _mm512_set1_epi8(static_cast<char>(1 << t)));
-      return _mm512_mask_add_epi8(lo, hi, lo, _mm512_set1_epi8(16));
+    if constexpr (Bits == 5) {  // bit t of the plane byte moved to bit 4, as for 6 bits below
+      const __m512i v5 = raw.v[4];
+      const __m512i moved = t < 4 ? _mm512_slli_epi16(v5, 4 - t) : t == 4 ? v5 : _mm512_srli_epi16(v5, t - 4);
+      return _mm512_ternarylogic_epi32(moved, _mm512_set1_epi8(0x10), lo, 0xEA);  // (a & b) | c
     } else {
-      const __m512i hi = _mm512_and_si512(_mm512_srl_epi16(raw.v[4 + t % 2], _mm_cvtsi32_si128(2 * (t / 2))),
-                                          _mm512_set1_epi8(3));
-      return _mm512_or_si512(lo, _mm512_slli_epi16(hi, 4));  // hi <= 3: no carry across bytes
+      // Bits 2s..2s+1 of the plane byte (s = t / 2) moved to bits 4..5 by one 16-bit shift; the
+      // mask drops what the shift carried across the byte boundary, and one ternary-logic
+      // instruction does (hi & 0x30) | lo.
+      const __m512i v6 = raw.v[4 + t % 2];
+      const int s = t / 2;
+      const __m512i moved = s == 0 ? _mm512_slli_epi16(v6, 4) : s == 1 ? _mm512_slli_epi16(v6, 2)
+                          : s == 2 ? v6 : _mm512_srli_epi16(v6, 2);
+      return _mm512_ternarylogic_epi32(moved, _mm512_set1_epi8(0x30), lo, 0xEA);  // (a & b) | c
     }
   } else {
     static_assert(Bits == 3);
