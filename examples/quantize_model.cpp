@@ -193,6 +193,15 @@ int main(int argc, char** argv) {
     const auto stories = m::load_stories(pick(text_path, "tinystories_val_dev.txt"));
     std::vector<m::Precision> extra_candidates;
     for (const auto& c : candidate_specs) extra_candidates.push_back(parse_candidate(c));
+    // Every candidate's recipe and width are checked before anything is quantized (make_recipe
+    // refuses a width its codes have no kernel for): a recipe's own widths against each recipe
+    // that may build them.
+    for (const auto& c : extra_candidates) {
+      std::vector<std::string> builders = recipe_names;
+      if (!sensitivity_recipe.empty()) builders.push_back(sensitivity_recipe);
+      if (!c.recipe.empty()) builders = {c.recipe};
+      for (const auto& name : builders) (void)m::make_recipe({.name = name, .bits = c.bits, .group = c.group});
+    }
     const auto calib_stories = slice(stories, parse_range(calib, "--calib"), "--calib");
     const auto eval_stories = slice(stories, parse_range(eval, "--eval"), "--eval");
 

@@ -101,9 +101,7 @@ inline void pack_code_block(int bits, const std::uint8_t* codes, std::uint8_t* d
       break;
     case 5:
     case 6: {
-      for (int j = 0; j < 16; ++j) {
-        dst[j] = static_cast<std::uint8_t>((codes[j] & 15) | (codes[j + 16] & 15) << 4);
-      }
+      pack_code_block(4, codes, dst);  // the low nibbles (the 4-bit block masks each code)
       if (bits == 5) {  // bit 4 of code j + 4k is bit k of qh[j]
         for (int j = 0; j < 4; ++j) {
           std::uint8_t h = 0;
