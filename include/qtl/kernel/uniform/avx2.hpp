@@ -4,7 +4,7 @@
 // rows 0..7, bytes 32..63 rows 8..15: this path runs the same tile as two 8-row halves. Integer
 // products as in ggml's AVX2 code: S += vpmaddwd(vpmaddubsw(codes_u8, acts_s8), 1), the 8
 // operands of a block summed in int16 first when codes < 16 (each pair <= 2 * 15 * 127 = 3810,
-// the 8-operand sum <= 30480 < 2^15); 8-bit codes use the signed form q - 128 with the sign
+// the 8-operand sum <= 30480 < 2^15); 5-, 6- and 8-bit codes use the signed form q - 128 with the sign
 // trick |w| * sign(a, w) (pairs <= 2 * 128 * 127 = 32512) and zero point z - 128; so do codes
 // read through a layout's code map (one vpshufb per operand, values up to 255).
 // The AvxVnni path is the same code with S += vpdpbusd(codes_u8, acts_s8) (VEX-encoded
