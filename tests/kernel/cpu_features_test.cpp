@@ -75,8 +75,15 @@ TEST(CpuFeatures, VendorAndPrefetchDistanceFollowTheCpu) {
   EXPECT_FALSE(qtl::kernel::cpu_features().intel);
 #endif
 #ifndef QTL_PREFETCH_BYTES
-  EXPECT_EQ(qtl::kernel::uniform_prefetch_bytes(8), 4096);
-  EXPECT_EQ(qtl::kernel::uniform_prefetch_bytes(4), qtl::kernel::cpu_features().intel ? 4096 : 16384);
+  using qtl::kernel::PrefetchDistance;
+  using qtl::kernel::uniform_prefetch;
+  if (qtl::kernel::cpu_features().intel) {  // two levels: 4 KiB ahead into L2, 1 KiB into L1
+    EXPECT_EQ(uniform_prefetch(8), (PrefetchDistance{4096, 1024}));
+    EXPECT_EQ(uniform_prefetch(4), (PrefetchDistance{4096, 1024}));
+  } else {
+    EXPECT_EQ(uniform_prefetch(8), (PrefetchDistance{4096, 0}));
+    EXPECT_EQ(uniform_prefetch(4), (PrefetchDistance{16384, 0}));
+  }
 #endif
 }
 

@@ -17,9 +17,20 @@
 // 14336: 4 KiB against 16 KiB took the 2-bit GEMV from 1.46-1.52 to 1.34-1.38 ms with 1 thread
 // and from 0.79-0.82 to 0.71-0.75 ms with 2; 4-bit moved by 0-7% (noise-level with 2 threads);
 // 32 KiB was slower than both. So the uniform kernels choose at run time
-// (uniform_prefetch_bytes): 4 KiB on Intel CPUs and for 8-bit codes, 16 KiB otherwise.
+// (uniform_prefetch): 4 KiB on Intel CPUs and for 8-bit codes, 16 KiB otherwise.
+// Two levels on Intel (2026-12-06, the same VM class, one process alternating the settings
+// over the same cycled 4096 x 14336 copies, medians of 3 passes of 1.9 GB): a prefetch into L1
+// (prefetcht0) that misses all the way to DRAM holds one of the core's few L1 fill buffers for
+// the whole DRAM latency, so far-ahead L1 prefetches cap the misses in flight. Prefetching the
+// line 4 KiB ahead into L2 only (prefetcht1) and the line 1 KiB ahead into L1 (by then it is
+// in L2, so the fill buffer is held briefly) took 1-thread GEMVs from 11.0 to 12.3-12.6 GB/s
+// (2-bit), 11.1 to 12.7-13.3 (3-bit), 11.9 to 14.0-14.6 (4-bit), 13.9 to 15.2 (8-bit) against
+// 15.3 GB/s read by the probe, and 2-thread ones from 21.4 to 23.6 (2-bit) and 23.6 to 28.5
+// (4-bit). No software prefetch at all read 11.0 (4-bit); prefetcht1 alone 16 KiB ahead 13.7;
+// prefetchnta halved the rate. So on Intel the uniform kernels prefetch on both levels (measured
+// on that VM class only; the Ice Lake and Zen 5 numbers above predate it).
 // Prefetches never fault, so running past the end of the buffer is harmless.
-// QTL_PREFETCH_BYTES overrides the distance for every stream.
+// QTL_PREFETCH_BYTES overrides the distance for every stream (one level, into L1).
 #pragma once
 
 #include <cstddef>
@@ -45,20 +56,34 @@ inline __attribute__((always_inline)) void prefetch_stream(const void* p) noexce
   for (int l = 0; l < Lines; ++l) __builtin_prefetch(c + 64 * l, 0, 3);
 }
 
-/// prefetch_stream with a distance chosen at run time.
+/// Where a stream prefetches, chosen at run time: `far` bytes ahead into L2 and `near` bytes
+/// ahead into L1 when near > 0 (two levels); else `far` bytes ahead into L1.
+struct PrefetchDistance {
+  std::ptrdiff_t far = 16384;
+  std::ptrdiff_t near = 0;
+  friend bool operator==(const PrefetchDistance&, const PrefetchDistance&) = default;
+};
+
+/// Prefetches the `Lines` 64-byte lines of the block `d` ahead of p (both levels when d.near > 0).
 template <int Lines>
-inline __attribute__((always_inline)) void prefetch_stream_at(const void* p, std::ptrdiff_t distance) noexcept {
-  const char* c = static_cast<const char*>(p) + distance;
-  for (int l = 0; l < Lines; ++l) __builtin_prefetch(c + 64 * l, 0, 3);
+inline __attribute__((always_inline)) void prefetch_stream_at(const void* p, PrefetchDistance d) noexcept {
+  const char* c = static_cast<const char*>(p);
+  if (d.near > 0) {
+    for (int l = 0; l < Lines; ++l) __builtin_prefetch(c + d.far + 64 * l, 0, 2);  // prefetcht1: L2
+    for (int l = 0; l < Lines; ++l) __builtin_prefetch(c + d.near + 64 * l, 0, 3);  // prefetcht0: L1
+  } else {
+    for (int l = 0; l < Lines; ++l) __builtin_prefetch(c + d.far + 64 * l, 0, 3);
+  }
 }
 
-/// The uniform kernels' prefetch distance for `bits`-bit codes on this CPU (see the top).
-[[nodiscard]] inline std::ptrdiff_t uniform_prefetch_bytes(int bits) noexcept {
+/// The uniform kernels' prefetch distances for `bits`-bit codes on this CPU (see the top).
+[[nodiscard]] inline PrefetchDistance uniform_prefetch(int bits) noexcept {
 #ifdef QTL_PREFETCH_BYTES
   (void)bits;
-  return QTL_PREFETCH_BYTES;
+  return {QTL_PREFETCH_BYTES, 0};
 #else
-  return bits >= 8 || cpu_features().intel ? 4096 : 16384;
+  if (cpu_features().intel) return {4096, 1024};
+  return {bits >= 8 ? 4096 : 16384, 0};
 #endif
 }
 

@@ -150,7 +150,7 @@ QTL_TARGET_AVX512VNNI QTL_KERNEL_INLINE void block_int8(const UniformKernelView&
   constexpr bool kSigned8 = !kVnni && (Bits >= 5 || kMap);
   const std::int8_t* const q = a.q;  // chunk layout: see ActivationView
   const std::uint8_t* blk = w.block(t, b);
-  prefetch_stream_at<Bits>(blk, w.prefetch_bytes);
+  prefetch_stream_at<Bits>(blk, w.prefetch);
   const RawBlock<Bits> raw = load_block<Bits>(blk);
   __m512i acc[NT][kSlots];
   for (int n = 0; n < NT; ++n)
@@ -247,7 +247,7 @@ QTL_TARGET_AVX512VNNI void tile_fp32(const UniformKernelView& w, std::ptrdiff_t 
       for (int i = 0; i < kChains; ++i) acc[n][i] = _mm512_setzero_ps();
     for (std::ptrdiff_t b = w.group_block_begin[g]; b < w.group_block_begin[g + 1]; ++b) {
       const std::uint8_t* blk = w.block(t, b);
-      prefetch_stream_at<Bits>(blk, w.prefetch_bytes);
+      prefetch_stream_at<Bits>(blk, w.prefetch);
       const RawBlock<Bits> raw = load_block<Bits>(blk);
 #pragma GCC unroll 8
       for (int op = 0; op < 8; ++op) {

@@ -166,8 +166,8 @@ struct UniformKernelView {
   /// Null, or 16 bytes every code is read through before the product (code < 16): the weight
   /// is then scale * (code_map[code] - zero). Set only by the table family's int8 mode.
   const std::uint8_t* code_map = nullptr;
-  /// How far ahead of the block being read the kernels prefetch the weight stream (bytes).
-  std::ptrdiff_t prefetch_bytes = 16384;
+  /// How far ahead of the block being read the kernels prefetch the weight stream.
+  PrefetchDistance prefetch;
 
   [[nodiscard]] const std::uint8_t* tile(std::ptrdiff_t t) const noexcept { return data + t * tile_bytes; }
   [[nodiscard]] const TileGroupParams* params(std::ptrdiff_t t) const noexcept {
@@ -224,7 +224,7 @@ class UniformKernelLayout {
     v.group_block_begin = geo_.block_begin.data();
     v.group_col_begin = geo_.col_begin.data();
     v.code_map = has_code_map_ ? code_map_ : nullptr;
-    v.prefetch_bytes = uniform_prefetch_bytes(bits_);
+    v.prefetch = uniform_prefetch(bits_);
     return v;
   }
 

@@ -94,7 +94,7 @@ void tile_int8(const UniformKernelView& w, std::ptrdiff_t t, int v, const Activa
     for (int n = 0; n < NT; ++n) gf[n] = F32(0.0f);
     for (std::ptrdiff_t b = w.group_block_begin[g]; b < w.group_block_begin[g + 1]; ++b) {
       const std::uint8_t* rows = w.block(t, b) + 4 * kLanes * v;
-      if (v == 0) prefetch_stream_at<Bits>(w.block(t, b), w.prefetch_bytes);
+      if (v == 0) prefetch_stream_at<Bits>(w.block(t, b), w.prefetch);
       I32 acc[NT];
       for (int n = 0; n < NT; ++n) acc[n] = I32(0);
 #pragma GCC unroll 8
@@ -137,7 +137,7 @@ void tile_fp32(const UniformKernelView& w, std::ptrdiff_t t, int v, const Activa
       for (int i = 0; i < kChains; ++i) acc[n][i] = F32(0.0f);
     for (std::ptrdiff_t b = w.group_block_begin[g]; b < w.group_block_begin[g + 1]; ++b) {
       const std::uint8_t* rows = w.block(t, b) + 4 * kLanes * v;
-      if (v == 0) prefetch_stream_at<Bits>(w.block(t, b), w.prefetch_bytes);
+      if (v == 0) prefetch_stream_at<Bits>(w.block(t, b), w.prefetch);
 #pragma GCC unroll 8
       for (int op = 0; op < 8; ++op) {
         const U32 c = operand<Bits, kMap>(rows, op, map);
