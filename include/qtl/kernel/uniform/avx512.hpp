@@ -140,17 +140,17 @@ QTL_TARGET_AVX512VNNI QTL_KERNEL_INLINE __m512i load_map(const UniformKernelView
 }
 
 /// Int8 activations, one kernel block b: gf[n] += d_b * (the block's integer dot products).
+/// blk: the block's codes; q, d: its NT x 32 int8 activations (chunk layout, see
+/// ActivationView) and their NT scales.
 template <int Bits, int NT, bool kVnni, bool kMap>
-QTL_TARGET_AVX512VNNI QTL_KERNEL_INLINE void block_int8(const UniformKernelView& w, std::ptrdiff_t t, std::ptrdiff_t b,
-                                                    const ActivationView& a, __m512i map, __m512* gf) noexcept {
+QTL_TARGET_AVX512VNNI QTL_KERNEL_INLINE void block_int8(const std::uint8_t* blk, const std::int8_t* q, const float* d,
+                                                    PrefetchDistance pf, __m512i map, __m512* gf) noexcept {
   constexpr bool kScaled = kVnni && NT <= 2 && (Bits == 2 || Bits == 4) && !kMap;
   constexpr int kSlots = kScaled ? (Bits == 4 ? 2 : 4) : 1;
   // Sign trick (codes as q - 128) where int16 sums of 8 operands could overflow: codes of 5 bits
   // and more, and mapped codes.
   constexpr bool kSigned8 = !kVnni && (Bits >= 5 || kMap);
-  const std::int8_t* const q = a.q;  // chunk layout: see ActivationView
-  const std::uint8_t* blk = w.block(t, b);
-  prefetch_stream_at<Bits>(blk, w.prefetch);
+  prefetch_stream_at<Bits>(blk, pf);
   const RawBlock<Bits> raw = load_block<Bits>(blk);
   __m512i acc[NT][kSlots];
   for (int n = 0; n < NT; ++n)
@@ -161,14 +161,14 @@ QTL_TARGET_AVX512VNNI QTL_KERNEL_INLINE void block_int8(const UniformKernelView&
     if constexpr (kVnni) {
       for (int n = 0; n < NT; ++n) {
         __m512i& r = acc[n][kScaled ? slot_of<Bits>(op) : 0];
-        r = _mm512_dpbusd_epi32(r, c, bcast4(q + b * kBlockCols * NT + 4 * op * NT + 4 * n));
+        r = _mm512_dpbusd_epi32(r, c, bcast4(q + 4 * op * NT + 4 * n));
       }
     } else if constexpr (kSigned8) {
       const __m512i sw = _mm512_xor_si512(c, _mm512_set1_epi8(char(0x80)));
       const __mmask64 neg = _mm512_movepi8_mask(sw);
       const __m512i aw = _mm512_abs_epi8(sw);
       for (int n = 0; n < NT; ++n) {
-        const __m512i x = bcast4(q + b * kBlockCols * NT + 4 * op * NT + 4 * n);
+        const __m512i x = bcast4(q + 4 * op * NT + 4 * n);
         const __m512i xs = _mm512_mask_sub_epi8(x, neg, _mm512_setzero_si512(), x);
         acc[n][0] = _mm512_add_epi32(
             acc[n][0], _mm512_madd_epi16(_mm512_maddubs_epi16(aw, xs), _mm512_set1_epi16(1)));
@@ -176,7 +176,7 @@ QTL_TARGET_AVX512VNNI QTL_KERNEL_INLINE void block_int8(const UniformKernelView&
     } else {  // int16 partial sums, widened once per block below
       for (int n = 0; n < NT; ++n) {
         acc[n][0] = _mm512_add_epi16(
-            acc[n][0], _mm512_maddubs_epi16(c, bcast4(q + b * kBlockCols * NT + 4 * op * NT + 4 * n)));
+            acc[n][0], _mm512_maddubs_epi16(c, bcast4(q + 4 * op * NT + 4 * n)));
       }
     }
   }
@@ -186,7 +186,7 @@ QTL_TARGET_AVX512VNNI QTL_KERNEL_INLINE void block_int8(const UniformKernelView&
     for (int i = 1; i < kSlots; ++i) {
       sum = _mm512_add_epi32(sum, _mm512_srai_epi32(acc[n][i], slot_shift<Bits>(i)));
     }
-    gf[n] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(a.d[b * NT + n]), gf[n]);
+    gf[n] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(d[n]), gf[n]);
   }
 }
 
@@ -198,6 +198,7 @@ QTL_TARGET_AVX512VNNI void tile_int8(const UniformKernelView& w, std::ptrdiff_t 
   const __m512i map = load_map(w);
   const TileGroupParams* params = w.params(t);
   const float* const gs = a.gsum;
+  const PrefetchDistance pf = w.prefetch;
   for (std::ptrdiff_t g = 0; g < w.groups; ++g) {
     const __m512 s = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(params[g].scale)));
     __m512 z = _mm512_cvtepi32_ps(
@@ -206,20 +207,26 @@ QTL_TARGET_AVX512VNNI void tile_int8(const UniformKernelView& w, std::ptrdiff_t 
     __m512 gf[NT], gf2[NT];  // even and odd blocks: two independent chains
     for (int n = 0; n < NT; ++n) gf[n] = gf2[n] = _mm512_setzero_ps();
     const std::ptrdiff_t b0 = w.group_block_begin[g], b1 = w.group_block_begin[g + 1];
+    // Pointers to the group's first block and its activations; each next block is a constant
+    // offset away (no per-block address arithmetic).
+    constexpr std::ptrdiff_t kCodeStep = tile_block_bytes(Bits), kActStep = kBlockCols * NT;
+    const std::uint8_t* blk = w.block(t, b0);
+    const std::int8_t* q = a.q + b0 * kActStep;
+    const float* d = a.d + b0 * NT;
     // Groups of 128 columns (the common case) as straight-line code: a 4-trip loop with
     // run-time bounds costs a quarter of the GEMV's time on 2-bit codes.
     if (b1 - b0 == 4) {
-      block_int8<Bits, NT, kVnni, kMap>(w, t, b0, a, map, gf);
-      block_int8<Bits, NT, kVnni, kMap>(w, t, b0 + 1, a, map, gf2);
-      block_int8<Bits, NT, kVnni, kMap>(w, t, b0 + 2, a, map, gf);
-      block_int8<Bits, NT, kVnni, kMap>(w, t, b0 + 3, a, map, gf2);
+      block_int8<Bits, NT, kVnni, kMap>(blk, q, d, pf, map, gf);
+      block_int8<Bits, NT, kVnni, kMap>(blk + kCodeStep, q + kActStep, d + NT, pf, map, gf2);
+      block_int8<Bits, NT, kVnni, kMap>(blk + 2 * kCodeStep, q + 2 * kActStep, d + 2 * NT, pf, map, gf);
+      block_int8<Bits, NT, kVnni, kMap>(blk + 3 * kCodeStep, q + 3 * kActStep, d + 3 * NT, pf, map, gf2);
     } else {
       std::ptrdiff_t b = b0;
-      for (; b + 1 < b1; b += 2) {
-        block_int8<Bits, NT, kVnni, kMap>(w, t, b, a, map, gf);
-        block_int8<Bits, NT, kVnni, kMap>(w, t, b + 1, a, map, gf2);
+      for (; b + 1 < b1; b += 2, blk += 2 * kCodeStep, q += 2 * kActStep, d += 2 * NT) {
+        block_int8<Bits, NT, kVnni, kMap>(blk, q, d, pf, map, gf);
+        block_int8<Bits, NT, kVnni, kMap>(blk + kCodeStep, q + kActStep, d + NT, pf, map, gf2);
       }
-      if (b < b1) block_int8<Bits, NT, kVnni, kMap>(w, t, b, a, map, gf);
+      if (b < b1) block_int8<Bits, NT, kVnni, kMap>(blk, q, d, pf, map, gf);
     }
     for (int n = 0; n < NT; ++n) {
       const __m512 corr = _mm512_fnmadd_ps(z, _mm512_set1_ps(gs[g * NT + n]), _mm512_add_ps(gf[n], gf2[n]));
