@@ -27,8 +27,10 @@
 // (2-bit), 11.1 to 12.7-13.3 (3-bit), 11.9 to 14.0-14.6 (4-bit), 13.9 to 15.2 (8-bit) against
 // 15.3 GB/s read by the probe, and 2-thread ones from 21.4 to 23.6 (2-bit) and 23.6 to 28.5
 // (4-bit). No software prefetch at all read 11.0 (4-bit); prefetcht1 alone 16 KiB ahead 13.7;
-// prefetchnta halved the rate. So on Intel the uniform kernels prefetch on both levels (measured
-// on that VM class only; the Ice Lake and Zen 5 numbers above predate it).
+// prefetchnta halved the rate. The other families' streams gained too (same VM, bench lines
+// alternated twice: ternary LUT GEMV 67-68% -> 76-78% of the read bandwidth, binary 67% -> 75%).
+// So on Intel every kernel prefetches on both levels (measured on that VM class only; the Ice
+// Lake and Zen 5 numbers above predate it).
 // Prefetches never fault, so running past the end of the buffer is harmless.
 // QTL_PREFETCH_BYTES overrides the distance for every stream (one level, into L1).
 #pragma once
@@ -39,8 +41,19 @@
 
 namespace qtl::kernel {
 
-/// Bytes ahead of the block being read that a stream reading `Lines` 64-byte lines per block
-/// prefetches (see the header comment for the measurements behind the values).
+/// Where a stream prefetches, chosen at run time: `far` bytes ahead into L2 and `near` bytes
+/// ahead into L1 when near > 0 (two levels); else `far` bytes ahead into L1.
+struct PrefetchDistance {
+  std::ptrdiff_t far = 16384;
+  std::ptrdiff_t near = 0;
+  friend bool operator==(const PrefetchDistance&, const PrefetchDistance&) = default;
+};
+
+/// The two-level distances used on Intel CPUs (see the top).
+inline constexpr PrefetchDistance kTwoLevelPrefetch{4096, 1024};
+
+/// One-level bytes ahead of the block being read for a stream reading `Lines` 64-byte lines
+/// per block, on CPUs other than Intel's (see the header comment for the measurements).
 template <int Lines>
 inline constexpr std::ptrdiff_t kPrefetchBytes =
 #ifdef QTL_PREFETCH_BYTES
@@ -49,20 +62,10 @@ inline constexpr std::ptrdiff_t kPrefetchBytes =
     Lines >= 8 ? 4096 : 16384;
 #endif
 
-/// Prefetches `lines` 64-byte lines starting kPrefetchBytes<Lines> past p, for reading, into L1.
-template <int Lines>
-inline __attribute__((always_inline)) void prefetch_stream(const void* p) noexcept {
-  const char* c = static_cast<const char*>(p) + kPrefetchBytes<Lines>;
-  for (int l = 0; l < Lines; ++l) __builtin_prefetch(c + 64 * l, 0, 3);
-}
-
-/// Where a stream prefetches, chosen at run time: `far` bytes ahead into L2 and `near` bytes
-/// ahead into L1 when near > 0 (two levels); else `far` bytes ahead into L1.
-struct PrefetchDistance {
-  std::ptrdiff_t far = 16384;
-  std::ptrdiff_t near = 0;
-  friend bool operator==(const PrefetchDistance&, const PrefetchDistance&) = default;
-};
+namespace detail_prefetch {
+/// Whether this CPU takes the two-level prefetch (read once, at start-up).
+inline const bool g_two_level_prefetch = cpu_features().intel;
+}  // namespace detail_prefetch
 
 /// Prefetches the `Lines` 64-byte lines of the block `d` ahead of p (both levels when d.near > 0).
 template <int Lines>
@@ -76,13 +79,24 @@ inline __attribute__((always_inline)) void prefetch_stream_at(const void* p, Pre
   }
 }
 
+/// Prefetches the lines of the block ahead of p at this CPU's distances for a `Lines`-line
+/// stream: two levels on Intel, kPrefetchBytes<Lines> into L1 elsewhere (or QTL_PREFETCH_BYTES).
+template <int Lines>
+inline __attribute__((always_inline)) void prefetch_stream(const void* p) noexcept {
+#ifdef QTL_PREFETCH_BYTES
+  prefetch_stream_at<Lines>(p, {QTL_PREFETCH_BYTES, 0});
+#else
+  prefetch_stream_at<Lines>(p, detail_prefetch::g_two_level_prefetch ? kTwoLevelPrefetch : PrefetchDistance{kPrefetchBytes<Lines>, 0});
+#endif
+}
+
 /// The uniform kernels' prefetch distances for `bits`-bit codes on this CPU (see the top).
 [[nodiscard]] inline PrefetchDistance uniform_prefetch(int bits) noexcept {
 #ifdef QTL_PREFETCH_BYTES
   (void)bits;
   return {QTL_PREFETCH_BYTES, 0};
 #else
-  if (cpu_features().intel) return {4096, 1024};
+  if (detail_prefetch::g_two_level_prefetch) return kTwoLevelPrefetch;
   return {bits >= 8 ? 4096 : 16384, 0};
 #endif
 }
