@@ -200,6 +200,12 @@ QTL_TARGET_AVX512VNNI void tile_int8(const UniformKernelView& w, std::ptrdiff_t 
   const float* const gs = a.gsum;
   const PrefetchDistance pf = w.prefetch;
   for (std::ptrdiff_t g = 0; g < w.groups; ++g) {
+    // The tile's parameters are a second, slower stream in front of its codes (5.3 KiB for
+    // 112 groups): the weight-stream prefetch covers only its start. 16 groups (768 bytes)
+    // ahead took the 2-bit GEMV from 11.55 to 12.05 GB/s (1 thread, 4096 x 14336) and 22.3 to
+    // 23.2 (2 threads) on an Intel Xeon VM; 3- and 4-bit unchanged. Past the last group it
+    // touches the tile's own codes: harmless.
+    __builtin_prefetch(params + g + 16, 0, 3);
     const __m512 s = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(params[g].scale)));
     __m512 z = _mm512_cvtepi32_ps(
         _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(params[g].zero))));
