@@ -34,6 +34,7 @@ struct Limits {
   double read_gbps[3] = {0, 0, 0};  // by thread count (index 1, 2)
   double fma_gflops[3] = {0, 0, 0};
   double dot_gops[3] = {0, 0, 0};
+  double amx_gops[3] = {0, 0, 0};  // AMX int8 tile products (0 where AMX cannot run)
 };
 inline Limits g_limits;
 inline volatile std::int64_t g_sink;
@@ -167,6 +168,35 @@ __attribute__((target("avx2"))) inline int dot_chains_avx2(long iters) {
   return lanes[0] + lanes[7];
 }
 
+// AMX: TDPBSSD on four independent C tiles from one 16 x 64 A and one 16 x 64 B tile, each
+// instruction 16 x 16 x 64 multiply-adds (the most one instruction does; the uniform kernel's
+// blocks of 32 columns use half of each).
+struct alignas(64) AmxProbeConfig {
+  std::uint8_t palette = 1, start_row = 0, reserved[14] = {};
+  std::uint16_t colsb[16] = {64, 64, 64, 64, 64, 64};
+  std::uint8_t rows[16] = {16, 16, 16, 16, 16, 16};
+};
+inline void amx_chains(long iters) {
+  alignas(64) static const std::int8_t zeros[16 * 64] = {};
+  const AmxProbeConfig cfg;
+  __asm__ volatile("ldtilecfg %0" ::"m"(cfg));
+  __asm__ volatile("tileloadd (%0,%1,1), %%tmm4\n\ttileloadd (%0,%1,1), %%tmm5\n\ttilezero %%tmm0\n\t"
+                   "tilezero %%tmm1\n\ttilezero %%tmm2\n\ttilezero %%tmm3" ::"r"(zeros), "r"(64L) : "memory");
+  for (long k = 0; k < iters; ++k) {
+    __asm__ volatile("tdpbssd %%tmm5, %%tmm4, %%tmm0\n\ttdpbssd %%tmm5, %%tmm4, %%tmm1\n\t"
+                     "tdpbssd %%tmm5, %%tmm4, %%tmm2\n\ttdpbssd %%tmm5, %%tmm4, %%tmm3" ::);
+  }
+  __asm__ volatile("tilerelease" ::: "memory");
+}
+
+/// AMX int8 ops/s (GOP/s) with `threads` threads; 0 where AMX cannot run.
+inline double amx_gops(int threads, long iters) {
+  if (!qtl::kernel::amx_usable()) return 0.0;
+  const auto t0 = std::chrono::steady_clock::now();
+  qtl::kernel::parallel_for(threads, threads, [&](std::ptrdiff_t, std::ptrdiff_t) { amx_chains(iters); });
+  return threads * 4.0 * (2.0 * 16 * 16 * 64) * static_cast<double>(iters) / seconds_since(t0) / 1e9;
+}
+
 /// Best-of-`passes` read bandwidth (GB/s) over the probe buffer with `threads` threads.
 inline double read_gbps(int threads, int passes) {
   if (g_stream == nullptr) return 0.0;
@@ -225,12 +255,13 @@ inline void measure() {
     }
     g_limits.fma_gflops[threads] = best_fma;
     g_limits.dot_gops[threads] = best_dot;
+    for (int rep = 0; rep < 3; ++rep) g_limits.amx_gops[threads] = std::max(g_limits.amx_gops[threads], amx_gops(threads, 2'000'000));
   }
   std::fprintf(stderr,
                "limits: read %.1f / %.1f GB/s, fp32 FMA %.0f / %.0f GFLOP/s, int8 dot %.0f / %.0f GOP/s (1 / 2 threads); "
-               "kernel path %s\n",
+               "AMX int8 %.0f / %.0f GOP/s; kernel path %s\n",
                g_limits.read_gbps[1], g_limits.read_gbps[2], g_limits.fma_gflops[1], g_limits.fma_gflops[2],
-               g_limits.dot_gops[1], g_limits.dot_gops[2],
+               g_limits.dot_gops[1], g_limits.dot_gops[2], g_limits.amx_gops[1], g_limits.amx_gops[2],
                std::string(qtl::kernel::to_string(qtl::kernel::best_kernel_path())).c_str());
 }
 
@@ -240,6 +271,7 @@ inline void limit_line(benchmark::State& state) {
   state.counters["read_GBps"] = g_limits.read_gbps[t];
   state.counters["fma_GFLOPs"] = g_limits.fma_gflops[t];
   state.counters["dot_GOPs"] = g_limits.dot_gops[t];
+  state.counters["amx_GOPs"] = g_limits.amx_gops[t];
   state.counters["threads"] = t;
 }
 

@@ -109,19 +109,27 @@ void BM_gemv(benchmark::State& state) {
   state.counters["bw_frac"] = limit > 0 ? gbps / limit : 0.0;
 }
 
-// args: bits, rows, cols, m, threads, mode
+// args: bits, rows, cols, m, threads, mode, amx (1: the int8 GEMM on AMX tiles, its limit the
+// AMX probe's; 0: on the vector path, its limit the vpdpbusd probe's)
 void BM_gemm(benchmark::State& state) {
   const int bits = static_cast<int>(state.range(0));
   const Index rows = state.range(1), cols = state.range(2), m = state.range(3);
   const int threads = static_cast<int>(state.range(4));
   const ActivationMode mode = state.range(5) ? ActivationMode::Int8 : ActivationMode::Fp32;
+  const bool amx = state.range(6) != 0;
   UniformKernelMatrix k = matrix_set(bits, rows, cols, false).copies[0];
   k.set_mode(mode);
+  k.set_amx(amx);
   const auto x = random_vector(static_cast<std::size_t>(m * cols), 6);
   std::vector<float> y(static_cast<std::size_t>(m * rows));
   const bool int8 = mode == ActivationMode::Int8;
-  const double local_limit = !probes_ok() ? 0.0 : int8 ? probe_dot_gops(threads, 3'000'000) : probe_fma_gflops(threads, 3'000'000);
-  const double limit = std::max(local_limit, int8 ? g_limits.dot_gops[threads] : g_limits.fma_gflops[threads]);
+  const double local_limit = !probes_ok() ? 0.0
+                             : amx       ? bench_limits::amx_gops(threads, 300'000)
+                             : int8      ? probe_dot_gops(threads, 3'000'000)
+                                         : probe_fma_gflops(threads, 3'000'000);
+  const double limit = std::max(local_limit, amx    ? g_limits.amx_gops[threads]
+                                             : int8 ? g_limits.dot_gops[threads]
+                                                    : g_limits.fma_gflops[threads]);
   const auto t0 = std::chrono::steady_clock::now();
   for (auto _ : state) {
     k.gemm(x.data(), cols, m, y.data(), rows, threads);
@@ -134,6 +142,7 @@ void BM_gemm(benchmark::State& state) {
   state.counters["weight_bytes"] = static_cast<double>(k.bytes());
   state.counters["threads"] = threads;
   state.counters["bits"] = bits;
+  state.counters["amx"] = amx ? 1 : 0;
   state.counters["limit_GOPs"] = limit;
   state.counters["local_limit_GOPs"] = local_limit;
   state.counters["peak_frac"] = limit > 0 ? gops / limit : 0.0;
@@ -214,18 +223,23 @@ void register_benchmarks() {
       }
     }
   }
-  // GEMM on the Llama FFN shape (W 4096 x 14336, as PERF.md's reference points).
+  // GEMM on the Llama FFN shape (W 4096 x 14336, as PERF.md's reference points); int8 lines
+  // on the vector path, and where AMX runs on AMX tiles too (the speedup: the pair's ratio).
+  const bool amx = qtl::kernel::amx_usable() && qtl::kernel::default_kernel_path() == qtl::kernel::KernelPath::Avx512Vnni;
   for (Index m : {8, 64, 512}) {
     for (int bits : {2, 4, 8}) {
-      benchmark::RegisterBenchmark("gemm", BM_gemm)
-          ->Args({bits, 4096, 14336, m, 2, 1})
-          ->ArgNames({"bits", "rows", "cols", "m", "threads", "int8"})
-          ->UseRealTime()
-          ->MinTime(0.2);
+      for (int tiles : {0, 1}) {
+        if (tiles == 1 && (!amx || m < UniformKernelMatrix::kAmxMinTokens)) continue;
+        benchmark::RegisterBenchmark("gemm", BM_gemm)
+            ->Args({bits, 4096, 14336, m, 2, 1, tiles})
+            ->ArgNames({"bits", "rows", "cols", "m", "threads", "int8", "amx"})
+            ->UseRealTime()
+            ->MinTime(0.2);
+      }
     }
     benchmark::RegisterBenchmark("gemm", BM_gemm)
-        ->Args({4, 4096, 14336, m, 2, 0})
-        ->ArgNames({"bits", "rows", "cols", "m", "threads", "int8"})
+        ->Args({4, 4096, 14336, m, 2, 0, 0})
+        ->ArgNames({"bits", "rows", "cols", "m", "threads", "int8", "amx"})
         ->UseRealTime()
         ->MinTime(0.2);
     benchmark::RegisterBenchmark("eigen_gemm", BM_eigen_gemm)
@@ -249,11 +263,14 @@ void register_benchmarks() {
       }
     }
   }
-  benchmark::RegisterBenchmark("gemm", BM_gemm)
-      ->Args({4, 4096, 14336, 512, 1, 1})
-      ->ArgNames({"bits", "rows", "cols", "m", "threads", "int8"})
-      ->UseRealTime()
-      ->MinTime(0.2);
+  for (int tiles : {0, 1}) {
+    if (tiles == 1 && !amx) continue;
+    benchmark::RegisterBenchmark("gemm", BM_gemm)
+        ->Args({4, 4096, 14336, 512, 1, 1, tiles})
+        ->ArgNames({"bits", "rows", "cols", "m", "threads", "int8", "amx"})
+        ->UseRealTime()
+        ->MinTime(0.2);
+  }
 }
 
 }  // namespace

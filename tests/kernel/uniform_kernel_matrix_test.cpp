@@ -29,9 +29,16 @@ using qtl::kernel::UniformKernelMatrix;
 // kernels add before the zero-point subtraction).
 
 
+// The AMX tile GEMM (qtl/kernel/uniform/amx.hpp) runs for int8 activations of at least 16
+// tokens on the Avx512Vnni path where the CPU and the OS allow it: checked as one more "path".
+bool amx_runs(KernelPath path, ActivationMode mode, Index m) {
+  return path == KernelPath::Avx512Vnni && mode == ActivationMode::Int8 && qtl::kernel::amx_usable() &&
+         m >= UniformKernelMatrix::kAmxMinTokens;
+}
+
 template <int B, qtl::Mode M>
 void check_all_paths(const Case& cs, const qtl::RowMatrixXf& w, const qtl::RowMatrixXf& x,
-                     const char* what) {
+                     const char* what, bool amx_only = false) {
   const auto q = qtl::quantize_matrix(qtl::Uniform<B, M>{}, cs.g, w);
   const auto packed = qtl::pack(q);
   const auto wv = packed.view();
@@ -52,11 +59,15 @@ void check_all_paths(const Case& cs, const qtl::RowMatrixXf& w, const qtl::RowMa
 
   for (KernelPath path : qtl::kernel::supported_kernel_paths()) {
     for (ActivationMode mode : {ActivationMode::Fp32, ActivationMode::Int8}) {
+     for (bool amx : {false, true}) {
+      if (amx ? !amx_runs(path, mode, m) : amx_only) continue;
       SCOPED_TRACE(testing::Message() << what << " " << B << "-bit " << (M == qtl::Mode::Symmetric ? "sym" : "asym")
                                       << " " << cs.rows << "x" << cs.cols << " " << qtl::to_string(cs.g)
                                       << " m=" << m << " path=" << qtl::kernel::to_string(path)
-                                      << " mode=" << (mode == ActivationMode::Fp32 ? "fp32" : "int8"));
-      const UniformKernelMatrix k(packed, mode, path);
+                                      << " mode=" << (mode == ActivationMode::Fp32 ? "fp32" : "int8")
+                                      << (amx ? " amx" : ""));
+      UniformKernelMatrix k(packed, mode, path);
+      k.set_amx(amx);
       qtl::RowMatrixXf y(m, cs.rows);
       k.gemm(x.data(), x.outerStride(), m, y.data(), y.outerStride(), 1);
       qtl::kernel::PreparedActivations acts;
@@ -103,24 +114,32 @@ void check_all_paths(const Case& cs, const qtl::RowMatrixXf& w, const qtl::RowMa
           ASSERT_LE(std::abs(double(y(n, r)) - double(ref(n, r))), tol_exact) << "token " << n << " row " << r;
         }
       }
+     }
     }
   }
 }
 
 template <int B>
-void check_bits(const Case& cs, const qtl::RowMatrixXf& w, const qtl::RowMatrixXf& x, const char* what) {
-  check_all_paths<B, qtl::Mode::Asymmetric>(cs, w, x, what);
-  check_all_paths<B, qtl::Mode::Symmetric>(cs, w, x, what);
+void check_bits(const Case& cs, const qtl::RowMatrixXf& w, const qtl::RowMatrixXf& x, const char* what,
+                bool amx_only = false) {
+  check_all_paths<B, qtl::Mode::Asymmetric>(cs, w, x, what, amx_only);
+  check_all_paths<B, qtl::Mode::Symmetric>(cs, w, x, what, amx_only);
 }
 
-void check_every_format(const Case& cs, const qtl::RowMatrixXf& w, const qtl::RowMatrixXf& x, const char* what) {
-  check_bits<2>(cs, w, x, what);
-  check_bits<3>(cs, w, x, what);
-  check_bits<4>(cs, w, x, what);
-  check_bits<5>(cs, w, x, what);
-  check_bits<6>(cs, w, x, what);
-  check_bits<8>(cs, w, x, what);
+void check_every_format(const Case& cs, const qtl::RowMatrixXf& w, const qtl::RowMatrixXf& x, const char* what,
+                        bool amx_only = false) {
+  check_bits<2>(cs, w, x, what, amx_only);
+  check_bits<3>(cs, w, x, what, amx_only);
+  check_bits<4>(cs, w, x, what, amx_only);
+  check_bits<5>(cs, w, x, what, amx_only);
+  check_bits<6>(cs, w, x, what, amx_only);
+  check_bits<8>(cs, w, x, what, amx_only);
 }
+
+// Where the AMX GEMM cannot run there is nothing of it to check: say so instead of passing.
+#define QTL_REQUIRE_AMX()                                                                   \
+  if (!qtl::kernel::amx_usable() || !qtl::kernel::path_supported(KernelPath::Avx512Vnni)) \
+  GTEST_SKIP() << "no AMX-INT8 tiles usable on this machine"
 
 const std::vector<Case>& adversarial_cases() {
   static const std::vector<Case> cases = {
@@ -139,6 +158,63 @@ TEST(UniformKernelMatrix, EveryPathMatchesReferenceOnAdversarialShapes) {
       const auto w = qtl::test::gaussian(cs.rows, cs.cols, ++seed, 0.05f);
       const auto x = qtl::test::gaussian(m, cs.cols, ++seed);
       check_every_format(cs, w, x, "gaussian");
+    }
+  }
+}
+
+TEST(UniformKernelMatrix, AmxGemmMatchesReferenceOnAdversarialShapes) {
+  QTL_REQUIRE_AMX();
+  // Exactly one chunk of 16 tokens, and 2 chunks + 5 (a padded last chunk); shapes with
+  // padded rows, padded columns, groups of 7 (one block each) and one group per row.
+  unsigned seed = 300;
+  for (const Case& cs : adversarial_cases()) {
+    for (Index m : {16, 37}) {
+      const auto w = qtl::test::gaussian(cs.rows, cs.cols, ++seed, 0.05f);
+      const auto x = qtl::test::gaussian(m, cs.cols, ++seed);
+      check_every_format(cs, w, x, "gaussian", true);
+    }
+  }
+}
+
+TEST(UniformKernelMatrix, AmxGemmExtremeCodesAndPanels) {
+  QTL_REQUIRE_AMX();
+  // Codes at their extremes against activations at +-127 (signed code - zero down to -255 for
+  // 8 bits is why 8-bit codes stay unsigned), and 4200 columns: three panels of 2048 columns
+  // (the last one partial), 17 tiles (two groups of tiles, the second of one padded tile).
+  std::mt19937 rng(8);
+  std::bernoulli_distribution coin(0.5);
+  const Case cs{37, 200, qtl::PerGroup{64}};
+  qtl::RowMatrixXf w_sign(cs.rows, cs.cols), x_sign(20, cs.cols);
+  for (auto& v : w_sign.reshaped()) v = coin(rng) ? 1.0f : -1.0f;
+  for (auto& v : x_sign.reshaped()) v = coin(rng) ? 3.0f : -3.0f;
+  check_every_format(cs, w_sign, x_sign, "signs", true);
+  const qtl::RowMatrixXf w_pos = qtl::RowMatrixXf::Constant(cs.rows, cs.cols, 0.5f);
+  const qtl::RowMatrixXf x_pos = qtl::RowMatrixXf::Constant(17, cs.cols, 2.0f);
+  check_every_format(cs, w_pos, x_pos, "all positive", true);
+  const Case wide{257, 4200, qtl::PerGroup{128}};
+  const auto w = qtl::test::gaussian(wide.rows, wide.cols, 41, 0.05f);
+  const auto x = qtl::test::gaussian(18, wide.cols, 42);
+  check_bits<4>(wide, w, x, "panels", true);
+  check_bits<8>(wide, w, x, "panels", true);
+}
+
+TEST(UniformKernelMatrix, AmxCanBeTurnedOffAndOnlyOnWhereItRuns) {
+  const auto packed = qtl::pack(qtl::quantize_matrix(qtl::Uniform<4>{}, qtl::PerGroup{32}, qtl::test::gaussian(16, 64, 51)));
+  UniformKernelMatrix k(packed, ActivationMode::Int8, KernelPath::Portable);
+  EXPECT_FALSE(k.amx());
+  EXPECT_THROW(k.set_amx(true), qtl::Error);
+  EXPECT_FALSE(k.amx());
+  k.set_amx(false);
+  if (qtl::kernel::path_supported(KernelPath::Avx512Vnni)) {
+    k.set_path(KernelPath::Avx512Vnni);
+    EXPECT_EQ(k.amx(), qtl::kernel::amx_usable());
+    k.set_amx(false);
+    EXPECT_FALSE(k.amx());
+    if (qtl::kernel::amx_usable()) {
+      k.set_amx(true);
+      EXPECT_TRUE(k.amx());
+    } else {
+      EXPECT_THROW(k.set_amx(true), qtl::Error);
     }
   }
 }
@@ -183,6 +259,10 @@ TEST(UniformKernelMatrix, ResultsAreBitIdenticalForAnyThreadCount) {
     for (ActivationMode mode : {ActivationMode::Fp32, ActivationMode::Int8}) {
       UniformKernelMatrix k(packed, mode, path);
       qtl::test::expect_thread_count_independent(k, x, qtl::kernel::to_string(path));
+      if (amx_runs(path, mode, 40)) {  // the AMX GEMM: 3 chunks of tokens, tiles split unevenly
+        const auto x40 = qtl::test::gaussian(40, cs.cols, 23);
+        qtl::test::expect_thread_count_independent(k, x40, "amx");
+      }
     }
   }
 }
@@ -196,6 +276,11 @@ TEST(UniformKernelMatrix, RealModelWeightsMatchReference) {
     check_bits<4>(cs, w, x, name);
     check_bits<2>(cs, w, x, name);
     check_bits<5>(cs, w, x, name);
+    if (qtl::kernel::amx_usable()) {  // and on AMX tiles, 2 chunks of tokens + 1
+      const auto x33 = qtl::test::gaussian(33, w.cols(), 32);
+      check_bits<4>(cs, w, x33, name, true);
+      check_bits<8>(cs, w, x33, name, true);
+    }
   }
 }
 

@@ -37,6 +37,10 @@
 #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
 #include <cpuid.h>
 #endif
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 namespace qtl::kernel {
 
@@ -78,6 +82,7 @@ struct CpuFeatures {
   bool avx512vnni = false;
   bool avx_vnni = false;  ///< VEX-encoded VNNI (Alder Lake+, Zen 5): the AvxVnni path
   bool intel = false;     ///< vendor "GenuineIntel" (the weight-stream prefetch distance depends on it)
+  bool amx_int8 = false;  ///< AMX-TILE + AMX-INT8 with the tile state enabled in XCR0 (Sapphire Rapids+)
 };
 
 [[nodiscard]] inline CpuFeatures detect_cpu_features() noexcept {
@@ -96,6 +101,17 @@ struct CpuFeatures {
   // enabled, which avx2 above already implies.
   unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
   if (__get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) != 0) f.avx_vnni = f.avx2 && ((eax >> 4) & 1u) != 0;
+  // AMX: CPUID leaf 7, sub-leaf 0, EDX bits 24 (AMX-TILE) and 25 (AMX-INT8), and the OS's XCR0
+  // bits 17 (XTILECFG) and 18 (XTILEDATA) (XGETBV needs OSXSAVE, leaf 1 ECX bit 27). Linux also
+  // wants a per-process request before the first tile instruction: amx_usable() makes it.
+  if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) != 0 && ((edx >> 24) & 3u) == 3u) {
+    unsigned a1 = 0, b1 = 0, c1 = 0, d1 = 0;
+    if (__get_cpuid(1, &a1, &b1, &c1, &d1) != 0 && ((c1 >> 27) & 1u) != 0) {
+      unsigned xcr0_lo = 0, xcr0_hi = 0;
+      __asm__("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0u));
+      f.amx_int8 = ((xcr0_lo >> 17) & 3u) == 3u;
+    }
+  }
   // Leaf 0: the vendor string in EBX, EDX, ECX ("Genu" "ineI" "ntel").
   if (__get_cpuid(0, &eax, &ebx, &ecx, &edx) != 0) f.intel = ebx == 0x756e6547u && edx == 0x49656e69u && ecx == 0x6c65746eu;
 #endif
@@ -106,6 +122,26 @@ struct CpuFeatures {
 [[nodiscard]] inline const CpuFeatures& cpu_features() noexcept {
   static const CpuFeatures f = detect_cpu_features();
   return f;
+}
+
+/// Whether this process may run AMX tile instructions: the CPU has AMX-TILE and AMX-INT8 with
+/// their state enabled, and (Linux) the kernel granted the process the tile data state, asked
+/// once with arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) (the grant is process-wide).
+/// QTL_AMX=0 in the environment (read once) turns AMX off for the process. The uniform int8
+/// GEMM (qtl/kernel/uniform/amx.hpp) runs on AMX tiles where this holds.
+[[nodiscard]] inline bool amx_usable() noexcept {
+  static const bool usable = [] {
+    if (!cpu_features().amx_int8) return false;
+    const char* env = std::getenv("QTL_AMX");
+    if (env != nullptr && std::string_view(env) == "0") return false;
+#if defined(__linux__) && defined(SYS_arch_prctl) && defined(QTL_X86_64)
+    constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;  // asm/prctl.h, fpu/types.h
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+    return false;
+#endif
+  }();
+  return usable;
 }
 
 /// Whether the compiled code of path `p` may run here (compiler and CPU both support it).

@@ -13,6 +13,7 @@
 //   QTL_TARGET_AVX512        AVX-512 F/BW/VL/DQ (Skylake-SP and later, Zen 4)
 //   QTL_TARGET_AVX512VNNI    the same with VNNI (vpdpbusd)
 //   QTL_TARGET_AVX512VBMI    the same with VBMI (vpermb)
+//   QTL_TARGET_AMX           AVX-512 VNNI with AMX-TILE and AMX-INT8 (Sapphire Rapids and later)
 //
 // QTL_KERNEL_INLINE marks the small helpers of the kernels (loads, lookups, one step of a
 // loop): they must be inlined into their target-attributed caller, whose target must include
@@ -29,6 +30,8 @@
   __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
 #define QTL_TARGET_AVX512VBMI \
   __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi")))
+#define QTL_TARGET_AMX \
+  __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,amx-tile,amx-int8")))
 #ifndef QTL_KERNEL_INLINE
 #define QTL_KERNEL_INLINE inline __attribute__((always_inline))
 #endif

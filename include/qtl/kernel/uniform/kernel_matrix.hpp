@@ -37,6 +37,7 @@
 #include "qtl/kernel/uniform/portable.hpp"
 #include "qtl/kernel/uniform/quantize_activations.hpp"
 #if !defined(QTL_KERNELS_DECLARE_ONLY_UNIFORM)
+#include "qtl/kernel/uniform/amx.hpp"
 #include "qtl/kernel/uniform/avx2.hpp"
 #include "qtl/kernel/uniform/avx512.hpp"
 #endif
@@ -47,9 +48,16 @@ namespace qtl::kernel {
 using UniformTilesFn = void (*)(const UniformKernelView&, const ActivationSet&, float*, std::ptrdiff_t,
                                 std::ptrdiff_t, std::ptrdiff_t) noexcept;
 
+/// The AMX tile kernel's signature (qtl/kernel/uniform/amx.hpp): tiles [t0, t1) x all tokens,
+/// with amx_scratch_bytes() of the caller's scratch.
+using UniformAmxFn = void (*)(const UniformKernelView&, const AmxActivationSet&, float*, std::ptrdiff_t,
+                              std::ptrdiff_t, std::ptrdiff_t, std::uint8_t*) noexcept;
+
 #if defined(QTL_KERNELS_DECLARE_ONLY_UNIFORM)
 /// The kernel function of `path`; compiled in the program's kernels TU (qtl/kernel/common/separate.hpp).
 [[nodiscard]] UniformTilesFn uniform_tiles_function(KernelPath path) noexcept;
+/// The AMX kernel, or null where it is not compiled in; compiled in the kernels TU.
+[[nodiscard]] UniformAmxFn uniform_amx_function() noexcept;
 #else
 namespace detail_dispatch {
 #if defined(QTL_HAVE_X86_KERNELS)
@@ -78,6 +86,15 @@ inline void tiles_avx512vnni(const UniformKernelView& w, const ActivationSet& a,
   (void)path;
 #endif
   return &uniform_tiles_portable;
+}
+
+/// The AMX kernel, or null where it is not compiled in (x86-64 GCC/Clang only).
+[[nodiscard]] QTL_KERNEL_ENTRY UniformAmxFn uniform_amx_function() noexcept {
+#if defined(QTL_HAVE_X86_KERNELS)
+  return &uniform_tiles_amx;
+#else
+  return nullptr;
+#endif
 }
 #endif
 
@@ -147,6 +164,28 @@ class UniformKernelMatrix : public CheckedKernel<UniformKernelMatrix> {
   // multiply-adds each; default 2048 per thread (a few microseconds).
   static constexpr std::ptrdiff_t kDefaultMinWorkPerThread = 2048;
 
+  /// Whether gemm runs int8 products of at least kAmxMinTokens tokens on AMX tiles
+  /// (qtl/kernel/uniform/amx.hpp). On by default on the Avx512Vnni path where amx_usable();
+  /// set_path resets it to that default.
+  [[nodiscard]] bool amx() const noexcept { return amx_fn_ != nullptr; }
+  /// Turns the AMX GEMM on or off. Throws qtl::Error, changing nothing, when turning it on
+  /// where it cannot run (no AMX-INT8, not granted by the OS, QTL_AMX=0, or a path other than
+  /// Avx512Vnni).
+  void set_amx(bool on) {
+    if (!on) {
+      amx_fn_ = nullptr;
+      return;
+    }
+    const UniformAmxFn fn = amx_function_for(path());
+    if (fn == nullptr) {
+      fail(kName, "::set_amx: AMX tiles cannot run here (CPU AMX-INT8: ", cpu_features().amx_int8 ? "yes" : "no",
+           ", usable: ", amx_usable() ? "yes" : "no", ", path: ", to_string(path()), ")");
+    }
+    amx_fn_ = fn;
+  }
+  /// The fewest tokens a gemm hands to AMX (an A tile holds 16; fewer run on the vector path).
+  static constexpr Index kAmxMinTokens = kAmxTokens;
+
   /// y[0..rows) = W_hat x[0..cols). x must be finite. Unchecked.
   void gemv(const float* x, float* y, int threads = 1) const { gemm(x, cols(), 1, y, rows(), threads); }
 
@@ -158,6 +197,10 @@ class UniformKernelMatrix : public CheckedKernel<UniformKernelMatrix> {
     // threads costs more than it saves; the result does not depend on the thread count anyway.
     const std::ptrdiff_t work = w.tiles * w.blocks * m;
     threads = thread_count(work, threads, kDefaultMinWorkPerThread);
+    if (amx_fn_ != nullptr && mode_ == ActivationMode::Int8 && m >= kAmxMinTokens) {
+      gemm_amx(x, ldx, m, y, ldy, threads);
+      return;
+    }
     PreparedActivations acts;
     acts.allocate(w, m, mode_);
     parallel_for(m, threads, [&](std::ptrdiff_t n0, std::ptrdiff_t n1) { acts.prepare(w, x, ldx, n0, n1); });
@@ -168,11 +211,38 @@ class UniformKernelMatrix : public CheckedKernel<UniformKernelMatrix> {
 
  private:
   friend class CheckedKernel<UniformKernelMatrix>;
-  void select_path(KernelPath path) noexcept { fn_ = uniform_tiles_function(path); }
+  void select_path(KernelPath path) noexcept {
+    fn_ = uniform_tiles_function(path);
+    amx_fn_ = amx_function_for(path);
+  }
+
+  static UniformAmxFn amx_function_for(KernelPath path) noexcept {
+    return path == KernelPath::Avx512Vnni && amx_usable() ? uniform_amx_function() : nullptr;
+  }
+
+  // Int8 GEMM on AMX tiles: activations in the tile layout, each thread a contiguous range of
+  // weight tiles with its own decode scratch.
+  void gemm_amx(const float* x, Index ldx, Index m, float* y, Index ldy, int threads) const {
+    const UniformKernelView w = layout_.view();
+    AmxActivations acts;
+    acts.allocate(w, m);
+    parallel_for(m, threads, [&](std::ptrdiff_t n0, std::ptrdiff_t n1) { acts.prepare(w, x, ldx, n0, n1); });
+    const AmxActivationSet a = acts.view();
+    const std::ptrdiff_t parts = std::min<std::ptrdiff_t>(threads, w.tiles);
+    const std::size_t per = amx_scratch_bytes();
+    detail::AlignedBuffer scratch(per * static_cast<std::size_t>(parts));
+    const UniformAmxFn fn = amx_fn_;
+    parallel_for(parts, static_cast<int>(parts), [&](std::ptrdiff_t i0, std::ptrdiff_t i1) {
+      for (std::ptrdiff_t i = i0; i < i1; ++i) {
+        fn(w, a, y, ldy, w.tiles * i / parts, w.tiles * (i + 1) / parts, scratch.data() + per * static_cast<std::size_t>(i));
+      }
+    });
+  }
 
   UniformKernelLayout layout_;
   ActivationMode mode_ = ActivationMode::Int8;
   UniformTilesFn fn_ = &uniform_tiles_portable;
+  UniformAmxFn amx_fn_ = nullptr;
 };
 
 }  // namespace qtl::kernel
