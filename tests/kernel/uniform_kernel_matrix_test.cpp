@@ -198,6 +198,38 @@ TEST(UniformKernelMatrix, AmxGemmExtremeCodesAndPanels) {
   check_bits<8>(wide, w, x, "panels", true);
 }
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+struct alignas(64) TileConfigBytes {
+  std::uint8_t b[64] = {};
+};
+TileConfigBytes stored_tile_config() {
+  TileConfigBytes c;
+  __asm__ volatile("sttilecfg %0" : "=m"(c.b));
+  return c;
+}
+
+TEST(UniformKernelMatrix, AmxGemmLeavesTheThreadsTileConfigurationAsItFoundIt) {
+  QTL_REQUIRE_AMX();
+  // Other AMX users (ggml's kernels) load a configuration once per thread and keep using it:
+  // a GEMM on the same thread must put theirs back, and leave an unconfigured thread so.
+  const auto packed = qtl::pack(qtl::quantize_matrix(qtl::Uniform<4>{}, qtl::PerGroup{32}, qtl::test::gaussian(40, 96, 61)));
+  UniformKernelMatrix k(packed, ActivationMode::Int8, KernelPath::Avx512Vnni);
+  ASSERT_TRUE(k.amx());
+  const auto x = qtl::test::gaussian(20, 96, 62);
+  (void)k.gemm(x, 1);
+  EXPECT_EQ(stored_tile_config().b[0], 0) << "an unconfigured thread was left configured";
+  TileConfigBytes theirs;
+  theirs.b[0] = 1;  // palette 1, one tile of 3 rows x 12 bytes: unlike the kernel's
+  theirs.b[16] = 12;
+  theirs.b[48] = 3;
+  __asm__ volatile("ldtilecfg %0" ::"m"(theirs.b));
+  (void)k.gemm(x, 1);
+  const TileConfigBytes after = stored_tile_config();
+  __asm__ volatile("tilerelease" ::: "memory");
+  EXPECT_EQ(std::memcmp(after.b, theirs.b, 64), 0) << "the thread's own configuration was not restored";
+}
+#endif
+
 TEST(UniformKernelMatrix, AmxCanBeTurnedOffAndOnlyOnWhereItRuns) {
   const auto packed = qtl::pack(qtl::quantize_matrix(qtl::Uniform<4>{}, qtl::PerGroup{32}, qtl::test::gaussian(16, 64, 51)));
   UniformKernelMatrix k(packed, ActivationMode::Int8, KernelPath::Portable);

@@ -17,11 +17,12 @@
 //   Avx2        ymm, vpmaddubsw + vpmaddwd (AVX2 + FMA + F16C)
 //   Portable    xsimd batches of the compile-time arch (qtl/kernel/common/portable_simd.hpp:
 //               SSE2 on plain x86-64, NEON on AArch64), always present
+// On the Avx512Vnni path the uniform int8 GEMM also uses AMX tiles where amx_usable() (below).
 // Only the uniform kernels (and the table family's int8 mode, which runs on them) use integer
 // dot products; the other families run their Avx2 code on the AvxVnni path.
 // The environment variable QTL_KERNEL_PATH=portable|avx2|avxvnni|avx512|avx512vnni forces a
 // path for the whole process (read once, on first use); forcing a path this CPU cannot run is
-// an error.
+// an error. QTL_AMX=0 keeps the process off AMX tiles.
 #pragma once
 
 #include "qtl/kernel/common/target.hpp"

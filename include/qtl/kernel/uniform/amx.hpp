@@ -27,7 +27,7 @@
 //
 // Linux hands the tile state to a process only on request (arch_prctl(ARCH_REQ_XCOMP_PERM,
 // XFEATURE_XTILEDATA)); amx_usable() makes it once. The kernel loads its tile configuration on
-// entry and releases the tiles on exit, on whatever thread runs it.
+// entry and puts the thread's previous one back on exit (releases the tiles if there was none).
 #pragma once
 
 #include "qtl/kernel/common/target.hpp"
@@ -224,6 +224,11 @@ QTL_TARGET_AMX void run_tiles(const UniformKernelView& w, const AmxActivationSet
   std::uint8_t* wq0 = scratch;                                                          // G x P x 512
   auto* ws0 = reinterpret_cast<float*>(wq0 + kAmxTileGroup * kAmxPanelBlocks * 512);   // G x P x 16
   auto* cbuf = reinterpret_cast<std::int32_t*>(ws0 + kAmxTileGroup * kAmxPanelBlocks * 16);  // 4 x 256
+  // The thread's tile configuration is shared with every other AMX user on it (ggml's AMX
+  // kernels load theirs once per thread and keep it): save it, and put it back at the end
+  // instead of releasing the tiles, which made ggml's next tile load on this thread fault.
+  alignas(64) std::uint8_t saved[64];
+  __asm__ volatile("sttilecfg %0" : "=m"(*reinterpret_cast<std::uint8_t(*)[64]>(saved)));
   const TileConfig cfg;
   __asm__ volatile("ldtilecfg %0" ::"m"(cfg));
   for (std::ptrdiff_t tg = t0; tg < t1; tg += kAmxTileGroup) {
@@ -248,7 +253,11 @@ QTL_TARGET_AMX void run_tiles(const UniformKernelView& w, const AmxActivationSet
       }
     }
   }
-  __asm__ volatile("tilerelease" ::: "memory");
+  if (saved[0] != 0) {
+    __asm__ volatile("ldtilecfg %0" ::"m"(*reinterpret_cast<const std::uint8_t(*)[64]>(saved)));
+  } else {
+    __asm__ volatile("tilerelease" ::: "memory");  // it was unconfigured
+  }
 }
 
 #undef QTL_TILE_LOAD

@@ -10,6 +10,10 @@
 //         integer dot products; deviates from the exact product by at most
 //           |y_r - y_exact_r| <= sum_c |W_hat(r, c)| (d_b(c) / 2 + 2^-22 |x_c|)  + float rounding,
 //         d_b = max |x| over the 32-column block of c (see uniform/quantize_activations.hpp).
+// AMX: on CPUs with AMX-INT8 tiles (Sapphire Rapids and later; amx_usable()), the Avx512Vnni
+// path runs Int8 GEMMs of at least 16 tokens on them (qtl/kernel/uniform/amx.hpp): the same
+// int8 activations and integer block products, another float summation order, the same bound.
+// set_amx(false) or QTL_AMX=0 keeps them on the vector kernels.
 // The raw-pointer gemv/gemm validate nothing and never throw except std::bad_alloc for their
 // scratch; the Eigen overloads validate shapes and finiteness first and throw qtl::Error.
 // Results are bit-identical for every thread count (qtl/kernel/common/threading.hpp) and, within one
