@@ -159,6 +159,7 @@ QTL_TARGET_AMX QTL_KERNEL_INLINE void scale_block(const std::int32_t* c, const f
 /// Software-pipelined by one step: step i multiplies two blocks on tmm0 / tmm1 and stores the
 /// products to one half of cbuf (4 x 1 KiB), then scales step i - 1's products from the other
 /// half: a tile store waits for its product, and the loads that read it for the store.
+/// The odd last block goes through cbuf's first half after the last step was scaled.
 template <bool kSigned>
 QTL_TARGET_AMX void tile_chunk(const std::uint8_t* wq, const float* ws, const AmxActivationSet& a, std::ptrdiff_t j,
                                std::ptrdiff_t p0, std::ptrdiff_t p1, bool first, std::int32_t* cbuf, float* y,
@@ -175,8 +176,39 @@ QTL_TARGET_AMX void tile_chunk(const std::uint8_t* wq, const float* ws, const Am
   for (int m = 0; m < kAmxTokens; ++m) {
     acc[m] = first || m >= tokens ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mask, y + (n0 + m) * ldy + row0);
   }
-  auto product = [&](std::ptrdiff_t b, std::int32_t* c) QTL_TARGET_AMX {
-    // Two blocks b, b + 1 (or only b at the end) into c[0..256) and c[256..512).
+  // Written out without lambdas: with the accumulators captured by reference GCC kept them
+  // in memory, a store per multiply-add competing with the tile stores for the store port.
+  std::ptrdiff_t b = 0;
+  for (; b + 1 < nb; b += 2) {
+    // Step b/2: blocks b, b + 1 into one half of cbuf; then the previous step's two blocks.
+    std::int32_t* cur = cbuf + 512 * ((b / 2) & 1);
+    QTL_TILE_LOAD(2, aq + b * kATile, kBlockCols);
+    QTL_TILE_LOAD(4, wq + b * kBTile, 64);
+    QTL_TILE_ZERO(0);
+    QTL_TILE_LOAD(3, aq + (b + 1) * kATile, kBlockCols);
+    QTL_TILE_LOAD(5, wq + (b + 1) * kBTile, 64);
+    QTL_TILE_ZERO(1);
+    if constexpr (kSigned) {
+      QTL_TILE_DPBSSD(0, 2, 4);
+      QTL_TILE_DPBSSD(1, 3, 5);
+    } else {
+      QTL_TILE_DPBSUD(0, 2, 4);
+      QTL_TILE_DPBSUD(1, 3, 5);
+    }
+    QTL_TILE_STORE(0, cur);
+    QTL_TILE_STORE(1, cur + 256);
+    if (b >= 2) {
+      const std::int32_t* prev = cbuf + 512 * (((b / 2) & 1) ^ 1);
+      scale_block(prev, ws + 16 * (b - 2), ad + (b - 2) * kAmxTokens, acc);
+      scale_block(prev + 256, ws + 16 * (b - 1), ad + (b - 1) * kAmxTokens, acc);
+    }
+  }
+  if (b >= 2) {  // the last full step's blocks
+    const std::int32_t* prev = cbuf + 512 * (((b / 2) & 1) ^ 1);
+    scale_block(prev, ws + 16 * (b - 2), ad + (b - 2) * kAmxTokens, acc);
+    scale_block(prev + 256, ws + 16 * (b - 1), ad + (b - 1) * kAmxTokens, acc);
+  }
+  if (b < nb) {  // an odd last block
     QTL_TILE_LOAD(2, aq + b * kATile, kBlockCols);
     QTL_TILE_LOAD(4, wq + b * kBTile, 64);
     QTL_TILE_ZERO(0);
@@ -185,32 +217,9 @@ QTL_TARGET_AMX void tile_chunk(const std::uint8_t* wq, const float* ws, const Am
     } else {
       QTL_TILE_DPBSUD(0, 2, 4);
     }
-    if (b + 1 < nb) {
-      QTL_TILE_LOAD(3, aq + (b + 1) * kATile, kBlockCols);
-      QTL_TILE_LOAD(5, wq + (b + 1) * kBTile, 64);
-      QTL_TILE_ZERO(1);
-      if constexpr (kSigned) {
-        QTL_TILE_DPBSSD(1, 3, 5);
-      } else {
-        QTL_TILE_DPBSUD(1, 3, 5);
-      }
-    }
-    QTL_TILE_STORE(0, c);
-    if (b + 1 < nb) QTL_TILE_STORE(1, c + 256);
-  };
-  auto scale = [&](std::ptrdiff_t b, const std::int32_t* c) QTL_TARGET_AMX {
-    scale_block(c, ws + 16 * b, ad + b * kAmxTokens, acc);
-    if (b + 1 < nb) scale_block(c + 256, ws + 16 * (b + 1), ad + (b + 1) * kAmxTokens, acc);
-  };
-  product(0, cbuf);
-  std::ptrdiff_t b = 2;
-  for (; b < nb; b += 2) {
-    std::int32_t* cur = cbuf + 512 * ((b / 2) & 1);
-    const std::int32_t* prev = cbuf + 512 * (((b / 2) & 1) ^ 1);
-    product(b, cur);
-    scale(b - 2, prev);
+    QTL_TILE_STORE(0, cbuf);
+    scale_block(cbuf, ws + 16 * b, ad + b * kAmxTokens, acc);
   }
-  scale(b - 2, cbuf + 512 * (((b / 2) & 1) ^ 1));
 #pragma GCC unroll 16
   for (int m = 0; m < kAmxTokens; ++m) {
     if (m < tokens) _mm512_mask_storeu_ps(y + (n0 + m) * ldy + row0, mask, acc[m]);
