@@ -136,6 +136,22 @@ void check_every_format(const Case& cs, const qtl::RowMatrixXf& w, const qtl::Ro
   check_bits<8>(cs, w, x, what, amx_only);
 }
 
+// Codes at their extremes against activations at +-127, for `tokens` tokens.
+void check_extremes(Index tokens, bool amx_only) {
+  std::mt19937 rng(7);
+  std::bernoulli_distribution coin(0.5);
+  const Case cs{37, 200, qtl::PerGroup{64}};
+  qtl::RowMatrixXf w_sign(cs.rows, cs.cols), x_sign(tokens, cs.cols);
+  for (auto& v : w_sign.reshaped()) v = coin(rng) ? 1.0f : -1.0f;
+  for (auto& v : x_sign.reshaped()) v = coin(rng) ? 3.0f : -3.0f;
+  check_every_format(cs, w_sign, x_sign, "signs", amx_only);
+  const qtl::RowMatrixXf w_pos = qtl::RowMatrixXf::Constant(cs.rows, cs.cols, 0.5f);
+  const qtl::RowMatrixXf x_pos = qtl::RowMatrixXf::Constant(tokens, cs.cols, 2.0f);
+  const qtl::RowMatrixXf x_neg = -x_pos;
+  check_every_format(cs, w_pos, x_pos, "all positive", amx_only);
+  check_every_format(cs, w_pos, x_neg, "all negative", amx_only);
+}
+
 // Where the AMX GEMM cannot run there is nothing of it to check: say so instead of passing.
 #define QTL_REQUIRE_AMX()                                                                   \
   if (!qtl::kernel::amx_usable() || !qtl::kernel::path_supported(KernelPath::Avx512Vnni)) \
@@ -181,16 +197,7 @@ TEST(UniformKernelMatrix, AmxGemmExtremeCodesAndPanels) {
   // Codes at their extremes against activations at +-127 (signed code - zero down to -255 for
   // 8 bits is why 8-bit codes stay unsigned), and 4200 columns: three panels of 2048 columns
   // (the last one partial), 17 tiles (two groups of tiles, the second of one padded tile).
-  std::mt19937 rng(8);
-  std::bernoulli_distribution coin(0.5);
-  const Case cs{37, 200, qtl::PerGroup{64}};
-  qtl::RowMatrixXf w_sign(cs.rows, cs.cols), x_sign(20, cs.cols);
-  for (auto& v : w_sign.reshaped()) v = coin(rng) ? 1.0f : -1.0f;
-  for (auto& v : x_sign.reshaped()) v = coin(rng) ? 3.0f : -3.0f;
-  check_every_format(cs, w_sign, x_sign, "signs", true);
-  const qtl::RowMatrixXf w_pos = qtl::RowMatrixXf::Constant(cs.rows, cs.cols, 0.5f);
-  const qtl::RowMatrixXf x_pos = qtl::RowMatrixXf::Constant(17, cs.cols, 2.0f);
-  check_every_format(cs, w_pos, x_pos, "all positive", true);
+  check_extremes(20, true);
   const Case wide{257, 4200, qtl::PerGroup{128}};
   const auto w = qtl::test::gaussian(wide.rows, wide.cols, 41, 0.05f);
   const auto x = qtl::test::gaussian(18, wide.cols, 42);
@@ -255,18 +262,7 @@ TEST(UniformKernelMatrix, ExtremeCodesAndActivationsDoNotOverflow) {
   // Codes at 0 and 2^b - 1 against activations at +-127: the int16 sums of vpmaddubsw and the
   // sign trick of the 8-bit path at their limits; also all-positive weights (every code at the
   // maximum, zero point 0) against all-positive activations (every product at its maximum).
-  std::mt19937 rng(7);
-  std::bernoulli_distribution coin(0.5);
-  const Case cs{37, 200, qtl::PerGroup{64}};
-  qtl::RowMatrixXf w_sign(cs.rows, cs.cols), x_sign(8, cs.cols);
-  for (auto& v : w_sign.reshaped()) v = coin(rng) ? 1.0f : -1.0f;
-  for (auto& v : x_sign.reshaped()) v = coin(rng) ? 3.0f : -3.0f;
-  check_every_format(cs, w_sign, x_sign, "signs");
-  const qtl::RowMatrixXf w_pos = qtl::RowMatrixXf::Constant(cs.rows, cs.cols, 0.5f);
-  const qtl::RowMatrixXf x_pos = qtl::RowMatrixXf::Constant(8, cs.cols, 2.0f);
-  const qtl::RowMatrixXf x_neg = -x_pos;
-  check_every_format(cs, w_pos, x_pos, "all positive");
-  check_every_format(cs, w_pos, x_neg, "all negative");
+  check_extremes(8, false);
 }
 
 TEST(UniformKernelMatrix, OutliersAndZeroBlocksStayWithinTheInt8Bound) {
