@@ -29,8 +29,9 @@ using qtl::kernel::UniformKernelMatrix;
 // kernels add before the zero-point subtraction).
 
 
-// The AMX tile GEMM (qtl/kernel/uniform/amx.hpp) runs for int8 activations of at least 16
-// tokens on the Avx512Vnni path where the CPU and the OS allow it: checked as one more "path".
+// The AMX tile GEMM (qtl/kernel/uniform/amx.hpp) runs for int8 activations of at least
+// kAmxMinTokens (32) tokens on the Avx512Vnni path where the CPU and the OS allow it: checked
+// as one more "path".
 bool amx_runs(KernelPath path, ActivationMode mode, Index m) {
   return path == KernelPath::Avx512Vnni && mode == ActivationMode::Int8 && qtl::kernel::amx_usable() &&
          m >= UniformKernelMatrix::kAmxMinTokens;
@@ -180,11 +181,11 @@ TEST(UniformKernelMatrix, EveryPathMatchesReferenceOnAdversarialShapes) {
 
 TEST(UniformKernelMatrix, AmxGemmMatchesReferenceOnAdversarialShapes) {
   QTL_REQUIRE_AMX();
-  // Exactly one chunk of 16 tokens, and 2 chunks + 5 (a padded last chunk); shapes with
+  // Exactly two chunks of 16 tokens, and 2 chunks + 5 (a padded last chunk); shapes with
   // padded rows, padded columns, groups of 7 (one block each) and one group per row.
   unsigned seed = 300;
   for (const Case& cs : adversarial_cases()) {
-    for (Index m : {16, 37}) {
+    for (Index m : {32, 37}) {
       const auto w = qtl::test::gaussian(cs.rows, cs.cols, ++seed, 0.05f);
       const auto x = qtl::test::gaussian(m, cs.cols, ++seed);
       check_every_format(cs, w, x, "gaussian", true);
@@ -197,10 +198,10 @@ TEST(UniformKernelMatrix, AmxGemmExtremeCodesAndPanels) {
   // Codes at their extremes against activations at +-127 (signed code - zero down to -255 for
   // 8 bits is why 8-bit codes stay unsigned), and 4200 columns: three panels of 2048 columns
   // (the last one partial), 17 tiles (two groups of tiles, the second of one padded tile).
-  check_extremes(20, true);
+  check_extremes(40, true);
   const Case wide{257, 4200, qtl::PerGroup{128}};
   const auto w = qtl::test::gaussian(wide.rows, wide.cols, 41, 0.05f);
-  const auto x = qtl::test::gaussian(18, wide.cols, 42);
+  const auto x = qtl::test::gaussian(34, wide.cols, 42);
   check_bits<4>(wide, w, x, "panels", true);
   check_bits<8>(wide, w, x, "panels", true);
 }
@@ -222,7 +223,7 @@ TEST(UniformKernelMatrix, AmxGemmLeavesTheThreadsTileConfigurationAsItFoundIt) {
   const auto packed = qtl::pack(qtl::quantize_matrix(qtl::Uniform<4>{}, qtl::PerGroup{32}, qtl::test::gaussian(40, 96, 61)));
   UniformKernelMatrix k(packed, ActivationMode::Int8, KernelPath::Avx512Vnni);
   ASSERT_TRUE(k.amx());
-  const auto x = qtl::test::gaussian(20, 96, 62);
+  const auto x = qtl::test::gaussian(40, 96, 62);
   (void)k.gemm(x, 1);
   EXPECT_EQ(stored_tile_config().b[0], 0) << "an unconfigured thread was left configured";
   TileConfigBytes theirs;

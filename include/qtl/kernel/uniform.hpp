@@ -9,7 +9,7 @@
 //                              family and the table family's int8 mode use them too)
 //   portable.hpp, avx2.hpp (+ avx2_body.inc, the AVX2 and AVX-VNNI code), avx512.hpp
 //                              the per-ISA kernels, plain data only
-//   amx.hpp                    the int8 GEMM (>= 16 tokens) on AMX tiles, on the Avx512Vnni path
+//   amx.hpp                    the int8 GEMM (>= 32 tokens) on AMX tiles, on the Avx512Vnni path
 //                              where the CPU and the OS allow it
 //   reference.hpp, matmul.hpp  the scalar reference over packed codes, and its checked entry
 //                              points gemv_reference / gemm_reference (part of qtl/quant.hpp)

@@ -11,7 +11,7 @@
 //           |y_r - y_exact_r| <= sum_c |W_hat(r, c)| (d_b(c) / 2 + 2^-22 |x_c|)  + float rounding,
 //         d_b = max |x| over the 32-column block of c (see uniform/quantize_activations.hpp).
 // AMX: on CPUs with AMX-INT8 tiles (Sapphire Rapids and later; amx_usable()), the Avx512Vnni
-// path runs Int8 GEMMs of at least 16 tokens on them (qtl/kernel/uniform/amx.hpp): the same
+// path runs Int8 GEMMs of at least 32 tokens on them (qtl/kernel/uniform/amx.hpp): the same
 // int8 activations and integer block products, another float summation order, the same bound.
 // set_amx(false) or QTL_AMX=0 keeps them on the vector kernels.
 // The raw-pointer gemv/gemm validate nothing and never throw except std::bad_alloc for their
@@ -168,7 +168,7 @@ class UniformKernelMatrix : public CheckedKernel<UniformKernelMatrix> {
   // multiply-adds each; default 2048 per thread (a few microseconds).
   static constexpr std::ptrdiff_t kDefaultMinWorkPerThread = 2048;
 
-  /// Whether gemm runs int8 products of at least kAmxMinTokens tokens on AMX tiles
+  /// Whether gemm runs int8 products of at least kAmxMinTokens (32) tokens on AMX tiles
   /// (qtl/kernel/uniform/amx.hpp). On by default on the Avx512Vnni path where amx_usable();
   /// set_path resets it to that default.
   [[nodiscard]] bool amx() const noexcept { return amx_fn_ != nullptr; }
@@ -187,8 +187,10 @@ class UniformKernelMatrix : public CheckedKernel<UniformKernelMatrix> {
     }
     amx_fn_ = fn;
   }
-  /// The fewest tokens a gemm hands to AMX (an A tile holds 16; fewer run on the vector path).
-  static constexpr Index kAmxMinTokens = kAmxTokens;
+  /// The fewest tokens a gemm hands to AMX (fewer run on the vector path). An A tile holds 16,
+  /// but at 16 tokens the tile kernel was no faster than the vector one (4096 x 14336, 4-bit:
+  /// 0.91x with 2 threads, 1.02x with 1; 24 tokens 1.01x / 1.06x; 32 tokens 1.33x / 1.44x).
+  static constexpr Index kAmxMinTokens = 2 * kAmxTokens;
 
   /// y[0..rows) = W_hat x[0..cols). x must be finite. Unchecked.
   void gemv(const float* x, float* y, int threads = 1) const { gemm(x, cols(), 1, y, rows(), threads); }
