@@ -16,6 +16,7 @@
 #include <benchmark/benchmark.h>
 
 #include <qtl/detail/aligned_buffer.hpp>
+#include <qtl/kernel/common/amx_tiles.hpp>
 #include <qtl/kernel/common/cpu_features.hpp>
 #include <qtl/kernel/common/threading.hpp>
 
@@ -179,14 +180,13 @@ struct alignas(64) AmxProbeConfig {
 inline void amx_chains(long iters) {
   alignas(64) static const std::int8_t zeros[16 * 64] = {};
   const AmxProbeConfig cfg;
-  __asm__ volatile("ldtilecfg %0" ::"m"(cfg));
+  const qtl::kernel::AmxTileConfigScope scope(&cfg);  // not tilerelease: ggml may keep tiles on this thread
   __asm__ volatile("tileloadd (%0,%1,1), %%tmm4\n\ttileloadd (%0,%1,1), %%tmm5\n\ttilezero %%tmm0\n\t"
                    "tilezero %%tmm1\n\ttilezero %%tmm2\n\ttilezero %%tmm3" ::"r"(zeros), "r"(64L) : "memory");
   for (long k = 0; k < iters; ++k) {
     __asm__ volatile("tdpbssd %%tmm5, %%tmm4, %%tmm0\n\ttdpbssd %%tmm5, %%tmm4, %%tmm1\n\t"
                      "tdpbssd %%tmm5, %%tmm4, %%tmm2\n\ttdpbssd %%tmm5, %%tmm4, %%tmm3" ::);
   }
-  __asm__ volatile("tilerelease" ::: "memory");
 }
 
 /// AMX int8 ops/s (GOP/s) with `threads` threads; 0 where AMX cannot run.

@@ -225,9 +225,11 @@ void register_benchmarks() {
   }
   // GEMM on the Llama FFN shape (W 4096 x 14336, as PERF.md's reference points); int8 lines
   // on the vector path, and where AMX runs on AMX tiles too (the speedup: the pair's ratio).
+  // M = 32 (4-bit only) is UniformKernelMatrix::kAmxMinTokens, where the tile kernel starts to pay.
   const bool amx = qtl::kernel::amx_usable() && qtl::kernel::default_kernel_path() == qtl::kernel::KernelPath::Avx512Vnni;
-  for (Index m : {8, 64, 512}) {
+  for (Index m : {8, 32, 64, 512}) {
     for (int bits : {2, 4, 8}) {
+      if (m == 32 && bits != 4) continue;
       for (int tiles : {0, 1}) {
         if (tiles == 1 && (!amx || m < UniformKernelMatrix::kAmxMinTokens)) continue;
         benchmark::RegisterBenchmark("gemm", BM_gemm)
@@ -237,6 +239,7 @@ void register_benchmarks() {
             ->MinTime(0.2);
       }
     }
+    if (m == 32) continue;
     benchmark::RegisterBenchmark("gemm", BM_gemm)
         ->Args({4, 4096, 14336, m, 2, 0, 0})
         ->ArgNames({"bits", "rows", "cols", "m", "threads", "int8", "amx"})

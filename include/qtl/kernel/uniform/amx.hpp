@@ -44,6 +44,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "qtl/kernel/common/amx_tiles.hpp"
 #include "qtl/kernel/common/cpu_features.hpp"
 #include "qtl/kernel/uniform/avx512.hpp"
 #include "qtl/kernel/uniform/layout.hpp"
@@ -231,13 +232,8 @@ QTL_TARGET_AMX void run_tiles(const UniformKernelView& w, const AmxActivationSet
   std::uint8_t* wq0 = scratch;                                                          // G x P x 512
   auto* ws0 = reinterpret_cast<float*>(wq0 + kAmxTileGroup * kAmxPanelBlocks * 512);   // G x P x 16
   auto* cbuf = reinterpret_cast<std::int32_t*>(ws0 + kAmxTileGroup * kAmxPanelBlocks * 16);  // 4 x 256
-  // The thread's tile configuration is shared with every other AMX user on it (ggml's AMX
-  // kernels load theirs once per thread and keep it): save it, and put it back at the end
-  // instead of releasing the tiles, which made ggml's next tile load on this thread fault.
-  alignas(64) std::uint8_t saved[64];
-  __asm__ volatile("sttilecfg %0" : "=m"(*reinterpret_cast<std::uint8_t(*)[64]>(saved)));
   const TileConfig cfg;
-  __asm__ volatile("ldtilecfg %0" ::"m"(cfg));
+  const AmxTileConfigScope tiles(&cfg);  // the thread's own configuration comes back at the end
   for (std::ptrdiff_t tg = t0; tg < t1; tg += kAmxTileGroup) {
     const std::ptrdiff_t n = t1 - tg < kAmxTileGroup ? t1 - tg : kAmxTileGroup;
     for (std::ptrdiff_t p0 = 0; p0 < w.blocks; p0 += kAmxPanelBlocks) {
@@ -259,11 +255,6 @@ QTL_TARGET_AMX void run_tiles(const UniformKernelView& w, const AmxActivationSet
         for (std::ptrdiff_t i = 0; i < n; ++i) zero_term(w, tg + i, a, j, y, ldy);
       }
     }
-  }
-  if (saved[0] != 0) {
-    __asm__ volatile("ldtilecfg %0" ::"m"(*reinterpret_cast<const std::uint8_t(*)[64]>(saved)));
-  } else {
-    __asm__ volatile("tilerelease" ::: "memory");  // it was unconfigured
   }
 }
 
