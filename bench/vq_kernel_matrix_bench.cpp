@@ -17,7 +17,8 @@
 //                   (PERF.md target: ratio <= 1.3)
 // Args: dim, threads, path (0 portable = scalar table reads, 1 avx2 = ymm gathers, 2 avx512 =
 // fp32 vpermi2ps trees, 3 avx512vnni = byte-plane vpermi2b lookups where the CPU has VBMI),
-// strategy (0 table, 1 decode = codebook gathers + FMA).
+// strategy (0 table, 1 decode = codebook gathers + FMA), int8 (E8P only: 1 = int8 activations,
+// VQKernelMatrix's Int8 mode, its decoded bytes straight into vpdpbusd on the avx512vnni path).
 //
 // The portable lines compare the portable path's xsimd kernels (vq_kernel_functions(Portable):
 // batches of the arch this file is compiled for, AVX-512 under -march=native, SSE2 on plain
@@ -135,6 +136,7 @@ void BM_vq_gemv(benchmark::State& state) {
   const int threads = static_cast<int>(state.range(1));
   const auto path = static_cast<KernelPath>(state.range(2));  // the enum value
   const VQStrategy strategy = state.range(3) == 0 ? VQStrategy::Table : VQStrategy::Decode;
+  const ActivationMode mode = state.range(4) != 0 ? ActivationMode::Int8 : ActivationMode::Fp32;
   if (!qtl::kernel::path_supported(path)) {
     state.SkipWithError("path not supported on this CPU");
     return;
@@ -143,6 +145,7 @@ void BM_vq_gemv(benchmark::State& state) {
   for (auto& k : s.vq) {
     k.set_path(path);
     k.set_strategy(strategy);
+    k.set_mode(mode);
   }
   const auto x = random_vector(static_cast<std::size_t>(kCols), 5);
   std::vector<float> y(static_cast<std::size_t>(kRows));
@@ -176,6 +179,7 @@ void BM_vq_gemv(benchmark::State& state) {
   state.counters["ratio_fp32"] = secs / uni_fp32;
   state.counters["threads"] = threads;
   state.counters["dim"] = dim;
+  state.counters["int8"] = mode == ActivationMode::Int8 ? 1 : 0;
 }
 
 void BM_portable(benchmark::State& state) {
@@ -197,12 +201,14 @@ void BM_portable(benchmark::State& state) {
 
 void register_benchmarks() {
   bench_limits::register_limit_lines();
-  for (int threads : {1, 2}) {  // E8P (dim 8): the decode path on the best SIMD path
-    benchmark::RegisterBenchmark("vq_gemv", BM_vq_gemv)
-        ->Args({8, threads, 3, 1})
-        ->ArgNames({"dim", "threads", "path", "decode"})
-        ->UseRealTime()
-        ->MinTime(0.3);
+  for (int threads : {1, 2}) {  // E8P (dim 8): the decode path on the best SIMD path, fp32 and int8
+    for (int int8 : {0, 1}) {
+      benchmark::RegisterBenchmark("vq_gemv", BM_vq_gemv)
+          ->Args({8, threads, 3, 1, int8})
+          ->ArgNames({"dim", "threads", "path", "decode", "int8"})
+          ->UseRealTime()
+          ->MinTime(0.3);
+    }
   }
   for (int dim : {2, 4}) {
     for (int threads : {1, 2}) {
@@ -211,8 +217,8 @@ void register_benchmarks() {
           if ((path == 0 || path == 1) && threads == 2) continue;  // for comparison only
           if (strategy == 1 && path != 3 && path != 1) continue;
           benchmark::RegisterBenchmark("vq_gemv", BM_vq_gemv)
-              ->Args({dim, threads, path, strategy})
-              ->ArgNames({"dim", "threads", "path", "decode"})
+              ->Args({dim, threads, path, strategy, 0})
+              ->ArgNames({"dim", "threads", "path", "decode", "int8"})
               ->UseRealTime()
               ->MinTime(0.3);
         }

@@ -195,6 +195,103 @@ TEST(VQKernelMatrix, E8PMatchesReference) {
   }
 }
 
+// E8P with int8 activations (ActivationMode::Int8). Every path gives the bits of the plain C++
+// kernel (the same exact int32 block sums, then the same fp32 operations in the same order),
+// which is held to the int8 reference (gemv_e8p_int8_reference, double) within its fp32
+// rounding, gamma_{blocks + chunks + 3} of the reference's magnitude, and to the fp32 product
+// within the int8 activation error: sum_k |W_rk| (d_b / 2 + 2^-22 |x_k|) (quantize_activations.hpp).
+void check_e8p_int8(const TestMatrix& t, const qtl::RowMatrixXf& x, const std::string& what) {
+  using qtl::kernel::ActivationMode;
+  const qtl::PackedVQView v = qtl::view(t.packed);
+  const Index m = x.rows();
+  VQKernelMatrix ks(t.packed, ActivationMode::Int8, KernelPath::Portable);
+  ASSERT_EQ(ks.mode(), ActivationMode::Int8);
+  qtl::RowMatrixXf ys(m, v.rows);
+  ks.gemm_using(qtl::kernel::vq_scalar_functions(), x.data(), x.outerStride(), m, ys.data(), ys.outerStride(), 1);
+  const Index nb = (v.vectors_per_row * 8 + 31) / 32;
+  const Index chunks = ks.view().chunks;
+  const double gamma = double(nb + chunks + 3 + 2) * kUnit;
+  std::vector<float> ref(static_cast<std::size_t>(v.rows));
+  std::vector<double> bound(static_cast<std::size_t>(v.rows));
+  for (Index n = 0; n < m; ++n) {
+    qtl::kernel::gemv_e8p_int8_reference(v, qtl::E8P::abs_grid().data(), qtl::E8P::abs_parity().data(), x.row(n).data(),
+                                         ref.data(), bound.data());
+    // the int8 activation error of each column
+    std::vector<float> xp(static_cast<std::size_t>(nb * 32), 0.0f), d(static_cast<std::size_t>(nb));
+    std::vector<std::int8_t> a(static_cast<std::size_t>(nb * 32));
+    for (Index c = 0; c < v.cols; ++c) xp[static_cast<std::size_t>(c)] = x(n, c);
+    for (Index b = 0; b < nb; ++b) qtl::kernel::quantize_block_int8(xp.data() + 32 * b, a.data() + 32 * b, d.data() + b);
+    for (Index r = 0; r < v.rows; ++r) {
+      const double tol = gamma * bound[static_cast<std::size_t>(r)] + 1e-30;
+      ASSERT_LE(std::abs(double(ys(n, r)) - double(ref[static_cast<std::size_t>(r)])), tol)
+          << what << " scalar token " << n << " row " << r;
+      double act = 0.0, mag = 0.0;
+      for (Index c = 0; c < v.cols; ++c) {
+        const double wa = std::abs(double(t.dense(r, c)));
+        act += wa * (double(d[static_cast<std::size_t>(c / 32)]) / 2 + 0x1p-22 * std::abs(double(x(n, c))));
+        mag += wa * std::abs(double(x(n, c)));
+      }
+      ASSERT_LE(std::abs(double(ref[static_cast<std::size_t>(r)]) - double((t.dense.row(r).cast<double>().dot(x.row(n).cast<double>())))),
+                act * (1 + 1e-6) + 4 * kUnit * mag + 1e-30)
+          << what << " int8 reference vs fp32, token " << n << " row " << r;
+    }
+  }
+  for (KernelPath p : qtl::kernel::supported_kernel_paths()) {
+    const VQKernelMatrix k(t.packed, ActivationMode::Int8, p);
+    const qtl::RowMatrixXf y = k.gemm(x);
+    ASSERT_EQ(std::memcmp(y.data(), ys.data(), sizeof(float) * std::size_t(y.size())), 0)
+        << what << " path " << qtl::kernel::to_string(p) << ": differs from the plain C++ int8 kernel";
+    if (m == 1) {
+      const qtl::VectorXf yv = k.gemv(qtl::VectorXf(x.row(0).transpose()));
+      ASSERT_EQ(std::memcmp(yv.data(), ys.data(), sizeof(float) * std::size_t(yv.size())), 0) << what << " gemv";
+    }
+  }
+}
+
+TEST(VQKernelMatrix, E8PInt8ActivationsMatchReferenceOnEveryPath) {
+  // shapes as E8PMatchesReference, plus blocks of 32 cut by the end of a row (45, 100 columns)
+  // and several chunks whose last block is partial (4100 = 512 positions + 4 columns); indices
+  // from the quantizer and then all 2^16 codewords at random (every sign / shift / grid byte).
+  struct Shape {
+    Index rows, cols, rows_per_set;
+  };
+  unsigned seed = 60;
+  for (const Shape& s : {Shape{37, 45, 5}, Shape{70, 64, 0}, Shape{3, 1, 1}, Shape{130, 100, 64}, Shape{10, 2100, 3},
+                         Shape{65, 4100, 0}}) {
+    const auto w = qtl::test::gaussian(s.rows, s.cols, seed, 0.05f);
+    auto q = qtl::quantize_vectors(qtl::E8P{}, qtl::VQGranularity{s.rows_per_set}, w);
+    for (int pass = 0; pass < 2; ++pass) {
+      if (pass == 1) {
+        std::mt19937 rng(seed);
+        for (auto& i : q.indices) i = rng() & 0xFFFFu;
+      }
+      const TestMatrix t{qtl::pack_vq(q), qtl::dequantize(q)};
+      const std::string what = qtl::str_cat("e8p int8 ", s.rows, "x", s.cols, pass ? " random indices" : "");
+      for (Index m : {1, 6, 3}) check_e8p_int8(t, qtl::test::gaussian(m, s.cols, seed + unsigned(m)), qtl::str_cat(what, " m ", m));
+      // a zero token, a token of one huge value among tiny ones, a token below 2^-64
+      qtl::RowMatrixXf x = qtl::RowMatrixXf::Zero(3, s.cols);
+      x(1, s.cols / 2) = 3e30f;
+      for (Index c = 0; c < s.cols; ++c) {
+        if (c != s.cols / 2) x(1, c) = 1e-3f * float(c % 7);
+        x(2, c) = 1e-25f * float(c % 5 + 1);
+      }
+      check_e8p_int8(t, x, what + " extremes");
+    }
+    seed += 3;
+  }
+  // the thread count changes nothing; k-means codebooks have no int8 mode
+  const auto w = qtl::test::gaussian(100, 300, 5, 0.05f);
+  const auto p = qtl::pack_vq(qtl::quantize_vectors(qtl::E8P{}, qtl::VQGranularity{9}, w));
+  for (KernelPath path : qtl::kernel::supported_kernel_paths()) {
+    VQKernelMatrix k(p, qtl::kernel::ActivationMode::Int8, path);
+    k.set_min_work_per_thread(1);
+    qtl::test::expect_thread_count_independent(k, qtl::test::gaussian(5, 300, 6), qtl::kernel::to_string(path));
+  }
+  VQKernelMatrix kv(random_vq(4, 8, 20, 30, 0, 1).packed);
+  EXPECT_THROW(kv.set_mode(qtl::kernel::ActivationMode::Int8), qtl::Error);
+  EXPECT_EQ(kv.mode(), qtl::kernel::ActivationMode::Fp32);
+}
+
 TEST(VQKernelMatrix, BitIdenticalForAnyThreadCount) {
   // several 64-row tiles per thread, sets straddling tiles, several chunks
   const TestMatrix t = random_vq(4, 8, 300, 301, 7, 42);

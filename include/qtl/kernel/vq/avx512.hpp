@@ -39,6 +39,7 @@
 #include <bit>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include "qtl/kernel/common/prefetch.hpp"
@@ -360,7 +361,133 @@ QTL_TARGET_AVX512VBMI void tiles_e8p_bytes(const VQKernelView& w, const VQChunkT
   }
 }
 
+// ---- E8P with int8 activations (AVX512_VBMI + AVX512_VNNI) ----------------------------------
+//
+// The same byte-plane decoder, with the shift bytes offset by kE8PInt8Offset so each coordinate
+// comes out as u = 4 c + 11 in [0, 22]; then the 8 coordinate vectors (byte lane = row) are
+// transposed by 12 unpacks into 8 vectors of 16 rows x 4 consecutive coordinates (dword lane =
+// row), the operand layout of vpdpbusd against 4 activation codes broadcast: 8 vpdpbusd per
+// position and token for 64 rows, against 32 widenings and 32 FMAs in the fp32 kernel above.
+// The unpacks work inside 128-bit lanes, so rows come out interleaved; the index split takes the
+// rows in the order that makes them come out in order (e8p_int8_selectors). Block sums are exact
+// int32, scaled as vq_tiles_e8p_int8_scalar does (same operations and order, same bits).
+
+/// Byte position p = 16 L + 4 Q + i of the decoded vectors holds row 16 Q + 4 L + i: after
+/// unpacklo/hi_epi8 and unpacklo/hi_epi16 the dword lane 4 L + i of quad vector Q is that row.
+inline const std::uint8_t (&e8p_int8_selectors())[2][64] {
+  static const auto sel = [] {
+    struct S { alignas(64) std::uint8_t v[2][64]; } r{};
+    for (int p = 0; p < 64; ++p) {
+      const int L = p / 16, Q = p % 16 / 4, i = p % 4, row = 16 * Q + 4 * L + i;
+      r.v[0][p] = static_cast<std::uint8_t>(2 * row);      // low byte of the row's index: grid entry
+      r.v[1][p] = static_cast<std::uint8_t>(2 * row + 1);  // high byte: 7 sign bits, shift bit
+    }
+    return r;
+  }();
+  return sel.v;
+}
+
+template <int NT>
+QTL_TARGET_AVX512VNNI_VBMI void tiles_e8p_int8(const VQKernelView& w, const VQChunkTask& k, std::ptrdiff_t t0,
+                                               std::ptrdiff_t t1) noexcept {
+  const E8PByteTables& T = e8p_byte_tables();
+  const std::ptrdiff_t len = w.chunk_len(k.c), p0 = k.c * w.chunk;
+  const auto& sel = e8p_int8_selectors();
+  const __m512i sel_g = _mm512_load_si512(sel[0]), sel_h = _mm512_load_si512(sel[1]);
+  const __m512i odd_lo = _mm512_load_si512(T.odd), odd_hi = _mm512_load_si512(T.odd + 64);
+  const __m512i up1 = _mm512_set1_epi8(kE8PInt8Offset + 1), down1 = _mm512_set1_epi8(kE8PInt8Offset - 1);
+  const __m512i zero = _mm512_setzero_si512();
+  const std::int8_t* xq[NT];
+  const float* xd[NT];
+  float corr[NT];
+  #pragma GCC unroll 4
+  for (int n = 0; n < NT; ++n) {
+    xq[n] = k.q8 + n * k.ldq + p0 * 8;
+    xd[n] = k.d8 + n * k.ldd + p0 / 4;
+    corr[n] = k.corr8[n * w.chunks + k.c];
+  }
+  for (std::ptrdiff_t t = t0; t < t1; ++t) {
+    const std::uint16_t* idx = w.idx16 + w.chunk_offset(k.c) + t * len * kVQTileRows;
+    __m512 accf[NT][4];
+    #pragma GCC unroll 4
+    for (int n = 0; n < NT; ++n) accf[n][0] = accf[n][1] = accf[n][2] = accf[n][3] = _mm512_setzero_ps();
+    for (std::ptrdiff_t jb = 0; jb < len; jb += 4) {
+      __m512i acci[NT][4];
+      #pragma GCC unroll 4
+      for (int n = 0; n < NT; ++n) acci[n][0] = acci[n][1] = acci[n][2] = acci[n][3] = zero;
+      const std::ptrdiff_t jend = jb + 4 < len ? jb + 4 : len;
+      for (std::ptrdiff_t jj = jb; jj < jend; ++jj) {
+        const std::uint16_t* ip = idx + jj * kVQTileRows;
+        prefetch_stream<2>(ip);
+        const __m512i a = _mm512_loadu_si512(ip), b = _mm512_loadu_si512(ip + 32);
+        const __m512i g = _mm512_permutex2var_epi8(a, sel_g, b);
+        const __m512i h = _mm512_permutex2var_epi8(a, sel_h, b);
+        const __mmask64 g_hi = _mm512_movepi8_mask(g);
+        const __mmask64 neg0 = _mm512_movepi8_mask(_mm512_permutex2var_epi8(odd_lo, h, odd_hi));
+        const __m512i shift = _mm512_mask_blend_epi8(_mm512_movepi8_mask(h), down1, up1);
+        __m512i u[8];
+        #pragma GCC unroll 8
+        for (int d = 0; d < 8; ++d) {
+          const std::int8_t* P = T.mag[d];
+          const __m512i lo = _mm512_permutex2var_epi8(_mm512_load_si512(P), g, _mm512_load_si512(P + 64));
+          const __m512i hi = _mm512_permutex2var_epi8(_mm512_load_si512(P + 128), g, _mm512_load_si512(P + 192));
+          const int sign_bit = d > 0 ? d - 1 : 0;
+          const __mmask64 neg = d == 0 ? neg0 : _mm512_test_epi8_mask(h, _mm512_set1_epi8(static_cast<char>(1 << sign_bit)));
+          const __m512i m = _mm512_mask_blend_epi8(g_hi, lo, hi);
+          u[d] = _mm512_add_epi8(_mm512_mask_sub_epi8(m, neg, zero, m), shift);  // 4 c_d + 11, in [0, 22]
+        }
+        __m512i quad[2][4];  // [coordinates 0-3 / 4-7][rows 16 Q .. 16 Q + 15]
+        #pragma GCC unroll 2
+        for (int half = 0; half < 2; ++half) {
+          const __m512i* v = u + 4 * half;
+          const __m512i p01l = _mm512_unpacklo_epi8(v[0], v[1]), p01h = _mm512_unpackhi_epi8(v[0], v[1]);
+          const __m512i p23l = _mm512_unpacklo_epi8(v[2], v[3]), p23h = _mm512_unpackhi_epi8(v[2], v[3]);
+          quad[half][0] = _mm512_unpacklo_epi16(p01l, p23l);
+          quad[half][1] = _mm512_unpackhi_epi16(p01l, p23l);
+          quad[half][2] = _mm512_unpacklo_epi16(p01h, p23h);
+          quad[half][3] = _mm512_unpackhi_epi16(p01h, p23h);
+        }
+        #pragma GCC unroll 4
+        for (int n = 0; n < NT; ++n) {
+          std::int32_t x0, x1;
+          std::memcpy(&x0, xq[n] + jj * 8, 4);
+          std::memcpy(&x1, xq[n] + jj * 8 + 4, 4);
+          const __m512i a0 = _mm512_set1_epi32(x0), a1 = _mm512_set1_epi32(x1);
+          #pragma GCC unroll 4
+          for (int q = 0; q < 4; ++q) {
+            acci[n][q] = _mm512_dpbusd_epi32(acci[n][q], quad[0][q], a0);
+            acci[n][q] = _mm512_dpbusd_epi32(acci[n][q], quad[1][q], a1);
+          }
+        }
+      }
+      #pragma GCC unroll 4
+      for (int n = 0; n < NT; ++n) {
+        const __m512 db = _mm512_set1_ps(xd[n][jb / 4]);
+        #pragma GCC unroll 4
+        for (int q = 0; q < 4; ++q) accf[n][q] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acci[n][q]), db, accf[n][q]);
+      }
+    }
+    #pragma GCC unroll 4
+    for (int q = 0; q < 4; ++q) {
+      const __m512i ls = _mm512_loadu_si512(w.lane_set + t * kVQTileRows + 16 * q);
+      const __m512 sc = _mm512_mul_ps(_mm512_i32gather_ps(ls, w.e8p_scale, 4), _mm512_set1_ps(0.25f));
+      #pragma GCC unroll 4
+      for (int n = 0; n < NT; ++n) {
+        float* p = k.acc + (t * kVQMaxTokens + n) * kVQTileRows + 16 * q;
+        const __m512 r = _mm512_mul_ps(_mm512_sub_ps(accf[n][q], _mm512_set1_ps(corr[n])), sc);
+        _mm512_storeu_ps(p, k.first ? r : _mm512_add_ps(_mm512_loadu_ps(p), r));
+      }
+    }
+  }
+}
+
 }  // namespace detail_vq_avx512
+
+/// E8P with int8 activations on the decoder above (requires vq_cpu_has_vbmi() and AVX512_VNNI).
+inline void vq_tiles_e8p_int8_avx512vbmi(const VQKernelView& w, const VQChunkTask& k, std::ptrdiff_t t0,
+                                         std::ptrdiff_t t1) noexcept {
+  detail_vq_avx512::with_tokens(k.nt, [&](auto nt) { detail_vq_avx512::tiles_e8p_int8<decltype(nt)::value>(w, k, t0, t1); });
+}
 
 /// E8P on the byte-plane decoder above (requires vq_cpu_has_vbmi()).
 inline void vq_tiles_e8p_avx512vbmi(const VQKernelView& w, const VQChunkTask& k, std::ptrdiff_t t0, std::ptrdiff_t t1) noexcept {

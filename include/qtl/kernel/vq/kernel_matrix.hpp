@@ -45,6 +45,18 @@
 // the row scale applied once per chunk); on the other SIMD paths per row and position the grid
 // row, a sign mask and the shift make the 8 weights, scale * (+-grid + shift) rounded exactly
 // as gemv_e8p_reference does, FMA with x (one ymm per codeword, qtl/kernel/vq/avx2.hpp).
+// Int8 activations (E8P only; VQKernelMatrix(packed, ActivationMode::Int8) or set_mode): every
+// E8P weight is s/4 times an odd integer q in [-11, 11], so with the activations quantized per
+// block of 32 columns as the uniform kernels' Int8 mode does (a_k, scale d_b;
+// qtl/kernel/uniform/quantize_activations.hpp) the product is integer dot products:
+//   y_r = s_r / 4 * sum_b d_b sum_{k in b} q_rk a_k
+// computed as vq_tiles_e8p_int8_scalar documents (q + 11 unsigned into vpdpbusd, the offset's
+// share subtracted per token and chunk). On VBMI + VNNI CPUs (Avx512Vnni path) the byte-plane
+// decoder feeds vpdpbusd directly (vq_tiles_e8p_int8_avx512vbmi); every other path runs the plain
+// C++ kernel, and all give the same bits. Error: against the fp32 product, the int8 activation
+// error sum_k |W_rk| (d_b / 2 + 2^-22 |x_k|); against the exact int8 product above,
+// gamma_{blocks + chunks + 3} s_r / 4 sum_b d_b sum_k (|q_rk| + 22) |a_k| for the fp32 sums.
+// K-means codebooks have no exact int8 form and stay on fp32 activations (set_mode throws).
 // Residual VQ is left to qtl/kernel/vq/reference.hpp.
 // Users include the family's public header, qtl/kernel/vq.hpp (it lists the files of
 // qtl/kernel/vq/).
@@ -65,6 +77,7 @@
 #include "qtl/kernel/common/cpu_features.hpp"
 #include "qtl/kernel/common/separate.hpp"
 #include "qtl/kernel/common/threading.hpp"
+#include "qtl/kernel/uniform/quantize_activations.hpp"
 #include "qtl/kernel/vq/layout.hpp"
 #include "qtl/kernel/vq/portable.hpp"
 #include "qtl/kernel/vq/repack.hpp"
@@ -82,12 +95,15 @@ struct VQKernelFunctions {
   void (*tiles_table)(const VQKernelView&, const VQChunkTask&, std::ptrdiff_t, std::ptrdiff_t) noexcept = &vq_tiles_table_portable;
   void (*tiles_decode)(const VQKernelView&, const VQChunkTask&, std::ptrdiff_t, std::ptrdiff_t) noexcept = &vq_tiles_decode_portable;
   void (*tiles_e8p)(const VQKernelView&, const VQChunkTask&, std::ptrdiff_t, std::ptrdiff_t) noexcept = &vq_tiles_e8p_portable;
+  /// E8P with int8 activations (ActivationMode::Int8): the plain C++ kernel except on VBMI CPUs.
+  void (*tiles_e8p_int8)(const VQKernelView&, const VQChunkTask&, std::ptrdiff_t, std::ptrdiff_t) noexcept = &vq_tiles_e8p_int8_scalar;
 };
 
 /// The plain C++ kernels (the *_scalar functions of qtl/kernel/vq/portable.hpp): what tests and
 /// benchmarks compare the xsimd portable path with, through VQKernelMatrix::gemm_using.
 [[nodiscard]] inline VQKernelFunctions vq_scalar_functions() noexcept {
-  return {&vq_build_table_scalar, &vq_tiles_table_scalar, &vq_tiles_decode_scalar, &vq_tiles_e8p_scalar};
+  return {&vq_build_table_scalar, &vq_tiles_table_scalar, &vq_tiles_decode_scalar, &vq_tiles_e8p_scalar,
+          &vq_tiles_e8p_int8_scalar};
 }
 
 /// The kernel functions of `path`. No integer dot products here, so Avx512Vnni is the Avx512 code
@@ -102,13 +118,20 @@ struct VQKernelFunctions {
 #if defined(QTL_HAVE_X86_VQ_KERNELS)
   switch (path) {
     case KernelPath::Avx2:
-    case KernelPath::AvxVnni: f = {&vq_build_table_avx2, &vq_tiles_table_avx2, &vq_tiles_decode_avx2, &vq_tiles_e8p_avx2}; break;
-    case KernelPath::Avx512: f = {&vq_build_table_avx512, &vq_tiles_table_avx512, &vq_tiles_decode_avx512, &vq_tiles_e8p_avx2}; break;
+    case KernelPath::AvxVnni:
+      f = {&vq_build_table_avx2, &vq_tiles_table_avx2, &vq_tiles_decode_avx2, &vq_tiles_e8p_avx2, &vq_tiles_e8p_int8_scalar};
+      break;
+    case KernelPath::Avx512:
+      f = {&vq_build_table_avx512, &vq_tiles_table_avx512, &vq_tiles_decode_avx512, &vq_tiles_e8p_avx2,
+           &vq_tiles_e8p_int8_scalar};
+      break;
     case KernelPath::Avx512Vnni:
       if (vq_cpu_has_vbmi()) {
-        f = {&vq_build_table_avx512vbmi, &vq_tiles_table_avx512vbmi, &vq_tiles_decode_avx512, &vq_tiles_e8p_avx512vbmi};
+        f = {&vq_build_table_avx512vbmi, &vq_tiles_table_avx512vbmi, &vq_tiles_decode_avx512, &vq_tiles_e8p_avx512vbmi,
+             &vq_tiles_e8p_int8_avx512vbmi};
       } else {
-        f = {&vq_build_table_avx512, &vq_tiles_table_avx512, &vq_tiles_decode_avx512, &vq_tiles_e8p_avx2};
+        f = {&vq_build_table_avx512, &vq_tiles_table_avx512, &vq_tiles_decode_avx512, &vq_tiles_e8p_avx2,
+             &vq_tiles_e8p_int8_scalar};
       }
       break;
     case KernelPath::Portable: break;
@@ -161,6 +184,8 @@ class VQKernelMatrix : public CheckedKernel<VQKernelMatrix> {
     }
     layout_ = VQKernelLayout(qtl::view(w));
     const VQKernelView& v = layout_.view();
+    // the int8 mode's blocks of 4 positions never straddle a chunk (chunks of 256 positions)
+    if (v.e8p && v.chunks > 1 && v.chunk % 4 != 0) fail(kWhere, ": internal: E8P chunk of ", v.chunk, " positions");
     std::ptrdiff_t span = 1;
     for (std::ptrdiff_t t = 0; t < v.tiles; ++t) {
       span = std::max<std::ptrdiff_t>(span, v.lane_set[t * kVQTileRows + kVQTileRows - 1] - v.lane_set[t * kVQTileRows] + 1);
@@ -170,11 +195,28 @@ class VQKernelMatrix : public CheckedKernel<VQKernelMatrix> {
     set_path(path);
   }
 
+  /// The same, with the activation mode (set_mode).
+  VQKernelMatrix(const VQPackedMatrix& w, ActivationMode mode, KernelPath path = default_kernel_path())
+      : VQKernelMatrix(w, path) {
+    set_mode(mode);
+  }
+
   [[nodiscard]] Index rows() const noexcept { return layout_.view().rows; }
   [[nodiscard]] Index cols() const noexcept { return layout_.view().cols; }
   [[nodiscard]] int dim() const noexcept { return layout_.view().dim; }
   [[nodiscard]] int bits() const noexcept { return layout_.view().bits; }
   [[nodiscard]] VQStrategy strategy() const noexcept { return strategy_; }
+  [[nodiscard]] ActivationMode mode() const noexcept { return mode_; }
+  /// Int8: activations quantized per block of 32 columns as the uniform kernels' Int8 mode does,
+  /// integer dot products with the exact int8 E8P weights (see the header comment). E8P matrices
+  /// only: a k-means codebook has no exact int8 form (throws qtl::Error).
+  void set_mode(ActivationMode mode) {
+    if (mode == ActivationMode::Int8 && !layout_.view().e8p) {
+      fail(kName, "::set_mode: int8 activations run on E8P matrices only (this one: ", dim(), "-vectors, ", bits(),
+           "-bit indices; k-means codebooks have no exact int8 form)");
+    }
+    mode_ = mode;
+  }
   /// Bytes of the kernel layout one GEMV streams (indices, fp32 codebooks, lane sets).
   [[nodiscard]] std::size_t bytes() const noexcept { return layout_.bytes(); }
   [[nodiscard]] const VQKernelView& view() const noexcept { return layout_.view(); }
@@ -201,13 +243,22 @@ class VQKernelMatrix : public CheckedKernel<VQKernelMatrix> {
     if (m <= 0 || rows() == 0) return;
     const VQKernelView& w = layout_.view();
     const bool table = strategy_ == VQStrategy::Table && !w.e8p;
+    const bool int8 = mode_ == ActivationMode::Int8 && w.e8p;
     const std::ptrdiff_t work = w.tiles * (kVQTileRows / 16) * w.positions * m * (table ? 1 : w.dim);
     const auto T = static_cast<std::ptrdiff_t>(thread_count(work, threads, kDefaultMinWorkPerThread, w.tiles));
     // activations padded to whole vectors (zeros past cols: padding coordinates add nothing)
-    const std::ptrdiff_t ldxp = (w.positions * w.dim + 15) / 16 * 16;
+    // (to whole blocks of 32 for the int8 mode's block scales)
+    const std::ptrdiff_t ldxp = (w.positions * w.dim + 31) / 32 * 32;
     qtl::detail::AlignedBuffer xbuf(static_cast<std::size_t>(m * ldxp) * sizeof(float));
     auto* xp = reinterpret_cast<float*>(xbuf.data());
     for (Index n = 0; n < m; ++n) std::memcpy(xp + n * ldxp, x + n * ldx, static_cast<std::size_t>(w.cols) * sizeof(float));
+    const std::ptrdiff_t nb = ldxp / 32;
+    qtl::detail::AlignedBuffer q8buf(int8 ? static_cast<std::size_t>(m * ldxp) : 0);
+    qtl::detail::AlignedBuffer d8buf(int8 ? static_cast<std::size_t>(m * (nb + w.chunks)) * sizeof(float) : 0);
+    auto* q8 = reinterpret_cast<std::int8_t*>(q8buf.data());
+    auto* d8 = reinterpret_cast<float*>(d8buf.data());
+    float* corr8 = d8 + m * nb;
+    if (int8) prepare_int8(xp, ldxp, m, q8, d8, corr8);
     qtl::detail::AlignedBuffer accbuf(static_cast<std::size_t>(w.tiles * kVQTileRows * kVQMaxTokens) * sizeof(float));
     auto* acc = reinterpret_cast<float*>(accbuf.data());
     const std::ptrdiff_t table_floats = table ? kVQMaxTokens * max_sets_ * w.chunk * w.Kp : 0;
@@ -233,10 +284,19 @@ class VQKernelMatrix : public CheckedKernel<VQKernelMatrix> {
           k.s0 = sa;
           k.nsets = w.lane_set[b * kVQTileRows - 1] - sa + 1;
           k.acc = acc;
+          if (int8) {
+            k.q8 = q8 + n0 * ldxp;
+            k.ldq = ldxp;
+            k.d8 = d8 + n0 * nb;
+            k.ldd = nb;
+            k.corr8 = corr8 + n0 * w.chunks;
+          }
           for (std::ptrdiff_t c = 0; c < w.chunks; ++c) {
             k.c = c;
             k.first = c == 0;
-            if (w.e8p) {
+            if (int8) {
+              fn.tiles_e8p_int8(w, k, a, b);
+            } else if (w.e8p) {
               fn.tiles_e8p(w, k, a, b);
             } else if (table) {
               fn.build_table(w, k, tab);
@@ -261,8 +321,38 @@ class VQKernelMatrix : public CheckedKernel<VQKernelMatrix> {
   friend class CheckedKernel<VQKernelMatrix>;
   void select_path(KernelPath path) noexcept { fn_ = vq_kernel_functions(path); }
 
+  /// Int8 mode: every token's padded activations (ldxp floats, zeros past cols) quantized per
+  /// block of 32 (the uniform kernels' block quantizer: every version gives the same bits), and
+  /// per token and chunk corr = kE8PInt8Offset * sum_b d_b A_b (summed in double).
+  void prepare_int8(const float* xp, std::ptrdiff_t ldxp, Index m, std::int8_t* q8, float* d8, float* corr8) const {
+    const VQKernelView& w = layout_.view();
+    const std::ptrdiff_t nb = ldxp / 32;
+#if defined(QTL_X86_64)
+    const bool avx2 = __builtin_cpu_supports("avx2") != 0;
+#endif
+    for (Index n = 0; n < m; ++n) {
+      for (std::ptrdiff_t c = 0; c < w.chunks; ++c) {
+        double corr = 0.0;
+        const std::ptrdiff_t b1 = std::min(nb, ((c + 1) * w.chunk * 8 + 31) / 32);
+        for (std::ptrdiff_t b = c * w.chunk * 8 / 32; b < b1; ++b) {
+          const float* xb = xp + n * ldxp + 32 * b;
+          std::int8_t* qb = q8 + n * ldxp + 32 * b;
+          float* db = d8 + n * nb + b;
+#if defined(QTL_X86_64)
+          const int sum = avx2 ? quantize_block_int8_avx2(xb, qb, db) : quantize_block_int8_portable(xb, qb, db);
+#else
+          const int sum = quantize_block_int8_portable(xb, qb, db);
+#endif
+          corr += static_cast<double>(*db) * static_cast<double>(sum);
+        }
+        corr8[n * w.chunks + c] = static_cast<float>(kE8PInt8Offset * corr);
+      }
+    }
+  }
+
   VQKernelLayout layout_;
   VQStrategy strategy_ = VQStrategy::Table;
+  ActivationMode mode_ = ActivationMode::Fp32;
   VQKernelFunctions fn_{};
   std::ptrdiff_t max_sets_ = 2;
 };

@@ -92,6 +92,11 @@ struct VQKernelView {
   return std::clamp<std::ptrdiff_t>(4096 / kp, 1, std::max<std::ptrdiff_t>(positions, 1));
 }
 
+/// E8P with int8 activations: decoded weights enter the integer dot products as u = 4 c + 11 in
+/// [0, 22] (unsigned, as vpdpbusd wants its first operand); the offset's share, 11 * sum_k a_k per
+/// block, does not depend on the row and is taken out once per token and chunk (corr8).
+inline constexpr int kE8PInt8Offset = 11;
+
 /// Tokens one kernel call handles (GEMM runs token blocks of this size over the same indices).
 inline constexpr int kVQMaxTokens = 4;
 
@@ -105,6 +110,15 @@ struct VQChunkTask {
   std::ptrdiff_t nsets = 0;
   std::ptrdiff_t c = 0;           ///< chunk
   float* acc = nullptr;           ///< partial sums of tile t, token n, lane at ((t * kVQMaxTokens + n) * 64 + lane)
+  // E8P with int8 activations (VQKernelMatrix's Int8 mode, see vq_tiles_e8p_int8_scalar): token
+  // n's codes of padded column e at q8[n * ldq + e], the scale of its block of 32 columns
+  // (positions 4b .. 4b+3) at d8[n * ldd + b], and corr8[n * chunks + c] = kE8PInt8Offset *
+  // sum over chunk c's blocks of d_b * (sum of the block's codes).
+  const std::int8_t* q8 = nullptr;
+  std::ptrdiff_t ldq = 0;
+  const float* d8 = nullptr;
+  std::ptrdiff_t ldd = 0;
+  const float* corr8 = nullptr;
   bool first = true;              ///< chunk 0: the partial sums start at 0 (else they are added to)
 };
 

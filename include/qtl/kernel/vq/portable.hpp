@@ -18,8 +18,10 @@
 // qtl/kernel/vq/kernel_matrix.hpp (tests/kernel/vq_kernel_matrix_test.cpp), not to each other's bits.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <bit>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -130,6 +132,48 @@ inline void vq_tiles_e8p_scalar(const VQKernelView& w, const VQChunkTask& k, std
           }
         }
         finish(k, t, n, lane, a[0], a[1]);
+      }
+    }
+  }
+}
+
+/// E8P with int8 activations: partial sums of tiles [t0, t1) over chunk k.c. Every E8P weight
+/// is s/4 times an odd integer q = 4 c in [-11, 11], so with int8 activations a_k (per block of
+/// 32 columns = 4 positions, scale d_b: the uniform kernels' quantize_block_int8) the product is
+///   y_r = s_r / 4 * (sum_b d_b D_rb - corr),  D_rb = sum_{k in b} (q_rk + 11) a_k  (exact int32),
+///   corr = 11 * sum_b d_b A_b  (A_b = sum_{k in b} a_k; the offset makes every factor unsigned
+///                               for vpdpbusd and costs one subtraction per token and chunk).
+/// Per row: acc = fma(float(D_rb), d_b, acc) block after block, then (acc - corr) * (s / 4) is
+/// the chunk's partial sum. The AVX-512 VBMI kernel (vq_tiles_e8p_int8_avx512vbmi) does the same
+/// operations in the same order, so both give the same bits; the other SIMD paths call this one.
+inline void vq_tiles_e8p_int8_scalar(const VQKernelView& w, const VQChunkTask& k, std::ptrdiff_t t0,
+                                     std::ptrdiff_t t1) noexcept {
+  const std::ptrdiff_t len = w.chunk_len(k.c), p0 = k.c * w.chunk;
+  for (std::ptrdiff_t t = t0; t < t1; ++t) {
+    const std::ptrdiff_t base = w.chunk_offset(k.c) + t * len * kVQTileRows;
+    for (int lane = 0; lane < kVQTileRows; ++lane) {
+      const float sc = w.e8p_scale[w.lane_set[t * kVQTileRows + lane]] * 0.25f;
+      for (int n = 0; n < k.nt; ++n) {
+        const std::int8_t* a = k.q8 + n * k.ldq + p0 * 8;
+        float acc = 0.0f;
+        for (std::ptrdiff_t jb = 0; jb < len; jb += 4) {
+          std::int32_t D = 0;
+          for (std::ptrdiff_t jj = jb; jj < std::min(jb + 4, len); ++jj) {
+            const std::uint32_t i = w.idx16[base + jj * kVQTileRows + lane];
+            const std::uint32_t g = i & 0xFFu, signs = (i >> 8) & 0x7Fu;
+            const int shift = (i >> 15) & 1u ? 1 : -1;
+            const std::uint32_t neg = signs << 1 | ((static_cast<std::uint32_t>(std::popcount(signs)) + w.e8p_parity[g]) & 1u);
+            for (int d = 0; d < 8; ++d) {
+              const int m = static_cast<int>(4.0f * w.e8p_grid[g * 8 + static_cast<std::uint32_t>(d)]);  // 2, 6, 10
+              const int u = (((neg >> d) & 1u) ? -m : m) + shift + kE8PInt8Offset;
+              D += u * a[jj * 8 + d];
+            }
+          }
+          acc = std::fma(static_cast<float>(D), k.d8[n * k.ldd + (p0 + jb) / 4], acc);
+        }
+        const float r = (acc - k.corr8[n * w.chunks + k.c]) * sc;
+        float& p = k.acc[(t * kVQMaxTokens + n) * kVQTileRows + lane];
+        p = k.first ? r : p + r;
       }
     }
   }

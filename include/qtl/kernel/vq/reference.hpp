@@ -5,17 +5,24 @@
 //   gemv_vq_codebook_reference  KMeansVQ<D, B>: c = the set's fp16 codebook (kernel family 4)
 //   gemv_e8p_reference          E8P: c = scale * codeword(index), the codeword decoded from
 //                               E8P::abs_grid() and the index bits (qtl/quant/e8p.hpp)
+//   gemv_e8p_int8_reference     E8P with int8 activations: x quantized per block of 32 columns
+//                               by quantize_block_int8 (the uniform kernels' Int8 mode), then
+//                               y[r] = s / 4 * sum_b d_b sum_{k in b} q_rk a_k, q = 4 c exact
 // and a checked, quantizer-generic entry point gemv_vq_reference(packed, quantizer, x).
 #pragma once
 
+#include <algorithm>
 #include <bit>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "qtl/core/types.hpp"
 #include "qtl/core/validate.hpp"
 #include "qtl/detail/fp16.hpp"
 #include "qtl/format/vq_packed.hpp"
+#include "qtl/kernel/uniform/quantize_activations.hpp"
 #include "qtl/quant/e8p.hpp"
 
 namespace qtl::kernel {
@@ -56,6 +63,44 @@ inline void gemv_e8p_reference(const PackedVQView& w, const float* abs_grid, con
       }
     }
     y[r] = static_cast<float>(acc);
+  }
+}
+
+/// E8P with int8 activations (VQKernelMatrix's Int8 mode), in double from the exact integers.
+/// `bound` (optional, rows entries) receives s / 4 * sum_b d_b sum_k (|q_rk| + 22) |a_k|: the
+/// magnitude the kernels' fp32 rounding is measured against (the offset form of
+/// vq_tiles_e8p_int8_scalar adds 11 |a_k| twice at most).
+inline void gemv_e8p_int8_reference(const PackedVQView& w, const float* abs_grid, const std::uint8_t* parity,
+                                    const float* x, float* y, double* bound = nullptr) {
+  const std::ptrdiff_t nb = (w.vectors_per_row * 8 + 31) / 32;
+  std::vector<float> xp(static_cast<std::size_t>(nb * 32), 0.0f), d(static_cast<std::size_t>(nb));
+  std::vector<std::int8_t> a(static_cast<std::size_t>(nb * 32));
+  for (std::ptrdiff_t c = 0; c < w.cols; ++c) xp[static_cast<std::size_t>(c)] = x[c];
+  for (std::ptrdiff_t b = 0; b < nb; ++b) quantize_block_int8(xp.data() + 32 * b, a.data() + 32 * b, d.data() + b);
+  for (std::ptrdiff_t r = 0; r < w.rows; ++r) {
+    const double scale = detail::half_to_float(w.params[(r / w.rows_per_set) * w.words_per_set]);
+    const std::uint8_t* row = w.indices + r * w.row_bytes;
+    double acc = 0.0, mag = 0.0;
+    for (std::ptrdiff_t b = 0; b < nb; ++b) {
+      std::int64_t dot = 0, abs_dot = 0;
+      for (std::ptrdiff_t j = 4 * b; j < std::min(4 * b + 4, w.vectors_per_row); ++j) {
+        const std::uint32_t idx = read_packed_index(row, j, 16);
+        const std::uint32_t g = idx & 0xFFu, signs = (idx >> 8) & 0x7Fu;
+        const bool neg0 = ((std::popcount(signs) + parity[g]) & 1) != 0;
+        for (int k = 0; k < 8; ++k) {
+          const bool neg = k == 0 ? neg0 : ((signs >> (k - 1)) & 1u) != 0;
+          const auto m = static_cast<std::int64_t>(4.0f * abs_grid[g * 8 + static_cast<std::uint32_t>(k)]);
+          const std::int64_t q = (neg ? -m : m) + ((idx >> 15) & 1u ? 1 : -1);
+          const std::int64_t ak = a[static_cast<std::size_t>(j * 8 + k)];
+          dot += q * ak;
+          abs_dot += (std::abs(q) + 22) * std::abs(ak);
+        }
+      }
+      acc += static_cast<double>(d[static_cast<std::size_t>(b)]) * static_cast<double>(dot);
+      mag += static_cast<double>(d[static_cast<std::size_t>(b)]) * static_cast<double>(abs_dot);
+    }
+    y[r] = static_cast<float>(scale / 4.0 * acc);
+    if (bound != nullptr) bound[r] = std::abs(scale) / 4.0 * mag;
   }
 }
 
