@@ -150,7 +150,7 @@ int main(int argc, char** argv) {
   app.add_option("--damp", damp, "GPTQ damping, fraction of the Hessian's mean diagonal (gptq.py --percdamp)")
       ->check(CLI::Range(0.0, 10.0));
   app.add_option("--threads", threads, "threads for evaluation")->check(CLI::Range(1, 256));
-  app.add_flag("--int8-activations", int8, "run the uniform kernels with int8 activations (W·A8)");
+  app.add_flag("--int8-activations", int8, "run the quantized layers with int8 activations (W·A8: uniform, table and E8P kernels)");
   app.add_option("--bpw", budgets, "mixed precision: bits-per-weight budgets, comma-separated (see the file comment)")
       ->delimiter(',')
       ->check(CLI::Range(1.0, 16.0));

@@ -247,7 +247,7 @@ std::unique_ptr<Recipe> gptvq_kmeans(const RecipeSpec& s) {
   o.normalize_rows = true;
   o.gptq.damp_fraction = s.damp;
   auto make = [&](auto v) -> std::unique_ptr<Recipe> {
-    return std::make_unique<VQRecipe<decltype(v)>>(s.name, v, VQGranularity{0}, o, true, s.kernel.threads);
+    return std::make_unique<VQRecipe<decltype(v)>>(s.name, v, VQGranularity{0}, o, true, s.kernel);
   };
   if constexpr (D == 2) {
     switch (s.bits) {
@@ -281,7 +281,7 @@ std::unique_ptr<Recipe> e8p_recipe(const RecipeSpec& s, VQLayerOptions o) {
   if (s.bits != 2) fail("make_recipe: '", s.name, "' uses E8P, 2 bits per weight (16 bits per 8 weights); got bits = ", s.bits);
   if (!(s.damp >= 0.0 && s.damp <= 10.0)) fail("make_recipe: damp must be in [0, 10], got ", s.damp);
   o.gptq.damp_fraction = s.damp;
-  auto inner = std::make_unique<VQRecipe<E8P>>(s.name, E8P{}, VQGranularity{1}, o, false, s.kernel.threads);
+  auto inner = std::make_unique<VQRecipe<E8P>>(s.name, E8P{}, VQGranularity{1}, o, false, s.kernel);
   if (!o.rotate) return inner;
   return std::make_unique<ResidualRotationRecipe<Deferred>>(std::move(inner), s.name);
 }

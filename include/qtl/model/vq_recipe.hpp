@@ -11,8 +11,9 @@
 //      inverse-Hessian-weighted norm (GPTVQ, van Baalen et al. 2024; for E8P with D = 8 this is
 //      QuIP#'s BlockLDLQ with block size 8, Tseng et al. 2024, §4).
 // The forward pass is y = s ⊙ (Ŵ (T x)): Ŵ packed (pack_vq) on VQKernelMatrix, s a per-row
-// fp16 multiply (RowScaledKernel), T the online transform (TransformedLinear). Activations stay
-// fp32 (the VQ kernels have no int8 mode).
+// fp16 multiply (RowScaledKernel), T the online transform (TransformedLinear). Activations are
+// fp32; with KernelOptions{Int8} E8P layers take int8 activations (VQKernelMatrix's Int8 mode:
+// the lattice weights are exact int8 multiples), k-means codebooks stay fp32 (no exact int8 form).
 //
 // Codebooks. KMeansVQ<D, B> holds 2^B x D fp16 values. On stories260K (226,560 linear weights)
 // a 256 x 4 codebook per matrix would cost 16,384 bits per 2,048-11,008 weights, 1.5-8 bits per
@@ -163,13 +164,18 @@ template <VectorQuantizer V>
   return (index_bits + scale_bits + param_bits) / n;
 }
 
-/// The layer on the VQ kernels: s ⊙ (Ŵ (T x)).
+/// The layer on the VQ kernels: s ⊙ (Ŵ (T x)). options.activations Int8 applies to E8P layers
+/// (the others have no int8 mode and keep fp32 activations).
 template <VectorQuantizer V>
 [[nodiscard]] std::unique_ptr<LinearOp> make_vq_linear(const VQLayerResult<V>& r, double bits_per_weight,
-                                                       int threads = 1) {
+                                                       const KernelOptions& options = {}) {
+  const int threads = options.threads;
   kernel::VQKernelMatrix k(pack_vq(r.matrix));
+  const bool int8 = options.activations == kernel::ActivationMode::Int8 && k.view().e8p;
+  if (int8) k.set_mode(kernel::ActivationMode::Int8);
   const std::string what = str_cat(r.matrix.quantizer.name(), " ", r.matrix.rows(), "x", r.matrix.cols(),
-                                   r.row_scale.size() ? " with row scales" : "", " (VQ kernels)");
+                                   r.row_scale.size() ? " with row scales" : "", " (VQ kernels",
+                                   int8 ? ", int8 activations)" : ")");
   std::unique_ptr<LinearOp> op;
   if (r.row_scale.size()) {
     op = std::make_unique<PackedLinear<RowScaledKernel<kernel::VQKernelMatrix>>>(
@@ -187,13 +193,13 @@ template <VectorQuantizer V>
 class VQRecipe final : public Recipe {
  public:
   VQRecipe(std::string name, V quantizer, VQGranularity granularity, VQLayerOptions options, bool share_codebook,
-           int threads = 1)
+           KernelOptions kernel = {})
       : name_(std::move(name)),
         v_(std::move(quantizer)),
         granularity_(granularity),
         opt_(std::move(options)),
         share_(share_codebook),
-        threads_(threads) {}
+        kernel_(kernel) {}
 
   [[nodiscard]] std::string name() const override { return name_; }
   [[nodiscard]] bool wants_fp32_targets() const override { return opt_.fp32_targets; }
@@ -254,7 +260,7 @@ class VQRecipe final : public Recipe {
     QuantizedLayer q;
     q.bits_per_weight = vq_layer_bits_per_weight(r, shared_weights);
     q.note = str_cat("damp ", r.report.damp_fraction, ", proxy loss ", r.report.total_proxy_loss);
-    q.op = make_vq_linear(r, q.bits_per_weight, threads_);
+    q.op = make_vq_linear(r, q.bits_per_weight, kernel_);
     return q;
   }
 
@@ -263,7 +269,7 @@ class VQRecipe final : public Recipe {
   VQGranularity granularity_;
   VQLayerOptions opt_;
   bool share_;
-  int threads_;
+  KernelOptions kernel_;
   // Fitted by prepare() (the driver's hook before calibration), read by quantize().
   mutable std::shared_ptr<const typename V::Params> shared_;
   mutable double shared_weights_ = 0.0;
