@@ -257,7 +257,7 @@ class VQKernelMatrix : public CheckedKernel<VQKernelMatrix> {
     qtl::detail::AlignedBuffer d8buf(int8 ? static_cast<std::size_t>(m * (nb + w.chunks)) * sizeof(float) : 0);
     auto* q8 = reinterpret_cast<std::int8_t*>(q8buf.data());
     auto* d8 = reinterpret_cast<float*>(d8buf.data());
-    float* corr8 = d8 + m * nb;
+    float* corr8 = int8 ? d8 + m * nb : nullptr;  // (no arithmetic on the null pointer of fp32 mode)
     if (int8) prepare_int8(xp, ldxp, m, q8, d8, corr8);
     qtl::detail::AlignedBuffer accbuf(static_cast<std::size_t>(w.tiles * kVQTileRows * kVQMaxTokens) * sizeof(float));
     auto* acc = reinterpret_cast<float*>(accbuf.data());
