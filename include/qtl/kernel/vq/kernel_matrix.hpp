@@ -52,8 +52,9 @@
 //   y_r = s_r / 4 * sum_b d_b sum_{k in b} q_rk a_k
 // computed as vq_tiles_e8p_int8_scalar documents (q + 11 unsigned into vpdpbusd, the offset's
 // share subtracted per token and chunk). On VBMI + VNNI CPUs (Avx512Vnni path) the byte-plane
-// decoder feeds vpdpbusd directly (vq_tiles_e8p_int8_avx512vbmi); every other path runs the plain
-// C++ kernel, and all give the same bits. Error: against the fp32 product, the int8 activation
+// decoder feeds vpdpbusd directly (vq_tiles_e8p_int8_avx512vbmi); the other x86 paths look each
+// codeword up in a table of all 2^16 (qtl/kernel/vq/e8p_codewords.hpp) for vpmaddubsw
+// (vq_tiles_e8p_int8_avx2), the portable path runs the plain C++ kernel; all give the same bits. Error: against the fp32 product, the int8 activation
 // error sum_k |W_rk| (d_b / 2 + 2^-22 |x_k|); against the exact int8 product above,
 // gamma_{blocks + chunks + 3} s_r / 4 sum_b d_b sum_k (|q_rk| + 22) |a_k| for the fp32 sums.
 // K-means codebooks have no exact int8 form and stay on fp32 activations (set_mode throws).
@@ -95,7 +96,7 @@ struct VQKernelFunctions {
   void (*tiles_table)(const VQKernelView&, const VQChunkTask&, std::ptrdiff_t, std::ptrdiff_t) noexcept = &vq_tiles_table_portable;
   void (*tiles_decode)(const VQKernelView&, const VQChunkTask&, std::ptrdiff_t, std::ptrdiff_t) noexcept = &vq_tiles_decode_portable;
   void (*tiles_e8p)(const VQKernelView&, const VQChunkTask&, std::ptrdiff_t, std::ptrdiff_t) noexcept = &vq_tiles_e8p_portable;
-  /// E8P with int8 activations (ActivationMode::Int8): the plain C++ kernel except on VBMI CPUs.
+  /// E8P with int8 activations (ActivationMode::Int8).
   void (*tiles_e8p_int8)(const VQKernelView&, const VQChunkTask&, std::ptrdiff_t, std::ptrdiff_t) noexcept = &vq_tiles_e8p_int8_scalar;
 };
 
@@ -119,11 +120,11 @@ struct VQKernelFunctions {
   switch (path) {
     case KernelPath::Avx2:
     case KernelPath::AvxVnni:
-      f = {&vq_build_table_avx2, &vq_tiles_table_avx2, &vq_tiles_decode_avx2, &vq_tiles_e8p_avx2, &vq_tiles_e8p_int8_scalar};
+      f = {&vq_build_table_avx2, &vq_tiles_table_avx2, &vq_tiles_decode_avx2, &vq_tiles_e8p_avx2, &vq_tiles_e8p_int8_avx2};
       break;
     case KernelPath::Avx512:
       f = {&vq_build_table_avx512, &vq_tiles_table_avx512, &vq_tiles_decode_avx512, &vq_tiles_e8p_avx2,
-           &vq_tiles_e8p_int8_scalar};
+           &vq_tiles_e8p_int8_avx2};
       break;
     case KernelPath::Avx512Vnni:
       if (vq_cpu_has_vbmi()) {
@@ -131,7 +132,7 @@ struct VQKernelFunctions {
              &vq_tiles_e8p_int8_avx512vbmi};
       } else {
         f = {&vq_build_table_avx512, &vq_tiles_table_avx512, &vq_tiles_decode_avx512, &vq_tiles_e8p_avx2,
-             &vq_tiles_e8p_int8_scalar};
+             &vq_tiles_e8p_int8_avx2};
       }
       break;
     case KernelPath::Portable: break;
@@ -186,6 +187,9 @@ class VQKernelMatrix : public CheckedKernel<VQKernelMatrix> {
     const VQKernelView& v = layout_.view();
     // the int8 mode's blocks of 4 positions never straddle a chunk (chunks of 256 positions)
     if (v.e8p && v.chunks > 1 && v.chunk % 4 != 0) fail(kWhere, ": internal: E8P chunk of ", v.chunk, " positions");
+    // the codeword table of the AVX2 and plain C++ E8P kernels (512 KiB, once per process) is
+    // built here, where std::bad_alloc can propagate, not inside the noexcept kernels
+    if (v.e8p) (void)e8p_int8_codewords(v.e8p_grid, v.e8p_parity);
     std::ptrdiff_t span = 1;
     for (std::ptrdiff_t t = 0; t < v.tiles; ++t) {
       span = std::max<std::ptrdiff_t>(span, v.lane_set[t * kVQTileRows + kVQTileRows - 1] - v.lane_set[t * kVQTileRows] + 1);

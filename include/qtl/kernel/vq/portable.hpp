@@ -29,6 +29,7 @@
 
 #include "qtl/kernel/common/portable_simd.hpp"
 #include "qtl/kernel/common/separate.hpp"
+#include "qtl/kernel/vq/e8p_codewords.hpp"
 #include "qtl/kernel/vq/layout.hpp"
 
 namespace qtl::kernel {
@@ -146,8 +147,12 @@ inline void vq_tiles_e8p_scalar(const VQKernelView& w, const VQChunkTask& k, std
 /// Per row: acc = fma(float(D_rb), d_b, acc) block after block, then (acc - corr) * (s / 4) is
 /// the chunk's partial sum. The AVX-512 VBMI kernel (vq_tiles_e8p_int8_avx512vbmi) does the same
 /// operations in the same order, so both give the same bits; the other SIMD paths call this one.
+/// Each 16-bit index is looked up in a table of all 2^16 codewords' 8 bytes u = q + 11 (512 KiB,
+/// built once from the grid on first use): one 8-byte load per codeword instead of its decode,
+/// ~3x faster than decoding here.
 inline void vq_tiles_e8p_int8_scalar(const VQKernelView& w, const VQChunkTask& k, std::ptrdiff_t t0,
                                      std::ptrdiff_t t1) noexcept {
+  const E8PInt8Codewords& U = e8p_int8_codewords(w.e8p_grid, w.e8p_parity);
   const std::ptrdiff_t len = w.chunk_len(k.c), p0 = k.c * w.chunk;
   for (std::ptrdiff_t t = t0; t < t1; ++t) {
     const std::ptrdiff_t base = w.chunk_offset(k.c) + t * len * kVQTileRows;
@@ -159,15 +164,8 @@ inline void vq_tiles_e8p_int8_scalar(const VQKernelView& w, const VQChunkTask& k
         for (std::ptrdiff_t jb = 0; jb < len; jb += 4) {
           std::int32_t D = 0;
           for (std::ptrdiff_t jj = jb; jj < std::min(jb + 4, len); ++jj) {
-            const std::uint32_t i = w.idx16[base + jj * kVQTileRows + lane];
-            const std::uint32_t g = i & 0xFFu, signs = (i >> 8) & 0x7Fu;
-            const int shift = (i >> 15) & 1u ? 1 : -1;
-            const std::uint32_t neg = signs << 1 | ((static_cast<std::uint32_t>(std::popcount(signs)) + w.e8p_parity[g]) & 1u);
-            for (int d = 0; d < 8; ++d) {
-              const int m = static_cast<int>(4.0f * w.e8p_grid[g * 8 + static_cast<std::uint32_t>(d)]);  // 2, 6, 10
-              const int u = (((neg >> d) & 1u) ? -m : m) + shift + kE8PInt8Offset;
-              D += u * a[jj * 8 + d];
-            }
+            const std::uint8_t* u = U.u[w.idx16[base + jj * kVQTileRows + lane]];
+            for (int d = 0; d < 8; ++d) D += static_cast<std::int32_t>(u[d]) * a[jj * 8 + d];
           }
           acc = std::fma(static_cast<float>(D), k.d8[n * k.ldd + (p0 + jb) / 4], acc);
         }
