@@ -11,6 +11,7 @@
 //                              the per-ISA kernels, plain data only
 //   amx.hpp                    the int8 GEMM (>= 32 tokens) on AMX tiles, on the Avx512Vnni path
 //                              where the CPU and the OS allow it
+//   amx_activations.hpp        its activation layout, blocking constants and scratch size
 //   reference.hpp, matmul.hpp  the scalar reference over packed codes, and its checked entry
 //                              points gemv_reference / gemm_reference (part of qtl/quant.hpp)
 // What the four families share is in qtl/kernel/common/.

@@ -48,6 +48,7 @@
 #include "qtl/kernel/common/cpu_features.hpp"
 #include "qtl/kernel/uniform/avx512.hpp"
 #include "qtl/kernel/uniform/layout.hpp"
+#include "qtl/kernel/uniform/amx_activations.hpp"
 #include "qtl/kernel/uniform/quantize_activations.hpp"
 
 namespace qtl::kernel {

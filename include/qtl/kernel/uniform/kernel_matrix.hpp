@@ -39,6 +39,7 @@
 #include "qtl/kernel/common/threading.hpp"
 #include "qtl/kernel/uniform/layout.hpp"
 #include "qtl/kernel/uniform/portable.hpp"
+#include "qtl/kernel/uniform/amx_activations.hpp"
 #include "qtl/kernel/uniform/quantize_activations.hpp"
 #if !defined(QTL_KERNELS_DECLARE_ONLY_UNIFORM)
 #include "qtl/kernel/uniform/amx.hpp"
