@@ -41,6 +41,7 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 
 #include "qtl/kernel/common/prefetch.hpp"
 #include "qtl/kernel/vq/layout.hpp"
@@ -301,6 +302,67 @@ QTL_TARGET_AVX512VBMI inline __attribute__((always_inline)) void e8p_fma(__m512i
   for (int n = 0; n < NT; ++n) acc[n][K] = _mm512_fmadd_ps(wf, _mm512_set1_ps(xs[n][e]), acc[n][K]);
 }
 
+/// One position of a tile: its 64 rows' indices split into grid bytes and sign/shift bytes
+/// (sel_g / sel_h pick each row's low / high byte, in the order the kernel wants its rows), the
+/// masks derived from them, and the shift bytes (`down` where bit 15 is clear, else `up`).
+struct E8PPosition {
+  __m512i g, h, shift;
+  __mmask64 g_hi, neg0;
+};
+
+QTL_TARGET_AVX512VBMI inline __attribute__((always_inline)) E8PPosition e8p_position(
+    const std::uint16_t* ip, __m512i sel_g, __m512i sel_h, __m512i odd_lo, __m512i odd_hi, __m512i down,
+    __m512i up) noexcept {
+  const __m512i a = _mm512_loadu_si512(ip), b = _mm512_loadu_si512(ip + 32);
+  E8PPosition p;
+  p.g = _mm512_permutex2var_epi8(a, sel_g, b);
+  p.h = _mm512_permutex2var_epi8(a, sel_h, b);
+  p.g_hi = _mm512_movepi8_mask(p.g);
+  p.neg0 = _mm512_movepi8_mask(_mm512_permutex2var_epi8(odd_lo, p.h, odd_hi));  // bit 7 of h unused
+  p.shift = _mm512_mask_blend_epi8(_mm512_movepi8_mask(p.h), down, up);
+  return p;
+}
+
+/// Coordinate d of the position's 64 codewords: +-4 |grid| + shift bytes.
+template <int D>
+QTL_TARGET_AVX512VBMI inline __attribute__((always_inline)) __m512i e8p_coordinate(const E8PByteTables& T,
+                                                                                   const E8PPosition& p) noexcept {
+  const std::int8_t* P = T.mag[D];
+  const __m512i lo = _mm512_permutex2var_epi8(_mm512_load_si512(P), p.g, _mm512_load_si512(P + 64));
+  const __m512i up = _mm512_permutex2var_epi8(_mm512_load_si512(P + 128), p.g, _mm512_load_si512(P + 192));
+  constexpr int kSignBit = D > 0 ? D - 1 : 0;  // coordinate d >= 1: bit d - 1 of h
+  const __mmask64 neg = D == 0 ? p.neg0 : _mm512_test_epi8_mask(p.h, _mm512_set1_epi8(static_cast<char>(1 << kSignBit)));
+  const __m512i m = _mm512_mask_blend_epi8(p.g_hi, lo, up);
+  return _mm512_add_epi8(_mm512_mask_sub_epi8(m, neg, _mm512_setzero_si512(), m), p.shift);
+}
+
+/// The tile's partial sums: (acc - corr_n) * scale / 4 per row, stored or added (kCorr false:
+/// no subtraction).
+template <int NT, bool kCorr>
+QTL_TARGET_AVX512VBMI inline __attribute__((always_inline)) void e8p_finish(const VQKernelView& w, const VQChunkTask& k,
+                                                                           std::ptrdiff_t t, const __m512 (*acc)[4],
+                                                                           const float* corr) noexcept {
+  #pragma GCC unroll 4
+  for (int q = 0; q < 4; ++q) {
+    const __m512i ls = _mm512_loadu_si512(w.lane_set + t * kVQTileRows + 16 * q);
+    const __m512 sc = _mm512_mul_ps(_mm512_i32gather_ps(ls, w.e8p_scale, 4), _mm512_set1_ps(0.25f));
+    #pragma GCC unroll 4
+    for (int n = 0; n < NT; ++n) {
+      float* p = k.acc + (t * kVQMaxTokens + n) * kVQTileRows + 16 * q;
+      const __m512 a = kCorr ? _mm512_sub_ps(acc[n][q], _mm512_set1_ps(corr[n])) : acc[n][q];
+      const __m512 r = _mm512_mul_ps(a, sc);
+      _mm512_storeu_ps(p, k.first ? r : _mm512_add_ps(_mm512_loadu_ps(p), r));
+    }
+  }
+}
+
+/// Calls f(std::integral_constant<int, d>) for d = 0 .. 7.
+template <class F>
+inline __attribute__((always_inline)) void for_coordinates(F&& f) {
+  [&]<int... D>(std::integer_sequence<int, D...>) { (f(std::integral_constant<int, D>{}), ...); }(
+      std::make_integer_sequence<int, 8>{});
+}
+
 template <int NT>
 QTL_TARGET_AVX512VBMI void tiles_e8p_bytes(const VQKernelView& w, const VQChunkTask& k, std::ptrdiff_t t0,
                                               std::ptrdiff_t t1) noexcept {
@@ -313,7 +375,7 @@ QTL_TARGET_AVX512VBMI void tiles_e8p_bytes(const VQKernelView& w, const VQChunkT
   }
   const __m512i sel_g = _mm512_load_si512(sel[0]), sel_h = _mm512_load_si512(sel[1]);
   const __m512i odd_lo = _mm512_load_si512(T.odd), odd_hi = _mm512_load_si512(T.odd + 64);
-  const __m512i plus1 = _mm512_set1_epi8(1), minus1 = _mm512_set1_epi8(-1), zero = _mm512_setzero_si512();
+  const __m512i plus1 = _mm512_set1_epi8(1), minus1 = _mm512_set1_epi8(-1);
   const float* xs[NT];
   #pragma GCC unroll 4
   for (int n = 0; n < NT; ++n) xs[n] = k.x + n * k.ldx + k.c * w.chunk * 8;
@@ -325,39 +387,17 @@ QTL_TARGET_AVX512VBMI void tiles_e8p_bytes(const VQKernelView& w, const VQChunkT
     for (std::ptrdiff_t jj = 0; jj < len; ++jj) {
       const std::uint16_t* ip = idx + jj * kVQTileRows;
       prefetch_stream<2>(ip);
-      const __m512i a = _mm512_loadu_si512(ip), b = _mm512_loadu_si512(ip + 32);
-      const __m512i g = _mm512_permutex2var_epi8(a, sel_g, b);
-      const __m512i h = _mm512_permutex2var_epi8(a, sel_h, b);
-      const __mmask64 g_hi = _mm512_movepi8_mask(g);
-      const __mmask64 neg0 = _mm512_movepi8_mask(_mm512_permutex2var_epi8(odd_lo, h, odd_hi));  // bit 7 of h unused
-      const __m512i shift = _mm512_mask_blend_epi8(_mm512_movepi8_mask(h), minus1, plus1);
-      #pragma GCC unroll 8
-      for (int d = 0; d < 8; ++d) {
-        const std::int8_t* P = T.mag[d];
-        const __m512i lo = _mm512_permutex2var_epi8(_mm512_load_si512(P), g, _mm512_load_si512(P + 64));
-        const __m512i up = _mm512_permutex2var_epi8(_mm512_load_si512(P + 128), g, _mm512_load_si512(P + 192));
-        const int sign_bit = d > 0 ? d - 1 : 0;  // coordinate d >= 1: bit d - 1 of h
-        const __mmask64 neg = d == 0 ? neg0 : _mm512_test_epi8_mask(h, _mm512_set1_epi8(static_cast<char>(1 << sign_bit)));
-        const __m512i m = _mm512_mask_blend_epi8(g_hi, lo, up);
-        const __m512i q = _mm512_add_epi8(_mm512_mask_sub_epi8(m, neg, zero, m), shift);  // 4 c_d, in [-11, 11]
-        const std::ptrdiff_t e = jj * 8 + d;
+      const E8PPosition pos = e8p_position(ip, sel_g, sel_h, odd_lo, odd_hi, minus1, plus1);
+      for_coordinates([&](auto dc) {
+        const __m512i q = e8p_coordinate<decltype(dc)::value>(T, pos);  // 4 c_d, in [-11, 11]
+        const std::ptrdiff_t e = jj * 8 + decltype(dc)::value;
         e8p_fma<NT, 0>(q, xs, e, acc);
         e8p_fma<NT, 1>(q, xs, e, acc);
         e8p_fma<NT, 2>(q, xs, e, acc);
         e8p_fma<NT, 3>(q, xs, e, acc);
-      }
+      });
     }
-    #pragma GCC unroll 4
-    for (int kq = 0; kq < 4; ++kq) {
-      const __m512i ls = _mm512_loadu_si512(w.lane_set + t * kVQTileRows + 16 * kq);
-      const __m512 sc = _mm512_mul_ps(_mm512_i32gather_ps(ls, w.e8p_scale, 4), _mm512_set1_ps(0.25f));
-      #pragma GCC unroll 4
-      for (int n = 0; n < NT; ++n) {
-        float* p = k.acc + (t * kVQMaxTokens + n) * kVQTileRows + 16 * kq;
-        const __m512 r = _mm512_mul_ps(acc[n][kq], sc);
-        _mm512_storeu_ps(p, k.first ? r : _mm512_add_ps(_mm512_loadu_ps(p), r));
-      }
-    }
+    e8p_finish<NT, false>(w, k, t, acc, nullptr);
   }
 }
 
@@ -419,23 +459,9 @@ QTL_TARGET_AVX512VNNI_VBMI void tiles_e8p_int8(const VQKernelView& w, const VQCh
       for (std::ptrdiff_t jj = jb; jj < jend; ++jj) {
         const std::uint16_t* ip = idx + jj * kVQTileRows;
         prefetch_stream<2>(ip);
-        const __m512i a = _mm512_loadu_si512(ip), b = _mm512_loadu_si512(ip + 32);
-        const __m512i g = _mm512_permutex2var_epi8(a, sel_g, b);
-        const __m512i h = _mm512_permutex2var_epi8(a, sel_h, b);
-        const __mmask64 g_hi = _mm512_movepi8_mask(g);
-        const __mmask64 neg0 = _mm512_movepi8_mask(_mm512_permutex2var_epi8(odd_lo, h, odd_hi));
-        const __m512i shift = _mm512_mask_blend_epi8(_mm512_movepi8_mask(h), down1, up1);
+        const E8PPosition pos = e8p_position(ip, sel_g, sel_h, odd_lo, odd_hi, down1, up1);
         __m512i u[8];
-        #pragma GCC unroll 8
-        for (int d = 0; d < 8; ++d) {
-          const std::int8_t* P = T.mag[d];
-          const __m512i lo = _mm512_permutex2var_epi8(_mm512_load_si512(P), g, _mm512_load_si512(P + 64));
-          const __m512i hi = _mm512_permutex2var_epi8(_mm512_load_si512(P + 128), g, _mm512_load_si512(P + 192));
-          const int sign_bit = d > 0 ? d - 1 : 0;
-          const __mmask64 neg = d == 0 ? neg0 : _mm512_test_epi8_mask(h, _mm512_set1_epi8(static_cast<char>(1 << sign_bit)));
-          const __m512i m = _mm512_mask_blend_epi8(g_hi, lo, hi);
-          u[d] = _mm512_add_epi8(_mm512_mask_sub_epi8(m, neg, zero, m), shift);  // 4 c_d + 11, in [0, 22]
-        }
+        for_coordinates([&](auto dc) { u[decltype(dc)::value] = e8p_coordinate<decltype(dc)::value>(T, pos); });  // 4 c_d + 11, in [0, 22]
         __m512i quad[2][4];  // [coordinates 0-3 / 4-7][rows 16 Q .. 16 Q + 15]
         #pragma GCC unroll 2
         for (int half = 0; half < 2; ++half) {
@@ -467,17 +493,7 @@ QTL_TARGET_AVX512VNNI_VBMI void tiles_e8p_int8(const VQKernelView& w, const VQCh
         for (int q = 0; q < 4; ++q) accf[n][q] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acci[n][q]), db, accf[n][q]);
       }
     }
-    #pragma GCC unroll 4
-    for (int q = 0; q < 4; ++q) {
-      const __m512i ls = _mm512_loadu_si512(w.lane_set + t * kVQTileRows + 16 * q);
-      const __m512 sc = _mm512_mul_ps(_mm512_i32gather_ps(ls, w.e8p_scale, 4), _mm512_set1_ps(0.25f));
-      #pragma GCC unroll 4
-      for (int n = 0; n < NT; ++n) {
-        float* p = k.acc + (t * kVQMaxTokens + n) * kVQTileRows + 16 * q;
-        const __m512 r = _mm512_mul_ps(_mm512_sub_ps(accf[n][q], _mm512_set1_ps(corr[n])), sc);
-        _mm512_storeu_ps(p, k.first ? r : _mm512_add_ps(_mm512_loadu_ps(p), r));
-      }
-    }
+    e8p_finish<NT, true>(w, k, t, accf, corr);
   }
 }
 
