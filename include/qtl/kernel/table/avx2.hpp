@@ -94,17 +94,7 @@ QTL_TARGET_AVX2 QTL_KERNEL_INLINE ChunkRow chunk_row(const std::uint8_t* ch) noe
 /// Permute indices of half h of slice k of one row's chunk.
 template <int Bits>
 QTL_TARGET_AVX2 QTL_KERNEL_INLINE __m256i slice_index(const std::uint8_t* ch, int k, int h) noexcept {
-  if constexpr (Bits != 3) {
-    return _mm256_srlv_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ch + 32 * h)), counts8(Bits * k));
-  } else {
-    const __m256i lo = _mm256_srlv_epi32(
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ch + 64 * (k >> 4) + 32 * h)), counts8(2 * (k & 15)));
-    const __m256i hv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ch + 128 + 32 * h));
-    const int r = (k - 2) & 31;  // rotate right by r: bit k to bit 2
-    const __m256i hi = _mm256_or_si256(_mm256_srlv_epi32(hv, counts8(r)), _mm256_sllv_epi32(hv, counts8(32 - r)));
-    const __m256i three = _mm256_set1_epi32(3);
-    return _mm256_or_si256(_mm256_and_si256(lo, three), _mm256_andnot_si256(three, hi));
-  }
+  return _mm256_srlv_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ch + 32 * h)), counts8(Bits * k));
 }
 
 /// The 8 weights of half h of slice k: a permute of entries 0..7, and for 4 bits one of 8..15

@@ -1,7 +1,7 @@
 // qtl/kernel/table/avx512.hpp — AVX-512 path of the table-decode kernels: one vpermps per 16 codes.
 //
 // Per 16-column slice s and row (qtl/kernel/table/layout.hpp for the layout):
-//   idx = chunk_vector >> (b * k)          vpsrlvd (3-bit: two shifts/rotates + vpternlogd)
+//   idx = chunk_vector >> (b * k)          vpsrlvd
 //   w   = vpermps(idx, T16)                the 16 weights, exact (T16 = the group's table)
 //   acc = fma(w, x[16 s .. 16 s + 15], acc)
 // GEMV: the 4 rows of a tile are decoded per slice (4 independent FMA chains sharing each
@@ -43,11 +43,7 @@ namespace detail_table_avx512 {
 
 using Table16 = __m512;  ///< the 16-entry kernel table of one row and group
 
-/// One row's chunk: its first 64 bytes loaded once per run of slices, and where the rest is.
-struct ChunkRow {
-  __m512i v;
-  const std::uint8_t* p;
-};
+using ChunkRow = __m512i;  ///< one row's 64-byte chunk, loaded once per run of slices
 
 template <TableForm F>
 QTL_TARGET_AVX512 QTL_KERNEL_INLINE __m512 load_shared(const TableKernelView& w) noexcept {
@@ -69,28 +65,21 @@ QTL_TARGET_AVX512 QTL_KERNEL_INLINE __m512i counts(int k) noexcept {
 }
 
 /// Permute indices of slice k of one row's chunk (low 4 bits valid, higher bits don't-care).
-/// `v` is the chunk's first 64 bytes, already loaded (the same for every slice of the chunk).
+/// `v` is the chunk's 64 bytes, already loaded (the same for every slice of the chunk).
 template <int Bits>
-QTL_TARGET_AVX512 QTL_KERNEL_INLINE __m512i slice_index(__m512i v, const std::uint8_t* ch, int k) noexcept {
-  if constexpr (Bits != 3) {
-    (void)ch;
-    return _mm512_srlv_epi32(v, counts(Bits * k));
-  } else {
-    const __m512i lo = _mm512_srlv_epi32(k < 16 ? v : _mm512_loadu_si512(ch + 64), counts(2 * (k & 15)));
-    const __m512i hi = _mm512_rorv_epi32(_mm512_loadu_si512(ch + 128), counts((k - 2) & 31));
-    return _mm512_ternarylogic_epi32(lo, hi, _mm512_set1_epi32(3), 0xE4);  // (lo & 3) | (hi & ~3)
-  }
+QTL_TARGET_AVX512 QTL_KERNEL_INLINE __m512i slice_index(__m512i v, int k) noexcept {
+  return _mm512_srlv_epi32(v, counts(Bits * k));
 }
 
 template <int Bits>
 QTL_TARGET_AVX512 QTL_KERNEL_INLINE ChunkRow chunk_row(const std::uint8_t* ch) noexcept {
-  return {_mm512_loadu_si512(ch), ch};
+  return _mm512_loadu_si512(ch);
 }
 
 /// The 16 weights of slice k: one vpermps of the table.
 template <int Bits>
 QTL_TARGET_AVX512 QTL_KERNEL_INLINE __m512 decode(__m512 T, const ChunkRow& c, int k, int /*h*/) noexcept {
-  return _mm512_permutexvar_ps(slice_index<Bits>(c.v, c.p, k), T);
+  return _mm512_permutexvar_ps(slice_index<Bits>(c, k), T);
 }
 
 /// Reduces a 16-lane accumulator pairwise (8 + 8, 4 + 4, 2 + 2, 1 + 1), as the portable path.

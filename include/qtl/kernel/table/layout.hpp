@@ -15,12 +15,17 @@
 //   each group of width w_g takes ceil(w_g / 16) slices of 16 kernel columns (the last one
 //   padded), so a slice lies inside one group and uses one table. Padded kernel columns hold
 //   code 0 and meet activation 0 (the activation preparation writes 0 there).
-//   Slices are stored in chunks of S = 32 / b slices (b = 1, 2, 4) or S = 32 (b = 3):
-//     b = 1, 2, 4   64 bytes: uint32 lane j, bits [b k, b k + b) = code of slice k, column j
-//     b = 3         192 bytes: two 64-byte "lo" vectors as b = 2 (vector k / 16, bits
-//                   [2 (k % 16), 2 (k % 16) + 2) = the low 2 bits of slice k's code), then 64
-//                   bytes "hi": uint32 lane j, bit k = bit 2 of slice k's code, column j (a rotate
-//                   right by k - 2 brings it to bit 2 of the permute index; 3 bits per weight)
+//   Slices are stored in chunks of S = floor(32 / b) slices (32, 16, 10, 8 for b = 1..4), 64
+//   bytes per row: uint32 lane j, bits [b k, b k + b) = code of slice k, column j. For b = 3 the
+//   lane's top 2 bits are 0 (3.2 bits per weight): one shift per slice decodes it, as for the
+//   other widths, where splitting the code into a 2-bit plane and a 1-bit plane (exactly 3 bits
+//   per weight, the layout before this one) took three vector operations per slice (shift,
+//   rotate, merge), and the fp32 table GEMV is bound by those operations, not by bandwidth: on a
+//   2-core AMD EPYC (Zen 4) VM, log2 3-bit, 4096 x 14336, it read 22-35% of the read bandwidth.
+//   There a cache-resident 256 x 4096 GEMV went from 4.3 to 2.1 cycles per 16 weights (AVX-512)
+//   and 8.0 to 3.4 (AVX2), and the streamed 4096 x 14336 one from 4.3-4.9 to 3.0-3.2 ms (1 thread)
+//   and 2.2-3.0 to 1.6-1.8 ms (2 threads; table_kernel_matrix_bench, old and new binaries
+//   alternated twice): 6.7% more bytes for half the work.
 //   Rows are grouped into tiles of kTableTileRows = 4 (the last tile padded with rows whose
 //   tables are 0). Tile t, chunk c, row i of the tile lives at
 //     codes + (t * chunks + c) * 4 * chunk_bytes + i * chunk_bytes
@@ -46,9 +51,9 @@ inline constexpr int kTableTileRows = 4;
 inline constexpr int kTableSliceCols = 16;
 
 /// Slices per chunk for b-bit codes.
-[[nodiscard]] constexpr int table_chunk_slices(int bits) noexcept { return bits == 3 ? 32 : 32 / bits; }
+[[nodiscard]] constexpr int table_chunk_slices(int bits) noexcept { return 32 / bits; }
 /// Bytes per chunk (of one row) for b-bit codes.
-[[nodiscard]] constexpr std::ptrdiff_t table_chunk_bytes(int bits) noexcept { return bits == 3 ? 192 : 64; }
+[[nodiscard]] constexpr std::ptrdiff_t table_chunk_bytes(int /*bits*/) noexcept { return 64; }
 
 namespace detail_table {
 
@@ -105,14 +110,9 @@ struct TableKernelView {
   const int j = static_cast<int>(kc % kTableSliceCols);
   const int k = static_cast<int>(s % sc);
   const std::uint8_t* ch = v.chunk(t, s / sc, i);
-  auto lane = [&](std::ptrdiff_t off) {
-    std::uint32_t u = 0;
-    for (int b = 0; b < 4; ++b) u |= std::uint32_t{ch[off + 4 * j + b]} << (8 * b);
-    return u;
-  };
-  if (v.bits != 3) return static_cast<int>((lane(0) >> (v.bits * k)) & ((1u << v.bits) - 1u));
-  const std::uint32_t lo = (lane(64 * (k / 16)) >> (2 * (k % 16))) & 3u;
-  return static_cast<int>(lo | ((lane(128) >> k) & 1u) << 2);
+  std::uint32_t lane = 0;
+  for (int b = 0; b < 4; ++b) lane |= std::uint32_t{ch[4 * j + b]} << (8 * b);
+  return static_cast<int>((lane >> (v.bits * k)) & ((1u << v.bits) - 1u));
 }
 
 }  // namespace qtl::kernel

@@ -41,39 +41,24 @@ static_assert(kTableSliceCols % kLanes == 0, "a batch must hold a divisor of the
 template <int Bits>
 inline float row_xsimd(const TableKernelView& w, std::ptrdiff_t t, int i, const float* x) noexcept {
   constexpr int kSc = table_chunk_slices(Bits);
-  constexpr std::uint32_t kMask = Bits == 3 ? 3u : (1u << Bits) - 1u;
+  constexpr std::uint32_t kMask = (1u << Bits) - 1u;
   F32 acc[kVecs];
   for (int v = 0; v < kVecs; ++v) acc[v] = F32(0.0f);
   alignas(64) float t16[16];
   for (std::ptrdiff_t g = 0; g < w.groups; ++g) {
     table_kernel_entries(w, w.param_index(t, g, i), t16);
-    U32 lo[kVecs], hi[kVecs];  // the codes of slice s at the low bits (3-bit: bit 2 at bit 0 of hi)
+    U32 lo[kVecs];  // the codes of slice s at the low bits
     for (std::ptrdiff_t s = w.group_slice_begin[g]; s < w.group_slice_begin[g + 1]; ++s) {
       const int k = static_cast<int>(s % kSc);
       const std::uint8_t* ch = w.chunk(t, s / kSc, i);
       // Shift each chunk's lanes once where a run of slices starts, then by Bits per slice.
-      if constexpr (Bits != 3) {
-        if (k == 0 || s == w.group_slice_begin[g]) {
-          for (int v = 0; v < kVecs; ++v) lo[v] = load_u32(ch + 4 * kLanes * v) >> (Bits * k);
-        }
-      } else {
-        if (k % 16 == 0 || s == w.group_slice_begin[g]) {
-          for (int v = 0; v < kVecs; ++v) lo[v] = load_u32(ch + 64 * (k / 16) + 4 * kLanes * v) >> (2 * (k % 16));
-        }
-        if (k == 0 || s == w.group_slice_begin[g]) {
-          for (int v = 0; v < kVecs; ++v) hi[v] = load_u32(ch + 128 + 4 * kLanes * v) >> k;
-        }
+      if (k == 0 || s == w.group_slice_begin[g]) {
+        for (int v = 0; v < kVecs; ++v) lo[v] = load_u32(ch + 4 * kLanes * v) >> (Bits * k);
       }
       const float* xs = x + kTableSliceCols * s;
       for (int v = 0; v < kVecs; ++v) {
-        U32 idx = lo[v] & U32(kMask);
-        if constexpr (Bits == 3) {
-          idx = idx | ((hi[v] & U32(1u)) << 2);
-          hi[v] = hi[v] >> 1;
-          lo[v] = lo[v] >> 2;
-        } else {
-          lo[v] = lo[v] >> Bits;
-        }
+        const U32 idx = lo[v] & U32(kMask);
+        lo[v] = lo[v] >> Bits;
         acc[v] = xsimd::fma(lookup16_f32(t16, idx), F32::load_unaligned(xs + kLanes * v), acc[v]);
       }
     }
@@ -101,17 +86,8 @@ inline void tiles_xsimd(const TableKernelView& w, const float* xk, std::ptrdiff_
 template <int Bits>
 inline void decode_slice(const std::uint8_t* ch, int k, int* codes) noexcept {
   std::uint32_t lane[16];
-  if constexpr (Bits != 3) {
-    std::memcpy(lane, ch, 64);
-    for (int j = 0; j < 16; ++j) codes[j] = static_cast<int>((lane[j] >> (Bits * k)) & ((1u << Bits) - 1u));
-  } else {
-    std::uint32_t hi[16];
-    std::memcpy(lane, ch + 64 * (k / 16), 64);
-    std::memcpy(hi, ch + 128, 64);
-    for (int j = 0; j < 16; ++j) {
-      codes[j] = static_cast<int>(((lane[j] >> (2 * (k % 16))) & 3u) | ((hi[j] >> k) & 1u) << 2);
-    }
-  }
+  std::memcpy(lane, ch, 64);
+  for (int j = 0; j < 16; ++j) codes[j] = static_cast<int>((lane[j] >> (Bits * k)) & ((1u << Bits) - 1u));
 }
 
 template <int Bits>

@@ -103,15 +103,8 @@ class TableKernelLayout {
     const int k = static_cast<int>(s % sc);
     std::uint8_t* ch = codes_.data() + (t * chunks_ + s / sc) * kTableTileRows * cb + i * cb;
     const auto u = static_cast<std::uint32_t>(code);
-    auto or_lane = [&](std::ptrdiff_t off, std::uint32_t bits) {
-      for (int b = 0; b < 4; ++b) ch[off + 4 * j + b] = static_cast<std::uint8_t>(ch[off + 4 * j + b] | (bits >> (8 * b)));
-    };
-    if (bits_ != 3) {
-      or_lane(0, (u & ((1u << bits_) - 1u)) << (bits_ * k));
-    } else {
-      or_lane(64 * (k / 16), (u & 3u) << (2 * (k % 16)));
-      or_lane(128, ((u >> 2) & 1u) << k);
-    }
+    const std::uint32_t bits = (u & ((1u << bits_) - 1u)) << (bits_ * k);
+    for (int b = 0; b < 4; ++b) ch[4 * j + b] = static_cast<std::uint8_t>(ch[4 * j + b] | (bits >> (8 * b)));
   }
 
   int bits_ = 0;
