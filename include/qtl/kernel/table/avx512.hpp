@@ -13,6 +13,12 @@
 // stored fp16 entries widened with vcvtph2ps, replicated to 16 lanes. Each (row, token) is one
 // fp32 chain over its slices, reduced once at the end of the row, so the result is the same
 // for every token tiling and for any split of the tiles across threads.
+// What bounds it (2-core AMD EPYC Zen 4 VM, 2026-12-06, a cache-resident loop of 4 rows x 8 slices
+// per chunk as below): shift + permute + FMA ran 1.8-1.95 cycles per 16 weights, permute + FMA
+// without the shift 1.2, the FMA alone 1.16. Replacing the shift of even 4-bit slices by a load
+// at byte offset k / 2 (no shift) measured slower (1.9-2.1: three of four such loads cross a
+// cache line), and byte shuffles (vpshufb, vpalignr) instead of shifts slower still (2.5-2.7:
+// they share the permute's port). So the 4-bit decode keeps one shift per slice.
 // The loops (GEMV rows, GEMM panels, token and tile blocking) are those of
 // qtl/kernel/table/simd_body.inc, shared with the AVX2 path; this header holds the decoder.
 // Decoding through a permute of a small table in registers follows the float "LUT" decoders
