@@ -60,24 +60,44 @@ TEST(CpuFeatures, DetectedFeaturesAreConsistent) {
 }
 
 TEST(CpuFeatures, VendorAndPrefetchDistanceFollowTheCpu) {
-  // The vendor string as the kernel reports it (x86 Linux), against cpuid leaf 0's decoding.
-  bool intel = false;
+  // The vendor string and family as the kernel reports them (x86 Linux), against cpuid's decoding.
+  bool intel = false, amd = false;
+  int family = -1;
   std::ifstream info("/proc/cpuinfo");
   for (std::string line; std::getline(info, line);) {
     if (line.rfind("vendor_id", 0) == 0) {
       intel = line.find("GenuineIntel") != std::string::npos;
+      amd = line.find("AuthenticAMD") != std::string::npos;
+    } else if (line.rfind("cpu family", 0) == 0) {
+      family = std::stoi(line.substr(line.find(':') + 1));
       break;
     }
   }
+  const auto& f = qtl::kernel::cpu_features();
 #if defined(__x86_64__) && defined(__linux__)
-  EXPECT_EQ(qtl::kernel::cpu_features().intel, intel);
+  EXPECT_EQ(f.intel, intel);
+  EXPECT_EQ(f.amd, amd);
+  EXPECT_EQ(f.family, family);
 #else
-  EXPECT_FALSE(qtl::kernel::cpu_features().intel);
+  EXPECT_FALSE(f.intel);
+  EXPECT_FALSE(f.amd);
 #endif
+  // The policy itself: Intel, and AMD family 19h with AVX-512 (Zen 4); not Zen 3 or Zen 5.
+  qtl::kernel::CpuFeatures c;
+  c.intel = true;
+  EXPECT_TRUE(qtl::kernel::two_level_prefetch_cpu(c));
+  c = {};
+  c.amd = true;
+  c.family = 0x19;
+  EXPECT_FALSE(qtl::kernel::two_level_prefetch_cpu(c));
+  c.avx512f = true;
+  EXPECT_TRUE(qtl::kernel::two_level_prefetch_cpu(c));
+  c.family = 0x1A;
+  EXPECT_FALSE(qtl::kernel::two_level_prefetch_cpu(c));
 #ifndef QTL_PREFETCH_BYTES
   using qtl::kernel::PrefetchDistance;
   using qtl::kernel::uniform_prefetch;
-  if (qtl::kernel::cpu_features().intel) {  // two levels: 4 KiB ahead into L2, 1 KiB into L1
+  if (qtl::kernel::two_level_prefetch_cpu(f)) {  // two levels: 4 KiB ahead into L2, 1 KiB into L1
     EXPECT_EQ(uniform_prefetch(8), (PrefetchDistance{4096, 1024}));
     EXPECT_EQ(uniform_prefetch(4), (PrefetchDistance{4096, 1024}));
   } else {

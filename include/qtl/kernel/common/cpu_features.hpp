@@ -83,6 +83,8 @@ struct CpuFeatures {
   bool avx512vnni = false;
   bool avx_vnni = false;  ///< VEX-encoded VNNI (Alder Lake+, Zen 5): the AvxVnni path
   bool intel = false;     ///< vendor "GenuineIntel" (the weight-stream prefetch distance depends on it)
+  bool amd = false;       ///< vendor "AuthenticAMD" (likewise)
+  int family = 0;         ///< x86 display family (base + extended, CPUID leaf 1): 0x19 Zen 3 / 4, 0x1A Zen 5
   bool amx_int8 = false;  ///< AMX-TILE + AMX-INT8 with the tile state enabled in XCR0 (Sapphire Rapids+)
 };
 
@@ -114,7 +116,14 @@ struct CpuFeatures {
     }
   }
   // Leaf 0: the vendor string in EBX, EDX, ECX ("Genu" "ineI" "ntel").
-  if (__get_cpuid(0, &eax, &ebx, &ecx, &edx) != 0) f.intel = ebx == 0x756e6547u && edx == 0x49656e69u && ecx == 0x6c65746eu;
+  if (__get_cpuid(0, &eax, &ebx, &ecx, &edx) != 0) {
+    f.intel = ebx == 0x756e6547u && edx == 0x49656e69u && ecx == 0x6c65746eu;
+    f.amd = ebx == 0x68747541u && edx == 0x69746e65u && ecx == 0x444d4163u;  // "Auth" "enti" "cAMD"
+  }
+  if (__get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0) {
+    const int base = static_cast<int>((eax >> 8) & 0xFu);
+    f.family = base == 0xF ? base + static_cast<int>((eax >> 20) & 0xFFu) : base;
+  }
 #endif
   return f;
 }

@@ -31,6 +31,15 @@
 // alternated twice: ternary LUT GEMV 67-68% -> 76-78% of the read bandwidth, binary 67% -> 75%).
 // So on Intel every kernel prefetches on both levels (measured on that VM class only; the Ice
 // Lake and Zen 5 numbers above predate it).
+// Zen 4 too (2026-12-06, a 2-core AMD EPYC VM, family 19h; one process switching the setting
+// every 30 GEMVs over the same cycled 4096 x 14336 copies, 12 pairs, medians): two levels
+// against 16 KiB into L1 (4 KiB for 8-bit) took the uniform int8 GEMVs, group 32, from 1.65 to
+// 1.28 ms (2-bit), 2.37 to 2.06 (4-bit), 3.62 to 3.48 (8-bit) with 1 thread and 0.93 to 0.83,
+// 1.37 to 1.22, 2.30 to 2.14 ms with 2, faster in 11-12 of the 12 pairs each; the fp32 table
+// GEMVs from 3.14 to 2.68 ms (NF4) and 2.78 to 2.62 (log2 3-bit) with 1 thread, 1.73 to 1.49 and
+// 1.54 to 1.50 with 2 (NF4 12 of 12, log2 8-9 of 12). So AMD family 19h CPUs with AVX-512
+// (Zen 4; Zen 3, the same family without AVX-512, was not measured) take two levels as well;
+// Zen 5 (family 1Ah) keeps the one-level distances measured there.
 // Prefetches never fault, so running past the end of the buffer is harmless.
 // QTL_PREFETCH_BYTES overrides the distance for every stream (one level, into L1).
 #pragma once
@@ -49,7 +58,7 @@ struct PrefetchDistance {
   friend bool operator==(const PrefetchDistance&, const PrefetchDistance&) = default;
 };
 
-/// The two-level distances used on Intel CPUs (see the top).
+/// The two-level distances used on Intel and Zen 4 CPUs (see the top).
 inline constexpr PrefetchDistance kTwoLevelPrefetch{4096, 1024};
 
 /// One-level bytes ahead of the block being read for a stream reading `Lines` 64-byte lines
@@ -62,9 +71,14 @@ inline constexpr std::ptrdiff_t kPrefetchBytes =
     Lines >= 8 ? 4096 : 16384;
 #endif
 
+/// Whether a CPU takes the two-level prefetch: Intel, and AMD Zen 4 (family 19h with AVX-512).
+[[nodiscard]] inline bool two_level_prefetch_cpu(const CpuFeatures& f) noexcept {
+  return f.intel || (f.amd && f.family == 0x19 && f.avx512f);
+}
+
 namespace detail_prefetch {
 /// Whether this CPU takes the two-level prefetch (read once, at start-up).
-inline const bool g_two_level_prefetch = cpu_features().intel;
+inline const bool g_two_level_prefetch = two_level_prefetch_cpu(cpu_features());
 }  // namespace detail_prefetch
 
 /// Prefetches the `Lines` 64-byte lines of the block `d` ahead of p (both levels when d.near > 0).
@@ -80,7 +94,8 @@ inline __attribute__((always_inline)) void prefetch_stream_at(const void* p, Pre
 }
 
 /// Prefetches the lines of the block ahead of p at this CPU's distances for a `Lines`-line
-/// stream: two levels on Intel, kPrefetchBytes<Lines> into L1 elsewhere (or QTL_PREFETCH_BYTES).
+/// stream: two levels on Intel and Zen 4, kPrefetchBytes<Lines> into L1 elsewhere (or
+/// QTL_PREFETCH_BYTES).
 template <int Lines>
 inline __attribute__((always_inline)) void prefetch_stream(const void* p) noexcept {
 #ifdef QTL_PREFETCH_BYTES
