@@ -82,24 +82,26 @@ TEST(CpuFeatures, VendorAndPrefetchDistanceFollowTheCpu) {
   EXPECT_FALSE(f.intel);
   EXPECT_FALSE(f.amd);
 #endif
-  // The policy itself: Intel, and AMD family 19h with AVX-512 (Zen 4); not Zen 3 or Zen 5.
+  // The policy itself: Intel 4 KiB / 1 KiB, AMD family 19h with AVX-512 (Zen 4) 8 KiB / 2 KiB;
+  // one level (near = 0) on Zen 3 and Zen 5.
+  using qtl::kernel::PrefetchDistance;
+  using qtl::kernel::two_level_prefetch_for;
   qtl::kernel::CpuFeatures c;
   c.intel = true;
-  EXPECT_TRUE(qtl::kernel::two_level_prefetch_cpu(c));
+  EXPECT_EQ(two_level_prefetch_for(c), (PrefetchDistance{4096, 1024}));
   c = {};
   c.amd = true;
   c.family = 0x19;
-  EXPECT_FALSE(qtl::kernel::two_level_prefetch_cpu(c));
+  EXPECT_EQ(two_level_prefetch_for(c).near, 0);
   c.avx512f = true;
-  EXPECT_TRUE(qtl::kernel::two_level_prefetch_cpu(c));
+  EXPECT_EQ(two_level_prefetch_for(c), (PrefetchDistance{8192, 2048}));
   c.family = 0x1A;
-  EXPECT_FALSE(qtl::kernel::two_level_prefetch_cpu(c));
+  EXPECT_EQ(two_level_prefetch_for(c).near, 0);
 #ifndef QTL_PREFETCH_BYTES
-  using qtl::kernel::PrefetchDistance;
   using qtl::kernel::uniform_prefetch;
-  if (qtl::kernel::two_level_prefetch_cpu(f)) {  // two levels: 4 KiB ahead into L2, 1 KiB into L1
-    EXPECT_EQ(uniform_prefetch(8), (PrefetchDistance{4096, 1024}));
-    EXPECT_EQ(uniform_prefetch(4), (PrefetchDistance{4096, 1024}));
+  if (two_level_prefetch_for(f).near > 0) {  // two levels, the same for every width
+    EXPECT_EQ(uniform_prefetch(8), two_level_prefetch_for(f));
+    EXPECT_EQ(uniform_prefetch(4), two_level_prefetch_for(f));
   } else {
     EXPECT_EQ(uniform_prefetch(8), (PrefetchDistance{4096, 0}));
     EXPECT_EQ(uniform_prefetch(4), (PrefetchDistance{16384, 0}));

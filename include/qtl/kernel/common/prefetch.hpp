@@ -39,7 +39,12 @@
 // GEMVs from 3.14 to 2.68 ms (NF4) and 2.78 to 2.62 (log2 3-bit) with 1 thread, 1.73 to 1.49 and
 // 1.54 to 1.50 with 2 (NF4 12 of 12, log2 8-9 of 12). So AMD family 19h CPUs with AVX-512
 // (Zen 4; Zen 3, the same family without AVX-512, was not measured) take two levels as well;
-// Zen 5 (family 1Ah) keeps the one-level distances measured there.
+// Zen 5 (family 1Ah) keeps the one-level distances measured there. Longer two-level distances
+// suit Zen 4 better (same program, 5 settings cycled every 24 GEMVs, medians of 10, run twice):
+// 8 KiB into L2 and 2 KiB into L1 against 4 KiB / 1 KiB took the 4-bit GEMV from 2.21-2.25 to
+// 1.95-2.10 ms (1 thread) and 1.32-1.48 to 1.21-1.37 (2 threads), the 2-bit one from 1.23-1.44
+// to 1.16-1.30 (1 thread; 2 threads within 4%); 16 KiB / 4 KiB measured the same as 8 / 2, and
+// 2 KiB / 512 B slower than all. So Zen 4 takes 8 KiB / 2 KiB (kZen4Prefetch).
 // Prefetches never fault, so running past the end of the buffer is harmless.
 // QTL_PREFETCH_BYTES overrides the distance for every stream (one level, into L1).
 #pragma once
@@ -58,8 +63,10 @@ struct PrefetchDistance {
   friend bool operator==(const PrefetchDistance&, const PrefetchDistance&) = default;
 };
 
-/// The two-level distances used on Intel and Zen 4 CPUs (see the top).
+/// The two-level distances used on Intel CPUs (see the top).
 inline constexpr PrefetchDistance kTwoLevelPrefetch{4096, 1024};
+/// The two-level distances used on AMD Zen 4 CPUs (see the top).
+inline constexpr PrefetchDistance kZen4Prefetch{8192, 2048};
 
 /// One-level bytes ahead of the block being read for a stream reading `Lines` 64-byte lines
 /// per block, on CPUs other than Intel's (see the header comment for the measurements).
@@ -71,14 +78,17 @@ inline constexpr std::ptrdiff_t kPrefetchBytes =
     Lines >= 8 ? 4096 : 16384;
 #endif
 
-/// Whether a CPU takes the two-level prefetch: Intel, and AMD Zen 4 (family 19h with AVX-512).
-[[nodiscard]] inline bool two_level_prefetch_cpu(const CpuFeatures& f) noexcept {
-  return f.intel || (f.amd && f.family == 0x19 && f.avx512f);
+/// The two-level distances a CPU takes: kTwoLevelPrefetch on Intel, kZen4Prefetch on AMD Zen 4
+/// (family 19h with AVX-512); {0, 0} (one level, kPrefetchBytes) elsewhere.
+[[nodiscard]] inline PrefetchDistance two_level_prefetch_for(const CpuFeatures& f) noexcept {
+  if (f.intel) return kTwoLevelPrefetch;
+  if (f.amd && f.family == 0x19 && f.avx512f) return kZen4Prefetch;
+  return {0, 0};
 }
 
 namespace detail_prefetch {
-/// Whether this CPU takes the two-level prefetch (read once, at start-up).
-inline const bool g_two_level_prefetch = two_level_prefetch_cpu(cpu_features());
+/// This CPU's two-level distances (near == 0: one level), read once, at start-up.
+inline const PrefetchDistance g_two_level = two_level_prefetch_for(cpu_features());
 }  // namespace detail_prefetch
 
 /// Prefetches the `Lines` 64-byte lines of the block `d` ahead of p (both levels when d.near > 0).
@@ -101,7 +111,8 @@ inline __attribute__((always_inline)) void prefetch_stream(const void* p) noexce
 #ifdef QTL_PREFETCH_BYTES
   prefetch_stream_at<Lines>(p, {QTL_PREFETCH_BYTES, 0});
 #else
-  prefetch_stream_at<Lines>(p, detail_prefetch::g_two_level_prefetch ? kTwoLevelPrefetch : PrefetchDistance{kPrefetchBytes<Lines>, 0});
+  prefetch_stream_at<Lines>(p, detail_prefetch::g_two_level.near > 0 ? detail_prefetch::g_two_level
+                                                                     : PrefetchDistance{kPrefetchBytes<Lines>, 0});
 #endif
 }
 
@@ -111,7 +122,7 @@ inline __attribute__((always_inline)) void prefetch_stream(const void* p) noexce
   (void)bits;
   return {QTL_PREFETCH_BYTES, 0};
 #else
-  if (detail_prefetch::g_two_level_prefetch) return kTwoLevelPrefetch;
+  if (detail_prefetch::g_two_level.near > 0) return detail_prefetch::g_two_level;
   return {bits >= 8 ? 4096 : 16384, 0};
 #endif
 }
