@@ -21,7 +21,7 @@
 //   other widths, where splitting the code into a 2-bit plane and a 1-bit plane (exactly 3 bits
 //   per weight, the layout before this one) took three vector operations per slice (shift,
 //   rotate, merge), and the fp32 table GEMV is bound by those operations, not by bandwidth: on a
-//   2-core AMD EPYC (Zen 4) VM, log2 3-bit, 4096 x 14336, it read 22-35% of the read bandwidth.
+//   2-core AMD EPYC (Zen 4) VM, log2 3-bit, 4096 x 14336, it read 19-35% of the read bandwidth.
 //   There a cache-resident 256 x 4096 GEMV went from 4.3 to 2.1 cycles per 16 weights (AVX-512)
 //   and 8.0 to 3.4 (AVX2), and the streamed 4096 x 14336 one from 4.3-4.9 to 3.0-3.2 ms (1 thread)
 //   and 2.2-3.0 to 1.6-1.8 ms (2 threads; table_kernel_matrix_bench, old and new binaries
