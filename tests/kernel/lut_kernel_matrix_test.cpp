@@ -182,6 +182,37 @@ TEST(LutKernelMatrix, EveryPathMatchesReferenceOnAdversarialShapes) {
   }
 }
 
+// With 4 or more tokens the kernels visit (tile, token) pairs in chunks of 16 tokens x 512 rows
+// x about 32 blocks of whole groups (qtl/kernel/lut/layout.hpp, lut_run_tiles). Several chunks
+// of each, a partial last one of each, groups of 2 and of 32 blocks and one group per row: every
+// path must still give the plain C++ tiles' bits (check_lut_paths), and each token its own GEMV's.
+TEST(LutKernelMatrix, BlockedGemmGivesEveryTokenItsGemvBits) {
+  const std::vector<Case> cases = {
+      {600, 1100, qtl::PerGroup{64}}, {530, 700, qtl::PerGroup{48}}, {520, 1030, qtl::PerRow{}},
+      {97, 2048, qtl::PerGroup{1024}},
+  };
+  unsigned seed = 900;
+  for (const Case& cs : cases) {
+    const auto w = qtl::test::gaussian(cs.rows, cs.cols, ++seed, 0.05f);
+    const auto x = qtl::test::gaussian(37, cs.cols, ++seed);
+    check_every_kind(cs.g, w, x, "blocked");
+    const auto tern = qtl::pack_table(qtl::quantize_matrix(qtl::Ternary{}, cs.g, w));
+    const auto shift = qtl::pack_table(qtl::quantize_matrix(qtl::Binary<true>{}, cs.g, w));
+    for (KernelPath path : qtl::kernel::supported_kernel_paths()) {
+      for (const auto* packed : {&tern, &shift}) {
+        SCOPED_TRACE(testing::Message() << cs.rows << "x" << cs.cols << " path=" << qtl::kernel::to_string(path));
+        const LutKernelMatrix k(*packed, path);
+        const qtl::RowMatrixXf y = k.gemm(x);
+        qtl::VectorXf yv(cs.rows);
+        for (Index n = 0; n < x.rows(); ++n) {
+          k.gemv(x.row(n).data(), yv.data(), 1);
+          ASSERT_EQ(std::memcmp(yv.data(), y.row(n).data(), sizeof(float) * std::size_t(cs.rows)), 0) << "token " << n;
+        }
+      }
+    }
+  }
+}
+
 TEST(LutKernelMatrix, ExtremeTablesStayExact) {
   // Activations at +-127 everywhere and weights all of one sign make every table entry +-508,
   // the int16 limits of the lo/hi split; random signs exercise every index.

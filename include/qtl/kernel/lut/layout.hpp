@@ -198,6 +198,71 @@ struct LutActivationSet {
   std::ptrdiff_t m = 0, blocks = 0, groups = 0;
 };
 
+// The order in which every path (portable, AVX2, AVX-512) visits (tile, token) pairs, shared so
+// that it cannot differ between them. One (tile, token) reads as many table bytes as weight
+// bytes (256 each per kernel block), so the plain order, tile by tile and every token inside,
+// streams all tokens' tables once per tile: 114 KB per token for 14336 columns, 58 MB for 512
+// tokens, read again for each of the 128 tiles of 4096 ternary rows. With several tokens the
+// loop is blocked instead: kLutChunkTokens tokens x kLutChunkRows rows x whole parameter groups
+// of about kLutChunkBlocks blocks, so that the chunk's tables (16 x 32 x 256 = 128 KB) and
+// weights (128 KB) stay in L2 and each weight byte is reused by 16 tokens from L1. A (tile,
+// token)'s running sum is kept in a small buffer between group chunks and the groups are visited
+// in the same order, so the float steps, and so the results, are those of the plain order.
+inline constexpr std::ptrdiff_t kLutChunkTokens = 16;
+inline constexpr std::ptrdiff_t kLutChunkRows = 512;
+inline constexpr std::ptrdiff_t kLutChunkBlocks = 32;
+inline constexpr std::ptrdiff_t kLutBlockedMinTokens = 4;  ///< fewer tokens: the plain order
+
+/// Runs tile_token(t, n, g0, g1, acc, resume) for tiles [t0, t1) x tokens [0, m) and writes Y.
+/// tile_token adds groups [g0, g1) of (tile t, token n) to acc[0 .. tile rows) (slot order;
+/// starting from acc's values if resume, else from 0).
+template <LutWeights K, class TileToken>
+inline void lut_run_tiles(const LutKernelView& w, std::ptrdiff_t m, float* y, std::ptrdiff_t ldy, std::ptrdiff_t t0,
+                          std::ptrdiff_t t1, TileToken&& tile_token) noexcept {
+  constexpr int kTr = lut_tile_rows(K);
+  int slot_row[kTr];
+  for (int s = 0; s < kTr; ++s) slot_row[s] = lut_slot_row(K, s);
+  auto store = [&](std::ptrdiff_t t, std::ptrdiff_t n, const float* acc) {
+    const std::ptrdiff_t row0 = t * kTr;
+    float* yn = y + n * ldy + row0;
+    if (row0 + kTr <= w.rows) {
+      for (int s = 0; s < kTr; ++s) yn[slot_row[s]] = acc[s];
+    } else {
+      for (int s = 0; s < kTr; ++s) {
+        if (row0 + slot_row[s] < w.rows) yn[slot_row[s]] = acc[s];
+      }
+    }
+  };
+  if (m < kLutBlockedMinTokens) {
+    alignas(64) float acc[kTr];
+    for (std::ptrdiff_t t = t0; t < t1; ++t) {
+      for (std::ptrdiff_t n = 0; n < m; ++n) {
+        tile_token(t, n, std::ptrdiff_t{0}, w.groups, acc, false);
+        store(t, n, acc);
+      }
+    }
+    return;
+  }
+  constexpr std::ptrdiff_t kTiles = kLutChunkRows / kTr;
+  alignas(64) float acc[kTiles * kLutChunkTokens * kTr];
+  for (std::ptrdiff_t n0 = 0; n0 < m; n0 += kLutChunkTokens) {
+    const std::ptrdiff_t n1 = n0 + kLutChunkTokens < m ? n0 + kLutChunkTokens : m, nt = n1 - n0;
+    for (std::ptrdiff_t tc = t0; tc < t1; tc += kTiles) {
+      const std::ptrdiff_t tc1 = tc + kTiles < t1 ? tc + kTiles : t1;
+      for (std::ptrdiff_t g0 = 0, g1 = 0; g0 < w.groups; g0 = g1) {
+        g1 = g0 + 1;  // whole groups, at least one, up to kLutChunkBlocks blocks
+        while (g1 < w.groups && w.group_block_begin[g1 + 1] - w.group_block_begin[g0] <= kLutChunkBlocks) ++g1;
+        for (std::ptrdiff_t t = tc; t < tc1; ++t) {
+          for (std::ptrdiff_t n = n0; n < n1; ++n) tile_token(t, n, g0, g1, acc + ((t - tc) * nt + (n - n0)) * kTr, g0 > 0);
+        }
+      }
+      for (std::ptrdiff_t t = tc; t < tc1; ++t) {
+        for (std::ptrdiff_t n = n0; n < n1; ++n) store(t, n, acc + ((t - tc) * nt + (n - n0)) * kTr);
+      }
+    }
+  }
+}
+
 /// The 32-byte table of 4 int8 activations (see the header comment).
 inline void build_lut_group(const std::int8_t* a, std::uint8_t* out) noexcept {
   for (int k = 0; k < 16; ++k) {

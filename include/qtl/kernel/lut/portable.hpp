@@ -93,18 +93,20 @@ inline constexpr int kHalves = kLutUnitBytes / kBytes;      ///< batches per 64-
 inline constexpr int kLanes = static_cast<int>(F32::size);  ///< result slots per batch
 static_assert(kLutUnitBytes % kBytes == 0 && kBytes % 16 == 0, "a batch must be whole 16-byte lanes of a unit");
 
-/// One (tile, token): out[slot] for the tile's rows (layout.hpp's slot order).
+/// One (tile, token), groups [g0, g1): adds them to out[slot] for the tile's rows (layout.hpp's
+/// slot order), which starts from 0 unless resume.
 template <LutWeights K>
 inline void tile_token(const LutKernelView& w, std::ptrdiff_t t, const std::uint8_t* tables, const float* d,
-                       const float* gs, float* out) noexcept {
+                       const float* gs, std::ptrdiff_t g0, std::ptrdiff_t g1, float* out, bool resume) noexcept {
   constexpr int kVecs = K == LutWeights::Ternary ? 2 : 4;  // 16-slot result vectors per tile
   constexpr int kTr = K == LutWeights::Ternary ? 32 : 64;
   const U8 nib(std::uint8_t{0x0F});
   const U16 low_byte(std::uint16_t{0x00FF}), high_byte(std::uint16_t{0xFF00});
   F32 acc[kVecs][kHalves];
-  for (int v = 0; v < kVecs; ++v)
-    for (int h = 0; h < kHalves; ++h) acc[v][h] = F32(0.0f);
-  for (std::ptrdiff_t g = 0; g < w.groups; ++g) {
+  for (int v = 0; v < kVecs; ++v) {
+    for (int h = 0; h < kHalves; ++h) acc[v][h] = resume ? F32::load_unaligned(out + 16 * v + kLanes * h) : F32(0.0f);
+  }
+  for (std::ptrdiff_t g = g0; g < g1; ++g) {
     F32 f[kVecs][kHalves];
     for (int v = 0; v < kVecs; ++v)
       for (int h = 0; h < kHalves; ++h) f[v][h] = F32(0.0f);
@@ -182,21 +184,11 @@ inline void tile_token(const LutKernelView& w, std::ptrdiff_t t, const std::uint
 template <LutWeights K>
 inline void run_tiles(const LutKernelView& w, const LutActivationSet& a, float* y, std::ptrdiff_t ldy,
                       std::ptrdiff_t t0, std::ptrdiff_t t1) noexcept {
-  constexpr int kTr = K == LutWeights::Ternary ? 32 : 64;
-  int slot_row[kTr];
-  for (int s = 0; s < kTr; ++s) slot_row[s] = lut_slot_row(K, s);
-  alignas(64) float out[kTr];
-  for (std::ptrdiff_t t = t0; t < t1; ++t) {
-    const std::ptrdiff_t row0 = t * kTr;
-    for (std::ptrdiff_t n = 0; n < a.m; ++n) {
-      tile_token<K>(w, t, a.tables + n * a.blocks * kLutBlockTableBytes, a.d + n * a.blocks, a.gsum + n * a.groups,
-                    out);
-      float* yn = y + n * ldy + row0;
-      for (int s = 0; s < kTr; ++s) {
-        if (row0 + slot_row[s] < w.rows) yn[slot_row[s]] = out[s];
-      }
-    }
-  }
+  lut_run_tiles<K>(w, a.m, y, ldy, t0, t1,
+                   [&](std::ptrdiff_t t, std::ptrdiff_t n, std::ptrdiff_t g0, std::ptrdiff_t g1, float* acc, bool resume) {
+                     tile_token<K>(w, t, a.tables + n * a.blocks * kLutBlockTableBytes, a.d + n * a.blocks,
+                                   a.gsum + n * a.groups, g0, g1, acc, resume);
+                   });
 }
 
 }  // namespace detail_lut_portable
