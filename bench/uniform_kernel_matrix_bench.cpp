@@ -52,18 +52,20 @@ inline double probe_fma_gflops(int threads, long iters) { return bench_limits::f
 inline bool probes_ok() { return bench_limits::g_stream != nullptr; }
 
 // ---------------------------------------------------------------- matrices
-// The set of copies for one (bits, rows, cols): enough to exceed 4 x L3. Cached for the last key.
+// The set of copies for one (bits, rows, cols, group): enough to exceed 4 x L3. Cached for the
+// last key. Group 128 unless told (group 32 is ggml's block and vs_ggml_bench's).
 struct MatrixSet {
   std::vector<UniformKernelMatrix> copies;
 };
-const MatrixSet& matrix_set(int bits, Index rows, Index cols, bool cycle) {
+const MatrixSet& matrix_set(int bits, Index rows, Index cols, bool cycle, Index group_size = 128) {
   static std::string key;
   static std::unique_ptr<MatrixSet> set;
-  const std::string k = std::to_string(bits) + "/" + std::to_string(rows) + "/" + std::to_string(cols) + (cycle ? "c" : "");
+  const std::string k = std::to_string(bits) + "/" + std::to_string(rows) + "/" + std::to_string(cols) + "/" +
+                        std::to_string(group_size) + (cycle ? "c" : "");
   if (k != key) {
     set.reset();
     set = std::make_unique<MatrixSet>();
-    const Index group = std::min<Index>(128, cols);
+    const Index group = std::min<Index>(group_size, cols);
     set->copies = bench_common::copies_beyond_l3(
         UniformKernelMatrix(bench_common::random_uniform_packed(bits, rows, cols, group, 1234u + static_cast<unsigned>(bits))), cycle);
     key = k;
@@ -110,14 +112,15 @@ void BM_gemv(benchmark::State& state) {
 }
 
 // args: bits, rows, cols, m, threads, mode, amx (1: the int8 GEMM on AMX tiles, its limit the
-// AMX probe's; 0: on the vector path, its limit the vpdpbusd probe's)
+// AMX probe's; 0: on the vector path, its limit the vpdpbusd probe's), group (columns)
 void BM_gemm(benchmark::State& state) {
   const int bits = static_cast<int>(state.range(0));
   const Index rows = state.range(1), cols = state.range(2), m = state.range(3);
   const int threads = static_cast<int>(state.range(4));
   const ActivationMode mode = state.range(5) ? ActivationMode::Int8 : ActivationMode::Fp32;
   const bool amx = state.range(6) != 0;
-  UniformKernelMatrix k = matrix_set(bits, rows, cols, false).copies[0];
+  const Index group = state.range(7);
+  UniformKernelMatrix k = matrix_set(bits, rows, cols, false, group).copies[0];
   k.set_mode(mode);
   k.set_amx(amx);
   const auto x = random_vector(static_cast<std::size_t>(m * cols), 6);
@@ -143,6 +146,7 @@ void BM_gemm(benchmark::State& state) {
   state.counters["threads"] = threads;
   state.counters["bits"] = bits;
   state.counters["amx"] = amx ? 1 : 0;
+  state.counters["group"] = static_cast<double>(group);
   state.counters["limit_GOPs"] = limit;
   state.counters["local_limit_GOPs"] = local_limit;
   state.counters["peak_frac"] = limit > 0 ? gops / limit : 0.0;
@@ -233,16 +237,24 @@ void register_benchmarks() {
       for (int tiles : {0, 1}) {
         if (tiles == 1 && (!amx || m < UniformKernelMatrix::kAmxMinTokens)) continue;
         benchmark::RegisterBenchmark("gemm", BM_gemm)
-            ->Args({bits, 4096, 14336, m, 2, 1, tiles})
-            ->ArgNames({"bits", "rows", "cols", "m", "threads", "int8", "amx"})
+            ->Args({bits, 4096, 14336, m, 2, 1, tiles, 128})
+            ->ArgNames({"bits", "rows", "cols", "m", "threads", "int8", "amx", "group"})
             ->UseRealTime()
             ->MinTime(0.2);
       }
     }
     if (m == 32) continue;
+    // ggml's block size: one kernel block per group, the group's scale steps paid per block.
+    if (m >= 64) {
+      benchmark::RegisterBenchmark("gemm", BM_gemm)
+          ->Args({4, 4096, 14336, m, 2, 1, 0, 32})
+          ->ArgNames({"bits", "rows", "cols", "m", "threads", "int8", "amx", "group"})
+          ->UseRealTime()
+          ->MinTime(0.2);
+    }
     benchmark::RegisterBenchmark("gemm", BM_gemm)
-        ->Args({4, 4096, 14336, m, 2, 0, 0})
-        ->ArgNames({"bits", "rows", "cols", "m", "threads", "int8", "amx"})
+        ->Args({4, 4096, 14336, m, 2, 0, 0, 128})
+        ->ArgNames({"bits", "rows", "cols", "m", "threads", "int8", "amx", "group"})
         ->UseRealTime()
         ->MinTime(0.2);
     benchmark::RegisterBenchmark("eigen_gemm", BM_eigen_gemm)
@@ -269,8 +281,8 @@ void register_benchmarks() {
   for (int tiles : {0, 1}) {
     if (tiles == 1 && !amx) continue;
     benchmark::RegisterBenchmark("gemm", BM_gemm)
-        ->Args({4, 4096, 14336, 512, 1, 1, tiles})
-        ->ArgNames({"bits", "rows", "cols", "m", "threads", "int8", "amx"})
+        ->Args({4, 4096, 14336, 512, 1, 1, tiles, 128})
+        ->ArgNames({"bits", "rows", "cols", "m", "threads", "int8", "amx", "group"})
         ->UseRealTime()
         ->MinTime(0.2);
   }

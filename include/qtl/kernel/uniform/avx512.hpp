@@ -190,10 +190,47 @@ QTL_TARGET_AVX512VNNI QTL_KERNEL_INLINE void block_int8(const std::uint8_t* blk,
   }
 }
 
+/// tile_int8 when every group is one kernel block (groups of <= 32 columns: ggml's block size,
+/// the Q4_0 / Q8_0 / IQ4_NL pairs) and NT >= 4. Per token and group that leaves one block's
+/// conversion, its activation scale, the zero-point term and the group scale: the general loop
+/// below adds to them a second block chain (one more add) and keeps ybuf in memory (a load and
+/// two stores, ybuf and its spilled copy). Here the NT running sums stay in registers. Same
+/// float steps as the general loop (its second chain is +0 for one block), so the same bits.
+template <int Bits, int NT, bool kVnni, bool kMap>
+QTL_TARGET_AVX512VNNI QTL_KERNEL_INLINE void tile_int8_block_groups(const UniformKernelView& w, std::ptrdiff_t t,
+                                                                const ActivationView& a, float* ybuf) noexcept {
+  constexpr bool kSigned8 = !kVnni && (Bits >= 5 || kMap);
+  constexpr std::ptrdiff_t kCodeStep = tile_block_bytes(Bits), kActStep = kBlockCols * NT;
+  const __m512i map = load_map(w);
+  const TileGroupParams* params = w.params(t);
+  const PrefetchDistance pf = w.prefetch;
+  const std::uint8_t* blk = w.block(t, 0);
+  const std::int8_t* q = a.q;
+  const float* d = a.d;
+  const float* gs = a.gsum;
+  __m512 y[NT];
+  for (int n = 0; n < NT; ++n) y[n] = _mm512_load_ps(ybuf + 16 * n);
+  for (std::ptrdiff_t g = 0; g < w.groups; ++g, blk += kCodeStep, q += kActStep, d += NT, gs += NT) {
+    __builtin_prefetch(params + g + 16, 0, 3);  // as in tile_int8
+    const __m512 s = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(params[g].scale)));
+    __m512 z = _mm512_cvtepi32_ps(
+        _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(params[g].zero))));
+    if constexpr (kSigned8) z = _mm512_sub_ps(z, _mm512_set1_ps(128.0f));
+    __m512 gf[NT];
+    for (int n = 0; n < NT; ++n) gf[n] = _mm512_setzero_ps();
+    block_int8<Bits, NT, kVnni, kMap>(blk, q, d, pf, map, gf);
+    for (int n = 0; n < NT; ++n) y[n] = _mm512_fmadd_ps(s, _mm512_fnmadd_ps(z, _mm512_set1_ps(gs[n]), gf[n]), y[n]);
+  }
+  for (int n = 0; n < NT; ++n) _mm512_store_ps(ybuf + 16 * n, y[n]);
+}
+
 /// Int8 activations: ybuf[n][r] += the tile's rows for the NT tokens of chunk a.
 template <int Bits, int NT, bool kVnni, bool kMap>
 QTL_TARGET_AVX512VNNI void tile_int8(const UniformKernelView& w, std::ptrdiff_t t,
                                  const ActivationView& a, float* ybuf) noexcept {
+  if constexpr (NT >= 4) {
+    if (w.blocks == w.groups) return tile_int8_block_groups<Bits, NT, kVnni, kMap>(w, t, a, ybuf);
+  }
   constexpr bool kSigned8 = !kVnni && (Bits >= 5 || kMap);
   const __m512i map = load_map(w);
   const TileGroupParams* params = w.params(t);
