@@ -150,6 +150,42 @@ TEST(QuantizeActivations, SimdPreparationIsBitIdenticalToScalar) {
   }
 }
 
+// A matrix with one zero point z (symmetric codes) gets zsum = -z * (block sum of the int8
+// codes) per token and block, which the AVX-512 VNNI kernels start their integer sums from; one
+// with several zero points gets none, nor does Fp32 mode.
+TEST(QuantizeActivations, ZeroPointSumsOnlyForOneZeroPoint) {
+  const auto w = qtl::test::gaussian(20, 300, 5, 0.1f);
+  const qtl::kernel::UniformKernelMatrix sym(qtl::pack(qtl::quantize_matrix(qtl::Uniform<4, qtl::Mode::Symmetric>{}, qtl::PerGroup{32}, w)));
+  const qtl::kernel::UniformKernelMatrix asym(qtl::pack(qtl::quantize_matrix(qtl::Uniform<4>{}, qtl::PerGroup{32}, w)));
+  ASSERT_EQ(sym.view().uniform_zero, 8);
+  ASSERT_EQ(asym.view().uniform_zero, -1);
+  const auto x = qtl::test::gaussian(13, 300, 6);
+  qtl::kernel::PreparedActivations a;
+  a.allocate(asym.view(), 13, qtl::kernel::ActivationMode::Int8);
+  a.prepare(asym.view(), x.data(), x.outerStride(), 0, 13);
+  EXPECT_EQ(a.view().zsum, nullptr);
+  a.allocate(sym.view(), 13, qtl::kernel::ActivationMode::Fp32);
+  a.prepare(sym.view(), x.data(), x.outerStride(), 0, 13);
+  EXPECT_EQ(a.view().zsum, nullptr);
+  const auto v = sym.view();
+  a.allocate(v, 13, qtl::kernel::ActivationMode::Int8);
+  a.prepare(v, x.data(), x.outerStride(), 0, 13);
+  const auto set = a.view();
+  ASSERT_NE(set.zsum, nullptr);
+  for (std::ptrdiff_t n = 0; n < 13; ++n) {
+    const auto ch = qtl::kernel::token_chunk(13, n);
+    const auto chunk = set.chunk(ch.begin);
+    for (std::ptrdiff_t b = 0; b < v.blocks; ++b) {
+      int sum = 0;
+      for (std::ptrdiff_t k = 0; k < kBlockCols; ++k) {
+        const float d = a.block_scale(n, b);
+        sum += d == 0.0f ? 0 : static_cast<int>(std::lround(a.effective(n, b * kBlockCols + k) / d));
+      }
+      ASSERT_EQ(chunk.zsum[b * ch.width + (n - ch.begin)], -8 * sum) << "token " << n << " block " << b;
+    }
+  }
+}
+
 TEST(QuantizeActivations, TokenChunksCoverEveryTokenOnce) {
   for (std::ptrdiff_t m = 1; m <= 40; ++m) {
     std::ptrdiff_t n = 0;

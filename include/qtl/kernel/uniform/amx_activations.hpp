@@ -69,7 +69,7 @@ class AmxActivations {
       gather_activations(w, x + n * ldx, xk.data(), nullptr);
       std::int8_t* qdst = q_.data() + j * blocks_ * kAmxTokens * kBlockCols + r * kBlockCols;
       float* ddst = d_.data() + j * blocks_ * kAmxTokens + r;
-      quantize_token_int8(w, xk.data(), true, gs.data(), [&](std::ptrdiff_t b, const std::int8_t* q, float d) {
+      quantize_token_int8(w, xk.data(), true, gs.data(), [&](std::ptrdiff_t b, const std::int8_t* q, float d, int) {
         std::memcpy(qdst + b * kAmxTokens * kBlockCols, q, kBlockCols);
         ddst[b * kAmxTokens] = d;
       });

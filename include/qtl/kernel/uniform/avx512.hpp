@@ -142,9 +142,12 @@ QTL_TARGET_AVX512VNNI QTL_KERNEL_INLINE __m512i load_map(const UniformKernelView
 /// Int8 activations, one kernel block b: gf[n] += d_b * (the block's integer dot products).
 /// blk: the block's codes; q, d: its NT x 32 int8 activations (chunk layout, see
 /// ActivationView) and their NT scales.
-template <int Bits, int NT, bool kVnni, bool kMap>
+/// kInit: the integer sums start from init[n] (the block's zero-point term, ActivationView::zsum)
+/// instead of 0.
+template <int Bits, int NT, bool kVnni, bool kMap, bool kInit = false>
 QTL_TARGET_AVX512VNNI QTL_KERNEL_INLINE void block_int8(const std::uint8_t* blk, const std::int8_t* q, const float* d,
-                                                    PrefetchDistance pf, __m512i map, __m512* gf) noexcept {
+                                                    PrefetchDistance pf, __m512i map, __m512* gf,
+                                                    const std::int32_t* init = nullptr) noexcept {
   constexpr bool kScaled = kVnni && NT <= 2 && (Bits == 2 || Bits == 4) && !kMap;
   constexpr int kSlots = kScaled ? (Bits == 4 ? 2 : 4) : 1;
   // Sign trick (codes as q - 128) where int16 sums of 8 operands could overflow: codes of 5 bits
@@ -155,6 +158,10 @@ QTL_TARGET_AVX512VNNI QTL_KERNEL_INLINE void block_int8(const std::uint8_t* blk,
   __m512i acc[NT][kSlots];
   for (int n = 0; n < NT; ++n)
     for (int i = 0; i < kSlots; ++i) acc[n][i] = _mm512_setzero_si512();
+  if constexpr (kInit) {  // slot 0 is the unshifted one
+    static_assert(kVnni);
+    for (int n = 0; n < NT; ++n) acc[n][0] = _mm512_set1_epi32(init[n]);
+  }
 #pragma GCC unroll 8
   for (int op = 0; op < 8; ++op) {
     const __m512i c = mapped_operand<Bits, kScaled, kMap>(raw, op, map);
@@ -190,13 +197,31 @@ QTL_TARGET_AVX512VNNI QTL_KERNEL_INLINE void block_int8(const std::uint8_t* blk,
   }
 }
 
+/// block_int8 on the i-th block after (blk, q, d, zs): each next block is a constant offset away.
+template <int Bits, int NT, bool kVnni, bool kMap, bool kZeroInSums>
+QTL_TARGET_AVX512VNNI QTL_KERNEL_INLINE void block_at(std::ptrdiff_t i, const std::uint8_t* blk, const std::int8_t* q,
+                                                  const float* d, const std::int32_t* zs, PrefetchDistance pf,
+                                                  __m512i map, __m512* gf) noexcept {
+  if constexpr (kZeroInSums) {
+    block_int8<Bits, NT, kVnni, kMap, true>(blk + i * tile_block_bytes(Bits), q + i * kBlockCols * NT, d + i * NT, pf,
+                                            map, gf, zs + i * NT);
+  } else {
+    block_int8<Bits, NT, kVnni, kMap>(blk + i * tile_block_bytes(Bits), q + i * kBlockCols * NT, d + i * NT, pf, map, gf);
+  }
+}
+
 /// tile_int8 when every group is one kernel block (groups of <= 32 columns: ggml's block size,
 /// the Q4_0 / Q8_0 / IQ4_NL pairs) and NT >= 4. Per token and group that leaves one block's
 /// conversion, its activation scale, the zero-point term and the group scale: the general loop
 /// below adds to them a second block chain (one more add) and keeps ybuf in memory (a load and
-/// two stores, ybuf and its spilled copy). Here the NT running sums stay in registers. Same
-/// float steps as the general loop (its second chain is +0 for one block), so the same bits.
-template <int Bits, int NT, bool kVnni, bool kMap>
+/// two stores, ybuf and its spilled copy). Here the NT running sums stay in registers.
+/// kZeroInSums (VNNI, one zero point z for the whole matrix, a.zsum set): the integer sums start
+/// from -z A (exact), so the float zero-point step goes: per token and block one conversion
+/// and two multiply-adds, on the ports vpdpbusd needs too (a scratch loop of 8 vpdpbusd per
+/// token and block on Zen 4: 2.62 G vpdpbusd/s with three, 2.85 with two, 3.43 with none).
+/// Without it, the same float steps as the general loop (its second chain is +0 for one
+/// block), so the same bits.
+template <int Bits, int NT, bool kVnni, bool kMap, bool kZeroInSums>
 QTL_TARGET_AVX512VNNI QTL_KERNEL_INLINE void tile_int8_block_groups(const UniformKernelView& w, std::ptrdiff_t t,
                                                                 const ActivationView& a, float* ybuf) noexcept {
   constexpr bool kSigned8 = !kVnni && (Bits >= 5 || kMap);
@@ -208,30 +233,36 @@ QTL_TARGET_AVX512VNNI QTL_KERNEL_INLINE void tile_int8_block_groups(const Unifor
   const std::int8_t* q = a.q;
   const float* d = a.d;
   const float* gs = a.gsum;
+  const std::int32_t* zs = a.zsum;
   __m512 y[NT];
   for (int n = 0; n < NT; ++n) y[n] = _mm512_load_ps(ybuf + 16 * n);
   for (std::ptrdiff_t g = 0; g < w.groups; ++g, blk += kCodeStep, q += kActStep, d += NT, gs += NT) {
     __builtin_prefetch(params + g + 16, 0, 3);  // as in tile_int8
     const __m512 s = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(params[g].scale)));
-    __m512 z = _mm512_cvtepi32_ps(
-        _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(params[g].zero))));
-    if constexpr (kSigned8) z = _mm512_sub_ps(z, _mm512_set1_ps(128.0f));
     __m512 gf[NT];
     for (int n = 0; n < NT; ++n) gf[n] = _mm512_setzero_ps();
-    block_int8<Bits, NT, kVnni, kMap>(blk, q, d, pf, map, gf);
-    for (int n = 0; n < NT; ++n) y[n] = _mm512_fmadd_ps(s, _mm512_fnmadd_ps(z, _mm512_set1_ps(gs[n]), gf[n]), y[n]);
+    if constexpr (kZeroInSums) {
+      block_int8<Bits, NT, kVnni, kMap, true>(blk, q, d, pf, map, gf, zs);
+      zs += NT;
+      for (int n = 0; n < NT; ++n) y[n] = _mm512_fmadd_ps(s, gf[n], y[n]);
+    } else {
+      __m512 z = _mm512_cvtepi32_ps(
+          _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(params[g].zero))));
+      if constexpr (kSigned8) z = _mm512_sub_ps(z, _mm512_set1_ps(128.0f));
+      block_int8<Bits, NT, kVnni, kMap>(blk, q, d, pf, map, gf);
+      for (int n = 0; n < NT; ++n) y[n] = _mm512_fmadd_ps(s, _mm512_fnmadd_ps(z, _mm512_set1_ps(gs[n]), gf[n]), y[n]);
+    }
   }
   for (int n = 0; n < NT; ++n) _mm512_store_ps(ybuf + 16 * n, y[n]);
 }
 
-/// Int8 activations: ybuf[n][r] += the tile's rows for the NT tokens of chunk a.
-template <int Bits, int NT, bool kVnni, bool kMap>
-QTL_TARGET_AVX512VNNI void tile_int8(const UniformKernelView& w, std::ptrdiff_t t,
-                                 const ActivationView& a, float* ybuf) noexcept {
-  if constexpr (NT >= 4) {
-    if (w.blocks == w.groups) return tile_int8_block_groups<Bits, NT, kVnni, kMap>(w, t, a, ybuf);
-  }
+/// Int8 activations, any group geometry: ybuf[n][r] += the tile's rows for the NT tokens of
+/// chunk a. kZeroInSums as in tile_int8_block_groups.
+template <int Bits, int NT, bool kVnni, bool kMap, bool kZeroInSums>
+QTL_TARGET_AVX512VNNI QTL_KERNEL_INLINE void tile_int8_groups(const UniformKernelView& w, std::ptrdiff_t t,
+                                                          const ActivationView& a, float* ybuf) noexcept {
   constexpr bool kSigned8 = !kVnni && (Bits >= 5 || kMap);
+  constexpr bool kZ = kZeroInSums;
   const __m512i map = load_map(w);
   const TileGroupParams* params = w.params(t);
   const float* const gs = a.gsum;
@@ -244,9 +275,11 @@ QTL_TARGET_AVX512VNNI void tile_int8(const UniformKernelView& w, std::ptrdiff_t 
     // touches the tile's own codes: harmless.
     __builtin_prefetch(params + g + 16, 0, 3);
     const __m512 s = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(params[g].scale)));
-    __m512 z = _mm512_cvtepi32_ps(
-        _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(params[g].zero))));
-    if constexpr (kSigned8) z = _mm512_sub_ps(z, _mm512_set1_ps(128.0f));
+    __m512 z = _mm512_setzero_ps();
+    if constexpr (!kZ) {
+      z = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(params[g].zero))));
+      if constexpr (kSigned8) z = _mm512_sub_ps(z, _mm512_set1_ps(128.0f));
+    }
     __m512 gf[NT], gf2[NT];  // even and odd blocks: two independent chains
     for (int n = 0; n < NT; ++n) gf[n] = gf2[n] = _mm512_setzero_ps();
     const std::ptrdiff_t b0 = w.group_block_begin[g], b1 = w.group_block_begin[g + 1];
@@ -256,26 +289,45 @@ QTL_TARGET_AVX512VNNI void tile_int8(const UniformKernelView& w, std::ptrdiff_t 
     const std::uint8_t* blk = w.block(t, b0);
     const std::int8_t* q = a.q + b0 * kActStep;
     const float* d = a.d + b0 * NT;
+    const std::int32_t* zs = kZ ? a.zsum + b0 * NT : nullptr;
     // Groups of 128 columns (the common case) as straight-line code: a 4-trip loop with
     // run-time bounds costs a quarter of the GEMV's time on 2-bit codes.
     if (b1 - b0 == 4) {
-      block_int8<Bits, NT, kVnni, kMap>(blk, q, d, pf, map, gf);
-      block_int8<Bits, NT, kVnni, kMap>(blk + kCodeStep, q + kActStep, d + NT, pf, map, gf2);
-      block_int8<Bits, NT, kVnni, kMap>(blk + 2 * kCodeStep, q + 2 * kActStep, d + 2 * NT, pf, map, gf);
-      block_int8<Bits, NT, kVnni, kMap>(blk + 3 * kCodeStep, q + 3 * kActStep, d + 3 * NT, pf, map, gf2);
+      block_at<Bits, NT, kVnni, kMap, kZ>(0, blk, q, d, zs, pf, map, gf);
+      block_at<Bits, NT, kVnni, kMap, kZ>(1, blk, q, d, zs, pf, map, gf2);
+      block_at<Bits, NT, kVnni, kMap, kZ>(2, blk, q, d, zs, pf, map, gf);
+      block_at<Bits, NT, kVnni, kMap, kZ>(3, blk, q, d, zs, pf, map, gf2);
     } else {
       std::ptrdiff_t b = b0;
       for (; b + 1 < b1; b += 2, blk += 2 * kCodeStep, q += 2 * kActStep, d += 2 * NT) {
-        block_int8<Bits, NT, kVnni, kMap>(blk, q, d, pf, map, gf);
-        block_int8<Bits, NT, kVnni, kMap>(blk + kCodeStep, q + kActStep, d + NT, pf, map, gf2);
+        block_at<Bits, NT, kVnni, kMap, kZ>(0, blk, q, d, zs, pf, map, gf);
+        block_at<Bits, NT, kVnni, kMap, kZ>(1, blk, q, d, zs, pf, map, gf2);
+        if constexpr (kZ) zs += 2 * NT;
       }
-      if (b < b1) block_int8<Bits, NT, kVnni, kMap>(blk, q, d, pf, map, gf);
+      if (b < b1) block_at<Bits, NT, kVnni, kMap, kZ>(0, blk, q, d, zs, pf, map, gf);
     }
     for (int n = 0; n < NT; ++n) {
-      const __m512 corr = _mm512_fnmadd_ps(z, _mm512_set1_ps(gs[g * NT + n]), _mm512_add_ps(gf[n], gf2[n]));
+      __m512 corr = _mm512_add_ps(gf[n], gf2[n]);
+      if constexpr (!kZ) corr = _mm512_fnmadd_ps(z, _mm512_set1_ps(gs[g * NT + n]), corr);
       _mm512_store_ps(ybuf + 16 * n, _mm512_fmadd_ps(s, corr, _mm512_load_ps(ybuf + 16 * n)));
     }
   }
+}
+
+/// Int8 activations: ybuf[n][r] += the tile's rows for the NT tokens of chunk a. With one zero
+/// point for the whole matrix (a.zsum set) the VNNI kernels take it into their integer sums.
+template <int Bits, int NT, bool kVnni, bool kMap>
+QTL_TARGET_AVX512VNNI void tile_int8(const UniformKernelView& w, std::ptrdiff_t t,
+                                 const ActivationView& a, float* ybuf) noexcept {
+  const bool one_block_groups = NT >= 4 && w.blocks == w.groups;
+  if constexpr (kVnni) {
+    if (a.zsum != nullptr) {
+      if (one_block_groups) return tile_int8_block_groups<Bits, NT, kVnni, kMap, true>(w, t, a, ybuf);
+      return tile_int8_groups<Bits, NT, kVnni, kMap, true>(w, t, a, ybuf);
+    }
+  }
+  if (one_block_groups) return tile_int8_block_groups<Bits, NT, kVnni, kMap, false>(w, t, a, ybuf);
+  tile_int8_groups<Bits, NT, kVnni, kMap, false>(w, t, a, ybuf);
 }
 
 /// Fp32 activations: products in fp32 FMA, the 4 codes of a lane expanded one byte at a time.

@@ -168,6 +168,11 @@ struct UniformKernelView {
   const std::uint8_t* code_map = nullptr;
   /// How far ahead of the block being read the kernels prefetch the weight stream.
   PrefetchDistance prefetch;
+  /// The zero point of every row and group when they all share one (0..255: symmetric
+  /// matrices, the table family's int8 mode), else -1. Int8 activations then carry
+  /// -zero * (block sum of the codes) per block (ActivationView::zsum), which the AVX-512 VNNI
+  /// GEMM starts its integer sums from instead of subtracting zero * gsum in float.
+  int uniform_zero = -1;
 
   [[nodiscard]] const std::uint8_t* tile(std::ptrdiff_t t) const noexcept { return data + t * tile_bytes; }
   [[nodiscard]] const TileGroupParams* params(std::ptrdiff_t t) const noexcept {
@@ -225,6 +230,7 @@ class UniformKernelLayout {
     v.group_col_begin = geo_.col_begin.data();
     v.code_map = has_code_map_ ? code_map_ : nullptr;
     v.prefetch = uniform_prefetch(bits_);
+    v.uniform_zero = uniform_zero_;
     return v;
   }
 
@@ -291,9 +297,24 @@ class UniformKernelLayout {
         }
       }
     }
+    // One zero point for every real row and group? (Padding rows have scale 0: their zero
+    // point never matters.)
+    int zero = -1;
+    bool same = true;
+    for (std::ptrdiff_t t = 0; t < tiles_ && same; ++t) {
+      const auto* params = reinterpret_cast<const TileGroupParams*>(buffer_.data() + t * tile_bytes_);
+      for (int r = 0; r < kTileRows && t * kTileRows + r < rows_ && same; ++r) {
+        for (std::ptrdiff_t g = 0; g < groups && same; ++g) {
+          if (zero < 0) zero = params[g].zero[r];
+          same = params[g].zero[r] == zero;
+        }
+      }
+    }
+    uniform_zero_ = same ? zero : -1;
   }
 
   int bits_ = 0;
+  int uniform_zero_ = -1;
   std::ptrdiff_t rows_ = 0, cols_ = 0, tiles_ = 0;
   std::ptrdiff_t params_bytes_ = 0, tile_bytes_ = 0;
   GroupBlocks geo_;

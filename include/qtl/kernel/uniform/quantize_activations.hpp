@@ -9,6 +9,8 @@
 //         -127, 127), so x_c = d_b a_c + e_c with |e_c| <= d_b / 2 (plus float rounding of the
 //         product, |e_c| <= d_b/2 + 2^-22 |x_c|); a block of zeros has d_b = 0 and a = 0.
 //         gsum[g] = sum_{b in g} d_b A_b with A_b = sum_{c in b} a_c       (summed in double)
+//         zsum[b] = -z A_b, only when the layout has one zero point z (uniform_zero >= 0):
+//         the exact integer zero-point term of the block, for the AVX-512 VNNI GEMM.
 //         A block whose max|x| is below 2^-64 is first multiplied by 2^64 (exact: a power of two,
 //         far from overflow) and d_b by 2^-64 after: 127 / max|x| overflows to infinity below
 //         127 / FLT_MAX (~7.5e-37) and 0 * inf is NaN. Above 2^-64 nothing changes.
@@ -62,11 +64,13 @@ struct TokenChunk {
 ///   q[b*32*W + 4*t*W + 4*n + i]  int8 code of token n, kernel column 32 b + 4 t + i
 ///   x[(32*b + k)*W + n]          fp32 value of token n, kernel column 32 b + k
 ///   d[b*W + n]                   int8 block scale of token n, block b
+///   zsum[b*W + n]                -uniform_zero * (sum of the int8 codes of token n, block b)
 ///   gsum[g*W + n]                group sum of token n, group g
 struct ActivationView {
-  const float* x = nullptr;        ///< Fp32 mode, else null
-  const std::int8_t* q = nullptr;  ///< Int8 mode, else null
-  const float* d = nullptr;        ///< Int8 mode, else null
+  const float* x = nullptr;            ///< Fp32 mode, else null
+  const std::int8_t* q = nullptr;      ///< Int8 mode, else null
+  const float* d = nullptr;            ///< Int8 mode, else null
+  const std::int32_t* zsum = nullptr;  ///< Int8 mode with a uniform zero point, else null
   const float* gsum = nullptr;
   int width = 1;
 };
@@ -76,6 +80,7 @@ struct ActivationSet {
   const float* x = nullptr;
   const std::int8_t* q = nullptr;
   const float* d = nullptr;
+  const std::int32_t* zsum = nullptr;
   const float* gsum = nullptr;
   std::ptrdiff_t m = 0, blocks = 0, groups = 0;
 
@@ -86,6 +91,7 @@ struct ActivationSet {
     if (x) v.x = x + begin * blocks * kBlockCols;
     if (q) v.q = q + begin * blocks * kBlockCols;
     if (d) v.d = d + begin * blocks;
+    if (zsum) v.zsum = zsum + begin * blocks;
     v.gsum = gsum + begin * groups;
     return v;
   }
@@ -230,7 +236,8 @@ __attribute__((target("avx2"))) inline int quantize_block_int8_avx2(const float*
 #endif
 
 /// Quantizes one token gathered in kernel order (xk: blocks * 32 floats, gather_activations)
-/// block by block: put(b, q, d) receives block b's 32 int8 codes and its scale, and
+/// block by block: put(b, q, d, A) receives block b's 32 int8 codes, its scale and the sum of
+/// its codes, and
 /// gsum[g] = sum_{b in g} d_b A_b (summed in double). `simd` false uses the scalar
 /// quantize_block_int8; every block quantizer gives the same bits.
 template <class Put>
@@ -252,7 +259,7 @@ void quantize_token_int8(const UniformKernelView& w, const float* xk, bool simd,
       const int sum = simd ? quantize_block_int8_portable(xb, q, &d) : quantize_block_int8(xb, q, &d);
 #endif
       s += static_cast<double>(d) * static_cast<double>(sum);
-      put(b, q, d);
+      put(b, q, d, sum);
     }
     gsum[g] = static_cast<float>(s);
   }
@@ -264,6 +271,7 @@ class PreparedActivations {
   void allocate(const UniformKernelView& w, std::ptrdiff_t m, ActivationMode mode) {
     mode_ = mode;
     m_ = m;
+    zero_ = -1;
     blocks_ = w.blocks;
     groups_ = w.groups;
     const auto n = static_cast<std::size_t>(m);
@@ -273,6 +281,8 @@ class PreparedActivations {
     } else {
       q_.resize(n * nk);
       d_.resize(n * static_cast<std::size_t>(w.blocks));
+      zero_ = w.uniform_zero;
+      if (zero_ >= 0) zsum_.resize(n * static_cast<std::size_t>(w.blocks));
     }
     gsum_.resize(n * static_cast<std::size_t>(w.groups));
   }
@@ -298,9 +308,11 @@ class PreparedActivations {
       }
       std::int8_t* qdst = q_.data() + ch.begin * nk;
       float* ddst = d_.data() + ch.begin * w.blocks;
+      std::int32_t* zdst = zero_ >= 0 ? zsum_.data() + ch.begin * w.blocks : nullptr;
       quantize_token_int8(w, xk.data(), simd_allowed_, gs.data(),
-                          [&](std::ptrdiff_t b, const std::int8_t* q, float d) {
+                          [&](std::ptrdiff_t b, const std::int8_t* q, float d, int sum) {
                             ddst[b * W + j] = d;
+                            if (zdst != nullptr) zdst[b * W + j] = -zero_ * sum;  // |.| <= 255 * 32 * 127
                             if (W == 1) {
                               std::memcpy(qdst + b * kBlockCols, q, kBlockCols);
                             } else {
@@ -320,6 +332,7 @@ class PreparedActivations {
     } else {
       v.q = q_.data();
       v.d = d_.data();
+      if (zero_ >= 0) v.zsum = zsum_.data();
     }
     v.gsum = gsum_.data();
     v.m = m_;
@@ -354,9 +367,11 @@ class PreparedActivations {
   ActivationMode mode_ = ActivationMode::Int8;
   bool simd_allowed_ = true;
   std::ptrdiff_t m_ = 0, blocks_ = 0, groups_ = 0;
+  int zero_ = -1;
   std::vector<float> x_;
   std::vector<std::int8_t> q_;
   std::vector<float> d_;
+  std::vector<std::int32_t> zsum_;
   std::vector<float> gsum_;
 };
 
