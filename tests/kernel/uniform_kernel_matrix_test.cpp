@@ -296,6 +296,38 @@ TEST(UniformKernelMatrix, ResultsAreBitIdenticalForAnyThreadCount) {
   }
 }
 
+// A token gives the same bits alone (GEMV) and among others (GEMM chunks of 8, 4, 2, 1) on
+// every vector path: the GEMM's one-block-group loop (registers instead of ybuf) and the zero
+// point in the integer sums (one-zero-point matrices, VNNI) keep the GEMV's float steps. (The
+// AMX GEMM sums in another order; it is off here.)
+TEST(UniformKernelMatrix, EveryTokenOfAGemmHasItsGemvBits) {
+  const auto w = qtl::test::gaussian(40, 300, 25, 0.05f);
+  const auto x = qtl::test::gaussian(15, 300, 26);
+  for (const qtl::Granularity& g : {qtl::Granularity{qtl::PerGroup{32}}, qtl::Granularity{qtl::PerGroup{7}},
+                                    qtl::Granularity{qtl::PerGroup{128}}}) {
+    const auto sym4 = qtl::pack(qtl::quantize_matrix(qtl::Uniform<4, qtl::Mode::Symmetric>{}, g, w));
+    const auto asym4 = qtl::pack(qtl::quantize_matrix(qtl::Uniform<4>{}, g, w));
+    const auto sym2 = qtl::pack(qtl::quantize_matrix(qtl::Uniform<2, qtl::Mode::Symmetric>{}, g, w));
+    const auto sym8 = qtl::pack(qtl::quantize_matrix(qtl::Uniform<8, qtl::Mode::Symmetric>{}, g, w));
+    for (const auto* packed : {&sym4, &asym4, &sym2, &sym8}) {
+      for (KernelPath path : qtl::kernel::supported_kernel_paths()) {
+        SCOPED_TRACE(testing::Message() << qtl::to_string(g) << " " << packed->bits() << "-bit zero "
+                                        << UniformKernelMatrix(*packed).view().uniform_zero
+                                        << " path=" << qtl::kernel::to_string(path));
+        UniformKernelMatrix k(*packed, ActivationMode::Int8, path);
+        k.set_amx(false);
+        qtl::RowMatrixXf y(x.rows(), w.rows());
+        k.gemm(x.data(), x.outerStride(), x.rows(), y.data(), y.outerStride(), 1);
+        std::vector<float> yn(static_cast<std::size_t>(w.rows()));
+        for (Index n = 0; n < x.rows(); ++n) {
+          k.gemv(x.row(n).data(), yn.data(), 1);
+          for (Index r = 0; r < w.rows(); ++r) ASSERT_EQ(yn[static_cast<std::size_t>(r)], y(n, r)) << "token " << n << " row " << r;
+        }
+      }
+    }
+  }
+}
+
 TEST(UniformKernelMatrix, RealModelWeightsMatchReference) {
   const auto ckpt = qtl::io::Llama2cCheckpoint::load(qtl::io::data_path("stories260K/stories260K.bin"));
   for (const char* name : {"layers.0.wq", "layers.2.w2", "layers.4.w1"}) {
