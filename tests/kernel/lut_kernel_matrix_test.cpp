@@ -373,6 +373,62 @@ TEST(LutKernelMatrix, TablesHoldTheSignedSumsAndSimdPreparationIsBitIdentical) {
   }
 }
 
+// The codes form (what the AVX-512 VNNI GEMM reads) holds the very int8 activations the tables
+// are built from, with the start of its sums -A_b (ternary: -2 A_b) and the same scales; the
+// matrices pick it exactly for that path with at least kLutBlockedMinTokens tokens.
+TEST(LutKernelMatrix, CodesFormHoldsTheTablesActivationsAndTheStartOfTheSums) {
+  using qtl::kernel::LutActivationForm;
+  using qtl::kernel::lut_entry;
+  const auto w = qtl::test::gaussian(40, 300, 71, 0.05f);
+  auto x = qtl::test::gaussian(5, 300, 72);
+  for (Index c = 0; c < 300; c += 5) x(4, c) = (c % 2) ? 9.0f : -9.0f;  // codes at +-127
+  const auto tern = qtl::pack_table(qtl::quantize_matrix(qtl::Ternary{}, qtl::PerGroup{80}, w));
+  const auto bin = qtl::pack_table(qtl::quantize_matrix(qtl::Binary<true>{}, qtl::PerGroup{80}, w));
+  for (const auto* packed : {&tern, &bin}) {
+    const LutKernelMatrix k(*packed, KernelPath::Portable);
+    const auto v = k.view();
+    const int factor = v.kind == LutWeights::Ternary ? 2 : 1;
+    qtl::kernel::PreparedLutActivations tables, codes;
+    tables.allocate(v, 5);
+    codes.allocate(v, 5, LutActivationForm::Codes);
+    tables.prepare(v, x.data(), x.outerStride(), 0, 5);
+    codes.prepare(v, x.data(), x.outerStride(), 0, 2);  // in two ranges, as the threads do
+    codes.prepare(v, x.data(), x.outerStride(), 2, 5);
+    const auto a = tables.view(), b = codes.view();
+    ASSERT_EQ(a.q, nullptr);
+    ASSERT_EQ(a.init, nullptr);
+    ASSERT_EQ(b.tables, nullptr);
+    ASSERT_NE(b.q, nullptr);
+    ASSERT_EQ(std::memcmp(a.d, b.d, sizeof(float) * std::size_t(5 * v.blocks)), 0);
+    ASSERT_EQ(std::memcmp(a.gsum, b.gsum, sizeof(float) * std::size_t(5 * v.groups)), 0);
+    int extremes = 0;
+    for (Index n = 0; n < 5; ++n) {
+      for (Index blk = 0; blk < v.blocks; ++blk) {
+        const std::uint8_t* tb = a.tables + (n * v.blocks + blk) * qtl::kernel::kLutBlockTableBytes;
+        const std::int8_t* q = b.q + (n * v.blocks + blk) * qtl::kernel::kLutBlockCols;
+        int sum = 0;
+        for (int j = 0; j < qtl::kernel::kLutGroupsPerBlock; ++j) {
+          const std::uint8_t* t = tb + j * qtl::kernel::kLutTableBytes;
+          sum -= lut_entry(t, 0);  // entry 0 = -(sum of the group's 4 activations)
+          for (int i = 0; i < 4; ++i) {
+            // entry 2^i - entry 0 = 2 a_i
+            ASSERT_EQ(2 * int(q[4 * j + i]), lut_entry(t, 1 << i) - lut_entry(t, 0)) << "token " << n << " block " << blk;
+            extremes += std::abs(int(q[4 * j + i])) == 127;
+          }
+        }
+        ASSERT_EQ(b.init[n * v.blocks + blk], -factor * sum) << "token " << n << " block " << blk;
+      }
+    }
+    EXPECT_GT(extremes, 30);
+  }
+  for (KernelPath path : qtl::kernel::kAllKernelPaths) {
+    for (std::ptrdiff_t m : {1, 3, 4, 64}) {
+      const bool codes = path == KernelPath::Avx512Vnni && m >= qtl::kernel::kLutBlockedMinTokens;
+      EXPECT_EQ(qtl::kernel::lut_activation_form(path, m), codes ? LutActivationForm::Codes : LutActivationForm::Tables);
+    }
+  }
+}
+
 TEST(LutKernelMatrix, ZeroActivationsGiveZeroAndBitsPerWeightAreHonest) {
   const auto w = qtl::test::gaussian(128, 4096, 51, 0.05f);
   const LutKernelMatrix t(qtl::pack_table(qtl::quantize_matrix(qtl::Ternary{}, qtl::PerGroup{128}, w)));

@@ -8,6 +8,7 @@
 //                           ternary matrix once, picks the ISA path
 //   layout.hpp              the bit-plane layout and the per-token activation tables
 //   portable.hpp, avx2.hpp, avx512.hpp   the per-ISA kernels, plain data only
+//   avx512vnni.hpp          the GEMM of 4+ tokens on vpdpbusd (bit planes decoded to bytes)
 //   reference_ternary.hpp   the scalar reference over base-3 packed ternary weights
 // Activations are quantized as the uniform family's (qtl/kernel/uniform/quantize_activations.hpp);
 // what the four families share is in qtl/kernel/common/.

@@ -49,6 +49,7 @@
 #if !defined(QTL_KERNELS_DECLARE_ONLY_LUT)
 #include "qtl/kernel/lut/avx2.hpp"
 #include "qtl/kernel/lut/avx512.hpp"
+#include "qtl/kernel/lut/avx512vnni.hpp"
 #endif
 #include "qtl/kernel/common/threading.hpp"
 #include "qtl/kernel/uniform/quantize_activations.hpp"
@@ -65,14 +66,15 @@ using LutTilesFn = void (*)(const LutKernelView&, const LutActivationSet&, float
 /// build_lut_group_avx2 over `groups` consecutive groups of 4 int8 activations (AVX2 CPUs only).
 void build_lut_groups_simd(const std::int8_t* q, std::uint8_t* out, int groups) noexcept;
 #else
-/// The kernel function of `path` (Avx512Vnni runs the Avx512 code: vpshufb needs only BW).
+/// The kernel function of `path` (Avx512Vnni runs the Avx512 lookups on activation tables and
+/// the vpdpbusd GEMM of qtl/kernel/lut/avx512vnni.hpp on activation codes).
 [[nodiscard]] QTL_KERNEL_ENTRY LutTilesFn lut_tiles_function(KernelPath path) noexcept {
 #if defined(QTL_HAVE_X86_LUT_KERNELS)
   switch (path) {
     case KernelPath::Avx2:
     case KernelPath::AvxVnni: return &lut_tiles_avx2;
-    case KernelPath::Avx512:
-    case KernelPath::Avx512Vnni: return &lut_tiles_avx512;
+    case KernelPath::Avx512: return &lut_tiles_avx512;
+    case KernelPath::Avx512Vnni: return &lut_tiles_avx512vnni;
     case KernelPath::Portable: break;
   }
 #else
@@ -90,6 +92,13 @@ QTL_KERNEL_ENTRY void build_lut_groups_simd(const std::int8_t* q, std::uint8_t* 
 #endif
 }
 #endif
+
+/// The activations `path`'s kernel takes for m tokens: the int8 codes on Avx512Vnni with at least
+/// kLutBlockedMinTokens tokens (its vpdpbusd GEMM), else the lookup tables.
+[[nodiscard]] constexpr LutActivationForm lut_activation_form(KernelPath path, std::ptrdiff_t m) noexcept {
+  return path == KernelPath::Avx512Vnni && m >= kLutBlockedMinTokens ? LutActivationForm::Codes
+                                                                     : LutActivationForm::Tables;
+}
 
 /// Whether a table-packed matrix decomposes into bit planes exactly (1-bit binary with or
 /// without mean shift, 2-bit ternary {-alpha, 0, +alpha}): what LutKernelMatrix accepts.
@@ -120,14 +129,20 @@ QTL_KERNEL_ENTRY void build_lut_groups_simd(const std::int8_t* q, std::uint8_t* 
        "2-bit ternary {-alpha, 0, +alpha} are); use the table-decode kernel");
 }
 
-/// Per-token activation tables for the LUT kernels (see qtl/kernel/lut/layout.hpp).
+/// Per-token activations for the LUT kernels: lookup tables (see qtl/kernel/lut/layout.hpp) or,
+/// for the VNNI GEMM, the int8 codes and the start of its sums, -A_b (ternary: -2 A_b)
+/// (LutActivationForm; qtl/kernel/lut/avx512vnni.hpp).
 class PreparedLutActivations {
  public:
-  void allocate(const LutKernelView& w, std::ptrdiff_t m) {
+  void allocate(const LutKernelView& w, std::ptrdiff_t m, LutActivationForm form = LutActivationForm::Tables) {
     m_ = m;
     blocks_ = w.blocks;
     groups_ = w.groups;
-    tables_.resize(static_cast<std::size_t>(m * w.blocks * kLutBlockTableBytes));
+    form_ = form;
+    const bool codes = form == LutActivationForm::Codes;
+    tables_.resize(codes ? 0 : static_cast<std::size_t>(m * w.blocks * kLutBlockTableBytes));
+    q_.resize(codes ? static_cast<std::size_t>(m * w.blocks * kLutBlockCols) : 0);
+    init_.resize(codes ? static_cast<std::size_t>(m * w.blocks) : 0);
     d_.resize(static_cast<std::size_t>(m * w.blocks));
     gsum_.resize(static_cast<std::size_t>(m * w.groups));
   }
@@ -142,7 +157,8 @@ class PreparedLutActivations {
 #endif
     for (std::ptrdiff_t n = n0; n < n1; ++n) {
       const float* xn = x + n * ldx;
-      std::uint8_t* tables = tables_.data() + n * blocks_ * kLutBlockTableBytes;
+      const bool codes = form_ == LutActivationForm::Codes;
+      std::uint8_t* tables = codes ? nullptr : tables_.data() + n * blocks_ * kLutBlockTableBytes;
       float* d = d_.data() + n * blocks_;
       for (std::ptrdiff_t g = 0; g < w.groups; ++g) {
         const std::ptrdiff_t c0 = w.group_col_begin[g], c1 = w.group_col_begin[g + 1];
@@ -160,6 +176,11 @@ class PreparedLutActivations {
           const int sum = simd_allowed_ ? quantize_block_int8_portable(xb, q, d + b) : quantize_block_int8(xb, q, d + b);
 #endif
           s += static_cast<double>(d[b]) * static_cast<double>(sum);
+          if (codes) {
+            std::memcpy(q_.data() + (n * blocks_ + b) * kLutBlockCols, q, kLutBlockCols);
+            init_[static_cast<std::size_t>(n * blocks_ + b)] = w.kind == LutWeights::Ternary ? -2 * sum : -sum;
+            continue;
+          }
           std::uint8_t* tb = tables + b * kLutBlockTableBytes;
 #if defined(QTL_X86_64)
           if (simd) {
@@ -178,13 +199,18 @@ class PreparedLutActivations {
   void allow_simd(bool on) noexcept { simd_allowed_ = on; }
 
   [[nodiscard]] LutActivationSet view() const noexcept {
-    return {tables_.data(), d_.data(), gsum_.data(), m_, blocks_, groups_};
+    const bool codes = form_ == LutActivationForm::Codes;
+    return {codes ? nullptr : tables_.data(), d_.data(), gsum_.data(), m_, blocks_, groups_,
+            codes ? q_.data() : nullptr, codes ? init_.data() : nullptr};
   }
 
  private:
   bool simd_allowed_ = true;
   std::ptrdiff_t m_ = 0, blocks_ = 0, groups_ = 0;
+  LutActivationForm form_ = LutActivationForm::Tables;
   std::vector<std::uint8_t> tables_;
+  std::vector<std::int8_t> q_;
+  std::vector<std::int32_t> init_;
   std::vector<float> d_, gsum_;
 };
 
@@ -258,7 +284,7 @@ class LutKernelMatrix : public CheckedKernel<LutKernelMatrix> {
     const std::ptrdiff_t work = w.tiles * w.blocks * m;
     threads = thread_count(work, threads, kDefaultMinWorkPerThread);
     PreparedLutActivations acts;
-    acts.allocate(w, m);
+    acts.allocate(w, m, lut_activation_form(path(), m));
     parallel_for(m, threads, [&](std::ptrdiff_t n0, std::ptrdiff_t n1) { acts.prepare(w, x, ldx, n0, n1); });
     const LutActivationSet a = acts.view();
     const LutTilesFn fn = fn_;

@@ -190,12 +190,20 @@ class LutKernelLayout {
   detail::AlignedBuffer buffer_;
 };
 
+/// What PreparedLutActivations holds per token and block: the lookup tables (every path) or the
+/// int8 codes and the start of their sums (the AVX-512 VNNI GEMM, qtl/kernel/lut/avx512vnni.hpp).
+enum class LutActivationForm { Tables, Codes };
+
 /// Plain view of the prepared activations of m tokens (token n at offset n * per-token size).
 struct LutActivationSet {
   const std::uint8_t* tables = nullptr;  ///< blocks * kLutBlockTableBytes per token
   const float* d = nullptr;              ///< blocks per token: int8 block scales
   const float* gsum = nullptr;           ///< groups per token: sum_{b in g} d_b A_b
   std::ptrdiff_t m = 0, blocks = 0, groups = 0;
+  /// Codes form (LutActivationForm::Codes; tables is then null): the int8 activations,
+  /// kLutBlockCols per block (padding 0), and per block -A_b (ternary: -2 A_b), A_b = their sum.
+  const std::int8_t* q = nullptr;
+  const std::int32_t* init = nullptr;
 };
 
 // The order in which every path (portable, AVX2, AVX-512) visits (tile, token) pairs, shared so
@@ -207,18 +215,22 @@ struct LutActivationSet {
 // of about kLutChunkBlocks blocks, so that the chunk's tables (16 x 32 x 256 = 128 KB) and
 // weights (128 KB) stay in L2 and each weight byte is reused by 16 tokens from L1. A (tile,
 // token)'s running sum is kept in a small buffer between group chunks and the groups are visited
-// in the same order, so the float steps, and so the results, are those of the plain order.
+// in the same order, so the float steps, and so the results, are those of the plain order. The
+// AVX-512 VNNI GEMM (codes form, qtl/kernel/lut/avx512vnni.hpp) visits the same chunks, taking
+// the chunk's tokens of one tile together, 8 at a time in registers.
 inline constexpr std::ptrdiff_t kLutChunkTokens = 16;
 inline constexpr std::ptrdiff_t kLutChunkRows = 512;
 inline constexpr std::ptrdiff_t kLutChunkBlocks = 32;
 inline constexpr std::ptrdiff_t kLutBlockedMinTokens = 4;  ///< fewer tokens: the plain order
 
-/// Runs tile_token(t, n, g0, g1, acc, resume) for tiles [t0, t1) x tokens [0, m) and writes Y.
-/// tile_token adds groups [g0, g1) of (tile t, token n) to acc[0 .. tile rows) (slot order;
-/// starting from acc's values if resume, else from 0).
-template <LutWeights K, class TileToken>
-inline void lut_run_tiles(const LutKernelView& w, std::ptrdiff_t m, float* y, std::ptrdiff_t ldy, std::ptrdiff_t t0,
-                          std::ptrdiff_t t1, TileToken&& tile_token) noexcept {
+/// Runs tile_tokens(t, n0, n1, g0, g1, acc, resume) for tiles [t0, t1) x tokens [0, m) and writes
+/// Y. tile_tokens adds groups [g0, g1) of tile t for tokens [n0, n1) to acc (token n0's tile rows
+/// at acc[0 .. tile rows), slot order, the next token's kTr floats further; starting from acc's
+/// values if resume, else from 0). In the plain order (m < kLutBlockedMinTokens) it gets one token
+/// at a time.
+template <LutWeights K, class TileTokens>
+inline void lut_run_tile_ranges(const LutKernelView& w, std::ptrdiff_t m, float* y, std::ptrdiff_t ldy,
+                                std::ptrdiff_t t0, std::ptrdiff_t t1, TileTokens&& tile_tokens) noexcept {
   constexpr int kTr = lut_tile_rows(K);
   int slot_row[kTr];
   for (int s = 0; s < kTr; ++s) slot_row[s] = lut_slot_row(K, s);
@@ -237,7 +249,7 @@ inline void lut_run_tiles(const LutKernelView& w, std::ptrdiff_t m, float* y, st
     alignas(64) float acc[kTr];
     for (std::ptrdiff_t t = t0; t < t1; ++t) {
       for (std::ptrdiff_t n = 0; n < m; ++n) {
-        tile_token(t, n, std::ptrdiff_t{0}, w.groups, acc, false);
+        tile_tokens(t, n, n + 1, std::ptrdiff_t{0}, w.groups, acc, false);
         store(t, n, acc);
       }
     }
@@ -252,15 +264,25 @@ inline void lut_run_tiles(const LutKernelView& w, std::ptrdiff_t m, float* y, st
       for (std::ptrdiff_t g0 = 0, g1 = 0; g0 < w.groups; g0 = g1) {
         g1 = g0 + 1;  // whole groups, at least one, up to kLutChunkBlocks blocks
         while (g1 < w.groups && w.group_block_begin[g1 + 1] - w.group_block_begin[g0] <= kLutChunkBlocks) ++g1;
-        for (std::ptrdiff_t t = tc; t < tc1; ++t) {
-          for (std::ptrdiff_t n = n0; n < n1; ++n) tile_token(t, n, g0, g1, acc + ((t - tc) * nt + (n - n0)) * kTr, g0 > 0);
-        }
+        for (std::ptrdiff_t t = tc; t < tc1; ++t) tile_tokens(t, n0, n1, g0, g1, acc + (t - tc) * nt * kTr, g0 > 0);
       }
       for (std::ptrdiff_t t = tc; t < tc1; ++t) {
         for (std::ptrdiff_t n = n0; n < n1; ++n) store(t, n, acc + ((t - tc) * nt + (n - n0)) * kTr);
       }
     }
   }
+}
+
+/// lut_run_tile_ranges with a kernel of one token at a time: tile_token(t, n, g0, g1, acc, resume).
+template <LutWeights K, class TileToken>
+inline void lut_run_tiles(const LutKernelView& w, std::ptrdiff_t m, float* y, std::ptrdiff_t ldy, std::ptrdiff_t t0,
+                          std::ptrdiff_t t1, TileToken&& tile_token) noexcept {
+  constexpr int kTr = lut_tile_rows(K);
+  lut_run_tile_ranges<K>(w, m, y, ldy, t0, t1,
+                         [&](std::ptrdiff_t t, std::ptrdiff_t n0, std::ptrdiff_t n1, std::ptrdiff_t g0,
+                             std::ptrdiff_t g1, float* acc, bool resume) {
+                           for (std::ptrdiff_t n = n0; n < n1; ++n) tile_token(t, n, g0, g1, acc + (n - n0) * kTr, resume);
+                         });
 }
 
 /// The 32-byte table of 4 int8 activations (see the header comment).
