@@ -22,6 +22,18 @@ void check_layout(Index rows, Index cols, const qtl::Granularity& g, unsigned se
   ASSERT_EQ(v.tile_bytes % 64, 0);
   ASSERT_EQ(reinterpret_cast<std::uintptr_t>(v.data) % 64, 0u);
   ASSERT_EQ(v.group_col_begin[v.groups], cols);
+  // One zero point for every parameter set (symmetric, or asymmetric per tensor): the tiles hold
+  // the 32 bytes of scales per group only and the zero point is kept once outside them.
+  bool one_zero = true;
+  for (const auto& p : q.params) one_zero = one_zero && p.zero == q.params[0].zero;
+  ASSERT_EQ(v.group_params_bytes, one_zero ? 32 : 48);
+  ASSERT_EQ(v.shared_zeros != nullptr, one_zero);
+  ASSERT_EQ(v.uniform_zero, one_zero ? static_cast<int>(q.params[0].zero) : -1);
+  if (M == qtl::Mode::Symmetric) {
+    ASSERT_EQ(v.uniform_zero, 1 << (B - 1));
+  }
+  ASSERT_EQ(v.params_bytes, (v.groups * v.group_params_bytes + 63) / 64 * 64);
+  ASSERT_EQ(v.tile_bytes, v.params_bytes + v.blocks * 64 * B);
   for (Index gi = 0; gi < v.groups; ++gi) {
     const Index width = v.group_col_begin[gi + 1] - v.group_col_begin[gi];
     ASSERT_EQ(v.group_block_begin[gi + 1] - v.group_block_begin[gi], (width + 31) / 32);
@@ -30,7 +42,8 @@ void check_layout(Index rows, Index cols, const qtl::Granularity& g, unsigned se
     for (int r = 0; r < 16; ++r) {
       const Index row = t * 16 + r;
       for (Index gi = 0; gi < v.groups; ++gi) {
-        const auto& p = v.params(t)[gi];
+        const std::uint16_t* scale = v.scales(t, gi);
+        const std::uint8_t* zero = v.zeros(t, gi);
         for (Index c = v.group_col_begin[gi]; c < v.group_col_begin[gi + 1]; ++c) {
           const Index kc = c - v.group_col_begin[gi];
           const int code = qtl::kernel::tile_code(B, v.block(t, v.group_block_begin[gi] + kc / 32), r, static_cast<int>(kc % 32));
@@ -40,12 +53,14 @@ void check_layout(Index rows, Index cols, const qtl::Granularity& g, unsigned se
           }
           ASSERT_EQ(code, q.code(row, c)) << row << "," << c;
           const auto& qp = q.params_at(row, c);
-          ASSERT_EQ(qtl::detail::half_to_float(p.scale[r]), qp.scale);
-          ASSERT_EQ(static_cast<float>(p.zero[r]), qp.zero);
+          ASSERT_EQ(qtl::detail::half_to_float(scale[r]), qp.scale);
+          ASSERT_EQ(static_cast<float>(zero[r]), qp.zero);
         }
         if (row >= rows) {
-          ASSERT_EQ(p.scale[r], 0);
-          ASSERT_EQ(p.zero[r], 0);
+          ASSERT_EQ(scale[r], 0);
+          if (v.shared_zeros == nullptr) {
+            ASSERT_EQ(zero[r], 0);
+          }
         }
       }
     }

@@ -95,13 +95,12 @@ QTL_TARGET_AMX void decode_panel(const UniformKernelView& w, std::ptrdiff_t t, s
                                  std::uint8_t* wq, float* ws) noexcept {
   using namespace detail_avx512;
   const __m512i map = load_map(w);
-  const TileGroupParams* params = w.params(t);
   for (std::ptrdiff_t g = 0; g < w.groups; ++g) {
     const std::ptrdiff_t b0 = w.group_block_begin[g] > p0 ? w.group_block_begin[g] : p0;
     const std::ptrdiff_t b1 = w.group_block_begin[g + 1] < p1 ? w.group_block_begin[g + 1] : p1;
     if (b0 >= b1) continue;
-    const __m512 s = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(params[g].scale)));
-    const __m512i z32 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(params[g].zero)));
+    const __m512 s = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.scales(t, g))));
+    const __m512i z32 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.zeros(t, g))));
     // The zero point of row r in bytes 4r..4r+3 (the rows' lanes of an operand).
     const __m512i zb = _mm512_mullo_epi32(z32, _mm512_set1_epi32(0x01010101));
     for (std::ptrdiff_t b = b0; b < b1; ++b) {
@@ -122,14 +121,13 @@ QTL_TARGET_AMX void decode_panel(const UniformKernelView& w, std::ptrdiff_t t, s
 /// Y -= sum_g (s_g z_g) gsum_g (qtl/kernel/uniform/layout.hpp).
 QTL_TARGET_AMX inline void zero_term(const UniformKernelView& w, std::ptrdiff_t t, const AmxActivationSet& a,
                                      std::ptrdiff_t j, float* y, std::ptrdiff_t ldy) noexcept {
-  const TileGroupParams* params = w.params(t);
   const float* gs = a.gsum + j * a.groups * kAmxTokens;
   __m512 acc[kAmxTokens];
   for (__m512& v : acc) v = _mm512_setzero_ps();
   for (std::ptrdiff_t g = 0; g < w.groups; ++g) {
-    const __m512 s = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(params[g].scale)));
+    const __m512 s = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.scales(t, g))));
     const __m512 z = _mm512_cvtepi32_ps(
-        _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(params[g].zero))));
+        _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.zeros(t, g)))));
     const __m512 sz = _mm512_mul_ps(s, z);
 #pragma GCC unroll 16
     for (int m = 0; m < kAmxTokens; ++m) acc[m] = _mm512_fmadd_ps(sz, _mm512_set1_ps(gs[g * kAmxTokens + m]), acc[m]);

@@ -227,7 +227,6 @@ QTL_TARGET_AVX512VNNI QTL_KERNEL_INLINE void tile_int8_block_groups(const Unifor
   constexpr bool kSigned8 = !kVnni && (Bits >= 5 || kMap);
   constexpr std::ptrdiff_t kCodeStep = tile_block_bytes(Bits), kActStep = kBlockCols * NT;
   const __m512i map = load_map(w);
-  const TileGroupParams* params = w.params(t);
   const PrefetchDistance pf = w.prefetch;
   const std::uint8_t* blk = w.block(t, 0);
   const std::int8_t* q = a.q;
@@ -237,8 +236,8 @@ QTL_TARGET_AVX512VNNI QTL_KERNEL_INLINE void tile_int8_block_groups(const Unifor
   __m512 y[NT];
   for (int n = 0; n < NT; ++n) y[n] = _mm512_load_ps(ybuf + 16 * n);
   for (std::ptrdiff_t g = 0; g < w.groups; ++g, blk += kCodeStep, q += kActStep, d += NT, gs += NT) {
-    __builtin_prefetch(params + g + 16, 0, 3);  // as in tile_int8
-    const __m512 s = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(params[g].scale)));
+    __builtin_prefetch(w.scales(t, g + 16), 0, 3);  // as in tile_int8
+    const __m512 s = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.scales(t, g))));
     __m512 gf[NT];
     for (int n = 0; n < NT; ++n) gf[n] = _mm512_setzero_ps();
     if constexpr (kZeroInSums) {
@@ -247,7 +246,7 @@ QTL_TARGET_AVX512VNNI QTL_KERNEL_INLINE void tile_int8_block_groups(const Unifor
       for (int n = 0; n < NT; ++n) y[n] = _mm512_fmadd_ps(s, gf[n], y[n]);
     } else {
       __m512 z = _mm512_cvtepi32_ps(
-          _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(params[g].zero))));
+          _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.zeros(t, g)))));
       if constexpr (kSigned8) z = _mm512_sub_ps(z, _mm512_set1_ps(128.0f));
       block_int8<Bits, NT, kVnni, kMap>(blk, q, d, pf, map, gf);
       for (int n = 0; n < NT; ++n) y[n] = _mm512_fmadd_ps(s, _mm512_fnmadd_ps(z, _mm512_set1_ps(gs[n]), gf[n]), y[n]);
@@ -264,7 +263,6 @@ QTL_TARGET_AVX512VNNI QTL_KERNEL_INLINE void tile_int8_groups(const UniformKerne
   constexpr bool kSigned8 = !kVnni && (Bits >= 5 || kMap);
   constexpr bool kZ = kZeroInSums;
   const __m512i map = load_map(w);
-  const TileGroupParams* params = w.params(t);
   const float* const gs = a.gsum;
   const PrefetchDistance pf = w.prefetch;
   for (std::ptrdiff_t g = 0; g < w.groups; ++g) {
@@ -273,11 +271,11 @@ QTL_TARGET_AVX512VNNI QTL_KERNEL_INLINE void tile_int8_groups(const UniformKerne
     // ahead took the 2-bit GEMV from 11.55 to 12.05 GB/s (1 thread, 4096 x 14336) and 22.3 to
     // 23.2 (2 threads) on an Intel Xeon VM; 3- and 4-bit unchanged. Past the last group it
     // touches the tile's own codes: harmless.
-    __builtin_prefetch(params + g + 16, 0, 3);
-    const __m512 s = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(params[g].scale)));
+    __builtin_prefetch(w.scales(t, g + 16), 0, 3);
+    const __m512 s = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.scales(t, g))));
     __m512 z = _mm512_setzero_ps();
     if constexpr (!kZ) {
-      z = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(params[g].zero))));
+      z = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.zeros(t, g)))));
       if constexpr (kSigned8) z = _mm512_sub_ps(z, _mm512_set1_ps(128.0f));
     }
     __m512 gf[NT], gf2[NT];  // even and odd blocks: two independent chains
@@ -336,14 +334,13 @@ QTL_TARGET_AVX512VNNI void tile_fp32(const UniformKernelView& w, std::ptrdiff_t 
                                  const ActivationView& a, float* ybuf) noexcept {
   constexpr int kChains = NT >= 8 ? 1 : 8 / NT;  // independent FMA chains per token
   const __m512i map = load_map(w);
-  const TileGroupParams* params = w.params(t);
   const float* const x = a.x;  // chunk layout: see ActivationView
   const float* const gs = a.gsum;
   const __m512i byte_mask = _mm512_set1_epi32(0xFF);
   for (std::ptrdiff_t g = 0; g < w.groups; ++g) {
-    const __m512 s = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(params[g].scale)));
+    const __m512 s = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.scales(t, g))));
     const __m512 z = _mm512_cvtepi32_ps(
-        _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(params[g].zero))));
+        _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.zeros(t, g)))));
     __m512 acc[NT][kChains];
     for (int n = 0; n < NT; ++n)
       for (int i = 0; i < kChains; ++i) acc[n][i] = _mm512_setzero_ps();

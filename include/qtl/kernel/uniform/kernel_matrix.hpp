@@ -157,7 +157,7 @@ class UniformKernelMatrix : public CheckedKernel<UniformKernelMatrix> {
       for (std::ptrdiff_t g = 0; g < v.groups; ++g) {
         const float f = m[static_cast<std::size_t>(row * v.groups + g)];
         if (!(std::isfinite(f) && f > 0.0f)) fail(kWhere, ": factor (", row, ", ", g, ") must be finite and > 0, got ", f);
-        const float s = qtl::detail::half_to_float(v.params(row / kTileRows)[g].scale[row % kTileRows]) * f;
+        const float s = qtl::detail::half_to_float(v.scales(row / kTileRows, g)[row % kTileRows]) * f;
         if (!std::isfinite(qtl::detail::half_to_float(qtl::detail::float_to_half(s)))) {
           fail(kWhere, ": the scale of (", row, ", ", g, ") times ", f, " leaves fp16's range");
         }

@@ -18,9 +18,14 @@
 // activation 0 (the activation preparation writes 0 there), so they add nothing.
 //
 // One tile, at tile_bytes * t from the start (64-byte aligned):
-//   [ TileGroupParams params[groups] ][ padding to 64 ][ blocks * TileBlockQ<bits> ]
-// TileGroupParams (48 bytes): scale[r] = fp16 bits of row r's scale for the group, zero[r] =
-// its integer zero point (2^(bits-1) for symmetric matrices); W(row, c) = scale * (code - zero).
+//   [ params[groups] ][ padding to 64 ][ blocks * TileBlockQ<bits> ]
+// params[g] is a TileGroupParams (48 bytes): scale[r] = fp16 bits of row r's scale for the
+// group, zero[r] = its integer zero point; W(row, c) = scale * (code - zero). When every row and
+// group has the same zero point (symmetric matrices: 2^(bits-1); the table family's int8 mode),
+// params[g] is the 32 bytes of scale[] alone and the zero point is stored once, outside the
+// tiles (UniformKernelView::uniform_zero, shared_zeros): a 4-bit group-32 matrix then streams
+// 4.5 bits per weight, as llama.cpp's Q4_0, instead of 4.75. Kernels read the parameters through
+// UniformKernelView::scales(t, g) and zeros(t, g), which hide the difference.
 //
 // TileBlockQ<bits> (64 * bits bytes) holds the 16 x 32 codes of one kernel block. "Operand t"
 // (t = 0..7) is the 64-byte vector whose byte 4r + i is the code of row r, column 4t + i of the
@@ -160,6 +165,7 @@ struct UniformKernelView {
   std::ptrdiff_t groups = 0;        ///< parameter groups per row (>= 1)
   std::ptrdiff_t blocks = 0;        ///< kernel blocks per row (after per-group padding)
   std::ptrdiff_t params_bytes = 0;  ///< offset of the first code block inside a tile
+  std::ptrdiff_t group_params_bytes = 48;  ///< 48 (TileGroupParams) or 32 (scales only, one zero point)
   std::ptrdiff_t tile_bytes = 0;    ///< distance between tiles
   const std::int32_t* group_block_begin = nullptr;  ///< groups + 1 entries: group g = blocks [gb[g], gb[g+1])
   const std::int32_t* group_col_begin = nullptr;    ///< groups + 1 entries: group g = columns [cb[g], cb[g+1])
@@ -173,10 +179,17 @@ struct UniformKernelView {
   /// -zero * (block sum of the codes) per block (ActivationView::zsum), which the AVX-512 VNNI
   /// GEMM starts its integer sums from instead of subtracting zero * gsum in float.
   int uniform_zero = -1;
+  /// 16 copies of uniform_zero when the tiles hold scales only (group_params_bytes 32), else null.
+  const std::uint8_t* shared_zeros = nullptr;
 
   [[nodiscard]] const std::uint8_t* tile(std::ptrdiff_t t) const noexcept { return data + t * tile_bytes; }
-  [[nodiscard]] const TileGroupParams* params(std::ptrdiff_t t) const noexcept {
-    return reinterpret_cast<const TileGroupParams*>(tile(t));
+  /// fp16 bits of the 16 rows' scales of tile t, group g.
+  [[nodiscard]] const std::uint16_t* scales(std::ptrdiff_t t, std::ptrdiff_t g) const noexcept {
+    return reinterpret_cast<const std::uint16_t*>(tile(t) + g * group_params_bytes);
+  }
+  /// The 16 rows' zero points of tile t, group g.
+  [[nodiscard]] const std::uint8_t* zeros(std::ptrdiff_t t, std::ptrdiff_t g) const noexcept {
+    return shared_zeros != nullptr ? shared_zeros : tile(t) + g * group_params_bytes + offsetof(TileGroupParams, zero);
   }
   [[nodiscard]] const std::uint8_t* block(std::ptrdiff_t t, std::ptrdiff_t b) const noexcept {
     return tile(t) + params_bytes + b * tile_block_bytes(bits);
@@ -231,6 +244,8 @@ class UniformKernelLayout {
     v.code_map = has_code_map_ ? code_map_ : nullptr;
     v.prefetch = uniform_prefetch(bits_);
     v.uniform_zero = uniform_zero_;
+    v.group_params_bytes = group_params_bytes_;
+    v.shared_zeros = group_params_bytes_ == kScalesOnlyBytes ? shared_zeros_ : nullptr;
     return v;
   }
 
@@ -247,11 +262,11 @@ class UniformKernelLayout {
   void multiply_scales(const float* m) noexcept {
     const std::ptrdiff_t groups = geo_.groups;
     for (std::ptrdiff_t t = 0; t < tiles_; ++t) {
-      auto* params = reinterpret_cast<TileGroupParams*>(buffer_.data() + t * tile_bytes_);
       for (int r = 0; r < kTileRows && t * kTileRows + r < rows_; ++r) {
         const float* f = m + (t * kTileRows + r) * groups;
         for (std::ptrdiff_t g = 0; g < groups; ++g) {
-          params[g].scale[r] = qtl::detail::float_to_half(qtl::detail::half_to_float(params[g].scale[r]) * f[g]);
+          std::uint16_t& s = scale_at(t, g)[r];
+          s = qtl::detail::float_to_half(qtl::detail::half_to_float(s) * f[g]);
         }
       }
     }
@@ -274,20 +289,34 @@ class UniformKernelLayout {
     geo_ = GroupBlocks(cols, groups_per_row <= 1 ? 1 : groups_per_row, group_size, kBlockCols);
     const std::ptrdiff_t groups = geo_.groups, nb = geo_.blocks;
     tiles_ = (rows + kTileRows - 1) / kTileRows;
-    params_bytes_ = (groups * static_cast<std::ptrdiff_t>(sizeof(TileGroupParams)) + 63) / 64 * 64;
+    // One zero point for every real row and group? (Padding rows have scale 0: their zero
+    // point never matters.) Then the tiles hold scales only.
+    int zero = -1;
+    bool same = true;
+    for (std::ptrdiff_t row = 0; row < rows && same; ++row) {
+      for (std::ptrdiff_t g = 0; g < groups && same; ++g) {
+        const int z = param(groups_per_row == 0 ? 0 : row * groups_per_row + g).zero;
+        if (zero < 0) zero = z;
+        same = z == zero;
+      }
+    }
+    same = same && zero >= 0;
+    uniform_zero_ = same ? zero : -1;
+    group_params_bytes_ = same ? kScalesOnlyBytes : static_cast<std::ptrdiff_t>(sizeof(TileGroupParams));
+    std::memset(shared_zeros_, same ? zero : 0, sizeof(shared_zeros_));  // 0..255
+    params_bytes_ = (groups * group_params_bytes_ + 63) / 64 * 64;
     tile_bytes_ = params_bytes_ + nb * tile_block_bytes(bits_);
     buffer_ = detail::AlignedBuffer(static_cast<std::size_t>(tiles_ * tile_bytes_));
 
     for (std::ptrdiff_t t = 0; t < tiles_; ++t) {
       std::uint8_t* tile = buffer_.data() + t * tile_bytes_;
-      auto* params = reinterpret_cast<TileGroupParams*>(tile);
       for (int r = 0; r < kTileRows; ++r) {
         const std::ptrdiff_t row = t * kTileRows + r;
         if (row >= rows) break;  // padding rows: scale 0, zero 0, codes 0
         for (std::ptrdiff_t g = 0; g < groups; ++g) {
           const ParamPair p = param(groups_per_row == 0 ? 0 : row * groups_per_row + g);
-          params[g].scale[r] = p.scale;
-          params[g].zero[r] = p.zero;
+          scale_at(t, g)[r] = p.scale;
+          if (!same) tile[g * group_params_bytes_ + static_cast<std::ptrdiff_t>(offsetof(TileGroupParams, zero)) + r] = p.zero;
           const std::ptrdiff_t c0 = geo_.col0(g), c1 = geo_.col1(g);
           for (std::ptrdiff_t c = c0; c < c1; ++c) {
             const std::ptrdiff_t b = geo_.block0(g) + (c - c0) / kBlockCols;
@@ -297,29 +326,22 @@ class UniformKernelLayout {
         }
       }
     }
-    // One zero point for every real row and group? (Padding rows have scale 0: their zero
-    // point never matters.)
-    int zero = -1;
-    bool same = true;
-    for (std::ptrdiff_t t = 0; t < tiles_ && same; ++t) {
-      const auto* params = reinterpret_cast<const TileGroupParams*>(buffer_.data() + t * tile_bytes_);
-      for (int r = 0; r < kTileRows && t * kTileRows + r < rows_ && same; ++r) {
-        for (std::ptrdiff_t g = 0; g < groups && same; ++g) {
-          if (zero < 0) zero = params[g].zero[r];
-          same = params[g].zero[r] == zero;
-        }
-      }
-    }
-    uniform_zero_ = same ? zero : -1;
+  }
+
+  static constexpr std::ptrdiff_t kScalesOnlyBytes = 2 * kTileRows;
+
+  std::uint16_t* scale_at(std::ptrdiff_t t, std::ptrdiff_t g) noexcept {
+    return reinterpret_cast<std::uint16_t*>(buffer_.data() + t * tile_bytes_ + g * group_params_bytes_);
   }
 
   int bits_ = 0;
   int uniform_zero_ = -1;
   std::ptrdiff_t rows_ = 0, cols_ = 0, tiles_ = 0;
-  std::ptrdiff_t params_bytes_ = 0, tile_bytes_ = 0;
+  std::ptrdiff_t params_bytes_ = 0, tile_bytes_ = 0, group_params_bytes_ = 48;
   GroupBlocks geo_;
   detail::AlignedBuffer buffer_;
   alignas(16) std::uint8_t code_map_[16] = {};
+  alignas(16) std::uint8_t shared_zeros_[kTileRows] = {};
   bool has_code_map_ = false;
   bool shared_params_ = false;
 };

@@ -70,11 +70,11 @@ inline U32 operand(const std::uint8_t* rows, int t, const U8& map) noexcept {
 }
 
 /// Scale and zero point of the kLanes rows of batch v, group g, as floats.
-inline void load_params(const TileGroupParams& p, int v, F32& s, F32& z) noexcept {
+inline void load_params(const std::uint16_t* scale, const std::uint8_t* zero, int v, F32& s, F32& z) noexcept {
   alignas(64) float sb[kLanes], zb[kLanes];
   for (int l = 0; l < kLanes; ++l) {
-    sb[l] = qtl::detail::half_to_float(p.scale[kLanes * v + l]);
-    zb[l] = static_cast<float>(p.zero[kLanes * v + l]);
+    sb[l] = qtl::detail::half_to_float(scale[kLanes * v + l]);
+    zb[l] = static_cast<float>(zero[kLanes * v + l]);
   }
   s = F32::load_unaligned(sb);
   z = F32::load_unaligned(zb);
@@ -84,12 +84,11 @@ inline void load_params(const TileGroupParams& p, int v, F32& s, F32& z) noexcep
 template <int Bits, int NT, bool kMap>
 void tile_int8(const UniformKernelView& w, std::ptrdiff_t t, int v, const ActivationView& a, const U8& map,
                float* ybuf) noexcept {
-  const TileGroupParams* params = w.params(t);
   const std::int8_t* const q = a.q;  // chunk layout: see ActivationView
   const U32 even_bytes(0x00FF00FFu);
   for (std::ptrdiff_t g = 0; g < w.groups; ++g) {
     F32 s, z;
-    load_params(params[g], v, s, z);
+    load_params(w.scales(t, g), w.zeros(t, g), v, s, z);
     F32 gf[NT];
     for (int n = 0; n < NT; ++n) gf[n] = F32(0.0f);
     for (std::ptrdiff_t b = w.group_block_begin[g]; b < w.group_block_begin[g + 1]; ++b) {
@@ -126,12 +125,11 @@ template <int Bits, int NT, bool kMap>
 void tile_fp32(const UniformKernelView& w, std::ptrdiff_t t, int v, const ActivationView& a, const U8& map,
                float* ybuf) noexcept {
   constexpr int kChains = NT >= 8 ? 1 : 8 / NT;  // independent FMA chains per token
-  const TileGroupParams* params = w.params(t);
   const float* const x = a.x;  // chunk layout: see ActivationView
   const U32 byte_mask(0xFFu);
   for (std::ptrdiff_t g = 0; g < w.groups; ++g) {
     F32 s, z;
-    load_params(params[g], v, s, z);
+    load_params(w.scales(t, g), w.zeros(t, g), v, s, z);
     F32 acc[NT][kChains];
     for (int n = 0; n < NT; ++n)
       for (int i = 0; i < kChains; ++i) acc[n][i] = F32(0.0f);
@@ -256,7 +254,6 @@ inline void uniform_tiles_scalar(const UniformKernelView& w, const ActivationSet
                                  std::ptrdiff_t tile_end) noexcept {
   std::uint8_t codes[kTileRows][kBlockCols];
   for (std::ptrdiff_t t = tile_begin; t < tile_end; ++t) {
-    const TileGroupParams* params = w.params(t);
     const int valid = static_cast<int>(w.rows - t * kTileRows < kTileRows ? w.rows - t * kTileRows : kTileRows);
     for (std::ptrdiff_t n0 = 0; n0 < set.m;) {
       const ActivationView a = set.chunk(n0);
@@ -288,8 +285,8 @@ inline void uniform_tiles_scalar(const UniformKernelView& w, const ActivationSet
         for (int n = 0; n < nt; ++n) {
           const float gs = a.gsum[g * nt + n];
           for (int r = 0; r < kTileRows; ++r) {
-            const float s = qtl::detail::half_to_float(params[g].scale[r]);
-            const float z = static_cast<float>(params[g].zero[r]);
+            const float s = qtl::detail::half_to_float(w.scales(t, g)[r]);
+            const float z = static_cast<float>(w.zeros(t, g)[r]);
             acc[n][r] += s * (gf[n][r] - z * gs);
           }
         }
