@@ -312,7 +312,7 @@ class UniformKernelLayout {
       std::uint8_t* tile = buffer_.data() + t * tile_bytes_;
       for (int r = 0; r < kTileRows; ++r) {
         const std::ptrdiff_t row = t * kTileRows + r;
-        if (row >= rows) break;  // padding rows: scale 0, zero 0, codes 0
+        if (row >= rows) break;  // padding rows: scale 0, codes 0 (zero 0 in the tiles)
         for (std::ptrdiff_t g = 0; g < groups; ++g) {
           const ParamPair p = param(groups_per_row == 0 ? 0 : row * groups_per_row + g);
           scale_at(t, g)[r] = p.scale;
