@@ -18,7 +18,15 @@
 // bw_frac = GBps / the one-thread read bandwidth of start-up is a floor); speedup = scalar time /
 // xsimd time, each scalar line right before its xsimd line.
 //
-// Run: build/bench/lut_kernel_matrix_bench --benchmark_filter=gemv     (or =portable)
+// The gemm lines (2 threads, one matrix: the GEMM reuses each weight across tokens) time
+// LutKernelMatrix::gemm with m tokens on the table lookups (AVX-512 path: activation tables) and
+// on the CPU's best path (AVX-512 VNNI: the vpdpbusd GEMM of qtl/kernel/lut/avx512vnni.hpp for
+// m >= 4), each in the same line, and report
+//   GOPs, peak_frac     2 m rows cols / time of the best path, and that / the int8 dot-product
+//                       peak (the larger of the start-up limit and one measured before the line)
+//   tables_us, us, speedup_vs_tables   both times and their ratio
+//
+// Run: build/bench/lut_kernel_matrix_bench --benchmark_filter=gemv     (or =gemm, =portable)
 #include <benchmark/benchmark.h>
 
 #include <qtl/detail/fp16.hpp>
@@ -163,6 +171,43 @@ void BM_gemv(benchmark::State& state) {
   state.counters["threads"] = threads;
 }
 
+// args: kind (as BM_gemv), rows, cols, m, threads
+void BM_gemm(benchmark::State& state) {
+  const int kind = static_cast<int>(state.range(0));
+  const Index rows = state.range(1), cols = state.range(2), m = state.range(3);
+  const int threads = static_cast<int>(state.range(4));
+  const unsigned seed = 77u + static_cast<unsigned>(kind);
+  LutKernelMatrix k(random_kind(kind, rows, cols, seed));
+  const auto x = random_vector(static_cast<std::size_t>(m * cols), 8);
+  std::vector<float> y(static_cast<std::size_t>(m * rows));
+  const double local_limit = bench_limits::g_stream ? bench_limits::dot_gops(threads, 3'000'000) : 0.0;
+  const double limit = std::max(local_limit, g_limits.dot_gops[threads]);
+  double tables_call = 0;
+  if (qtl::kernel::path_supported(qtl::kernel::KernelPath::Avx512)) {
+    k.set_path(qtl::kernel::KernelPath::Avx512);
+    tables_call = time_per_call(1, 0.3, [&](std::size_t) {
+      k.gemm(x.data(), cols, m, y.data(), rows, threads);
+      benchmark::DoNotOptimize(y.data());
+    });
+  }
+  k.set_path(qtl::kernel::best_kernel_path());
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+    k.gemm(x.data(), cols, m, y.data(), rows, threads);
+    benchmark::DoNotOptimize(y.data());
+  }
+  const double per_call = seconds_since(t0) / static_cast<double>(state.iterations());
+  const double gops = 2.0 * static_cast<double>(m) * static_cast<double>(rows) * static_cast<double>(cols) / per_call / 1e9;
+  state.counters["GOPs"] = gops;
+  state.counters["peak_frac"] = limit > 0 ? gops / limit : 0.0;
+  state.counters["limit_GOPs"] = limit;
+  state.counters["us"] = 1e6 * per_call;
+  state.counters["tables_us"] = 1e6 * tables_call;
+  state.counters["speedup_vs_tables"] = tables_call > 0 ? tables_call / per_call : 0.0;
+  state.counters["threads"] = threads;
+  state.SetLabel(std::string(qtl::kernel::to_string(qtl::kernel::best_kernel_path())));
+}
+
 // args: kind (as BM_gemv), rows, cols, m, impl (0 scalar, 1 xsimd)
 void BM_portable(benchmark::State& state) {
   const int kind = static_cast<int>(state.range(0));
@@ -197,6 +242,15 @@ void register_benchmarks() {
             ->UseRealTime()
             ->MinTime(0.3);
       }
+    }
+  }
+  for (Index m : {8, 64, 512}) {
+    for (int kind : {0, 1}) {
+      benchmark::RegisterBenchmark(kind == 0 ? "gemm/ternary" : "gemm/binary", BM_gemm)
+          ->Args({kind, 4096, 14336, m, 2})
+          ->ArgNames({"kind", "rows", "cols", "m", "threads"})
+          ->UseRealTime()
+          ->MinTime(0.2);
     }
   }
   for (Index m : {1, 8}) {

@@ -174,7 +174,9 @@ TEST(LutKernelMatrix, EveryPathMatchesReferenceOnAdversarialShapes) {
   };
   unsigned seed = 300;
   for (const Case& cs : cases) {
-    for (Index m : {1, 3}) {
+    // 1 and 3 tokens: activation tables on every path; 7: the AVX-512 VNNI GEMM's 4-, 2- and
+    // 1-token register blocks (lut_activation_form).
+    for (Index m : {1, 3, 7}) {
       const auto w = qtl::test::gaussian(cs.rows, cs.cols, ++seed, 0.05f);
       const auto x = qtl::test::gaussian(m, cs.cols, ++seed);
       check_every_kind(cs.g, w, x, "gaussian");
