@@ -267,10 +267,10 @@ QTL_TARGET_AVX512VNNI QTL_KERNEL_INLINE void tile_int8_groups(const UniformKerne
   const PrefetchDistance pf = w.prefetch;
   for (std::ptrdiff_t g = 0; g < w.groups; ++g) {
     // The tile's parameters are a second, slower stream in front of its codes (5.3 KiB for
-    // 112 groups): the weight-stream prefetch covers only its start. 16 groups (768 bytes)
-    // ahead took the 2-bit GEMV from 11.55 to 12.05 GB/s (1 thread, 4096 x 14336) and 22.3 to
-    // 23.2 (2 threads) on an Intel Xeon VM; 3- and 4-bit unchanged. Past the last group it
-    // touches the tile's own codes: harmless.
+    // 112 groups): the weight-stream prefetch covers only its start. 16 groups (768 bytes, 512
+    // when the tiles hold scales only) ahead took the 2-bit GEMV from 11.55 to 12.05 GB/s (1
+    // thread, 4096 x 14336) and 22.3 to 23.2 (2 threads) on an Intel Xeon VM; 3- and 4-bit
+    // unchanged. Past the last group it touches the tile's own codes: harmless.
     __builtin_prefetch(w.scales(t, g + 16), 0, 3);
     const __m512 s = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.scales(t, g))));
     __m512 z = _mm512_setzero_ps();
