@@ -15,6 +15,7 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -206,7 +207,7 @@ TEST(GgufModel, Q4_0AndQ8_0GoOntoQtlKernelsWithTheSameWeights) {
   // activations (s (c - z) per weight, nothing rounded) returns ggml's decode bit for bit.
   const qtl::RowMatrixXf w = qtl::RowMatrixXf::Random(40, 96);
   const qtl::RowMatrixXf eye = qtl::RowMatrixXf::Identity(96, 96);
-  for (const qtl::ggml::Type type : {qtl::ggml::Type::Q4_0, qtl::ggml::Type::Q8_0}) {
+  for (const qtl::ggml::Type type : {qtl::ggml::Type::Q4_0, qtl::ggml::Type::Q5_0, qtl::ggml::Type::Q8_0}) {
     const m::GgmlLinear g(type, 40, 96, m::ggml_quantize_reference(type, w));
     const auto op = m::ggml_linear_on_kernel(g);
     ASSERT_NE(op, nullptr) << qtl::ggml::type_name(type);
@@ -255,6 +256,64 @@ TEST(GgufModel, Q4_0AndQ8_0GoOntoQtlKernelsWithTheSameWeights) {
     (void)m::load_gguf_model(dir.file("q.gguf"), {.qtl_kernels = true, .kernel = {.threads = 0}});
   });
   EXPECT_NE(msg.find("threads must be >= 1, got 0"), std::string::npos) << msg;
+}
+
+TEST(GgufModel, OtherQuantizedTypesGoOntoTheKernelsRoundedOnceMore) {
+  // A Q6_K tensor (llama-quantize's classifier type) has no exact form in the packed format;
+  // ggml_linear_requantized rounds its decoded weights once more. At 6 bits the second rounding
+  // costs about as much as Q6_K's own error (squared: 2.06x Q6_K's alone in total here; group
+  // 32's one scale is coarser than Q6_K's 16-wide sub-blocks); at 8 bits it adds a fraction.
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal;
+  qtl::RowMatrixXf w(48, 512);
+  for (qtl::Index i = 0; i < w.size(); ++i) w.data()[i] = normal(rng);
+  const m::GgmlLinear q6k(qtl::ggml::Type::Q6_K, 48, 512, m::ggml_quantize_reference(qtl::ggml::Type::Q6_K, w));
+  EXPECT_EQ(m::ggml_linear_on_kernel(q6k), nullptr);
+  const qtl::RowMatrixXf eye = qtl::RowMatrixXf::Identity(512, 512);
+  const double own = (q6k.weight() - w).squaredNorm();
+  double added[2] = {0, 0};
+  int k = 0;
+  for (const int bits : {6, 8}) {
+    const auto op = m::ggml_linear_requantized(q6k.weight(), bits);
+    const auto* packed = dynamic_cast<const m::PackedLinear<qtl::kernel::UniformKernelMatrix>*>(op.get());
+    ASSERT_NE(packed, nullptr);
+    EXPECT_NEAR(packed->bits_per_weight(), bits + 0.5, 1e-9) << bits;  // codes + an fp16 scale per 32
+    const qtl::RowMatrixXf back = op->forward(eye).transpose();
+    added[k++] = (back - q6k.weight()).squaredNorm();
+    const double total = (back - w).squaredNorm();
+    EXPECT_GT(total, own) << bits;
+    EXPECT_LT(total, 2.5 * own) << bits;
+  }
+  EXPECT_GT(added[0], 0.3 * own);  // 6 bits: a second rounding of about Q6_K's own size
+  EXPECT_LT(added[1], 0.15 * own);  // 8 bits: 1/16 of it, give or take the grids
+  EXPECT_NE(error_of([&] { (void)m::ggml_linear_requantized(w, 7); }).find("got 7"), std::string::npos);
+
+  // In a file: Q4_1 linears (32-blocks whose offsets are no multiple of the scale) stay fp32
+  // products unless requantize_bits is set, then run on the 8-bit kernel close to the decoded
+  // weights; F16 tensors stay fp32 either way.
+  const auto& f = fixture();
+  const m::GgmlTypePlan plan = [](const std::string&, qtl::Index, qtl::Index cols) {
+    return cols % 32 == 0 ? qtl::ggml::Type::Q4_1 : qtl::ggml::Type::F16;
+  };
+  const m::Transformer q = m::quantize_sequential(f.fp32, {}, m::GgmlRecipe("rtn", plan, qtl::calib::RtnOptions{}));
+  TempDir dir;
+  m::write_gguf_model(dir.file("q41.gguf"), q, f.tokenizer);
+  const auto ids = m::encode_story(f.tokenizer, f.stories[262], 64).ids;
+  const qtl::RowMatrixXf ref = m::load_gguf_model(dir.file("q41.gguf")).model.forward(ids);
+  const m::Transformer plain = m::load_gguf_model(dir.file("q41.gguf"), {.qtl_kernels = true}).model;
+  EXPECT_NE(dynamic_cast<const m::DenseLinear*>(&plain.linear("layers.1.wk")), nullptr);
+  const m::Transformer re8 = m::load_gguf_model(dir.file("q41.gguf"), {.qtl_kernels = true, .requantize_bits = 8}).model;
+  const auto* wk = dynamic_cast<const m::PackedLinear<qtl::kernel::UniformKernelMatrix>*>(&re8.linear("layers.1.wk"));
+  ASSERT_NE(wk, nullptr);
+  EXPECT_NE(wk->describe().find("uniform8"), std::string::npos) << wk->describe();
+  EXPECT_NE(dynamic_cast<const m::DenseLinear*>(&re8.linear("layers.1.w2")), nullptr);  // F16
+  const double d = (re8.forward(ids) - ref).cwiseAbs().maxCoeff() / ref.cwiseAbs().maxCoeff();
+  EXPECT_GT(d, 1e-6);
+  EXPECT_LT(d, 3e-2);
+  const std::string msg = error_of([&] {
+    (void)m::load_gguf_model(dir.file("q41.gguf"), {.qtl_kernels = true, .requantize_bits = 3});
+  });
+  EXPECT_NE(msg.find("requantize_bits must be 0 (off), 4, 5, 6 or 8, got 3"), std::string::npos) << msg;
 }
 
 TEST(GgufModel, AClassifierOpIsWhatTheFileHolds) {

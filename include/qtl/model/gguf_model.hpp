@@ -237,26 +237,43 @@ struct GgufLoadOptions {
   /// > 0 replaces llama.context_length (see transformer_from_gguf).
   int context = 0;
   /// Run every linear, and the classifier, whose tensor qtl's packed kernels hold exactly
-  /// (Q4_0, Q8_0: ggml_linear_on_kernel) on those kernels instead of an fp32 product of the
-  /// decoded weights. The model computes with the same weights either way; with int8
+  /// (Q4_0, Q5_0, Q8_0: ggml_linear_on_kernel) on those kernels instead of an fp32 product of
+  /// the decoded weights. The model computes with the same weights either way; with int8
   /// activations it rounds activations as llama.cpp does for these types (per 32 values).
   bool qtl_kernels = false;
   /// The kernels' activations and threads, when qtl_kernels is set.
   KernelOptions kernel = {.activations = kernel::ActivationMode::Int8, .threads = 1};
+  /// With qtl_kernels: 4, 5, 6 or 8 also runs every other quantized tensor (k-quants, Q4_1,
+  /// Q5_1, IQ and ternary types) on the kernels, its decoded weights rounded once more to that
+  /// width (ggml_linear_requantized): no longer exactly the file's weights. 0 (the default)
+  /// keeps them as fp32 products of the decoded weights, which read 4 bytes per weight. The
+  /// use: llama-quantize's Q6_K classifier of a Q4_0 / Q5_0 / Q8_0 file at 6 (6.5 bits per weight
+  /// against Q6_K's 6.56) or 8. Unquantized tensors (F32, F16, BF16) stay fp32 products.
+  int requantize_bits = 0;
 };
 
-/// Moves the linears and the classifier of `model` (read from `f`) whose tensors are Q4_0 or
-/// Q8_0 onto qtl's kernels (ggml_linear_on_kernel); returns how many it moved. A classifier
-/// shared with a quantized token embedding moves too (classifier op over token_embd's blocks).
-/// Throws qtl::Error for options.threads < 1, or a tensor missing from `f` or of another shape
-/// than the model's layer.
-inline int use_qtl_kernels(Transformer& model, const gguf::File& f, const KernelOptions& options) {
+/// Moves the linears and the classifier of `model` (read from `f`) whose tensors are Q4_0, Q5_0
+/// or Q8_0 onto qtl's kernels (ggml_linear_on_kernel), and with requantize_bits > 0 those of
+/// every other quantized type, rounded once more (ggml_linear_requantized); returns how many it
+/// moved. A classifier shared with a quantized token embedding moves too (classifier op over
+/// token_embd's blocks). Throws qtl::Error for options.threads < 1, requantize_bits not 0, 4, 5,
+/// 6 or 8, or a tensor missing from `f` or of another shape than the model's layer.
+template <class Deferred = void>
+int use_qtl_kernels(Transformer& model, const gguf::File& f, const KernelOptions& options, int requantize_bits = 0) {
   if (options.threads < 1) fail("use_qtl_kernels: threads must be >= 1, got ", options.threads);
+  if (requantize_bits != 0 && requantize_bits != 4 && requantize_bits != 5 && requantize_bits != 6 &&
+      requantize_bits != 8) {
+    fail("use_qtl_kernels: requantize_bits must be 0 (off), 4, 5, 6 or 8, got ", requantize_bits);
+  }
   auto on_kernel = [&](std::string_view gguf_name, Index rows, Index cols) -> std::unique_ptr<LinearOp> {
     const gguf::TensorView t = f.tensor(gguf_name);
-    if (t.type != ggml::Type::Q4_0 && t.type != ggml::Type::Q8_0) return nullptr;
-    const GgmlLinear g(t.type, rows, cols, std::vector<std::byte>(t.bytes.begin(), t.bytes.end()));
-    return ggml_linear_on_kernel(g, options);
+    if (t.type == ggml::Type::Q4_0 || t.type == ggml::Type::Q5_0 || t.type == ggml::Type::Q8_0) {
+      const GgmlLinear g(t.type, rows, cols, std::vector<std::byte>(t.bytes.begin(), t.bytes.end()));
+      return ggml_linear_on_kernel(g, options);
+    }
+    if (requantize_bits == 0 || !ggml::type_info(t.type).quantized) return nullptr;
+    return ggml_linear_requantized(detail::gguf_matrix(f, std::string(gguf_name), rows, cols), requantize_bits,
+                                   options);
   };
   const auto& c = model.config();
   int moved = 0;
@@ -278,7 +295,7 @@ inline int use_qtl_kernels(Transformer& model, const gguf::File& f, const Kernel
 [[nodiscard]] inline GgufModel load_gguf_model(const std::filesystem::path& path, const GgufLoadOptions& options) {
   const gguf::File f = gguf::File::open(path);
   Transformer model = transformer_from_gguf(f, options.context);
-  if (options.qtl_kernels) (void)use_qtl_kernels(model, f, options.kernel);
+  if (options.qtl_kernels) (void)use_qtl_kernels(model, f, options.kernel, options.requantize_bits);
   Tokenizer tokenizer = tokenizer_from_gguf(f, path.string());
   tokenizer.require_vocab_size(model.config().vocab_size);
   return {std::move(model), std::move(tokenizer)};

@@ -163,18 +163,50 @@ template <int Bits>
 }
 }  // namespace detail
 
-/// llama.cpp's Q4_0 and Q8_0 tensors on qtl's uniform kernels, re-encoded exactly: each block's
-/// fp16 scale d and 32 codes become one symmetric group of 32 (q4_0: w = d (code - 8); q8_0:
+/// llama.cpp's Q4_0, Q5_0 and Q8_0 tensors on qtl's uniform kernels, re-encoded exactly: each
+/// block's fp16 scale d and 32 codes become one symmetric group of 32 (q4_0: w = d (code - 8);
+/// q5_0: w = d (code - 16), the 5-bit code being the 4-bit one and its high bit; q8_0:
 /// w = d q = d ((q + 128) - 128)), so the packed weights decode to ggml's to_float bit for bit
-/// and the product runs on the W4/W8 kernels (with int8 activations, as llama.cpp rounds
+/// and the product runs on the W4/W5/W8 kernels (with int8 activations, as llama.cpp rounds
 /// activations to q8_0 for these types). Returns null for every other type: their layouts
-/// (k-quants' sub-block scales and minimums, q4_1/q5's offsets and 5-bit codes) have no exact
-/// form in qtl's packed format, and they keep GgmlLinear's product.
+/// (k-quants' 16- and 32-wide sub-block scales and minimums under one 256-block scale, q4_1 and
+/// q5_1's offsets, which are no integer multiple of the scale) have no exact form in qtl's
+/// packed format, and they keep GgmlLinear's product (or see ggml_linear_requantized).
 [[nodiscard]] inline std::unique_ptr<LinearOp> ggml_linear_on_kernel(const GgmlLinear& g, const KernelOptions& options = {}) {
   switch (g.type()) {
     case ggml::Type::Q4_0: return detail::ggml_blocks_on_kernel<4>(g, options);
+    case ggml::Type::Q5_0: return detail::ggml_blocks_on_kernel<5>(g, options);
     case ggml::Type::Q8_0: return detail::ggml_blocks_on_kernel<8>(g, options);
     default: return nullptr;
+  }
+}
+
+namespace detail {
+template <int Bits>
+[[nodiscard]] std::unique_ptr<LinearOp> requantized_on_kernel(MatrixRef w, const KernelOptions& options) {
+  return make_packed_linear(quantize_matrix(Uniform<Bits, Mode::Symmetric>{}, PerGroup{32}, w), options);
+}
+}  // namespace detail
+
+/// Weights rounded to qtl's symmetric `bits`-bit code (4, 5, 6 or 8) in groups of 32, on the
+/// uniform kernels: what runs a tensor ggml_linear_on_kernel cannot hold exactly (llama-quantize's
+/// Q6_K classifier, k-quant linears) on a kernel, at the price of a second rounding of its
+/// decoded weights `w`. That rounding's error is about the code's own at that width (the grids
+/// differ): re-rounding a Q6_K tensor to 6 bits about doubles its squared error (2.06x on
+/// Gaussian weights; 6.5 bits per weight read against Q6_K's 6.56); to 8 bits it adds about
+/// 1/16 of it (8.5 bits per weight).
+/// Throws qtl::Error for another width, or as quantize_matrix does for non-finite weights.
+/// (A template only so that a translation unit that never calls it does not compile its four
+/// widths' quantizers, qtl/core/types.hpp.)
+template <class Deferred = void>
+[[nodiscard]] std::unique_ptr<LinearOp> ggml_linear_requantized(MatrixRef w, int bits,
+                                                                       const KernelOptions& options = {}) {
+  switch (bits) {
+    case 4: return detail::requantized_on_kernel<4>(w, options);
+    case 5: return detail::requantized_on_kernel<5>(w, options);
+    case 6: return detail::requantized_on_kernel<6>(w, options);
+    case 8: return detail::requantized_on_kernel<8>(w, options);
+    default: fail("ggml_linear_requantized: bits must be 4, 5, 6 or 8, got ", bits);
   }
 }
 
