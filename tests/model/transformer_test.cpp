@@ -207,6 +207,57 @@ TEST_F(ModelTransformer, KvCacheStepsEqualBatchedForward) {
   EXPECT_LT(max_abs_diff(batched.row(50), model.step(tokens[50], last_cache).transpose()), 1e-4);
 }
 
+TEST_F(ModelTransformer, HalfPrecisionKvCacheRoundsKeysAndValuesOnce) {
+  // An fp16 cache (llama.cpp's default) rounds each key and value once: logits stay within
+  // fp16's rounding of the fp32 model's (relative 2^-11 per cached value), yet differ from them.
+  // A prompt prefilled in a batch then stepped differs from steps alone by as little: the
+  // batch's keys differ from the steps' in the last fp32 bits (GEMM against GEMV summation
+  // order), which can flip a value's fp16 rounding.
+  const Transformer model(checkpoint());
+  const auto tokens = story_tokens(80);
+  const RowMatrixXf batched = model.forward(tokens);
+  KvCache cache(model.config(), qtl::model::KvType::F16);
+  EXPECT_EQ(cache.type(), qtl::model::KvType::F16);
+  RowMatrixXf stepped(80, 512);
+  for (int t = 0; t < 80; ++t) stepped.row(t) = model.step(tokens[static_cast<std::size_t>(t)], cache).transpose();
+  const double d = max_abs_diff(batched, stepped);
+  EXPECT_GT(d, 1e-5);
+  EXPECT_LT(d, 5e-2);  // logits are O(10); 0.019 here (GCC 12, AVX-512), 1e-4 with the fp32 cache
+  cache.clear();
+  const std::span<const int> all(tokens);
+  RowMatrixXf chunked(80, 512);
+  chunked.topRows(50) = model.forward(all.subspan(0, 50), cache);
+  for (int t = 50; t < 80; ++t) chunked.row(t) = model.step(tokens[t], cache).transpose();
+  EXPECT_LT(max_abs_diff(stepped, chunked), 5e-2);  // 0.0088 here (GCC 12, AVX-512)
+  // A cache made for another config is refused, whatever its type.
+  auto other = model.config();
+  other.seq_len = 16;
+  KvCache wrong(other, qtl::model::KvType::F16);
+  EXPECT_THROW((void)model.step(tokens[0], wrong), qtl::Error);
+}
+
+TEST_F(ModelTransformer, AttentionHeadsSplitAcrossThreadsGiveTheSameLogits) {
+  // The heads of a layer run on Eigen's thread count; a head's arithmetic does not depend on
+  // the split, so 1 and 2 threads give the same bits (fp32 and fp16 caches, and no cache).
+  const Transformer model(checkpoint());
+  const auto tokens = story_tokens(24);
+  const int saved = Eigen::nbThreads();
+  RowMatrixXf out[2][3];
+  for (int n = 1; n <= 2; ++n) {
+    Eigen::setNbThreads(n);
+    out[n - 1][0] = model.forward(tokens);
+    int k = 1;
+    for (const auto type : {qtl::model::KvType::F32, qtl::model::KvType::F16}) {
+      KvCache cache(model.config(), type);
+      out[n - 1][k] = RowMatrixXf(24, 512);
+      for (int t = 0; t < 24; ++t) out[n - 1][k].row(t) = model.step(tokens[static_cast<std::size_t>(t)], cache).transpose();
+      ++k;
+    }
+  }
+  Eigen::setNbThreads(saved);
+  for (int k = 0; k < 3; ++k) EXPECT_EQ(out[0][k], out[1][k]) << k;
+}
+
 TEST_F(ModelTransformer, CausalPrefixIsUnchangedByLaterTokens) {
   const Transformer model(checkpoint());
   const auto tokens = story_tokens(40);

@@ -20,8 +20,10 @@
 // observer sees each linear's input as the forward pass runs (activation capture).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -35,6 +37,8 @@
 #include "qtl/core/types.hpp"
 #include "qtl/core/validate.hpp"
 #include "qtl/io/llama2c.hpp"
+#include "qtl/kernel/common/fp16_rows.hpp"
+#include "qtl/kernel/common/threading.hpp"
 
 namespace qtl::model {
 
@@ -97,25 +101,49 @@ class DenseLinear final : public LinearOp {
 /// layer runs. wq, wk and wv see the same input, as do w1 and w3.
 using LinearObserver = std::function<void(std::string_view name, MatrixRef input)>;
 
+/// How a KvCache stores keys and values: fp32 (the model's own arithmetic: a cached forward
+/// equals the uncached one), or fp16, as llama.cpp's default cache does: half the memory and
+/// half the bytes each generated token reads, each key and value rounded once to the nearest
+/// fp16 (a relative change of at most 2^-11; values beyond fp16's range, 65504, become inf).
+enum class KvType { F32, F16 };
+
 /// Keys and values of the tokens processed so far, for incremental generation.
 /// Holds room for config.seq_len positions in each layer.
 class KvCache {
  public:
-  explicit KvCache(const io::Llama2cConfig& config)
-      : keys_(static_cast<std::size_t>(config.n_layers),
-              RowMatrixXf::Zero(config.seq_len, config.kv_dim())),
-        values_(keys_),
-        capacity_(config.seq_len) {}
+  explicit KvCache(const io::Llama2cConfig& config, KvType type = KvType::F32)
+      : type_(type), layers_(config.n_layers), kv_dim_(config.kv_dim()), capacity_(config.seq_len) {
+    const auto layers = static_cast<std::size_t>(config.n_layers);
+    if (type == KvType::F32) {
+      keys_.assign(layers, RowMatrixXf::Zero(Index{config.n_kv_heads} * config.seq_len, config.head_size()));
+      values_ = keys_;
+    } else {
+      const auto n = static_cast<std::size_t>(config.seq_len) * static_cast<std::size_t>(config.kv_dim());
+      keys16_.assign(layers, std::vector<std::uint16_t>(n));
+      values16_ = keys16_;
+    }
+  }
 
   /// Number of positions already processed (the position of the next token).
   [[nodiscard]] int size() const { return size_; }
   [[nodiscard]] int capacity() const { return capacity_; }
+  [[nodiscard]] KvType type() const { return type_; }
   void clear() { size_ = 0; }
 
  private:
   friend class Transformer;
-  std::vector<RowMatrixXf> keys_;    // per layer [capacity x kv_dim], RoPE already applied
-  std::vector<RowMatrixXf> values_;  // per layer [capacity x kv_dim]
+  KvType type_ = KvType::F32;
+  int layers_ = 0;
+  Index kv_dim_ = 0;
+  // Per layer, head-major: kv head g's key of position p is row g * capacity + p of a
+  // [kv_heads * capacity x head_size] matrix (RoPE already applied), so that a head's keys and
+  // values are one contiguous run each. (Position-major rows would put a head's 2 * head_size
+  // bytes every kv_dim * 4 bytes: in generation, one new 4 KiB page per position at kv_dim
+  // 1024+, where hardware prefetchers stop, so every position is a memory round trip.)
+  std::vector<RowMatrixXf> keys_;    // F32
+  std::vector<RowMatrixXf> values_;  // F32
+  std::vector<std::vector<std::uint16_t>> keys16_;    // F16: the same layout, fp16 bits
+  std::vector<std::vector<std::uint16_t>> values16_;  // F16
   int capacity_ = 0;
   int size_ = 0;
 };
@@ -361,11 +389,9 @@ class Transformer {
   }
 
   void require_cache(const KvCache& cache) const {
-    if (cache.keys_.size() != static_cast<std::size_t>(config_.n_layers) ||
-        cache.capacity_ != config_.seq_len ||
-        (!cache.keys_.empty() && cache.keys_.front().cols() != config_.kv_dim())) {
-      fail("Transformer: the KvCache was made for another model config (", cache.keys_.size(),
-           " layers, capacity ", cache.capacity_, ")");
+    if (cache.layers_ != config_.n_layers || cache.capacity_ != config_.seq_len || cache.kv_dim_ != config_.kv_dim()) {
+      fail("Transformer: the KvCache was made for another model config (", cache.layers_,
+           " layers, capacity ", cache.capacity_, ", kv_dim ", cache.kv_dim_, ")");
     }
   }
 
@@ -447,27 +473,70 @@ class Transformer {
     RowMatrixXf v = apply_linear(layer, kWv, x);
     rope(q, pos0);
     rope(k, pos0);
-    if (cache != nullptr) {
-      cache->keys_[l].middleRows(pos0, T) = k;
-      cache->values_[l].middleRows(pos0, T) = v;
+    const bool f16 = cache != nullptr && cache->type_ == KvType::F16;
+    const bool f32_cache = cache != nullptr && !f16;
+    const kernel::KernelPath path = f16 ? kernel::default_kernel_path() : kernel::KernelPath::Portable;
+    const Index kvd = config_.kv_dim();
+    const Index cap = cache != nullptr ? cache->capacity_ : 0;
+    for (int g = 0; f32_cache && g < config_.n_kv_heads; ++g) {
+      cache->keys_[l].middleRows(g * cap + pos0, T) = k.middleCols(g * hs, hs);
+      cache->values_[l].middleRows(g * cap + pos0, T) = v.middleCols(g * hs, hs);
     }
-    // Keys/values visible to this call: the cache's rows 0..pos0+T-1, or the T new ones.
-    const MatrixRef keys =
-        cache != nullptr ? MatrixRef(cache->keys_[l].topRows(pos0 + T)) : MatrixRef(k);
-    const MatrixRef values =
-        cache != nullptr ? MatrixRef(cache->values_[l].topRows(pos0 + T)) : MatrixRef(v);
-    const Index S = keys.rows();  // key positions 0..S-1; query t sits at position pos0 + t
+    for (int g = 0; f16 && g < config_.n_kv_heads; ++g) {
+      kernel::float_rows_to_fp16(path, k.data() + g * hs, kvd, cache->keys16_[l].data() + (g * cap + pos0) * hs, hs, T,
+                                 hs);
+      kernel::float_rows_to_fp16(path, v.data() + g * hs, kvd, cache->values16_[l].data() + (g * cap + pos0) * hs, hs,
+                                 T, hs);
+    }
+    // Keys/values visible to this call: the cache's positions 0..pos0+T-1, or the T new ones
+    // (an fp16 cache's are read below, the new ones as stored: rounded).
+    const Index S = cache != nullptr ? pos0 + T : T;  // key positions; query t sits at pos0 + t
+    auto head_keys = [&](int g) {
+      return f32_cache ? MatrixRef(cache->keys_[l].middleRows(g * cap, S)) : MatrixRef(k.middleCols(g * hs, hs));
+    };
+    auto head_values = [&](int g) {
+      return f32_cache ? MatrixRef(cache->values_[l].middleRows(g * cap, S)) : MatrixRef(v.middleCols(g * hs, hs));
+    };
     q *= 1.0f / std::sqrt(static_cast<float>(hs));  // folds the 1/sqrt(hs) of the scores into q
     RowMatrixXf attended(T, config_.dim);
-    RowMatrixXf scores(T, S);
-    for (int head = 0; head < config_.n_heads; ++head) {
-      const int kv_head = head / group;
-      scores.noalias() =
-          q.middleCols(head * hs, hs) * keys.middleCols(kv_head * hs, hs).transpose();
-      for (Index t = 0; t < T; ++t) softmax_prefix(scores.row(t), pos0 + t + 1);
-      attended.middleCols(head * hs, hs).noalias() =
-          scores * values.middleCols(kv_head * hs, hs);
-    }
+    // Heads are independent: split across Eigen's thread count (the threads of the model's fp32
+    // products), each chunk of heads with its own scores (and, for an fp16 cache and several
+    // tokens, its own fp32 copy of the current kv head's keys and values). A head's arithmetic
+    // does not depend on the split, so the result is the same for any thread count. In
+    // generation (T = 1) the per-head products are GEMVs, which Eigen runs on one thread; this
+    // is their parallelism. One token over an fp16 cache reads the fp16 rows directly.
+    const int chunks = static_cast<int>(std::clamp<Index>(Eigen::nbThreads(), 1, config_.n_heads));
+    const bool widen = f16 && T > 1;
+    std::vector<RowMatrixXf> scores(static_cast<std::size_t>(chunks), RowMatrixXf(T, S));
+    std::vector<RowMatrixXf> head_kv(widen ? static_cast<std::size_t>(2 * chunks) : 0, RowMatrixXf(S, hs));
+    kernel::parallel_for(chunks, chunks, [&](std::ptrdiff_t c0, std::ptrdiff_t c1) {
+      for (std::ptrdiff_t c = c0; c < c1; ++c) {
+        RowMatrixXf& sc = scores[static_cast<std::size_t>(c)];
+        int widened = -1;  // the kv head whose fp16 rows head_kv holds
+        for (int head = static_cast<int>(config_.n_heads * c / chunks);
+             head < static_cast<int>(config_.n_heads * (c + 1) / chunks); ++head) {
+          const int kv_head = head / group;
+          const std::uint16_t* k16 = f16 ? cache->keys16_[l].data() + kv_head * cap * hs : nullptr;
+          const std::uint16_t* v16 = f16 ? cache->values16_[l].data() + kv_head * cap * hs : nullptr;
+          if (f16 && !widen) {
+            kernel::fp16_rows_dot(path, q.data() + head * hs, k16, hs, S, hs, sc.data());
+            softmax_prefix(sc.row(0), S);
+            kernel::fp16_rows_weighted_sum(path, sc.data(), v16, hs, S, hs, attended.data() + head * hs);
+            continue;
+          }
+          if (widen && kv_head != widened) {
+            kernel::fp16_rows_to_float(path, k16, hs, head_kv[2 * static_cast<std::size_t>(c)].data(), hs, S, hs);
+            kernel::fp16_rows_to_float(path, v16, hs, head_kv[2 * static_cast<std::size_t>(c) + 1].data(), hs, S, hs);
+            widened = kv_head;
+          }
+          const MatrixRef kh = widen ? MatrixRef(head_kv[2 * static_cast<std::size_t>(c)]) : head_keys(kv_head);
+          const MatrixRef vh = widen ? MatrixRef(head_kv[2 * static_cast<std::size_t>(c) + 1]) : head_values(kv_head);
+          sc.noalias() = q.middleCols(head * hs, hs) * kh.transpose();
+          for (Index t = 0; t < T; ++t) softmax_prefix(sc.row(t), pos0 + t + 1);
+          attended.middleCols(head * hs, hs).noalias() = sc * vh;
+        }
+      }
+    });
     h += apply_linear(layer, kWo, attended);
 
     // SwiGLU feed-forward.
