@@ -21,12 +21,13 @@
 //   4. and qtl's own pipeline: the fp32 weights quantized by RtnRecipe (4-bit symmetric, group 32,
 //      the "rtn-sym" recipe) into the same packed kernel.
 // The other tensors of the file stay fp32 in qtl (stories260K's 172-wide ffn_down is F16), except
-// the classifier: output.weight is Q6_K by llama-quantize's rules, a 6-bit code qtl's packed format
-// does not have, so qtl's two kernel engines run it (Transformer::set_classifier_op) on the 8-bit
-// kernel, group 32, int8 activations: the Q6_K weights rounded once more to 8 bits (the file
-// engine) or the fp32 ones (rtn-sym); 8.75 bits per weight read (codes, fp16 scales and the kernel
-// layout's zero points) against Q6_K's 6.56
-// (--fp32-classifier keeps it fp32). The embedding is a row lookup in both engines.
+// the classifier: output.weight is Q6_K by llama-quantize's rules, whose 16-wide sub-block scales
+// qtl's packed format cannot hold exactly, so qtl's two kernel engines run it on the 6-bit
+// kernel, symmetric group 32, int8 activations: the file engine loads it with
+// GgufLoadOptions::requantize_bits (the Q6_K weights rounded once more), the rtn-sym engine
+// rounds its fp32 classifier (Transformer::set_classifier_op); 6.5 bits per weight read against
+// Q6_K's 6.56 (--classifier-bits 8: 8.5; 0 keeps it fp32). The embedding is a row lookup in both
+// engines.
 //
 // Before anything is timed, both engines must compute the same function: the logits of the first
 // --check prompt positions from llama.cpp (F32 KV cache, no flash attention: plain fp32 attention
@@ -45,7 +46,8 @@
 // turn (so slow drifts of a shared machine hit all engines alike); the best time of each. llama.cpp
 // runs with its defaults (F16 KV cache, flash attention auto) and a persistent ggml thread pool
 // per thread count (as llama-bench attaches one), paused while qtl runs so that its threads do not
-// poll beside qtl's; qtl's threads are OpenMP's (Eigen's products and the packed kernels).
+// poll beside qtl's; qtl's threads are OpenMP's (Eigen's products, the attention heads and the
+// packed kernels), and its KV cache is fp16 as llama.cpp's (KvType::F16; --kv-cache f32 for fp32).
 //
 // Last, where qtl's time goes: its fastest engine once more with every linear layer timed, and the
 // classifier timed alone; the rest is attention, norms, RoPE and copies.
@@ -110,7 +112,6 @@ using qtl::RowMatrixXf;
 using qtl::VectorXf;
 using Clock = std::chrono::steady_clock;
 using U4s = qtl::Uniform<4, qtl::Mode::Symmetric>;
-using U8s = qtl::Uniform<8, qtl::Mode::Symmetric>;
 using Ukm = qtl::kernel::UniformKernelMatrix;
 
 [[noreturn]] void die(const std::string& message) {
@@ -214,14 +215,6 @@ void write_q4_0_file(const std::filesystem::path& path, const qm::Transformer& f
   qm::write_gguf_model(path, q4, tokenizer, wo);
 }
 
-/// The classifier of `model` (fp32, or the file's Q6_K decoded) rounded to qtl's 8-bit symmetric
-/// group-32 code on the uniform kernel with int8 activations: qtl's packed format holds no 6-bit
-/// code, so its nearest classifier to llama.cpp's Q6_K reads 8.75 bits per weight (8.5 of codes
-/// and scales, and the kernel layout's zero points) where Q6_K reads 6.56.
-void classifier_on_8bit_kernel(qm::Transformer& model) {
-  const auto q = qtl::quantize_matrix(U8s{}, qtl::PerGroup{32}, model.classifier());
-  model.set_classifier_op(qm::make_packed_linear(q, {.activations = qtl::kernel::ActivationMode::Int8}));
-}
 
 /// qtl's thread count: Eigen's products (OpenMP) and every packed kernel's (a PackedLinear keeps
 /// its count, so each is rebuilt around its kernel).
@@ -370,8 +363,9 @@ struct Engine {
 
 volatile float g_sink;
 
-Engine qtl_engine(std::string format, std::string engine, std::shared_ptr<qm::Transformer> model) {
-  auto cache = std::make_shared<qm::KvCache>(model->config());
+Engine qtl_engine(std::string format, std::string engine, std::shared_ptr<qm::Transformer> model,
+                  qm::KvType kv = qm::KvType::F16) {
+  auto cache = std::make_shared<qm::KvCache>(model->config(), kv);
   Engine e;
   e.format = std::move(format);
   e.engine = std::move(engine);
@@ -467,7 +461,8 @@ struct Options {
   std::vector<int> threads = {1, 2};
   std::uint64_t seed = 1;
   std::string dir;
-  bool classifier8 = true;  // qtl's kernel engines run the classifier on the 8-bit kernel
+  int classifier_bits = 6;  // qtl's kernel engines' classifier: 6- or 8-bit kernel, 0 = fp32
+  qm::KvType kv = qm::KvType::F16;  // qtl's KV cache
 };
 
 /// Everything for one model; appends its table rows.
@@ -502,13 +497,14 @@ void bench_model(const std::string& label, std::unique_ptr<qm::Transformer> fp32
   if (lm.vocab() != c.vocab_size) die("llama.cpp sees another vocabulary size");
   const RowMatrixXf ref_llama = lm.logits(check);
   auto decoded = std::make_shared<qm::Transformer>(qm::load_gguf_model(file).model);
-  auto on_kernel = std::make_shared<qm::Transformer>(qm::load_gguf_model(file, {.qtl_kernels = true}).model);
+  auto on_kernel = std::make_shared<qm::Transformer>(
+      qm::load_gguf_model(file, {.qtl_kernels = true, .requantize_bits = o.classifier_bits}).model);
   if (dynamic_cast<const qm::PackedLinear<Ukm>*>(&on_kernel->linear("layers.0.wq")) == nullptr) {
     die("load_gguf_model(qtl_kernels) left layers.0.wq off qtl's kernel");
   }
-  if (o.classifier8) {
-    classifier_on_8bit_kernel(*on_kernel);
-    classifier_on_8bit_kernel(*own);
+  if (o.classifier_bits > 0) {
+    own->set_classifier_op(qm::ggml_linear_requantized(own->classifier(), o.classifier_bits,
+                                                       {.activations = qtl::kernel::ActivationMode::Int8}));
   }
   std::fprintf(stderr, "qtl loads %s: layers.0.wq is '%s' (decoded), '%s' (the file's codes); classifier: %s\n",
                file.filename().c_str(), decoded->linear("layers.0.wq").describe().c_str(),
@@ -541,9 +537,9 @@ void bench_model(const std::string& label, std::unique_ptr<qm::Transformer> fp32
   const int n_ctx = (o.prompt + o.gen + 255) / 256 * 256;
   std::vector<Engine> engines;
   engines.push_back(llama_engine(lm, n_ctx, o.prompt, pools));
-  engines.push_back(qtl_engine("Q4_0 file", "qtl, decoded to fp32 (Eigen)", decoded));
-  engines.push_back(qtl_engine("Q4_0 file", "qtl, u4 g32 kernel, int8 act.", on_kernel));
-  engines.push_back(qtl_engine("qtl rtn-sym 4-bit g32", "qtl, u4 g32 kernel, int8 act.", own));
+  engines.push_back(qtl_engine("Q4_0 file", "qtl, decoded to fp32 (Eigen)", decoded, o.kv));
+  engines.push_back(qtl_engine("Q4_0 file", "qtl, u4 g32 kernel, int8 act.", on_kernel, o.kv));
+  engines.push_back(qtl_engine("qtl rtn-sym 4-bit g32", "qtl, u4 g32 kernel, int8 act.", own, o.kv));
   for (int threads : o.threads) {
     for (auto& e : engines) {  // warm-up
       e.use_threads(threads);
@@ -575,7 +571,7 @@ void bench_model(const std::string& label, std::unique_ptr<qm::Transformer> fp32
   for (const std::string& name : on_kernel->linear_names()) {
     on_kernel->set_linear(name, std::make_unique<TimedLinear>(on_kernel->linear(name).clone(), ns));
   }
-  Engine timed = qtl_engine("", "", on_kernel);
+  Engine timed = qtl_engine("", "", on_kernel, o.kv);
   *ns = 0;
   const double prompt_s = timed.prompt(prompt);
   const double prompt_lin = static_cast<double>(ns->exchange(0)) * 1e-9;
@@ -588,11 +584,11 @@ void bench_model(const std::string& label, std::unique_ptr<qm::Transformer> fp32
   std::fprintf(stderr,
                "qtl (the file's codes on qtl's kernel), 1 thread, where the time goes:\n"
                "  prompt: %.1f ms = linears %.1f ms (%.0f%%) + classifier ~%.2f ms + attention/norms/RoPE %.1f ms\n"
-               "  gen:    %.3f ms/token = linears %.3f (%.0f%%) + classifier (%s, %dx%d) %.3f (%.0f%%) + rest %.3f\n",
+               "  gen:    %.3f ms/token = linears %.3f (%.0f%%) + classifier (%s) %.3f (%.0f%%) + rest %.3f\n",
                prompt_s * 1e3, prompt_lin * 1e3, 100 * prompt_lin / prompt_s, cls / o.gen * 1e3,
                (prompt_s - prompt_lin - cls / o.gen) * 1e3, gen_s / o.gen * 1e3, gen_lin / o.gen * 1e3,
-               100 * gen_lin / gen_s, on_kernel->classifier_op() != nullptr ? "8-bit kernel" : "fp32",
-               c.vocab_size, c.dim, cls / o.gen * 1e3, 100 * cls / gen_s,
+               100 * gen_lin / gen_s, on_kernel->classifier_op() != nullptr ? on_kernel->classifier_op()->describe().c_str() : "fp32",
+               cls / o.gen * 1e3, 100 * cls / gen_s,
                (gen_s - gen_lin - cls) / o.gen * 1e3);
 }
 
@@ -616,8 +612,14 @@ int main(int argc, char** argv) {
   app.add_option("--vocab", o.shape.vocab, "synthetic model: vocabulary")->check(CLI::Range(259, 1 << 20))
       ->capture_default_str();
   app.add_option("--seed", o.seed, "weights and token ids")->capture_default_str();
-  app.add_flag("!--fp32-classifier", o.classifier8,
-               "keep the classifier of qtl's kernel engines fp32 (default: 8-bit group-32 kernel)");
+  app.add_option("--classifier-bits", o.classifier_bits,
+                 "classifier of qtl's kernel engines: 6 or 8 (bits, symmetric group 32), 0 = fp32")
+      ->check(CLI::IsMember({0, 6, 8}))
+      ->capture_default_str();
+  app.add_option("--kv-cache", o.kv, "qtl's KV cache: f16 (as llama.cpp's default) or f32")
+      ->transform(CLI::CheckedTransformer(std::map<std::string, qm::KvType>{{"f16", qm::KvType::F16},
+                                                                          {"f32", qm::KvType::F32}}))
+      ->capture_default_str();
   app.add_option("--dir", o.dir, "where the GGUF files go (default: a temporary folder)");
   CLI11_PARSE(app, argc, argv);
   for (int t : o.threads) {
@@ -658,8 +660,10 @@ int main(int argc, char** argv) {
     }
     if (!tmp.empty()) std::filesystem::remove_all(tmp);
 
-    std::printf("\nggml CPU variant: %s; prompt %d tokens, generation %d tokens, best of %d\n\n", variant.c_str(),
-                o.prompt, o.gen, o.runs);
+    std::printf("\nggml CPU variant: %s; prompt %d tokens, generation %d tokens, best of %d; qtl: KV cache %s, "
+                "classifier %s\n\n",
+                variant.c_str(), o.prompt, o.gen, o.runs, o.kv == qm::KvType::F16 ? "f16" : "f32",
+                o.classifier_bits > 0 ? qtl::str_cat(o.classifier_bits, "-bit kernel").c_str() : "fp32");
     std::printf("| model | format | engine | threads | prompt tok/s | gen tok/s | prompt qtl/llama.cpp | gen qtl/llama.cpp |\n");
     std::printf("|---|---|---|---:|---:|---:|---:|---:|\n");
     for (const auto& r : table) {
