@@ -531,9 +531,15 @@ class Transformer {
           }
           const MatrixRef kh = widen ? MatrixRef(head_kv[2 * static_cast<std::size_t>(c)]) : head_keys(kv_head);
           const MatrixRef vh = widen ? MatrixRef(head_kv[2 * static_cast<std::size_t>(c) + 1]) : head_values(kv_head);
-          sc.noalias() = q.middleCols(head * hs, hs) * kh.transpose();
-          for (Index t = 0; t < T; ++t) softmax_prefix(sc.row(t), pos0 + t + 1);
-          attended.middleCols(head * hs, hs).noalias() = sc * vh;
+          // Causal: queries in blocks of kQueryBlock, each block against the keys up to its
+          // last query only (a prompt of T tokens multiplies about half of the T x S scores).
+          for (Index t0 = 0; t0 < T; t0 += kQueryBlock) {
+            const Index tb = std::min<Index>(kQueryBlock, T - t0), sb = std::min<Index>(S, pos0 + t0 + tb);
+            auto scores_block = sc.block(t0, 0, tb, sb);
+            scores_block.noalias() = q.block(t0, head * hs, tb, hs) * kh.topRows(sb).transpose();
+            for (Index t = 0; t < tb; ++t) softmax_prefix(scores_block.row(t), pos0 + t0 + t + 1);
+            attended.block(t0, head * hs, tb, hs).noalias() = scores_block * vh.topRows(sb);
+          }
         }
       }
     });
@@ -546,6 +552,8 @@ class Transformer {
     const RowMatrixXf act = (gate.array() / (1.0f + (-gate.array()).exp())) * up.array();
     h += apply_linear(layer, kW2, act);
   }
+
+  static constexpr Index kQueryBlock = 64;  ///< attention: queries per block of causal scores
 
   /// Softmax over row[0..n), zeros in row[n..): causal masking of keys after the query.
   template <class Row>
