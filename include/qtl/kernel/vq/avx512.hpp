@@ -356,11 +356,37 @@ QTL_TARGET_AVX512VBMI inline __attribute__((always_inline)) void e8p_finish(cons
   }
 }
 
-/// Calls f(std::integral_constant<int, d>) for d = 0 .. 7.
-template <class F>
-inline __attribute__((always_inline)) void for_coordinates(F&& f) {
-  [&]<int... D>(std::integer_sequence<int, D...>) { (f(std::integral_constant<int, D>{}), ...); }(
-      std::make_integer_sequence<int, 8>{});
+// The 8 coordinates of a position, unrolled at compile time (e8p_coordinate takes d as a
+// template argument). Target-attributed functions, not a lambda: a lambda does not inherit its
+// enclosing function's target attribute, so without -march=native GCC and clang refuse to inline
+// the AVX-512 helpers into it (tests/CMakeLists.txt's baseline build compiles every kernel so).
+
+/// u[d] = e8p_coordinate<d>(T, pos) for d = 0 .. 7.
+template <int... D>
+QTL_TARGET_AVX512VBMI inline __attribute__((always_inline)) void e8p_coordinates(
+    const E8PByteTables& T, const E8PPosition& pos, __m512i* u, std::integer_sequence<int, D...>) noexcept {
+  ((u[D] = e8p_coordinate<D>(T, pos)), ...);
+}
+
+/// Coordinate D of position jj decoded (4 c_d, in [-11, 11]) and multiplied into the fp32 sums.
+template <int D, int NT>
+QTL_TARGET_AVX512VBMI inline __attribute__((always_inline)) void e8p_coordinate_fma(
+    const E8PByteTables& T, const E8PPosition& pos, const float* const* xs, std::ptrdiff_t jj,
+    __m512 (&acc)[NT][4]) noexcept {
+  const __m512i q = e8p_coordinate<D>(T, pos);
+  const std::ptrdiff_t e = jj * 8 + D;
+  e8p_fma<NT, 0>(q, xs, e, acc);
+  e8p_fma<NT, 1>(q, xs, e, acc);
+  e8p_fma<NT, 2>(q, xs, e, acc);
+  e8p_fma<NT, 3>(q, xs, e, acc);
+}
+
+/// e8p_coordinate_fma for D = 0 .. 7.
+template <int NT, int... D>
+QTL_TARGET_AVX512VBMI inline __attribute__((always_inline)) void e8p_position_fma(
+    const E8PByteTables& T, const E8PPosition& pos, const float* const* xs, std::ptrdiff_t jj, __m512 (&acc)[NT][4],
+    std::integer_sequence<int, D...>) noexcept {
+  (e8p_coordinate_fma<D, NT>(T, pos, xs, jj, acc), ...);
 }
 
 template <int NT>
@@ -388,14 +414,7 @@ QTL_TARGET_AVX512VBMI void tiles_e8p_bytes(const VQKernelView& w, const VQChunkT
       const std::uint16_t* ip = idx + jj * kVQTileRows;
       prefetch_stream<2>(ip);
       const E8PPosition pos = e8p_position(ip, sel_g, sel_h, odd_lo, odd_hi, minus1, plus1);
-      for_coordinates([&](auto dc) {
-        const __m512i q = e8p_coordinate<decltype(dc)::value>(T, pos);  // 4 c_d, in [-11, 11]
-        const std::ptrdiff_t e = jj * 8 + decltype(dc)::value;
-        e8p_fma<NT, 0>(q, xs, e, acc);
-        e8p_fma<NT, 1>(q, xs, e, acc);
-        e8p_fma<NT, 2>(q, xs, e, acc);
-        e8p_fma<NT, 3>(q, xs, e, acc);
-      });
+      e8p_position_fma<NT>(T, pos, xs, jj, acc, std::make_integer_sequence<int, 8>{});
     }
     e8p_finish<NT, false>(w, k, t, acc, nullptr);
   }
@@ -461,7 +480,7 @@ QTL_TARGET_AVX512VNNI_VBMI void tiles_e8p_int8(const VQKernelView& w, const VQCh
         prefetch_stream<2>(ip);
         const E8PPosition pos = e8p_position(ip, sel_g, sel_h, odd_lo, odd_hi, down1, up1);
         __m512i u[8];
-        for_coordinates([&](auto dc) { u[decltype(dc)::value] = e8p_coordinate<decltype(dc)::value>(T, pos); });  // 4 c_d + 11, in [0, 22]
+        e8p_coordinates(T, pos, u, std::make_integer_sequence<int, 8>{});  // 4 c_d + 11, in [0, 22]
         __m512i quad[2][4];  // [coordinates 0-3 / 4-7][rows 16 Q .. 16 Q + 15]
         #pragma GCC unroll 2
         for (int half = 0; half < 2; ++half) {
