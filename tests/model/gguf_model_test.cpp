@@ -15,6 +15,8 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <limits>
+#include <span>
 #include <random>
 #include <string>
 #include <vector>
@@ -287,6 +289,12 @@ TEST(GgufModel, OtherQuantizedTypesGoOntoTheKernelsRoundedOnceMore) {
   EXPECT_GT(added[0], 0.3 * own);  // 6 bits: a second rounding of about Q6_K's own size
   EXPECT_LT(added[1], 0.15 * own);  // 8 bits: 1/16 of it, give or take the grids
   EXPECT_NE(error_of([&] { (void)m::ggml_linear_requantized(w, 7); }).find("got 7"), std::string::npos);
+  qtl::RowMatrixXf bad = q6k.weight();
+  bad(3, 5) = std::numeric_limits<float>::quiet_NaN();
+  for (const int bits : {4, 8}) {  // refused, the weight named, at any width
+    const std::string nan_msg = error_of([&] { (void)m::ggml_linear_requantized(bad, bits); });
+    EXPECT_NE(nan_msg.find("must be finite, got nan at (3, 5)"), std::string::npos) << nan_msg;
+  }
 
   // In a file: Q4_1 linears (32-blocks whose offsets are no multiple of the scale) stay fp32
   // products unless requantize_bits is set, then run on the 8-bit kernel close to the decoded
@@ -314,6 +322,25 @@ TEST(GgufModel, OtherQuantizedTypesGoOntoTheKernelsRoundedOnceMore) {
     (void)m::load_gguf_model(dir.file("q41.gguf"), {.qtl_kernels = true, .requantize_bits = 3});
   });
   EXPECT_NE(msg.find("requantize_bits must be 0 (off), 4, 5, 6 or 8, got 3"), std::string::npos) << msg;
+
+  // A block scale of that file turned NaN (a corrupt or badly written file): refused with the
+  // tensor's name, whether its weights would stay fp32 or be rounded onto the kernels.
+  std::ifstream in(dir.file("q41.gguf"), std::ios::binary);
+  std::vector<char> raw((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  in.close();
+  const auto parsed = qtl::gguf::File::from_memory(std::as_bytes(std::span<const char>(raw)));
+  const auto t = parsed.tensor("blk.1.attn_k.weight");
+  ASSERT_EQ(t.type, qtl::ggml::Type::Q4_1);
+  const auto at = static_cast<std::size_t>(reinterpret_cast<const char*>(t.bytes.data()) - raw.data()) + 20 * 7;
+  const std::uint16_t nan_half = 0x7E00;  // block 7's fp16 scale d
+  std::memcpy(raw.data() + at, &nan_half, sizeof(nan_half));
+  std::ofstream(dir.file("nan.gguf"), std::ios::binary).write(raw.data(), static_cast<std::streamsize>(raw.size()));
+  for (const int bits : {0, 8}) {
+    const std::string nan_msg = error_of([&] {
+      (void)m::load_gguf_model(dir.file("nan.gguf"), {.qtl_kernels = true, .requantize_bits = bits});
+    });
+    EXPECT_NE(nan_msg.find("tensor 'blk.1.attn_k.weight' holds NaN or Inf"), std::string::npos) << bits << nan_msg;
+  }
 }
 
 TEST(GgufModel, AClassifierOpIsWhatTheFileHolds) {
