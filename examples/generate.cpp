@@ -2,6 +2,7 @@
 //
 //   generate                                   # greedy continuation of "Once upon a time"
 //   generate --prompt "Tom had a red" --temperature 0.8 --seed 7 --steps 200
+//   generate --kv-cache f16                    # keys and values cached in fp16, as llama.cpp does
 //
 // The prompt is processed in one batched pass (one GEMM per linear layer), then tokens are
 // generated one at a time with the key/value cache. Temperature 0 picks the most likely token
@@ -58,6 +59,7 @@ int main(int argc, char** argv) {
   int steps = 256;
   float temperature = 0.0f;
   std::uint64_t seed = 42;
+  std::string kv_cache = "f32";
   app.add_option("--model", model_path, "llama2.c checkpoint (.bin)")->capture_default_str();
   app.add_option("--tokenizer", tokenizer_path, "llama2.c tokenizer (.bin)")
       ->capture_default_str();
@@ -69,6 +71,11 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.0f, 100.0f))
       ->capture_default_str();
   app.add_option("--seed", seed, "random seed for sampling")->capture_default_str();
+  app.add_option("--kv-cache", kv_cache,
+                 "f32: the cached forward equals the uncached one; f16: half the cache's memory and reads, "
+                 "each key and value rounded once (llama.cpp's default)")
+      ->check(CLI::IsMember({"f32", "f16"}))
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   // The model's matrix products are tiny: splitting each across threads only adds overhead.
@@ -86,7 +93,7 @@ int main(int argc, char** argv) {
       return 1;
     }
     std::mt19937_64 rng(seed);
-    qtl::model::KvCache cache(model.config());
+    qtl::model::KvCache cache(model.config(), kv_cache == "f16" ? qtl::model::KvType::F16 : qtl::model::KvType::F32);
 
     const auto start = std::chrono::steady_clock::now();
     const qtl::RowMatrixXf prompt_logits = model.forward(prompt_ids, cache);
@@ -106,8 +113,8 @@ int main(int argc, char** argv) {
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     std::cout << "\n";
-    std::fprintf(stderr, "[%zu prompt tokens, %d generated, %.1f tokens/s, temperature %g]\n",
-                 prompt_ids.size(), generated, generated / seconds, temperature);
+    std::fprintf(stderr, "[%zu prompt tokens, %d generated, %.1f tokens/s, temperature %g, %s KV cache]\n",
+                 prompt_ids.size(), generated, generated / seconds, temperature, kv_cache.c_str());
   } catch (const qtl::Error& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 1;
