@@ -1,5 +1,6 @@
-// fp16 <-> fp32 rows (the half-precision KV cache's conversions): every path against the scalar
-// code of qtl/detail/fp16.hpp, bit for bit, on strided rows whose lengths leave SIMD tails.
+// fp16 <-> fp32 rows (the half-precision KV cache's conversions): every path and the portable
+// path's plain C++ twin against the scalar code of qtl/detail/fp16.hpp, bit for bit, on strided
+// rows whose lengths leave SIMD tails; the attention products against a double reference.
 #include <gtest/gtest.h>
 
 #include <bit>
@@ -8,6 +9,7 @@
 #include <limits>
 #include <qtl/detail/fp16.hpp>
 #include <qtl/kernel/common/fp16_rows.hpp>
+#include <qtl/kernel/common/portable_simd.hpp>
 #include <random>
 #include <vector>
 
@@ -22,9 +24,18 @@ TEST(Fp16Rows, EveryHalfWidensAsTheScalarCodeOnEveryPath) {
   for (std::ptrdiff_t r = 0; r < kRows; ++r) {
     for (std::ptrdiff_t c = 0; c < kCols; ++c) src[r * kSrc + c] = static_cast<std::uint16_t>(r * kCols + c);
   }
-  for (KernelPath p : qtl::kernel::supported_kernel_paths()) {
+  // Every path, then (-1) the scalar twin.
+  std::vector<int> paths;
+  for (KernelPath p : qtl::kernel::supported_kernel_paths()) paths.push_back(static_cast<int>(p));
+  paths.push_back(-1);
+  for (int pi : paths) {
+    const auto p = static_cast<KernelPath>(pi < 0 ? 0 : pi);
     std::vector<float> dst(kRows * kDst, -1.0f);
-    qtl::kernel::fp16_rows_to_float(p, src.data(), kSrc, dst.data(), kDst, kRows, kCols);
+    if (pi < 0) {
+      qtl::kernel::fp16_rows_to_float_scalar(src.data(), kSrc, dst.data(), kDst, kRows, kCols);
+    } else {
+      qtl::kernel::fp16_rows_to_float(p, src.data(), kSrc, dst.data(), kDst, kRows, kCols);
+    }
     int bad = 0;
     for (std::ptrdiff_t r = 0; r < kRows; ++r) {
       for (std::ptrdiff_t c = 0; c < kDst; ++c) {
@@ -37,8 +48,28 @@ TEST(Fp16Rows, EveryHalfWidensAsTheScalarCodeOnEveryPath) {
         bad += std::isnan(want) ? !std::isnan(got) : std::bit_cast<std::uint32_t>(got) != std::bit_cast<std::uint32_t>(want);
       }
     }
-    EXPECT_EQ(bad, 0) << qtl::kernel::to_string(p);
+    EXPECT_EQ(bad, 0) << (pi < 0 ? "scalar twin" : qtl::kernel::to_string(p));
   }
+}
+
+TEST(Fp16Rows, TheBitOperationWideningOfArchsWithoutAConversionInstructionIsExact) {
+  // load_fp16's fallback for archs without vcvtph2ps / fcvtl (SSE2 builds without F16C), called
+  // directly on this build's batch: every one of the 65536 halves, bit for bit (NaN as NaN).
+  using A = qtl::kernel::PortableArch;
+  using F32 = xsimd::batch<float, A>;
+  std::vector<std::uint16_t> all(65536);
+  for (std::size_t i = 0; i < all.size(); ++i) all[i] = static_cast<std::uint16_t>(i);
+  int bad = 0;
+  alignas(64) float lanes[F32::size];
+  for (std::size_t i = 0; i < all.size(); i += F32::size) {
+    qtl::kernel::detail_simd::load_fp16<A>(all.data() + i, xsimd::generic{}).store_aligned(lanes);
+    for (std::size_t k = 0; k < F32::size; ++k) {
+      const float want = qtl::detail::half_to_float(all[i + k]);
+      const float got = lanes[k];
+      bad += std::isnan(want) ? !std::isnan(got) : std::bit_cast<std::uint32_t>(got) != std::bit_cast<std::uint32_t>(want);
+    }
+  }
+  EXPECT_EQ(bad, 0);
 }
 
 TEST(Fp16Rows, FloatsRoundAsTheScalarCodeOnEveryPath) {
@@ -108,11 +139,21 @@ TEST(Fp16Rows, OneTokenAttentionProductsMatchADoubleReferenceOnEveryPath) {
           sum_mag += std::abs(double{p[static_cast<std::size_t>(r)]} * w);
         }
       }
-      for (KernelPath path : qtl::kernel::supported_kernel_paths()) {
+      std::vector<int> paths;  // every path, then (-1) the portable path's scalar twin
+      for (KernelPath path : qtl::kernel::supported_kernel_paths()) paths.push_back(static_cast<int>(path));
+      paths.push_back(-1);
+      for (int pi : paths) {
+        const auto path = static_cast<KernelPath>(pi < 0 ? 0 : pi);
         std::vector<float> dot(static_cast<std::size_t>(rows) + 1, -7.0f), sum(static_cast<std::size_t>(cols) + 1, -7.0f);
-        qtl::kernel::fp16_rows_dot(path, q.data(), kv.data(), stride, rows, cols, dot.data());
-        qtl::kernel::fp16_rows_weighted_sum(path, p.data(), kv.data(), stride, rows, cols, sum.data());
-        const auto where = testing::Message() << qtl::kernel::to_string(path) << " rows " << rows << " cols " << cols;
+        if (pi < 0) {
+          qtl::kernel::fp16_rows_dot_scalar(q.data(), kv.data(), stride, rows, cols, dot.data());
+          qtl::kernel::fp16_rows_weighted_sum_scalar(p.data(), kv.data(), stride, rows, cols, sum.data());
+        } else {
+          qtl::kernel::fp16_rows_dot(path, q.data(), kv.data(), stride, rows, cols, dot.data());
+          qtl::kernel::fp16_rows_weighted_sum(path, p.data(), kv.data(), stride, rows, cols, sum.data());
+        }
+        const auto where = testing::Message() << (pi < 0 ? "scalar twin" : qtl::kernel::to_string(path)) << " rows "
+                                              << rows << " cols " << cols;
         for (std::ptrdiff_t r = 0; r < rows; ++r) {
           EXPECT_NEAR(dot[static_cast<std::size_t>(r)], want_dot[static_cast<std::size_t>(r)], 1e-6 * dot_mag) << where;
         }

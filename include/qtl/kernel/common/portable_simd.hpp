@@ -24,6 +24,7 @@
 //               int32 lanes, two half-batches from two addresses
 #pragma once
 
+#include <bit>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -314,14 +315,7 @@ xsimd::batch<float, A> gather_f32(const float* base, const xsimd::batch<std::int
 }
 #endif
 
-// load_fp16: batch-size fp16 values at p as floats, exactly (qtl::detail::half_to_float).
-template <class A>
-xsimd::batch<float, A> load_fp16(const std::uint16_t* p, requires_arch<xsimd::generic>) noexcept {
-  using F32 = xsimd::batch<float, A>;
-  alignas(64) float out[F32::size];
-  for (std::size_t k = 0; k < F32::size; ++k) out[k] = qtl::detail::half_to_float(p[k]);
-  return F32::load_aligned(out);
-}
+// load_fp16 on archs with a conversion instruction (the generic one is below load_widen).
 #if XSIMD_WITH_SSE2 && defined(__F16C__)
 template <class A>
 xsimd::batch<float, A> load_fp16(const std::uint16_t* p, requires_arch<xsimd::sse2>) noexcept {
@@ -418,6 +412,28 @@ xsimd::batch<std::int32_t, A> load_widen(const std::uint16_t* p, requires_arch<x
   return vreinterpretq_s32_u32(vmovl_u16(vld1_u16(p)));
 }
 #endif
+
+// load_fp16: batch-size fp16 values at p as floats, exactly (qtl::detail::half_to_float).
+// Any arch without a conversion instruction (SSE2 without F16C): integer bit operations, no
+// branches (F. Giesen's "half to float" with a magic-number renormalization): exponent and
+// mantissa shifted into place and the exponent rebiased by 127 - 15; infinities and NaN rebiased
+// once more to 255; subnormals and zeros built as 2^-14 (1 + m / 1024) and 2^-14 subtracted, which
+// leaves m 2^-24 exactly. NaN payloads are kept as the scalar conversion keeps them.
+template <class A>
+xsimd::batch<float, A> load_fp16(const std::uint16_t* p, requires_arch<xsimd::generic>) noexcept {
+  using F32 = xsimd::batch<float, A>;
+  using U32 = xsimd::batch<std::uint32_t, A>;
+  const U32 h = xsimd::bitwise_cast<U32>(load_widen<A>(p, A{}));
+  const U32 exp_mask(0x7C00u << 13);
+  const U32 em = (h & U32(0x7FFFu)) << 13;  // exponent and mantissa at float's positions
+  const U32 e = em & exp_mask;
+  const U32 normal = em + U32(112u << 23);  // 127 - 15
+  const U32 special = normal + U32(112u << 23);  // exponent 31 -> 255
+  const F32 small = xsimd::bitwise_cast<F32>(normal + U32(1u << 23)) - F32(std::bit_cast<float>(113u << 23));
+  U32 bits = xsimd::select(e == exp_mask, special, normal);
+  bits = xsimd::select(e == U32(0u), xsimd::bitwise_cast<U32>(small), bits);
+  return xsimd::bitwise_cast<F32>(bits | ((h & U32(0x8000u)) << 16));
+}
 
 }  // namespace detail_simd
 
