@@ -53,6 +53,9 @@
 // The full matrix (shapes 4096x4096, 4096x14336, 14336x4096; M = 1, 8, 64, 512; 1 and 2 threads;
 // hours): add --vs_ggml_full. Lines are named gemv/<type>/... and gemm/<type>/..., so
 // --benchmark_filter selects pairs, e.g. --benchmark_filter='limit|/q4_'.
+// Both engines as on an older CPU: QTL_KERNEL_PATH=avx2 picks qtl's AVX2 kernels and
+// --vs_ggml_variant=haswell ggml's AVX2 build (avxvnni / alderlake for AVX-VNNI); the compute
+// limits stay this CPU's (its widest int8 dot product), so compare the ratios.
 #include <benchmark/benchmark.h>
 
 #include <ggml-alloc.h>
@@ -60,6 +63,7 @@
 #include <ggml.h>
 
 #include <link.h>
+#include <unistd.h>
 
 #include <qtl/format/packed_matrix.hpp>
 #include <qtl/format/table_packed.hpp>
@@ -140,10 +144,32 @@ std::string loaded_cpu_variant() {
   return found.empty() ? "(none: ggml-cpu linked statically?)" : found;
 }
 
+// --vs_ggml_variant=NAME: ggml's registry picks the best variant among the libggml-cpu-*.so files
+// of the folder it scans, so a scratch folder holding only libggml-cpu-NAME.so (a symbolic link)
+// makes it load that one, as on a CPU whose best variant it is (haswell: AVX2; alderlake:
+// AVX-VNNI; skylakex, icelake: AVX-512). The folder is removed once the library is loaded.
+std::string g_variant;
+
+void load_variant_only(const std::string& name) {
+  const std::string lib = std::string(QTL_LLAMA_CPP_BINS) + "/libggml-cpu-" + name + ".so";
+  if (access(lib.c_str(), R_OK) != 0) die("--vs_ggml_variant: no " + lib);
+  char dir[] = "/tmp/qtl-ggml-variant-XXXXXX";
+  if (mkdtemp(dir) == nullptr) die("--vs_ggml_variant: mkdtemp failed");
+  const std::string link = std::string(dir) + "/libggml-cpu-" + name + ".so";
+  if (symlink(lib.c_str(), link.c_str()) != 0) die("--vs_ggml_variant: symlink failed");
+  ggml_backend_load_all_from_path(dir);
+  unlink(link.c_str());
+  rmdir(dir);
+}
+
 class GgmlCpu {
  public:
   GgmlCpu() {
-    ggml_backend_load_all_from_path(QTL_LLAMA_CPP_BINS);
+    if (g_variant.empty()) {
+      ggml_backend_load_all_from_path(QTL_LLAMA_CPP_BINS);
+    } else {
+      load_variant_only(g_variant);
+    }
     dev_ = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
     if (dev_ == nullptr) die("ggml found no CPU device in " QTL_LLAMA_CPP_BINS);
     backend_ = ggml_backend_dev_init(dev_, nullptr);
@@ -688,11 +714,14 @@ void register_benchmarks() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // --vs_ggml_full (ours, removed before Google Benchmark sees the arguments): the full matrix.
+  // Ours, removed before Google Benchmark sees the arguments: --vs_ggml_full (the full matrix),
+  // --vs_ggml_variant=NAME (ggml's CPU variant libggml-cpu-NAME.so instead of the best one).
   int kept = 1;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--vs_ggml_full") == 0) {
       g_full = true;
+    } else if (std::strncmp(argv[i], "--vs_ggml_variant=", 18) == 0) {
+      g_variant = argv[i] + 18;
     } else {
       argv[kept++] = argv[i];
     }
