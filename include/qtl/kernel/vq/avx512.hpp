@@ -359,7 +359,7 @@ QTL_TARGET_AVX512VBMI inline __attribute__((always_inline)) void e8p_finish(cons
 // The 8 coordinates of a position, unrolled at compile time (e8p_coordinate takes d as a
 // template argument). Target-attributed functions, not a lambda: a lambda does not inherit its
 // enclosing function's target attribute, so without -march=native GCC and clang refuse to inline
-// the AVX-512 helpers into it (tests/CMakeLists.txt's baseline build compiles every kernel so).
+// the AVX-512 helpers into it (CI's Release stage, scripts/test.sh, builds without it).
 
 /// u[d] = e8p_coordinate<d>(T, pos) for d = 0 .. 7.
 template <int... D>
